@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds layerfs, writes the sample stack, mounts it, shows the merged tree,
+# and unmounts. Run from the repository root.
+set -euo pipefail
+cargo build --release --quiet
+dir=$(mktemp -d /tmp/layerfs-demo.XXXXXX)
+mapfile -t layers < <(scripts/make-sample.sh "$dir")
+mkdir -p "$dir/mnt"
+trap 'target/release/layerfs umount "$dir/mnt" 2>/dev/null; rm -rf "$dir"' EXIT
+echo "+ layerfs mount ${layers[*]} $dir/mnt"
+target/release/layerfs mount "${layers[@]}" "$dir/mnt"
+echo "+ ls -lR $dir/mnt"
+ls -lR --time-style=+%F "$dir/mnt"
+echo "+ cat $dir/mnt/etc/os-release $dir/mnt/srv/www/index.html $dir/mnt/opt/app/config.toml"
+cat "$dir/mnt/etc/os-release" "$dir/mnt/srv/www/index.html" "$dir/mnt/opt/app/config.toml"
+echo "+ layerfs umount $dir/mnt"
+target/release/layerfs umount "$dir/mnt"

@@ -1,0 +1,112 @@
+//! The commands behind the CLI, with the context a user needs in errors.
+
+use std::path::{Path, PathBuf};
+
+use crate::daemon::{self, DaemonError};
+use crate::fuse::{self, MountError, MountOptions, OptionError};
+use crate::stack::{Stack, StackError};
+
+/// Any failure of a command; each message names the file or mountpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A layer could not be used.
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    /// Mounting or unmounting failed.
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    /// A `-o` option was refused.
+    #[error(transparent)]
+    Option(#[from] OptionError),
+    /// The background process failed (it has printed its own error).
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// The log file could not be opened.
+    #[error("{}: {source}", path.display())]
+    LogFile {
+        /// The log file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+impl AppError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AppError::Daemon(e) => e.exit_code(),
+            _ => 1,
+        }
+    }
+
+    /// Whether the message was already printed (by the background child).
+    pub fn already_reported(&self) -> bool {
+        matches!(self, AppError::Daemon(DaemonError::ChildFailed(_)))
+    }
+}
+
+/// What `layerfs mount` was asked to do.
+#[derive(Debug)]
+pub struct MountRequest {
+    /// Layer files, bottom first.
+    pub layers: Vec<PathBuf>,
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// `-o` lists, in order.
+    pub options: Vec<String>,
+    /// Stay in the foreground.
+    pub foreground: bool,
+    /// Request-serving threads, if not the default.
+    pub threads: Option<usize>,
+    /// Where the background daemon logs.
+    pub log_file: Option<PathBuf>,
+}
+
+/// `layerfs mount`: checks everything that can be checked, indexes the
+/// layers, mounts, and serves (in the background unless `foreground`).
+pub fn mount(request: &MountRequest) -> Result<(), AppError> {
+    let mut options = MountOptions::default();
+    if let Some(first) = request.layers.first() {
+        options.set_fsname(first.display().to_string());
+    }
+    for list in &request.options {
+        options.parse(list)?;
+    }
+    if let Some(threads) = request.threads {
+        options.set_threads(threads);
+    }
+    if !request.foreground && !daemon::is_child() {
+        return Ok(daemon::start_in_background()?);
+    }
+    let mountpoint = fuse::check_mountpoint(&request.mountpoint)?;
+    let stack = Stack::open(&request.layers)?;
+    log::info!(
+        "{} layers merged: {} inodes, {} bytes of file data",
+        stack.layers().len(),
+        stack.tree().len(),
+        stack.tree().file_bytes()
+    );
+    let log_file = request.log_file.as_deref();
+    let mut ready_error = None;
+    fuse::serve(stack, &mountpoint, &options, || {
+        if daemon::is_child() {
+            if let Err(e) = daemon::report_ready(log_file) {
+                ready_error = Some(e);
+            }
+        }
+        log::info!("mounted at {}", mountpoint.display());
+    })?;
+    match (ready_error, log_file) {
+        (Some(source), Some(path)) => Err(AppError::LogFile {
+            path: path.to_path_buf(),
+            source,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `layerfs umount`.
+pub fn umount(mountpoint: &Path, lazy: bool) -> Result<(), AppError> {
+    Ok(fuse::unmount(mountpoint, lazy)?)
+}

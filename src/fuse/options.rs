@@ -1,0 +1,165 @@
+//! The `-o` mount options layerfs accepts, and their defaults.
+
+use fuser::{MountOption, SessionACL};
+
+/// A `-o` option layerfs does not accept.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionError {
+    /// Not an option layerfs knows.
+    #[error("unknown mount option '{0}' (known: allow_other, allow_root, default_permissions, suid, nosuid, dev, nodev, exec, noexec, atime, noatime, ro, fsname=NAME, subtype=NAME)")]
+    Unknown(String),
+    /// An option asking for writes.
+    #[error("mount option '{0}': layerfs mounts are read-only")]
+    Writable(String),
+}
+
+/// How a stack is mounted.
+///
+/// Defaults: read-only, `nosuid`, `nodev`, `default_permissions` (the kernel
+/// checks each file's mode, as on any disk filesystem), visible to the
+/// mounting user only.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    acl: SessionACL,
+    suid: bool,
+    dev: bool,
+    exec: bool,
+    atime: bool,
+    default_permissions: bool,
+    fsname: String,
+    subtype: String,
+    threads: usize,
+}
+
+impl Default for MountOptions {
+    fn default() -> MountOptions {
+        MountOptions {
+            acl: SessionACL::Owner,
+            suid: false,
+            dev: false,
+            exec: true,
+            atime: false,
+            default_permissions: true,
+            fsname: "layerfs".into(),
+            subtype: "layerfs".into(),
+            threads: std::thread::available_parallelism()
+                .map_or(2, usize::from)
+                .clamp(2, 8),
+        }
+    }
+}
+
+impl MountOptions {
+    /// Applies a comma-separated `-o` list on top of these options.
+    pub fn parse(&mut self, list: &str) -> Result<(), OptionError> {
+        for option in list.split(',').filter(|o| !o.is_empty()) {
+            match option {
+                "allow_other" => self.acl = SessionACL::All,
+                "allow_root" => self.acl = SessionACL::RootAndOwner,
+                "default_permissions" => self.default_permissions = true,
+                "suid" => self.suid = true,
+                "nosuid" => self.suid = false,
+                "dev" => self.dev = true,
+                "nodev" => self.dev = false,
+                "exec" => self.exec = true,
+                "noexec" => self.exec = false,
+                "atime" => self.atime = true,
+                "noatime" => self.atime = false,
+                "ro" => {}
+                "rw" => return Err(OptionError::Writable(option.into())),
+                _ => match option.split_once('=') {
+                    Some(("fsname", name)) => self.fsname = name.into(),
+                    Some(("subtype", name)) => self.subtype = name.into(),
+                    _ => return Err(OptionError::Unknown(option.into())),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the name shown as the mount's source in the mount table.
+    pub fn set_fsname(&mut self, name: String) {
+        self.fsname = name;
+    }
+
+    /// Sets how many threads serve requests (at least 1).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+    }
+
+    pub(super) fn threads(&self) -> usize {
+        self.threads
+    }
+
+    pub(super) fn acl(&self) -> SessionACL {
+        self.acl
+    }
+
+    pub(super) fn fuser_options(&self) -> Vec<MountOption> {
+        let mut options = vec![
+            MountOption::RO,
+            MountOption::FSName(self.fsname.clone()),
+            MountOption::Subtype(self.subtype.clone()),
+            if self.suid {
+                MountOption::Suid
+            } else {
+                MountOption::NoSuid
+            },
+            if self.dev {
+                MountOption::Dev
+            } else {
+                MountOption::NoDev
+            },
+            if self.exec {
+                MountOption::Exec
+            } else {
+                MountOption::NoExec
+            },
+            if self.atime {
+                MountOption::Atime
+            } else {
+                MountOption::NoAtime
+            },
+        ];
+        if self.default_permissions {
+            options.push(MountOption::DefaultPermissions);
+        }
+        options
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_read_only_nosuid_nodev_with_permission_checks() {
+        let options = MountOptions::default().fuser_options();
+        for wanted in [
+            MountOption::RO,
+            MountOption::NoSuid,
+            MountOption::NoDev,
+            MountOption::DefaultPermissions,
+        ] {
+            assert!(options.contains(&wanted), "{wanted:?} missing");
+        }
+    }
+
+    #[test]
+    fn options_parse_and_override() {
+        let mut o = MountOptions::default();
+        o.parse("allow_other,suid,dev,fsname=img")
+            .expect("valid options");
+        assert_eq!(o.acl(), SessionACL::All);
+        let fuser = o.fuser_options();
+        assert!(fuser.contains(&MountOption::Suid) && fuser.contains(&MountOption::Dev));
+        assert!(fuser.contains(&MountOption::FSName("img".into())));
+    }
+
+    #[test]
+    fn writable_and_unknown_options_are_refused() {
+        let mut o = MountOptions::default();
+        assert!(matches!(o.parse("rw"), Err(OptionError::Writable(_))));
+        assert!(matches!(o.parse("bogus"), Err(OptionError::Unknown(_))));
+    }
+}

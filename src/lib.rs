@@ -1,0 +1,24 @@
+//! layerfs: a stack of container-image layers as one read-only tree.
+//!
+//! The data flows through one module per stage, each depending only on the
+//! ones before it:
+//!
+//! - [`source`]: a layer file's bytes, plain or decompressed, by offset;
+//! - [`tar`]: one pass over a layer's tar stream, recording each member's
+//!   metadata and where its data lies (all tar dialect handling lives here);
+//! - [`tree`]: the layers merged bottom to top under the OCI whiteout and
+//!   overlayfs rules into one immutable tree (all merge rules live here);
+//! - [`stack`]: opens and indexes a list of layer files and builds their tree;
+//! - [`fuse`]: serves a [`stack::Stack`] through FUSE;
+//! - [`app`] and [`daemon`]: the commands behind the CLI, and running a
+//!   mount in the background.
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod daemon;
+pub mod fuse;
+pub mod source;
+pub mod stack;
+mod sys;
+pub mod tar;
+pub mod tree;

@@ -1,0 +1,96 @@
+//! The `layerfs` command line: parsing only; the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgAction, Parser, Subcommand};
+use layerfs::app::{self, MountRequest};
+
+/// Mount a stack of container-image layers (tar, tar.gz, tar.zst) as one
+/// read-only tree, without extracting them.
+#[derive(Parser)]
+#[command(name = "layerfs", version, about, max_term_width = 100)]
+struct Cli {
+    /// More log output on stderr (-v: info, -vv: debug); RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Mount LAYER... (bottom first) read-only at MOUNTPOINT; returns once the mount is ready.
+    #[command(override_usage = "layerfs mount [OPTIONS] LAYER... MOUNTPOINT")]
+    Mount {
+        /// Stay in the foreground until unmounted (SIGINT/SIGTERM unmount).
+        #[arg(short, long)]
+        foreground: bool,
+        /// Mount options, comma-separated: allow_other, allow_root, suid, dev, noexec, fsname=NAME, ...
+        #[arg(short = 'o', value_name = "OPT[,OPT...]")]
+        options: Vec<String>,
+        /// Threads serving requests (default: cores, 2 to 8).
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
+        /// Where the background daemon writes its log (default: nowhere).
+        #[arg(long, value_name = "FILE")]
+        log_file: Option<PathBuf>,
+        /// Layer files (plain tar, gzip or zstd), bottom first, then the mountpoint.
+        #[arg(required = true, num_args = 2.., value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Unmount a layerfs mount; its daemon then exits.
+    Umount {
+        /// Detach the mount now even if it is busy; it goes once no longer used.
+        #[arg(short, long)]
+        lazy: bool,
+        /// The mountpoint.
+        mountpoint: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Mount {
+            foreground,
+            options,
+            threads,
+            log_file,
+            mut paths,
+        } => {
+            let mountpoint = paths.pop().unwrap_or_default();
+            app::mount(&MountRequest {
+                layers: paths,
+                mountpoint,
+                options,
+                foreground,
+                threads,
+                log_file,
+            })
+        }
+        Command::Umount { lazy, mountpoint } => app::umount(&mountpoint, lazy),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if !e.already_reported() {
+                eprintln!("layerfs: {e}");
+            }
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+        }
+    }
+}

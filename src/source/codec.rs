@@ -1,0 +1,104 @@
+//! Recognising a layer's codec from its magic bytes.
+
+use std::fmt;
+
+/// How a layer file's bytes are encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// An uncompressed tar archive.
+    Plain,
+    /// gzip, one member or several concatenated (pigz, bgzip).
+    Gzip,
+    /// zstd, one frame or several, possibly led by skippable frames (pzstd).
+    Zstd,
+}
+
+impl Codec {
+    /// Short lower-case name, as used in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Plain => "tar",
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+        }
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the first bytes of a file say it is.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Sniffed {
+    /// A codec layerfs reads.
+    Known(Codec),
+    /// A compression format recognised but not read by layerfs.
+    Unsupported(&'static str),
+}
+
+/// Classifies a file from its first bytes (at least 4 wanted; fewer means a
+/// tiny file, which can only be a plain tar or nothing).
+///
+/// Anything without a compression magic is taken to be a plain tar; whether it
+/// really is one is for the tar parser to say, since v7 tar headers carry no
+/// magic of their own.
+pub(crate) fn sniff(head: &[u8]) -> Sniffed {
+    match head {
+        [0x1f, 0x8b, ..] => Sniffed::Known(Codec::Gzip),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Sniffed::Known(Codec::Zstd),
+        // zstd skippable frames (magic 0x184D2A50..=0x184D2A5F, little-endian),
+        // which pzstd and the seekable format put in front of the data frames.
+        [b0, 0x2a, 0x4d, 0x18, ..] if b0 & 0xf0 == 0x50 => Sniffed::Known(Codec::Zstd),
+        [b'B', b'Z', b'h', ..] => Sniffed::Unsupported("bzip2"),
+        [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => Sniffed::Unsupported("xz"),
+        [0x04, 0x22, 0x4d, 0x18, ..] => Sniffed::Unsupported("lz4"),
+        [0x5d, 0x00, 0x00, ..] => Sniffed::Unsupported("lzma"),
+        [0x1f, 0x9d, ..] => Sniffed::Unsupported("compress (.Z)"),
+        _ => Sniffed::Known(Codec::Plain),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_compression_magics() {
+        assert_eq!(sniff(&[0x1f, 0x8b, 8, 0]), Sniffed::Known(Codec::Gzip));
+        assert_eq!(
+            sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Sniffed::Known(Codec::Zstd)
+        );
+        assert_eq!(
+            sniff(&[0x50, 0x2a, 0x4d, 0x18]),
+            Sniffed::Known(Codec::Zstd)
+        );
+        assert_eq!(
+            sniff(&[0x5e, 0x2a, 0x4d, 0x18]),
+            Sniffed::Known(Codec::Zstd)
+        );
+        assert_eq!(sniff(b"BZh91AY"), Sniffed::Unsupported("bzip2"));
+        assert_eq!(
+            sniff(&[0xfd, b'7', b'z', b'X', b'Z', 0]),
+            Sniffed::Unsupported("xz")
+        );
+        assert_eq!(
+            sniff(&[0x04, 0x22, 0x4d, 0x18]),
+            Sniffed::Unsupported("lz4")
+        );
+    }
+
+    #[test]
+    fn anything_else_is_left_to_the_tar_parser() {
+        assert_eq!(sniff(b"etc/passwd\0"), Sniffed::Known(Codec::Plain));
+        assert_eq!(sniff(&[]), Sniffed::Known(Codec::Plain));
+        // Not a skippable frame: wrong high nibble.
+        assert_eq!(
+            sniff(&[0x60, 0x2a, 0x4d, 0x18]),
+            Sniffed::Known(Codec::Plain)
+        );
+    }
+}

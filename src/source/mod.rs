@@ -1,0 +1,84 @@
+//! Where a layer's bytes come from.
+//!
+//! A layer file is a tar archive, plain or compressed. This module recognises
+//! the codec from the file's first bytes (never from its name), gives the tar
+//! indexer one sequential pass over the decompressed stream, and serves reads
+//! at any offset of that decompressed stream afterwards. Nothing above this
+//! module knows whether a layer is compressed.
+
+mod codec;
+mod reader;
+
+pub use codec::Codec;
+pub use reader::LayerSource;
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+/// A sequential stream of a layer's decompressed bytes, as the indexer sees it.
+///
+/// `skip` exists so that a plain tar can jump over member data with a seek
+/// instead of reading it; decompressing streams read and discard.
+pub trait Stream: Read {
+    /// Advances the stream by up to `n` bytes without handing them out, and
+    /// returns how many were skipped (fewer only at the end of the stream).
+    fn skip(&mut self, n: u64) -> io::Result<u64>;
+}
+
+/// What can go wrong while opening or reading a layer file.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The layer file could not be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The layer file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The file is compressed with a codec layerfs cannot read.
+    #[error("{path}: {codec} compression is not supported (layerfs reads plain tar, gzip and zstd layers)")]
+    UnsupportedCodec {
+        /// The layer file.
+        path: PathBuf,
+        /// The codec recognised from the magic bytes.
+        codec: &'static str,
+    },
+    /// The file is not a tar archive, compressed or plain.
+    #[error("{path}: not a tar layer: {reason}")]
+    NotALayer {
+        /// The layer file.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The decompressed stream ended before the requested offset.
+    #[error("{path}: read of {len} bytes at offset {offset} is past the end of the layer's data")]
+    PastEnd {
+        /// The layer file.
+        path: PathBuf,
+        /// Offset in the decompressed stream.
+        offset: u64,
+        /// Bytes asked for.
+        len: usize,
+    },
+    /// Decompression failed while reading.
+    #[error("{path}: {codec} stream is corrupt near decompressed offset {offset}: {source}")]
+    Corrupt {
+        /// The layer file.
+        path: PathBuf,
+        /// The codec.
+        codec: &'static str,
+        /// Decompressed offset reached when it failed.
+        offset: u64,
+        /// What the decoder said.
+        source: io::Error,
+    },
+}
+
+impl SourceError {
+    /// The errno a filesystem read should fail with.
+    pub fn errno(&self) -> i32 {
+        libc::EIO
+    }
+}

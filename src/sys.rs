@@ -1,0 +1,96 @@
+//! The few system calls the standard library does not wrap. Every `unsafe`
+//! block of layerfs is in this file, each with the reason it is sound.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Signals that end a foreground mount (`TERMINATING`) and the one the
+/// session thread raises when the kernel ends the session (`SESSION_ENDED`).
+pub const TERMINATING: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+/// Raised by the session thread when the filesystem was unmounted.
+pub const SESSION_ENDED: i32 = libc::SIGUSR1;
+
+/// A set of signals blocked in this thread, to be waited for with [`SignalSet::wait`].
+pub struct SignalSet(libc::sigset_t);
+
+impl SignalSet {
+    /// Blocks `signals` in the calling thread (and in threads it spawns
+    /// afterwards), so that they are only ever taken by [`SignalSet::wait`].
+    pub fn block(signals: &[i32]) -> io::Result<SignalSet> {
+        // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid sigset_t owned by this frame.
+        unsafe { libc::sigemptyset(&mut set) };
+        for &sig in signals {
+            // SAFETY: as above; `sig` is a valid signal number from libc.
+            unsafe { libc::sigaddset(&mut set, sig) };
+        }
+        // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(SignalSet(set))
+    }
+
+    /// Waits for one of the blocked signals and returns it.
+    pub fn wait(&self) -> io::Result<i32> {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: the set is initialised and `sig` is a valid out pointer.
+        let rc = unsafe { libc::sigwait(&self.0, &mut sig) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(sig)
+    }
+}
+
+/// Sends `sig` to this process.
+pub fn raise_in_process(sig: i32) {
+    // SAFETY: kill(2) on our own pid with a valid signal has no memory effects.
+    unsafe { libc::kill(libc::getpid(), sig) };
+}
+
+/// Starts a new session, so that the daemon no longer belongs to the
+/// terminal's process group and a Ctrl-C in the shell does not reach it.
+pub fn detach_from_terminal() -> io::Result<()> {
+    // SAFETY: setsid(2) takes no arguments and only changes process state.
+    if unsafe { libc::setsid() } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Points standard input at /dev/null and standard output and error at
+/// `log` (or /dev/null): the daemon must not hold the caller's terminal or
+/// pipes open once the mount is ready.
+pub fn redirect_stdio(log: Option<&std::fs::File>) -> io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    let out = log.map_or(null.as_raw_fd(), AsRawFd::as_raw_fd);
+    for (from, to) in [(null.as_raw_fd(), 0), (out, 1), (out, 2)] {
+        // SAFETY: both descriptors are open for the duration of the call;
+        // dup2 replaces `to` atomically.
+        if unsafe { libc::dup2(from, to) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Unmounts `path` with umount2(2), detaching it lazily if asked.
+pub fn umount(path: &Path, lazy: bool) -> io::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::umount2(c_path.as_ptr(), flags) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

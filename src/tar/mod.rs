@@ -1,0 +1,34 @@
+//! Tar archives: one pass over a layer's stream records every member's
+//! metadata and where its data lies.
+//!
+//! All tar dialect handling lives here: v7, ustar, old GNU (long names,
+//! old sparse maps), PAX (per-member and global records, xattrs) and the
+//! three PAX sparse formats. What comes out is dialect-free: a [`Member`]
+//! with its final path, metadata and a [`DataLayout`] that turns file
+//! positions into stream offsets, holes included.
+//!
+//! The parser trusts nothing in the stream: every size is checked before it
+//! is used for an allocation or an offset, and every problem is reported
+//! with the stream offset where it was found.
+
+mod cursor;
+mod encoding;
+mod error;
+mod gnu;
+mod header;
+mod index;
+mod member;
+mod number;
+mod pax;
+mod sparse;
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod hostile;
+#[cfg(test)]
+mod testutil;
+
+pub use error::{Problem, TarError};
+pub use index::{index_layer, LayerIndex};
+pub use member::{DataLayout, Member, MemberKind, SparseSegment};

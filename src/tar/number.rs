@@ -1,0 +1,166 @@
+//! Numbers as tar writes them: octal or base-256 header fields, decimal PAX
+//! values.
+//!
+//! Writers disagree on padding and terminators, so the header parsers accept
+//! every variant seen in the wild and reject only what cannot be a number.
+
+/// Largest size accepted for member data or a sparse file's real size.
+///
+/// No real file comes close; the bound keeps every offset sum far from
+/// `u64` overflow.
+pub(super) const MAX_SIZE: u64 = 1 << 62;
+
+/// Parses a numeric header field.
+///
+/// Octal ASCII, possibly after leading spaces and ended by NUL or space (or
+/// by the end of the field); an empty field is 0. A first byte with the high
+/// bit set means GNU base-256: bit 6 of that byte is the sign and the rest of
+/// the field is a big-endian two's-complement number, which is how GNU tar
+/// stores sizes of 8 GiB and more and negative times.
+pub(super) fn parse_field(field: &[u8]) -> Option<i128> {
+    let (&first, rest) = field.split_first()?;
+    if first & 0x80 != 0 {
+        // 15 bytes keep the result within i128; header fields are at most 12.
+        if field.len() > 15 {
+            return None;
+        }
+        let mut value: i128 = if first & 0x40 != 0 { -1 } else { 0 };
+        value = (value << 6) | i128::from(first & 0x3f);
+        for &b in rest {
+            value = (value << 8) | i128::from(b);
+        }
+        return Some(value);
+    }
+    let mut value: i128 = 0;
+    let mut bytes = field.iter().skip_while(|&&b| b == b' ');
+    for &b in bytes.by_ref() {
+        match b {
+            b'0'..=b'7' => value = value.checked_mul(8)?.checked_add(i128::from(b - b'0'))?,
+            b' ' | 0 => return Some(value),
+            _ => return None,
+        }
+    }
+    Some(value)
+}
+
+/// Parses a non-negative decimal PAX value (no sign, no spaces).
+pub(super) fn parse_decimal(value: &[u8]) -> Option<u64> {
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0u64, |acc, &b| {
+        if b.is_ascii_digit() {
+            acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// Parses a PAX time: `[-]seconds[.fraction]`, returned as whole seconds
+/// (rounded towards negative infinity) and a non-negative nanosecond part,
+/// which is how `struct timespec` wants a time before the epoch.
+///
+/// Digits past the ninth of the fraction are ignored (truncated).
+pub(super) fn parse_pax_time(value: &[u8]) -> Option<(i64, u32)> {
+    let (negative, unsigned) = match value.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, value),
+    };
+    let (whole, fraction) = match unsigned.iter().position(|&b| b == b'.') {
+        Some(dot) => (unsigned.get(..dot)?, unsigned.get(dot + 1..)?),
+        None => (unsigned, &[][..]),
+    };
+    if whole.is_empty() && fraction.is_empty() {
+        return None;
+    }
+    let seconds = if whole.is_empty() {
+        0
+    } else {
+        parse_decimal(whole)?
+    };
+    if !fraction.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut nanos: u32 = 0;
+    for i in 0..9 {
+        let digit = fraction.get(i).map_or(0, |&b| u32::from(b - b'0'));
+        nanos = nanos * 10 + digit;
+    }
+    let seconds = i128::from(seconds);
+    let (seconds, nanos) = match (negative, nanos) {
+        (false, n) => (seconds, n),
+        (true, 0) => (-seconds, 0),
+        (true, n) => (-seconds - 1, 1_000_000_000 - n),
+    };
+    Some((i64::try_from(seconds).ok()?, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn octal_fields_accept_every_padding_writers_use() {
+        assert_eq!(parse_field(b"0000644\0"), Some(0o644));
+        assert_eq!(parse_field(b"   644 \0"), Some(0o644));
+        assert_eq!(parse_field(b"644 \0\0\0\0"), Some(0o644));
+        assert_eq!(parse_field(b"00000000012"), Some(0o12));
+        assert_eq!(parse_field(b"12345670123"), Some(0o12345670123));
+        assert_eq!(parse_field(b"\0\0\0\0\0\0\0\0"), Some(0));
+        assert_eq!(parse_field(b"        "), Some(0));
+        assert_eq!(parse_field(b"12 junk"), Some(0o12));
+        assert_eq!(parse_field(b"0000648\0"), None);
+        assert_eq!(parse_field(b"  -12\0"), None);
+        assert_eq!(parse_field(b"abc"), None);
+        assert_eq!(parse_field(b""), None);
+    }
+
+    #[test]
+    fn base256_fields_are_twos_complement_with_the_marker_bit() {
+        let mut big = [0u8; 12];
+        big[0] = 0x80;
+        big[4..].copy_from_slice(&(10u64 << 32).to_be_bytes());
+        assert_eq!(parse_field(&big), Some(10i128 << 32));
+        let mut minus_one = [0xffu8; 12];
+        assert_eq!(parse_field(&minus_one), Some(-1));
+        minus_one[11] = 0xfe;
+        assert_eq!(parse_field(&minus_one), Some(-2));
+        let mut min = [0u8; 8];
+        min[0] = 0xff;
+        min[1..].copy_from_slice(&(-1000i64).to_be_bytes()[1..]);
+        assert_eq!(parse_field(&min), Some(-1000));
+        assert_eq!(parse_field(&[0x80; 16]), None);
+    }
+
+    #[test]
+    fn decimals_reject_signs_spaces_and_overflow() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_decimal(b"18446744073709551616"), None);
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"+1"), None);
+        assert_eq!(parse_decimal(b" 1"), None);
+    }
+
+    #[test]
+    fn pax_times_split_into_floor_seconds_and_nanoseconds() {
+        assert_eq!(parse_pax_time(b"1700000000"), Some((1_700_000_000, 0)));
+        assert_eq!(
+            parse_pax_time(b"1700000000.5"),
+            Some((1_700_000_000, 500_000_000))
+        );
+        assert_eq!(parse_pax_time(b"1.123456789999"), Some((1, 123_456_789)));
+        assert_eq!(parse_pax_time(b"-1.25"), Some((-2, 750_000_000)));
+        assert_eq!(parse_pax_time(b"-5"), Some((-5, 0)));
+        assert_eq!(parse_pax_time(b"-5.000"), Some((-5, 0)));
+        assert_eq!(parse_pax_time(b".5"), Some((0, 500_000_000)));
+        assert_eq!(parse_pax_time(b"-9223372036854775808"), Some((i64::MIN, 0)));
+        assert_eq!(parse_pax_time(b"-9223372036854775808.5"), None);
+        assert_eq!(parse_pax_time(b"9223372036854775808"), None);
+        assert_eq!(parse_pax_time(b""), None);
+        assert_eq!(parse_pax_time(b"-"), None);
+        assert_eq!(parse_pax_time(b"1.2x"), None);
+        assert_eq!(parse_pax_time(b"1e5"), None);
+    }
+}

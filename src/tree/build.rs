@@ -1,0 +1,386 @@
+//! Applying layers, bottom to top, to a mutable tree.
+//!
+//! Each layer is applied in two passes: first everything it removes from the
+//! layers below (whiteouts, tombstones, opaque directories), then everything
+//! it adds, in archive order. Removing first is what makes a whiteout unable
+//! to remove what its own layer adds, and an opaque marker work wherever it
+//! stands in the archive.
+//!
+//! Directory entries point at nodes, so a hardlink is a second entry to the
+//! same node, and removing one name of a hardlinked file leaves the other
+//! showing the same data.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::path::{components, is_absolute, push_components};
+use super::whiteout::{classify, is_visible_xattr, Action};
+use super::{MergeWarning, NodeKind};
+use crate::tar::{DataLayout, LayerIndex, Member, MemberKind};
+
+/// Index of a node in [`Builder::nodes`].
+pub(super) type NodeId = usize;
+/// The root directory's node.
+pub(super) const ROOT: NodeId = 0;
+/// How many symlinks one path may pass through (Linux' MAXSYMLINKS).
+const MAX_SYMLINKS: usize = 40;
+/// Mode of a directory that only exists because a path goes through it.
+const IMPLIED_DIR_MODE: u32 = 0o755;
+
+/// A node of the tree under construction.
+pub(super) struct BuildNode {
+    pub kind: NodeKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub rdev: (u32, u32),
+    /// Which layer provided this node (0 = bottom).
+    pub layer: u32,
+    pub content: Content,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What a node holds beyond its attributes.
+pub(super) enum Content {
+    /// A directory's entries, in byte order of their names.
+    Dir(BTreeMap<Box<[u8]>, NodeId>),
+    /// Where a regular file's bytes lie in its layer.
+    File(DataLayout),
+    /// A symlink's target, as stored.
+    Symlink(Vec<u8>),
+    /// Devices and fifos: attributes only.
+    Special,
+}
+
+/// The tree under construction, and the problems met so far.
+pub(super) struct Builder {
+    pub nodes: Vec<BuildNode>,
+    pub warnings: Vec<MergeWarning>,
+    /// What the current layer's whiteouts removed, by normalised path: an
+    /// unpacker applying the archive in order would still find these for a
+    /// hardlink that comes before the whiteout in the archive.
+    removed_by_layer: HashMap<Vec<u8>, NodeId>,
+}
+
+/// Why a path could not be resolved to a directory.
+enum Unresolved {
+    NotADirectory,
+    Missing,
+    SymlinkLoop,
+}
+
+impl Unresolved {
+    fn describe(&self) -> &'static str {
+        match self {
+            Unresolved::NotADirectory => "a parent is not a directory",
+            Unresolved::Missing => "a parent does not exist",
+            Unresolved::SymlinkLoop => "too many levels of symbolic links in the parent path",
+        }
+    }
+}
+
+/// One step of walking a path: either it ended on a directory, or it met a
+/// symlink and must start again from the root with the rewritten path.
+enum Walk {
+    Dir(NodeId),
+    Restart(Vec<Vec<u8>>),
+}
+
+impl Builder {
+    /// A tree holding only an empty root directory.
+    pub fn new() -> Builder {
+        Builder {
+            nodes: vec![BuildNode {
+                kind: NodeKind::Directory,
+                mode: IMPLIED_DIR_MODE,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                mtime_nsec: 0,
+                rdev: (0, 0),
+                layer: 0,
+                content: Content::Dir(BTreeMap::new()),
+                xattrs: Vec::new(),
+            }],
+            warnings: Vec::new(),
+            removed_by_layer: HashMap::new(),
+        }
+    }
+
+    /// Applies one layer on top of what is built so far.
+    pub fn apply_layer(&mut self, layer: u32, index: &LayerIndex) {
+        let paths: Vec<Vec<&[u8]>> = index.members.iter().map(|m| components(&m.path)).collect();
+        self.removed_by_layer.clear();
+        for (member, comps) in index.members.iter().zip(&paths) {
+            match classify(member, comps) {
+                Action::Remove { dir, name } => self.remove(dir, name),
+                Action::MakeOpaque { dir } => self.make_opaque(dir),
+                Action::AddOpaqueDir => self.make_opaque(comps),
+                Action::Add | Action::Ignore => {}
+            }
+        }
+        for (member, comps) in index.members.iter().zip(&paths) {
+            match classify(member, comps) {
+                Action::Add | Action::AddOpaqueDir => self.add(layer, member, comps),
+                Action::Remove { .. } | Action::MakeOpaque { .. } | Action::Ignore => {}
+            }
+        }
+    }
+
+    /// Removes `dir/name` with its subtree, if it exists.
+    fn remove(&mut self, dir: &[&[u8]], name: &[u8]) {
+        let Ok(parent) = self.resolve_dir(dir, None) else {
+            return;
+        };
+        if let Content::Dir(children) = &mut self.nodes[parent].content {
+            if let Some(id) = children.remove(name) {
+                let mut path = dir.join(&b'/');
+                if !path.is_empty() {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(name);
+                self.removed_by_layer.insert(path, id);
+            }
+        }
+    }
+
+    /// Hides every child the directory at `dir` has so far, if it exists.
+    fn make_opaque(&mut self, dir: &[&[u8]]) {
+        let Some((name, parents)) = dir.split_last() else {
+            self.clear_children(ROOT);
+            return;
+        };
+        // The opaque directory itself is not followed if it is a symlink:
+        // a symlink has no children to hide, and the layer replaces it.
+        let Ok(parent) = self.resolve_dir(parents, None) else {
+            return;
+        };
+        if let Some(id) = self.child(parent, name) {
+            self.clear_children(id);
+        }
+    }
+
+    fn clear_children(&mut self, id: NodeId) {
+        if let Content::Dir(children) = &mut self.nodes[id].content {
+            children.clear();
+        }
+    }
+
+    /// Adds the member at `comps`, replacing what was there; a directory
+    /// over a directory only updates its attributes and keeps the children.
+    fn add(&mut self, layer: u32, member: &Member, comps: &[&[u8]]) {
+        let Some((&name, parents)) = comps.split_last() else {
+            if member.kind == MemberKind::Directory {
+                self.set_attributes(ROOT, layer, member);
+            } else {
+                self.warn(
+                    layer,
+                    member,
+                    "the root of the tree can only be a directory",
+                );
+            }
+            return;
+        };
+        let parent = match self.resolve_dir(parents, Some(layer)) {
+            Ok(parent) => parent,
+            Err(why) => return self.warn(layer, member, why.describe()),
+        };
+        let existing = self.child(parent, name);
+        let id = match member.kind {
+            MemberKind::Directory => {
+                match existing.filter(|&id| self.nodes[id].kind == NodeKind::Directory) {
+                    Some(dir) => return self.set_attributes(dir, layer, member),
+                    None => self.push_node(
+                        layer,
+                        member,
+                        NodeKind::Directory,
+                        Content::Dir(BTreeMap::new()),
+                    ),
+                }
+            }
+            MemberKind::Hardlink => match self.hardlink_target(&member.link_target) {
+                Ok(target) => target,
+                Err(why) => return self.warn(layer, member, why),
+            },
+            MemberKind::Regular => self.push_node(
+                layer,
+                member,
+                NodeKind::File,
+                Content::File(member.data.clone()),
+            ),
+            MemberKind::Symlink => self.push_node(
+                layer,
+                member,
+                NodeKind::Symlink,
+                Content::Symlink(member.link_target.clone()),
+            ),
+            MemberKind::CharDevice => {
+                self.push_node(layer, member, NodeKind::CharDevice, Content::Special)
+            }
+            MemberKind::BlockDevice => {
+                self.push_node(layer, member, NodeKind::BlockDevice, Content::Special)
+            }
+            MemberKind::Fifo => self.push_node(layer, member, NodeKind::Fifo, Content::Special),
+        };
+        if let Content::Dir(children) = &mut self.nodes[parent].content {
+            children.insert(name.into(), id);
+        }
+    }
+
+    /// The node a hardlink member names: an existing non-directory, found
+    /// without following a symlink in the last component.
+    fn hardlink_target(&mut self, raw: &[u8]) -> Result<NodeId, &'static str> {
+        let comps = components(raw);
+        let Some((name, parents)) = comps.split_last() else {
+            return Err("hardlink to the root directory");
+        };
+        let found = match self.resolve_dir(parents, None) {
+            Ok(parent) => self.child(parent, name),
+            Err(_) => None,
+        };
+        match found.or_else(|| self.removed_by_layer.get(&comps.join(&b'/')).copied()) {
+            Some(id) if self.nodes[id].kind == NodeKind::Directory => {
+                Err("hardlink to a directory")
+            }
+            Some(id) => Ok(id),
+            None => Err("hardlink target does not exist"),
+        }
+    }
+
+    /// Finds the directory at `comps`, following symlinks (inside the tree,
+    /// `..` clamped at the root) as an unpacker extracting into a root would.
+    /// With `create`, missing directories are made on the way, attributed to
+    /// that layer.
+    fn resolve_dir(&mut self, comps: &[&[u8]], create: Option<u32>) -> Result<NodeId, Unresolved> {
+        let mut owned: Vec<Vec<u8>>;
+        let mut walk = self.walk(comps, create)?;
+        for _ in 0..MAX_SYMLINKS {
+            match walk {
+                Walk::Dir(id) => return Ok(id),
+                Walk::Restart(path) => {
+                    owned = path;
+                    let borrowed: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+                    walk = self.walk(&borrowed, create)?;
+                }
+            }
+        }
+        match walk {
+            Walk::Dir(id) => Ok(id),
+            Walk::Restart(_) => Err(Unresolved::SymlinkLoop),
+        }
+    }
+
+    fn walk(&mut self, comps: &[&[u8]], create: Option<u32>) -> Result<Walk, Unresolved> {
+        let mut cur = ROOT;
+        for (i, &name) in comps.iter().enumerate() {
+            cur = match self.child(cur, name) {
+                Some(id) => match &self.nodes[id].content {
+                    Content::Dir(_) => id,
+                    Content::Symlink(target) => {
+                        let mut path: Vec<&[u8]> = if is_absolute(target) {
+                            Vec::new()
+                        } else {
+                            comps[..i].to_vec()
+                        };
+                        push_components(&mut path, target);
+                        path.extend_from_slice(&comps[i + 1..]);
+                        return Ok(Walk::Restart(
+                            path.into_iter().map(<[u8]>::to_vec).collect(),
+                        ));
+                    }
+                    // A higher layer's member under a lower file: the
+                    // higher layer wins, the file gives way to a directory.
+                    Content::File(_) | Content::Special => match create {
+                        Some(layer) => self.implied_dir(cur, name, layer),
+                        None => return Err(Unresolved::NotADirectory),
+                    },
+                },
+                None => match create {
+                    Some(layer) => self.implied_dir(cur, name, layer),
+                    None => return Err(Unresolved::Missing),
+                },
+            };
+        }
+        Ok(Walk::Dir(cur))
+    }
+
+    /// Makes a directory that no member lists but a path goes through:
+    /// 0755 and owned by root, as the common unpackers make it. It replaces
+    /// whatever non-directory had that name.
+    fn implied_dir(&mut self, parent: NodeId, name: &[u8], layer: u32) -> NodeId {
+        let id = self.nodes.len();
+        self.nodes.push(BuildNode {
+            kind: NodeKind::Directory,
+            mode: IMPLIED_DIR_MODE,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            rdev: (0, 0),
+            layer,
+            content: Content::Dir(BTreeMap::new()),
+            xattrs: Vec::new(),
+        });
+        if let Content::Dir(children) = &mut self.nodes[parent].content {
+            children.insert(name.into(), id);
+        }
+        id
+    }
+
+    fn child(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
+        match &self.nodes[dir].content {
+            Content::Dir(children) => children.get(name).copied(),
+            _ => None,
+        }
+    }
+
+    fn push_node(
+        &mut self,
+        layer: u32,
+        member: &Member,
+        kind: NodeKind,
+        content: Content,
+    ) -> NodeId {
+        let id = self.nodes.len();
+        self.nodes.push(BuildNode {
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            rdev: (0, 0),
+            layer,
+            content,
+            xattrs: Vec::new(),
+        });
+        self.set_attributes(id, layer, member);
+        id
+    }
+
+    fn set_attributes(&mut self, id: NodeId, layer: u32, member: &Member) {
+        let node = &mut self.nodes[id];
+        node.mode = member.mode & 0o7777;
+        node.uid = member.uid;
+        node.gid = member.gid;
+        node.mtime = member.mtime;
+        node.mtime_nsec = member.mtime_nsec;
+        node.rdev = (member.dev_major, member.dev_minor);
+        node.layer = layer;
+        node.xattrs = member
+            .xattrs
+            .iter()
+            .filter(|(name, _)| is_visible_xattr(name))
+            .cloned()
+            .collect();
+    }
+
+    fn warn(&mut self, layer: u32, member: &Member, problem: &'static str) {
+        self.warnings.push(MergeWarning {
+            layer,
+            path: member.path.clone(),
+            problem,
+        });
+    }
+}

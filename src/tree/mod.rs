@@ -1,0 +1,335 @@
+//! The merged, immutable tree of a layer stack.
+//!
+//! [`Tree::build`] applies layer indexes bottom to top under the whiteout
+//! rules (see `whiteout.rs`), then freezes the result into flat arrays:
+//! nodes numbered from 1 (the FUSE inode numbers, stable for the life of the
+//! tree), directory entries sorted by name for binary-search lookups and
+//! ordered listings, and one byte arena for names, link targets and xattrs.
+//! Nothing changes after that, so readers share it without locks.
+
+mod build;
+mod path;
+#[cfg(test)]
+mod tests;
+mod whiteout;
+
+use std::fmt;
+
+use crate::tar::{DataLayout, LayerIndex};
+use build::{Builder, Content, NodeId, ROOT};
+
+/// An inode number; the root is [`ROOT_INO`].
+pub type Ino = u64;
+/// The root directory's inode number.
+pub const ROOT_INO: Ino = 1;
+/// The size reported for directories, as on common disk filesystems.
+const DIR_SIZE: u64 = 4096;
+
+/// What a node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A directory.
+    Directory,
+    /// A regular file.
+    File,
+    /// A symbolic link.
+    Symlink,
+    /// A character device.
+    CharDevice,
+    /// A block device.
+    BlockDevice,
+    /// A named pipe.
+    Fifo,
+}
+
+/// A member the merge could not place, and why; the tree is built without it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergeWarning {
+    /// Index of the layer (0 = bottom).
+    pub layer: u32,
+    /// The member's path as stored in the layer.
+    pub path: Vec<u8>,
+    /// What was wrong.
+    pub problem: &'static str,
+}
+
+impl fmt::Display for MergeWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: skipped: {}",
+            String::from_utf8_lossy(&self.path),
+            self.problem
+        )
+    }
+}
+
+/// A range of the tree's byte arena.
+#[derive(Clone, Copy, Debug, Default)]
+struct Span {
+    start: usize,
+    len: usize,
+}
+
+/// What a node holds beyond its attributes.
+#[derive(Clone, Debug)]
+enum Payload {
+    /// The node's entries are `entries[first..first + count]`.
+    Dir { first: usize, count: usize },
+    /// Where the bytes lie in layer `layer`.
+    File(DataLayout),
+    /// The target's bytes in the arena.
+    Symlink(Span),
+    /// Devices and fifos.
+    Special,
+}
+
+/// One file, directory or other node of the merged tree.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// What it is.
+    pub kind: NodeKind,
+    /// Permission bits, with setuid, setgid and sticky.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Nanoseconds of the modification time.
+    pub mtime_nsec: u32,
+    /// Number of names: for directories 2 plus the subdirectories.
+    pub nlink: u32,
+    /// Size in bytes (a symlink's is its target's length).
+    pub size: u64,
+    /// Device major and minor numbers.
+    pub rdev: (u32, u32),
+    /// The layer that provided this node (0 = bottom).
+    pub layer: u32,
+    /// The directory holding this node (the root's is the root); for a
+    /// hardlinked file, the directory of its first name in listing order.
+    pub parent: Ino,
+    payload: Payload,
+    xattrs: (usize, usize),
+}
+
+/// A name in a directory.
+#[derive(Clone, Copy, Debug)]
+pub struct DirEntry {
+    name: Span,
+    /// The node the name refers to.
+    pub ino: Ino,
+}
+
+/// The merged tree; see the module docs.
+#[derive(Debug)]
+pub struct Tree {
+    nodes: Vec<Node>,
+    entries: Vec<DirEntry>,
+    xattrs: Vec<(Span, Span)>,
+    bytes: Vec<u8>,
+    file_bytes: u64,
+}
+
+impl Tree {
+    /// Merges layer indexes, bottom first, into one tree. Members that
+    /// cannot be placed (a hardlink to nothing, a path through a regular
+    /// file) are left out and reported.
+    pub fn build<'a>(
+        layers: impl IntoIterator<Item = &'a LayerIndex>,
+    ) -> (Tree, Vec<MergeWarning>) {
+        let mut builder = Builder::new();
+        for (n, index) in layers.into_iter().enumerate() {
+            builder.apply_layer(u32::try_from(n).unwrap_or(u32::MAX), index);
+        }
+        let warnings = std::mem::take(&mut builder.warnings);
+        (freeze(builder), warnings)
+    }
+
+    /// How many nodes (inodes) the tree has.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the tree has nothing but its root (never true: the root counts).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Total bytes of regular files, each inode counted once.
+    pub fn file_bytes(&self) -> u64 {
+        self.file_bytes
+    }
+
+    /// The node with inode number `ino`.
+    pub fn node(&self, ino: Ino) -> Option<&Node> {
+        let index = usize::try_from(ino.checked_sub(1)?).ok()?;
+        self.nodes.get(index)
+    }
+
+    /// A directory's entries, sorted by name (empty for non-directories).
+    pub fn entries(&self, dir: Ino) -> &[DirEntry] {
+        match self.node(dir).map(|n| &n.payload) {
+            Some(Payload::Dir { first, count }) => {
+                self.entries.get(*first..first + count).unwrap_or(&[])
+            }
+            _ => &[],
+        }
+    }
+
+    /// The name of a directory entry.
+    pub fn name(&self, entry: &DirEntry) -> &[u8] {
+        self.span(entry.name)
+    }
+
+    /// Finds `name` in directory `dir`.
+    pub fn lookup(&self, dir: Ino, name: &[u8]) -> Option<Ino> {
+        let entries = self.entries(dir);
+        entries
+            .binary_search_by(|e| self.span(e.name).cmp(name))
+            .ok()
+            .map(|i| entries[i].ino)
+    }
+
+    /// Finds a path (components separated by `/`) from the root, following
+    /// no symlinks.
+    pub fn lookup_path(&self, path: &[u8]) -> Option<Ino> {
+        path::components(path)
+            .into_iter()
+            .try_fold(ROOT_INO, |dir, name| self.lookup(dir, name))
+    }
+
+    /// A symlink's target, as stored in its layer.
+    pub fn symlink_target(&self, ino: Ino) -> Option<&[u8]> {
+        match self.node(ino)?.payload {
+            Payload::Symlink(span) => Some(self.span(span)),
+            _ => None,
+        }
+    }
+
+    /// Where a regular file's bytes lie in its layer (`Node::layer`).
+    pub fn file_data(&self, ino: Ino) -> Option<&DataLayout> {
+        match &self.node(ino)?.payload {
+            Payload::File(data) => Some(data),
+            _ => None,
+        }
+    }
+
+    /// A node's extended attributes, in the order the layer gave them.
+    pub fn xattrs(&self, ino: Ino) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let (first, count) = self.node(ino).map_or((0, 0), |n| n.xattrs);
+        self.xattrs
+            .get(first..first + count)
+            .unwrap_or(&[])
+            .iter()
+            .map(|&(name, value)| (self.span(name), self.span(value)))
+    }
+
+    fn span(&self, span: Span) -> &[u8] {
+        self.bytes
+            .get(span.start..span.start + span.len)
+            .unwrap_or(&[])
+    }
+}
+
+/// Numbers the reachable nodes breadth first in name order and lays them,
+/// their entries and their bytes out flat. Nodes a later layer removed are
+/// unreachable and dropped here.
+fn freeze(builder: Builder) -> Tree {
+    let mut built = builder.nodes;
+    let mut ino_of: Vec<Ino> = vec![0; built.len()];
+    let mut names: Vec<u32> = vec![0; built.len()];
+    let mut order: Vec<NodeId> = vec![ROOT];
+    let mut parent_of: Vec<Ino> = vec![ROOT_INO; built.len()];
+    let mut dir_span: Vec<(usize, usize)> = vec![(0, 0); built.len()];
+    let mut subdirs: Vec<u32> = vec![0; built.len()];
+    ino_of[ROOT] = ROOT_INO;
+    let mut tree = Tree {
+        nodes: Vec::new(),
+        entries: Vec::new(),
+        xattrs: Vec::new(),
+        bytes: Vec::new(),
+        file_bytes: 0,
+    };
+    let mut next = 0;
+    while next < order.len() {
+        let id = order[next];
+        next += 1;
+        let Content::Dir(children) = &built[id].content else {
+            continue;
+        };
+        let first = tree.entries.len();
+        for (name, &child) in children {
+            if ino_of[child] == 0 {
+                order.push(child);
+                ino_of[child] = order.len() as Ino;
+                parent_of[child] = ino_of[id];
+                if built[child].kind == NodeKind::Directory {
+                    subdirs[id] += 1;
+                }
+            }
+            names[child] += 1;
+            let span = push_bytes(&mut tree.bytes, name);
+            tree.entries.push(DirEntry {
+                name: span,
+                ino: ino_of[child],
+            });
+        }
+        dir_span[id] = (first, tree.entries.len() - first);
+    }
+    for &id in &order {
+        let node = &mut built[id];
+        let (payload, size) = match std::mem::replace(&mut node.content, Content::Special) {
+            Content::Dir(_) => {
+                let (first, count) = dir_span[id];
+                (Payload::Dir { first, count }, DIR_SIZE)
+            }
+            Content::File(data) => {
+                tree.file_bytes += data.size;
+                let size = data.size;
+                (Payload::File(data), size)
+            }
+            Content::Symlink(target) => {
+                let span = push_bytes(&mut tree.bytes, &target);
+                (Payload::Symlink(span), target.len() as u64)
+            }
+            Content::Special => (Payload::Special, 0),
+        };
+        let xattr_first = tree.xattrs.len();
+        for (name, value) in &node.xattrs {
+            let name = push_bytes(&mut tree.bytes, name);
+            let value = push_bytes(&mut tree.bytes, value);
+            tree.xattrs.push((name, value));
+        }
+        let nlink = match node.kind {
+            NodeKind::Directory => 2 + subdirs[id],
+            _ => names[id],
+        };
+        tree.nodes.push(Node {
+            kind: node.kind,
+            mode: node.mode,
+            uid: node.uid,
+            gid: node.gid,
+            mtime: node.mtime,
+            mtime_nsec: node.mtime_nsec,
+            nlink,
+            size,
+            rdev: node.rdev,
+            layer: node.layer,
+            parent: parent_of[id],
+            payload,
+            xattrs: (xattr_first, node.xattrs.len()),
+        });
+    }
+    tree
+}
+
+fn push_bytes(arena: &mut Vec<u8>, bytes: &[u8]) -> Span {
+    let span = Span {
+        start: arena.len(),
+        len: bytes.len(),
+    };
+    arena.extend_from_slice(bytes);
+    span
+}

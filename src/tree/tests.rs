@@ -1,0 +1,364 @@
+//! The merge rules, one test each, on hand-built layer indexes.
+
+use super::*;
+use crate::tar::{DataLayout, LayerIndex, Member, MemberKind};
+
+fn member(path: &str, kind: MemberKind) -> Member {
+    Member {
+        path: path.as_bytes().to_vec(),
+        kind,
+        mode: if kind == MemberKind::Directory {
+            0o755
+        } else {
+            0o644
+        },
+        uid: 0,
+        gid: 0,
+        uname: Vec::new(),
+        gname: Vec::new(),
+        mtime: 1_700_000_000,
+        mtime_nsec: 0,
+        link_target: Vec::new(),
+        dev_major: 0,
+        dev_minor: 0,
+        xattrs: Vec::new(),
+        data: DataLayout {
+            offset: 0,
+            size: 0,
+            sparse: None,
+        },
+        header_offset: 0,
+    }
+}
+
+fn file(path: &str, offset: u64) -> Member {
+    let mut m = member(path, MemberKind::Regular);
+    m.data.offset = offset;
+    m.data.size = 10;
+    m
+}
+
+fn dir(path: &str) -> Member {
+    member(path, MemberKind::Directory)
+}
+
+fn link(path: &str, kind: MemberKind, target: &str) -> Member {
+    let mut m = member(path, kind);
+    m.link_target = target.as_bytes().to_vec();
+    m
+}
+
+fn layer(members: Vec<Member>) -> LayerIndex {
+    LayerIndex { members }
+}
+
+fn build(layers: &[LayerIndex]) -> Tree {
+    let (tree, warnings) = Tree::build(layers);
+    assert!(warnings.is_empty(), "unexpected warnings: {warnings:?}");
+    tree
+}
+
+/// Every path in the tree, depth first, `/`-joined.
+fn paths(tree: &Tree) -> Vec<String> {
+    fn walk(tree: &Tree, dir: Ino, prefix: &str, out: &mut Vec<String>) {
+        for entry in tree.entries(dir) {
+            let path = format!("{prefix}{}", String::from_utf8_lossy(tree.name(entry)));
+            out.push(path.clone());
+            walk(tree, entry.ino, &format!("{path}/"), out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(tree, ROOT_INO, "", &mut out);
+    out
+}
+
+fn node<'t>(tree: &'t Tree, path: &str) -> &'t Node {
+    let ino = tree
+        .lookup_path(path.as_bytes())
+        .unwrap_or_else(|| panic!("{path} missing"));
+    tree.node(ino)
+        .unwrap_or_else(|| panic!("{path} has no node"))
+}
+
+#[test]
+fn paths_are_normalised_and_implied_dirs_appear() {
+    let tree = build(&[layer(vec![
+        file("./a/b/c.txt", 0),
+        dir("./x/"),
+        file("/y", 1),
+    ])]);
+    assert_eq!(paths(&tree), ["a", "a/b", "a/b/c.txt", "x", "y"]);
+    let implied = node(&tree, "a/b");
+    assert_eq!(
+        (implied.kind, implied.mode, implied.uid, implied.gid),
+        (NodeKind::Directory, 0o755, 0, 0)
+    );
+}
+
+#[test]
+fn last_duplicate_in_a_layer_wins() {
+    let tree = build(&[layer(vec![file("f", 100), file("f", 200)])]);
+    assert_eq!(
+        tree.file_data(tree.lookup_path(b"f").unwrap_or(0))
+            .map(|d| d.offset),
+        Some(200)
+    );
+}
+
+#[test]
+fn whiteout_removes_lower_subtree() {
+    let tree = build(&[
+        layer(vec![
+            dir("a"),
+            file("a/keep", 0),
+            dir("a/gone"),
+            file("a/gone/deep", 1),
+        ]),
+        layer(vec![file("a/.wh.gone", 0)]),
+    ]);
+    assert_eq!(paths(&tree), ["a", "a/keep"]);
+}
+
+#[test]
+fn whiteout_does_not_remove_its_own_layers_entry_in_either_order() {
+    let tree = build(&[
+        layer(vec![file("a/x", 0), file("a/y", 1)]),
+        layer(vec![
+            file("a/x", 2),
+            file("a/.wh.x", 0),
+            file("a/.wh.y", 0),
+            file("a/y", 3),
+        ]),
+    ]);
+    assert_eq!(paths(&tree), ["a", "a/x", "a/y"]);
+    assert_eq!(node(&tree, "a/x").layer, 1);
+    assert_eq!(node(&tree, "a/y").layer, 1);
+}
+
+#[test]
+fn opaque_marker_hides_lower_children_wherever_it_stands() {
+    let tree = build(&[
+        layer(vec![
+            dir("d"),
+            file("d/old", 0),
+            dir("d/sub"),
+            file("d/sub/x", 1),
+            file("other", 2),
+        ]),
+        layer(vec![dir("d"), file("d/new", 3), file("d/.wh..wh..opq", 0)]),
+    ]);
+    assert_eq!(paths(&tree), ["d", "d/new", "other"]);
+}
+
+#[test]
+fn tombstone_and_overlay_opaque_xattr() {
+    let mut opaque = dir("d");
+    opaque
+        .xattrs
+        .push((b"trusted.overlay.opaque".to_vec(), b"y".to_vec()));
+    opaque.xattrs.push((b"user.kept".to_vec(), b"1".to_vec()));
+    let tree = build(&[
+        layer(vec![file("gone", 0), file("d/old", 1), file("kept", 2)]),
+        layer(vec![
+            member("gone", MemberKind::CharDevice),
+            opaque,
+            file("d/new", 3),
+        ]),
+    ]);
+    assert_eq!(paths(&tree), ["d", "d/new", "kept"]);
+    let d = tree.lookup_path(b"d").unwrap_or(0);
+    let xattrs: Vec<_> = tree.xattrs(d).collect();
+    assert_eq!(xattrs, [(&b"user.kept"[..], &b"1"[..])]);
+}
+
+#[test]
+fn markers_and_aufs_leftovers_never_appear() {
+    let tree = build(&[layer(vec![
+        file(".wh..wh.aufs", 0),
+        dir(".wh..wh.plnk"),
+        file(".wh..wh.plnk/1.2", 0),
+        file("a/.wh.nothing", 0),
+        file("a/.wh..wh..opq", 0),
+        file("a/real", 1),
+    ])]);
+    assert_eq!(paths(&tree), ["a", "a/real"]);
+}
+
+#[test]
+fn file_and_directory_replace_each_other() {
+    let tree = build(&[
+        layer(vec![file("f", 0), dir("d"), file("d/x", 1)]),
+        layer(vec![dir("f"), file("f/inside", 2), file("d", 3)]),
+    ]);
+    assert_eq!(paths(&tree), ["d", "f", "f/inside"]);
+    assert_eq!(node(&tree, "d").kind, NodeKind::File);
+}
+
+#[test]
+fn directory_over_directory_keeps_children_and_takes_new_attributes() {
+    let mut upper = dir("d");
+    upper.mode = 0o700;
+    upper.uid = 42;
+    let tree = build(&[layer(vec![dir("d"), file("d/x", 0)]), layer(vec![upper])]);
+    assert_eq!(paths(&tree), ["d", "d/x"]);
+    let d = node(&tree, "d");
+    assert_eq!((d.mode, d.uid, d.layer), (0o700, 42, 1));
+}
+
+#[test]
+fn hardlinks_share_a_node_within_a_layer_and_across_layers() {
+    let tree = build(&[
+        layer(vec![file("a", 7), link("b", MemberKind::Hardlink, "./a")]),
+        layer(vec![link("c", MemberKind::Hardlink, "a")]),
+    ]);
+    let a = tree.lookup_path(b"a");
+    assert!(a.is_some());
+    assert_eq!(a, tree.lookup_path(b"b"));
+    assert_eq!(a, tree.lookup_path(b"c"));
+    assert_eq!(node(&tree, "a").nlink, 3);
+}
+
+#[test]
+fn hardlink_keeps_its_data_when_the_target_is_removed_or_replaced() {
+    let tree = build(&[
+        layer(vec![
+            file("a", 7),
+            link("b", MemberKind::Hardlink, "a"),
+            file("r", 8),
+            link("s", MemberKind::Hardlink, "r"),
+        ]),
+        layer(vec![file(".wh.a", 0), file("r", 9)]),
+    ]);
+    assert_eq!(paths(&tree), ["b", "r", "s"]);
+    let data = |path: &str| {
+        tree.file_data(tree.lookup_path(path.as_bytes()).unwrap_or(0))
+            .map(|d| d.offset)
+    };
+    assert_eq!(
+        (data("b"), data("s"), data("r")),
+        (Some(7), Some(8), Some(9))
+    );
+    assert_eq!(
+        (
+            node(&tree, "b").nlink,
+            node(&tree, "s").nlink,
+            node(&tree, "r").nlink
+        ),
+        (1, 1, 1)
+    );
+}
+
+#[test]
+fn hardlink_to_a_file_its_own_layer_whites_out_keeps_the_data() {
+    // In archive order the link comes first, so an unpacker links the lower
+    // file and then removes the old name.
+    let tree = build(&[
+        layer(vec![file("a", 7)]),
+        layer(vec![link("c", MemberKind::Hardlink, "a"), file(".wh.a", 0)]),
+    ]);
+    assert_eq!(paths(&tree), ["c"]);
+    assert_eq!(
+        tree.file_data(tree.lookup_path(b"c").unwrap_or(0))
+            .map(|d| d.offset),
+        Some(7)
+    );
+}
+
+#[test]
+fn hardlink_to_nothing_is_reported_and_left_out() {
+    let (tree, warnings) = Tree::build(&[layer(vec![link("b", MemberKind::Hardlink, "missing")])]);
+    assert!(paths(&tree).is_empty());
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].problem, "hardlink target does not exist");
+}
+
+#[test]
+fn members_under_a_lower_symlink_land_at_its_target() {
+    let tree = build(&[
+        layer(vec![
+            dir("usr"),
+            dir("usr/bin"),
+            link("bin", MemberKind::Symlink, "usr/bin"),
+        ]),
+        layer(vec![file("bin/tool", 0)]),
+    ]);
+    assert_eq!(paths(&tree), ["bin", "usr", "usr/bin", "usr/bin/tool"]);
+    assert_eq!(
+        tree.symlink_target(tree.lookup_path(b"bin").unwrap_or(0)),
+        Some(&b"usr/bin"[..])
+    );
+}
+
+#[test]
+fn symlinks_cannot_lead_outside_the_tree() {
+    let tree = build(&[
+        layer(vec![
+            dir("a"),
+            link("a/evil", MemberKind::Symlink, "../../.."),
+            link("abs", MemberKind::Symlink, "/etc"),
+        ]),
+        layer(vec![file("a/evil/x", 0), file("abs/passwd", 1)]),
+    ]);
+    assert_eq!(
+        paths(&tree),
+        ["a", "a/evil", "abs", "etc", "etc/passwd", "x"]
+    );
+}
+
+#[test]
+fn symlink_loops_are_reported() {
+    let (tree, warnings) = Tree::build(&[
+        layer(vec![
+            link("l1", MemberKind::Symlink, "l2"),
+            link("l2", MemberKind::Symlink, "l1"),
+        ]),
+        layer(vec![file("l1/x", 0)]),
+    ]);
+    assert_eq!(paths(&tree), ["l1", "l2"]);
+    assert_eq!(warnings.len(), 1);
+}
+
+#[test]
+fn directory_link_counts_and_parents() {
+    let tree = build(&[layer(vec![
+        dir("a"),
+        dir("a/b"),
+        dir("a/c"),
+        file("a/f", 0),
+    ])]);
+    assert_eq!(node(&tree, "a").nlink, 4);
+    assert_eq!(tree.node(ROOT_INO).map(|n| n.nlink), Some(3));
+    let a = tree.lookup_path(b"a").unwrap_or(0);
+    assert_eq!(node(&tree, "a/b").parent, a);
+    assert_eq!(node(&tree, "a").parent, ROOT_INO);
+}
+
+#[test]
+fn root_member_sets_root_attributes() {
+    let mut root = dir("./");
+    root.mode = 0o700;
+    let tree = build(&[layer(vec![root])]);
+    assert_eq!(tree.node(ROOT_INO).map(|n| n.mode), Some(0o700));
+}
+
+#[test]
+fn a_path_through_a_lower_file_replaces_it_with_an_implied_directory() {
+    let tree = build(&[layer(vec![file("q", 0)]), layer(vec![file("q/inner", 1)])]);
+    assert_eq!(paths(&tree), ["q", "q/inner"]);
+    let q = node(&tree, "q");
+    assert_eq!((q.kind, q.mode, q.layer), (NodeKind::Directory, 0o755, 1));
+}
+
+#[test]
+fn whiteouts_and_hardlinks_do_not_go_through_files() {
+    let (tree, warnings) = Tree::build(&[
+        layer(vec![file("f", 0)]),
+        layer(vec![
+            file("f/.wh.x", 0),
+            link("h", MemberKind::Hardlink, "f/x"),
+        ]),
+    ]);
+    assert_eq!(paths(&tree), ["f"]);
+    assert_eq!(node(&tree, "f").kind, NodeKind::File);
+    assert_eq!(warnings.len(), 1);
+}

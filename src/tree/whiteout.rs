@@ -1,0 +1,191 @@
+//! The whiteout rules: what a layer member means for the layers below it.
+//!
+//! This is the one place that knows the OCI image-spec changeset markers
+//! (`.wh.NAME`, `.wh..wh..opq`), AUFS leftovers (`.wh..wh.*`) and overlayfs'
+//! native form (character device 0/0 tombstones, `trusted.overlay.opaque=y`).
+
+use crate::tar::{Member, MemberKind};
+
+/// Prefix of a whiteout file's base name.
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// Base name of the marker that makes its directory opaque.
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+/// Prefix of AUFS metadata (`.wh..wh.plnk`, `.wh..wh.aufs`, `.wh..wh.orph`).
+const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
+/// The overlayfs xattr that marks a directory opaque.
+const OVERLAY_OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
+/// overlayfs' private xattrs; they describe the upper dir, not the files.
+const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
+
+/// What one member does to the tree, given its normalised path components.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Add (or replace) the entry at this path.
+    Add,
+    /// Add the directory at this path, after hiding every lower-layer child
+    /// it had (a directory carrying `trusted.overlay.opaque=y`).
+    AddOpaqueDir,
+    /// Remove the entry `name` of directory `dir`, with its subtree.
+    Remove {
+        /// Components of the directory holding the removed entry.
+        dir: &'a [&'a [u8]],
+        /// The removed entry's name.
+        name: &'a [u8],
+    },
+    /// Hide every lower-layer child of the directory at these components.
+    MakeOpaque {
+        /// Components of the opaque directory.
+        dir: &'a [&'a [u8]],
+    },
+    /// Nothing to show and nothing to remove (AUFS metadata, a marker
+    /// without a name, a member inside a whiteout-named directory).
+    Ignore,
+}
+
+/// Classifies a member by its normalised path components.
+pub fn classify<'a>(member: &Member, comps: &'a [&'a [u8]]) -> Action<'a> {
+    let Some((&base, dirs)) = comps.split_last() else {
+        return Action::Add;
+    };
+    if dirs.iter().any(|c| c.starts_with(WHITEOUT_PREFIX)) {
+        return Action::Ignore;
+    }
+    if base == OPAQUE_MARKER {
+        return Action::MakeOpaque { dir: dirs };
+    }
+    if base.starts_with(AUFS_META_PREFIX) {
+        return Action::Ignore;
+    }
+    if let Some(name) = base.strip_prefix(WHITEOUT_PREFIX) {
+        return if name.is_empty() {
+            Action::Ignore
+        } else {
+            Action::Remove { dir: dirs, name }
+        };
+    }
+    match member.kind {
+        MemberKind::CharDevice if member.dev_major == 0 && member.dev_minor == 0 => {
+            Action::Remove {
+                dir: dirs,
+                name: base,
+            }
+        }
+        MemberKind::Directory if is_opaque_dir(member) => Action::AddOpaqueDir,
+        _ => Action::Add,
+    }
+}
+
+fn is_opaque_dir(member: &Member) -> bool {
+    member
+        .xattrs
+        .iter()
+        .any(|(name, value)| name == OVERLAY_OPAQUE_XATTR && value == b"y")
+}
+
+/// Whether an xattr is kept in the merged tree: overlayfs' own attributes
+/// describe how an upper directory was stored, not the file, and are dropped.
+pub fn is_visible_xattr(name: &[u8]) -> bool {
+    !name.starts_with(OVERLAY_XATTR_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tar::DataLayout;
+    use crate::tree::path::components;
+
+    fn member(kind: MemberKind) -> Member {
+        Member {
+            path: Vec::new(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            uname: Vec::new(),
+            gname: Vec::new(),
+            mtime: 0,
+            mtime_nsec: 0,
+            link_target: Vec::new(),
+            dev_major: 0,
+            dev_minor: 0,
+            xattrs: Vec::new(),
+            data: DataLayout {
+                offset: 0,
+                size: 0,
+                sparse: None,
+            },
+            header_offset: 0,
+        }
+    }
+
+    #[test]
+    fn whiteout_file_removes_its_name() {
+        let comps = components(b"etc/.wh.passwd");
+        assert_eq!(
+            classify(&member(MemberKind::Regular), &comps),
+            Action::Remove {
+                dir: &comps[..1],
+                name: b"passwd"
+            }
+        );
+    }
+
+    #[test]
+    fn opaque_marker_names_its_directory() {
+        let comps = components(b"./data/.wh..wh..opq");
+        assert_eq!(
+            classify(&member(MemberKind::Regular), &comps),
+            Action::MakeOpaque { dir: &comps[..1] }
+        );
+        let top = components(b".wh..wh..opq");
+        assert_eq!(
+            classify(&member(MemberKind::Regular), &top),
+            Action::MakeOpaque { dir: &[] }
+        );
+    }
+
+    #[test]
+    fn aufs_metadata_and_whiteout_dirs_are_ignored() {
+        for raw in [
+            &b".wh..wh.plnk/123.456"[..],
+            b".wh..wh.aufs",
+            b"a/.wh..wh.orph",
+            b"a/.wh.",
+        ] {
+            let comps = components(raw);
+            assert_eq!(
+                classify(&member(MemberKind::Regular), &comps),
+                Action::Ignore,
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn char_device_zero_zero_is_a_tombstone() {
+        let comps = components(b"usr/gone");
+        assert_eq!(
+            classify(&member(MemberKind::CharDevice), &comps),
+            Action::Remove {
+                dir: &comps[..1],
+                name: b"gone"
+            }
+        );
+        let mut tty = member(MemberKind::CharDevice);
+        tty.dev_major = 5;
+        assert_eq!(classify(&tty, &comps), Action::Add);
+    }
+
+    #[test]
+    fn overlay_opaque_xattr_makes_an_opaque_dir() {
+        let mut dir = member(MemberKind::Directory);
+        dir.xattrs
+            .push((b"trusted.overlay.opaque".to_vec(), b"y".to_vec()));
+        let comps = components(b"data/");
+        assert_eq!(classify(&dir, &comps), Action::AddOpaqueDir);
+        dir.xattrs[0].1 = b"n".to_vec();
+        assert_eq!(classify(&dir, &comps), Action::Add);
+        assert!(!is_visible_xattr(b"trusted.overlay.opaque"));
+        assert!(is_visible_xattr(b"user.foo"));
+    }
+}

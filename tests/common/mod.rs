@@ -1,0 +1,82 @@
+//! Shared harness for the layerfs integration tests.
+//!
+//! * `layer`: builds tar layers member by member in any dialect and codec;
+//! * `tree`: snapshots a mounted (or reference) tree and compares it with an
+//!   exact expectation, printing a path-by-path diff;
+//! * `mount`: runs the binary and owns every mount so none outlives a test.
+//!
+//! Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+pub mod layer;
+pub mod mount;
+pub mod tree;
+
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+
+#[allow(unused_imports)]
+pub use layer::{Codec, Format, Layer};
+pub use mount::Mount;
+pub use tree::{assert_tree, Expected};
+
+/// A temporary directory holding the layer files of one test.
+pub struct Layers {
+    dir: TempDir,
+    pub paths: Vec<PathBuf>,
+}
+
+impl Default for Layers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Layers {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("layerfs-layers")
+            .tempdir()
+            .expect("layers tempdir");
+        Layers {
+            dir,
+            paths: Vec::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Adds `layer` on top of the stack as a plain tar.
+    pub fn add(&mut self, layer: &Layer) -> &mut Self {
+        self.add_encoded(layer, Codec::Plain)
+    }
+
+    pub fn add_encoded(&mut self, layer: &Layer, codec: Codec) -> &mut Self {
+        self.add_bytes(&codec.encode(&layer.to_tar()))
+    }
+
+    /// Adds a layer file with exactly these bytes.
+    pub fn add_bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        let name = format!("layer{:03}", self.paths.len());
+        let path = layer::write_file(self.dir.path(), &name, bytes);
+        self.paths.push(path);
+        self
+    }
+
+    pub fn mount(&self) -> Mount {
+        Mount::new(&self.paths)
+    }
+}
+
+/// Mounts `layers` (bottom first, plain tar) and asserts the merged tree.
+pub fn assert_merge(layers: &[Layer], expected: &Expected) {
+    let mut stack = Layers::new();
+    for layer in layers {
+        stack.add(layer);
+    }
+    let mount = stack.mount();
+    assert_tree(mount.path(), expected);
+}
