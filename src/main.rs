@@ -60,10 +60,12 @@ fn main() -> ExitCode {
         (false, 1) => "info",
         _ => "debug",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
-        .format_target(false)
-        .init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(format!("{level},fuser=error")),
+    )
+    .format_timestamp(None)
+    .format_target(false)
+    .init();
     let result = match cli.command {
         Command::Mount {
             foreground,

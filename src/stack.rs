@@ -136,11 +136,17 @@ fn index_all(layers: &[LayerSource]) -> Result<Vec<LayerIndex>, StackError> {
 
 fn index_one(layer: &LayerSource, n: usize) -> Result<LayerIndex, StackError> {
     let started = std::time::Instant::now();
-    let index = tar::index_layer(&mut *layer.stream()).map_err(|source| StackError::Index {
+    let mut pass = layer.index_pass();
+    let index = tar::index_layer(&mut pass).map_err(|source| StackError::Index {
         path: layer.path().to_path_buf(),
         number: n + 1,
         source,
     })?;
+    let seek = pass.finish().map_err(|source| SourceError::Io {
+        path: layer.path().to_path_buf(),
+        source,
+    })?;
+    layer.attach(seek)?;
     log::info!(
         "{} (layer {}, {}): {} members indexed in {:.2?}",
         layer.path().display(),

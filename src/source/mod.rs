@@ -6,11 +6,17 @@
 //! at any offset of that decompressed stream afterwards. Nothing above this
 //! module knows whether a layer is compressed.
 
+mod access;
 mod codec;
+mod positioned;
 mod reader;
+mod seek;
+mod sequential;
 
+pub use access::DecodeCounter;
 pub use codec::Codec;
-pub use reader::LayerSource;
+pub use reader::{IndexPass, LayerSource};
+pub use seek::{SeekDecodeError, SeekIndex};
 
 use std::io::{self, Read};
 use std::path::PathBuf;
@@ -61,6 +67,12 @@ pub enum SourceError {
         offset: u64,
         /// Bytes asked for.
         len: usize,
+    },
+    /// A read came before the layer was indexed (a bug, not bad input).
+    #[error("{path}: read before the layer was indexed")]
+    NotIndexed {
+        /// The layer file.
+        path: PathBuf,
     },
     /// Decompression failed while reading.
     #[error("{path}: {codec} stream is corrupt near decompressed offset {offset}: {source}")]

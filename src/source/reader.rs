@@ -1,45 +1,36 @@
 //! Opening a layer file and reading its decompressed bytes.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 
+use super::access::{Access, DecodeCounter, IndexingDecoder};
 use super::codec::{sniff, Codec, Sniffed};
+use super::positioned::PositionedReader;
+use super::seek::SeekIndex;
+use super::sequential::{SequentialAccess, SequentialPass};
 use super::{SourceError, Stream};
 
-/// How many parked decoders a compressed layer keeps for reuse.
-const PARKED_DECODERS: usize = 4;
 /// Read size from the compressed file.
 const INPUT_BUFFER: usize = 256 * 1024;
 
 /// One layer file, opened, with its codec known.
 ///
-/// Reads at any offset of the decompressed stream are served with
-/// [`LayerSource::read_exact_at`]. Compressed layers have no random access yet:
-/// a read resumes a parked decoder that stopped at or before the offset, or
-/// decompresses from the start. Reading files in layer order therefore
-/// decompresses the layer about once.
+/// Indexing makes one pass over the decompressed stream with
+/// [`LayerSource::index_pass`], which also learns how to get back into the
+/// stream later (a [`SeekIndex`]). Once a seek index is attached, from that
+/// pass or from a stored index, [`LayerSource::read_exact_at`] serves reads
+/// at any decompressed offset.
 #[derive(Debug)]
 pub struct LayerSource {
     path: PathBuf,
     codec: Codec,
     file: Arc<File>,
     file_len: u64,
-    parked: Mutex<Vec<Parked>>,
-}
-
-/// A decoder that stopped at decompressed offset `pos`.
-struct Parked {
-    pos: u64,
-    decoder: Box<dyn Read + Send>,
-}
-
-impl std::fmt::Debug for Parked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Parked").field("pos", &self.pos).finish()
-    }
+    access: OnceLock<Box<dyn Access>>,
+    counter: Arc<DecodeCounter>,
 }
 
 impl LayerSource {
@@ -73,7 +64,8 @@ impl LayerSource {
             codec,
             file: Arc::new(file),
             file_len: meta.len(),
-            parked: Mutex::new(Vec::new()),
+            access: OnceLock::new(),
+            counter: Arc::new(DecodeCounter::default()),
         })
     }
 
@@ -92,16 +84,46 @@ impl LayerSource {
         self.file_len
     }
 
-    /// A sequential stream of the decompressed bytes from the start, for the
-    /// indexing pass.
-    pub fn stream(&self) -> Box<dyn Stream + Send> {
+    /// The indexing pass: a sequential stream of the decompressed bytes
+    /// from the start. [`IndexPass::finish`] then gives what it learned,
+    /// for [`LayerSource::attach`].
+    pub fn index_pass(&self) -> IndexPass {
         match self.codec {
-            Codec::Plain => Box::new(PlainStream {
+            Codec::Plain => IndexPass(Pass::Plain(PlainStream {
                 inner: BufReader::with_capacity(INPUT_BUFFER, self.positioned()),
                 len: self.file_len,
-            }),
-            _ => Box::new(DecodedStream(self.decoder())),
+            })),
+            _ => IndexPass(Pass::Decoding(Box::new(SequentialPass(self.decoder())))),
         }
+    }
+
+    /// Sets how reads are served, from a fresh pass or a stored index. The
+    /// first call wins; a seek index of another codec is refused.
+    pub fn attach(&self, seek: SeekIndex) -> Result<(), SourceError> {
+        let access: Box<dyn Access> = match (self.codec, seek) {
+            (Codec::Plain, SeekIndex::Plain) => Box::new(PlainAccess(Arc::clone(&self.file))),
+            (Codec::Gzip | Codec::Zstd, SeekIndex::Sequential(_)) => {
+                let file = Arc::clone(&self.file);
+                let (codec, file_len) = (self.codec, self.file_len);
+                Box::new(SequentialAccess::new(
+                    Box::new(move || decoder(codec, &file, file_len)),
+                    Arc::clone(&self.counter),
+                ))
+            }
+            (codec, seek) => {
+                return Err(SourceError::NotALayer {
+                    path: self.path.clone(),
+                    reason: format!("a stored {seek:?} index does not fit a {codec} layer"),
+                })
+            }
+        };
+        let _ = self.access.set(access);
+        Ok(())
+    }
+
+    /// Bytes decompressed by reads so far (the indexing pass not counted).
+    pub fn decoded_bytes(&self) -> u64 {
+        self.counter.get()
     }
 
     /// Fills `buf` with the decompressed bytes starting at `offset`.
@@ -109,75 +131,19 @@ impl LayerSource {
         if buf.is_empty() {
             return Ok(());
         }
-        match self.codec {
-            Codec::Plain => match self.file.read_exact_at(buf, offset) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    Err(self.past_end(offset, buf.len()))
-                }
-                Err(source) => Err(SourceError::Io {
+        let access = self.access.get().ok_or_else(|| SourceError::NotIndexed {
+            path: self.path.clone(),
+        })?;
+        access
+            .read_exact_at(offset, buf)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => self.past_end(offset, buf.len()),
+                _ if self.codec == Codec::Plain => SourceError::Io {
                     path: self.path.clone(),
-                    source,
-                }),
-            },
-            _ => self.read_decoded_at(offset, buf),
-        }
-    }
-
-    fn read_decoded_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
-        let mut cursor = self.take_parked(offset).unwrap_or_else(|| Parked {
-            pos: 0,
-            decoder: self.decoder(),
-        });
-        let skip = offset - cursor.pos;
-        let skipped = io::copy(&mut (&mut cursor.decoder).take(skip), &mut io::sink())
-            .map_err(|e| self.corrupt(cursor.pos, e))?;
-        cursor.pos += skipped;
-        if skipped < skip {
-            return Err(self.past_end(offset, buf.len()));
-        }
-        let mut filled = 0;
-        while filled < buf.len() {
-            match cursor.decoder.read(&mut buf[filled..]) {
-                Ok(0) => return Err(self.past_end(offset, buf.len())),
-                Ok(n) => {
-                    filled += n;
-                    cursor.pos += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.corrupt(cursor.pos, e)),
-            }
-        }
-        self.park(cursor);
-        Ok(())
-    }
-
-    /// Takes the parked decoder closest before `offset`, if any.
-    fn take_parked(&self, offset: u64) -> Option<Parked> {
-        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
-        let best = parked
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.pos <= offset)
-            .max_by_key(|(_, p)| p.pos)
-            .map(|(i, _)| i)?;
-        Some(parked.swap_remove(best))
-    }
-
-    /// Parks a decoder for reuse, evicting the one furthest behind if full.
-    fn park(&self, cursor: Parked) {
-        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
-        if parked.len() >= PARKED_DECODERS {
-            if let Some(lowest) = parked
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, p)| p.pos)
-                .map(|(i, _)| i)
-            {
-                parked.swap_remove(lowest);
-            }
-        }
-        parked.push(cursor);
+                    source: e,
+                },
+                _ => self.corrupt(offset, e),
+            })
     }
 
     fn positioned(&self) -> PositionedReader {
@@ -188,22 +154,8 @@ impl LayerSource {
         }
     }
 
-    /// A fresh decoder over the whole file, positioned at decompressed offset 0.
     fn decoder(&self) -> Box<dyn Read + Send> {
-        let input = BufReader::with_capacity(INPUT_BUFFER, self.positioned());
-        match self.codec {
-            Codec::Plain => Box::new(input),
-            Codec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-            Codec::Zstd => match zstd::stream::read::Decoder::with_buffer(input) {
-                Ok(mut decoder) => {
-                    // Accept frames written with --long (windows up to 2 GiB);
-                    // if the option is refused the default limit stays.
-                    let _ = decoder.window_log_max(31);
-                    Box::new(decoder)
-                }
-                Err(e) => Box::new(FailingReader(Some(e))),
-            },
-        }
+        decoder(self.codec, &self.file, self.file_len)
     }
 
     fn past_end(&self, offset: u64, len: usize) -> SourceError {
@@ -224,6 +176,88 @@ impl LayerSource {
     }
 }
 
+/// A fresh decoder over the whole file, positioned at decompressed offset 0.
+fn decoder(codec: Codec, file: &Arc<File>, file_len: u64) -> Box<dyn Read + Send> {
+    let input = BufReader::with_capacity(
+        INPUT_BUFFER,
+        PositionedReader {
+            file: Arc::clone(file),
+            pos: 0,
+            len: file_len,
+        },
+    );
+    match codec {
+        Codec::Plain => Box::new(input),
+        Codec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Codec::Zstd => match zstd::stream::read::Decoder::with_buffer(input) {
+            Ok(mut decoder) => {
+                // Accept frames written with --long (windows up to 2 GiB);
+                // if the option is refused the default limit stays.
+                let _ = decoder.window_log_max(31);
+                Box::new(decoder)
+            }
+            Err(e) => Box::new(FailingReader(Some(e))),
+        },
+    }
+}
+
+/// Plain tars: the file is the stream.
+#[derive(Debug)]
+struct PlainAccess(Arc<File>);
+
+impl Access for PlainAccess {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+}
+
+/// The indexing pass over one layer; see [`LayerSource::index_pass`].
+pub struct IndexPass(Pass);
+
+impl std::fmt::Debug for IndexPass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Pass::Plain(_) => "IndexPass(plain)",
+            Pass::Decoding(_) => "IndexPass(decoding)",
+        })
+    }
+}
+
+enum Pass {
+    /// A plain tar: member data is skipped by seeking.
+    Plain(PlainStream),
+    /// A compressed layer: data is decompressed and discarded.
+    Decoding(Box<dyn IndexingDecoder>),
+}
+
+impl IndexPass {
+    /// Ends the pass and returns what it learned for random access.
+    pub fn finish(self) -> io::Result<SeekIndex> {
+        match self.0 {
+            Pass::Plain(_) => Ok(SeekIndex::Plain),
+            Pass::Decoding(decoder) => decoder.finish(),
+        }
+    }
+}
+
+impl Read for IndexPass {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.0 {
+            Pass::Plain(s) => s.read(buf),
+            Pass::Decoding(d) => d.read(buf),
+        }
+    }
+}
+
+impl Stream for IndexPass {
+    fn skip(&mut self, n: u64) -> io::Result<u64> {
+        match &mut self.0 {
+            Pass::Plain(s) => s.skip(n),
+            Pass::Decoding(d) => io::copy(&mut d.take(n), &mut io::sink()),
+        }
+    }
+}
+
 /// Reads as many bytes as the file has at `offset`, up to `buf.len()`.
 fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut filled = 0;
@@ -236,36 +270,6 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         }
     }
     Ok(filled)
-}
-
-/// A reader with its own position over a shared file, so that several
-/// decoders can read one file descriptor at once (a dup'ed fd would share
-/// the offset).
-struct PositionedReader {
-    file: Arc<File>,
-    pos: u64,
-    len: u64,
-}
-
-impl Read for PositionedReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl Seek for PositionedReader {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let target = match pos {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-        };
-        self.pos = target
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
-        Ok(self.pos)
-    }
 }
 
 /// The indexing stream of a plain tar: skips are seeks.
@@ -288,21 +292,6 @@ impl Stream for PlainStream {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "skip too large"))?;
         self.inner.seek_relative(delta)?;
         Ok(n)
-    }
-}
-
-/// The indexing stream of a compressed layer: skips decompress and discard.
-struct DecodedStream(Box<dyn Read + Send>);
-
-impl Read for DecodedStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl Stream for DecodedStream {
-    fn skip(&mut self, n: u64) -> io::Result<u64> {
-        io::copy(&mut (&mut self.0).take(n), &mut io::sink())
     }
 }
 
@@ -368,10 +357,13 @@ mod tests {
         ] {
             let src = LayerSource::open(file.path()).expect("open");
             assert_eq!(src.codec(), codec);
-            check_random_reads(&src, &data);
             let mut all = Vec::new();
-            src.stream().read_to_end(&mut all).expect("stream");
+            let mut pass = src.index_pass();
+            pass.read_to_end(&mut all).expect("stream");
             assert_eq!(all, data);
+            src.attach(pass.finish().expect("seek index"))
+                .expect("attach");
+            check_random_reads(&src, &data);
         }
     }
 
@@ -391,6 +383,10 @@ mod tests {
         for bytes in [gz, zst] {
             let file = write_temp(&bytes);
             let src = LayerSource::open(file.path()).expect("open");
+            let mut pass = src.index_pass();
+            io::copy(&mut pass, &mut io::sink()).expect("stream");
+            src.attach(pass.finish().expect("seek index"))
+                .expect("attach");
             check_random_reads(&src, &data);
         }
     }
@@ -400,7 +396,7 @@ mod tests {
         let data = sample(10_000);
         let file = write_temp(&data);
         let src = LayerSource::open(file.path()).expect("open");
-        let mut s = src.stream();
+        let mut s = src.index_pass();
         let mut b = [0u8; 4];
         s.read_exact(&mut b).expect("read");
         assert_eq!(s.skip(1000).expect("skip"), 1000);

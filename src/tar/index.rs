@@ -1095,7 +1095,11 @@ mod tests {
         let file = tempfile::NamedTempFile::new().expect("temp");
         std::fs::write(file.path(), &bytes).expect("write");
         let source = crate::source::LayerSource::open(file.path()).expect("open");
-        let via_source = index_layer(&mut *source.stream()).expect("indexes").members;
+        let mut pass = source.index_pass();
+        let via_source = index_layer(&mut pass).expect("indexes").members;
+        source
+            .attach(pass.finish().expect("seek index"))
+            .expect("attach");
         assert_eq!(via_source, index_bytes(&bytes).expect("indexes").members);
         let mut buf = vec![0u8; 10_049];
         let last = via_source.last().expect("members");
