@@ -8,6 +8,8 @@
 //!   metadata and where its data lies (all tar dialect handling lives here);
 //! - [`tree`]: the layers merged bottom to top under the OCI whiteout and
 //!   overlayfs rules into one immutable tree (all merge rules live here);
+//! - [`cache`]: stores each layer's index on disk, so that mounting it again
+//!   skips the pass over its bytes;
 //! - [`stack`]: opens and indexes a list of layer files and builds their tree;
 //! - [`fuse`]: serves a [`stack::Stack`] through FUSE;
 //! - [`app`] and [`daemon`]: the commands behind the CLI, and running a
@@ -15,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod cache;
 pub mod daemon;
 pub mod fuse;
 pub mod source;

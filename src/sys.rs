@@ -94,3 +94,17 @@ pub fn umount(path: &Path, lazy: bool) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Maps a whole file read-only, for decoding a stored index in place.
+///
+/// Mapping is only sound while nobody changes the file. The index cache
+/// guarantees that for its own entries: they are written under a temporary
+/// name and renamed into place, never written again, and removing one only
+/// unlinks the name (the mapped inode stays intact). Another program
+/// truncating an entry while it is mapped could still raise SIGBUS; every
+/// mmap reader shares that risk, and the map lives only while one entry is
+/// decoded.
+pub fn map_readonly(file: &std::fs::File) -> io::Result<memmap2::Mmap> {
+    // SAFETY: see above: cache entries are immutable once visible.
+    unsafe { memmap2::Mmap::map(file) }
+}

@@ -1,0 +1,317 @@
+//! A persistent cache of layer indexes, so that mounting a layer again
+//! skips the pass over its (possibly compressed) bytes.
+//!
+//! Each entry holds one layer's members and [`SeekIndex`], in one file
+//! named after the layer's [`LayerKey`]. An entry is only ever trusted
+//! after its checksum, format version and echoed key were checked; anything
+//! else (stale, truncated, corrupt, another version) is deleted and the
+//! layer is indexed again. Entries are written under a temporary name,
+//! synced and renamed into place, so a reader never sees half an entry,
+//! and they are never modified afterwards. The directory is kept under a
+//! size bound by deleting the least recently used entries.
+//!
+//! Nothing here is needed for a mount to work: every error is for the
+//! caller to report as a warning and carry on without the cache.
+
+mod format;
+mod key;
+#[cfg(test)]
+mod tests;
+
+pub use key::LayerKey;
+
+use std::ffi::OsString;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use crate::source::SeekIndex;
+use crate::sys;
+use crate::tar::LayerIndex;
+
+/// Default bound on the cache directory's size: room for the indexes of
+/// about 150 layers of 200k files each (7 MB apiece), or thousands of
+/// typical ones.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+
+/// Extension of entry files (`<16 hex digits>.idx`).
+const ENTRY_EXTENSION: &str = "idx";
+/// Prefix of files being written; never read, and removed once stale.
+const TEMP_PREFIX: &str = ".layerfs-tmp.";
+/// Age after which a temporary file is taken to be left over by a writer
+/// that died, not one still writing.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(60);
+
+/// Makes temporary names unique among the threads of this process (the
+/// pid and the time make them unique among processes, even when a pid is
+/// reused, as pid 1 is in every container).
+static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+
+/// Why the cache could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The cache directory could not be created.
+    #[error("cannot create the cache directory {}: {source}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The cache directory exists but no file can be created in it.
+    #[error("the cache directory {} is not writable: {source}", path.display())]
+    NotWritable {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// An entry could not be written (a full disk, most likely).
+    #[error("cannot write the cache entry {}: {source}", path.display())]
+    Write {
+        /// The entry's final path.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// An index alone is larger than the whole cache may be.
+    #[error("{}: the index takes {size} bytes, more than the cache's bound of {max_bytes}", path.display())]
+    TooLarge {
+        /// The entry's path, had it been written.
+        path: PathBuf,
+        /// Bytes the entry would take.
+        size: u64,
+        /// The cache's bound.
+        max_bytes: u64,
+    },
+    /// The directory could not be listed to evict old entries.
+    #[error("cannot list the cache directory {} to evict old entries: {source}", path.display())]
+    Evict {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+}
+
+/// Where the cache lives unless told otherwise: `$XDG_CACHE_HOME/layerfs`,
+/// else `~/.cache/layerfs`; `None` if neither variable gives an absolute
+/// path (the XDG spec says to ignore relative ones).
+pub fn default_dir() -> Option<PathBuf> {
+    dir_from(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
+}
+
+/// [`default_dir`] given the two variables (tests cannot safely set them).
+fn dir_from(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
+    let absolute = |var: Option<OsString>| var.map(PathBuf::from).filter(|p| p.is_absolute());
+    absolute(xdg_cache_home)
+        .or_else(|| absolute(home).map(|home| home.join(".cache")))
+        .map(|base| base.join("layerfs"))
+}
+
+/// A cache directory of layer indexes, bounded in size.
+#[derive(Debug)]
+pub struct IndexCache {
+    dir: PathBuf,
+    max_bytes: u64,
+}
+
+impl IndexCache {
+    /// Opens the cache in `dir`, creating it (private to the user: entries
+    /// list the layers' file names) if needed, and checks that a file can
+    /// be created in it, so that an unusable cache is reported once, at
+    /// start, rather than at every store.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<IndexCache, CacheError> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| CacheError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        let cache = IndexCache {
+            dir: dir.to_path_buf(),
+            max_bytes,
+        };
+        // Permission bits say nothing for root or on a read-only mount:
+        // creating a file is the only real test.
+        let (probe, _) = cache
+            .create_temp()
+            .map_err(|source| CacheError::NotWritable {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        fs::remove_file(&probe).map_err(|source| CacheError::NotWritable {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(cache)
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The stored index of the layer with `key`, if there is a valid one.
+    ///
+    /// A missing entry is a silent miss. An entry that cannot be read or
+    /// fails any check is reported in one warning, deleted, and is a miss:
+    /// the caller indexes the layer and stores a fresh entry. A hit marks
+    /// the entry as recently used, for eviction.
+    pub fn load(&self, key: &LayerKey) -> Option<(LayerIndex, SeekIndex)> {
+        let path = self.dir.join(key.file_name());
+        let loaded = File::open(&path).map_err(Reason::Io).and_then(|file| {
+            let map = sys::map_readonly(&file).map_err(Reason::Io)?;
+            let found = format::decode(&map, &key.identity()).map_err(Reason::Format)?;
+            // Best effort: a failed bump only makes eviction less fair.
+            let _ = file.set_modified(SystemTime::now());
+            Ok(found)
+        });
+        match loaded {
+            Ok(found) => Some(found),
+            Err(Reason::Io(e)) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(reason) => {
+                let removed = match fs::remove_file(&path) {
+                    Ok(()) => String::new(),
+                    Err(e) => format!(" (and it could not be removed: {e})"),
+                };
+                log::warn!(
+                    "{}: {reason}; cached index discarded{removed}, the layer will be indexed again",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+
+    /// Stores the index of the layer with `key`, replacing any entry it
+    /// had, then evicts the least recently used entries until the cache is
+    /// within its bound.
+    ///
+    /// The entry becomes visible all at once (temporary file, fsync,
+    /// rename), so a crash or a full disk leaves either the old entry or
+    /// none, never part of one.
+    pub fn store(
+        &self,
+        key: &LayerKey,
+        index: &LayerIndex,
+        seek: &SeekIndex,
+    ) -> Result<(), CacheError> {
+        let path = self.dir.join(key.file_name());
+        let bytes = format::encode(&key.identity(), index, seek);
+        let size = bytes.len() as u64;
+        if size > self.max_bytes {
+            return Err(CacheError::TooLarge {
+                path,
+                size,
+                max_bytes: self.max_bytes,
+            });
+        }
+        self.write_atomically(&path, &bytes)
+            .map_err(|source| CacheError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        self.evict()
+    }
+
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let (temp, mut file) = self.create_temp()?;
+        let written = file
+            .write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| fs::rename(&temp, path));
+        if written.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        written
+    }
+
+    /// A new file under a temporary name that [`IndexCache::load`] never
+    /// opens and [`IndexCache::evict`] recognises.
+    fn create_temp(&self) -> io::Result<(PathBuf, File)> {
+        let n = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let pid = std::process::id();
+        let path = self.dir.join(format!("{TEMP_PREFIX}{pid}.{nanos}.{n}"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok((path, file))
+    }
+
+    /// Deletes the least recently used entries until the entries total at
+    /// most the bound, and temporary files left by writers that died.
+    /// Files that are neither entries nor temporary files are never
+    /// touched: the directory might be one the user shares with others.
+    fn evict(&self) -> Result<(), CacheError> {
+        let listing = fs::read_dir(&self.dir).map_err(|source| CacheError::Evict {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let now = SystemTime::now();
+        let mut entries = Vec::new();
+        let mut total = 0u64;
+        // Entries that vanish or cannot be stat'ed meanwhile (another
+        // layerfs evicting too) are skipped: eviction is best effort.
+        for dirent in listing.flatten() {
+            let name = dirent.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Ok(meta) = dirent.metadata() else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            if name.starts_with(TEMP_PREFIX) {
+                let age = now.duration_since(mtime).unwrap_or_default();
+                if age > STALE_TEMP_AGE {
+                    let _ = fs::remove_file(dirent.path());
+                }
+            } else if is_entry_name(name) {
+                total = total.saturating_add(meta.len());
+                entries.push((mtime, dirent.path(), meta.len()));
+            }
+        }
+        entries.sort();
+        for (_, path, len) in entries {
+            if total <= self.max_bytes {
+                break;
+            }
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    log::debug!("{}: cannot evict: {e}", path.display());
+                }
+                _ => total = total.saturating_sub(len),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` is what [`LayerKey::file_name`] makes.
+fn is_entry_name(name: &str) -> bool {
+    name.strip_suffix(ENTRY_EXTENSION)
+        .and_then(|stem| stem.strip_suffix('.'))
+        .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Why a stored entry was not used.
+#[derive(Debug, thiserror::Error)]
+enum Reason {
+    #[error("{0}")]
+    Io(io::Error),
+    #[error("{0}")]
+    Format(format::FormatError),
+}

@@ -1,0 +1,546 @@
+//! The cache as a whole: store and load through real files, every way an
+//! entry can go bad, atomic writes, eviction and unusable directories.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::format::tests::every_kind;
+use super::*;
+use crate::source::LayerSource;
+use crate::tar::{index_layer, DataLayout, Member, MemberKind};
+
+fn cache_in(dir: &Path, max_bytes: u64) -> IndexCache {
+    IndexCache::open(dir, max_bytes).expect("open cache")
+}
+
+/// A key for a made-up layer: tests that need no layer file.
+fn fake_key(n: u64) -> LayerKey {
+    LayerKey {
+        size: 1000 + n,
+        mtime_ns: 1_700_000_000_000_000_000,
+        inode: n,
+        device: 42,
+        ends_hash: n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        digest: None,
+    }
+}
+
+fn entry_path(cache: &IndexCache, key: &LayerKey) -> PathBuf {
+    cache.dir().join(key.file_name())
+}
+
+fn set_mtime(path: &Path, time: SystemTime) {
+    let file = fs::File::options().write(true).open(path).expect("open");
+    file.set_modified(time).expect("set mtime");
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn stored_indexes_load_back_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = cache_in(dir.path(), DEFAULT_MAX_BYTES);
+    let index = every_kind();
+    for (n, seek) in [SeekIndex::Plain, SeekIndex::Sequential(Default::default())]
+        .into_iter()
+        .enumerate()
+    {
+        let key = fake_key(n as u64);
+        assert!(cache.load(&key).is_none(), "miss before the store");
+        cache.store(&key, &index, &seek).expect("store");
+        let (back, seek_back) = cache.load(&key).expect("hit");
+        assert_eq!(back.members, index.members);
+        assert_eq!(seek_back, seek);
+        // Storing again replaces the entry.
+        cache.store(&key, &index, &seek).expect("store again");
+        assert!(cache.load(&key).is_some());
+    }
+    assert_eq!(names_in(dir.path()).len(), 2, "{:?}", names_in(dir.path()));
+}
+
+/// A layer with every member kind, a non-UTF-8 name and xattrs.
+fn sample_tar() -> (Vec<u8>, Vec<u8>) {
+    let contents: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+    let mut b = ::tar::Builder::new(Vec::new());
+    let header = |kind: ::tar::EntryType, path: &[u8], size: u64| {
+        let mut h = ::tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_path(OsStr::from_bytes(path)).expect("path");
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_uid(1000);
+        h.set_gid(100);
+        h.set_username("user").expect("uname");
+        h.set_groupname("users").expect("gname");
+        h.set_mtime(1_700_000_000);
+        h
+    };
+    let mut h = header(::tar::EntryType::Directory, b"dir/", 0);
+    h.set_cksum();
+    b.append(&h, &[][..]).expect("dir");
+    b.append_pax_extensions([("SCHILY.xattr.user.note", &b"hello"[..])])
+        .expect("pax");
+    let mut h = header(
+        ::tar::EntryType::Regular,
+        b"dir/file.bin",
+        contents.len() as u64,
+    );
+    h.set_cksum();
+    b.append(&h, &contents[..]).expect("file");
+    let mut h = header(::tar::EntryType::Regular, b"dir/caf\xe9 \xff.txt", 3);
+    h.set_cksum();
+    b.append(&h, &b"abc"[..]).expect("latin-1 name");
+    for (kind, path, link) in [
+        (
+            ::tar::EntryType::Symlink,
+            &b"dir/link"[..],
+            &b"file.bin"[..],
+        ),
+        (::tar::EntryType::Link, b"dir/hard", b"dir/file.bin"),
+    ] {
+        let mut h = header(kind, path, 0);
+        h.set_link_name(OsStr::from_bytes(link)).expect("link");
+        h.set_cksum();
+        b.append(&h, &[][..]).expect("link");
+    }
+    for (kind, path) in [
+        (::tar::EntryType::Char, &b"dev/null"[..]),
+        (::tar::EntryType::Block, b"dev/sda"),
+        (::tar::EntryType::Fifo, b"run/fifo"),
+    ] {
+        let mut h = header(kind, path, 0);
+        h.set_device_major(8).expect("major");
+        h.set_device_minor(1).expect("minor");
+        h.set_cksum();
+        b.append(&h, &[][..]).expect("special");
+    }
+    (b.into_inner().expect("finish tar"), contents)
+}
+
+/// A layer indexed from its bytes and the same layer loaded from the cache
+/// give the same members and serve the same reads, whatever the codec: the
+/// seek index passes through the cache as the source module made it.
+#[test]
+fn a_cached_layer_reads_like_a_freshly_indexed_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = cache_in(&dir.path().join("cache"), DEFAULT_MAX_BYTES);
+    let (tar, contents) = sample_tar();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    let zst = zstd::encode_all(&tar[..], 3).expect("zstd");
+    for (name, bytes) in [("l.tar", tar.clone()), ("l.tar.gz", gz), ("l.tar.zst", zst)] {
+        let path = dir.path().join(name);
+        fs::write(&path, bytes).expect("write layer");
+        let key = LayerKey::of_path(&path).expect("key");
+
+        let fresh = LayerSource::open(&path).expect("open layer");
+        let mut pass = fresh.index_pass();
+        let index = index_layer(&mut pass).expect("index");
+        let seek = pass.finish().expect("finish");
+        assert!(cache.load(&key).is_none());
+        cache.store(&key, &index, &seek).expect("store");
+
+        let layer = LayerSource::open(&path).expect("reopen layer");
+        let (loaded, loaded_seek) = cache.load(&key).expect("hit");
+        assert_eq!(loaded.members, index.members, "{name}");
+        let kinds: Vec<MemberKind> = loaded.members.iter().map(|m| m.kind).collect();
+        for kind in [
+            MemberKind::Regular,
+            MemberKind::Directory,
+            MemberKind::Symlink,
+            MemberKind::Hardlink,
+            MemberKind::CharDevice,
+            MemberKind::BlockDevice,
+            MemberKind::Fifo,
+        ] {
+            assert!(kinds.contains(&kind), "{name}: no {kind:?}");
+        }
+        assert!(loaded.members.iter().any(|m| !m.xattrs.is_empty()));
+        layer.attach(loaded_seek).expect("attach");
+        let file = find(&loaded.members, b"dir/file.bin");
+        let mut buf = vec![0; contents.len()];
+        let n = file
+            .data
+            .read_at(0, &mut buf, |at, dst| layer.read_exact_at(at, dst))
+            .expect("read");
+        assert_eq!(n, contents.len());
+        assert!(buf == contents, "{name}: contents differ");
+    }
+}
+
+fn find<'a>(members: &'a [Member], path: &[u8]) -> &'a Member {
+    members
+        .iter()
+        .find(|m| m.path == path)
+        .unwrap_or_else(|| panic!("no member {}", String::from_utf8_lossy(path)))
+}
+
+/// Changes the bytes of a stored entry.
+type Damage = dyn Fn(&mut Vec<u8>);
+
+/// Each kind of damage: the entry is refused, deleted, and the next store
+/// works again.
+#[test]
+fn bad_entries_are_misses_and_are_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = cache_in(dir.path(), DEFAULT_MAX_BYTES);
+    let key = fake_key(1);
+    let index = every_kind();
+    let path = entry_path(&cache, &key);
+    let damages: [(&str, &Damage); 7] = [
+        ("flipped payload byte", &|b| {
+            let at = b.len() - 10;
+            b[at] ^= 1;
+        }),
+        ("truncated", &|b| b.truncate(b.len() / 2)),
+        ("truncated header", &|b| b.truncate(20)),
+        ("empty", &|b| b.clear()),
+        ("trailing garbage", &|b| b.extend_from_slice(b"junk")),
+        ("other version", &|b| {
+            b[12..16].copy_from_slice(&99u32.to_le_bytes())
+        }),
+        ("bad magic", &|b| b[..4].copy_from_slice(b"NOPE")),
+    ];
+    for (what, damage) in damages {
+        cache.store(&key, &index, &SeekIndex::Plain).expect("store");
+        let mut bytes = fs::read(&path).expect("read entry");
+        damage(&mut bytes);
+        fs::write(&path, &bytes).expect("damage");
+        assert!(cache.load(&key).is_none(), "{what}");
+        assert!(!path.exists(), "{what}: entry kept");
+    }
+    cache.store(&key, &index, &SeekIndex::Plain).expect("store");
+    assert!(cache.load(&key).is_some());
+}
+
+/// An entry found under a key's name but written for another identity (a
+/// hash collision) is refused and removed.
+#[test]
+fn an_entry_of_another_layer_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = cache_in(dir.path(), DEFAULT_MAX_BYTES);
+    let (mine, other) = (fake_key(1), fake_key(2));
+    cache
+        .store(&other, &every_kind(), &SeekIndex::Plain)
+        .expect("store");
+    fs::rename(entry_path(&cache, &other), entry_path(&cache, &mine)).expect("rename");
+    assert!(cache.load(&mine).is_none());
+    assert!(!entry_path(&cache, &mine).exists());
+}
+
+/// Rewriting a layer changes its key: the old entry is no longer found,
+/// and a fresh one is stored beside it.
+#[test]
+fn a_rewritten_layer_misses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = cache_in(&dir.path().join("cache"), DEFAULT_MAX_BYTES);
+    let layer = dir.path().join("layer.tar");
+    fs::write(&layer, b"version one").expect("write");
+    set_mtime(&layer, SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
+    let old = LayerKey::of_path(&layer).expect("key");
+    cache
+        .store(&old, &every_kind(), &SeekIndex::Plain)
+        .expect("store");
+    assert!(cache.load(&old).is_some());
+
+    for (bytes, mtime) in [
+        (&b"version one, longer"[..], 1_000),
+        (b"version one", 2_000),
+    ] {
+        fs::write(&layer, bytes).expect("rewrite");
+        set_mtime(&layer, SystemTime::UNIX_EPOCH + Duration::from_secs(mtime));
+        let new = LayerKey::of_path(&layer).expect("key");
+        assert_ne!(new, old);
+        assert!(cache.load(&new).is_none());
+    }
+}
+
+/// A writer that died mid-entry leaves only a temporary file, which no
+/// load reads and a later store removes once it is stale.
+#[test]
+fn half_written_entries_are_never_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = cache_in(dir.path(), DEFAULT_MAX_BYTES);
+    let key = fake_key(1);
+    let index = every_kind();
+    let full = format::encode(&key.identity(), &index, &SeekIndex::Plain);
+    let stale = dir.path().join(format!("{TEMP_PREFIX}1.0"));
+    let fresh = dir.path().join(format!("{TEMP_PREFIX}1.1"));
+    for temp in [&stale, &fresh] {
+        fs::write(temp, &full[..full.len() / 2]).expect("partial");
+    }
+    set_mtime(&stale, SystemTime::now() - Duration::from_secs(3600));
+    assert!(cache.load(&key).is_none());
+
+    cache.store(&key, &index, &SeekIndex::Plain).expect("store");
+    assert!(cache.load(&key).is_some());
+    assert!(!stale.exists(), "stale temp file kept");
+    assert!(
+        fresh.exists(),
+        "a temp file still being written was removed"
+    );
+    assert_eq!(
+        names_in(dir.path()),
+        vec![
+            fresh
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            key.file_name()
+        ]
+    );
+}
+
+/// Old entries go first; a hit makes an entry new again; files that are not
+/// entries are left alone; an index bigger than the bound is not written.
+#[test]
+fn eviction_keeps_the_most_recently_used_under_the_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = every_kind();
+    let entry_len = format::encode(&fake_key(0).identity(), &index, &SeekIndex::Plain).len() as u64;
+    let cache = cache_in(dir.path(), 3 * entry_len);
+    fs::write(
+        dir.path().join("notes.txt"),
+        vec![0; 10 * entry_len as usize],
+    )
+    .expect("foreign");
+
+    let start = SystemTime::now() - Duration::from_secs(1000);
+    for n in 0..3 {
+        let key = fake_key(n);
+        cache.store(&key, &index, &SeekIndex::Plain).expect("store");
+        set_mtime(
+            &entry_path(&cache, &key),
+            start + Duration::from_secs(n * 10),
+        );
+    }
+    // Entry 0 is the oldest, but a hit bumps it: 1 goes instead.
+    assert!(cache.load(&fake_key(0)).is_some());
+    cache
+        .store(&fake_key(3), &index, &SeekIndex::Plain)
+        .expect("store");
+    let present: Vec<bool> = (0..4)
+        .map(|n| entry_path(&cache, &fake_key(n)).exists())
+        .collect();
+    assert_eq!(present, [true, false, true, true]);
+    assert!(dir.path().join("notes.txt").exists());
+
+    let small = cache_in(dir.path(), entry_len - 1);
+    assert!(matches!(
+        small.store(&fake_key(9), &index, &SeekIndex::Plain),
+        Err(CacheError::TooLarge { .. })
+    ));
+    assert!(!entry_path(&small, &fake_key(9)).exists());
+}
+
+#[test]
+fn an_unusable_directory_is_refused_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("file");
+    fs::write(&file, b"").expect("write");
+    for bad in [file.join("cache"), file.clone()] {
+        let err = IndexCache::open(&bad, DEFAULT_MAX_BYTES).expect_err("opened");
+        assert!(matches!(err, CacheError::CreateDir { .. }), "{err}");
+        assert!(err.to_string().contains(&*bad.to_string_lossy()), "{err}");
+    }
+    // A nested directory is created, private to the user.
+    let nested = dir.path().join("a/b/layerfs");
+    cache_in(&nested, DEFAULT_MAX_BYTES);
+    let mode = fs::metadata(&nested).expect("stat").permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o700
+    );
+    assert!(names_in(&nested).is_empty(), "probe file left behind");
+}
+
+#[test]
+fn the_default_directory_follows_xdg() {
+    let some = |s: &str| Some(s.into());
+    assert_eq!(
+        dir_from(some("/x/cache"), some("/home/u")),
+        Some(PathBuf::from("/x/cache/layerfs"))
+    );
+    assert_eq!(
+        dir_from(some("relative"), some("/home/u")),
+        Some(PathBuf::from("/home/u/.cache/layerfs"))
+    );
+    assert_eq!(
+        dir_from(None, some("/home/u")),
+        Some(PathBuf::from("/home/u/.cache/layerfs"))
+    );
+    assert_eq!(dir_from(some(""), some("")), None);
+    assert_eq!(dir_from(None, None), None);
+}
+
+#[test]
+fn only_entry_names_count_as_entries() {
+    assert!(is_entry_name(&fake_key(1).file_name()));
+    for name in [
+        "0123456789abcdef.id",
+        "0123456789abcdeg.idx",
+        "abc.idx",
+        ".idx",
+        "x",
+    ] {
+        assert!(!is_entry_name(name), "{name}");
+    }
+}
+
+/// A layer shaped like the shared benchmark's (PAX tar of small files in a
+/// three-level tree, `root` owner, one mtime), with 60-byte paths.
+fn benchmark_like(files: usize) -> LayerIndex {
+    let mut members = Vec::with_capacity(files);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut offset = 0u64;
+    let exts = [
+        "c", "h", "py", "txt", "so", "json", "md", "bin", "conf", "html",
+    ];
+    for i in 0..files {
+        let r = next();
+        let word: String = (0..3 + r % 10)
+            .map(|k| char::from(b'a' + ((r >> (8 + 3 * k)) % 25) as u8))
+            .collect();
+        // Files are sorted by directory in the benchmark's tars.
+        let dir = i * 2000 / files.max(1);
+        let path = format!(
+            "usr/lib/python3/site-packages/pkg{:02}/mod{:02}/{word}-{i:06}.{}",
+            dir / 20,
+            dir % 20,
+            exts[(r >> 40) as usize % exts.len()]
+        );
+        let size = (r >> 20) % 16_385;
+        members.push(Member {
+            path: path.into_bytes(),
+            kind: MemberKind::Regular,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            uname: b"root".to_vec(),
+            gname: b"root".to_vec(),
+            mtime: 1_700_000_000,
+            mtime_nsec: 0,
+            link_target: Vec::new(),
+            dev_major: 0,
+            dev_minor: 0,
+            xattrs: Vec::new(),
+            data: DataLayout {
+                offset: offset + 512,
+                size,
+                sparse: None,
+            },
+            header_offset: offset,
+        });
+        offset += 512 + size.div_ceil(512) * 512;
+    }
+    LayerIndex { members }
+}
+
+/// The issue's budget: at most 150 bytes of index per entry.
+#[test]
+fn benchmark_like_entries_fit_the_size_budget() {
+    let index = benchmark_like(20_000);
+    let mean_path = index.members.iter().map(|m| m.path.len()).sum::<usize>() / 20_000;
+    assert!((55..=65).contains(&mean_path), "paths of {mean_path} bytes");
+    let bytes = format::encode(b"k", &index, &SeekIndex::Plain);
+    let per_entry = bytes.len() / 20_000;
+    assert!(per_entry <= 150, "{per_entry} bytes per entry");
+}
+
+/// Figures for the issue note (release build):
+/// `cargo test --release --lib cache::tests::measure -- --ignored --nocapture`;
+/// with `LAYERFS_MEASURE_LAYER=path/to/layer` also for a real layer.
+/// Loads are timed in a fresh process (this test binary again, running
+/// [`load_in_a_fresh_process`]), as a mount would do them: a heap that
+/// has not been through the generator's allocations.
+#[test]
+#[ignore = "measurement, prints figures"]
+fn measure() {
+    let report = |label: &str, index: LayerIndex, seek: SeekIndex| {
+        let n = index.members.len();
+        let mean_path = index.members.iter().map(|m| m.path.len()).sum::<usize>() / n.max(1);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = cache_in(dir.path(), DEFAULT_MAX_BYTES);
+        let started = std::time::Instant::now();
+        cache.store(&fake_key(0), &index, &seek).expect("store");
+        let store = started.elapsed();
+        let bytes = fs::metadata(entry_path(&cache, &fake_key(0)))
+            .expect("stat")
+            .len();
+        let child = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args(["--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .arg("cache::tests::load_in_a_fresh_process")
+            .env(MEASURE_DIR, dir.path())
+            .output()
+            .expect("run the loader");
+        let loads = String::from_utf8_lossy(&child.stdout);
+        // The harness prints the test's name on the same line.
+        let loads = loads
+            .lines()
+            .find_map(|l| l.split_once("load ").map(|(_, times)| times))
+            .unwrap_or("failed");
+        println!(
+            "{label}: {n} members, mean path {mean_path} B, entry {bytes} B = {:.1} B/member, \
+             store {store:.1?}, load {loads}",
+            bytes as f64 / n.max(1) as f64,
+        );
+    };
+    report("benchmark-like", benchmark_like(200_000), SeekIndex::Plain);
+    if let Some(path) = std::env::var_os("LAYERFS_MEASURE_LAYER") {
+        let path = Path::new(&path);
+        let layer = LayerSource::open(path).expect("open layer");
+        let started = std::time::Instant::now();
+        LayerKey::of_path(path).expect("key");
+        let keyed = started.elapsed();
+        let mut pass = layer.index_pass();
+        let started = std::time::Instant::now();
+        let index = index_layer(&mut pass).expect("index");
+        let seek = pass.finish().expect("finish");
+        println!(
+            "{}: key in {keyed:.2?}, indexed in {:.2?}",
+            path.display(),
+            started.elapsed()
+        );
+        report("real layer", index, seek);
+    }
+}
+
+/// The cache directory [`measure`] hands to [`load_in_a_fresh_process`].
+const MEASURE_DIR: &str = "LAYERFS_MEASURE_CACHE_DIR";
+
+/// Half of [`measure`]; does nothing unless run by it.
+#[test]
+#[ignore = "run by `measure`"]
+fn load_in_a_fresh_process() {
+    let Some(dir) = std::env::var_os(MEASURE_DIR) else {
+        return;
+    };
+    let cache = cache_in(Path::new(&dir), DEFAULT_MAX_BYTES);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let loaded = cache.load(&fake_key(0)).expect("hit");
+        times.push(started.elapsed());
+        drop(loaded);
+    }
+    let best = times.iter().min().copied().unwrap_or_default();
+    println!("load {:.1?} first, {best:.1?} best of 5", times[0]);
+}
