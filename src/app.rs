@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::cache::{self, IndexCache};
 use crate::daemon::{self, DaemonError};
 use crate::fuse::{self, MountError, MountOptions, OptionError};
-use crate::stack::{Stack, StackError};
+use crate::stack::{Stack, StackError, StackOptions};
 
 /// Any failure of a command; each message names the file or mountpoint.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,44 @@ pub struct MountRequest {
     pub threads: Option<usize>,
     /// Where the background daemon logs.
     pub log_file: Option<PathBuf>,
+    /// Where layer indexes are cached.
+    pub cache: CacheChoice,
+}
+
+/// Where layer indexes are kept between mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheChoice {
+    /// `$XDG_CACHE_HOME/layerfs` or `~/.cache/layerfs`.
+    Default,
+    /// A directory given by the user.
+    Dir(PathBuf),
+    /// No cache: every mount indexes every layer.
+    Off,
+}
+
+impl CacheChoice {
+    /// Opens the chosen cache; a cache that cannot be used is reported and
+    /// left out (it costs speed, never the mount).
+    fn open(&self) -> Option<IndexCache> {
+        let dir = match self {
+            CacheChoice::Off => return None,
+            CacheChoice::Dir(dir) => dir.clone(),
+            CacheChoice::Default => match cache::default_dir() {
+                Some(dir) => dir,
+                None => {
+                    log::info!("no index cache: neither XDG_CACHE_HOME nor HOME is set");
+                    return None;
+                }
+            },
+        };
+        match IndexCache::open(&dir, cache::DEFAULT_MAX_BYTES) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                log::warn!("no index cache: {e}");
+                None
+            }
+        }
+    }
 }
 
 /// `layerfs mount`: checks everything that can be checked, indexes the
@@ -80,7 +119,12 @@ pub fn mount(request: &MountRequest) -> Result<(), AppError> {
         return Ok(daemon::start_in_background()?);
     }
     let mountpoint = fuse::check_mountpoint(&request.mountpoint)?;
-    let stack = Stack::open(&request.layers)?;
+    let stack = Stack::open(
+        &request.layers,
+        &StackOptions {
+            cache: request.cache.open(),
+        },
+    )?;
     log::info!(
         "{} layers merged: {} inodes, {} bytes of file data",
         stack.layers().len(),

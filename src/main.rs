@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgAction, Parser, Subcommand};
-use layerfs::app::{self, MountRequest};
+use layerfs::app::{self, CacheChoice, MountRequest};
 
 /// Mount a stack of container-image layers (tar, tar.gz, tar.zst) as one
 /// read-only tree, without extracting them.
@@ -38,6 +38,12 @@ enum Command {
         /// Where the background daemon writes its log (default: nowhere).
         #[arg(long, value_name = "FILE")]
         log_file: Option<PathBuf>,
+        /// Keep layer indexes here (default: $XDG_CACHE_HOME/layerfs or ~/.cache/layerfs).
+        #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+        cache_dir: Option<PathBuf>,
+        /// Index every layer on every mount; store nothing.
+        #[arg(long)]
+        no_cache: bool,
         /// Layer files (plain tar, gzip or zstd), bottom first, then the mountpoint.
         #[arg(required = true, num_args = 2.., value_name = "PATH")]
         paths: Vec<PathBuf>,
@@ -72,6 +78,8 @@ fn main() -> ExitCode {
             options,
             threads,
             log_file,
+            cache_dir,
+            no_cache,
             mut paths,
         } => {
             let mountpoint = paths.pop().unwrap_or_default();
@@ -82,6 +90,11 @@ fn main() -> ExitCode {
                 foreground,
                 threads,
                 log_file,
+                cache: match (no_cache, cache_dir) {
+                    (true, _) => CacheChoice::Off,
+                    (false, Some(dir)) => CacheChoice::Dir(dir),
+                    (false, None) => CacheChoice::Default,
+                },
             })
         }
         Command::Umount { lazy, mountpoint } => app::umount(&mountpoint, lazy),

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::source::{LayerSource, SourceError};
+use crate::cache::{IndexCache, LayerKey};
+use crate::source::{LayerSource, SeekIndex, SourceError};
 use crate::tar::{self, LayerIndex, TarError};
 use crate::tree::{Ino, NodeKind, Tree};
 
@@ -33,10 +34,28 @@ pub enum StackError {
     NotAFile(Ino),
 }
 
+/// How a stack is opened.
+#[derive(Debug, Default)]
+pub struct StackOptions {
+    /// Where layer indexes are stored and looked up; `None`: index every
+    /// layer every time.
+    pub cache: Option<IndexCache>,
+}
+
+/// Where a layer's index came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexOrigin {
+    /// One pass over the layer.
+    Indexed,
+    /// The index cache; the layer was not read.
+    Cache,
+}
+
 /// The layers and their merged tree.
 #[derive(Debug)]
 pub struct Stack {
     layers: Vec<LayerSource>,
+    origins: Vec<IndexOrigin>,
     tree: Tree,
 }
 
@@ -44,7 +63,7 @@ impl Stack {
     /// Opens the layer files (bottom first), indexes them, several at once,
     /// and merges them. Every file is checked before any work is shared, so a
     /// bad layer is reported without indexing the others.
-    pub fn open(paths: &[PathBuf]) -> Result<Stack, StackError> {
+    pub fn open(paths: &[PathBuf], options: &StackOptions) -> Result<Stack, StackError> {
         if paths.is_empty() {
             return Err(StackError::NoLayers);
         }
@@ -52,7 +71,9 @@ impl Stack {
             .iter()
             .map(|p| LayerSource::open(p))
             .collect::<Result<Vec<_>, _>>()?;
-        let indexes = index_all(&layers)?;
+        let (indexes, origins): (Vec<_>, Vec<_>) = index_all(&layers, options.cache.as_ref())?
+            .into_iter()
+            .unzip();
         let (tree, warnings) = Tree::build(&indexes);
         for warning in warnings {
             let path = layers
@@ -64,7 +85,16 @@ impl Stack {
                 warning.layer + 1
             );
         }
-        Ok(Stack { layers, tree })
+        Ok(Stack {
+            layers,
+            origins,
+            tree,
+        })
+    }
+
+    /// Where each layer's index came from, bottom first.
+    pub fn origins(&self) -> &[IndexOrigin] {
+        &self.origins
     }
 
     /// The merged tree.
@@ -91,20 +121,26 @@ impl Stack {
     }
 }
 
+/// One layer's index and where it came from.
+type Indexed = Result<(LayerIndex, IndexOrigin), StackError>;
+
 /// Indexes every layer, up to one thread per core; the first error wins.
-fn index_all(layers: &[LayerSource]) -> Result<Vec<LayerIndex>, StackError> {
+fn index_all(
+    layers: &[LayerSource],
+    cache: Option<&IndexCache>,
+) -> Result<Vec<(LayerIndex, IndexOrigin)>, StackError> {
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(layers.len());
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<LayerIndex, StackError>>>> =
+    let results: Mutex<Vec<Option<Indexed>>> =
         Mutex::new((0..layers.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let Some(layer) = layers.get(n) else { break };
-                let result = index_one(layer, n);
+                let result = load_or_index(layer, n, cache);
                 let failed = result.is_err();
                 if let Some(slot) = results.lock().unwrap_or_else(|p| p.into_inner()).get_mut(n) {
                     *slot = Some(result);
@@ -134,7 +170,52 @@ fn index_all(layers: &[LayerSource]) -> Result<Vec<LayerIndex>, StackError> {
     }
 }
 
-fn index_one(layer: &LayerSource, n: usize) -> Result<LayerIndex, StackError> {
+/// The layer's index from the cache if it has a valid one, else from a
+/// pass over the layer, which is then stored. A cache that cannot be read
+/// or written costs speed, never the mount.
+fn load_or_index(
+    layer: &LayerSource,
+    n: usize,
+    cache: Option<&IndexCache>,
+) -> Result<(LayerIndex, IndexOrigin), StackError> {
+    let keyed = cache.and_then(|cache| match LayerKey::of_path(layer.path()) {
+        Ok(key) => Some((cache, key)),
+        Err(e) => {
+            log::warn!(
+                "{}: cannot identify the layer for the index cache: {e}",
+                layer.path().display()
+            );
+            None
+        }
+    });
+    if let Some((cache, key)) = &keyed {
+        if let Some((index, seek)) = cache.load(key) {
+            match layer.attach(seek) {
+                Ok(()) => {
+                    log::info!(
+                        "{} (layer {}): index loaded from the cache",
+                        layer.path().display(),
+                        n + 1
+                    );
+                    return Ok((index, IndexOrigin::Cache));
+                }
+                Err(e) => log::info!(
+                    "{}: cached index not usable ({e}); indexing again",
+                    layer.path().display()
+                ),
+            }
+        }
+    }
+    let (index, seek) = index_one(layer, n)?;
+    if let Some((cache, key)) = &keyed {
+        if let Err(e) = cache.store(key, &index, &seek) {
+            log::warn!("index cache: {e}");
+        }
+    }
+    Ok((index, IndexOrigin::Indexed))
+}
+
+fn index_one(layer: &LayerSource, n: usize) -> Result<(LayerIndex, SeekIndex), StackError> {
     let started = std::time::Instant::now();
     let mut pass = layer.index_pass();
     let index = tar::index_layer(&mut pass).map_err(|source| StackError::Index {
@@ -146,7 +227,7 @@ fn index_one(layer: &LayerSource, n: usize) -> Result<LayerIndex, StackError> {
         path: layer.path().to_path_buf(),
         source,
     })?;
-    layer.attach(seek)?;
+    layer.attach(seek.clone())?;
     log::info!(
         "{} (layer {}, {}): {} members indexed in {:.2?}",
         layer.path().display(),
@@ -155,5 +236,5 @@ fn index_one(layer: &LayerSource, n: usize) -> Result<LayerIndex, StackError> {
         index.members.len(),
         started.elapsed()
     );
-    Ok(index)
+    Ok((index, seek))
 }
