@@ -8,13 +8,16 @@
 
 mod access;
 mod codec;
+mod gzip;
 mod positioned;
 mod reader;
 mod seek;
 mod sequential;
+mod zlib;
 
 pub use access::DecodeCounter;
 pub use codec::Codec;
+pub use gzip::GzipIndex;
 pub use reader::{IndexPass, LayerSource};
 pub use seek::{SeekDecodeError, SeekIndex};
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
 use super::codec::{sniff, Codec, Sniffed};
+use super::gzip;
 use super::positioned::PositionedReader;
 use super::seek::SeekIndex;
 use super::sequential::{SequentialAccess, SequentialPass};
@@ -93,6 +94,10 @@ impl LayerSource {
                 inner: BufReader::with_capacity(INPUT_BUFFER, self.positioned()),
                 len: self.file_len,
             })),
+            Codec::Gzip => IndexPass(Pass::Decoding(gzip::index_pass(
+                Arc::clone(&self.file),
+                self.file_len,
+            ))),
             _ => IndexPass(Pass::Decoding(Box::new(SequentialPass(self.decoder())))),
         }
     }
@@ -102,6 +107,16 @@ impl LayerSource {
     pub fn attach(&self, seek: SeekIndex) -> Result<(), SourceError> {
         let access: Box<dyn Access> = match (self.codec, seek) {
             (Codec::Plain, SeekIndex::Plain) => Box::new(PlainAccess(Arc::clone(&self.file))),
+            (Codec::Gzip, SeekIndex::Gzip(index)) => gzip::access(
+                Arc::clone(&self.file),
+                self.file_len,
+                index,
+                Arc::clone(&self.counter),
+            )
+            .map_err(|source| SourceError::Io {
+                path: self.path.clone(),
+                source,
+            })?,
             (Codec::Gzip | Codec::Zstd, SeekIndex::Sequential(_)) => {
                 let file = Arc::clone(&self.file);
                 let (codec, file_len) = (self.codec, self.file_len);

@@ -1,6 +1,7 @@
 //! What the indexing pass learns about a layer's compression, so that later
 //! reads can start near the bytes they want instead of at the start.
 
+use super::gzip::GzipIndex;
 use super::sequential::SequentialIndex;
 
 /// A layer's random-access map, built during the indexing pass and stored
@@ -11,6 +12,8 @@ pub enum SeekIndex {
     Plain,
     /// A compressed stream read from its start (or a parked decoder).
     Sequential(SequentialIndex),
+    /// A gzip stream with checkpoints to resume inflating from.
+    Gzip(GzipIndex),
 }
 
 /// Why a stored [`SeekIndex`] could not be decoded.
@@ -21,6 +24,7 @@ pub struct SeekDecodeError(pub &'static str);
 /// Format tags of the encoded variants.
 const TAG_PLAIN: u8 = 0;
 const TAG_SEQUENTIAL: u8 = 1;
+const TAG_GZIP: u8 = 2;
 
 impl SeekIndex {
     /// Appends a self-describing encoding of this index to `out`.
@@ -29,6 +33,10 @@ impl SeekIndex {
             SeekIndex::Plain => out.push(TAG_PLAIN),
             SeekIndex::Sequential(index) => {
                 out.push(TAG_SEQUENTIAL);
+                index.encode(out);
+            }
+            SeekIndex::Gzip(index) => {
+                out.push(TAG_GZIP);
                 index.encode(out);
             }
         }
@@ -41,6 +49,7 @@ impl SeekIndex {
             Some((&TAG_SEQUENTIAL, rest)) => {
                 Ok(SeekIndex::Sequential(SequentialIndex::decode(rest)?))
             }
+            Some((&TAG_GZIP, rest)) => Ok(SeekIndex::Gzip(GzipIndex::decode(rest)?)),
             _ => Err(SeekDecodeError("unknown codec tag or trailing bytes")),
         }
     }
@@ -52,7 +61,11 @@ mod tests {
 
     #[test]
     fn encodings_round_trip_and_garbage_is_refused() {
-        for index in [SeekIndex::Plain, SeekIndex::Sequential(SequentialIndex)] {
+        for index in [
+            SeekIndex::Plain,
+            SeekIndex::Sequential(SequentialIndex),
+            SeekIndex::Gzip(GzipIndex::default()),
+        ] {
             let mut bytes = Vec::new();
             index.encode(&mut bytes);
             assert_eq!(SeekIndex::decode(&bytes).ok(), Some(index));
@@ -60,5 +73,6 @@ mod tests {
         assert!(SeekIndex::decode(&[]).is_err());
         assert!(SeekIndex::decode(&[99]).is_err());
         assert!(SeekIndex::decode(&[TAG_PLAIN, 1]).is_err());
+        assert!(SeekIndex::decode(&[TAG_GZIP]).is_err());
     }
 }

@@ -1,0 +1,1310 @@
+//! gzip random access, in the manner of zlib's `zran` example.
+//!
+//! deflate has no resume points of its own: every byte may refer back to
+//! any of the 32 KiB before it, and blocks start at arbitrary bit offsets.
+//! So while the indexing pass inflates the layer anyway, it stops at deflate
+//! block boundaries (zlib's `Z_BLOCK`) and, about every [`SPACING`] bytes of
+//! output, notes a *checkpoint*: the decompressed offset, the compressed
+//! position to the bit, and the 32 KiB of output before it (kept
+//! deflate-compressed, since the index lives as long as the mount). A read
+//! then primes a raw inflater with the odd bits, gives it the window as its
+//! dictionary, and inflates forward from the last checkpoint at or before
+//! its offset: a cold read inflates at most one span.
+//!
+//! gzip headers and trailers are read here rather than by zlib, so one raw
+//! inflater runs through a whole multi-member file (pigz, bgzip) and can
+//! start anywhere inside a member. The indexing pass checks each member's
+//! CRC-32 and length; reads later trust the file they indexed.
+//!
+//! Sequential reads (FUSE asks for 128 KiB–1 MiB at a time) would each pay
+//! for a cold start; instead a few inflaters are parked where their last
+//! read ended and resumed by a read that starts at or after them.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use super::access::{Access, DecodeCounter, IndexingDecoder};
+use super::positioned::PositionedReader;
+use super::seek::{SeekDecodeError, SeekIndex};
+use super::zlib::{Flush, Inflater};
+
+/// Decompressed bytes between checkpoints (at least; the next block
+/// boundary after this much output is taken). The cost of a cold read is
+/// inflating up to this much; the index holds about one compressed 32 KiB
+/// window per span, roughly 4–6 MiB per GiB of layer at 2 MiB.
+pub(super) const SPACING: u64 = 2 << 20;
+
+/// How far back deflate can refer: what a checkpoint must remember.
+const WINDOW: usize = 32 * 1024;
+
+/// Compressed read size of the indexing pass.
+const PASS_INPUT: usize = 256 * 1024;
+
+/// Decompressed bytes the indexing pass inflates per step (after the window
+/// it keeps in front of them).
+const PASS_OUTPUT: usize = 256 * 1024;
+
+/// Compressed read size of a random-access inflater (it is kept parked, so
+/// this stays moderate).
+const ACCESS_INPUT: usize = 64 * 1024;
+
+/// Scratch for the output a read inflates and throws away before its offset.
+const SKIP_BUFFER: usize = 64 * 1024;
+
+/// Parked inflaters per layer: enough for a few files read sequentially at
+/// once, few enough that an idle layer holds well under a MiB.
+const PARKED: usize = 4;
+
+/// Version byte of the encoded index.
+const FORMAT: u8 = 1;
+
+/// Where a raw inflater can start: the index of a gzip layer.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct GzipIndex {
+    /// Ascending by decompressed offset. The start of the file is an
+    /// implicit checkpoint and is not stored.
+    checkpoints: Vec<Checkpoint>,
+    /// The decompressed length, when the indexing pass read to the end:
+    /// lets a read past the end fail without inflating anything.
+    end: Option<u64>,
+}
+
+impl fmt::Debug for GzipIndex {
+    // The windows are the bulk and of no use in a message.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GzipIndex")
+            .field("checkpoints", &self.checkpoints.len())
+            .field("end", &self.end)
+            .finish()
+    }
+}
+
+/// A place inside a deflate stream where a raw inflater can resume.
+#[derive(Clone, PartialEq, Eq)]
+struct Checkpoint {
+    /// Decompressed offset of the first byte inflated from here.
+    out: u64,
+    /// Compressed offset of the first whole byte to feed the inflater.
+    input: u64,
+    /// Unused high bits (0–7) of the byte before `input`, which belong to
+    /// the next block and are primed into the inflater first.
+    bits: u8,
+    /// Length of the window once inflated (32 KiB, or less near the start
+    /// of a member).
+    window_len: u32,
+    /// The output before `out`, raw-deflate compressed.
+    window: Vec<u8>,
+}
+
+impl Checkpoint {
+    /// Fixed bytes of one encoded checkpoint, before its window.
+    const ENCODED_FIXED: usize = 8 + 8 + 1 + 4 + 4;
+
+    /// The window, inflated and checked against its recorded length.
+    fn window(&self) -> io::Result<Vec<u8>> {
+        let mut window = Vec::with_capacity(self.window_len as usize);
+        flate2::read::DeflateDecoder::new(&self.window[..])
+            .take(WINDOW as u64 + 1)
+            .read_to_end(&mut window)?;
+        if window.len() != self.window_len as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a gzip checkpoint's window has the wrong length",
+            ));
+        }
+        Ok(window)
+    }
+}
+
+impl GzipIndex {
+    /// Appends the index: a version byte, the end (0 when unknown, else
+    /// length + 1), the checkpoint count, then each checkpoint; integers
+    /// little-endian.
+    pub(super) fn encode(&self, out: &mut Vec<u8>) {
+        out.push(FORMAT);
+        let end = self.end.map_or(0, |e| e.saturating_add(1));
+        out.extend_from_slice(&end.to_le_bytes());
+        out.extend_from_slice(&(self.checkpoints.len() as u64).to_le_bytes());
+        for c in &self.checkpoints {
+            out.extend_from_slice(&c.out.to_le_bytes());
+            out.extend_from_slice(&c.input.to_le_bytes());
+            out.push(c.bits);
+            out.extend_from_slice(&c.window_len.to_le_bytes());
+            out.extend_from_slice(&(c.window.len() as u32).to_le_bytes());
+            out.extend_from_slice(&c.window);
+        }
+    }
+
+    /// Decodes what [`GzipIndex::encode`] wrote, refusing anything
+    /// inconsistent; sizes are checked against the bytes present before
+    /// anything is allocated.
+    pub(super) fn decode(bytes: &[u8]) -> Result<GzipIndex, SeekDecodeError> {
+        let mut r = Bytes(bytes);
+        if r.u8()? != FORMAT {
+            return Err(SeekDecodeError("unknown gzip index version"));
+        }
+        let end = r.u64()?.checked_sub(1);
+        let count = r.u64()?;
+        if count > (r.0.len() / Checkpoint::ENCODED_FIXED) as u64 {
+            return Err(SeekDecodeError("gzip checkpoint count exceeds the data"));
+        }
+        let mut checkpoints: Vec<Checkpoint> = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let out = r.u64()?;
+            let input = r.u64()?;
+            let bits = r.u8()?;
+            let window_len = r.u32()?;
+            let zlen = r.u32()?;
+            let window = r.take(zlen as usize)?.to_vec();
+            if let Some(prev) = checkpoints.last() {
+                if out <= prev.out || input < prev.input {
+                    return Err(SeekDecodeError("gzip checkpoints out of order"));
+                }
+            }
+            if bits > 7 || (bits > 0 && input == 0) {
+                return Err(SeekDecodeError("bad bit offset in a gzip checkpoint"));
+            }
+            if window_len as usize > WINDOW || u64::from(window_len) > out {
+                return Err(SeekDecodeError("bad window length in a gzip checkpoint"));
+            }
+            checkpoints.push(Checkpoint {
+                out,
+                input,
+                bits,
+                window_len,
+                window,
+            });
+        }
+        if !r.0.is_empty() {
+            return Err(SeekDecodeError("trailing bytes after a gzip index"));
+        }
+        if let (Some(end), Some(last)) = (end, checkpoints.last()) {
+            if last.out > end {
+                return Err(SeekDecodeError("gzip checkpoint past the end"));
+            }
+        }
+        Ok(GzipIndex { checkpoints, end })
+    }
+
+    /// The last checkpoint at or before `offset`, if any.
+    fn checkpoint_before(&self, offset: u64) -> Option<&Checkpoint> {
+        let after = self.checkpoints.partition_point(|c| c.out <= offset);
+        after.checked_sub(1).map(|i| &self.checkpoints[i])
+    }
+}
+
+/// A cursor over an encoded index that fails instead of panicking.
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], SeekDecodeError> {
+        if n > self.0.len() {
+            return Err(SeekDecodeError("truncated gzip index"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], SeekDecodeError> {
+        let mut a = [0; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, SeekDecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, SeekDecodeError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, SeekDecodeError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+}
+
+fn corrupt(msg: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// The compressed file read through a buffer, knowing the file offset of
+/// every byte it hands out (which is what a checkpoint records).
+struct Input {
+    reader: PositionedReader,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl Input {
+    fn new(file: Arc<File>, file_len: u64, pos: u64, capacity: usize) -> Input {
+        Input {
+            reader: PositionedReader {
+                file,
+                pos,
+                len: file_len,
+            },
+            buf: vec![0; capacity].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// File offset of the next byte not yet consumed.
+    fn pos(&self) -> u64 {
+        self.reader.pos - (self.end - self.start) as u64
+    }
+
+    /// The buffered bytes not yet consumed, reading more if there are
+    /// none; empty at the end of the file.
+    fn fill(&mut self) -> io::Result<&[u8]> {
+        if self.start == self.end {
+            let left = self.reader.len.saturating_sub(self.reader.pos);
+            let want = self
+                .buf
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = loop {
+                match self.reader.read(&mut self.buf[..want]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            };
+            self.start = 0;
+            self.end = n;
+        }
+        Ok(&self.buf[self.start..self.end])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+    }
+
+    fn peek(&mut self) -> io::Result<Option<u8>> {
+        Ok(self.fill()?.first().copied())
+    }
+
+    fn byte(&mut self) -> io::Result<Option<u8>> {
+        let b = self.peek()?;
+        if b.is_some() {
+            self.start += 1;
+        }
+        Ok(b)
+    }
+
+    /// The next byte of a header or trailer, which must be there.
+    fn needed(&mut self) -> io::Result<u8> {
+        self.byte()?
+            .ok_or_else(|| corrupt("gzip stream is truncated"))
+    }
+
+    fn needed_array<const N: usize>(&mut self) -> io::Result<[u8; N]> {
+        let mut a = [0; N];
+        for b in &mut a {
+            *b = self.needed()?;
+        }
+        Ok(a)
+    }
+
+    fn skip(&mut self, mut n: usize) -> io::Result<()> {
+        while n > 0 {
+            let avail = self.fill()?.len();
+            if avail == 0 {
+                return Err(corrupt("gzip stream is truncated"));
+            }
+            let k = avail.min(n);
+            self.consume(k);
+            n -= k;
+        }
+        Ok(())
+    }
+
+    /// Skips a NUL-terminated header field.
+    fn skip_string(&mut self) -> io::Result<()> {
+        while self.needed()? != 0 {}
+        Ok(())
+    }
+
+    /// True if nothing but zero bytes is left (padding some tools add to a
+    /// block size); consumes them.
+    fn rest_is_zero(&mut self) -> io::Result<bool> {
+        loop {
+            let avail = self.fill()?;
+            if avail.is_empty() {
+                return Ok(true);
+            }
+            if avail.iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            let n = avail.len();
+            self.consume(n);
+        }
+    }
+}
+
+/// Where a [`Cursor`] is in the file's member structure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Before a member header (or the end of the members).
+    Header,
+    /// Inside a member's deflate data.
+    Deflate,
+    /// After a member's deflate data, before its 8-byte trailer.
+    Trailer,
+    /// Past the last member.
+    End,
+}
+
+/// What one [`Cursor::step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    /// Bytes written to the output (possibly none), and, with
+    /// [`Flush::Block`], the unused bits if it stopped at a block boundary.
+    Data {
+        produced: usize,
+        block_end: Option<u8>,
+    },
+    /// A member header was read; its deflate data starts at the cursor.
+    MemberStart,
+    /// A member ended with this trailer (CRC-32, length mod 2^32).
+    MemberEnd { crc: u32, size: u32 },
+    /// No more members.
+    End,
+}
+
+/// A raw inflater walking through the members of a gzip file.
+struct Cursor {
+    input: Input,
+    inflater: Inflater,
+    /// Decompressed offset of the next byte this cursor produces.
+    pos: u64,
+    phase: Phase,
+    /// The indexing pass refuses what follows the last member unless it is
+    /// zero padding; later reads only need to know the stream ended.
+    strict: bool,
+}
+
+impl Cursor {
+    /// A cursor at the start of the file.
+    fn at_start(file: Arc<File>, file_len: u64, capacity: usize, strict: bool) -> io::Result<Self> {
+        Ok(Cursor {
+            input: Input::new(file, file_len, 0, capacity),
+            inflater: Inflater::new_raw()?,
+            pos: 0,
+            phase: Phase::Header,
+            strict,
+        })
+    }
+
+    /// A cursor resuming at `checkpoint`.
+    fn at_checkpoint(file: Arc<File>, file_len: u64, checkpoint: &Checkpoint) -> io::Result<Self> {
+        let window = checkpoint.window()?;
+        let mut inflater = Inflater::new_raw()?;
+        let from = checkpoint.input - u64::from(checkpoint.bits > 0);
+        let mut input = Input::new(file, file_len, from, ACCESS_INPUT);
+        if checkpoint.bits > 0 {
+            let byte = input.needed()?;
+            inflater.prime(checkpoint.bits, byte >> (8 - checkpoint.bits))?;
+        }
+        inflater.set_dictionary(&window)?;
+        Ok(Cursor {
+            input,
+            inflater,
+            pos: checkpoint.out,
+            phase: Phase::Deflate,
+            strict: false,
+        })
+    }
+
+    /// Moves forward by one event. `out` must not be empty.
+    fn step(&mut self, out: &mut [u8], flush: Flush) -> io::Result<Event> {
+        match self.phase {
+            Phase::Header => {
+                if self.member_header()? {
+                    self.phase = Phase::Deflate;
+                    Ok(Event::MemberStart)
+                } else {
+                    self.phase = Phase::End;
+                    Ok(Event::End)
+                }
+            }
+            Phase::Deflate => self.inflate(out, flush),
+            Phase::Trailer => {
+                let crc = u32::from_le_bytes(self.input.needed_array()?);
+                let size = u32::from_le_bytes(self.input.needed_array()?);
+                self.phase = Phase::Header;
+                Ok(Event::MemberEnd { crc, size })
+            }
+            Phase::End => Ok(Event::End),
+        }
+    }
+
+    fn inflate(&mut self, out: &mut [u8], flush: Flush) -> io::Result<Event> {
+        if out.is_empty() {
+            return Ok(Event::Data {
+                produced: 0,
+                block_end: None,
+            });
+        }
+        loop {
+            let avail = self.input.fill()?;
+            let at_eof = avail.is_empty();
+            let r = self.inflater.inflate(avail, out, flush)?;
+            self.input.consume(r.consumed);
+            self.pos += r.produced as u64;
+            if r.stream_end {
+                self.phase = Phase::Trailer;
+            }
+            let block_end = (flush == Flush::Block && r.block_end).then_some(r.unused_bits);
+            if r.stream_end || block_end.is_some() || r.produced > 0 {
+                return Ok(Event::Data {
+                    produced: r.produced,
+                    block_end,
+                });
+            }
+            if r.consumed == 0 {
+                // Neither input taken nor output made: zlib wants bytes
+                // the file does not have.
+                return Err(corrupt(if at_eof {
+                    "gzip stream is truncated"
+                } else {
+                    "gzip inflate made no progress"
+                }));
+            }
+            // Input taken without output (a block's code tables): go on.
+        }
+    }
+
+    /// Reads a member header if one follows; false at the end of the
+    /// members.
+    fn member_header(&mut self) -> io::Result<bool> {
+        match self.input.peek()? {
+            None => return Ok(false),
+            Some(0x1f) => {}
+            Some(_) if !self.strict => return Ok(false),
+            Some(0) if self.input.rest_is_zero()? => return Ok(false),
+            Some(_) => return Err(corrupt("garbage after a gzip member")),
+        }
+        let [_, id2, method, flags] = self.input.needed_array()?;
+        if id2 != 0x8b {
+            if !self.strict {
+                return Ok(false);
+            }
+            return Err(corrupt("garbage after a gzip member"));
+        }
+        if method != 8 {
+            return Err(corrupt("gzip member uses an unknown compression method"));
+        }
+        if flags & 0xe0 != 0 {
+            return Err(corrupt("gzip header has reserved flags set"));
+        }
+        // mtime, extra flags, OS
+        self.input.skip(6)?;
+        if flags & 0x04 != 0 {
+            let len = u16::from_le_bytes(self.input.needed_array()?);
+            self.input.skip(len.into())?;
+        }
+        if flags & 0x08 != 0 {
+            self.input.skip_string()?;
+        }
+        if flags & 0x10 != 0 {
+            self.input.skip_string()?;
+        }
+        if flags & 0x02 != 0 {
+            self.input.skip(2)?;
+        }
+        self.inflater.reset()?;
+        Ok(true)
+    }
+}
+
+/// The indexing pass for a gzip layer; see [`index_pass_with_spacing`].
+pub(super) fn index_pass(file: Arc<File>, file_len: u64) -> Box<dyn IndexingDecoder> {
+    index_pass_with_spacing(file, file_len, SPACING)
+}
+
+/// The indexing pass with checkpoints about every `spacing` output bytes
+/// (tests use small spacings to get many checkpoints from little data).
+pub(super) fn index_pass_with_spacing(
+    file: Arc<File>,
+    file_len: u64,
+    spacing: u64,
+) -> Box<dyn IndexingDecoder> {
+    match Cursor::at_start(file, file_len, PASS_INPUT, true) {
+        Ok(cursor) => Box::new(GzipPass {
+            cursor,
+            out: vec![0; WINDOW + PASS_OUTPUT].into_boxed_slice(),
+            read: 0,
+            write: 0,
+            history: 0,
+            crc: flate2::Crc::new(),
+            spacing: spacing.max(1),
+            last: 0,
+            index: GzipIndex::default(),
+            failed: None,
+        }),
+        Err(e) => Box::new(FailedPass(Some(e))),
+    }
+}
+
+/// Decompresses for the tar indexer and notes checkpoints on the way.
+struct GzipPass {
+    cursor: Cursor,
+    /// Decompressed bytes: up to [`WINDOW`] already handed out (kept for
+    /// checkpoints), then `read..write` not yet handed out.
+    out: Box<[u8]>,
+    read: usize,
+    write: usize,
+    /// How many bytes before `write` belong to the current member (a
+    /// member never refers back past its own start).
+    history: usize,
+    /// Of the current member so far.
+    crc: flate2::Crc,
+    spacing: u64,
+    /// Decompressed offset of the last checkpoint (0: the file's start).
+    last: u64,
+    index: GzipIndex,
+    /// Set by the first error; the stream is unusable after it.
+    failed: Option<io::ErrorKind>,
+}
+
+impl GzipPass {
+    /// Inflates one step into `out`, checking members and noting
+    /// checkpoints.
+    fn refill(&mut self) -> io::Result<()> {
+        if self.write == self.out.len() {
+            // Keep the last window in front; all of it has been read.
+            let keep = WINDOW.min(self.write);
+            self.out.copy_within(self.write - keep..self.write, 0);
+            self.write = keep;
+            self.read = keep;
+            self.history = self.history.min(keep);
+        }
+        match self
+            .cursor
+            .step(&mut self.out[self.write..], Flush::Block)?
+        {
+            Event::Data {
+                produced,
+                block_end,
+            } => {
+                self.crc
+                    .update(&self.out[self.write..self.write + produced]);
+                self.write += produced;
+                self.history += produced;
+                if let Some(bits) = block_end {
+                    self.checkpoint(bits)?;
+                }
+            }
+            Event::MemberStart => {
+                self.crc.reset();
+                self.history = 0;
+                self.checkpoint(0)?;
+            }
+            Event::MemberEnd { crc, size } => {
+                if crc != self.crc.sum() {
+                    return Err(corrupt("gzip member fails its CRC check"));
+                }
+                if size != self.crc.amount() {
+                    return Err(corrupt("gzip member length does not match its trailer"));
+                }
+            }
+            Event::End => self.index.end = Some(self.cursor.pos),
+        }
+        Ok(())
+    }
+
+    /// Notes a checkpoint here if the last one is `spacing` behind.
+    fn checkpoint(&mut self, bits: u8) -> io::Result<()> {
+        let out = self.cursor.pos;
+        if out - self.last < self.spacing {
+            return Ok(());
+        }
+        let window = &self.out[self.write - self.history.min(WINDOW)..self.write];
+        let mut z = flate2::write::DeflateEncoder::new(
+            Vec::with_capacity(WINDOW / 2),
+            flate2::Compression::default(),
+        );
+        z.write_all(window)?;
+        self.index.checkpoints.push(Checkpoint {
+            out,
+            input: self.cursor.input.pos(),
+            bits,
+            window_len: window.len() as u32,
+            window: z.finish()?,
+        });
+        self.last = out;
+        Ok(())
+    }
+}
+
+impl Read for GzipPass {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.read == self.write {
+            if let Some(kind) = self.failed {
+                return Err(io::Error::new(kind, "gzip stream failed earlier"));
+            }
+            if self.index.end.is_some() {
+                return Ok(0);
+            }
+            if let Err(e) = self.refill() {
+                self.failed = Some(e.kind());
+                return Err(e);
+            }
+        }
+        let n = buf.len().min(self.write - self.read);
+        buf[..n].copy_from_slice(&self.out[self.read..self.read + n]);
+        self.read += n;
+        Ok(n)
+    }
+}
+
+impl IndexingDecoder for GzipPass {
+    /// The index covers what was read; the tar indexer may stop at the
+    /// archive's end blocks, before the stream's end, and reads beyond the
+    /// last checkpoint simply inflate forward from it.
+    fn finish(self: Box<Self>) -> io::Result<SeekIndex> {
+        if let Some(kind) = self.failed {
+            return Err(io::Error::new(kind, "gzip stream failed during indexing"));
+        }
+        Ok(SeekIndex::Gzip(self.index))
+    }
+}
+
+/// An indexing pass that could not start (no memory for zlib).
+struct FailedPass(Option<io::Error>);
+
+impl Read for FailedPass {
+    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(self
+            .0
+            .take()
+            .unwrap_or_else(|| io::Error::other("gzip inflater could not be created")))
+    }
+}
+
+impl IndexingDecoder for FailedPass {
+    fn finish(self: Box<Self>) -> io::Result<SeekIndex> {
+        Err(self
+            .0
+            .unwrap_or_else(|| io::Error::other("gzip inflater could not be created")))
+    }
+}
+
+/// Random access to a gzip layer through its checkpoints.
+pub(super) fn access(
+    file: Arc<File>,
+    file_len: u64,
+    index: GzipIndex,
+    counter: Arc<DecodeCounter>,
+) -> io::Result<Box<dyn Access>> {
+    if index.checkpoints.last().is_some_and(|c| c.input > file_len) {
+        return Err(corrupt("gzip index points past the end of the file"));
+    }
+    Ok(Box::new(GzipAccess {
+        file,
+        file_len,
+        index,
+        parked: Mutex::new(Vec::with_capacity(PARKED)),
+        counter,
+    }))
+}
+
+struct GzipAccess {
+    file: Arc<File>,
+    file_len: u64,
+    index: GzipIndex,
+    /// Inflaters left where a read ended, for the next read to resume.
+    parked: Mutex<Vec<Cursor>>,
+    counter: Arc<DecodeCounter>,
+}
+
+impl fmt::Debug for GzipAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GzipAccess")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GzipAccess {
+    /// Takes the parked cursor furthest along at or before `offset`, if it
+    /// is no further back than `floor` (where a checkpoint would start).
+    fn take_parked(&self, offset: u64, floor: u64) -> Option<Cursor> {
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        let best = parked
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| (floor..=offset).contains(&c.pos))
+            .max_by_key(|(_, c)| c.pos)
+            .map(|(i, _)| i)?;
+        Some(parked.swap_remove(best))
+    }
+
+    /// Parks a cursor, evicting the one furthest back if all places are
+    /// taken.
+    fn park(&self, cursor: Cursor) {
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        if parked.len() >= PARKED {
+            if let Some(lowest) = parked
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, c)| c.pos)
+                .map(|(i, _)| i)
+            {
+                parked.swap_remove(lowest);
+            }
+        }
+        parked.push(cursor);
+    }
+
+    /// Inflates into `out` until it is full; `UnexpectedEof` if the stream
+    /// ends first.
+    fn fill(&self, cursor: &mut Cursor, out: &mut [u8]) -> io::Result<()> {
+        let mut filled = 0;
+        while filled < out.len() {
+            match cursor.step(&mut out[filled..], Flush::None)? {
+                Event::Data { produced, .. } => {
+                    filled += produced;
+                    self.counter.add(produced as u64);
+                }
+                Event::End => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Event::MemberStart | Event::MemberEnd { .. } => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Access for GzipAccess {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if let Some(end) = self.index.end {
+            if offset
+                .checked_add(buf.len() as u64)
+                .is_none_or(|last| last > end)
+            {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        let checkpoint = self.index.checkpoint_before(offset);
+        let floor = checkpoint.map_or(0, |c| c.out);
+        let mut cursor = match self.take_parked(offset, floor) {
+            Some(cursor) => cursor,
+            None => match checkpoint {
+                Some(c) => Cursor::at_checkpoint(Arc::clone(&self.file), self.file_len, c)?,
+                None => {
+                    Cursor::at_start(Arc::clone(&self.file), self.file_len, ACCESS_INPUT, false)?
+                }
+            },
+        };
+        if cursor.pos < offset {
+            let mut scratch = vec![0; SKIP_BUFFER];
+            while cursor.pos < offset {
+                let n = usize::try_from(offset - cursor.pos)
+                    .map_or(SKIP_BUFFER, |n| n.min(SKIP_BUFFER));
+                self.fill(&mut cursor, &mut scratch[..n])?;
+            }
+        }
+        self.fill(&mut cursor, buf)?;
+        self.park(cursor);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// Text-like data: words from a small vocabulary in pseudo-random
+    /// order, which deflate compresses about 3:1 with blocks of ordinary
+    /// size.
+    fn semi_compressible(len: usize, seed: u64) -> Vec<u8> {
+        const WORDS: &[&[u8]] = &[
+            b"layer",
+            b"tar",
+            b"gzip",
+            b"usr",
+            b"lib",
+            b"bin",
+            b"etc",
+            b"share",
+            b"x86_64",
+            b"linux",
+            b"gnu",
+            b"so",
+            b"python3",
+            b"site-packages",
+            b"README",
+            b"LICENSE",
+            b"\n",
+            b"/",
+            b"0",
+            b"1",
+            b"42",
+            b"deadbeef",
+            b"config",
+            b"json",
+        ];
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut data = Vec::with_capacity(len + 16);
+        while data.len() < len {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = (state >> 33) as usize;
+            data.extend_from_slice(WORDS[r % WORDS.len()]);
+            if r & 0x300 == 0 {
+                // Some incompressible noise, so blocks are not all alike.
+                data.extend_from_slice(&state.to_le_bytes()[..3]);
+            }
+            data.push(b' ');
+        }
+        data.truncate(len);
+        data
+    }
+
+    fn gzip(data: &[u8], level: u32) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        e.write_all(data).expect("gzip");
+        e.finish().expect("gzip")
+    }
+
+    fn temp(bytes: &[u8]) -> (tempfile::NamedTempFile, Arc<File>, u64) {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(bytes).expect("write");
+        let file = Arc::new(File::open(f.path()).expect("open"));
+        (f, file, bytes.len() as u64)
+    }
+
+    /// Runs the indexing pass to the end, checking what it streams.
+    fn index(file: &Arc<File>, len: u64, spacing: u64, data: &[u8]) -> io::Result<GzipIndex> {
+        let mut pass = index_pass_with_spacing(Arc::clone(file), len, spacing);
+        let mut all = Vec::new();
+        // Odd-sized reads, as the tar parser's are not aligned to anything.
+        let mut buf = vec![0; 7919];
+        loop {
+            let n = pass.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        assert!(all == data, "the pass streams the decompressed bytes");
+        match pass.finish()? {
+            SeekIndex::Gzip(index) => Ok(index),
+            other => panic!("not a gzip index: {other:?}"),
+        }
+    }
+
+    fn open(file: &Arc<File>, len: u64, index: GzipIndex) -> (Box<dyn Access>, Arc<DecodeCounter>) {
+        let counter = Arc::new(DecodeCounter::default());
+        let access = access(Arc::clone(file), len, index, Arc::clone(&counter)).expect("access");
+        (access, counter)
+    }
+
+    /// Reads at pseudo-random offsets and lengths, plus the edges, and
+    /// compares with `data`.
+    fn check_reads(access: &dyn Access, data: &[u8], seed: u64) {
+        let len = data.len() as u64;
+        let mut state = seed | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut cases: Vec<(u64, usize)> = vec![(0, 1), (0, data.len().min(100_000))];
+        if len > 0 {
+            cases.push((len - 1, 1));
+            cases.push((len / 2, (len / 2) as usize));
+        }
+        for _ in 0..200 {
+            if len == 0 {
+                break;
+            }
+            let off = next() % len;
+            let max = (len - off).min(300_000);
+            let n = (next() % max + 1) as usize;
+            cases.push((off, n));
+        }
+        for (off, n) in cases {
+            let mut buf = vec![0; n];
+            access.read_exact_at(off, &mut buf).expect("read");
+            assert!(
+                buf[..] == data[off as usize..off as usize + n],
+                "read of {n} at {off}"
+            );
+        }
+        let mut buf = [0u8; 2];
+        let err = access
+            .read_exact_at(len.saturating_sub(1), &mut buf)
+            .expect_err("past the end");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let err = access
+            .read_exact_at(u64::MAX, &mut buf)
+            .expect_err("far past the end");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn single_member_reads_match_at_random_offsets() {
+        let data = semi_compressible(3 << 20, 1);
+        let (_f, file, len) = temp(&gzip(&data, 6));
+        let index = index(&file, len, 100_000, &data).expect("index");
+        assert!(index.checkpoints.len() >= 15, "{index:?}");
+        assert_eq!(index.end, Some(data.len() as u64));
+        assert!(index.checkpoints.iter().any(|c| c.bits != 0));
+        let (access, _) = open(&file, len, index);
+        check_reads(&*access, &data, 7);
+    }
+
+    #[test]
+    fn multi_member_files_with_an_empty_member_and_padding() {
+        let data = semi_compressible(2 << 20, 2);
+        let mut gz = Vec::new();
+        let mut at = 0;
+        for (i, size) in [300_000, 0, 5, 700_000, 1, 1_000_000]
+            .into_iter()
+            .enumerate()
+        {
+            gz.extend(gzip(&data[at..at + size], (i % 9) as u32 + 1));
+            at += size;
+        }
+        gz.extend(gzip(&data[at..], 9));
+        gz.extend(gzip(&[], 6));
+        gz.extend([0u8; 700]);
+        let (_f, file, len) = temp(&gz);
+        for spacing in [1, 65_536, SPACING] {
+            let index = index(&file, len, spacing, &data).expect("index");
+            assert_eq!(index.end, Some(data.len() as u64));
+            let (access, _) = open(&file, len, index);
+            check_reads(&*access, &data, spacing);
+        }
+    }
+
+    /// The gzip CLI (with a file name in the header) and pigz (many blocks
+    /// with sync markers; `-i` for independent ones), when installed.
+    #[test]
+    fn streams_from_gzip_and_pigz() {
+        let data = semi_compressible(1_500_000, 3);
+        let (input, _, _) = temp(&data);
+        for (tool, args) in [
+            ("gzip", &["-c", "-N", "-6"][..]),
+            ("pigz", &["-c", "-p", "2", "-b", "128"][..]),
+            ("pigz", &["-c", "-i", "-b", "64"][..]),
+        ] {
+            let out = match Command::new(tool)
+                .args(args)
+                .arg(input.path())
+                .stderr(Stdio::null())
+                .output()
+            {
+                Ok(out) if out.status.success() => out.stdout,
+                _ => {
+                    eprintln!("{tool} not available; skipped");
+                    continue;
+                }
+            };
+            let (_f, file, len) = temp(&out);
+            let index = index(&file, len, 50_000, &data).expect(tool);
+            assert!(index.checkpoints.len() > 10);
+            let (access, _) = open(&file, len, index);
+            check_reads(&*access, &data, 11);
+        }
+    }
+
+    /// What a cold read near the end of a big layer costs: at most one span.
+    #[test]
+    fn a_cold_read_inflates_at_most_one_span() {
+        let data = semi_compressible(24 << 20, 4);
+        let gz = gzip(&data, 6);
+        let (_f, file, len) = temp(&gz);
+        let mut pass = index_pass(Arc::clone(&file), len);
+        io::copy(&mut pass, &mut io::sink()).expect("pass");
+        let SeekIndex::Gzip(index) = pass.finish().expect("finish") else {
+            panic!("not a gzip index")
+        };
+        let spans = index.checkpoints.len();
+        assert!((10..=12).contains(&spans), "{spans} checkpoints");
+
+        let (access, counter) = open(&file, len, index);
+        let offset = data.len() as u64 - 10_000;
+        let mut buf = vec![0; 4096];
+        access.read_exact_at(offset, &mut buf).expect("read");
+        assert!(buf[..] == data[offset as usize..offset as usize + 4096]);
+        let cold = counter.get();
+        let bound = SPACING + 4096 + largest_block(&gz) as u64;
+        assert!(cold <= bound, "inflated {cold} bytes, bound {bound}");
+        assert!(cold >= 4096);
+
+        // The next piece resumes the parked inflater: no more than itself.
+        access
+            .read_exact_at(offset + 4096, &mut buf)
+            .expect("sequential read");
+        assert!(buf[..] == data[offset as usize + 4096..offset as usize + 8192]);
+        assert_eq!(counter.get(), cold + 4096);
+    }
+
+    /// The most output any one deflate block of `gz` (a single member with
+    /// a plain 10-byte header) produces.
+    fn largest_block(gz: &[u8]) -> usize {
+        let mut z = Inflater::new_raw().expect("init");
+        let mut input = &gz[10..];
+        let mut out = vec![0; 1 << 20];
+        let (mut block, mut largest) = (0, 0);
+        loop {
+            let r = z.inflate(input, &mut out, Flush::Block).expect("inflate");
+            input = &input[r.consumed..];
+            block += r.produced;
+            largest = largest.max(block);
+            if r.stream_end {
+                return largest;
+            }
+            if r.block_end {
+                block = 0;
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_streams_fail_the_indexing_pass() {
+        let data = semi_compressible(300_000, 5);
+        let gz = gzip(&data, 6);
+        let n = gz.len();
+        let mut bad_crc = gz.clone();
+        bad_crc[n - 6] ^= 1;
+        let mut bad_size = gz.clone();
+        bad_size[n - 2] ^= 1;
+        let mut garbage = gz.clone();
+        garbage.extend_from_slice(b"\0\0not gzip");
+        let mut bad_method = gz.clone();
+        bad_method.extend_from_slice(&[0x1f, 0x8b, 7, 0, 0, 0, 0, 0, 0, 3]);
+        let mut corrupt_data = gz.clone();
+        for b in &mut corrupt_data[1000..1100] {
+            *b ^= 0x55;
+        }
+        for (what, bytes) in [
+            ("crc", bad_crc),
+            ("size", bad_size),
+            ("garbage", garbage),
+            ("method", bad_method),
+            ("data", corrupt_data),
+            ("truncated", gz[..n / 2].to_vec()),
+            ("no trailer", gz[..n - 3].to_vec()),
+            ("header only", gz[..5].to_vec()),
+        ] {
+            let (_f, file, len) = temp(&bytes);
+            let mut pass = index_pass(Arc::clone(&file), len);
+            let err = io::copy(&mut pass, &mut io::sink()).expect_err(what);
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}: {err}");
+            assert!(pass.read(&mut [0; 10]).is_err(), "{what}: stays failed");
+            assert!(pass.finish().is_err(), "{what}: no index");
+        }
+    }
+
+    /// The tar parser stops at the archive's end blocks: the index covers
+    /// what was read and reads beyond it inflate forward.
+    #[test]
+    fn reads_after_a_pass_that_stopped_early() {
+        let data = semi_compressible(2 << 20, 6);
+        let mut gz = gzip(&data[..1 << 20], 6);
+        gz.extend(gzip(&data[1 << 20..], 6));
+        let (_f, file, len) = temp(&gz);
+        let mut pass = index_pass_with_spacing(Arc::clone(&file), len, 100_000);
+        let mut head = vec![0; 700_000];
+        pass.read_exact(&mut head).expect("read");
+        assert!(head[..] == data[..700_000]);
+        let SeekIndex::Gzip(index) = pass.finish().expect("finish") else {
+            panic!("not a gzip index")
+        };
+        assert_eq!(index.end, None);
+        let last = index.checkpoints.last().map_or(0, |c| c.out);
+        assert!((500_000..=700_000).contains(&last), "{index:?}");
+        let (access, _) = open(&file, len, index);
+        check_reads(&*access, &data, 13);
+    }
+
+    #[test]
+    fn concurrent_reads_agree() {
+        let data = Arc::new(semi_compressible(4 << 20, 7));
+        let (_f, file, len) = temp(&gzip(&data, 1));
+        let index = index(&file, len, 256 * 1024, &data).expect("index");
+        let (access, _) = open(&file, len, index);
+        let access: Arc<dyn Access> = Arc::from(access);
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (access, data) = (Arc::clone(&access), Arc::clone(&data));
+                std::thread::spawn(move || check_reads(&*access, &data, 100 + t))
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+    }
+
+    #[test]
+    fn index_encoding_round_trips_and_garbage_is_refused() {
+        let data = semi_compressible(1 << 20, 8);
+        let (_f, file, len) = temp(&gzip(&data, 6));
+        let index = index(&file, len, 100_000, &data).expect("index");
+        let mut bytes = Vec::new();
+        index.encode(&mut bytes);
+        let decoded = GzipIndex::decode(&bytes).expect("decode");
+        assert_eq!(decoded, index);
+        let (access, _) = open(&file, len, decoded);
+        check_reads(&*access, &data, 17);
+
+        let empty = GzipIndex::default();
+        let mut e = Vec::new();
+        empty.encode(&mut e);
+        assert_eq!(GzipIndex::decode(&e).expect("empty"), empty);
+
+        for cut in 0..bytes.len() {
+            assert!(GzipIndex::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(GzipIndex::decode(&trailing).is_err());
+        // A huge count with no data behind it allocates nothing.
+        let mut huge = vec![FORMAT];
+        huge.extend_from_slice(&0u64.to_le_bytes());
+        huge.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(GzipIndex::decode(&huge).is_err());
+        assert!(GzipIndex::decode(&[9]).is_err());
+
+        let reencode = |f: &dyn Fn(&mut GzipIndex)| {
+            let mut i = index.clone();
+            f(&mut i);
+            let mut b = Vec::new();
+            i.encode(&mut b);
+            GzipIndex::decode(&b)
+        };
+        assert!(reencode(&|i| i.checkpoints.swap(0, 1)).is_err());
+        assert!(reencode(&|i| i.checkpoints[0].bits = 8).is_err());
+        assert!(reencode(&|i| i.checkpoints[0].window_len = 40_000).is_err());
+        assert!(reencode(&|i| i.end = Some(10)).is_err());
+        let zero = |i: &mut GzipIndex| {
+            i.checkpoints[0].input = 0;
+            i.checkpoints[0].bits = 1;
+        };
+        assert!(reencode(&zero).is_err());
+
+        // Deterministic noise: decode may refuse it but must not panic.
+        let mut state = 0x9e3779b97f4a7c15u64;
+        for n in 0..2000 {
+            let mut noise = Vec::with_capacity(n % 200);
+            for _ in 0..n % 200 {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                noise.push((state >> 56) as u8);
+            }
+            if let Some(b) = noise.first_mut() {
+                *b = FORMAT;
+            }
+            let _ = GzipIndex::decode(&noise);
+        }
+    }
+
+    /// A damaged window in a stored index is reported, not panicked on,
+    /// and an index pointing past the file is refused.
+    #[test]
+    fn damaged_stored_indexes_are_errors() {
+        let data = semi_compressible(1 << 20, 9);
+        let (_f, file, len) = temp(&gzip(&data, 6));
+        let mut index = index(&file, len, 100_000, &data).expect("index");
+        let mut far = index.clone();
+        if let Some(c) = far.checkpoints.last_mut() {
+            c.input = len + 1;
+        }
+        assert!(access(Arc::clone(&file), len, far, Arc::default()).is_err());
+        let offset = index.checkpoints[3].out;
+        index.checkpoints[3].window = vec![0xff; 10];
+        let (access, _) = open(&file, len, index);
+        let mut buf = [0; 100];
+        let err = access
+            .read_exact_at(offset + 10, &mut buf)
+            .expect_err("bad window");
+        assert_ne!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// Figures for a big gzip file named by `LAYERFS_GZIP_BENCH`: index
+    /// pass speed and index size, cold random 4 KiB reads, sequential 1 MiB
+    /// reads. Run with `cargo test --release --lib gzip_bench -- --ignored
+    /// --nocapture`.
+    #[test]
+    #[ignore]
+    fn gzip_bench() {
+        use std::time::Instant;
+        let Some(path) = std::env::var_os("LAYERFS_GZIP_BENCH") else {
+            eprintln!("set LAYERFS_GZIP_BENCH to a .gz file");
+            return;
+        };
+        let file = Arc::new(File::open(path).expect("open"));
+        let len = file.metadata().expect("stat").len();
+        let t = Instant::now();
+        let mut pass = index_pass(Arc::clone(&file), len);
+        let total = io::copy(&mut pass, &mut io::sink()).expect("pass");
+        let SeekIndex::Gzip(index) = pass.finish().expect("finish") else {
+            panic!("not a gzip index")
+        };
+        let pass_time = t.elapsed();
+        let mut encoded = Vec::new();
+        index.encode(&mut encoded);
+        let gib = total as f64 / (1u64 << 30) as f64;
+        eprintln!(
+            "{total} bytes ({len} compressed); pass {pass_time:.2?} = {:.0} MB/s; \
+             {} checkpoints, index {} bytes = {:.2} MiB per GiB of output",
+            total as f64 / pass_time.as_secs_f64() / 1e6,
+            index.checkpoints.len(),
+            encoded.len(),
+            encoded.len() as f64 / gib / (1 << 20) as f64,
+        );
+
+        let (access, counter) = open(&file, len, index);
+        let mut state = 0x2545f4914f6cdd1du64;
+        let mut times = Vec::new();
+        let mut buf = vec![0; 4096];
+        for _ in 0..300 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let off = state % (total - 4096);
+            let t = Instant::now();
+            access.read_exact_at(off, &mut buf).expect("read");
+            times.push(t.elapsed());
+        }
+        times.sort();
+        eprintln!(
+            "random 4 KiB reads: p50 {:.2?}, p90 {:.2?}, max {:.2?}; {:.0} KiB inflated per read",
+            times[times.len() / 2],
+            times[times.len() * 9 / 10],
+            times[times.len() - 1],
+            counter.get() as f64 / times.len() as f64 / 1024.0
+        );
+
+        let mut buf = vec![0; 1 << 20];
+        let t = Instant::now();
+        let mut off = 0;
+        while off < total {
+            let n = (total - off).min(buf.len() as u64) as usize;
+            access.read_exact_at(off, &mut buf[..n]).expect("read");
+            off += n as u64;
+        }
+        let seq = t.elapsed();
+        eprintln!(
+            "sequential 1 MiB reads: {seq:.2?} = {:.0} MB/s",
+            total as f64 / seq.as_secs_f64() / 1e6
+        );
+    }
+}
