@@ -178,7 +178,7 @@ fn load_or_index(
     n: usize,
     cache: Option<&IndexCache>,
 ) -> Result<(LayerIndex, IndexOrigin), StackError> {
-    let keyed = cache.and_then(|cache| match LayerKey::of_path(layer.path()) {
+    let keyed = cache.and_then(|cache| match LayerKey::of_file(layer.file()) {
         Ok(key) => Some((cache, key)),
         Err(e) => {
             log::warn!(
@@ -208,8 +208,18 @@ fn load_or_index(
     }
     let (index, seek) = index_one(layer, n)?;
     if let Some((cache, key)) = &keyed {
-        if let Err(e) = cache.store(key, &index, &seek) {
-            log::warn!("index cache: {e}");
+        // A layer rewritten while it was indexed must not be stored under
+        // the key of what it was before.
+        match LayerKey::of_file(layer.file()) {
+            Ok(now) if now == *key => {
+                if let Err(e) = cache.store(key, &index, &seek) {
+                    log::warn!("index cache: {e}");
+                }
+            }
+            _ => log::warn!(
+                "{}: the layer changed while it was indexed; its index is not cached",
+                layer.path().display()
+            ),
         }
     }
     Ok((index, IndexOrigin::Indexed))

@@ -75,6 +75,13 @@ impl LayerSource {
         &self.path
     }
 
+    /// The open layer file: what the index cache must key on, so that the
+    /// key and the bytes read are of the same file even if the path is
+    /// replaced meanwhile.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// The codec recognised from the file's magic bytes.
     pub fn codec(&self) -> Codec {
         self.codec
