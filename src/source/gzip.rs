@@ -18,12 +18,15 @@
 //!
 //! Sequential reads (FUSE asks for 128 KiB–1 MiB at a time) would each pay
 //! for a cold start; instead a few inflaters are parked where their last
-//! read ended and resumed by a read that starts at or after them.
+//! read ended and resumed by a read that starts at or after them, and a read
+//! that arrives while the piece before it is still inflating on another
+//! thread waits for that inflater.
 
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
 use super::positioned::PositionedReader;
@@ -32,8 +35,9 @@ use super::zlib::{Flush, Inflater};
 
 /// Decompressed bytes between checkpoints (at least; the next block
 /// boundary after this much output is taken). The cost of a cold read is
-/// inflating up to this much; the index holds about one compressed 32 KiB
-/// window per span, roughly 4–6 MiB per GiB of layer at 2 MiB.
+/// inflating up to this much (a few milliseconds); the index holds one
+/// compressed 32 KiB window per span: about 6.6 MiB per GiB of output for a
+/// tar of shared libraries, less for text.
 pub(super) const SPACING: u64 = 2 << 20;
 
 /// How far back deflate can refer: what a checkpoint must remember.
@@ -56,6 +60,10 @@ const SKIP_BUFFER: usize = 64 * 1024;
 /// Parked inflaters per layer: enough for a few files read sequentially at
 /// once, few enough that an idle layer holds well under a MiB.
 const PARKED: usize = 4;
+
+/// The longest a read waits for another read's inflater before starting
+/// from a checkpoint itself (a cold start costs a few milliseconds).
+const MAX_WAIT: Duration = Duration::from_millis(200);
 
 /// Version byte of the encoded index.
 const FORMAT: u8 = 1;
@@ -405,7 +413,9 @@ impl Cursor {
     fn at_checkpoint(file: Arc<File>, file_len: u64, checkpoint: &Checkpoint) -> io::Result<Self> {
         let window = checkpoint.window()?;
         let mut inflater = Inflater::new_raw()?;
-        let from = checkpoint.input - u64::from(checkpoint.bits > 0);
+        let from = checkpoint
+            .input
+            .saturating_sub(u64::from(checkpoint.bits > 0));
         let mut input = Input::new(file, file_len, from, ACCESS_INPUT);
         if checkpoint.bits > 0 {
             let byte = input.needed()?;
@@ -713,7 +723,8 @@ pub(super) fn access(
         file,
         file_len,
         index,
-        parked: Mutex::new(Vec::with_capacity(PARKED)),
+        parking: Mutex::new(Parking::default()),
+        returned: Condvar::new(),
         counter,
     }))
 }
@@ -722,9 +733,22 @@ struct GzipAccess {
     file: Arc<File>,
     file_len: u64,
     index: GzipIndex,
-    /// Inflaters left where a read ended, for the next read to resume.
-    parked: Mutex<Vec<Cursor>>,
+    parking: Mutex<Parking>,
+    /// Signalled whenever a read ends (and maybe parked its cursor).
+    returned: Condvar,
     counter: Arc<DecodeCounter>,
+}
+
+/// The inflaters between reads, and where the ones in use will stop.
+#[derive(Default)]
+struct Parking {
+    /// Inflaters left where a read ended, for the next read to resume.
+    idle: Vec<Cursor>,
+    /// Where each read now inflating will end. The kernel's readahead sends
+    /// the next piece of a file while the previous one is still being
+    /// inflated on another thread; that read had better wait for the
+    /// inflater than start over from a checkpoint.
+    busy: Vec<u64>,
 }
 
 impl fmt::Debug for GzipAccess {
@@ -735,35 +759,86 @@ impl fmt::Debug for GzipAccess {
     }
 }
 
-impl GzipAccess {
-    /// Takes the parked cursor furthest along at or before `offset`, if it
-    /// is no further back than `floor` (where a checkpoint would start).
-    fn take_parked(&self, offset: u64, floor: u64) -> Option<Cursor> {
-        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
-        let best = parked
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| (floor..=offset).contains(&c.pos))
-            .max_by_key(|(_, c)| c.pos)
-            .map(|(i, _)| i)?;
-        Some(parked.swap_remove(best))
-    }
+/// A read in progress, registered in [`Parking::busy`] until dropped.
+struct Busy<'a> {
+    access: &'a GzipAccess,
+    end: u64,
+}
 
-    /// Parks a cursor, evicting the one furthest back if all places are
-    /// taken.
-    fn park(&self, cursor: Cursor) {
-        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
-        if parked.len() >= PARKED {
-            if let Some(lowest) = parked
+impl Busy<'_> {
+    /// Ends the read, parking its inflater (evicting the one furthest back
+    /// if all places are taken).
+    fn park(self, cursor: Cursor) {
+        let mut parking = self.access.lock();
+        if parking.idle.len() >= PARKED {
+            if let Some(lowest) = parking
+                .idle
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, c)| c.pos)
                 .map(|(i, _)| i)
             {
-                parked.swap_remove(lowest);
+                parking.idle.swap_remove(lowest);
             }
         }
-        parked.push(cursor);
+        parking.idle.push(cursor);
+        // Dropping `self` next unregisters the read and wakes waiters; the
+        // lock is released first so they find the cursor at once.
+        drop(parking);
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut parking = self.access.lock();
+        if let Some(i) = parking.busy.iter().position(|&e| e == self.end) {
+            parking.busy.swap_remove(i);
+        }
+        drop(parking);
+        self.access.returned.notify_all();
+    }
+}
+
+impl GzipAccess {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Parking> {
+        self.parking.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a read of `offset..end` and takes the parked inflater
+    /// furthest along at or before `offset` but not behind `floor` (where
+    /// the checkpoint would start), waiting for one that a read in
+    /// progress will leave there. `None`: start from the checkpoint.
+    fn check_out(&self, offset: u64, end: u64, floor: u64) -> (Busy<'_>, Option<Cursor>) {
+        let usable = |pos: u64| (floor..=offset).contains(&pos);
+        let deadline = Instant::now() + MAX_WAIT;
+        let mut parking = self.lock();
+        loop {
+            let best = parking
+                .idle
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| usable(c.pos))
+                .max_by_key(|(_, c)| c.pos)
+                .map(|(i, _)| i);
+            let cursor = best.map(|i| parking.idle.swap_remove(i));
+            // Reads never wait while registered, so waiting here cannot
+            // form a cycle.
+            if cursor.is_some() || !parking.busy.iter().any(|&e| usable(e)) {
+                parking.busy.push(end);
+                return (Busy { access: self, end }, cursor);
+            }
+            // Bounded, in case reads keep ending in range but others take
+            // their inflaters first.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                parking.busy.push(end);
+                return (Busy { access: self, end }, None);
+            }
+            parking = match self.returned.wait_timeout(parking, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
     }
 
     /// Inflates into `out` until it is full; `UnexpectedEof` if the stream
@@ -786,24 +861,24 @@ impl GzipAccess {
 
 impl Access for GzipAccess {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        if let Some(end) = self.index.end {
-            if offset
-                .checked_add(buf.len() as u64)
-                .is_none_or(|last| last > end)
-            {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        if self.index.end.is_some_and(|len| end > len) {
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
         let checkpoint = self.index.checkpoint_before(offset);
         let floor = checkpoint.map_or(0, |c| c.out);
-        let mut cursor = match self.take_parked(offset, floor) {
-            Some(cursor) => cursor,
-            None => match checkpoint {
-                Some(c) => Cursor::at_checkpoint(Arc::clone(&self.file), self.file_len, c)?,
-                None => {
-                    Cursor::at_start(Arc::clone(&self.file), self.file_len, ACCESS_INPUT, false)?
-                }
-            },
+        let (busy, parked) = self.check_out(offset, end, floor);
+        let mut cursor = match (parked, checkpoint) {
+            (Some(cursor), _) => cursor,
+            (None, Some(c)) => {
+                log::trace!("gzip: cold read at {offset} from the checkpoint at {floor}");
+                Cursor::at_checkpoint(Arc::clone(&self.file), self.file_len, c)?
+            }
+            (None, None) => {
+                Cursor::at_start(Arc::clone(&self.file), self.file_len, ACCESS_INPUT, false)?
+            }
         };
         if cursor.pos < offset {
             let mut scratch = vec![0; SKIP_BUFFER];
@@ -814,7 +889,7 @@ impl Access for GzipAccess {
             }
         }
         self.fill(&mut cursor, buf)?;
-        self.park(cursor);
+        busy.park(cursor);
         Ok(())
     }
 }
@@ -971,7 +1046,7 @@ mod tests {
     }
 
     #[test]
-    fn multi_member_files_with_an_empty_member_and_padding() {
+    fn multi_member_files_with_header_fields_an_empty_member_and_padding() {
         let data = semi_compressible(2 << 20, 2);
         let mut gz = Vec::new();
         let mut at = 0;
@@ -982,6 +1057,21 @@ mod tests {
             gz.extend(gzip(&data[at..at + size], (i % 9) as u32 + 1));
             at += size;
         }
+        // Optional header fields, as bgzip (FEXTRA) and gzip -N (FNAME) write.
+        let mut e = flate2::GzBuilder::new()
+            .extra(b"BC\x02\x00\x00\x01".to_vec())
+            .filename("layer.tar")
+            .comment("made by a test")
+            .write(Vec::new(), flate2::Compression::default());
+        e.write_all(&data[at..at + 50_000]).expect("gzip");
+        gz.extend(e.finish().expect("gzip"));
+        at += 50_000;
+        // A header CRC (FHCRC), which readers may skip.
+        let mut member = gzip(&data[at..at + 5000], 6);
+        member[3] |= 0x02;
+        member.splice(10..10, [0xab, 0xcd]);
+        gz.extend(member);
+        at += 5000;
         gz.extend(gzip(&data[at..], 9));
         gz.extend(gzip(&[], 6));
         gz.extend([0u8; 700]);
@@ -1154,6 +1244,47 @@ mod tests {
         }
     }
 
+    /// The kernel's readahead sends the next piece of a file while the
+    /// previous one is still being inflated on another thread: that read
+    /// waits for the inflater instead of starting over from a checkpoint.
+    #[test]
+    fn a_read_right_after_one_in_progress_waits_for_its_inflater() {
+        let data = Arc::new(semi_compressible(12 << 20, 10));
+        let (_f, file, len) = temp(&gzip(&data, 1));
+        let index = index(&file, len, SPACING, &data).expect("index");
+        let counter = Arc::new(DecodeCounter::default());
+        let access = Arc::new(GzipAccess {
+            file,
+            file_len: len,
+            index,
+            parking: Mutex::new(Parking::default()),
+            returned: Condvar::new(),
+            counter: Arc::clone(&counter),
+        });
+        const PIECE: usize = 128 * 1024;
+        const LONG: usize = 4 << 20;
+        let mut buf = vec![0; PIECE];
+        access.read_exact_at(0, &mut buf).expect("first piece");
+        let first = {
+            let (access, data) = (Arc::clone(&access), Arc::clone(&data));
+            std::thread::spawn(move || {
+                let mut buf = vec![0; LONG];
+                access.read_exact_at(PIECE as u64, &mut buf).expect("read");
+                assert!(buf[..] == data[PIECE..PIECE + LONG]);
+            })
+        };
+        // Once the long read is under way (or already done), the next piece
+        // continues its inflater either way.
+        while access.lock().busy.is_empty() && !first.is_finished() {
+            std::thread::yield_now();
+        }
+        let next = (PIECE + LONG) as u64;
+        access.read_exact_at(next, &mut buf).expect("next piece");
+        assert!(buf[..] == data[next as usize..next as usize + PIECE]);
+        first.join().expect("thread");
+        assert_eq!(counter.get(), (PIECE + LONG + PIECE) as u64);
+    }
+
     #[test]
     fn index_encoding_round_trips_and_garbage_is_refused() {
         let data = semi_compressible(1 << 20, 8);
@@ -1245,7 +1376,6 @@ mod tests {
     #[test]
     #[ignore]
     fn gzip_bench() {
-        use std::time::Instant;
         let Some(path) = std::env::var_os("LAYERFS_GZIP_BENCH") else {
             eprintln!("set LAYERFS_GZIP_BENCH to a .gz file");
             return;
