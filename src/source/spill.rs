@@ -10,7 +10,9 @@
 //! decoder only runs up to the highest offset asked for so far (the
 //! *watermark*), rounded up to [`FILL_CHUNK`]; reads below the watermark are
 //! `pread`s of the file and never wait for the decoder, reads above it take
-//! the segment's lock and extend the fill. Every byte is therefore
+//! the segment's lock and extend the fill (or, if another read is already
+//! filling, wait only until the watermark passes what they need). Every
+//! byte is therefore
 //! decompressed at most once per mount, and memory holds one decoder per
 //! segment being filled, never the data.
 //!
@@ -28,7 +30,8 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::time::Duration;
 
 use super::access::{Access, DecodeCounter};
 
@@ -89,6 +92,18 @@ struct Segment {
     /// raised, by the filler holding `filler`, after the bytes are written.
     filled: AtomicU64,
     filler: Mutex<Filler>,
+    /// Signalled (under `progress`) whenever `filled` rises or a fill
+    /// ends, so a reader waiting for bytes another read is decoding gets
+    /// them as soon as they are written, not when that fill is done.
+    progress: Mutex<()>,
+    advanced: Condvar,
+}
+
+impl Segment {
+    fn signal(&self) {
+        let _progress = lock(&self.progress);
+        self.advanced.notify_all();
+    }
 }
 
 #[derive(Default)]
@@ -143,6 +158,8 @@ impl SpillCache {
                     spec,
                     filled: AtomicU64::new(0),
                     filler: Mutex::new(Filler::default()),
+                    progress: Mutex::new(()),
+                    advanced: Condvar::new(),
                 })
                 .collect(),
             open,
@@ -161,7 +178,9 @@ impl SpillCache {
         let rel = offset
             .checked_sub(segment.spec.start)
             .ok_or_else(|| io::Error::other("read before its spill segment"))?;
-        let need = rel + buf.len() as u64;
+        let need = rel
+            .checked_add(buf.len() as u64)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
         if need > segment.filled.load(Ordering::Acquire) {
             self.fill(seg, segment, need)?;
         }
@@ -173,20 +192,39 @@ impl SpillCache {
             .map_err(|e| SpillError::wrap(&self.dir, e))
     }
 
-    /// Decodes segment `seg` at least up to `need` bytes from its start.
+    /// Decodes segment `seg` at least up to `need` bytes from its start,
+    /// or waits for the read already decoding it to get there.
     fn fill(&self, seg: usize, segment: &Segment, need: u64) -> io::Result<()> {
-        let kept = {
-            let mut filler = lock(&segment.filler);
+        loop {
+            let mut filler = match segment.filler.try_lock() {
+                Ok(filler) => filler,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    let progress = lock(&segment.progress);
+                    if need <= segment.filled.load(Ordering::Acquire) {
+                        return Ok(());
+                    }
+                    // The timeout only bounds a missed race with a fill
+                    // that ended between `try_lock` and here.
+                    let _ = segment
+                        .advanced
+                        .wait_timeout(progress, Duration::from_millis(50));
+                    if need <= segment.filled.load(Ordering::Acquire) {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
             let result = self.fill_locked(segment, &mut filler, need);
             let kept = filler.decoder.is_some();
             drop(filler);
+            segment.signal();
             result?;
-            kept
-        };
-        if kept {
-            self.note_live(seg);
+            if kept {
+                self.note_live(seg);
+            }
+            return Ok(());
         }
-        Ok(())
     }
 
     fn fill_locked(&self, segment: &Segment, filler: &mut Filler, need: u64) -> io::Result<()> {
@@ -240,10 +278,15 @@ impl SpillCache {
                 break;
             }
             self.counter.add(n as u64);
-            file.write_all_at(&buf[..n], spec.start + filled)
+            let at = spec
+                .start
+                .checked_add(filled)
+                .ok_or_else(|| io::Error::other("spill offset overflows"))?;
+            file.write_all_at(&buf[..n], at)
                 .map_err(|e| SpillError::wrap(&self.dir, e))?;
             filled += n as u64;
             segment.filled.store(filled, Ordering::Release);
+            segment.signal();
         }
         if !filler.ended && limit.is_none_or(|l| filled < l) {
             filler.decoder = Some(decoder);
@@ -379,6 +422,82 @@ mod tests {
             }
         });
         assert!(counter.get() <= data.len() as u64);
+    }
+
+    #[test]
+    fn filled_ranges_are_read_without_the_decoder_lock() {
+        let data = Arc::new(sample(3 * FILL_CHUNK as usize));
+        let dir = tempfile::tempdir().expect("dir");
+        let spill = SpillAccess::new(dir.path(), opener(Arc::clone(&data)), Arc::default());
+        let mut buf = vec![0u8; 1000];
+        spill
+            .read_exact_at(10, &mut buf)
+            .expect("fill the first chunk");
+        // Hold the decoder lock as a long fill would.
+        let _filling = lock(&spill.0.segments[0].filler);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut buf = vec![0u8; 5000];
+                let result = spill.read_exact_at(FILL_CHUNK - 5000, &mut buf);
+                tx.send((result.is_ok(), buf)).expect("send");
+            });
+            let (ok, buf) = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("a filled range waited for the decoder lock");
+            assert!(ok);
+            let off = FILL_CHUNK as usize - 5000;
+            assert_eq!(buf, data[off..off + 5000]);
+        });
+    }
+
+    /// Hands out `data` slowly, one chunk per `delay`.
+    struct Slow {
+        data: io::Cursor<Vec<u8>>,
+        delay: Duration,
+    }
+
+    impl Read for Slow {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(self.delay);
+            let n = buf.len().min(FILL_CHUNK as usize);
+            self.data.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn a_reader_behind_a_long_fill_does_not_wait_for_all_of_it() {
+        let data = Arc::new(sample(40 * FILL_CHUNK as usize));
+        let d = Arc::clone(&data);
+        let open: FrameOpener = Arc::new(move |_| {
+            Ok(Box::new(Slow {
+                data: io::Cursor::new(d.as_ref().clone()),
+                delay: Duration::from_millis(50),
+            }) as Box<_>)
+        });
+        let dir = tempfile::tempdir().expect("dir");
+        let spill = SpillAccess::new(dir.path(), open, Arc::default());
+        std::thread::scope(|s| {
+            // Two seconds of filling, to the end.
+            s.spawn(|| {
+                let mut buf = [0u8; 10];
+                spill
+                    .read_exact_at(data.len() as u64 - 10, &mut buf)
+                    .expect("far read");
+            });
+            std::thread::sleep(Duration::from_millis(120));
+            let started = std::time::Instant::now();
+            let mut buf = [0u8; 10];
+            spill
+                .read_exact_at(2 * FILL_CHUNK, &mut buf)
+                .expect("near read");
+            assert_eq!(buf[..], data[2 * FILL_CHUNK as usize..][..10]);
+            assert!(
+                started.elapsed() < Duration::from_millis(1000),
+                "waited {:?}",
+                started.elapsed()
+            );
+        });
     }
 
     #[test]

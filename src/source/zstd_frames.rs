@@ -244,6 +244,7 @@ mod tests {
                 panic!("not zstd")
             };
             let pass_time = started.elapsed();
+            let table = index.0.clone();
             let counter = Arc::new(DecodeCounter::default());
             let access = access(
                 file,
@@ -255,14 +256,18 @@ mod tests {
             .expect("access");
             let mut buf = [0u8; 4096];
             let mut times = Vec::new();
-            for _ in 0..201 {
-                let off = next();
+            let offsets: Vec<u64> = (0..201).map(|_| next()).collect();
+            for &off in &offsets {
                 let t = Instant::now();
                 access.read_exact_at(off, &mut buf).expect("read");
                 times.push(t.elapsed());
                 assert!(buf[..] == data[off as usize..off as usize + 4096]);
             }
             let first = times.remove(0);
+            println!(
+                "{name}: first read at {:.0}% of the stream",
+                offsets[0] as f64 * 100.0 / LEN as f64
+            );
             let (p50, p90, max) = percentiles(times);
             println!(
                 "{name}: {} MiB compressed, pass {pass_time:.2?}; first read {first:.2?}; \
@@ -270,6 +275,30 @@ mod tests {
                 bytes.len() >> 20,
                 counter.get() >> 20
             );
+            let fresh = super::access(
+                Arc::new(temp_file(bytes)),
+                bytes.len() as u64,
+                ZstdIndex::decode(&{
+                    let mut e = Vec::new();
+                    ZstdIndex(table.clone()).encode(&mut e);
+                    e
+                })
+                .expect("index"),
+                Arc::default(),
+                dir.path(),
+            )
+            .expect("access");
+            let mut piece = vec![0u8; 128 << 10];
+            let t = Instant::now();
+            for off in (0..LEN).step_by(piece.len()) {
+                fresh.read_exact_at(off as u64, &mut piece).expect("read");
+            }
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "{name}: fresh sequential read in 128 KiB pieces: {secs:.2}s, {:.0} MiB/s",
+                (LEN >> 20) as f64 / secs
+            );
+            drop(fresh);
             let mut all = vec![0u8; 1 << 20];
             for off in (0..LEN).step_by(1 << 20) {
                 access.read_exact_at(off as u64, &mut all).expect("fill");
