@@ -123,6 +123,7 @@ pub fn mount(request: &MountRequest) -> Result<(), AppError> {
         &request.layers,
         &StackOptions {
             cache: request.cache.open(),
+            spill_dir: None,
         },
     )?;
     log::info!(

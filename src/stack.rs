@@ -40,6 +40,11 @@ pub struct StackOptions {
     /// Where layer indexes are stored and looked up; `None`: index every
     /// layer every time.
     pub cache: Option<IndexCache>,
+    /// Where decompressed data of layers without resume points is spilled
+    /// (single-frame zstd, single-stream bzip2, ...); `None`: the index
+    /// cache's directory if there is one, else the system's temporary
+    /// directory (which may be RAM-backed).
+    pub spill_dir: Option<PathBuf>,
 }
 
 /// Where a layer's index came from.
@@ -67,10 +72,20 @@ impl Stack {
         if paths.is_empty() {
             return Err(StackError::NoLayers);
         }
+        let spill_dir = options
+            .spill_dir
+            .clone()
+            .or_else(|| options.cache.as_ref().map(|c| c.dir().to_path_buf()));
         let layers = paths
             .iter()
-            .map(|p| LayerSource::open(p))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|p| {
+                let mut layer = LayerSource::open(p)?;
+                if let Some(dir) = &spill_dir {
+                    layer.set_spill_dir(dir.clone());
+                }
+                Ok(layer)
+            })
+            .collect::<Result<Vec<_>, SourceError>>()?;
         let (indexes, origins): (Vec<_>, Vec<_>) = index_all(&layers, options.cache.as_ref())?
             .into_iter()
             .unzip();

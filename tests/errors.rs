@@ -70,17 +70,39 @@ fn layer_that_is_not_a_tar() {
 }
 
 #[test]
-fn xz_layer_is_unsupported() {
+fn xz_magic_then_garbage() {
     let mut bytes = vec![0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00];
     bytes.extend(std::iter::repeat_n(0x11, 2000));
     expect_bad_layer(&bytes);
 }
 
 #[test]
-fn bzip2_layer_is_unsupported() {
+fn bzip2_magic_then_garbage() {
     let mut bytes = b"BZh91AY&SY".to_vec();
     bytes.extend(std::iter::repeat_n(0x22, 2000));
     expect_bad_layer(&bytes);
+}
+
+#[test]
+fn lz4_magic_then_garbage() {
+    let mut bytes = vec![0x04, 0x22, 0x4d, 0x18, 0x64, 0x40];
+    bytes.extend(std::iter::repeat_n(0x33, 2000));
+    expect_bad_layer(&bytes);
+}
+
+#[test]
+fn lzma_layer_is_unsupported() {
+    let mut bytes = vec![0x5d, 0x00, 0x00, 0x80, 0x00];
+    bytes.extend(std::iter::repeat_n(0x44, 2000));
+    expect_bad_layer(&bytes);
+}
+
+#[test]
+fn bzip2_xz_and_lz4_streams_truncated() {
+    for codec in [Codec::XzMultiBlock, Codec::Lz4, Codec::Bzip2] {
+        let bytes = codec.encode(&sample_tar());
+        expect_bad_layer(&bytes[..bytes.len() / 2]);
+    }
 }
 
 #[test]

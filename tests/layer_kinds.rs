@@ -1,7 +1,8 @@
 //! Layer encodings, recognised by magic bytes alone: plain tar, gzip
 //! (including multi-member streams), zstd (including a leading skippable
-//! frame as pzstd writes), output of the real CLI compressors, and tall
-//! stacks.
+//! frame as pzstd writes), bzip2, xz and lz4 (each as one piece and as
+//! several independently decodable ones), output of the real CLI
+//! compressors, and tall stacks.
 
 mod common;
 
@@ -76,6 +77,36 @@ fn zstd_layers_with_leading_skippable_frame() {
 }
 
 #[test]
+fn bzip2_layers() {
+    check_codec(Codec::Bzip2);
+}
+
+#[test]
+fn bzip2_multi_stream_layers() {
+    check_codec(Codec::Bzip2MultiStream);
+}
+
+#[test]
+fn xz_layers() {
+    check_codec(Codec::Xz);
+}
+
+#[test]
+fn xz_multi_block_layers() {
+    check_codec(Codec::XzMultiBlock);
+}
+
+#[test]
+fn lz4_layers() {
+    check_codec(Codec::Lz4);
+}
+
+#[test]
+fn lz4_multi_frame_layers() {
+    check_codec(Codec::Lz4MultiFrame);
+}
+
+#[test]
 fn mixed_codecs_in_one_stack_and_misleading_file_names() {
     let (layers, expected) = sample_stack();
     let mut stack = Layers::new();
@@ -109,21 +140,36 @@ fn compress_with(tool: &str, args: &[&str], input: &Path, output: &Path) -> Path
 }
 
 #[test]
-fn layers_compressed_by_gzip_zstd_and_pzstd_cli() {
+fn layers_compressed_by_the_cli_compressors() {
     let (layers, expected) = sample_stack();
     let stack = Layers::new();
     let dir = stack.dir();
     let lower_tar = layers[0].write(dir, "lower.tar", Codec::Plain);
     let upper_tar = layers[1].write(dir, "upper.tar", Codec::Plain);
     // gzip -N records the file name and mtime in the gzip header (FNAME).
-    let variants: [(&str, &[&str]); 3] = [
+    // xz -T with a small block size writes several blocks and an index.
+    let variants: [(&str, &[&str]); 7] = [
         ("gzip", &["-c", "-N", "-9"]),
         ("zstd", &["-c", "-q", "-19"]),
         ("pzstd", &["-c", "-q", "-p", "2"]),
+        ("bzip2", &["-c", "-9"]),
+        ("xz", &["-c", "-6"]),
+        ("xz", &["-c", "-T2", "--block-size=65536"]),
+        ("lz4", &["-c", "-q", "-9"]),
     ];
-    for (tool, args) in variants {
-        let lower = compress_with(tool, args, &lower_tar, &dir.join(format!("{tool}-lower")));
-        let upper = compress_with(tool, args, &upper_tar, &dir.join(format!("{tool}-upper")));
+    for (n, (tool, args)) in variants.into_iter().enumerate() {
+        let lower = compress_with(
+            tool,
+            args,
+            &lower_tar,
+            &dir.join(format!("{n}-{tool}-lower")),
+        );
+        let upper = compress_with(
+            tool,
+            args,
+            &upper_tar,
+            &dir.join(format!("{n}-{tool}-upper")),
+        );
         let mount = Mount::new(&[lower, upper]);
         assert_tree(mount.path(), &expected);
     }

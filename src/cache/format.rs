@@ -578,7 +578,7 @@ pub(super) mod tests {
     }
 
     fn seek_indexes() -> Vec<SeekIndex> {
-        vec![SeekIndex::Plain, SeekIndex::Sequential(Default::default())]
+        vec![SeekIndex::Plain, SeekIndex::Gzip(Default::default())]
     }
 
     #[test]

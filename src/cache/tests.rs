@@ -52,7 +52,7 @@ fn stored_indexes_load_back_exactly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = cache_in(dir.path(), DEFAULT_MAX_BYTES);
     let index = every_kind();
-    for (n, seek) in [SeekIndex::Plain, SeekIndex::Sequential(Default::default())]
+    for (n, seek) in [SeekIndex::Plain, SeekIndex::Gzip(Default::default())]
         .into_iter()
         .enumerate()
     {

@@ -11,6 +11,12 @@ pub enum Codec {
     Gzip,
     /// zstd, one frame or several, possibly led by skippable frames (pzstd).
     Zstd,
+    /// bzip2, one stream or several concatenated (pbzip2).
+    Bzip2,
+    /// xz, one stream or several, of one block or many (`xz -T`, pixz).
+    Xz,
+    /// lz4 frame format, one frame or several.
+    Lz4,
 }
 
 impl Codec {
@@ -20,6 +26,9 @@ impl Codec {
             Codec::Plain => "tar",
             Codec::Gzip => "gzip",
             Codec::Zstd => "zstd",
+            Codec::Bzip2 => "bzip2",
+            Codec::Xz => "xz",
+            Codec::Lz4 => "lz4",
         }
     }
 }
@@ -52,9 +61,9 @@ pub(crate) fn sniff(head: &[u8]) -> Sniffed {
         // zstd skippable frames (magic 0x184D2A50..=0x184D2A5F, little-endian),
         // which pzstd and the seekable format put in front of the data frames.
         [b0, 0x2a, 0x4d, 0x18, ..] if b0 & 0xf0 == 0x50 => Sniffed::Known(Codec::Zstd),
-        [b'B', b'Z', b'h', ..] => Sniffed::Unsupported("bzip2"),
-        [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => Sniffed::Unsupported("xz"),
-        [0x04, 0x22, 0x4d, 0x18, ..] => Sniffed::Unsupported("lz4"),
+        [b'B', b'Z', b'h', ..] => Sniffed::Known(Codec::Bzip2),
+        [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => Sniffed::Known(Codec::Xz),
+        [0x04, 0x22, 0x4d, 0x18, ..] => Sniffed::Known(Codec::Lz4),
         [0x5d, 0x00, 0x00, ..] => Sniffed::Unsupported("lzma"),
         [0x1f, 0x9d, ..] => Sniffed::Unsupported("compress (.Z)"),
         _ => Sniffed::Known(Codec::Plain),
@@ -80,14 +89,16 @@ mod tests {
             sniff(&[0x5e, 0x2a, 0x4d, 0x18]),
             Sniffed::Known(Codec::Zstd)
         );
-        assert_eq!(sniff(b"BZh91AY"), Sniffed::Unsupported("bzip2"));
+        assert_eq!(sniff(b"BZh91AY"), Sniffed::Known(Codec::Bzip2));
         assert_eq!(
             sniff(&[0xfd, b'7', b'z', b'X', b'Z', 0]),
-            Sniffed::Unsupported("xz")
+            Sniffed::Known(Codec::Xz)
         );
+        assert_eq!(sniff(&[0x04, 0x22, 0x4d, 0x18]), Sniffed::Known(Codec::Lz4));
+        assert_eq!(sniff(&[0x5d, 0, 0, 0x80]), Sniffed::Unsupported("lzma"));
         assert_eq!(
-            sniff(&[0x04, 0x22, 0x4d, 0x18]),
-            Sniffed::Unsupported("lz4")
+            sniff(&[0x1f, 0x9d, 0x90]),
+            Sniffed::Unsupported("compress (.Z)")
         );
     }
 

@@ -7,19 +7,27 @@
 //! module knows whether a layer is compressed.
 
 mod access;
+mod bzip2_streams;
 mod codec;
+mod frames;
 mod gzip;
+mod lz4_frames;
 mod positioned;
 mod reader;
 mod seek;
-mod sequential;
+mod spill;
+#[cfg(test)]
+mod test_support;
+mod xz_blocks;
 mod zlib;
+mod zstd_frames;
 
 pub use access::DecodeCounter;
 pub use codec::Codec;
 pub use gzip::GzipIndex;
 pub use reader::{IndexPass, LayerSource};
 pub use seek::{SeekDecodeError, SeekIndex};
+pub use spill::SpillError;
 
 use std::io::{self, Read};
 use std::path::PathBuf;
@@ -46,7 +54,7 @@ pub enum SourceError {
         source: io::Error,
     },
     /// The file is compressed with a codec layerfs cannot read.
-    #[error("{path}: {codec} compression is not supported (layerfs reads plain tar, gzip and zstd layers)")]
+    #[error("{path}: {codec} compression is not supported (layerfs reads plain tar, gzip, zstd, bzip2, xz and lz4 layers)")]
     UnsupportedCodec {
         /// The layer file.
         path: PathBuf,
@@ -76,6 +84,15 @@ pub enum SourceError {
     NotIndexed {
         /// The layer file.
         path: PathBuf,
+    },
+    /// The on-disk cache of decompressed data failed (directory not
+    /// writable, disk full): the layer itself is fine.
+    #[error("{path}: {source}")]
+    Cache {
+        /// The layer file.
+        path: PathBuf,
+        /// What failed, naming the cache directory.
+        source: io::Error,
     },
     /// Decompression failed while reading.
     #[error("{path}: {codec} stream is corrupt near decompressed offset {offset}: {source}")]

@@ -11,8 +11,8 @@ use super::codec::{sniff, Codec, Sniffed};
 use super::gzip;
 use super::positioned::PositionedReader;
 use super::seek::SeekIndex;
-use super::sequential::{SequentialAccess, SequentialPass};
-use super::{SourceError, Stream};
+use super::{bzip2_streams, lz4_frames, xz_blocks, zstd_frames};
+use super::{SourceError, SpillError, Stream};
 
 /// Read size from the compressed file.
 const INPUT_BUFFER: usize = 256 * 1024;
@@ -32,6 +32,8 @@ pub struct LayerSource {
     file_len: u64,
     access: OnceLock<Box<dyn Access>>,
     counter: Arc<DecodeCounter>,
+    /// Where decompressed bytes of layers without resume points are cached.
+    spill_dir: PathBuf,
 }
 
 impl LayerSource {
@@ -67,7 +69,16 @@ impl LayerSource {
             file_len: meta.len(),
             access: OnceLock::new(),
             counter: Arc::new(DecodeCounter::default()),
+            spill_dir: absolute(std::env::temp_dir()),
         })
+    }
+
+    /// Sets the directory for the on-disk cache of decompressed data that
+    /// layers without resume points are read through (default: the
+    /// system's temporary directory). Takes effect at [`LayerSource::attach`].
+    /// A relative path is resolved now: a daemon may change directory later.
+    pub fn set_spill_dir(&mut self, dir: PathBuf) {
+        self.spill_dir = absolute(dir);
     }
 
     /// The layer file's path, as given.
@@ -105,7 +116,22 @@ impl LayerSource {
                 Arc::clone(&self.file),
                 self.file_len,
             ))),
-            _ => IndexPass(Pass::Decoding(Box::new(SequentialPass(self.decoder())))),
+            Codec::Zstd => IndexPass(Pass::Decoding(zstd_frames::index_pass(
+                Arc::clone(&self.file),
+                self.file_len,
+            ))),
+            Codec::Bzip2 => IndexPass(Pass::Decoding(bzip2_streams::index_pass(
+                Arc::clone(&self.file),
+                self.file_len,
+            ))),
+            Codec::Xz => IndexPass(Pass::Decoding(xz_blocks::index_pass(
+                Arc::clone(&self.file),
+                self.file_len,
+            ))),
+            Codec::Lz4 => IndexPass(Pass::Decoding(lz4_frames::index_pass(
+                Arc::clone(&self.file),
+                self.file_len,
+            ))),
         }
     }
 
@@ -124,14 +150,34 @@ impl LayerSource {
                 path: self.path.clone(),
                 source,
             })?,
-            (Codec::Gzip | Codec::Zstd, SeekIndex::Sequential(_)) => {
-                let file = Arc::clone(&self.file);
-                let (codec, file_len) = (self.codec, self.file_len);
-                Box::new(SequentialAccess::new(
-                    Box::new(move || decoder(codec, &file, file_len)),
-                    Arc::clone(&self.counter),
-                ))
-            }
+            (Codec::Zstd, SeekIndex::Zstd(index)) => self.framed(zstd_frames::access(
+                Arc::clone(&self.file),
+                self.file_len,
+                index,
+                Arc::clone(&self.counter),
+                &self.spill_dir,
+            ))?,
+            (Codec::Bzip2, SeekIndex::Bzip2(index)) => self.framed(bzip2_streams::access(
+                Arc::clone(&self.file),
+                self.file_len,
+                index,
+                Arc::clone(&self.counter),
+                &self.spill_dir,
+            ))?,
+            (Codec::Xz, SeekIndex::Xz(index)) => self.framed(xz_blocks::access(
+                Arc::clone(&self.file),
+                self.file_len,
+                index,
+                Arc::clone(&self.counter),
+                &self.spill_dir,
+            ))?,
+            (Codec::Lz4, SeekIndex::Lz4(index)) => self.framed(lz4_frames::access(
+                Arc::clone(&self.file),
+                self.file_len,
+                index,
+                Arc::clone(&self.counter),
+                &self.spill_dir,
+            ))?,
             (codec, seek) => {
                 return Err(SourceError::NotALayer {
                     path: self.path.clone(),
@@ -141,6 +187,14 @@ impl LayerSource {
         };
         let _ = self.access.set(access);
         Ok(())
+    }
+
+    /// Names the layer in an error setting up a codec's access.
+    fn framed(&self, access: io::Result<Box<dyn Access>>) -> Result<Box<dyn Access>, SourceError> {
+        access.map_err(|source| SourceError::Io {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// Bytes decompressed by reads so far (the indexing pass not counted).
@@ -159,6 +213,12 @@ impl LayerSource {
         access
             .read_exact_at(offset, buf)
             .map_err(|e| match e.kind() {
+                _ if e.get_ref().is_some_and(|inner| inner.is::<SpillError>()) => {
+                    SourceError::Cache {
+                        path: self.path.clone(),
+                        source: e,
+                    }
+                }
                 io::ErrorKind::UnexpectedEof => self.past_end(offset, buf.len()),
                 _ if self.codec == Codec::Plain => SourceError::Io {
                     path: self.path.clone(),
@@ -176,10 +236,6 @@ impl LayerSource {
         }
     }
 
-    fn decoder(&self) -> Box<dyn Read + Send> {
-        decoder(self.codec, &self.file, self.file_len)
-    }
-
     fn past_end(&self, offset: u64, len: usize) -> SourceError {
         SourceError::PastEnd {
             path: self.path.clone(),
@@ -195,31 +251,6 @@ impl LayerSource {
             offset,
             source,
         }
-    }
-}
-
-/// A fresh decoder over the whole file, positioned at decompressed offset 0.
-fn decoder(codec: Codec, file: &Arc<File>, file_len: u64) -> Box<dyn Read + Send> {
-    let input = BufReader::with_capacity(
-        INPUT_BUFFER,
-        PositionedReader {
-            file: Arc::clone(file),
-            pos: 0,
-            len: file_len,
-        },
-    );
-    match codec {
-        Codec::Plain => Box::new(input),
-        Codec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-        Codec::Zstd => match zstd::stream::read::Decoder::with_buffer(input) {
-            Ok(mut decoder) => {
-                // Accept frames written with --long (windows up to 2 GiB);
-                // if the option is refused the default limit stays.
-                let _ = decoder.window_log_max(31);
-                Box::new(decoder)
-            }
-            Err(e) => Box::new(FailingReader(Some(e))),
-        },
     }
 }
 
@@ -280,6 +311,11 @@ impl Stream for IndexPass {
     }
 }
 
+/// `dir` made absolute against the current directory, if it can be.
+fn absolute(dir: PathBuf) -> PathBuf {
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
 /// Reads as many bytes as the file has at `offset`, up to `buf.len()`.
 fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut filled = 0;
@@ -314,19 +350,6 @@ impl Stream for PlainStream {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "skip too large"))?;
         self.inner.seek_relative(delta)?;
         Ok(n)
-    }
-}
-
-/// Stands in for a decoder that could not be created, so the error surfaces
-/// on first read with the layer's name attached.
-struct FailingReader(Option<io::Error>);
-
-impl Read for FailingReader {
-    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
-        Err(self
-            .0
-            .take()
-            .unwrap_or_else(|| io::Error::other("decoder could not be created")))
     }
 }
 
@@ -414,6 +437,57 @@ mod tests {
     }
 
     #[test]
+    fn bzip2_xz_and_lz4_read_the_same_bytes() {
+        let data = sample(300_000);
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(&data).expect("bzip2");
+        let bz = write_temp(&bz.finish().expect("bzip2"));
+        let mut xz = Vec::new();
+        liblzma::read::XzEncoder::new(&data[..], 1)
+            .read_to_end(&mut xz)
+            .expect("xz");
+        let xz = write_temp(&xz);
+        let mut lz = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        lz.write_all(&data).expect("lz4");
+        let lz = write_temp(&lz.finish().expect("lz4"));
+        for (file, codec) in [(&bz, Codec::Bzip2), (&xz, Codec::Xz), (&lz, Codec::Lz4)] {
+            let src = LayerSource::open(file.path()).expect("open");
+            assert_eq!(src.codec(), codec);
+            let mut all = Vec::new();
+            let mut pass = src.index_pass();
+            pass.read_to_end(&mut all).expect("stream");
+            assert_eq!(all, data, "{codec}");
+            src.attach(pass.finish().expect("seek index"))
+                .expect("attach");
+            check_random_reads(&src, &data);
+        }
+    }
+
+    #[test]
+    fn an_unusable_spill_dir_fails_reads_naming_it() {
+        let data = sample(100_000);
+        let zst = write_temp(&zstd::encode_all(&data[..], 3).expect("zstd"));
+        let mut src = LayerSource::open(zst.path()).expect("open");
+        let dir = tempfile::tempdir().expect("dir");
+        // A regular file where the directory should be.
+        let not_a_dir = dir.path().join("cache");
+        std::fs::write(&not_a_dir, b"").expect("file");
+        src.set_spill_dir(not_a_dir.clone());
+        let mut pass = src.index_pass();
+        io::copy(&mut pass, &mut io::sink()).expect("stream");
+        src.attach(pass.finish().expect("seek index"))
+            .expect("attach");
+        let mut buf = [0u8; 10];
+        let err = src.read_exact_at(50_000, &mut buf).expect_err("no cache");
+        assert!(matches!(err, SourceError::Cache { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&not_a_dir.display().to_string()), "{msg}");
+        assert!(msg.contains(&zst.path().display().to_string()), "{msg}");
+        // Later reads fail the same way, never panic or hang.
+        assert!(src.read_exact_at(0, &mut buf).is_err());
+    }
+
+    #[test]
     fn plain_stream_skips_by_seeking() {
         let data = sample(10_000);
         let file = write_temp(&data);
@@ -429,10 +503,11 @@ mod tests {
 
     #[test]
     fn unsupported_codecs_and_directories_are_refused() {
-        let xz = write_temp(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0, 0]);
-        let err = LayerSource::open(xz.path()).expect_err("xz refused");
+        let lzma = write_temp(&[0x5d, 0, 0, 0x80, 0, 0xff, 0xff, 0xff]);
+        let err = LayerSource::open(lzma.path()).expect_err("lzma refused");
         assert!(
-            err.to_string().contains("xz compression is not supported"),
+            err.to_string()
+                .contains("lzma compression is not supported"),
             "{err}"
         );
         let dir = tempfile::tempdir().expect("dir");

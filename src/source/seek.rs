@@ -1,8 +1,11 @@
 //! What the indexing pass learns about a layer's compression, so that later
 //! reads can start near the bytes they want instead of at the start.
 
+use super::bzip2_streams::Bzip2Index;
 use super::gzip::GzipIndex;
-use super::sequential::SequentialIndex;
+use super::lz4_frames::Lz4Index;
+use super::xz_blocks::XzIndex;
+use super::zstd_frames::ZstdIndex;
 
 /// A layer's random-access map, built during the indexing pass and stored
 /// with its tar index: a remount needs no pass over the layer.
@@ -10,10 +13,16 @@ use super::sequential::SequentialIndex;
 pub enum SeekIndex {
     /// A plain tar: decompressed offsets are file offsets.
     Plain,
-    /// A compressed stream read from its start (or a parked decoder).
-    Sequential(SequentialIndex),
     /// A gzip stream with checkpoints to resume inflating from.
     Gzip(GzipIndex),
+    /// zstd: where each frame starts.
+    Zstd(ZstdIndex),
+    /// bzip2: where each stream starts.
+    Bzip2(Bzip2Index),
+    /// xz: every block, from the streams' indexes.
+    Xz(XzIndex),
+    /// lz4: where each frame starts.
+    Lz4(Lz4Index),
 }
 
 /// Why a stored [`SeekIndex`] could not be decoded.
@@ -23,20 +32,36 @@ pub struct SeekDecodeError(pub &'static str);
 
 /// Format tags of the encoded variants.
 const TAG_PLAIN: u8 = 0;
-const TAG_SEQUENTIAL: u8 = 1;
+// Tag 1 was an early format's "read from the start"; it decodes as unknown.
 const TAG_GZIP: u8 = 2;
+const TAG_ZSTD: u8 = 3;
+const TAG_BZIP2: u8 = 4;
+const TAG_XZ: u8 = 5;
+const TAG_LZ4: u8 = 6;
 
 impl SeekIndex {
     /// Appends a self-describing encoding of this index to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             SeekIndex::Plain => out.push(TAG_PLAIN),
-            SeekIndex::Sequential(index) => {
-                out.push(TAG_SEQUENTIAL);
-                index.encode(out);
-            }
             SeekIndex::Gzip(index) => {
                 out.push(TAG_GZIP);
+                index.encode(out);
+            }
+            SeekIndex::Zstd(index) => {
+                out.push(TAG_ZSTD);
+                index.encode(out);
+            }
+            SeekIndex::Bzip2(index) => {
+                out.push(TAG_BZIP2);
+                index.encode(out);
+            }
+            SeekIndex::Xz(index) => {
+                out.push(TAG_XZ);
+                index.encode(out);
+            }
+            SeekIndex::Lz4(index) => {
+                out.push(TAG_LZ4);
                 index.encode(out);
             }
         }
@@ -46,10 +71,11 @@ impl SeekIndex {
     pub fn decode(bytes: &[u8]) -> Result<SeekIndex, SeekDecodeError> {
         match bytes.split_first() {
             Some((&TAG_PLAIN, [])) => Ok(SeekIndex::Plain),
-            Some((&TAG_SEQUENTIAL, rest)) => {
-                Ok(SeekIndex::Sequential(SequentialIndex::decode(rest)?))
-            }
             Some((&TAG_GZIP, rest)) => Ok(SeekIndex::Gzip(GzipIndex::decode(rest)?)),
+            Some((&TAG_ZSTD, rest)) => Ok(SeekIndex::Zstd(ZstdIndex::decode(rest)?)),
+            Some((&TAG_BZIP2, rest)) => Ok(SeekIndex::Bzip2(Bzip2Index::decode(rest)?)),
+            Some((&TAG_XZ, rest)) => Ok(SeekIndex::Xz(XzIndex::decode(rest)?)),
+            Some((&TAG_LZ4, rest)) => Ok(SeekIndex::Lz4(Lz4Index::decode(rest)?)),
             _ => Err(SeekDecodeError("unknown codec tag or trailing bytes")),
         }
     }
@@ -58,13 +84,38 @@ impl SeekIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::frames::{FrameStart, FrameTable};
+    use crate::source::xz_blocks::XzBlock;
 
     #[test]
     fn encodings_round_trip_and_garbage_is_refused() {
+        let frames = FrameTable {
+            frames: vec![
+                FrameStart { comp: 8, decomp: 0 },
+                FrameStart {
+                    comp: 90,
+                    decomp: 4000,
+                },
+            ],
+            end: 5000,
+        };
+        let xz = XzIndex {
+            blocks: vec![XzBlock {
+                header: 0,
+                comp: 12,
+                comp_end: 400,
+                decomp: 0,
+            }],
+            end: 1000,
+        };
         for index in [
             SeekIndex::Plain,
-            SeekIndex::Sequential(SequentialIndex),
             SeekIndex::Gzip(GzipIndex::default()),
+            SeekIndex::Zstd(ZstdIndex(frames.clone())),
+            SeekIndex::Bzip2(Bzip2Index(frames.clone())),
+            SeekIndex::Lz4(Lz4Index(frames)),
+            SeekIndex::Xz(xz),
+            SeekIndex::Xz(XzIndex::default()),
         ] {
             let mut bytes = Vec::new();
             index.encode(&mut bytes);
@@ -74,5 +125,9 @@ mod tests {
         assert!(SeekIndex::decode(&[99]).is_err());
         assert!(SeekIndex::decode(&[TAG_PLAIN, 1]).is_err());
         assert!(SeekIndex::decode(&[TAG_GZIP]).is_err());
+        for tag in [TAG_ZSTD, TAG_BZIP2, TAG_XZ, TAG_LZ4] {
+            assert!(SeekIndex::decode(&[tag]).is_err());
+            assert!(SeekIndex::decode(&[tag, 1, 2, 3]).is_err());
+        }
     }
 }

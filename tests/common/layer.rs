@@ -426,15 +426,33 @@ pub enum Codec {
     Zstd,
     /// A zstd skippable frame first, then two frames, as `pzstd` writes.
     ZstdSkippableFirst,
+    /// One bzip2 stream.
+    Bzip2,
+    /// Two bzip2 streams concatenated (as `pbzip2` writes).
+    Bzip2MultiStream,
+    /// One xz stream of one block (as `xz` without `-T` writes).
+    Xz,
+    /// One xz stream of 64 KiB blocks (as `xz -T` writes, smaller).
+    XzMultiBlock,
+    /// One lz4 frame (as `lz4` writes).
+    Lz4,
+    /// Two lz4 frames with a skippable frame between.
+    Lz4MultiFrame,
 }
 
 impl Codec {
-    pub const ALL: [Codec; 5] = [
+    pub const ALL: [Codec; 11] = [
         Codec::Plain,
         Codec::Gzip,
         Codec::GzipMultiMember,
         Codec::Zstd,
         Codec::ZstdSkippableFirst,
+        Codec::Bzip2,
+        Codec::Bzip2MultiStream,
+        Codec::Xz,
+        Codec::XzMultiBlock,
+        Codec::Lz4,
+        Codec::Lz4MultiFrame,
     ];
 
     pub fn encode(self, tar: &[u8]) -> Vec<u8> {
@@ -453,8 +471,58 @@ impl Codec {
                 ]
                 .concat()
             }
+            Codec::Bzip2 => bzip2(tar),
+            Codec::Bzip2MultiStream => [bzip2(&tar[..half]), bzip2(&tar[half..])].concat(),
+            Codec::Xz => xz_blocks(tar, usize::MAX),
+            Codec::XzMultiBlock => xz_blocks(tar, 64 * 1024),
+            Codec::Lz4 => lz4(tar),
+            Codec::Lz4MultiFrame => [
+                lz4(&tar[..half]),
+                zstd_skippable_frame(b"lz4 skips these too"),
+                lz4(&tar[half..]),
+            ]
+            .concat(),
         }
     }
+}
+
+pub fn bzip2(data: &[u8]) -> Vec<u8> {
+    let mut enc = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+pub fn lz4(data: &[u8]) -> Vec<u8> {
+    let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+/// One xz stream with a block per `block` bytes of input (a full flush
+/// ends a block).
+pub fn xz_blocks(data: &[u8], block: usize) -> Vec<u8> {
+    use liblzma::stream::{Action, Check, Status, Stream};
+    fn drive(stream: &mut Stream, mut input: &[u8], action: Action, out: &mut Vec<u8>) {
+        loop {
+            out.reserve(64 * 1024);
+            let before = stream.total_in();
+            let status = stream.process_vec(input, out, action).unwrap();
+            input = &input[(stream.total_in() - before) as usize..];
+            match action {
+                Action::Run if input.is_empty() => return,
+                _ if status == Status::StreamEnd => return,
+                _ => {}
+            }
+        }
+    }
+    let mut stream = Stream::new_easy_encoder(1, Check::Crc64).unwrap();
+    let mut out = Vec::new();
+    for chunk in data.chunks(block) {
+        drive(&mut stream, chunk, Action::Run, &mut out);
+        drive(&mut stream, &[], Action::FullFlush, &mut out);
+    }
+    drive(&mut stream, &[], Action::Finish, &mut out);
+    out
 }
 
 pub fn gzip(data: &[u8]) -> Vec<u8> {

@@ -1,0 +1,565 @@
+//! The on-disk cache of decompressed bytes, for streams (or single frames of
+//! a stream) that have no resume points inside them.
+//!
+//! Without resume points, a read at offset `n` must decompress everything
+//! before `n`; doing that per read makes random reads quadratic, and parked
+//! decoders only help reads that go forward. Instead each such *segment* of
+//! the decompressed stream gets one forward decoder that writes what it
+//! decodes into an unlinked temporary file, at the segment's decompressed
+//! offset (the file is sparse, so segments never touched cost no disk). The
+//! decoder only runs up to the highest offset asked for so far (the
+//! *watermark*), rounded up to [`FILL_CHUNK`]; reads below the watermark are
+//! `pread`s of the file and never wait for the decoder, reads above it take
+//! the segment's lock and extend the fill (or, if another read is already
+//! filling, wait only until the watermark passes what they need). Every
+//! byte is therefore
+//! decompressed at most once per mount, and memory holds one decoder per
+//! segment being filled, never the data.
+//!
+//! The file is read with `pread` rather than mapped: mapping it would need
+//! `unsafe` (a file others could truncate), and a `pread` of a page-cached
+//! range costs about as much as the `memcpy` FUSE makes anyway.
+//!
+//! If the cache directory cannot take the file (unwritable, disk full), the
+//! read fails with a [`SpillError`] naming the directory; nothing panics and
+//! the next read tries again.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::time::Duration;
+
+use super::access::{Access, DecodeCounter};
+
+/// How far a fill runs past the offset asked for: reads come in FUSE-sized
+/// pieces (128 KiB), so this saves a lock round per piece when reading
+/// forward, and bounds the decode buffer.
+const FILL_CHUNK: u64 = 1024 * 1024;
+
+/// At most this many segments keep a decoder between reads. A decoder holds
+/// its window (up to the frame's window size: 8 MiB for common zstd, xz and
+/// lz4 settings, more for `--long`), so an unbounded number of half-filled
+/// segments would hold unbounded memory. A segment whose decoder is dropped
+/// re-decodes its filled part if it is ever extended again.
+const LIVE_DECODERS: usize = 4;
+
+/// Makes a fresh decoder positioned at the start of frame `i` (a segment
+/// names the frame it starts at).
+pub(super) type FrameOpener = Arc<dyn Fn(usize) -> io::Result<Box<dyn Read + Send>> + Send + Sync>;
+
+/// A failure of the cache itself, not of the layer: the read error says
+/// which directory, so the operator knows what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("cache of decompressed data in {dir}: {source}")]
+pub struct SpillError {
+    /// The directory the cache file lives (or would live) in.
+    pub dir: PathBuf,
+    /// What the OS said.
+    #[source]
+    pub source: io::Error,
+}
+
+impl SpillError {
+    fn wrap(dir: &Path, source: io::Error) -> io::Error {
+        io::Error::new(
+            source.kind(),
+            SpillError {
+                dir: dir.to_path_buf(),
+                source,
+            },
+        )
+    }
+}
+
+/// One range of the decompressed stream, filled by its own forward decoder.
+pub(super) struct SegmentSpec {
+    /// The frame whose decoder fills it (see [`FrameOpener`]).
+    pub frame: usize,
+    /// Decompressed offset of its first byte.
+    pub start: u64,
+    /// Decompressed offset just past its last byte, if known; `None` runs
+    /// to the end of the stream.
+    pub end: Option<u64>,
+}
+
+struct Segment {
+    spec: SegmentSpec,
+    /// Bytes from `spec.start` that are in the file: the watermark. Only
+    /// raised, by the filler holding `filler`, after the bytes are written.
+    filled: AtomicU64,
+    filler: Mutex<Filler>,
+    /// Signalled (under `progress`) whenever `filled` rises or a fill
+    /// ends, so a reader waiting for bytes another read is decoding gets
+    /// them as soon as they are written, not when that fill is done.
+    progress: Mutex<()>,
+    advanced: Condvar,
+}
+
+impl Segment {
+    fn signal(&self) {
+        let _progress = lock(&self.progress);
+        self.advanced.notify_all();
+    }
+}
+
+#[derive(Default)]
+struct Filler {
+    /// Positioned at `filled`, when kept.
+    decoder: Option<Box<dyn Read + Send>>,
+    /// The stream ended at `filled`.
+    ended: bool,
+}
+
+/// The cache for a set of segments of one layer's decompressed stream.
+pub(super) struct SpillCache {
+    dir: PathBuf,
+    file: OnceLock<File>,
+    /// Serialises creating `file`.
+    creating: Mutex<()>,
+    segments: Vec<Segment>,
+    open: FrameOpener,
+    counter: Arc<DecodeCounter>,
+    /// Segments holding a decoder, least recently used first.
+    live: Mutex<Vec<usize>>,
+}
+
+impl fmt::Debug for SpillCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpillCache")
+            .field("dir", &self.dir)
+            .field("segments", &self.segments.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SpillCache {
+    /// A cache whose file will be created in `dir` on the first fill.
+    pub(super) fn new(
+        dir: &Path,
+        segments: Vec<SegmentSpec>,
+        open: FrameOpener,
+        counter: Arc<DecodeCounter>,
+    ) -> SpillCache {
+        SpillCache {
+            dir: dir.to_path_buf(),
+            file: OnceLock::new(),
+            creating: Mutex::new(()),
+            segments: segments
+                .into_iter()
+                .map(|spec| Segment {
+                    spec,
+                    filled: AtomicU64::new(0),
+                    filler: Mutex::new(Filler::default()),
+                    progress: Mutex::new(()),
+                    advanced: Condvar::new(),
+                })
+                .collect(),
+            open,
+            counter,
+            live: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Fills `buf` from decompressed offset `offset`, which must lie in
+    /// segment `seg` with `buf` not running past the segment's end.
+    pub(super) fn read(&self, seg: usize, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let segment = self
+            .segments
+            .get(seg)
+            .ok_or_else(|| io::Error::other("spill segment out of range"))?;
+        let rel = offset
+            .checked_sub(segment.spec.start)
+            .ok_or_else(|| io::Error::other("read before its spill segment"))?;
+        let need = rel
+            .checked_add(buf.len() as u64)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        if need > segment.filled.load(Ordering::Acquire) {
+            self.fill(seg, segment, need)?;
+        }
+        let file = self
+            .file
+            .get()
+            .ok_or_else(|| io::Error::other("spill file missing after a fill"))?;
+        file.read_exact_at(buf, offset)
+            .map_err(|e| SpillError::wrap(&self.dir, e))
+    }
+
+    /// Decodes segment `seg` at least up to `need` bytes from its start,
+    /// or waits for the read already decoding it to get there.
+    fn fill(&self, seg: usize, segment: &Segment, need: u64) -> io::Result<()> {
+        loop {
+            let mut filler = match segment.filler.try_lock() {
+                Ok(filler) => filler,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    let progress = lock(&segment.progress);
+                    if need <= segment.filled.load(Ordering::Acquire) {
+                        return Ok(());
+                    }
+                    // The timeout only bounds a missed race with a fill
+                    // that ended between `try_lock` and here.
+                    let _ = segment
+                        .advanced
+                        .wait_timeout(progress, Duration::from_millis(50));
+                    if need <= segment.filled.load(Ordering::Acquire) {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            let result = self.fill_locked(segment, &mut filler, need);
+            let kept = filler.decoder.is_some();
+            drop(filler);
+            segment.signal();
+            result?;
+            if kept {
+                self.note_live(seg);
+            }
+            return Ok(());
+        }
+    }
+
+    fn fill_locked(&self, segment: &Segment, filler: &mut Filler, need: u64) -> io::Result<()> {
+        let spec = &segment.spec;
+        // Only this lock's holder raises it, so it is stable here.
+        let mut filled = segment.filled.load(Ordering::Acquire);
+        if need <= filled {
+            return Ok(());
+        }
+        if filler.ended {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let limit = spec.end.map(|end| end.saturating_sub(spec.start));
+        if limit.is_some_and(|l| need > l) {
+            // Past the segment: a caller bug or a read past the stream's
+            // end. Either way, nothing to decode.
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let target = need
+            .div_ceil(FILL_CHUNK)
+            .saturating_mul(FILL_CHUNK)
+            .min(limit.unwrap_or(u64::MAX))
+            .max(need);
+        let file = self.file()?;
+        // Take the decoder out: if anything below fails it is dropped, and
+        // the next fill starts afresh rather than from an unknown position.
+        let mut decoder = match filler.decoder.take() {
+            Some(decoder) => decoder,
+            None => {
+                let mut decoder = (self.open)(spec.frame)?;
+                let skipped = super::frames::skip(&mut decoder, filled, &self.counter)?;
+                if skipped < filled {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                decoder
+            }
+        };
+        let chunk = usize::try_from((target - filled).min(FILL_CHUNK)).unwrap_or(1 << 20);
+        let mut buf = vec![0u8; chunk];
+        while filled < target {
+            let want = usize::try_from(target - filled)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = match decoder.read(&mut buf[..want]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                filler.ended = true;
+                break;
+            }
+            self.counter.add(n as u64);
+            let at = spec
+                .start
+                .checked_add(filled)
+                .ok_or_else(|| io::Error::other("spill offset overflows"))?;
+            file.write_all_at(&buf[..n], at)
+                .map_err(|e| SpillError::wrap(&self.dir, e))?;
+            filled += n as u64;
+            segment.filled.store(filled, Ordering::Release);
+            segment.signal();
+        }
+        if !filler.ended && limit.is_none_or(|l| filled < l) {
+            filler.decoder = Some(decoder);
+        }
+        if filled < need {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
+
+    /// The cache file, created on first use.
+    fn file(&self) -> io::Result<&File> {
+        if let Some(file) = self.file.get() {
+            return Ok(file);
+        }
+        let _creating = lock(&self.creating);
+        if let Some(file) = self.file.get() {
+            return Ok(file);
+        }
+        let file = tempfile::tempfile_in(&self.dir).map_err(|e| SpillError::wrap(&self.dir, e))?;
+        Ok(self.file.get_or_init(|| file))
+    }
+
+    /// Records that `seg` holds a decoder, and drops the decoder of the
+    /// least recently used other segment if too many do.
+    fn note_live(&self, seg: usize) {
+        let mut victims = Vec::new();
+        {
+            let mut live = lock(&self.live);
+            live.retain(|&s| s != seg);
+            live.push(seg);
+            while live.len() > LIVE_DECODERS {
+                victims.push(live.remove(0));
+            }
+        }
+        for victim in victims {
+            let Some(segment) = self.segments.get(victim) else {
+                continue;
+            };
+            // A busy segment is in use: leave it; it re-registers when done.
+            let filler = match segment.filler.try_lock() {
+                Ok(filler) => Some(filler),
+                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut filler) = filler {
+                filler.decoder = None;
+            }
+        }
+    }
+}
+
+/// A whole stream served from one spill segment: the access of codecs (or
+/// layers) with no resume points at all.
+#[derive(Debug)]
+pub(super) struct SpillAccess(SpillCache);
+
+impl SpillAccess {
+    /// Spills the stream that `open(0)` decodes from its start.
+    pub(super) fn new(dir: &Path, open: FrameOpener, counter: Arc<DecodeCounter>) -> SpillAccess {
+        SpillAccess(SpillCache::new(
+            dir,
+            vec![SegmentSpec {
+                frame: 0,
+                start: 0,
+                end: None,
+            }],
+            open,
+            counter,
+        ))
+    }
+}
+
+impl Access for SpillAccess {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.0.read(0, offset, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 253) as u8).collect()
+    }
+
+    fn opener(data: Arc<Vec<u8>>) -> FrameOpener {
+        Arc::new(move |_| Ok(Box::new(io::Cursor::new(data.as_ref().clone())) as Box<_>))
+    }
+
+    #[test]
+    fn reads_everywhere_and_decodes_each_byte_once() {
+        let data = Arc::new(sample(3 * FILL_CHUNK as usize + 12_345));
+        let counter = Arc::new(DecodeCounter::default());
+        let dir = tempfile::tempdir().expect("dir");
+        let spill = SpillAccess::new(dir.path(), opener(Arc::clone(&data)), Arc::clone(&counter));
+        for pass in 0..2 {
+            for (off, len) in [(2_500_000usize, 4096usize), (5, 10), (0, 100_000)] {
+                let mut buf = vec![0; len];
+                spill.read_exact_at(off as u64, &mut buf).expect("read");
+                assert_eq!(buf, data[off..off + len], "pass {pass} offset {off}");
+            }
+            let mut all = vec![0; data.len()];
+            spill.read_exact_at(0, &mut all).expect("read all");
+            assert_eq!(all, *data);
+        }
+        assert_eq!(counter.get(), data.len() as u64);
+        let mut past = [0u8; 2];
+        let err = spill
+            .read_exact_at(data.len() as u64 - 1, &mut past)
+            .expect_err("past end");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn concurrent_readers_see_the_same_bytes() {
+        let data = Arc::new(sample(5 * FILL_CHUNK as usize));
+        let counter = Arc::new(DecodeCounter::default());
+        let dir = tempfile::tempdir().expect("dir");
+        let spill = SpillAccess::new(dir.path(), opener(Arc::clone(&data)), Arc::clone(&counter));
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (spill, data) = (&spill, &data);
+                s.spawn(move || {
+                    for i in 0..200u64 {
+                        let off = (i * 7919 + t * 104_729) * 97 % (data.len() as u64 - 5000);
+                        let mut buf = vec![0; 5000];
+                        spill.read_exact_at(off, &mut buf).expect("read");
+                        assert_eq!(buf, data[off as usize..off as usize + 5000]);
+                    }
+                });
+            }
+        });
+        assert!(counter.get() <= data.len() as u64);
+    }
+
+    #[test]
+    fn filled_ranges_are_read_without_the_decoder_lock() {
+        let data = Arc::new(sample(3 * FILL_CHUNK as usize));
+        let dir = tempfile::tempdir().expect("dir");
+        let spill = SpillAccess::new(dir.path(), opener(Arc::clone(&data)), Arc::default());
+        let mut buf = vec![0u8; 1000];
+        spill
+            .read_exact_at(10, &mut buf)
+            .expect("fill the first chunk");
+        // Hold the decoder lock as a long fill would.
+        let _filling = lock(&spill.0.segments[0].filler);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut buf = vec![0u8; 5000];
+                let result = spill.read_exact_at(FILL_CHUNK - 5000, &mut buf);
+                tx.send((result.is_ok(), buf)).expect("send");
+            });
+            let (ok, buf) = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("a filled range waited for the decoder lock");
+            assert!(ok);
+            let off = FILL_CHUNK as usize - 5000;
+            assert_eq!(buf, data[off..off + 5000]);
+        });
+    }
+
+    /// Hands out `data` slowly, one chunk per `delay`.
+    struct Slow {
+        data: io::Cursor<Vec<u8>>,
+        delay: Duration,
+    }
+
+    impl Read for Slow {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(self.delay);
+            let n = buf.len().min(FILL_CHUNK as usize);
+            self.data.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn a_reader_behind_a_long_fill_does_not_wait_for_all_of_it() {
+        let data = Arc::new(sample(40 * FILL_CHUNK as usize));
+        let d = Arc::clone(&data);
+        let open: FrameOpener = Arc::new(move |_| {
+            Ok(Box::new(Slow {
+                data: io::Cursor::new(d.as_ref().clone()),
+                delay: Duration::from_millis(50),
+            }) as Box<_>)
+        });
+        let dir = tempfile::tempdir().expect("dir");
+        let spill = SpillAccess::new(dir.path(), open, Arc::default());
+        std::thread::scope(|s| {
+            // Two seconds of filling, to the end.
+            s.spawn(|| {
+                let mut buf = [0u8; 10];
+                spill
+                    .read_exact_at(data.len() as u64 - 10, &mut buf)
+                    .expect("far read");
+            });
+            std::thread::sleep(Duration::from_millis(120));
+            let started = std::time::Instant::now();
+            let mut buf = [0u8; 10];
+            spill
+                .read_exact_at(2 * FILL_CHUNK, &mut buf)
+                .expect("near read");
+            assert_eq!(buf[..], data[2 * FILL_CHUNK as usize..][..10]);
+            assert!(
+                started.elapsed() < Duration::from_millis(1000),
+                "waited {:?}",
+                started.elapsed()
+            );
+        });
+    }
+
+    #[test]
+    fn an_unusable_spill_dir_is_a_clear_read_error() {
+        let data = Arc::new(sample(1000));
+        let dir = tempfile::tempdir().expect("dir");
+        let missing = dir.path().join("no-such-dir");
+        let spill = SpillAccess::new(&missing, opener(data), Arc::default());
+        let mut buf = [0u8; 10];
+        let err = spill.read_exact_at(0, &mut buf).expect_err("no dir");
+        let inner = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<SpillError>())
+            .expect("a SpillError");
+        assert_eq!(inner.dir, missing);
+        assert!(err.to_string().contains("no-such-dir"), "{err}");
+    }
+
+    #[test]
+    fn segments_fill_independently_and_decoders_are_capped() {
+        // Eight segments a little over one fill chunk, each decoded from
+        // its own "frame".
+        let seg_len = FILL_CHUNK as usize + 50_000;
+        let data = Arc::new(sample(8 * seg_len));
+        let counter = Arc::new(DecodeCounter::default());
+        let d = Arc::clone(&data);
+        let open: FrameOpener =
+            Arc::new(move |i| Ok(Box::new(io::Cursor::new(d[i * seg_len..].to_vec())) as Box<_>));
+        let specs = (0..8)
+            .map(|i| SegmentSpec {
+                frame: i,
+                start: (i * seg_len) as u64,
+                end: Some(((i + 1) * seg_len) as u64),
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("dir");
+        let spill = SpillCache::new(dir.path(), specs, open, Arc::clone(&counter));
+        for i in (0..8).rev() {
+            let off = i * seg_len + 1000;
+            let mut buf = [0u8; 10];
+            spill.read(i, off as u64, &mut buf).expect("read");
+            assert_eq!(buf, data[off..off + 10]);
+        }
+        // One chunk per segment, each kept decoder parked at its chunk end.
+        assert_eq!(counter.get(), 8 * FILL_CHUNK);
+        assert_eq!(lock(&spill.live).len(), LIVE_DECODERS);
+        let kept = spill
+            .segments
+            .iter()
+            .filter(|s| lock(&s.filler).decoder.is_some())
+            .count();
+        assert_eq!(kept, LIVE_DECODERS);
+        // The tail of a segment whose decoder was kept needs no re-decoding.
+        let mut buf = [0u8; 10];
+        let off = seg_len - 10;
+        spill.read(0, off as u64, &mut buf).expect("read");
+        assert_eq!(buf, data[off..off + 10]);
+        assert_eq!(counter.get(), 8 * FILL_CHUNK + 50_000);
+        // One whose decoder was dropped re-decodes its filled part.
+        let off = 8 * seg_len - 10;
+        spill.read(7, off as u64, &mut buf).expect("read");
+        assert_eq!(buf, data[off..off + 10]);
+        assert_eq!(counter.get(), 8 * FILL_CHUNK + 50_000 + seg_len as u64);
+    }
+}

@@ -1,0 +1,61 @@
+//! Helpers for the codec tests of this module.
+
+use std::fs::File;
+use std::io::{self, Seek, Write};
+
+use super::access::Access;
+
+/// An unlinked temporary file holding `bytes`.
+pub(super) fn temp_file(bytes: &[u8]) -> File {
+    let mut file = tempfile::tempfile().expect("temp file");
+    file.write_all(bytes).expect("write");
+    file.rewind().expect("rewind");
+    file
+}
+
+/// `len` bytes that compress about 2:1 and never repeat, so that a byte
+/// read far from the start can only be right if it was decoded from there.
+pub(super) fn far_data(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            b'a' + (r >> 60) as u8
+        })
+        .collect()
+}
+
+/// Reads at pseudo-random offsets and lengths (many far from the start,
+/// some backwards, some at the very end) and compares with `data`; a read
+/// past the end must fail with `UnexpectedEof`.
+pub(super) fn check_random_reads(access: &dyn Access, data: &[u8]) {
+    let len = data.len() as u64;
+    let mut state = 12345u64;
+    let mut next = move |bound: u64| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % bound.max(1)
+    };
+    let mut cases = vec![(len - 1, 1), (0, 1), (len - 4096, 4096), (len / 2, 100)];
+    for _ in 0..40 {
+        let size = 1 + next(200_000.min(len));
+        cases.push((next(len - size + 1), size));
+    }
+    for (off, size) in cases {
+        let mut buf = vec![0u8; size as usize];
+        access.read_exact_at(off, &mut buf).expect("read");
+        assert!(
+            buf == data[off as usize..(off + size) as usize],
+            "wrong bytes at {off}+{size}"
+        );
+    }
+    let mut buf = [0u8; 8];
+    let err = access
+        .read_exact_at(len - 4, &mut buf)
+        .expect_err("read past the end");
+    assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+}

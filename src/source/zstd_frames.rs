@@ -1,0 +1,334 @@
+//! zstd random access through the frame table.
+//!
+//! Every zstd frame decodes on its own, so a layer written as several
+//! frames (pzstd, the seekable format, zstd:chunked) can be entered at any
+//! frame start. The indexing pass drives the low-level streaming decoder
+//! itself and notes the exact input position at which each frame ends
+//! (`decompress_stream` returns 0), so finding the frames costs nothing
+//! beyond the pass. Skippable frames produce no data and get no entry.
+//! A single-frame layer, or frames too long to decode per read, are served
+//! through the spill cache (see [`super::frames`]).
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
+
+use super::access::{Access, DecodeCounter, IndexingDecoder};
+use super::frames::{
+    FailedPass, FrameAccess, FramePolicy, FrameTable, Step, StepDecoder, StepPass,
+};
+use super::positioned::PositionedReader;
+use super::seek::{SeekDecodeError, SeekIndex};
+use super::spill::FrameOpener;
+
+/// Frames longer than this (decompressed) are spilled: at well over
+/// 1 GB/s, decoding up to half of one per cold read stays in the tens of
+/// milliseconds.
+const DIRECT_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Compressed input buffered per decoder opened for a read.
+const INPUT_BUFFER: usize = 128 * 1024;
+
+/// The frame table of a zstd layer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ZstdIndex(pub(super) FrameTable);
+
+impl ZstdIndex {
+    pub(super) fn encode(&self, out: &mut Vec<u8>) {
+        self.0.encode(out);
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Result<ZstdIndex, SeekDecodeError> {
+        FrameTable::decode(bytes).map(ZstdIndex)
+    }
+}
+
+/// `decompress_stream`, with windows up to 2 GiB (`--long=31`) accepted.
+struct ZstdStep(Decoder<'static>);
+
+impl StepDecoder for ZstdStep {
+    fn step(&mut self, input: &[u8], output: &mut [u8]) -> io::Result<Step> {
+        let mut input = InBuffer::around(input);
+        let mut output = OutBuffer::around(output);
+        let hint = self.0.run(&mut input, &mut output)?;
+        Ok(Step {
+            consumed: input.pos(),
+            produced: output.pos(),
+            // 0: the frame is complete and all of its output flushed.
+            frame_end: hint == 0,
+        })
+    }
+}
+
+fn new_decoder() -> io::Result<Decoder<'static>> {
+    let mut decoder = Decoder::new()?;
+    decoder.set_parameter(DParameter::WindowLogMax(31))?;
+    Ok(decoder)
+}
+
+/// The indexing pass: decodes the whole layer from its start, recording
+/// frames.
+pub(super) fn index_pass(file: Arc<File>, _file_len: u64) -> Box<dyn IndexingDecoder> {
+    match new_decoder() {
+        Ok(decoder) => Box::new(StepPass::new(file, ZstdStep(decoder), |table| {
+            SeekIndex::Zstd(ZstdIndex(table))
+        })),
+        Err(e) => Box::new(FailedPass(Some(e))),
+    }
+}
+
+/// A decoder over the file from compressed offset `comp`, running on
+/// through later frames (and over skippable ones).
+pub(super) fn decoder_at(
+    file: &Arc<File>,
+    file_len: u64,
+    comp: u64,
+) -> io::Result<Box<dyn Read + Send>> {
+    let input = BufReader::with_capacity(
+        INPUT_BUFFER,
+        PositionedReader {
+            file: Arc::clone(file),
+            pos: comp,
+            len: file_len,
+        },
+    );
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(input)?;
+    decoder.window_log_max(31)?;
+    Ok(Box::new(decoder))
+}
+
+/// Random access for a zstd layer indexed as `index`.
+pub(super) fn access(
+    file: Arc<File>,
+    file_len: u64,
+    index: ZstdIndex,
+    counter: Arc<DecodeCounter>,
+    spill_dir: &Path,
+) -> io::Result<Box<dyn Access>> {
+    let table = index.0;
+    let comps: Vec<u64> = table.frames.iter().map(|f| f.comp).collect();
+    let open: FrameOpener = Arc::new(move |i| {
+        let comp = comps
+            .get(i)
+            .copied()
+            .ok_or_else(|| io::Error::other("zstd frame out of range"))?;
+        decoder_at(&file, file_len, comp)
+    });
+    Ok(Box::new(FrameAccess::new(
+        table.starts(),
+        table.end,
+        open,
+        FramePolicy {
+            continues: true,
+            direct_limit: DIRECT_LIMIT,
+        },
+        spill_dir,
+        counter,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::test_support::*;
+
+    /// Pass over `bytes`, then random access with `dir` for spills.
+    fn indexed(
+        bytes: &[u8],
+        expect: &[u8],
+        dir: &Path,
+    ) -> (Box<dyn Access>, ZstdIndex, Arc<DecodeCounter>) {
+        let file = Arc::new(temp_file(bytes));
+        let len = bytes.len() as u64;
+        let mut pass = index_pass(Arc::clone(&file), len);
+        let mut all = Vec::new();
+        pass.read_to_end(&mut all).expect("pass");
+        assert_eq!(all, expect);
+        let SeekIndex::Zstd(index) = pass.finish().expect("finish") else {
+            panic!("not a zstd index")
+        };
+        let counter = Arc::new(DecodeCounter::default());
+        let access = access(file, len, index.clone(), Arc::clone(&counter), dir).expect("access");
+        (access, index, counter)
+    }
+
+    /// `data` as zstd frames of `chunk` bytes, led by a skippable frame.
+    fn multi_frame(data: &[u8], chunk: usize) -> Vec<u8> {
+        let mut out = vec![0x5f, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 9, 9, 9, 9];
+        for c in data.chunks(chunk) {
+            out.extend(zstd::encode_all(c, 1).expect("zstd"));
+        }
+        out
+    }
+
+    #[test]
+    fn multi_frame_table_and_random_reads() {
+        let data = far_data(1_000_000);
+        let bytes = multi_frame(&data, 100_000);
+        let dir = tempfile::tempdir().expect("dir");
+        let (access, index, _) = indexed(&bytes, &data, dir.path());
+        assert_eq!(index.0.frames.len(), 10);
+        assert_eq!(index.0.frames[0].comp, 12, "skippable frame skipped");
+        assert_eq!(index.0.frames[3].decomp, 300_000);
+        assert_eq!(index.0.end, data.len() as u64);
+        check_random_reads(access.as_ref(), &data);
+    }
+
+    #[test]
+    fn cold_read_near_the_end_decodes_at_most_one_frame() {
+        let data = far_data(2_000_000);
+        let frame = 200_000;
+        let bytes = multi_frame(&data, frame);
+        let dir = tempfile::tempdir().expect("dir");
+        let (access, _, counter) = indexed(&bytes, &data, dir.path());
+        let off = data.len() - 5000;
+        let mut buf = [0u8; 4096];
+        access.read_exact_at(off as u64, &mut buf).expect("read");
+        assert_eq!(buf, data[off..off + 4096]);
+        assert!(counter.get() <= (frame + 4096) as u64, "{}", counter.get());
+    }
+
+    #[test]
+    fn single_frame_is_spilled_and_decoded_once() {
+        let data = far_data(3_000_000);
+        let bytes = zstd::encode_all(&data[..], 3).expect("zstd");
+        let dir = tempfile::tempdir().expect("dir");
+        let (access, index, counter) = indexed(&bytes, &data, dir.path());
+        assert_eq!(index.0.frames.len(), 1);
+        check_random_reads(access.as_ref(), &data);
+        for _ in 0..2 {
+            let mut all = vec![0; data.len()];
+            access.read_exact_at(0, &mut all).expect("read all");
+            assert_eq!(all, data);
+        }
+        assert_eq!(counter.get(), data.len() as u64);
+    }
+
+    /// Cold random 4 KiB reads in a 1 GiB stream, multi-frame (4 MiB
+    /// frames, like pzstd) and single-frame. Run with
+    /// `cargo test --release --lib -- --ignored bench_ --nocapture`.
+    #[test]
+    #[ignore = "benchmark: writes ~1.5 GiB of temporary files"]
+    fn bench_cold_random_4k_reads() {
+        use std::time::{Duration, Instant};
+        const LEN: usize = 1 << 30;
+        const FRAME: usize = 4 << 20;
+        let data = far_data(LEN);
+        let mut multi = Vec::new();
+        for c in data.chunks(FRAME) {
+            multi.extend(zstd::bulk::compress(c, 1).expect("zstd"));
+        }
+        let single = zstd::stream::encode_all(&data[..], 1).expect("zstd");
+        let mut rng = 0x1234_5678u64;
+        let mut next = move || {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (rng >> 33) % (LEN as u64 - 4096)
+        };
+        let percentiles = |mut t: Vec<Duration>| {
+            t.sort();
+            (t[t.len() / 2], t[t.len() * 9 / 10], t[t.len() - 1])
+        };
+        let dir = tempfile::tempdir().expect("dir");
+        for (name, bytes) in [
+            ("multi-frame (4 MiB frames)", &multi),
+            ("single-frame", &single),
+        ] {
+            let file = Arc::new(temp_file(bytes));
+            let started = Instant::now();
+            let mut pass = index_pass(Arc::clone(&file), bytes.len() as u64);
+            io::copy(&mut pass, &mut io::sink()).expect("pass");
+            let SeekIndex::Zstd(index) = pass.finish().expect("finish") else {
+                panic!("not zstd")
+            };
+            let pass_time = started.elapsed();
+            let table = index.0.clone();
+            let counter = Arc::new(DecodeCounter::default());
+            let access = access(
+                file,
+                bytes.len() as u64,
+                index,
+                Arc::clone(&counter),
+                dir.path(),
+            )
+            .expect("access");
+            let mut buf = [0u8; 4096];
+            let mut times = Vec::new();
+            let offsets: Vec<u64> = (0..201).map(|_| next()).collect();
+            for &off in &offsets {
+                let t = Instant::now();
+                access.read_exact_at(off, &mut buf).expect("read");
+                times.push(t.elapsed());
+                assert!(buf[..] == data[off as usize..off as usize + 4096]);
+            }
+            let first = times.remove(0);
+            println!(
+                "{name}: first read at {:.0}% of the stream",
+                offsets[0] as f64 * 100.0 / LEN as f64
+            );
+            let (p50, p90, max) = percentiles(times);
+            println!(
+                "{name}: {} MiB compressed, pass {pass_time:.2?}; first read {first:.2?}; \
+                 next 200: p50 {p50:.2?} p90 {p90:.2?} max {max:.2?}; decoded {} MiB",
+                bytes.len() >> 20,
+                counter.get() >> 20
+            );
+            let fresh = super::access(
+                Arc::new(temp_file(bytes)),
+                bytes.len() as u64,
+                ZstdIndex::decode(&{
+                    let mut e = Vec::new();
+                    ZstdIndex(table.clone()).encode(&mut e);
+                    e
+                })
+                .expect("index"),
+                Arc::default(),
+                dir.path(),
+            )
+            .expect("access");
+            let mut piece = vec![0u8; 128 << 10];
+            let t = Instant::now();
+            for off in (0..LEN).step_by(piece.len()) {
+                fresh.read_exact_at(off as u64, &mut piece).expect("read");
+            }
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "{name}: fresh sequential read in 128 KiB pieces: {secs:.2}s, {:.0} MiB/s",
+                (LEN >> 20) as f64 / secs
+            );
+            drop(fresh);
+            let mut all = vec![0u8; 1 << 20];
+            for off in (0..LEN).step_by(1 << 20) {
+                access.read_exact_at(off as u64, &mut all).expect("fill");
+            }
+            let mut times = Vec::new();
+            for _ in 0..200 {
+                let off = next();
+                let t = Instant::now();
+                access.read_exact_at(off, &mut buf).expect("read");
+                times.push(t.elapsed());
+            }
+            let (p50, p90, max) = percentiles(times);
+            println!(
+                "{name}: after reading it all once: p50 {p50:.2?} p90 {p90:.2?} max {max:.2?}; \
+                 decoded {} MiB in total",
+                counter.get() >> 20
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_and_trailing_garbage_fail_the_pass() {
+        let data = far_data(300_000);
+        let bytes = multi_frame(&data, 100_000);
+        let cut = temp_file(&bytes[..bytes.len() - 10]);
+        let mut pass = index_pass(Arc::new(cut), 0);
+        assert!(io::copy(&mut pass, &mut io::sink()).is_err());
+        let mut junk = bytes.clone();
+        junk.extend_from_slice(b"not a frame");
+        let mut pass = index_pass(Arc::new(temp_file(&junk)), 0);
+        assert!(io::copy(&mut pass, &mut io::sink()).is_err());
+    }
+}
