@@ -1,100 +1,588 @@
-//! bzip2 random access through its streams.
+//! bzip2 random access through its blocks.
 //!
 //! A bzip2 file is one stream or several concatenated (pbzip2 writes one
-//! per 900 kB block); each stream decodes on its own and starts on a byte
-//! boundary, so the indexing pass records where each one starts, exactly as
-//! for zstd frames. The blocks inside one stream start at arbitrary *bit*
-//! offsets and carry no length, so they are not used: a single-stream file
-//! (`bzip2`, `lbzip2`) goes through the spill cache, as does any stream
-//! longer than [`DIRECT_LIMIT`] (bzip2 decodes at tens of MB/s).
+//! per 900 kB block). Inside a stream every block decodes on its own (the
+//! Burrows-Wheeler transform restarts per block) but starts at an arbitrary
+//! *bit* offset and records no length: a block is the 48-bit magic
+//! `0x314159265359`, its 32-bit CRC and Huffman-coded data, and is followed
+//! directly by the next block's magic or by the end-of-stream magic
+//! `0x177245385090`, the stream's combined CRC and zero padding to a byte.
+//!
+//! # Finding the blocks exactly
+//!
+//! The indexing pass does not use a streaming decoder: it decodes the file
+//! block by block itself, so each block's position is known by
+//! construction. A block starts where the previous one ended (the first
+//! right after the 4-byte `BZh1`..`BZh9` stream header). Its end is the
+//! first candidate after its start, a 48-bit block or end-of-stream magic at
+//! any bit offset, *at which the block decodes*: the pass builds a
+//! one-block stream from the block's bits up to that candidate (see
+//! [`one_block_stream`]) and decodes it. A magic that occurs by chance
+//! inside the block's compressed data (one chance in 2^48 per bit) cuts the
+//! Huffman data short, so the decoder runs out of input or reads the
+//! appended trailer as data and fails the block CRC; it is then rejected and
+//! the next candidate tried. A cut past the true end cannot be reached,
+//! since the true end is itself a candidate and comes first. Scanning for
+//! the magic alone would be wrong one time in 2^48 bits; decoding each
+//! candidate costs nothing extra, because the pass must decode every block
+//! anyway and hands out exactly that output. The block CRCs are folded into
+//! the stream's combined CRC and checked against the trailer, as the
+//! reference decoder does.
+//!
+//! A block's output is held whole until its CRC has been checked (a rejected
+//! candidate must not leak bytes): normally at most 900 kB, up to about
+//! 45 MB for a block of long runs (bzip2's initial run-length coding).
+//!
+//! # Reads
+//!
+//! Every block is a frame for [`FrameAccess`]: a read opens the block that
+//! covers its offset by building its one-block stream from the file (at
+//! most [`MAX_BLOCK_BYTES`] read, typically under 1 MB) and decoding it with
+//! the `bzip2` crate; the decoder is parked, so reading forward inside a
+//! block does not restart it. A cold read decodes at most one block before
+//! its bytes.
+//!
+//! Indexes stored before block tables existed hold only the stream table;
+//! they still work, through stream decoders and the spill cache as before.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Cursor, Read};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use bzip2::{Decompress, Status};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
-use super::frames::{FrameAccess, FramePolicy, FrameTable, Step, StepDecoder, StepPass};
+use super::frames::{FrameAccess, FramePolicy, FrameStart, FrameTable, MAX_FRAMES};
 use super::positioned::PositionedReader;
 use super::seek::{SeekDecodeError, SeekIndex};
 use super::spill::FrameOpener;
 
-/// Streams longer than this (decompressed) are spilled: pbzip2's 900 kB
-/// streams are decoded per read, a whole-file stream never.
+/// Streams longer than this (decompressed) are spilled, for indexes without
+/// a block table: pbzip2's 900 kB streams are decoded per read, a
+/// whole-file stream never.
 const DIRECT_LIMIT: u64 = 4 * 1024 * 1024;
 
-/// Compressed input buffered per decoder opened for a read.
+/// Compressed input buffered per stream decoder opened for a read.
 const INPUT_BUFFER: usize = 64 * 1024;
 
-/// The stream table of a bzip2 layer.
+/// The block magic, the first 48 bits of every block.
+const BLOCK_MAGIC: u64 = 0x3141_5926_5359;
+/// The end-of-stream magic, followed by the 32-bit combined CRC.
+const EOS_MAGIC: u64 = 0x1772_4538_5090;
+
+/// Longest compressed block accepted. A block holds at most 900,000
+/// symbols after the first run-length coding, coded in at most 20 bits
+/// each plus tables: under 2.3 MB, so 4 MiB is never hit by a valid file
+/// and bounds what one read loads.
+pub(super) const MAX_BLOCK_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Candidate ends tried per block before the pass gives up. Real data
+/// holds a chance magic about once per 2^48 bits; only a file crafted to
+/// hold many can reach this, and each try may decode up to a block.
+const MAX_CANDIDATES: usize = 16;
+
+/// File bytes read per refill of the pass's buffer.
+const PASS_CHUNK: usize = 1024 * 1024;
+
+/// One block: its bits in the file and where its output starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bzip2Block {
+    /// Bit offset of the block magic in the file.
+    pub bit: u64,
+    /// Bit offset just past the block (the next magic).
+    pub end_bit: u64,
+    /// Decompressed offset of the block's first byte.
+    pub decomp: u64,
+    /// The block size digit of its stream's header, `1..=9`.
+    pub level: u8,
+}
+
+/// The stream and block tables of a bzip2 layer. `blocks` is `None` for an
+/// index stored before block tables, or if the layer had more than
+/// [`MAX_FRAMES`] blocks; reads then go through the streams.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Bzip2Index(pub(super) FrameTable);
+pub struct Bzip2Index {
+    pub(super) streams: FrameTable,
+    pub(super) blocks: Option<Vec<Bzip2Block>>,
+}
+
+/// Bytes per encoded block.
+const BLOCK_ENCODED: usize = 25;
 
 impl Bzip2Index {
+    /// The stream table as [`FrameTable::encode`] writes it, then, if there
+    /// is a block table, its count and `(bit, end_bit, decomp)` as
+    /// little-endian u64s and the level byte per block.
     pub(super) fn encode(&self, out: &mut Vec<u8>) {
-        self.0.encode(out);
-    }
-
-    pub(super) fn decode(bytes: &[u8]) -> Result<Bzip2Index, SeekDecodeError> {
-        FrameTable::decode(bytes).map(Bzip2Index)
-    }
-}
-
-/// `BZ2_bzDecompress`, with a fresh stream after each stream end.
-struct Bzip2Step {
-    stream: Decompress,
-    ended: bool,
-}
-
-impl StepDecoder for Bzip2Step {
-    fn step(&mut self, input: &[u8], output: &mut [u8]) -> io::Result<Step> {
-        if self.ended {
-            if input.is_empty() {
-                return Ok(Step {
-                    consumed: 0,
-                    produced: 0,
-                    frame_end: false,
-                });
+        self.streams.encode(out);
+        if let Some(blocks) = &self.blocks {
+            out.extend_from_slice(&(blocks.len() as u64).to_le_bytes());
+            for b in blocks {
+                out.extend_from_slice(&b.bit.to_le_bytes());
+                out.extend_from_slice(&b.end_bit.to_le_bytes());
+                out.extend_from_slice(&b.decomp.to_le_bytes());
+                out.push(b.level);
             }
-            self.stream = Decompress::new(false);
-            self.ended = false;
         }
-        let (in_before, out_before) = (self.stream.total_in(), self.stream.total_out());
-        let status = self
-            .stream
-            .decompress(input, output)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let consumed = usize::try_from(self.stream.total_in() - in_before)
-            .map_err(|_| io::Error::other("bzip2 consumed more than it was given"))?;
-        let produced = usize::try_from(self.stream.total_out() - out_before)
-            .map_err(|_| io::Error::other("bzip2 produced more than it was given room for"))?;
-        let frame_end = match status {
-            Status::StreamEnd => {
-                self.ended = true;
-                true
-            }
-            Status::MemNeeded => return Err(io::ErrorKind::OutOfMemory.into()),
-            _ => false,
-        };
-        Ok(Step {
-            consumed,
-            produced,
-            frame_end,
+    }
+
+    /// Decodes what [`Bzip2Index::encode`] wrote, refusing malformed
+    /// tables: wrong lengths, blocks out of order or overlapping, a first
+    /// block not at offset 0, a block longer than [`MAX_BLOCK_BYTES`], a bad
+    /// level, blocks past the stream table's end.
+    pub(super) fn decode(bytes: &[u8]) -> Result<Bzip2Index, SeekDecodeError> {
+        let count = read_u64(bytes, 0).ok_or(SeekDecodeError("bzip2 table header missing"))?;
+        let streams_len = usize::try_from(count)
+            .ok()
+            .filter(|&c| c <= MAX_FRAMES)
+            .map(|c| 16 + 16 * c)
+            .filter(|&l| l <= bytes.len())
+            .ok_or(SeekDecodeError(
+                "bzip2 stream count does not match the table",
+            ))?;
+        let (head, rest) = bytes.split_at(streams_len);
+        let streams = FrameTable::decode(head)?;
+        if rest.is_empty() {
+            return Ok(Bzip2Index {
+                streams,
+                blocks: None,
+            });
+        }
+        let count = read_u64(rest, 0).ok_or(SeekDecodeError("bzip2 block count missing"))?;
+        let body = &rest[8..];
+        if usize::try_from(count).map_or(true, |c| {
+            c > MAX_FRAMES || c.checked_mul(BLOCK_ENCODED) != Some(body.len())
+        }) {
+            return Err(SeekDecodeError(
+                "bzip2 block count does not match the table",
+            ));
+        }
+        let blocks: Vec<Bzip2Block> = body
+            .chunks_exact(BLOCK_ENCODED)
+            .map(|c| Bzip2Block {
+                bit: read_u64(c, 0).unwrap_or(0),
+                end_bit: read_u64(c, 8).unwrap_or(0),
+                decomp: read_u64(c, 16).unwrap_or(0),
+                level: c[24],
+            })
+            .collect();
+        check_blocks(&blocks, &streams)?;
+        Ok(Bzip2Index {
+            streams,
+            blocks: Some(blocks),
         })
     }
 }
 
-/// The indexing pass: decodes every stream from the start, recording them.
-pub(super) fn index_pass(file: Arc<File>, _file_len: u64) -> Box<dyn IndexingDecoder> {
-    let step = Bzip2Step {
-        stream: Decompress::new(false),
-        ended: false,
-    };
-    Box::new(StepPass::new(file, step, |table| {
-        SeekIndex::Bzip2(Bzip2Index(table))
-    }))
+/// The little-endian u64 at `at`, if `bytes` holds it.
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let b: [u8; 8] = bytes.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+fn check_blocks(blocks: &[Bzip2Block], streams: &FrameTable) -> Result<(), SeekDecodeError> {
+    if blocks.is_empty() != streams.frames.is_empty() {
+        return Err(SeekDecodeError("bzip2 block and stream tables disagree"));
+    }
+    if blocks.first().is_some_and(|b| b.decomp != 0) {
+        return Err(SeekDecodeError("first bzip2 block not at offset 0"));
+    }
+    if blocks.iter().any(|b| {
+        !(1..=9).contains(&b.level) || b.end_bit <= b.bit || b.end_bit - b.bit > MAX_BLOCK_BYTES * 8
+    }) {
+        return Err(SeekDecodeError("bad bzip2 block"));
+    }
+    if blocks
+        .windows(2)
+        .any(|w| w[0].end_bit > w[1].bit || w[0].decomp >= w[1].decomp)
+    {
+        return Err(SeekDecodeError("bzip2 block offsets not ascending"));
+    }
+    if blocks.last().is_some_and(|b| b.decomp >= streams.end) {
+        return Err(SeekDecodeError("bzip2 table ends inside its last block"));
+    }
+    Ok(())
+}
+
+/// `n` bits (at most 64) of `bytes` from bit `bit`, most significant first;
+/// `None` past the end.
+fn bits(bytes: &[u8], bit: u64, n: u32) -> Option<u64> {
+    let mut v = 0u64;
+    for i in 0..u64::from(n) {
+        let p = bit.checked_add(i)?;
+        let byte = *bytes.get(usize::try_from(p / 8).ok()?)?;
+        v = (v << 1) | u64::from((byte >> (7 - p % 8)) & 1);
+    }
+    Some(v)
+}
+
+/// The eight bits of `bytes` from bit `p` (zeros past the end).
+fn byte_at(bytes: &[u8], p: u64) -> u8 {
+    let i = usize::try_from(p / 8).unwrap_or(usize::MAX);
+    let hi = u16::from(bytes.get(i).copied().unwrap_or(0));
+    let lo = u16::from(bytes.get(i.saturating_add(1)).copied().unwrap_or(0));
+    (((hi << 8) | lo) >> (8 - p % 8)) as u8
+}
+
+/// The first bit offset `p >= from` where a block or end-of-stream magic
+/// fits wholly in `bytes`.
+fn find_magic(bytes: &[u8], from: u64) -> Option<u64> {
+    let first = usize::try_from(from / 8).ok()?;
+    let mut acc = 0u64;
+    for (j, &b) in bytes.iter().enumerate().skip(first) {
+        acc = (acc << 8) | u64::from(b);
+        let end = (j as u64 + 1) * 8;
+        for s in (0..8u64).rev() {
+            let Some(start) = end.checked_sub(48 + s) else {
+                continue;
+            };
+            if start < from {
+                continue;
+            }
+            let v = (acc >> s) & ((1 << 48) - 1);
+            if v == BLOCK_MAGIC || v == EOS_MAGIC {
+                return Some(start);
+            }
+        }
+    }
+    None
+}
+
+/// Writes bits most significant first.
+struct BitWriter {
+    out: Vec<u8>,
+    acc: u64,
+    n: u32,
+}
+
+impl BitWriter {
+    /// Appends the low `n` (at most 56) bits of `v`.
+    fn put(&mut self, v: u64, n: u32) {
+        self.acc = (self.acc << n) | (v & ((1u64 << n) - 1));
+        self.n += n;
+        while self.n >= 8 {
+            self.out.push((self.acc >> (self.n - 8)) as u8);
+            self.n -= 8;
+        }
+    }
+}
+
+/// A standalone stream holding one block: `BZh` and `level`, the block's
+/// bits `[start, end)` of `src` realigned to a byte, the end-of-stream
+/// magic and, as the combined CRC of a one-block stream, the block's own
+/// CRC (the 32 bits after its magic), zero-padded to a byte. `None` if
+/// `src` does not hold those bits.
+fn one_block_stream(level: u8, src: &[u8], start: u64, end: u64) -> Option<Vec<u8>> {
+    let crc = bits(src, start.checked_add(48)?, 32)?;
+    if end.div_ceil(8) > src.len() as u64 || end < start {
+        return None;
+    }
+    let mut out = Vec::with_capacity(usize::try_from((end - start) / 8).ok()? + 16);
+    out.extend_from_slice(b"BZh");
+    out.push(b'0' + level);
+    let mut p = start;
+    while end - p >= 8 {
+        out.push(byte_at(src, p));
+        p += 8;
+    }
+    let mut w = BitWriter { out, acc: 0, n: 0 };
+    let rest = (end - p) as u32;
+    if rest > 0 {
+        w.put(u64::from(byte_at(src, p)) >> (8 - rest), rest);
+    }
+    w.put(EOS_MAGIC, 48);
+    w.put(crc, 32);
+    if w.n > 0 {
+        w.put(0, 8 - w.n);
+    }
+    Some(w.out)
+}
+
+/// Decodes a one-block stream into `out` (cleared first); false if it is
+/// not a whole valid stream.
+fn decode_one(stream: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let mut d = Decompress::new(false);
+    loop {
+        if out.capacity() - out.len() < 64 * 1024 {
+            out.reserve(1024 * 1024);
+        }
+        let (in_before, out_before) = (d.total_in(), d.total_out());
+        let Some(input) = usize::try_from(in_before)
+            .ok()
+            .and_then(|i| stream.get(i..))
+        else {
+            return false;
+        };
+        match d.decompress_vec(input, out) {
+            Ok(Status::StreamEnd) => return true,
+            Ok(_) if d.total_in() == in_before && d.total_out() == out_before => return false,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Where the pass is in the file.
+#[derive(Clone, Copy)]
+enum PassState {
+    /// At a byte boundary where a stream header or the file end is due.
+    StreamStart,
+    /// Inside a stream: a block or the end-of-stream magic is due.
+    InStream {
+        level: u8,
+        /// The combined CRC of the stream's blocks so far.
+        crc: u32,
+        /// The stream produced output and is in the stream table.
+        recorded: bool,
+    },
+    Done,
+}
+
+/// The indexing pass: decodes block by block (see the module docs).
+struct BlockPass {
+    file: Arc<File>,
+    file_len: u64,
+    /// File bytes from offset `base`.
+    buf: Vec<u8>,
+    base: u64,
+    /// Bit offset in the file of what is parsed next.
+    bit: u64,
+    state: PassState,
+    /// File offset of the current stream's header.
+    stream_comp: u64,
+    /// The last block's output, handed out from `out_pos`.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Bytes decoded (all handed out or in `out`).
+    decomp: u64,
+    streams: FrameTable,
+    /// `None` once there were too many blocks to record.
+    blocks: Option<Vec<Bzip2Block>>,
+}
+
+fn bad(msg: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+impl BlockPass {
+    /// Drops buffered bytes before file offset `byte`.
+    fn forget_before(&mut self, byte: u64) {
+        let k = usize::try_from(byte.saturating_sub(self.base))
+            .unwrap_or(usize::MAX)
+            .min(self.buf.len());
+        self.buf.drain(..k);
+        self.base += k as u64;
+    }
+
+    /// Reads up to `PASS_CHUNK` more bytes; false at the end of the file.
+    fn extend(&mut self) -> io::Result<bool> {
+        let at = self.base + self.buf.len() as u64;
+        let want = usize::try_from(self.file_len.saturating_sub(at))
+            .unwrap_or(usize::MAX)
+            .min(PASS_CHUNK);
+        if want == 0 {
+            return Ok(false);
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + want, 0);
+        let got = self.file.read_at(&mut self.buf[old..], at);
+        let got = match got {
+            Ok(n) => n,
+            Err(e) => {
+                self.buf.truncate(old);
+                return Err(e);
+            }
+        };
+        self.buf.truncate(old + got);
+        Ok(got > 0)
+    }
+
+    /// `n` bits from file bit `bit`, reading more of the file as needed.
+    fn file_bits(&mut self, bit: u64, n: u32) -> io::Result<u64> {
+        loop {
+            if let Some(v) = bit
+                .checked_sub(self.base * 8)
+                .and_then(|rel| bits(&self.buf, rel, n))
+            {
+                return Ok(v);
+            }
+            if !self.extend()? {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "bzip2 stream truncated",
+                ));
+            }
+        }
+    }
+
+    /// Finds where the block at `start` ends by decoding it, leaving its
+    /// output in `out`; returns the end's bit offset.
+    fn decode_block(&mut self, level: u8, start: u64) -> io::Result<u64> {
+        self.forget_before(start / 8);
+        let base_bits = self.base * 8;
+        let rel_start = start - base_bits;
+        // The CRC follows the magic: no candidate end before it.
+        let mut from = rel_start + 80;
+        let mut tried = 0;
+        loop {
+            let Some(cut) = find_magic(&self.buf, from) else {
+                let scanned = (self.buf.len() as u64 * 8).saturating_sub(47);
+                if (self.buf.len() as u64) > MAX_BLOCK_BYTES + 8 {
+                    return Err(bad("bzip2 block too long"));
+                }
+                if !self.extend()? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "bzip2 stream truncated inside a block",
+                    ));
+                }
+                from = from.max(scanned);
+                continue;
+            };
+            if cut - rel_start > MAX_BLOCK_BYTES * 8 {
+                return Err(bad("bzip2 block too long"));
+            }
+            tried += 1;
+            if tried > MAX_CANDIDATES {
+                return Err(bad("bzip2 block: too many false block magics"));
+            }
+            let stream = one_block_stream(level, &self.buf, rel_start, cut)
+                .ok_or_else(|| bad("bzip2 block out of the buffer"))?;
+            if decode_one(&stream, &mut self.out) {
+                return Ok(cut + base_bits);
+            }
+            from = cut + 1;
+        }
+    }
+
+    /// Decodes the next block with output into `out`; false at the end.
+    fn next_block(&mut self) -> io::Result<bool> {
+        loop {
+            match self.state {
+                PassState::Done => return Ok(false),
+                PassState::StreamStart => {
+                    let byte = self.bit / 8;
+                    if byte >= self.file_len {
+                        self.state = PassState::Done;
+                        continue;
+                    }
+                    let header = self.file_bits(self.bit, 32)?;
+                    let level = (header & 0xff) as u8;
+                    if header >> 8 != 0x42_5a_68 || !(b'1'..=b'9').contains(&level) {
+                        return Err(bad("not a bzip2 stream header"));
+                    }
+                    self.stream_comp = byte;
+                    self.state = PassState::InStream {
+                        level: level - b'0',
+                        crc: 0,
+                        recorded: false,
+                    };
+                    self.bit += 32;
+                }
+                PassState::InStream {
+                    level,
+                    crc,
+                    recorded,
+                } => {
+                    let magic = self.file_bits(self.bit, 48)?;
+                    let stored = self.file_bits(self.bit + 48, 32)? as u32;
+                    if magic == EOS_MAGIC {
+                        if stored != crc {
+                            return Err(bad("bzip2 stream CRC mismatch"));
+                        }
+                        self.bit = (self.bit + 80).div_ceil(8) * 8;
+                        self.state = PassState::StreamStart;
+                        continue;
+                    }
+                    if magic != BLOCK_MAGIC {
+                        return Err(bad("bzip2 block magic missing"));
+                    }
+                    let start = self.bit;
+                    let end = self.decode_block(level, start)?;
+                    self.bit = end;
+                    self.state = PassState::InStream {
+                        level,
+                        crc: crc.rotate_left(1) ^ stored,
+                        recorded: recorded || !self.out.is_empty(),
+                    };
+                    if self.out.is_empty() {
+                        continue;
+                    }
+                    if !recorded && self.streams.frames.len() < MAX_FRAMES {
+                        self.streams.frames.push(FrameStart {
+                            comp: self.stream_comp,
+                            decomp: self.decomp,
+                        });
+                    }
+                    if let Some(blocks) = &mut self.blocks {
+                        if blocks.len() < MAX_FRAMES {
+                            blocks.push(Bzip2Block {
+                                bit: start,
+                                end_bit: end,
+                                decomp: self.decomp,
+                                level,
+                            });
+                        } else {
+                            self.blocks = None;
+                        }
+                    }
+                    self.out_pos = 0;
+                    self.decomp += self.out.len() as u64;
+                    self.streams.end = self.decomp;
+                    return Ok(true);
+                }
+            }
+        }
+    }
+}
+
+impl Read for BlockPass {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.out_pos >= self.out.len() {
+            if !self.next_block()? {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.out.len() - self.out_pos);
+        buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
+        self.out_pos += n;
+        Ok(n)
+    }
+}
+
+impl IndexingDecoder for BlockPass {
+    fn finish(self: Box<Self>) -> io::Result<SeekIndex> {
+        // Every recorded block is wholly decoded, so reads may go to
+        // `decomp` even if the tar parser stopped inside the last block.
+        Ok(SeekIndex::Bzip2(Bzip2Index {
+            streams: self.streams,
+            blocks: self.blocks,
+        }))
+    }
+}
+
+/// The indexing pass: decodes every block from the start, recording them.
+pub(super) fn index_pass(file: Arc<File>, file_len: u64) -> Box<dyn IndexingDecoder> {
+    Box::new(BlockPass {
+        file,
+        file_len,
+        buf: Vec::new(),
+        base: 0,
+        bit: 0,
+        state: PassState::StreamStart,
+        stream_comp: 0,
+        out: Vec::new(),
+        out_pos: 0,
+        decomp: 0,
+        streams: FrameTable::default(),
+        blocks: Some(Vec::new()),
+    })
 }
 
 /// A decoder from compressed offset `comp` through every later stream.
@@ -111,6 +599,21 @@ pub(super) fn decoder_at(file: &Arc<File>, file_len: u64, comp: u64) -> Box<dyn 
     ))
 }
 
+/// A decoder of block `block` alone, from its one-block stream.
+fn block_decoder(file: &File, block: &Bzip2Block) -> io::Result<Box<dyn Read + Send>> {
+    let first = block.bit / 8;
+    let len = usize::try_from(block.end_bit.div_ceil(8) - first)
+        .map_err(|_| bad("bzip2 block too long"))?;
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, first)?;
+    let start = block.bit % 8;
+    let stream = one_block_stream(block.level, &bytes, start, block.end_bit - first * 8)
+        .ok_or_else(|| bad("bzip2 block out of range"))?;
+    Ok(Box::new(bzip2::bufread::BzDecoder::new(Cursor::new(
+        stream,
+    ))))
+}
+
 /// Random access for a bzip2 layer indexed as `index`.
 pub(super) fn access(
     file: Arc<File>,
@@ -119,7 +622,28 @@ pub(super) fn access(
     counter: Arc<DecodeCounter>,
     spill_dir: &Path,
 ) -> io::Result<Box<dyn Access>> {
-    let table = index.0;
+    let table = index.streams;
+    if let Some(blocks) = index.blocks {
+        let starts = blocks.iter().map(|b| b.decomp).collect();
+        let open: FrameOpener = Arc::new(move |i| {
+            let block = blocks
+                .get(i)
+                .ok_or_else(|| io::Error::other("bzip2 block out of range"))?;
+            block_decoder(&file, block)
+        });
+        return Ok(Box::new(FrameAccess::new(
+            starts,
+            table.end,
+            open,
+            FramePolicy {
+                continues: false,
+                // A block is at most a few tens of milliseconds of decoding.
+                direct_limit: u64::MAX,
+            },
+            spill_dir,
+            counter,
+        )));
+    }
     let comps: Vec<u64> = table.frames.iter().map(|f| f.comp).collect();
     let open: FrameOpener = Arc::new(move |i| {
         let comp = comps
@@ -147,38 +671,127 @@ mod tests {
     use crate::source::test_support::*;
     use std::io::Write;
 
-    fn bz(data: &[u8]) -> Vec<u8> {
-        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    fn bz_level(data: &[u8], level: u32) -> Vec<u8> {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::new(level));
         e.write_all(data).expect("bzip2");
         e.finish().expect("bzip2")
+    }
+
+    fn bz(data: &[u8]) -> Vec<u8> {
+        bz_level(data, 1)
+    }
+
+    fn pass(file: &Arc<File>, len: u64, expect: &[u8]) -> Bzip2Index {
+        let mut pass = index_pass(Arc::clone(file), len);
+        let mut all = Vec::new();
+        pass.read_to_end(&mut all).expect("pass");
+        assert!(all == expect, "pass output differs");
+        let SeekIndex::Bzip2(index) = pass.finish().expect("finish") else {
+            panic!("not a bzip2 index")
+        };
+        index
+    }
+
+    fn open(
+        file: &Arc<File>,
+        len: u64,
+        index: &Bzip2Index,
+    ) -> (Box<dyn Access>, Arc<DecodeCounter>) {
+        let counter = Arc::new(DecodeCounter::default());
+        let dir = std::env::temp_dir();
+        let access = access(
+            Arc::clone(file),
+            len,
+            index.clone(),
+            Arc::clone(&counter),
+            &dir,
+        )
+        .expect("access");
+        (access, counter)
     }
 
     fn indexed(bytes: &[u8], expect: &[u8]) -> (Box<dyn Access>, Bzip2Index, Arc<DecodeCounter>) {
         let file = Arc::new(temp_file(bytes));
         let len = bytes.len() as u64;
-        let mut pass = index_pass(Arc::clone(&file), len);
-        let mut all = Vec::new();
-        pass.read_to_end(&mut all).expect("pass");
-        assert_eq!(all, expect);
-        let SeekIndex::Bzip2(index) = pass.finish().expect("finish") else {
-            panic!("not a bzip2 index")
-        };
-        let counter = Arc::new(DecodeCounter::default());
-        let dir = std::env::temp_dir();
-        let access = access(file, len, index.clone(), Arc::clone(&counter), &dir).expect("access");
+        let index = pass(&file, len, expect);
+        let (access, counter) = open(&file, len, &index);
         (access, index, counter)
     }
 
+    /// A single-stream file: every block is a resume point, random reads
+    /// are right, and a cold read near the end decodes one block.
+    fn check_single_stream(bytes: &[u8], data: &[u8], block_size: u64) {
+        let (access, index, _) = indexed(bytes, data);
+        assert_eq!(index.streams.frames.len(), 1);
+        let blocks = index.blocks.clone().expect("block table");
+        assert!(
+            blocks.len() as u64 >= data.len() as u64 / block_size,
+            "{}",
+            blocks.len()
+        );
+        // Blocks sit at many bit alignments, not only on bytes.
+        assert!(blocks.iter().any(|b| b.bit % 8 != 0));
+        check_random_reads(access.as_ref(), data);
+        let file = Arc::new(temp_file(bytes));
+        for back in [5000, data.len() / 3] {
+            let (cold, counter) = open(&file, bytes.len() as u64, &index);
+            let mut buf = [0u8; 4096];
+            let off = data.len() - back;
+            cold.read_exact_at(off as u64, &mut buf).expect("read");
+            assert!(buf[..] == data[off..off + 4096]);
+            // A block holds `block_size` bytes after the first run-length
+            // coding, a little more decoded.
+            assert!(
+                counter.get() <= block_size * 101 / 100 + 4096,
+                "{}",
+                counter.get()
+            );
+        }
+    }
+
     #[test]
-    fn single_stream_is_spilled_and_decoded_once() {
-        let data = far_data(1_500_000);
-        let (access, index, counter) = indexed(&bz(&data), &data);
-        assert_eq!(index.0.frames.len(), 1);
-        check_random_reads(access.as_ref(), &data);
-        let mut all = vec![0; data.len()];
-        access.read_exact_at(0, &mut all).expect("read all");
-        assert_eq!(all, data);
-        assert_eq!(counter.get(), data.len() as u64);
+    fn blocks_of_a_single_stream_are_resume_points() {
+        let data = far_data(4_000_000);
+        check_single_stream(&bz_level(&data, 1), &data, 100_000);
+        check_single_stream(&bz_level(&data, 9), &data, 900_000);
+    }
+
+    #[test]
+    fn blocks_written_by_the_bzip2_tool_are_resume_points() {
+        let data = far_data(4_000_000);
+        let mut child = match std::process::Command::new("bzip2")
+            .args(["-9", "-c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => {
+                eprintln!("skipped: no bzip2 tool ({e})");
+                return;
+            }
+        };
+        let mut stdin = child.stdin.take().expect("stdin");
+        let input = data.clone();
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let out = child.wait_with_output().expect("bzip2");
+        writer.join().expect("writer").expect("write");
+        assert!(out.status.success());
+        check_single_stream(&out.stdout, &data, 900_000);
+    }
+
+    #[test]
+    fn a_sequential_read_does_not_restart_its_block() {
+        let data = far_data(2_000_000);
+        let (access, _, counter) = indexed(&bz_level(&data, 9), &data);
+        let mut buf = vec![0u8; 128 * 1024];
+        let mut off = 0;
+        while off + buf.len() <= data.len() {
+            access.read_exact_at(off as u64, &mut buf).expect("read");
+            assert!(buf[..] == data[off..off + buf.len()]);
+            off += buf.len();
+        }
+        assert_eq!(counter.get(), off as u64);
     }
 
     #[test]
@@ -186,20 +799,224 @@ mod tests {
         let data = far_data(1_000_000);
         let bytes: Vec<u8> = data.chunks(200_000).flat_map(bz).collect();
         let (access, index, counter) = indexed(&bytes, &data);
-        assert_eq!(index.0.frames.len(), 5);
+        assert_eq!(index.streams.frames.len(), 5);
+        // Level 1 blocks hold 100,000 - 19 bytes: three per stream.
+        assert_eq!(index.blocks.as_ref().map(Vec::len), Some(15));
         let mut buf = [0u8; 4096];
         let off = data.len() - 5000;
         access.read_exact_at(off as u64, &mut buf).expect("read");
         assert_eq!(buf, data[off..off + 4096]);
-        assert!(counter.get() <= 200_000 + 4096);
+        assert!(counter.get() <= 100_000 + 4096);
         check_random_reads(access.as_ref(), &data);
+    }
+
+    #[test]
+    fn indexes_without_blocks_still_read_through_streams() {
+        let data = far_data(1_000_000);
+        for bytes in [bz(&data), data.chunks(200_000).flat_map(bz).collect()] {
+            let file = Arc::new(temp_file(&bytes));
+            let mut index = pass(&file, bytes.len() as u64, &data);
+            index.blocks = None;
+            let (access, _) = open(&file, bytes.len() as u64, &index);
+            check_random_reads(access.as_ref(), &data);
+        }
+    }
+
+    #[test]
+    fn empty_streams_and_an_empty_file() {
+        let data = far_data(300_000);
+        let mut bytes = bz(&[]);
+        bytes.extend(bz(&data));
+        bytes.extend(bz(&[]));
+        let (access, index, _) = indexed(&bytes, &data);
+        assert_eq!(index.streams.frames.len(), 1);
+        check_random_reads(access.as_ref(), &data);
+        let (_, index, _) = indexed(&bz(&[]), &[]);
+        assert_eq!(
+            index,
+            Bzip2Index {
+                streams: FrameTable::default(),
+                blocks: Some(vec![])
+            }
+        );
     }
 
     #[test]
     fn truncated_stream_fails_the_pass() {
         let bytes = bz(&far_data(100_000));
-        let file = Arc::new(temp_file(&bytes[..bytes.len() / 2]));
-        let mut pass = index_pass(file, 0);
-        assert!(io::copy(&mut pass, &mut io::sink()).is_err());
+        for cut in [bytes.len() / 2, bytes.len() - 3, 2] {
+            let file = Arc::new(temp_file(&bytes[..cut]));
+            let mut pass = index_pass(file, cut as u64);
+            assert!(io::copy(&mut pass, &mut io::sink()).is_err(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_stream_crc_or_trailing_garbage_fails_the_pass() {
+        let mut bytes = bz(&far_data(100_000));
+        let mut garbage = bytes.clone();
+        garbage.extend_from_slice(b"junk");
+        let last = bytes.len() - 2;
+        bytes[last] ^= 1;
+        for bytes in [bytes, garbage] {
+            let len = bytes.len() as u64;
+            let mut pass = index_pass(Arc::new(temp_file(&bytes)), len);
+            let err = io::copy(&mut pass, &mut io::sink()).expect_err("bad file");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        }
+    }
+
+    #[test]
+    fn one_block_streams_realign_every_bit_offset() {
+        let data = far_data(50_000);
+        let stream = bz_level(&data, 1);
+        // The stream's one block, from bit 32 to the end-of-stream magic.
+        let end = find_magic(&stream, 32 + 80).expect("end magic");
+        for shift in 0..8u64 {
+            // The same block moved `shift` bits into a buffer.
+            let mut w = BitWriter {
+                out: Vec::new(),
+                acc: 0,
+                n: 0,
+            };
+            w.put(0x5a, shift as u32);
+            let mut p = 32;
+            while p < end {
+                let n = (end - p).min(8);
+                w.put(bits(&stream, p, n as u32).expect("bits"), n as u32);
+                p += n;
+            }
+            w.put(0, 8);
+            let one = one_block_stream(1, &w.out, shift, shift + end - 32).expect("stream");
+            let mut out = Vec::new();
+            assert!(decode_one(&one, &mut out), "shift {shift}");
+            assert!(out == data);
+            // A cut anywhere else is rejected.
+            let short = one_block_stream(1, &w.out, shift, shift + end - 40).expect("stream");
+            assert!(!decode_one(&short, &mut out));
+        }
+    }
+
+    /// Cold random 4 KiB reads in a ~100 MB single-stream bzip2 layer
+    /// (level 9), each through a fresh [`access`]. Run with
+    /// `cargo test --release --lib -- --ignored bench_bzip2 --nocapture`.
+    #[test]
+    #[ignore = "benchmark: compresses 100 MB"]
+    fn bench_bzip2_cold_random_4k_reads() {
+        use std::time::{Duration, Instant};
+        const LEN: usize = 100 << 20;
+        let data = far_data(LEN);
+        let t = Instant::now();
+        let bytes = bz_level(&data, 9);
+        println!(
+            "compressed {} MiB in {:.2?}",
+            bytes.len() >> 20,
+            t.elapsed()
+        );
+        let file = Arc::new(temp_file(&bytes));
+        let t = Instant::now();
+        let index = pass(&file, bytes.len() as u64, &data);
+        let mut encoded = Vec::new();
+        index.encode(&mut encoded);
+        println!(
+            "pass {:.2?}; {} blocks, index {} bytes",
+            t.elapsed(),
+            index.blocks.as_ref().map_or(0, Vec::len),
+            encoded.len()
+        );
+        let mut rng = 0x1234_5678u64;
+        let mut times: Vec<Duration> = Vec::new();
+        let mut decoded = Vec::new();
+        for _ in 0..100 {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let off = (rng >> 33) % (LEN as u64 - 4096);
+            let (cold, counter) = open(&file, bytes.len() as u64, &index);
+            let mut buf = [0u8; 4096];
+            let t = Instant::now();
+            cold.read_exact_at(off, &mut buf).expect("read");
+            times.push(t.elapsed());
+            decoded.push(counter.get());
+            assert!(buf[..] == data[off as usize..off as usize + 4096]);
+        }
+        times.sort();
+        decoded.sort();
+        println!(
+            "cold 4 KiB reads: p50 {:.2?} p90 {:.2?} max {:.2?}; decoded per read p50 {} max {}",
+            times[50], times[90], times[99], decoded[50], decoded[99]
+        );
+    }
+
+    fn sample() -> Bzip2Index {
+        let streams = FrameTable {
+            frames: vec![
+                FrameStart { comp: 0, decomp: 0 },
+                FrameStart {
+                    comp: 500,
+                    decomp: 7000,
+                },
+            ],
+            end: 9000,
+        };
+        let block = |bit, end_bit, decomp| Bzip2Block {
+            bit,
+            end_bit,
+            decomp,
+            level: 9,
+        };
+        Bzip2Index {
+            streams,
+            blocks: Some(vec![
+                block(32, 2000, 0),
+                block(2000, 3997, 3000),
+                block(4032, 4500, 7000),
+            ]),
+        }
+    }
+
+    #[test]
+    fn indexes_round_trip_and_garbage_is_refused() {
+        for index in [
+            sample(),
+            Bzip2Index {
+                blocks: None,
+                ..sample()
+            },
+            Bzip2Index::default(),
+        ] {
+            let mut bytes = Vec::new();
+            index.encode(&mut bytes);
+            assert_eq!(Bzip2Index::decode(&bytes).ok(), Some(index.clone()));
+            let streams_len = 16 + 16 * index.streams.frames.len();
+            for cut in 0..bytes.len() {
+                // Cutting a block table off whole leaves a valid old index.
+                if cut != streams_len {
+                    assert!(Bzip2Index::decode(&bytes[..cut]).is_err(), "cut {cut}");
+                }
+            }
+        }
+        let edits: [fn(&mut Vec<Bzip2Block>); 7] = [
+            |b| b.swap(0, 1),
+            |b| b[1].bit = 1999,
+            |b| b[0].decomp = 1,
+            |b| b[2].decomp = 3000,
+            |b| b[2].decomp = 9000,
+            |b| b[1].level = 0,
+            |b| b[2].end_bit = 4032 + MAX_BLOCK_BYTES * 8 + 1,
+        ];
+        for edit in edits {
+            let mut index = sample();
+            if let Some(blocks) = &mut index.blocks {
+                edit(blocks);
+            }
+            let mut bytes = Vec::new();
+            index.encode(&mut bytes);
+            assert!(Bzip2Index::decode(&bytes).is_err(), "{index:?}");
+        }
+        let mut bytes = Vec::new();
+        sample().encode(&mut bytes);
+        let at = 16 + 32;
+        bytes[at] = 7;
+        assert!(Bzip2Index::decode(&bytes).is_err());
+        assert!(Bzip2Index::decode(&[0xff; 64]).is_err());
     }
 }

@@ -6,14 +6,15 @@
 //! | codec | resume points | found by |
 //! | --- | --- | --- |
 //! | zstd | each frame (pzstd, seekable format, zstd:chunked) | the indexing pass, from the decoder's frame ends |
-//! | bzip2 | each stream of a multi-stream file (pbzip2) | the indexing pass, likewise |
+//! | bzip2 | each block, at a bit offset, even in one stream | the indexing pass, which decodes block by block (`bzip2_streams.rs`) |
 //! | lz4 | each frame | walking the frame headers during the pass |
 //! | xz | each block (`xz -T`, pixz) | the stream index at the end of the file |
 //! | gzip | (the gzip arms of `reader.rs`) | |
 //!
-//! bzip2 blocks inside one stream start at bit offsets and lz4 blocks of
-//! one frame may refer to the previous block, so neither is a resume point
-//! here; a codec with a single frame falls back to the spill cache.
+//! lz4 blocks of one frame may refer to the previous block, so they are not
+//! resume points; a codec with a single frame falls back to the spill
+//! cache. bzip2 blocks start at bit offsets: each is opened as a one-block
+//! stream built from its bits.
 //!
 //! A read decodes only the frames it touches: from the start of the frame
 //! holding its first byte, or from a parked decoder already inside that
@@ -159,7 +160,8 @@ pub(super) fn skip(decoder: &mut dyn Read, n: u64, counter: &DecodeCounter) -> i
 /// How a codec's frames behave, for [`FrameAccess`].
 pub(super) struct FramePolicy {
     /// A decoder opened at a frame decodes the following frames too (zstd,
-    /// bzip2, lz4 decoders do; an xz block decoder stops at its block).
+    /// lz4 and bzip2 stream decoders do; an xz block decoder or a bzip2
+    /// one-block stream stops at its block).
     pub continues: bool,
     /// Frames longer than this (decompressed) are spilled rather than
     /// decoded per read: about what the codec decodes in tens of
@@ -326,7 +328,7 @@ impl Access for FrameAccess {
 }
 
 /// One step of a decoder that reports frame ends (zstd's
-/// `decompress_stream`, bzip2's `BZ2_bzDecompress`).
+/// `decompress_stream`).
 pub(super) struct Step {
     /// Input bytes consumed.
     pub consumed: usize,

@@ -17,7 +17,7 @@ pub enum SeekIndex {
     Gzip(GzipIndex),
     /// zstd: where each frame starts.
     Zstd(ZstdIndex),
-    /// bzip2: where each stream starts.
+    /// bzip2: where each stream and each block starts.
     Bzip2(Bzip2Index),
     /// xz: every block, from the streams' indexes.
     Xz(XzIndex),
@@ -112,7 +112,10 @@ mod tests {
             SeekIndex::Plain,
             SeekIndex::Gzip(GzipIndex::default()),
             SeekIndex::Zstd(ZstdIndex(frames.clone())),
-            SeekIndex::Bzip2(Bzip2Index(frames.clone())),
+            SeekIndex::Bzip2(Bzip2Index {
+                streams: frames.clone(),
+                blocks: None,
+            }),
             SeekIndex::Lz4(Lz4Index(frames)),
             SeekIndex::Xz(xz),
             SeekIndex::Xz(XzIndex::default()),
