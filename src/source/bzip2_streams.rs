@@ -897,55 +897,6 @@ mod tests {
         }
     }
 
-    /// Cold random 4 KiB reads in a ~100 MB single-stream bzip2 layer
-    /// (level 9), each through a fresh [`access`]. Run with
-    /// `cargo test --release --lib -- --ignored bench_bzip2 --nocapture`.
-    #[test]
-    #[ignore = "benchmark: compresses 100 MB"]
-    fn bench_bzip2_cold_random_4k_reads() {
-        use std::time::{Duration, Instant};
-        const LEN: usize = 100 << 20;
-        let data = far_data(LEN);
-        let t = Instant::now();
-        let bytes = bz_level(&data, 9);
-        println!(
-            "compressed {} MiB in {:.2?}",
-            bytes.len() >> 20,
-            t.elapsed()
-        );
-        let file = Arc::new(temp_file(&bytes));
-        let t = Instant::now();
-        let index = pass(&file, bytes.len() as u64, &data);
-        let mut encoded = Vec::new();
-        index.encode(&mut encoded);
-        println!(
-            "pass {:.2?}; {} blocks, index {} bytes",
-            t.elapsed(),
-            index.blocks.as_ref().map_or(0, Vec::len),
-            encoded.len()
-        );
-        let mut rng = 0x1234_5678u64;
-        let mut times: Vec<Duration> = Vec::new();
-        let mut decoded = Vec::new();
-        for _ in 0..100 {
-            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            let off = (rng >> 33) % (LEN as u64 - 4096);
-            let (cold, counter) = open(&file, bytes.len() as u64, &index);
-            let mut buf = [0u8; 4096];
-            let t = Instant::now();
-            cold.read_exact_at(off, &mut buf).expect("read");
-            times.push(t.elapsed());
-            decoded.push(counter.get());
-            assert!(buf[..] == data[off as usize..off as usize + 4096]);
-        }
-        times.sort();
-        decoded.sort();
-        println!(
-            "cold 4 KiB reads: p50 {:.2?} p90 {:.2?} max {:.2?}; decoded per read p50 {} max {}",
-            times[50], times[90], times[99], decoded[50], decoded[99]
-        );
-    }
-
     fn sample() -> Bzip2Index {
         let streams = FrameTable {
             frames: vec![
