@@ -138,46 +138,24 @@ impl LayerSource {
     /// Sets how reads are served, from a fresh pass or a stored index. The
     /// first call wins; a seek index of another codec is refused.
     pub fn attach(&self, seek: SeekIndex) -> Result<(), SourceError> {
-        let access: Box<dyn Access> = match (self.codec, seek) {
-            (Codec::Plain, SeekIndex::Plain) => Box::new(PlainAccess(Arc::clone(&self.file))),
-            (Codec::Gzip, SeekIndex::Gzip(index)) => gzip::access(
-                Arc::clone(&self.file),
-                self.file_len,
-                index,
-                Arc::clone(&self.counter),
-            )
-            .map_err(|source| SourceError::Io {
-                path: self.path.clone(),
-                source,
-            })?,
-            (Codec::Zstd, SeekIndex::Zstd(index)) => self.framed(zstd_frames::access(
-                Arc::clone(&self.file),
-                self.file_len,
-                index,
-                Arc::clone(&self.counter),
-                &self.spill_dir,
-            ))?,
-            (Codec::Bzip2, SeekIndex::Bzip2(index)) => self.framed(bzip2_streams::access(
-                Arc::clone(&self.file),
-                self.file_len,
-                index,
-                Arc::clone(&self.counter),
-                &self.spill_dir,
-            ))?,
-            (Codec::Xz, SeekIndex::Xz(index)) => self.framed(xz_blocks::access(
-                Arc::clone(&self.file),
-                self.file_len,
-                index,
-                Arc::clone(&self.counter),
-                &self.spill_dir,
-            ))?,
-            (Codec::Lz4, SeekIndex::Lz4(index)) => self.framed(lz4_frames::access(
-                Arc::clone(&self.file),
-                self.file_len,
-                index,
-                Arc::clone(&self.counter),
-                &self.spill_dir,
-            ))?,
+        let file = || Arc::clone(&self.file);
+        let counter = || Arc::clone(&self.counter);
+        let (len, spill) = (self.file_len, self.spill_dir.as_path());
+        let access: io::Result<Box<dyn Access>> = match (self.codec, seek) {
+            (Codec::Plain, SeekIndex::Plain) => Ok(Box::new(PlainAccess(file()))),
+            (Codec::Gzip, SeekIndex::Gzip(index)) => gzip::access(file(), len, index, counter()),
+            (Codec::Zstd, SeekIndex::Zstd(index)) => {
+                zstd_frames::access(file(), len, index, counter(), spill)
+            }
+            (Codec::Bzip2, SeekIndex::Bzip2(index)) => {
+                bzip2_streams::access(file(), len, index, counter(), spill)
+            }
+            (Codec::Xz, SeekIndex::Xz(index)) => {
+                xz_blocks::access(file(), len, index, counter(), spill)
+            }
+            (Codec::Lz4, SeekIndex::Lz4(index)) => {
+                lz4_frames::access(file(), len, index, counter(), spill)
+            }
             (codec, seek) => {
                 return Err(SourceError::NotALayer {
                     path: self.path.clone(),
@@ -185,16 +163,12 @@ impl LayerSource {
                 })
             }
         };
-        let _ = self.access.set(access);
-        Ok(())
-    }
-
-    /// Names the layer in an error setting up a codec's access.
-    fn framed(&self, access: io::Result<Box<dyn Access>>) -> Result<Box<dyn Access>, SourceError> {
-        access.map_err(|source| SourceError::Io {
+        let access = access.map_err(|source| SourceError::Io {
             path: self.path.clone(),
             source,
-        })
+        })?;
+        let _ = self.access.set(access);
+        Ok(())
     }
 
     /// Bytes decompressed by reads so far (the indexing pass not counted).
