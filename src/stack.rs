@@ -89,7 +89,7 @@ impl Stack {
         let (indexes, origins): (Vec<_>, Vec<_>) = index_all(&layers, options.cache.as_ref())?
             .into_iter()
             .unzip();
-        let (tree, warnings) = Tree::build(&indexes);
+        let (tree, warnings) = Tree::build(indexes);
         for warning in warnings {
             let path = layers
                 .get(warning.layer as usize)

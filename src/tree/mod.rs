@@ -136,12 +136,14 @@ impl Tree {
     /// Merges layer indexes, bottom first, into one tree. Members that
     /// cannot be placed (a hardlink to nothing, a path through a regular
     /// file) are left out and reported.
-    pub fn build<'a>(
-        layers: impl IntoIterator<Item = &'a LayerIndex>,
-    ) -> (Tree, Vec<MergeWarning>) {
+    ///
+    /// The indexes are taken by value and each is dropped once merged, so
+    /// that a layer's member list, the tree being built and the frozen tree
+    /// are never all in memory at once.
+    pub fn build(layers: impl IntoIterator<Item = LayerIndex>) -> (Tree, Vec<MergeWarning>) {
         let mut builder = Builder::new();
         for (n, index) in layers.into_iter().enumerate() {
-            builder.apply_layer(u32::try_from(n).unwrap_or(u32::MAX), index);
+            builder.apply_layer(u32::try_from(n).unwrap_or(u32::MAX), &index);
         }
         let warnings = std::mem::take(&mut builder.warnings);
         (freeze(builder), warnings)

@@ -52,7 +52,7 @@ fn layer(members: Vec<Member>) -> LayerIndex {
     LayerIndex { members }
 }
 
-fn build(layers: &[LayerIndex]) -> Tree {
+fn build<const N: usize>(layers: [LayerIndex; N]) -> Tree {
     let (tree, warnings) = Tree::build(layers);
     assert!(warnings.is_empty(), "unexpected warnings: {warnings:?}");
     tree
@@ -82,7 +82,7 @@ fn node<'t>(tree: &'t Tree, path: &str) -> &'t Node {
 
 #[test]
 fn paths_are_normalised_and_implied_dirs_appear() {
-    let tree = build(&[layer(vec![
+    let tree = build([layer(vec![
         file("./a/b/c.txt", 0),
         dir("./x/"),
         file("/y", 1),
@@ -97,7 +97,7 @@ fn paths_are_normalised_and_implied_dirs_appear() {
 
 #[test]
 fn last_duplicate_in_a_layer_wins() {
-    let tree = build(&[layer(vec![file("f", 100), file("f", 200)])]);
+    let tree = build([layer(vec![file("f", 100), file("f", 200)])]);
     assert_eq!(
         tree.file_data(tree.lookup_path(b"f").unwrap_or(0))
             .map(|d| d.offset),
@@ -107,7 +107,7 @@ fn last_duplicate_in_a_layer_wins() {
 
 #[test]
 fn whiteout_removes_lower_subtree() {
-    let tree = build(&[
+    let tree = build([
         layer(vec![
             dir("a"),
             file("a/keep", 0),
@@ -121,7 +121,7 @@ fn whiteout_removes_lower_subtree() {
 
 #[test]
 fn whiteout_does_not_remove_its_own_layers_entry_in_either_order() {
-    let tree = build(&[
+    let tree = build([
         layer(vec![file("a/x", 0), file("a/y", 1)]),
         layer(vec![
             file("a/x", 2),
@@ -137,7 +137,7 @@ fn whiteout_does_not_remove_its_own_layers_entry_in_either_order() {
 
 #[test]
 fn opaque_marker_hides_lower_children_wherever_it_stands() {
-    let tree = build(&[
+    let tree = build([
         layer(vec![
             dir("d"),
             file("d/old", 0),
@@ -157,7 +157,7 @@ fn tombstone_and_overlay_opaque_xattr() {
         .xattrs
         .push((b"trusted.overlay.opaque".to_vec(), b"y".to_vec()));
     opaque.xattrs.push((b"user.kept".to_vec(), b"1".to_vec()));
-    let tree = build(&[
+    let tree = build([
         layer(vec![file("gone", 0), file("d/old", 1), file("kept", 2)]),
         layer(vec![
             member("gone", MemberKind::CharDevice),
@@ -173,7 +173,7 @@ fn tombstone_and_overlay_opaque_xattr() {
 
 #[test]
 fn markers_and_aufs_leftovers_never_appear() {
-    let tree = build(&[layer(vec![
+    let tree = build([layer(vec![
         file(".wh..wh.aufs", 0),
         dir(".wh..wh.plnk"),
         file(".wh..wh.plnk/1.2", 0),
@@ -186,7 +186,7 @@ fn markers_and_aufs_leftovers_never_appear() {
 
 #[test]
 fn file_and_directory_replace_each_other() {
-    let tree = build(&[
+    let tree = build([
         layer(vec![file("f", 0), dir("d"), file("d/x", 1)]),
         layer(vec![dir("f"), file("f/inside", 2), file("d", 3)]),
     ]);
@@ -199,7 +199,7 @@ fn directory_over_directory_keeps_children_and_takes_new_attributes() {
     let mut upper = dir("d");
     upper.mode = 0o700;
     upper.uid = 42;
-    let tree = build(&[layer(vec![dir("d"), file("d/x", 0)]), layer(vec![upper])]);
+    let tree = build([layer(vec![dir("d"), file("d/x", 0)]), layer(vec![upper])]);
     assert_eq!(paths(&tree), ["d", "d/x"]);
     let d = node(&tree, "d");
     assert_eq!((d.mode, d.uid, d.layer), (0o700, 42, 1));
@@ -207,7 +207,7 @@ fn directory_over_directory_keeps_children_and_takes_new_attributes() {
 
 #[test]
 fn hardlinks_share_a_node_within_a_layer_and_across_layers() {
-    let tree = build(&[
+    let tree = build([
         layer(vec![file("a", 7), link("b", MemberKind::Hardlink, "./a")]),
         layer(vec![link("c", MemberKind::Hardlink, "a")]),
     ]);
@@ -220,7 +220,7 @@ fn hardlinks_share_a_node_within_a_layer_and_across_layers() {
 
 #[test]
 fn hardlink_keeps_its_data_when_the_target_is_removed_or_replaced() {
-    let tree = build(&[
+    let tree = build([
         layer(vec![
             file("a", 7),
             link("b", MemberKind::Hardlink, "a"),
@@ -252,7 +252,7 @@ fn hardlink_keeps_its_data_when_the_target_is_removed_or_replaced() {
 fn hardlink_to_a_file_its_own_layer_whites_out_keeps_the_data() {
     // In archive order the link comes first, so an unpacker links the lower
     // file and then removes the old name.
-    let tree = build(&[
+    let tree = build([
         layer(vec![file("a", 7)]),
         layer(vec![link("c", MemberKind::Hardlink, "a"), file(".wh.a", 0)]),
     ]);
@@ -266,7 +266,7 @@ fn hardlink_to_a_file_its_own_layer_whites_out_keeps_the_data() {
 
 #[test]
 fn hardlink_to_nothing_is_reported_and_left_out() {
-    let (tree, warnings) = Tree::build(&[layer(vec![link("b", MemberKind::Hardlink, "missing")])]);
+    let (tree, warnings) = Tree::build([layer(vec![link("b", MemberKind::Hardlink, "missing")])]);
     assert!(paths(&tree).is_empty());
     assert_eq!(warnings.len(), 1);
     assert_eq!(warnings[0].problem, "hardlink target does not exist");
@@ -274,7 +274,7 @@ fn hardlink_to_nothing_is_reported_and_left_out() {
 
 #[test]
 fn members_under_a_lower_symlink_land_at_its_target() {
-    let tree = build(&[
+    let tree = build([
         layer(vec![
             dir("usr"),
             dir("usr/bin"),
@@ -291,7 +291,7 @@ fn members_under_a_lower_symlink_land_at_its_target() {
 
 #[test]
 fn symlinks_cannot_lead_outside_the_tree() {
-    let tree = build(&[
+    let tree = build([
         layer(vec![
             dir("a"),
             link("a/evil", MemberKind::Symlink, "../../.."),
@@ -307,7 +307,7 @@ fn symlinks_cannot_lead_outside_the_tree() {
 
 #[test]
 fn symlink_loops_are_reported() {
-    let (tree, warnings) = Tree::build(&[
+    let (tree, warnings) = Tree::build([
         layer(vec![
             link("l1", MemberKind::Symlink, "l2"),
             link("l2", MemberKind::Symlink, "l1"),
@@ -320,7 +320,7 @@ fn symlink_loops_are_reported() {
 
 #[test]
 fn directory_link_counts_and_parents() {
-    let tree = build(&[layer(vec![
+    let tree = build([layer(vec![
         dir("a"),
         dir("a/b"),
         dir("a/c"),
@@ -337,13 +337,13 @@ fn directory_link_counts_and_parents() {
 fn root_member_sets_root_attributes() {
     let mut root = dir("./");
     root.mode = 0o700;
-    let tree = build(&[layer(vec![root])]);
+    let tree = build([layer(vec![root])]);
     assert_eq!(tree.node(ROOT_INO).map(|n| n.mode), Some(0o700));
 }
 
 #[test]
 fn a_path_through_a_lower_file_replaces_it_with_an_implied_directory() {
-    let tree = build(&[layer(vec![file("q", 0)]), layer(vec![file("q/inner", 1)])]);
+    let tree = build([layer(vec![file("q", 0)]), layer(vec![file("q/inner", 1)])]);
     assert_eq!(paths(&tree), ["q", "q/inner"]);
     let q = node(&tree, "q");
     assert_eq!((q.kind, q.mode, q.layer), (NodeKind::Directory, 0o755, 1));
@@ -351,7 +351,7 @@ fn a_path_through_a_lower_file_replaces_it_with_an_implied_directory() {
 
 #[test]
 fn whiteouts_and_hardlinks_do_not_go_through_files() {
-    let (tree, warnings) = Tree::build(&[
+    let (tree, warnings) = Tree::build([
         layer(vec![file("f", 0)]),
         layer(vec![
             file("f/.wh.x", 0),
