@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use crate::cache::{self, IndexCache};
 use crate::daemon::{self, DaemonError};
 use crate::fuse::{self, MountError, MountOptions, OptionError};
-use crate::stack::{Stack, StackError, StackOptions};
+use crate::list::{self, ListFormat};
+use crate::stack::{self, Stack, StackError, StackOptions};
 
 /// Any failure of a command; each message names the file or mountpoint.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,17 @@ pub enum AppError {
     /// The background process failed (it has printed its own error).
     #[error(transparent)]
     Daemon(#[from] DaemonError),
+    /// `--layer N` names no layer of those given.
+    #[error("--layer {number}: there are {count} layers (1 = bottom)")]
+    NoSuchLayer {
+        /// The number asked for.
+        number: usize,
+        /// How many layers were given.
+        count: usize,
+    },
+    /// Writing the listing failed.
+    #[error("writing the listing: {0}")]
+    Output(std::io::Error),
     /// The log file could not be opened.
     #[error("{}: {source}", path.display())]
     LogFile {
@@ -154,4 +166,52 @@ pub fn mount(request: &MountRequest) -> Result<(), AppError> {
 /// `layerfs umount`.
 pub fn umount(mountpoint: &Path, lazy: bool) -> Result<(), AppError> {
     Ok(fuse::unmount(mountpoint, lazy)?)
+}
+
+/// What `layerfs ls` was asked to do.
+#[derive(Debug)]
+pub struct ListRequest {
+    /// Layer files, bottom first.
+    pub layers: Vec<PathBuf>,
+    /// List this layer (1 = bottom) as stored instead of the merged tree.
+    pub layer: Option<usize>,
+    /// How to print.
+    pub format: ListFormat,
+    /// Where layer indexes are cached.
+    pub cache: CacheChoice,
+}
+
+/// `layerfs ls`: the merged tree, or one layer as stored, on stdout. A
+/// reader that stops early (`| head`) ends the listing quietly.
+pub fn list(request: &ListRequest) -> Result<(), AppError> {
+    let cache = request.cache.open();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = match request.layer {
+        Some(number) => {
+            let path = number
+                .checked_sub(1)
+                .and_then(|n| request.layers.get(n))
+                .ok_or(AppError::NoSuchLayer {
+                    number,
+                    count: request.layers.len(),
+                })?;
+            let index = stack::layer_index(path, number, cache.as_ref())?;
+            let layer = u32::try_from(number).unwrap_or(u32::MAX);
+            list::list_layer(&index, layer, request.format, &mut out)
+        }
+        None => {
+            let stack = Stack::open(
+                &request.layers,
+                &StackOptions {
+                    cache,
+                    spill_dir: None,
+                },
+            )?;
+            list::list_tree(stack.tree(), request.format, &mut out)
+        }
+    };
+    match written.and_then(|()| std::io::Write::flush(&mut out)) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(AppError::Output(e)),
+        _ => Ok(()),
+    }
 }

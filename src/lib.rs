@@ -12,6 +12,7 @@
 //!   skips the pass over its bytes;
 //! - [`stack`]: opens and indexes a list of layer files and builds their tree;
 //! - [`fuse`]: serves a [`stack::Stack`] through FUSE;
+//! - [`list`]: lists the merged tree or one layer as stored;
 //! - [`app`] and [`daemon`]: the commands behind the CLI, and running a
 //!   mount in the background.
 #![deny(missing_docs)]
@@ -20,6 +21,7 @@ pub mod app;
 pub mod cache;
 pub mod daemon;
 pub mod fuse;
+pub mod list;
 pub mod source;
 pub mod stack;
 mod sys;

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgAction, Parser, Subcommand};
-use layerfs::app::{self, CacheChoice, MountRequest};
+use layerfs::app::{self, CacheChoice, ListRequest, MountRequest};
+use layerfs::list::ListFormat;
 
 /// Mount a stack of container-image layers (tar, tar.gz, tar.zst) as one
 /// read-only tree, without extracting them.
@@ -48,6 +49,27 @@ enum Command {
         #[arg(required = true, num_args = 2.., value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// List the merged tree of LAYER... (each path with the layer providing it), or one layer as stored.
+    Ls {
+        /// Long format: mode, owner, size, mtime, layer, path and link target.
+        #[arg(short, long)]
+        long: bool,
+        /// One JSON object per line.
+        #[arg(long, conflicts_with = "long")]
+        json: bool,
+        /// List layer N (1 = bottom) as stored, whiteouts and duplicates included.
+        #[arg(long, value_name = "N")]
+        layer: Option<usize>,
+        /// Keep layer indexes here (default: $XDG_CACHE_HOME/layerfs or ~/.cache/layerfs).
+        #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+        cache_dir: Option<PathBuf>,
+        /// Index every layer; store nothing.
+        #[arg(long)]
+        no_cache: bool,
+        /// Layer files, bottom first.
+        #[arg(required = true, value_name = "LAYER")]
+        layers: Vec<PathBuf>,
+    },
     /// Unmount a layerfs mount; its daemon then exits.
     Umount {
         /// Detach the mount now even if it is busy; it goes once no longer used.
@@ -90,13 +112,22 @@ fn main() -> ExitCode {
                 foreground,
                 threads,
                 log_file,
-                cache: match (no_cache, cache_dir) {
-                    (true, _) => CacheChoice::Off,
-                    (false, Some(dir)) => CacheChoice::Dir(dir),
-                    (false, None) => CacheChoice::Default,
-                },
+                cache: cache_choice(no_cache, cache_dir),
             })
         }
+        Command::Ls {
+            long,
+            json,
+            layer,
+            cache_dir,
+            no_cache,
+            layers,
+        } => app::list(&ListRequest {
+            layers,
+            layer,
+            format: ListFormat { long, json },
+            cache: cache_choice(no_cache, cache_dir),
+        }),
         Command::Umount { lazy, mountpoint } => app::umount(&mountpoint, lazy),
     };
     match result {
@@ -107,5 +138,13 @@ fn main() -> ExitCode {
             }
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
         }
+    }
+}
+
+fn cache_choice(no_cache: bool, cache_dir: Option<PathBuf>) -> CacheChoice {
+    match (no_cache, cache_dir) {
+        (true, _) => CacheChoice::Off,
+        (false, Some(dir)) => CacheChoice::Dir(dir),
+        (false, None) => CacheChoice::Default,
     }
 }

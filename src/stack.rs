@@ -136,6 +136,18 @@ impl Stack {
     }
 }
 
+/// The index of one layer file as stored (through the cache if given),
+/// without merging: what `layerfs ls --layer` lists. `number` is its
+/// 1-based position, for messages.
+pub fn layer_index(
+    path: &Path,
+    number: usize,
+    cache: Option<&IndexCache>,
+) -> Result<LayerIndex, StackError> {
+    let layer = LayerSource::open(path)?;
+    Ok(load_or_index(&layer, number.saturating_sub(1), cache)?.0)
+}
+
 /// One layer's index and where it came from.
 type Indexed = Result<(LayerIndex, IndexOrigin), StackError>;
 

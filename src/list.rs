@@ -1,0 +1,296 @@
+//! `layerfs ls`: the merged tree (each path with the layer that provides
+//! it), or one layer as stored (like `tar tvf`), as text or as JSON lines.
+//!
+//! Both views come from the same index and tree as the mount, so a listing
+//! always agrees with what a mount shows.
+
+use std::io::{self, Write};
+
+use crate::tar::{LayerIndex, Member, MemberKind};
+use crate::tree::{Ino, NodeKind, Tree, ROOT_INO};
+
+/// How entries are printed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ListFormat {
+    /// Mode string, owner, size, mtime and link target, as `ls -l` shows.
+    pub long: bool,
+    /// One JSON object per line, with every field, for scripts.
+    pub json: bool,
+}
+
+/// What one listed entry says, whether it comes from the tree or a layer.
+struct Entry<'a> {
+    path: &'a [u8],
+    kind: &'static str,
+    type_char: u8,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: i64,
+    link: Option<&'a [u8]>,
+    /// 1-based layer that provides the entry.
+    layer: u32,
+}
+
+/// Lists the merged tree depth first, names in byte order.
+pub fn list_tree(tree: &Tree, format: ListFormat, out: &mut dyn Write) -> io::Result<()> {
+    let mut path: Vec<u8> = Vec::new();
+    // (directory, length of `path` that names it, next entry index)
+    let mut stack: Vec<(Ino, usize, usize)> = vec![(ROOT_INO, 0, 0)];
+    while let Some(top) = stack.last_mut() {
+        let (dir, prefix, next) = *top;
+        let Some(entry) = tree.entries(dir).get(next) else {
+            stack.pop();
+            continue;
+        };
+        top.2 += 1;
+        path.truncate(prefix);
+        if prefix > 0 {
+            path.push(b'/');
+        }
+        path.extend_from_slice(tree.name(entry));
+        let Some(node) = tree.node(entry.ino) else {
+            continue;
+        };
+        let (kind, type_char) = node_kind(node.kind);
+        write_entry(
+            &Entry {
+                path: &path,
+                kind,
+                type_char,
+                mode: node.mode,
+                uid: node.uid,
+                gid: node.gid,
+                size: node.size,
+                mtime: node.mtime,
+                link: tree.symlink_target(entry.ino),
+                layer: node.layer + 1,
+            },
+            format,
+            out,
+        )?;
+        if node.kind == NodeKind::Directory {
+            stack.push((entry.ino, path.len(), 0));
+        }
+    }
+    Ok(())
+}
+
+/// Lists one layer's members as stored, in archive order: whiteouts,
+/// opaque markers and duplicates included.
+pub fn list_layer(
+    index: &LayerIndex,
+    layer: u32,
+    format: ListFormat,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    for member in &index.members {
+        let (kind, type_char) = member_kind(member);
+        let link = match member.kind {
+            MemberKind::Symlink | MemberKind::Hardlink => Some(member.link_target.as_slice()),
+            _ => None,
+        };
+        write_entry(
+            &Entry {
+                path: &member.path,
+                kind,
+                type_char,
+                mode: member.mode,
+                uid: member.uid,
+                gid: member.gid,
+                size: member.data.size,
+                mtime: member.mtime,
+                link,
+                layer,
+            },
+            format,
+            out,
+        )?;
+    }
+    Ok(())
+}
+
+fn node_kind(kind: NodeKind) -> (&'static str, u8) {
+    match kind {
+        NodeKind::Directory => ("dir", b'd'),
+        NodeKind::File => ("file", b'-'),
+        NodeKind::Symlink => ("symlink", b'l'),
+        NodeKind::CharDevice => ("char", b'c'),
+        NodeKind::BlockDevice => ("block", b'b'),
+        NodeKind::Fifo => ("fifo", b'p'),
+    }
+}
+
+fn member_kind(member: &Member) -> (&'static str, u8) {
+    match member.kind {
+        MemberKind::Regular => ("file", b'-'),
+        MemberKind::Directory => ("dir", b'd'),
+        MemberKind::Symlink => ("symlink", b'l'),
+        MemberKind::Hardlink => ("hardlink", b'h'),
+        MemberKind::CharDevice => ("char", b'c'),
+        MemberKind::BlockDevice => ("block", b'b'),
+        MemberKind::Fifo => ("fifo", b'p'),
+    }
+}
+
+fn write_entry(entry: &Entry<'_>, format: ListFormat, out: &mut dyn Write) -> io::Result<()> {
+    if format.json {
+        return write_json(entry, out);
+    }
+    if format.long {
+        let (date, time) = utc_date_time(entry.mtime);
+        write!(
+            out,
+            "{} {}/{} {:>10} {date} {time} {:>3} ",
+            String::from_utf8_lossy(&mode_string(entry.type_char, entry.mode)),
+            entry.uid,
+            entry.gid,
+            entry.size,
+            entry.layer
+        )?;
+    } else {
+        write!(out, "{}\t", entry.layer)?;
+    }
+    out.write_all(entry.path)?;
+    if let (true, Some(link)) = (format.long, entry.link) {
+        out.write_all(if entry.type_char == b'h' {
+            b" link to "
+        } else {
+            b" -> "
+        })?;
+        out.write_all(link)?;
+    }
+    out.write_all(b"\n")
+}
+
+fn write_json(entry: &Entry<'_>, out: &mut dyn Write) -> io::Result<()> {
+    write!(out, "{{\"path\":")?;
+    json_string(entry.path, out)?;
+    write!(
+        out,
+        ",\"type\":\"{}\",\"mode\":\"{:04o}\",\"uid\":{},\"gid\":{},\"size\":{},\"mtime\":{},\"layer\":{}",
+        entry.kind, entry.mode, entry.uid, entry.gid, entry.size, entry.mtime, entry.layer
+    )?;
+    if let Some(link) = entry.link {
+        write!(out, ",\"link\":")?;
+        json_string(link, out)?;
+    }
+    out.write_all(b"}\n")
+}
+
+/// A JSON string of raw name bytes. Valid UTF-8 is written as is (escaped);
+/// each byte of an invalid sequence becomes U+DC80+byte, the "surrogate
+/// escape" Python uses for undecodable file names, so no name is lost or
+/// confused with another.
+fn json_string(bytes: &[u8], out: &mut dyn Write) -> io::Result<()> {
+    out.write_all(b"\"")?;
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.write_all(b"\\\"")?,
+                '\\' => out.write_all(b"\\\\")?,
+                '\n' => out.write_all(b"\\n")?,
+                '\t' => out.write_all(b"\\t")?,
+                c if (c as u32) < 0x20 => write!(out, "\\u{:04x}", c as u32)?,
+                c => write!(out, "{c}")?,
+            }
+        }
+        for &b in chunk.invalid() {
+            write!(out, "\\u{:04x}", 0xdc00 + u32::from(b))?;
+        }
+    }
+    out.write_all(b"\"")
+}
+
+/// `drwxr-xr-x`, with setuid, setgid and sticky shown as `ls` shows them.
+fn mode_string(type_char: u8, mode: u32) -> [u8; 10] {
+    let mut s = [b'-'; 10];
+    s[0] = type_char;
+    for (i, (bit, ch)) in [
+        (0o400, b'r'),
+        (0o200, b'w'),
+        (0o100, b'x'),
+        (0o040, b'r'),
+        (0o020, b'w'),
+        (0o010, b'x'),
+        (0o004, b'r'),
+        (0o002, b'w'),
+        (0o001, b'x'),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if mode & bit != 0 {
+            s[i + 1] = ch;
+        }
+    }
+    for (special, at, set_exec, set_noexec) in [
+        (0o4000, 3, b's', b'S'),
+        (0o2000, 6, b's', b'S'),
+        (0o1000, 9, b't', b'T'),
+    ] {
+        if mode & special != 0 {
+            s[at] = if s[at] == b'x' { set_exec } else { set_noexec };
+        }
+    }
+    s
+}
+
+/// `YYYY-MM-DD` and `HH:MM` in UTC for seconds since the epoch.
+fn utc_date_time(secs: i64) -> (String, String) {
+    let days = secs.div_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400);
+    // Days to civil date (proleptic Gregorian), after Howard Hinnant.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        format!("{year:04}-{month:02}-{day:02}"),
+        format!("{:02}:{:02}", of_day / 3600, of_day % 3600 / 60),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_strings_show_special_bits_like_ls() {
+        assert_eq!(&mode_string(b'd', 0o755), b"drwxr-xr-x");
+        assert_eq!(&mode_string(b'-', 0o4755), b"-rwsr-xr-x");
+        assert_eq!(&mode_string(b'-', 0o2644), b"-rw-r-Sr--");
+        assert_eq!(&mode_string(b'd', 0o1777), b"drwxrwxrwt");
+        assert_eq!(&mode_string(b'd', 0o1770), b"drwxrwx--T");
+    }
+
+    #[test]
+    fn dates_are_utc_civil_dates() {
+        assert_eq!(utc_date_time(0), ("1970-01-01".into(), "00:00".into()));
+        assert_eq!(
+            utc_date_time(1_700_000_000),
+            ("2023-11-14".into(), "22:13".into())
+        );
+        assert_eq!(
+            utc_date_time(951_782_400),
+            ("2000-02-29".into(), "00:00".into())
+        );
+        assert_eq!(utc_date_time(-1), ("1969-12-31".into(), "23:59".into()));
+    }
+
+    #[test]
+    fn json_strings_escape_and_keep_undecodable_bytes() {
+        let mut out = Vec::new();
+        json_string(b"a\"b\\c\nd\x01caf\xe9", &mut out).expect("write");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            r#""a\"b\\c\nd\u0001caf\udce9""#
+        );
+    }
+}
