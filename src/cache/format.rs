@@ -629,27 +629,7 @@ pub(super) mod tests {
 
     #[test]
     fn the_smallest_member_is_as_small_as_the_count_bound_assumes() {
-        let zero = Member {
-            path: Vec::new(),
-            kind: MemberKind::Regular,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            uname: Vec::new(),
-            gname: Vec::new(),
-            mtime: 0,
-            mtime_nsec: 0,
-            link_target: Vec::new(),
-            dev_major: 0,
-            dev_minor: 0,
-            xattrs: Vec::new(),
-            data: DataLayout {
-                offset: 0,
-                size: 0,
-                sparse: None,
-            },
-            header_offset: 0,
-        };
+        let zero = Member::bare(b"", MemberKind::Regular);
         let len = |n: usize| {
             let index = LayerIndex {
                 members: vec![zero.clone(); n],

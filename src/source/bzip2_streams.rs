@@ -54,7 +54,7 @@ use std::sync::Arc;
 use bzip2::{Decompress, Status};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
-use super::frames::{FrameAccess, FramePolicy, FrameStart, FrameTable, MAX_FRAMES};
+use super::frames::{table_access, FrameAccess, FramePolicy, FrameStart, FrameTable, MAX_FRAMES};
 use super::positioned::PositionedReader;
 use super::seek::{SeekDecodeError, SeekIndex};
 use super::spill::FrameOpener;
@@ -644,25 +644,14 @@ pub(super) fn access(
             counter,
         )));
     }
-    let comps: Vec<u64> = table.frames.iter().map(|f| f.comp).collect();
-    let open: FrameOpener = Arc::new(move |i| {
-        let comp = comps
-            .get(i)
-            .copied()
-            .ok_or_else(|| io::Error::other("bzip2 stream out of range"))?;
-        Ok(decoder_at(&file, file_len, comp))
-    });
-    Ok(Box::new(FrameAccess::new(
-        table.starts(),
-        table.end,
-        open,
-        FramePolicy {
-            continues: true,
-            direct_limit: DIRECT_LIMIT,
-        },
+    Ok(table_access(
+        table,
+        "bzip2 stream",
+        move |comp| Ok(decoder_at(&file, file_len, comp)),
+        DIRECT_LIMIT,
         spill_dir,
         counter,
-    )))
+    ))
 }
 
 #[cfg(test)]

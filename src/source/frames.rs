@@ -157,6 +157,40 @@ pub(super) fn skip(decoder: &mut dyn Read, n: u64, counter: &DecodeCounter) -> i
     Ok(done)
 }
 
+/// Random access over a frame table whose frames are each opened by
+/// starting a decoder at the frame's compressed offset, and whose decoders
+/// run on into the next frame: what zstd frames, lz4 frames and bzip2
+/// streams share. `what` names the unit in errors; frames longer than
+/// `direct_limit` decompressed are spilled rather than decoded per read.
+pub(super) fn table_access(
+    table: FrameTable,
+    what: &'static str,
+    open_at: impl Fn(u64) -> io::Result<Box<dyn Read + Send>> + Send + Sync + 'static,
+    direct_limit: u64,
+    spill_dir: &Path,
+    counter: Arc<DecodeCounter>,
+) -> Box<dyn Access> {
+    let comps: Vec<u64> = table.frames.iter().map(|f| f.comp).collect();
+    let open: FrameOpener = Arc::new(move |i| {
+        let comp = comps
+            .get(i)
+            .copied()
+            .ok_or_else(|| io::Error::other(format!("{what} out of range")))?;
+        open_at(comp)
+    });
+    Box::new(FrameAccess::new(
+        table.starts(),
+        table.end,
+        open,
+        FramePolicy {
+            continues: true,
+            direct_limit,
+        },
+        spill_dir,
+        counter,
+    ))
+}
+
 /// How a codec's frames behave, for [`FrameAccess`].
 pub(super) struct FramePolicy {
     /// A decoder opened at a frame decodes the following frames too (zstd,

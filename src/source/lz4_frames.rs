@@ -23,10 +23,9 @@ use std::sync::Arc;
 use lz4_flex::frame::FrameDecoder;
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
-use super::frames::{FrameAccess, FramePolicy, FrameStart, FrameTable, MAX_FRAMES};
+use super::frames::{table_access, FrameStart, FrameTable, MAX_FRAMES};
 use super::positioned::PositionedReader;
 use super::seek::{SeekDecodeError, SeekIndex};
-use super::spill::FrameOpener;
 
 /// Frames longer than this (decompressed) are spilled; lz4 decodes at
 /// several GB/s.
@@ -261,25 +260,14 @@ pub(super) fn access(
     spill_dir: &Path,
 ) -> io::Result<Box<dyn Access>> {
     let table = index.0;
-    let comps: Vec<u64> = table.frames.iter().map(|f| f.comp).collect();
-    let open: FrameOpener = Arc::new(move |i| {
-        let comp = comps
-            .get(i)
-            .copied()
-            .ok_or_else(|| io::Error::other("lz4 frame out of range"))?;
-        Ok(decoder_at(&file, file_len, comp))
-    });
-    Ok(Box::new(FrameAccess::new(
-        table.starts(),
-        table.end,
-        open,
-        FramePolicy {
-            continues: true,
-            direct_limit: DIRECT_LIMIT,
-        },
+    Ok(table_access(
+        table,
+        "lz4 frame",
+        move |comp| Ok(decoder_at(&file, file_len, comp)),
+        DIRECT_LIMIT,
         spill_dir,
         counter,
-    )))
+    ))
 }
 
 #[cfg(test)]
@@ -319,11 +307,7 @@ mod tests {
         let data = far_data(2_000_000);
         let (access, index, counter) = indexed(&lz4(&data, true), &data);
         assert_eq!(index.0.frames.len(), 1);
-        check_random_reads(access.as_ref(), &data);
-        let mut all = vec![0; data.len()];
-        access.read_exact_at(0, &mut all).expect("read all");
-        assert_eq!(all, data);
-        assert_eq!(counter.get(), data.len() as u64);
+        check_spilled_once(access.as_ref(), &counter, &data);
     }
 
     #[test]

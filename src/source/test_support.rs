@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::{self, Seek, Write};
 
-use super::access::Access;
+use super::access::{Access, DecodeCounter};
 
 /// An unlinked temporary file holding `bytes`.
 pub(super) fn temp_file(bytes: &[u8]) -> File {
@@ -58,4 +58,17 @@ pub(super) fn check_random_reads(access: &dyn Access, data: &[u8]) {
         .read_exact_at(len - 4, &mut buf)
         .expect_err("read past the end");
     assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+}
+
+/// Random reads, then the whole stream twice: every read is right, and the
+/// stream was decompressed exactly once in all (what a spilled layer
+/// promises).
+pub(super) fn check_spilled_once(access: &dyn Access, counter: &DecodeCounter, data: &[u8]) {
+    check_random_reads(access, data);
+    for _ in 0..2 {
+        let mut all = vec![0; data.len()];
+        access.read_exact_at(0, &mut all).expect("read all");
+        assert_eq!(all, data);
+    }
+    assert_eq!(counter.get(), data.len() as u64);
 }

@@ -492,11 +492,7 @@ mod tests {
             .expect("xz");
         let (access, index, counter) = indexed(&encoded, &data);
         assert_eq!(index.blocks.len(), 1);
-        check_random_reads(access.as_ref(), &data);
-        let mut all = vec![0; data.len()];
-        access.read_exact_at(0, &mut all).expect("read all");
-        assert_eq!(all, data);
-        assert_eq!(counter.get(), data.len() as u64);
+        check_spilled_once(access.as_ref(), &counter, &data);
     }
 
     #[test]

@@ -17,12 +17,9 @@ use std::sync::Arc;
 use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
-use super::frames::{
-    FailedPass, FrameAccess, FramePolicy, FrameTable, Step, StepDecoder, StepPass,
-};
+use super::frames::{table_access, FailedPass, FrameTable, Step, StepDecoder, StepPass};
 use super::positioned::PositionedReader;
 use super::seek::{SeekDecodeError, SeekIndex};
-use super::spill::FrameOpener;
 
 /// Frames longer than this (decompressed) are spilled: at well over
 /// 1 GB/s, decoding up to half of one per cold read stays in the tens of
@@ -109,25 +106,14 @@ pub(super) fn access(
     spill_dir: &Path,
 ) -> io::Result<Box<dyn Access>> {
     let table = index.0;
-    let comps: Vec<u64> = table.frames.iter().map(|f| f.comp).collect();
-    let open: FrameOpener = Arc::new(move |i| {
-        let comp = comps
-            .get(i)
-            .copied()
-            .ok_or_else(|| io::Error::other("zstd frame out of range"))?;
-        decoder_at(&file, file_len, comp)
-    });
-    Ok(Box::new(FrameAccess::new(
-        table.starts(),
-        table.end,
-        open,
-        FramePolicy {
-            continues: true,
-            direct_limit: DIRECT_LIMIT,
-        },
+    Ok(table_access(
+        table,
+        "zstd frame",
+        move |comp| decoder_at(&file, file_len, comp),
+        DIRECT_LIMIT,
         spill_dir,
         counter,
-    )))
+    ))
 }
 
 #[cfg(test)]
@@ -198,13 +184,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let (access, index, counter) = indexed(&bytes, &data, dir.path());
         assert_eq!(index.0.frames.len(), 1);
-        check_random_reads(access.as_ref(), &data);
-        for _ in 0..2 {
-            let mut all = vec![0; data.len()];
-            access.read_exact_at(0, &mut all).expect("read all");
-            assert_eq!(all, data);
-        }
-        assert_eq!(counter.get(), data.len() as u64);
+        check_spilled_once(access.as_ref(), &counter, &data);
     }
 
     #[test]

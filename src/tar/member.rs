@@ -117,6 +117,35 @@ impl DataLayout {
 }
 
 #[cfg(test)]
+impl Member {
+    /// A member with `path` and `kind` and every other field zero or empty,
+    /// for tests elsewhere that set only the fields they are about.
+    pub(crate) fn bare(path: &[u8], kind: MemberKind) -> Member {
+        Member {
+            path: path.to_vec(),
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            uname: Vec::new(),
+            gname: Vec::new(),
+            mtime: 0,
+            mtime_nsec: 0,
+            link_target: Vec::new(),
+            dev_major: 0,
+            dev_minor: 0,
+            xattrs: Vec::new(),
+            data: DataLayout {
+                offset: 0,
+                size: 0,
+                sparse: None,
+            },
+            header_offset: 0,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -1,33 +1,17 @@
 //! The merge rules, one test each, on hand-built layer indexes.
 
 use super::*;
-use crate::tar::{DataLayout, LayerIndex, Member, MemberKind};
+use crate::tar::{LayerIndex, Member, MemberKind};
 
 fn member(path: &str, kind: MemberKind) -> Member {
     Member {
-        path: path.as_bytes().to_vec(),
-        kind,
         mode: if kind == MemberKind::Directory {
             0o755
         } else {
             0o644
         },
-        uid: 0,
-        gid: 0,
-        uname: Vec::new(),
-        gname: Vec::new(),
         mtime: 1_700_000_000,
-        mtime_nsec: 0,
-        link_target: Vec::new(),
-        dev_major: 0,
-        dev_minor: 0,
-        xattrs: Vec::new(),
-        data: DataLayout {
-            offset: 0,
-            size: 0,
-            sparse: None,
-        },
-        header_offset: 0,
+        ..Member::bare(path.as_bytes(), kind)
     }
 }
 

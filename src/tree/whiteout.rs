@@ -91,30 +91,12 @@ pub fn is_visible_xattr(name: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tar::DataLayout;
     use crate::tree::path::components;
 
     fn member(kind: MemberKind) -> Member {
         Member {
-            path: Vec::new(),
-            kind,
             mode: 0o644,
-            uid: 0,
-            gid: 0,
-            uname: Vec::new(),
-            gname: Vec::new(),
-            mtime: 0,
-            mtime_nsec: 0,
-            link_target: Vec::new(),
-            dev_major: 0,
-            dev_minor: 0,
-            xattrs: Vec::new(),
-            data: DataLayout {
-                offset: 0,
-                size: 0,
-                sparse: None,
-            },
-            header_offset: 0,
+            ..Member::bare(b"", kind)
         }
     }
 
