@@ -4,8 +4,11 @@ use std::path::{Path, PathBuf};
 
 use crate::cache::{self, IndexCache};
 use crate::daemon::{self, DaemonError};
+use crate::export::{self, ExportError};
 use crate::fuse::{self, MountError, MountOptions, OptionError};
 use crate::list::{self, ListFormat};
+use crate::output::{Compression, LayerOutput, OutputError, Target};
+use crate::progress::Progress;
 use crate::stack::{self, Stack, StackError, StackOptions};
 
 /// Any failure of a command; each message names the file or mountpoint.
@@ -31,6 +34,12 @@ pub enum AppError {
         /// How many layers were given.
         count: usize,
     },
+    /// A layer could not be written.
+    #[error(transparent)]
+    Write(#[from] OutputError),
+    /// The merged tree could not be exported.
+    #[error(transparent)]
+    Export(#[from] ExportError),
     /// Writing the listing failed.
     #[error("writing the listing: {0}")]
     Output(std::io::Error),
@@ -214,4 +223,60 @@ pub fn list(request: &ListRequest) -> Result<(), AppError> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(AppError::Output(e)),
         _ => Ok(()),
     }
+}
+
+/// What `layerfs export` was asked to do.
+#[derive(Debug)]
+pub struct ExportRequest {
+    /// Layer files, bottom first.
+    pub layers: Vec<PathBuf>,
+    /// Where the tar goes.
+    pub target: Target,
+    /// `--compress`, if given (else from the file name).
+    pub compression: Option<Compression>,
+    /// Where layer indexes are cached.
+    pub cache: CacheChoice,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+/// `layerfs export`: the merged tree as one tar, to a file (put in place
+/// only when complete) or stdout.
+pub fn export(request: &ExportRequest) -> Result<(), AppError> {
+    let stack = Stack::open(
+        &request.layers,
+        &StackOptions {
+            cache: request.cache.open(),
+            spill_dir: None,
+        },
+    )?;
+    let compression = request.target.compression(request.compression);
+    let output = LayerOutput::create(request.target.clone(), compression)?;
+    let mut progress = Progress::bytes("export", stack.tree().file_bytes(), request.quiet);
+    let mut writer = crate::tar::TarWriter::new(output);
+    let exported = export::export_tree(&stack, &mut writer, &mut |done| progress.set(done));
+    progress.finish();
+    let exported = exported.map_err(|e| match e {
+        ExportError::Write(source) => AppError::Write(OutputError::Io {
+            target: request.target.to_string(),
+            source,
+        }),
+        e => AppError::Export(e),
+    })?;
+    let output = writer.finish().map_err(|source| OutputError::Io {
+        target: request.target.to_string(),
+        source,
+    })?;
+    let written = output.finish()?;
+    log::info!(
+        "{}: {} entries, {} bytes of file data; tar {} bytes {}, written {} bytes {}",
+        request.target,
+        exported.entries,
+        exported.data_bytes,
+        written.tar_bytes,
+        written.diff_id,
+        written.blob_bytes,
+        written.blob
+    );
+    Ok(())
 }

@@ -12,7 +12,11 @@
 //!   skips the pass over its bytes;
 //! - [`stack`]: opens and indexes a list of layer files and builds their tree;
 //! - [`fuse`]: serves a [`stack::Stack`] through FUSE;
+//! - [`export`]: streams the merged tree as one tar;
 //! - [`list`]: lists the merged tree or one layer as stored;
+//! - [`output`]: where a written layer goes: framed compression, digests,
+//!   and a file put in place only when complete;
+//! - [`progress`]: a progress bar for long commands, on terminals only;
 //! - [`app`] and [`daemon`]: the commands behind the CLI, and running a
 //!   mount in the background.
 #![deny(missing_docs)]
@@ -20,8 +24,11 @@
 pub mod app;
 pub mod cache;
 pub mod daemon;
+pub mod export;
 pub mod fuse;
 pub mod list;
+pub mod output;
+pub mod progress;
 pub mod source;
 pub mod stack;
 mod sys;

@@ -7,7 +7,7 @@
 use std::io::{self, Write};
 
 use crate::tar::{LayerIndex, Member, MemberKind};
-use crate::tree::{Ino, NodeKind, Tree, ROOT_INO};
+use crate::tree::{NodeKind, Tree};
 
 /// How entries are printed.
 #[derive(Clone, Copy, Debug, Default)]
@@ -35,28 +35,14 @@ struct Entry<'a> {
 
 /// Lists the merged tree depth first, names in byte order.
 pub fn list_tree(tree: &Tree, format: ListFormat, out: &mut dyn Write) -> io::Result<()> {
-    let mut path: Vec<u8> = Vec::new();
-    // (directory, length of `path` that names it, next entry index)
-    let mut stack: Vec<(Ino, usize, usize)> = vec![(ROOT_INO, 0, 0)];
-    while let Some(top) = stack.last_mut() {
-        let (dir, prefix, next) = *top;
-        let Some(entry) = tree.entries(dir).get(next) else {
-            stack.pop();
-            continue;
-        };
-        top.2 += 1;
-        path.truncate(prefix);
-        if prefix > 0 {
-            path.push(b'/');
+    tree.walk(|path, ino, node| {
+        if path.is_empty() {
+            return Ok(());
         }
-        path.extend_from_slice(tree.name(entry));
-        let Some(node) = tree.node(entry.ino) else {
-            continue;
-        };
         let (kind, type_char) = node_kind(node.kind);
         write_entry(
             &Entry {
-                path: &path,
+                path,
                 kind,
                 type_char,
                 mode: node.mode,
@@ -64,17 +50,13 @@ pub fn list_tree(tree: &Tree, format: ListFormat, out: &mut dyn Write) -> io::Re
                 gid: node.gid,
                 size: node.size,
                 mtime: node.mtime,
-                link: tree.symlink_target(entry.ino),
+                link: tree.symlink_target(ino),
                 layer: node.layer + 1,
             },
             format,
             out,
-        )?;
-        if node.kind == NodeKind::Directory {
-            stack.push((entry.ino, path.len(), 0));
-        }
-    }
-    Ok(())
+        )
+    })
 }
 
 /// Lists one layer's members as stored, in archive order: whiteouts,

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgAction, Parser, Subcommand};
-use layerfs::app::{self, CacheChoice, ListRequest, MountRequest};
+use layerfs::app::{self, CacheChoice, ExportRequest, ListRequest, MountRequest};
 use layerfs::list::ListFormat;
+use layerfs::output::{Compression, Target};
 
 /// Mount a stack of container-image layers (tar, tar.gz, tar.zst) as one
 /// read-only tree, without extracting them.
@@ -60,6 +61,24 @@ enum Command {
         /// List layer N (1 = bottom) as stored, whiteouts and duplicates included.
         #[arg(long, value_name = "N")]
         layer: Option<usize>,
+        /// Keep layer indexes here (default: $XDG_CACHE_HOME/layerfs or ~/.cache/layerfs).
+        #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+        cache_dir: Option<PathBuf>,
+        /// Index every layer; store nothing.
+        #[arg(long)]
+        no_cache: bool,
+        /// Layer files, bottom first.
+        #[arg(required = true, value_name = "LAYER")]
+        layers: Vec<PathBuf>,
+    },
+    /// Write the merged tree of LAYER... as one tar (to stdout by default).
+    Export {
+        /// Write here instead of stdout (`-`: stdout); replaced only once complete.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// none, gzip[:LEVEL] or zstd[:LEVEL], in independent 1 MiB frames (default: from FILE's extension).
+        #[arg(long, value_name = "ALGO[:LEVEL]", value_parser = parse_compression)]
+        compress: Option<Compression>,
         /// Keep layer indexes here (default: $XDG_CACHE_HOME/layerfs or ~/.cache/layerfs).
         #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
         cache_dir: Option<PathBuf>,
@@ -128,6 +147,19 @@ fn main() -> ExitCode {
             format: ListFormat { long, json },
             cache: cache_choice(no_cache, cache_dir),
         }),
+        Command::Export {
+            output,
+            compress,
+            cache_dir,
+            no_cache,
+            layers,
+        } => app::export(&ExportRequest {
+            layers,
+            target: Target::from_arg(output.as_deref()),
+            compression: compress,
+            cache: cache_choice(no_cache, cache_dir),
+            quiet: cli.quiet,
+        }),
         Command::Umount { lazy, mountpoint } => app::umount(&mountpoint, lazy),
     };
     match result {
@@ -147,4 +179,8 @@ fn cache_choice(no_cache: bool, cache_dir: Option<PathBuf>) -> CacheChoice {
         (false, Some(dir)) => CacheChoice::Dir(dir),
         (false, None) => CacheChoice::Default,
     }
+}
+
+fn parse_compression(spec: &str) -> Result<Compression, String> {
+    Compression::parse(spec).map_err(|_| "expected none, gzip[:1-9] or zstd[:1-22]".to_string())
 }

@@ -32,6 +32,14 @@ pub enum StackError {
     /// A read asked for the contents of something that is not a regular file.
     #[error("inode {0} is not a regular file")]
     NotAFile(Ino),
+    /// A file's data ended before its size (the layer is damaged).
+    #[error("the data ends at byte {got} of a file of {expected} bytes")]
+    ShortFile {
+        /// The file's size.
+        expected: u64,
+        /// Where its data ended.
+        got: u64,
+    },
 }
 
 /// How a stack is opened.

@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use super::error::Problem;
-use super::number::{parse_field, MAX_SIZE};
+use super::number::{format_field, parse_field, MAX_SIZE};
 
 /// Size of every tar block.
 pub(super) const BLOCK: usize = 512;
@@ -93,6 +93,75 @@ pub(super) fn checksum_ok(block: &Block) -> bool {
     }
     let signed = |bytes: &[u8]| bytes.iter().map(|&b| i64::from(b as i8)).sum::<i64>();
     stored == i128::from(signed(block) - signed(chksum) + spaces)
+}
+
+/// Field lengths a writer must respect: text longer than its field does not
+/// fit and needs an extension record.
+pub(super) const NAME_LEN: usize = NAME.end - NAME.start;
+/// Length of the ustar prefix field.
+pub(super) const PREFIX_LEN: usize = PREFIX.end - PREFIX.start;
+/// Length of the link name field.
+pub(super) const LINKNAME_LEN: usize = LINKNAME.end - LINKNAME.start;
+/// Length of the uid and gid fields.
+pub(super) const ID_LEN: usize = UID.end - UID.start;
+/// Length of the size and mtime fields.
+pub(super) const SIZE_LEN: usize = SIZE.end - SIZE.start;
+
+/// What a writer puts in a ustar header. Text longer than its field is cut
+/// (the writer puts the whole value in a PAX record first); numbers too big
+/// for octal are written base-256.
+pub(super) struct UstarFields<'a> {
+    pub name: &'a [u8],
+    pub prefix: &'a [u8],
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub size: u64,
+    pub mtime: u64,
+    pub typeflag: u8,
+    pub linkname: &'a [u8],
+    pub devmajor: u32,
+    pub devminor: u32,
+}
+
+/// Encodes a POSIX ustar header block, checksum included.
+pub(super) fn encode_ustar(fields: &UstarFields<'_>) -> Block {
+    let mut block = [0u8; BLOCK];
+    let mut put_text = |range: Range<usize>, text: &[u8]| {
+        if let Some(dst) = block.get_mut(range) {
+            let n = text.len().min(dst.len());
+            dst[..n].copy_from_slice(&text[..n]);
+        }
+    };
+    put_text(NAME, fields.name);
+    put_text(LINKNAME, fields.linkname);
+    put_text(MAGIC, b"ustar\x0000");
+    put_text(PREFIX, fields.prefix);
+    for (range, value) in [
+        (MODE, u64::from(fields.mode & 0o7777)),
+        (UID, fields.uid),
+        (GID, fields.gid),
+        (SIZE, fields.size),
+        (MTIME, fields.mtime),
+        (DEVMAJOR, u64::from(fields.devmajor)),
+        (DEVMINOR, u64::from(fields.devminor)),
+    ] {
+        if let Some(dst) = block.get_mut(range) {
+            format_field(value, dst);
+        }
+    }
+    block[TYPEFLAG] = fields.typeflag;
+    // The checksum is summed with its own field as spaces, then stored as
+    // six octal digits, NUL, space (what GNU tar writes).
+    if let Some(chksum) = block.get_mut(CHKSUM) {
+        chksum.fill(b' ');
+    }
+    let sum: u32 = block.iter().map(|&b| u32::from(b)).sum();
+    if let Some(chksum) = block.get_mut(CHKSUM) {
+        let digits = format!("{sum:06o}\0 ");
+        chksum.copy_from_slice(digits.as_bytes());
+    }
+    block
 }
 
 impl<'a> Header<'a> {

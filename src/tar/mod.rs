@@ -1,7 +1,7 @@
 //! Tar archives: one pass over a layer's stream records every member's
 //! metadata and where its data lies.
 //!
-//! All tar dialect handling lives here: v7, ustar, old GNU (long names,
+//! All tar dialect handling lives here, reading and writing: v7, ustar, old GNU (long names,
 //! old sparse maps), PAX (per-member and global records, xattrs) and the
 //! three PAX sparse formats. What comes out is dialect-free: a [`Member`]
 //! with its final path, metadata and a [`DataLayout`] that turns file
@@ -21,6 +21,7 @@ mod member;
 mod number;
 mod pax;
 mod sparse;
+mod write;
 
 #[cfg(test)]
 mod fixtures;
@@ -32,3 +33,4 @@ mod testutil;
 pub use error::{Problem, TarError};
 pub use index::{index_layer, LayerIndex};
 pub use member::{DataLayout, Member, MemberKind, SparseSegment};
+pub use write::{EntryHeader, TarWriter};

@@ -96,6 +96,39 @@ pub(super) fn parse_pax_time(value: &[u8]) -> Option<(i64, u32)> {
     Some((i64::try_from(seconds).ok()?, nanos))
 }
 
+/// Writes `value` into a numeric header field: octal digits and a NUL
+/// terminator when it fits (what every reader understands), else GNU
+/// base-256 (big-endian with the marker bit), which GNU tar and libarchive
+/// read. Fields of 8 bytes and more always hold a `u64` in base-256.
+pub(super) fn format_field(value: u64, field: &mut [u8]) {
+    let digits = field.len().saturating_sub(1);
+    if fits_octal(value, field.len()) {
+        let mut v = value;
+        for slot in field.iter_mut().take(digits).rev() {
+            *slot = b'0' + (v & 7) as u8;
+            v >>= 3;
+        }
+        if let Some(last) = field.last_mut() {
+            *last = 0;
+        }
+        return;
+    }
+    let mut v = value;
+    for slot in field.iter_mut().rev() {
+        *slot = (v & 0xff) as u8;
+        v >>= 8;
+    }
+    if let Some(first) = field.first_mut() {
+        *first = 0x80;
+    }
+}
+
+/// Whether `value` fits a numeric field of `len` bytes as octal digits.
+pub(super) fn fits_octal(value: u64, len: usize) -> bool {
+    let digits = len.saturating_sub(1);
+    digits >= 22 || value >> (3 * digits) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +195,23 @@ mod tests {
         assert_eq!(parse_pax_time(b"-"), None);
         assert_eq!(parse_pax_time(b"1.2x"), None);
         assert_eq!(parse_pax_time(b"1e5"), None);
+    }
+
+    #[test]
+    fn formatted_fields_parse_back_in_octal_or_base256() {
+        for (value, len, octal) in [
+            (0u64, 8, true),
+            (0o7777777, 8, true),
+            (0o10000000, 8, false),
+            (0o77777777777, 12, true),
+            (1 << 33, 12, false),
+            (u64::MAX >> 2, 12, false),
+        ] {
+            let mut field = vec![b'x'; len];
+            format_field(value, &mut field);
+            assert_eq!(field[0] & 0x80 == 0, octal, "{value:o} in {len}");
+            assert_eq!(fits_octal(value, len), octal);
+            assert_eq!(parse_field(&field), Some(i128::from(value)), "{value:o}");
+        }
     }
 }

@@ -11,6 +11,7 @@ mod build;
 mod path;
 #[cfg(test)]
 mod tests;
+mod walk;
 mod whiteout;
 
 use std::fmt;
