@@ -1,0 +1,318 @@
+//! `layerfs export`: the merged tree as one tar. Each export is read back by
+//! independent tools (GNU tar, bsdtar, our own mount) and compared with the
+//! mounted stack, which is the reference: an export and a mount must agree.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::layer::{pseudo_random, Codec, Format};
+use common::mount::{layerfs, run_captured, Run};
+use common::tree::{snapshot, Fields, Snapshot};
+use common::{assert_tree, Expected, Layer, Layers, Mount};
+use layerfs::source::LayerSource;
+
+/// A non-UTF-8 name too long for ustar: needs pax `hdrcharset=BINARY`.
+fn long_latin1_name() -> Vec<u8> {
+    let mut name = b"srv/".to_vec();
+    name.extend_from_slice(&[b'n'; 120]);
+    name.extend_from_slice(b"-caf\xe9");
+    name
+}
+
+/// Three layers covering the merge cases and what ustar cannot hold: file
+/// and directory whiteouts, an opaque marker, an overlayfs tombstone and
+/// opaque xattr, a hardlink across layers, a member placed through a lower
+/// symlink, long and non-UTF-8 names, a long link target, big ids,
+/// sub-second and pre-1970 times, xattrs, devices, a fifo, empty dirs.
+fn rich_stack() -> Layers {
+    let long_dir = "d".repeat(120);
+    let long_name = format!("{long_dir}/{}", "f".repeat(150));
+    let base = Layer::new(Format::Pax)
+        .dir("etc")
+        .file("etc/passwd", "root:x:0:0::/root:/bin/sh\n")
+        .hardlink("etc/passwd.link", "etc/passwd")
+        .dir("etc/conf.d")
+        .file("etc/conf.d/old.conf", "old")
+        .dir("usr")
+        .dir("usr/bin")
+        .file("usr/bin/tool", "#!/bin/sh\n")
+        .mode(0o755)
+        .symlink("bin", "usr/bin")
+        .dir("var")
+        .dir("var/log")
+        .file("var/log/messages", "log")
+        .dir("srv")
+        .file("srv/old", "gone")
+        .file(b"srv/caf\xe9", "latin-1 name")
+        .file(long_latin1_name(), "long latin-1 name")
+        .dir(&long_dir)
+        .file(&long_name, "deep")
+        .symlink("srv/far", "t/".repeat(80))
+        .file("srv/owned", "big ids")
+        .owner(3_000_000, 4_000_000)
+        .file("srv/precise", "ns")
+        .pax("mtime", "1700000000.123456789")
+        .file("srv/ancient", "before 1970")
+        .pax("mtime", "-86400.5")
+        .file("srv/attrs", "with xattrs")
+        .xattr("user.one", "1")
+        .xattr("user.bin", b"\x00\xff\n")
+        .dir("dev")
+        .char_dev("dev/null", 1, 3)
+        .block_dev("dev/sda", 8, 0)
+        .fifo("dev/fifo")
+        .dir("empty")
+        .dir("usr/share")
+        .dir("usr/share/doc")
+        .file("usr/share/doc/README", "doc");
+    let middle = Layer::new(Format::Gnu)
+        .whiteout("var/log")
+        .whiteout("srv/old")
+        .opaque("etc/conf.d")
+        .dir("etc/conf.d")
+        .file("etc/conf.d/new.conf", "new")
+        .hardlink("usr/bin/tool2", "usr/bin/tool")
+        .file("etc/passwd", "root:x:0:0::/root:/bin/bash\n");
+    let top = Layer::new(Format::Pax)
+        .tombstone("usr/share/doc")
+        .overlay_opaque_dir("srv")
+        .file("srv/fresh", "after opaque")
+        .file("bin/new", "through the symlink")
+        .mode(0o700);
+    let mut layers = Layers::new();
+    layers
+        .add_encoded(&base, Codec::Gzip)
+        .add_encoded(&middle, Codec::Zstd)
+        .add(&top);
+    layers
+}
+
+fn export(layers: &[PathBuf], extra: &[&str], out: &Path) -> Run {
+    let mut args: Vec<std::ffi::OsString> = vec!["export".into(), "--no-cache".into()];
+    args.extend(extra.iter().map(Into::into));
+    args.extend(layers.iter().map(Into::into));
+    args.push("-o".into());
+    args.push(out.into());
+    layerfs(args)
+}
+
+/// Extracts `archive` into a new directory `dir` with `tar` (GNU or bsd)
+/// and asserts the tool printed nothing on stderr.
+fn extract(tool: &str, flags: &[&str], archive: &Path, dir: &Path) {
+    std::fs::create_dir(dir).unwrap();
+    let run = run_captured(
+        Command::new(tool)
+            .args(flags)
+            .arg("-xpf")
+            .arg(archive)
+            .arg("-C")
+            .arg(dir),
+    );
+    run.expect_success(tool);
+    assert_eq!(run.stderr, "", "{tool} warned while extracting");
+}
+
+fn mounted_snapshot(layers: &[PathBuf]) -> Snapshot {
+    let mount = Mount::new(layers);
+    snapshot(mount.path())
+}
+
+#[test]
+fn gnu_tar_and_bsdtar_extract_the_export_to_the_mounted_tree() {
+    let layers = rich_stack();
+    let reference = mounted_snapshot(&layers.paths);
+    let archive = layers.dir().join("flat.tar");
+    export(&layers.paths, &[], &archive).expect_success("export");
+    let expected = Expected::from_snapshot(&reference, Fields::ALL);
+
+    let gnu = layers.dir().join("gnu");
+    let gnu_flags = ["--xattrs", "--xattrs-include=*", "--numeric-owner"];
+    extract("tar", &gnu_flags, &archive, &gnu);
+    assert_tree(&gnu, &expected);
+
+    let bsd = layers.dir().join("bsd");
+    extract("bsdtar", &["--xattrs", "--numeric-owner"], &archive, &bsd);
+    assert_tree(&bsd, &expected);
+}
+
+#[test]
+fn the_export_mounts_back_as_the_same_tree_in_every_compression() {
+    let layers = rich_stack();
+    let reference = mounted_snapshot(&layers.paths);
+    let expected = Expected::from_snapshot(&reference, Fields::ALL);
+    for (name, extra) in [
+        ("flat.tar", &[][..]),
+        ("flat.tar.gz", &[][..]),
+        ("flat.tar.zst", &[][..]),
+        ("flat.zstd", &["--compress", "zstd:19"][..]),
+        ("flat.gzip", &["--compress", "gzip:1"][..]),
+    ] {
+        let archive = layers.dir().join(name);
+        export(&layers.paths, extra, &archive).expect_success(name);
+        let mount = Mount::new(std::slice::from_ref(&archive));
+        assert_tree(mount.path(), &expected);
+    }
+    let gz = layers.dir().join("flat.tar.gz");
+    let zst = layers.dir().join("flat.tar.zst");
+    let plain = std::fs::read(layers.dir().join("flat.tar")).unwrap();
+    for (tool, file) in [("gzip", &gz), ("zstd", &zst)] {
+        let out = Command::new(tool).arg("-dc").arg(file).output().unwrap();
+        assert!(out.status.success(), "{tool} -dc");
+        assert!(out.stdout == plain, "{tool} decodes to the plain export");
+    }
+}
+
+#[test]
+fn exports_are_deterministic_and_carry_no_whiteouts() {
+    let layers = rich_stack();
+    let first = layers.dir().join("a.tar");
+    let second = layers.dir().join("b.tar");
+    export(&layers.paths, &[], &first).expect_success("export");
+    // Through the index cache the second time: same bytes.
+    let cache = layers.dir().join("cache");
+    let cache_arg = format!("--cache-dir={}", cache.display());
+    let mut args: Vec<std::ffi::OsString> = vec!["export".into(), cache_arg.clone().into()];
+    args.extend(layers.paths.iter().map(Into::into));
+    args.extend(["-o".into(), second.clone().into()]);
+    layerfs(&args).expect_success("export with cache");
+    layerfs(&args).expect_success("export from cache");
+    assert!(std::fs::read(&first).unwrap() == std::fs::read(&second).unwrap());
+
+    let listing = layerfs([
+        "ls".as_ref(),
+        "--no-cache".as_ref(),
+        "--layer=1".as_ref(),
+        "--json".as_ref(),
+        first.as_os_str(),
+    ]);
+    listing.expect_success("ls --layer");
+    let mut paths = Vec::new();
+    for line in listing.stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let path = v["path"].as_str().unwrap().to_string();
+        assert!(!path.contains(".wh."), "whiteout exported: {path}");
+        let is_tombstone = v["type"] == "char" && path.starts_with("usr/share");
+        assert!(!is_tombstone, "tombstone exported: {path}");
+        paths.push(path.trim_end_matches('/').to_string());
+    }
+    // Parents before children, names in byte order: the order of the
+    // merged listing, root first.
+    let merged = layerfs(
+        ["ls", "--no-cache", "--json"]
+            .iter()
+            .map(std::ffi::OsString::from)
+            .chain(layers.paths.iter().map(Into::into)),
+    );
+    merged.expect_success("ls");
+    let mut expected_order = vec![".".to_string()];
+    for line in merged.stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        expected_order.push(v["path"].as_str().unwrap().to_string());
+    }
+    assert_eq!(paths, expected_order);
+    // Hardlinks name a path already in the archive. etc/passwd.link is no
+    // longer one: the middle layer replaced etc/passwd, leaving the old
+    // contents under the link's name alone.
+    let hardlinks: Vec<_> = listing
+        .stdout
+        .lines()
+        .filter(|l| l.contains("\"type\":\"hardlink\""))
+        .collect();
+    assert_eq!(hardlinks.len(), 1, "{hardlinks:?}");
+    assert!(hardlinks[0].contains("\"link\":\"usr/bin/tool\""));
+}
+
+#[test]
+fn export_to_stdout_equals_the_file_and_stays_silent() {
+    let layers = rich_stack();
+    let file = layers.dir().join("flat.tar");
+    let run = export(&layers.paths, &[], &file);
+    run.expect_success("export");
+    assert_eq!(run.stderr, "");
+    let mut args: Vec<std::ffi::OsString> = vec!["export".into(), "--no-cache".into()];
+    args.extend(layers.paths.iter().map(Into::into));
+    let out = Command::new(common::mount::bin())
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "no progress or noise when not a terminal"
+    );
+    assert!(out.stdout == std::fs::read(&file).unwrap());
+}
+
+/// A big file in a zstd or gzip export is read back from near its end
+/// while decoding a few frames, not the stream from its start.
+#[test]
+fn compressed_exports_are_read_back_with_random_access() {
+    let data = pseudo_random(24 << 20, 7);
+    let layer = Layer::new(Format::Pax)
+        .dir("big")
+        .file("big/blob", &data)
+        .file("big/after", "tail");
+    let mut layers = Layers::new();
+    layers.add(&layer);
+    for name in ["flat.tar.zst", "flat.tar.gz"] {
+        let archive = layers.dir().join(name);
+        export(&layers.paths, &[], &archive).expect_success(name);
+        let source = LayerSource::open(&archive).unwrap();
+        let mut pass = source.index_pass();
+        let index = layerfs::tar::index_layer(&mut pass).unwrap();
+        source.attach(pass.finish().unwrap()).unwrap();
+        let blob = index
+            .members
+            .iter()
+            .find(|m| m.path == b"big/blob")
+            .unwrap();
+        let mut buf = vec![0; 4096];
+        let at = data.len() - 10_000;
+        source
+            .read_exact_at(blob.data.offset + at as u64, &mut buf)
+            .unwrap();
+        assert!(buf == data[at..at + 4096], "{name}: bytes near the end");
+        let decoded = source.decoded_bytes();
+        assert!(
+            decoded <= 4 << 20,
+            "{name}: decoded {decoded} bytes for one 4 KiB read"
+        );
+    }
+}
+
+#[test]
+fn a_failed_export_leaves_no_file_and_says_why() {
+    let layers = rich_stack();
+    let missing = layers.dir().join("no/such/dir/flat.tar");
+    let run = export(&layers.paths, &[], &missing);
+    assert!(!run.status.success());
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no/such/dir/flat.tar"),
+        "{}",
+        run.stderr
+    );
+
+    // A bad layer: nothing written, the existing target kept.
+    let target = layers.dir().join("kept.tar");
+    std::fs::write(&target, b"previous").unwrap();
+    let not_a_layer = common::layer::write_file(layers.dir(), "junk", &[b'x'; 4096]);
+    let mut bad = layers.paths.clone();
+    bad.push(not_a_layer);
+    let run = export(&bad, &[], &target);
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("junk"), "{}", run.stderr);
+    assert_eq!(std::fs::read(&target).unwrap(), b"previous");
+    let leftovers: Vec<_> = std::fs::read_dir(layers.dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    let run = layerfs(["export", "--compress", "lzma", "x.tar"]);
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("--compress"), "{}", run.stderr);
+}
