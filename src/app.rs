@@ -251,7 +251,8 @@ pub fn export(request: &ExportRequest) -> Result<(), AppError> {
         },
     )?;
     let compression = request.target.compression(request.compression);
-    let output = LayerOutput::create(request.target.clone(), compression)?;
+    let mut output = LayerOutput::create(request.target.clone(), compression)?;
+    output.skip_digests();
     let mut progress = Progress::bytes("export", stack.tree().file_bytes(), request.quiet);
     let mut writer = crate::tar::TarWriter::new(output);
     let exported = export::export_tree(&stack, &mut writer, &mut |done| progress.set(done));
@@ -269,14 +270,12 @@ pub fn export(request: &ExportRequest) -> Result<(), AppError> {
     })?;
     let written = output.finish()?;
     log::info!(
-        "{}: {} entries, {} bytes of file data; tar {} bytes {}, written {} bytes {}",
+        "{}: {} entries, {} bytes of file data; {} bytes of tar, {} bytes written",
         request.target,
         exported.entries,
         exported.data_bytes,
         written.tar_bytes,
-        written.diff_id,
         written.blob_bytes,
-        written.blob
     );
     Ok(())
 }

@@ -146,12 +146,12 @@ impl fmt::Debug for Sha256Digest {
 /// What was written, once it is complete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Written {
-    /// sha256 of the uncompressed tar: the OCI `diff_id`.
-    pub diff_id: Sha256Digest,
+    /// sha256 of the uncompressed tar: the OCI `diff_id` (unless skipped).
+    pub diff_id: Option<Sha256Digest>,
     /// Bytes of uncompressed tar.
     pub tar_bytes: u64,
-    /// sha256 of the bytes written: the OCI blob digest.
-    pub blob: Sha256Digest,
+    /// sha256 of the bytes written: the OCI blob digest (unless skipped).
+    pub blob: Option<Sha256Digest>,
     /// Bytes written.
     pub blob_bytes: u64,
 }
@@ -161,7 +161,8 @@ pub struct LayerOutput {
     target: Target,
     sink: Sink,
     encoder: Encoder,
-    tar_hash: Sha256,
+    /// `None` once digests are skipped.
+    tar_hash: Option<Sha256>,
     tar_bytes: u64,
     /// Uncompressed bytes waiting to become the next frame.
     pending: Vec<u8>,
@@ -178,7 +179,7 @@ impl fmt::Debug for LayerOutput {
 /// The bytes' destination, hashing and counting what passes.
 struct Sink {
     out: BufWriter<Destination>,
-    hash: Sha256,
+    hash: Option<Sha256>,
     bytes: u64,
 }
 
@@ -205,7 +206,9 @@ impl Write for Destination {
 
 impl Sink {
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.hash.update(bytes);
+        if let Some(hash) = &mut self.hash {
+            hash.update(bytes);
+        }
         self.bytes += bytes.len() as u64;
         self.out.write_all(bytes)
     }
@@ -267,15 +270,22 @@ impl LayerOutput {
             target,
             sink: Sink {
                 out: BufWriter::with_capacity(1 << 20, destination),
-                hash: Sha256::new(),
+                hash: Some(Sha256::new()),
                 bytes: 0,
             },
             encoder,
-            tar_hash: Sha256::new(),
+            tar_hash: Some(Sha256::new()),
             tar_bytes: 0,
             pending,
             frame: Vec::new(),
         })
+    }
+
+    /// Computes no digests: sha256 costs more than everything else an
+    /// export does, and nobody asked for them.
+    pub fn skip_digests(&mut self) {
+        self.tar_hash = None;
+        self.sink.hash = None;
     }
 
     /// Where the layer is going.
@@ -292,9 +302,9 @@ impl LayerOutput {
         };
         result.map_err(io_error)?;
         let written = Written {
-            diff_id: Sha256Digest(self.tar_hash.finalize().into()),
+            diff_id: self.tar_hash.map(|h| Sha256Digest(h.finalize().into())),
             tar_bytes: self.tar_bytes,
-            blob: Sha256Digest(self.sink.hash.finalize().into()),
+            blob: self.sink.hash.map(|h| Sha256Digest(h.finalize().into())),
             blob_bytes: self.sink.bytes,
         };
         let destination = self
@@ -337,7 +347,9 @@ impl LayerOutput {
 
 impl Write for LayerOutput {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tar_hash.update(buf);
+        if let Some(hash) = &mut self.tar_hash {
+            hash.update(buf);
+        }
         self.tar_bytes += buf.len() as u64;
         if let Encoder::None = self.encoder {
             self.sink.write_all(buf)?;
@@ -397,8 +409,9 @@ mod tests {
         assert!(back == data);
         assert_eq!(gz.tar_bytes, data.len() as u64);
         assert_eq!(gz.blob_bytes, bytes.len() as u64);
-        assert_eq!(gz.blob.0, <[u8; 32]>::from(Sha256::digest(&bytes)));
-        assert_eq!(gz.diff_id.0, <[u8; 32]>::from(Sha256::digest(&data)));
+        let digest = |bytes: &[u8]| Some(Sha256Digest(Sha256::digest(bytes).into()));
+        assert_eq!(gz.blob, digest(&bytes));
+        assert_eq!(gz.diff_id, digest(&data));
 
         write_layer(dir.path(), "l.tar.zst", Compression::Zstd(1), &data);
         let bytes = std::fs::read(dir.path().join("l.tar.zst")).expect("read");
@@ -416,7 +429,7 @@ mod tests {
         let written = write_layer(dir.path(), "l.tar", Compression::None, b"abc");
         assert_eq!(written.diff_id, written.blob);
         assert_eq!(
-            written.diff_id.to_string(),
+            written.diff_id.map(|d| d.to_string()).unwrap_or_default(),
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
