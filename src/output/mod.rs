@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+mod frames;
+use frames::{FrameCodec, FramePool};
+
 /// Uncompressed bytes per gzip member or zstd frame: a random read decodes
 /// at most this much, and compression loses little to the frame cuts.
 pub const FRAME_BYTES: usize = 1 << 20;
@@ -160,14 +163,13 @@ pub struct Written {
 pub struct LayerOutput {
     target: Target,
     sink: Sink,
-    encoder: Encoder,
+    /// `None` for a plain tar.
+    frames: Option<FramePool>,
     /// `None` once digests are skipped.
     tar_hash: Option<Sha256>,
     tar_bytes: u64,
     /// Uncompressed bytes waiting to become the next frame.
     pending: Vec<u8>,
-    /// A compressed frame, reused.
-    frame: Vec<u8>,
 }
 
 impl fmt::Debug for LayerOutput {
@@ -204,20 +206,20 @@ impl Write for Destination {
     }
 }
 
-impl Sink {
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+impl Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(bytes)?;
+        let done = bytes.get(..n).unwrap_or_default();
         if let Some(hash) = &mut self.hash {
-            hash.update(bytes);
+            hash.update(done);
         }
-        self.bytes += bytes.len() as u64;
-        self.out.write_all(bytes)
+        self.bytes += n as u64;
+        Ok(n)
     }
-}
 
-enum Encoder {
-    None,
-    Gzip(flate2::Compression),
-    Zstd(Box<zstd::bulk::Compressor<'static>>),
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 impl LayerOutput {
@@ -252,20 +254,15 @@ impl LayerOutput {
                 Destination::File(temp)
             }
         };
-        let encoder = match compression {
-            Compression::None => Encoder::None,
-            Compression::Gzip(level) => Encoder::Gzip(flate2::Compression::new(level)),
-            Compression::Zstd(level) => {
-                let mut zstd = zstd::bulk::Compressor::new(level).map_err(io_error)?;
-                zstd.include_checksum(true).map_err(io_error)?;
-                zstd.include_contentsize(true).map_err(io_error)?;
-                Encoder::Zstd(Box::new(zstd))
-            }
+        let mut frames = match compression {
+            Compression::None => None,
+            Compression::Gzip(level) => Some(FramePool::new(FrameCodec::Gzip(level))),
+            Compression::Zstd(level) => Some(FramePool::new(FrameCodec::Zstd(level))),
         };
-        let pending = match encoder {
-            Encoder::None => Vec::new(),
-            _ => Vec::with_capacity(FRAME_BYTES),
-        };
+        let pending = frames
+            .as_mut()
+            .map(FramePool::input_buffer)
+            .unwrap_or_default();
         Ok(LayerOutput {
             target,
             sink: Sink {
@@ -273,11 +270,10 @@ impl LayerOutput {
                 hash: Some(Sha256::new()),
                 bytes: 0,
             },
-            encoder,
+            frames,
             tar_hash: Some(Sha256::new()),
             tar_bytes: 0,
             pending,
-            frame: Vec::new(),
         })
     }
 
@@ -295,7 +291,13 @@ impl LayerOutput {
 
     /// Ends the last frame, flushes, and puts a file target in place.
     pub fn finish(mut self) -> Result<Written, OutputError> {
-        let result = self.flush_frame().and_then(|()| self.sink.out.flush());
+        let result = self
+            .flush_frame()
+            .and_then(|()| match &mut self.frames {
+                Some(frames) => frames.drain(&mut self.sink),
+                None => Ok(()),
+            })
+            .and_then(|()| self.sink.out.flush());
         let io_error = |source| OutputError::Io {
             target: self.target.to_string(),
             source,
@@ -319,29 +321,17 @@ impl LayerOutput {
         Ok(written)
     }
 
-    /// Compresses what is pending into one frame and writes it.
+    /// Hands what is pending to the compressors as one frame.
     fn flush_frame(&mut self) -> io::Result<()> {
+        let Some(frames) = &mut self.frames else {
+            return Ok(());
+        };
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.frame.clear();
-        match &mut self.encoder {
-            Encoder::None => {}
-            Encoder::Gzip(level) => {
-                let mut gz = flate2::GzBuilder::new()
-                    .mtime(0)
-                    .write(std::mem::take(&mut self.frame), *level);
-                gz.write_all(&self.pending)?;
-                self.frame = gz.finish()?;
-            }
-            Encoder::Zstd(zstd) => {
-                self.frame
-                    .reserve(zstd::zstd_safe::compress_bound(self.pending.len()));
-                zstd.compress_to_buffer(&self.pending, &mut self.frame)?;
-            }
-        }
-        self.pending.clear();
-        self.sink.write_all(&self.frame)
+        let next = frames.input_buffer();
+        let full = std::mem::replace(&mut self.pending, next);
+        frames.submit(full, &mut self.sink)
     }
 }
 
@@ -351,7 +341,7 @@ impl Write for LayerOutput {
             hash.update(buf);
         }
         self.tar_bytes += buf.len() as u64;
-        if let Encoder::None = self.encoder {
+        if self.frames.is_none() {
             self.sink.write_all(buf)?;
             return Ok(buf.len());
         }
