@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{ArgAction, Parser, Subcommand};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use layerfs::app::{self, CacheChoice, ExportRequest, ListRequest, MountRequest};
 use layerfs::list::ListFormat;
 use layerfs::output::{Compression, Target};
@@ -89,6 +89,11 @@ enum Command {
         #[arg(required = true, value_name = "LAYER")]
         layers: Vec<PathBuf>,
     },
+    /// Print a shell completion script (e.g. `layerfs completions bash > /etc/bash_completion.d/layerfs`).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Unmount a layerfs mount; its daemon then exits.
     Umount {
         /// Detach the mount now even if it is busy; it goes once no longer used.
@@ -161,6 +166,7 @@ fn main() -> ExitCode {
             quiet: cli.quiet,
         }),
         Command::Umount { lazy, mountpoint } => app::umount(&mountpoint, lazy),
+        Command::Completions { shell } => return print_completions(shell),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -183,4 +189,17 @@ fn cache_choice(no_cache: bool, cache_dir: Option<PathBuf>) -> CacheChoice {
 
 fn parse_compression(spec: &str) -> Result<Compression, String> {
     Compression::parse(spec).map_err(|_| "expected none, gzip[:1-9] or zstd[:1-22]".to_string())
+}
+
+/// Writes the completion script; a reader that stops early is not an error.
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "layerfs", &mut script);
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("layerfs: writing the completion script: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    }
 }
