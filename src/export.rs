@@ -3,8 +3,9 @@
 //! The walk is the mount's tree, so an export and a mount of the same layers
 //! always agree. Entries come depth first, each directory before what it
 //! holds, names in byte order, the root first as `./`: the same layers give
-//! the same bytes. A file with several names is written once, under the
-//! name that comes first, and its other names follow as hardlinks to it.
+//! the same bytes. A node with several names is written once, under the
+//! name that comes first, and its other names follow as hardlinks to it,
+//! whatever its kind (a hardlinked symlink or device stays one inode).
 //! File data is copied through one buffer, so memory does not grow with
 //! file sizes; only the paths of multiply-linked files are remembered.
 
@@ -98,10 +99,9 @@ impl<W: Write> Exporter<'_, W> {
             xattrs: &xattrs,
         };
         self.done.entries += 1;
-        if node.kind != NodeKind::File {
-            return Ok(self.writer.header(&header)?);
-        }
-        if node.nlink > 1 {
+        // Any non-directory can have several names (symlinks, devices and
+        // fifos too): the second and later are hardlinks to the first.
+        if node.kind != NodeKind::Directory && node.nlink > 1 {
             match self.first_names.entry(ino) {
                 Entry::Occupied(first) => {
                     header.kind = MemberKind::Hardlink;
@@ -112,6 +112,9 @@ impl<W: Write> Exporter<'_, W> {
                     slot.insert(path.to_vec());
                 }
             }
+        }
+        if node.kind != NodeKind::File {
+            return Ok(self.writer.header(&header)?);
         }
         header.size = node.size;
         self.writer.header(&header)?;

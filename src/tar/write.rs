@@ -4,10 +4,14 @@
 //! header ('x') only when ustar cannot hold something: a path or link target
 //! too long for its fields, a size of 8 GiB or more, ids past 2^21, a time
 //! before 1970 or with a fraction of a second, extended attributes
-//! (`SCHILY.xattr.*`, the spelling GNU tar and libarchive share), and names
-//! that are not UTF-8 (then `hdrcharset=BINARY`, so readers take the bytes
-//! as they are). Everything else stays plain ustar, so the archive is as old-
-//! reader-friendly as its contents allow.
+//! (`SCHILY.xattr.*`, the spelling GNU tar and libarchive share).
+//!
+//! A long path or link target that is not UTF-8 goes in a GNU long-name
+//! header ('L'/'K') instead: pax values are UTF-8 unless the header says
+//! `hdrcharset=BINARY`, which bsdtar needs and GNU tar warns about, while
+//! both read GNU long names as raw bytes without a word. Everything else
+//! stays plain ustar, so the archive is as old-reader-friendly as its
+//! contents allow.
 //!
 //! The same entries always give the same bytes: extended headers have fixed
 //! names, zero times and a fixed record order, and nothing depends on the
@@ -23,6 +27,8 @@ use super::number::fits_octal;
 
 /// The name of every extended header: fixed, so output is reproducible.
 const PAX_HEADER_NAME: &[u8] = b"././@PaxHeader";
+/// The name GNU tar gives its long-name headers.
+const GNU_LONG_NAME: &[u8] = b"././@LongLink";
 
 /// One entry to write, with its path relative to the archive root.
 #[derive(Clone, Debug)]
@@ -116,20 +122,22 @@ impl<W: Write> TarWriter<W> {
             _ => &[],
         };
         let split = split_ustar_path(path);
+        let utf8 = |bytes: &[u8]| std::str::from_utf8(bytes).is_ok();
+        let long_link = link.len() > LINKNAME_LEN;
+        if long_link && !utf8(link) {
+            self.gnu_long_name(b'K', link)?;
+        }
+        if split.is_none() && !utf8(path) {
+            self.gnu_long_name(b'L', path)?;
+        }
         self.records.clear();
-        let binary = std::str::from_utf8(path).is_err()
-            || std::str::from_utf8(link).is_err()
-            || entry
-                .xattrs
-                .iter()
-                .any(|(name, _)| std::str::from_utf8(name).is_err());
-        if binary {
+        if entry.xattrs.iter().any(|(name, _)| !utf8(name)) {
             push_record(&mut self.records, b"hdrcharset", b"BINARY");
         }
-        if split.is_none() {
+        if split.is_none() && utf8(path) {
             push_record(&mut self.records, b"path", path);
         }
-        if link.len() > LINKNAME_LEN {
+        if long_link && utf8(link) {
             push_record(&mut self.records, b"linkpath", link);
         }
         if !fits_octal(size, SIZE_LEN) {
@@ -199,6 +207,29 @@ impl<W: Write> TarWriter<W> {
         self.data_left = size;
         self.data_len = size;
         Ok(())
+    }
+
+    /// Writes a GNU long name ('L') or long link ('K') header and its data:
+    /// the bytes and a NUL.
+    fn gnu_long_name(&mut self, typeflag: u8, bytes: &[u8]) -> io::Result<()> {
+        let len = bytes.len() as u64 + 1;
+        let block = encode_ustar(&UstarFields {
+            name: GNU_LONG_NAME,
+            prefix: b"",
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: len,
+            mtime: 0,
+            typeflag,
+            linkname: b"",
+            devmajor: 0,
+            devminor: 0,
+        });
+        self.emit(&block)?;
+        self.emit(bytes)?;
+        self.emit(&[0])?;
+        self.pad(len)
     }
 
     /// Writes the next bytes of the current entry's data; more than its size
@@ -409,6 +440,25 @@ mod tests {
         assert_eq!(got, xattrs);
         assert_eq!(members[3].path, b"caf\xe9/");
         assert_eq!((members[3].mtime, members[3].mtime_nsec), (7, 120_000_000));
+    }
+
+    #[test]
+    fn long_names_that_are_not_utf8_use_gnu_long_name_headers() {
+        let mut path = b"d\xff/".to_vec();
+        path.extend_from_slice(&[0xe9; 150]);
+        let target = [0xe8; 120];
+        let (bytes, members) = round_trip(&[
+            entry(&path, MemberKind::Regular),
+            EntryHeader {
+                link_target: &target,
+                ..entry(b"l", MemberKind::Symlink)
+            },
+        ]);
+        assert_eq!(members[0].path, path);
+        assert_eq!(members[1].link_target, target);
+        assert!(!bytes.windows(14).any(|w| w == PAX_HEADER_NAME));
+        assert!(!bytes.windows(10).any(|w| w == b"hdrcharset"));
+        assert_eq!(bytes.windows(13).filter(|w| *w == GNU_LONG_NAME).count(), 2);
     }
 
     #[test]

@@ -71,7 +71,9 @@ impl Layers {
     }
 }
 
-/// Mounts `layers` (bottom first, plain tar) and asserts the merged tree.
+/// Mounts `layers` (bottom first, plain tar) and asserts the merged tree;
+/// then asserts the same tree in `layerfs export` of the stack, mounted
+/// back and extracted by GNU tar, so every merge case also checks export.
 pub fn assert_merge(layers: &[Layer], expected: &Expected) {
     let mut stack = Layers::new();
     for layer in layers {
@@ -79,4 +81,41 @@ pub fn assert_merge(layers: &[Layer], expected: &Expected) {
     }
     let mount = stack.mount();
     assert_tree(mount.path(), expected);
+    drop(mount);
+
+    let flat = stack.dir().join("export.tar");
+    let mut args: Vec<std::ffi::OsString> = vec!["export".into(), "--no-cache".into()];
+    args.extend(stack.paths.iter().map(Into::into));
+    args.extend(["-o".into(), flat.clone().into()]);
+    mount::layerfs(args).expect_success("export");
+    let exported = Mount::new(std::slice::from_ref(&flat));
+    assert_tree(exported.path(), expected);
+    drop(exported);
+
+    let extracted = stack.dir().join("extracted");
+    std::fs::create_dir(&extracted).expect("mkdir");
+    let run = mount::run_captured(
+        std::process::Command::new("tar")
+            .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf"])
+            .arg(&flat)
+            .arg("-C")
+            .arg(&extracted),
+    );
+    run.expect_success("tar -x of the export");
+    let warnings = tar_warnings(&run.stderr);
+    assert!(
+        warnings.is_empty(),
+        "GNU tar warned on the export: {warnings:?}"
+    );
+    assert_tree(&extracted, expected);
+}
+
+/// What a tar tool printed on stderr about the archive, less GNU tar's
+/// remarks on times it finds odd, which are about the contents (a file
+/// dated 1969 or 2286), not about how the archive is written.
+pub fn tar_warnings(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| !l.contains("implausibly old time stamp") && !l.contains("in the future"))
+        .collect()
 }
