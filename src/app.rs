@@ -40,6 +40,20 @@ pub enum AppError {
     /// The merged tree could not be exported.
     #[error(transparent)]
     Export(#[from] ExportError),
+    /// `--peek` was given something that is not a byte count.
+    #[error("--peek {text}: {why}")]
+    BadSize {
+        /// What was given.
+        text: String,
+        /// What is wrong with it.
+        why: SizeError,
+    },
+    /// `--peek` was given more than one layer.
+    #[error("--peek lists one layer as stored; {count} layers were given")]
+    PeekOneLayer {
+        /// How many layers were given.
+        count: usize,
+    },
     /// Writing the listing failed.
     #[error("writing the listing: {0}")]
     Output(std::io::Error),
@@ -145,6 +159,7 @@ pub fn mount(request: &MountRequest) -> Result<(), AppError> {
         &StackOptions {
             cache: request.cache.open(),
             spill_dir: None,
+            record_removals: false,
         },
     )?;
     log::info!(
@@ -186,17 +201,37 @@ pub struct ListRequest {
     pub layer: Option<usize>,
     /// How to print.
     pub format: ListFormat,
+    /// After the merged tree, list each whiteout and what it hid.
+    pub all: bool,
+    /// List only the members in this many first bytes of the one layer
+    /// given (a number with an optional K, M or G suffix), as stored.
+    pub peek: Option<String>,
     /// Where layer indexes are cached.
     pub cache: CacheChoice,
 }
 
-/// `layerfs ls`: the merged tree, or one layer as stored, on stdout. A
-/// reader that stops early (`| head`) ends the listing quietly.
+/// `layerfs ls`: the merged tree, or one layer as stored, or the head of
+/// one layer, on stdout. A reader that stops early (`| head`) ends the
+/// listing quietly.
 pub fn list(request: &ListRequest) -> Result<(), AppError> {
-    let cache = request.cache.open();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let written = match request.layer {
-        Some(number) => {
+    let written = match (&request.peek, request.layer) {
+        (Some(text), _) => {
+            let limit = parse_size(text).map_err(|why| AppError::BadSize {
+                text: text.clone(),
+                why,
+            })?;
+            let [path] = request.layers.as_slice() else {
+                return Err(AppError::PeekOneLayer {
+                    count: request.layers.len(),
+                });
+            };
+            let peek = stack::peek_layer(path, 1, limit)?;
+            list::list_layer(&peek.index, 1, request.format, &mut out)
+                .and_then(|()| list::peek_summary(&peek, request.format, &mut out))
+        }
+        (None, Some(number)) => {
+            let cache = request.cache.open();
             let path = number
                 .checked_sub(1)
                 .and_then(|n| request.layers.get(n))
@@ -208,15 +243,17 @@ pub fn list(request: &ListRequest) -> Result<(), AppError> {
             let layer = u32::try_from(number).unwrap_or(u32::MAX);
             list::list_layer(&index, layer, request.format, &mut out)
         }
-        None => {
+        (None, None) => {
             let stack = Stack::open(
                 &request.layers,
                 &StackOptions {
-                    cache,
+                    cache: request.cache.open(),
                     spill_dir: None,
+                    record_removals: request.all,
                 },
             )?;
             list::list_tree(stack.tree(), request.format, &mut out)
+                .and_then(|()| list::list_removals(stack.removals(), request.format, &mut out))
         }
     };
     match written.and_then(|()| std::io::Write::flush(&mut out)) {
@@ -247,7 +284,7 @@ pub fn export(request: &ExportRequest) -> Result<(), AppError> {
         &request.layers,
         &StackOptions {
             cache: request.cache.open(),
-            spill_dir: None,
+            ..StackOptions::default()
         },
     )?;
     let compression = request.target.compression(request.compression);
@@ -278,4 +315,81 @@ pub fn export(request: &ExportRequest) -> Result<(), AppError> {
         written.blob_bytes,
     );
     Ok(())
+}
+
+/// Why a byte count was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SizeError {
+    /// Not a number with an optional K, M or G suffix.
+    #[error("not a byte count (a number, optionally with K, M or G: 64K, 1M)")]
+    Garbage,
+    /// Zero bytes.
+    #[error("must be more than 0 bytes")]
+    Zero,
+    /// More bytes than a 64-bit count holds.
+    #[error("too large")]
+    TooLarge,
+}
+
+/// A byte count: digits, optionally followed by K, M or G (KiB, MiB, GiB:
+/// powers of 1024; `k`, `KiB` and `K` alike), never 0.
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(digits);
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => return Err(SizeError::Garbage),
+    };
+    if number.is_empty() {
+        return Err(SizeError::Garbage);
+    }
+    let value: u64 = number.parse().map_err(|_| SizeError::TooLarge)?;
+    if value == 0 {
+        return Err(SizeError::Zero);
+    }
+    value.checked_mul(1 << shift).ok_or(SizeError::TooLarge)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("1").ok(), Some(1));
+        assert_eq!(parse_size("65536").ok(), Some(65_536));
+        assert_eq!(parse_size("64K").ok(), Some(65_536));
+        assert_eq!(parse_size("64k").ok(), Some(65_536));
+        assert_eq!(parse_size("64KiB").ok(), Some(65_536));
+        assert_eq!(parse_size("1M").ok(), Some(1 << 20));
+        assert_eq!(parse_size("3G").ok(), Some(3 << 30));
+        assert_eq!(parse_size("100b").ok(), Some(100));
+    }
+
+    #[test]
+    fn zero_garbage_and_overflow_are_refused() {
+        assert!(matches!(parse_size("0"), Err(SizeError::Zero)));
+        assert!(matches!(parse_size("0K"), Err(SizeError::Zero)));
+        for garbage in [
+            "", "K", "abc", "1.5M", "-1", " 1", "1 K", "1KB", "1T", "12x",
+        ] {
+            assert!(
+                matches!(parse_size(garbage), Err(SizeError::Garbage)),
+                "{garbage:?}"
+            );
+        }
+        assert!(matches!(
+            parse_size("99999999999999999999"),
+            Err(SizeError::TooLarge)
+        ));
+        assert!(matches!(
+            parse_size("17179869184G"),
+            Err(SizeError::TooLarge)
+        ));
+    }
 }

@@ -2,12 +2,15 @@
 //! it), or one layer as stored (like `tar tvf`), as text or as JSON lines.
 //!
 //! Both views come from the same index and tree as the mount, so a listing
-//! always agrees with what a mount shows.
+//! always agrees with what a mount shows. After the merged tree, `--all`
+//! adds what each whiteout removed; after a layer's head, `--peek` adds how
+//! much of the layer was read.
 
 use std::io::{self, Write};
 
+use crate::stack::LayerPeek;
 use crate::tar::{LayerIndex, Member, MemberKind};
-use crate::tree::{NodeKind, Tree};
+use crate::tree::{Hidden, NodeKind, Removal, Tree};
 
 /// How entries are printed.
 #[derive(Clone, Copy, Debug, Default)]
@@ -91,6 +94,98 @@ pub fn list_layer(
         )?;
     }
     Ok(())
+}
+
+/// Lists what the merge removed, one line per whiteout, opaque marker,
+/// opaque directory or tombstone, in the order given (layer, then archive).
+pub fn list_removals(
+    removals: &[Removal],
+    format: ListFormat,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    for removal in removals {
+        let kind = removal.kind.name();
+        let layer = removal.layer + 1;
+        if format.json {
+            write!(out, "{{\"path\":")?;
+            json_string(&removal.path, out)?;
+            write!(out, ",\"type\":\"{kind}\",\"layer\":{layer},\"hides\":[")?;
+            for (i, hidden) in removal.hides.iter().enumerate() {
+                out.write_all(if i == 0 {
+                    b"{\"path\":"
+                } else {
+                    b",{\"path\":"
+                })?;
+                json_string(&hidden.path, out)?;
+                write!(
+                    out,
+                    ",\"type\":\"{}\",\"layer\":{},\"entries\":{}}}",
+                    node_kind(hidden.kind).0,
+                    hidden.layer + 1,
+                    hidden.entries
+                )?;
+            }
+            out.write_all(b"]}\n")?;
+            continue;
+        }
+        if format.long {
+            // The kind stands where entries have their mode, the layer in
+            // the same right-aligned column width.
+            write!(out, "{kind:<10} {layer:>3} ")?;
+            out.write_all(&removal.path)?;
+            out.write_all(b" ")?;
+        } else {
+            write!(out, "{layer}\t")?;
+            out.write_all(&removal.path)?;
+            write!(out, "\t{kind}: ")?;
+        }
+        write_hides(&removal.hides, out)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// `hides a (file, layer 1), b (dir, layer 2, 3 entries)`, or `hides nothing`.
+fn write_hides(hides: &[Hidden], out: &mut dyn Write) -> io::Result<()> {
+    out.write_all(b"hides ")?;
+    if hides.is_empty() {
+        return out.write_all(b"nothing");
+    }
+    for (i, hidden) in hides.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b", ")?;
+        }
+        out.write_all(&hidden.path)?;
+        let (kind, _) = node_kind(hidden.kind);
+        let layer = hidden.layer + 1;
+        match (hidden.kind, hidden.entries) {
+            (NodeKind::Directory, 1) => write!(out, " ({kind}, layer {layer}, 1 entry)")?,
+            (NodeKind::Directory, n) => write!(out, " ({kind}, layer {layer}, {n} entries)")?,
+            _ => write!(out, " ({kind}, layer {layer})")?,
+        }
+    }
+    Ok(())
+}
+
+/// The last line of `--peek`: whether the listing is whole, how many
+/// members it has and how much of the layer file was read for it.
+pub fn peek_summary(peek: &LayerPeek, format: ListFormat, out: &mut dyn Write) -> io::Result<()> {
+    let members = peek.index.members.len();
+    let (read, size) = (peek.bytes_read, peek.layer_bytes);
+    if format.json {
+        writeln!(
+            out,
+            "{{\"partial\":{},\"members\":{members},\"bytes_read\":{read},\"layer_bytes\":{size}}}",
+            !peek.complete
+        )
+    } else if peek.complete {
+        writeln!(out, "complete: {members} members, {read} bytes read")
+    } else {
+        writeln!(
+            out,
+            "partial: {members} members from the first {read} of {size} bytes"
+        )
+    }
 }
 
 fn node_kind(kind: NodeKind) -> (&'static str, u8) {

@@ -61,6 +61,12 @@ enum Command {
         /// List layer N (1 = bottom) as stored, whiteouts and duplicates included.
         #[arg(long, value_name = "N")]
         layer: Option<usize>,
+        /// After the merged tree, list every whiteout, opaque marker and tombstone and what it hid.
+        #[arg(short, long, conflicts_with_all = ["layer", "peek"])]
+        all: bool,
+        /// List the members in the first BYTES of the one LAYER (K, M, G suffixes: 64K, 1M), as stored.
+        #[arg(long, value_name = "BYTES", conflicts_with = "layer")]
+        peek: Option<String>,
         /// Keep layer indexes here (default: $XDG_CACHE_HOME/layerfs or ~/.cache/layerfs).
         #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
         cache_dir: Option<PathBuf>,
@@ -143,6 +149,8 @@ fn main() -> ExitCode {
             long,
             json,
             layer,
+            all,
+            peek,
             cache_dir,
             no_cache,
             layers,
@@ -150,6 +158,8 @@ fn main() -> ExitCode {
             layers,
             layer,
             format: ListFormat { long, json },
+            all,
+            peek,
             cache: cache_choice(no_cache, cache_dir),
         }),
         Command::Export {

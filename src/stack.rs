@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::cache::{IndexCache, LayerKey};
-use crate::source::{LayerSource, SeekIndex, SourceError};
+use crate::source::{LayerHead, LayerSource, SeekIndex, SourceError};
 use crate::tar::{self, LayerIndex, TarError};
-use crate::tree::{Ino, NodeKind, Tree};
+use crate::tree::{Ino, NodeKind, Removal, Tree};
 
 /// What can go wrong while opening a stack or reading from it.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,8 @@ pub struct StackOptions {
     /// cache's directory if there is one, else the system's temporary
     /// directory (which may be RAM-backed).
     pub spill_dir: Option<PathBuf>,
+    /// Keep what each whiteout removed, for [`Stack::removals`] (`ls --all`).
+    pub record_removals: bool,
 }
 
 /// Where a layer's index came from.
@@ -70,6 +72,7 @@ pub struct Stack {
     layers: Vec<LayerSource>,
     origins: Vec<IndexOrigin>,
     tree: Tree,
+    removals: Vec<Removal>,
 }
 
 impl Stack {
@@ -97,7 +100,12 @@ impl Stack {
         let (indexes, origins): (Vec<_>, Vec<_>) = index_all(&layers, options.cache.as_ref())?
             .into_iter()
             .unzip();
-        let (tree, warnings) = Tree::build(indexes);
+        let (tree, warnings, removals) = if options.record_removals {
+            Tree::build_recording(indexes)
+        } else {
+            let (tree, warnings) = Tree::build(indexes);
+            (tree, warnings, Vec::new())
+        };
         for warning in warnings {
             let path = layers
                 .get(warning.layer as usize)
@@ -112,7 +120,14 @@ impl Stack {
             layers,
             origins,
             tree,
+            removals,
         })
+    }
+
+    /// What each whiteout, opaque marker and tombstone removed, if the
+    /// stack was opened with [`StackOptions::record_removals`]; else empty.
+    pub fn removals(&self) -> &[Removal] {
+        &self.removals
     }
 
     /// Where each layer's index came from, bottom first.
@@ -154,6 +169,38 @@ pub fn layer_index(
 ) -> Result<LayerIndex, StackError> {
     let layer = LayerSource::open(path)?;
     Ok(load_or_index(&layer, number.saturating_sub(1), cache)?.0)
+}
+
+/// What the head of one layer file holds: see [`peek_layer`].
+#[derive(Debug)]
+pub struct LayerPeek {
+    /// The members whose headers lie in the head, in archive order.
+    pub index: LayerIndex,
+    /// Whether the end-of-archive marker was read: no member is missing.
+    pub complete: bool,
+    /// Bytes of the layer file read (at most the limit asked for).
+    pub bytes_read: u64,
+    /// The size of the layer file.
+    pub layer_bytes: u64,
+}
+
+/// Lists the members of layer file `path` (1-based `number`, for messages)
+/// that its first `limit` bytes hold, compressed or not, without reading a
+/// byte more (`layerfs ls --peek`). The index cache is neither used nor
+/// filled: a partial index must never stand in for a whole one.
+pub fn peek_layer(path: &Path, number: usize, limit: u64) -> Result<LayerPeek, StackError> {
+    let mut head = LayerHead::open(path, limit)?;
+    let prefix = tar::index_prefix(&mut head).map_err(|source| StackError::Index {
+        path: path.to_path_buf(),
+        number,
+        source,
+    })?;
+    Ok(LayerPeek {
+        index: prefix.index,
+        complete: prefix.complete,
+        bytes_read: head.bytes_read(),
+        layer_bytes: head.file_len(),
+    })
 }
 
 /// One layer's index and where it came from.

@@ -46,7 +46,7 @@
 //! they still work, through stream decoders and the spill cache as before.
 
 use std::fs::File;
-use std::io::{self, BufReader, Cursor, Read};
+use std::io::{self, BufRead, Cursor, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -587,16 +587,17 @@ pub(super) fn index_pass(file: Arc<File>, file_len: u64) -> Box<dyn IndexingDeco
 
 /// A decoder from compressed offset `comp` through every later stream.
 pub(super) fn decoder_at(file: &Arc<File>, file_len: u64, comp: u64) -> Box<dyn Read + Send> {
-    Box::new(bzip2::bufread::MultiBzDecoder::new(
-        BufReader::with_capacity(
-            INPUT_BUFFER,
-            PositionedReader {
-                file: Arc::clone(file),
-                pos: comp,
-                len: file_len,
-            },
-        ),
+    stream_decoder(PositionedReader::buffered(
+        file,
+        file_len,
+        comp,
+        INPUT_BUFFER,
     ))
+}
+
+/// A decoder of every stream that `input` holds, in order.
+pub(super) fn stream_decoder(input: impl BufRead + Send + 'static) -> Box<dyn Read + Send> {
+    Box::new(bzip2::bufread::MultiBzDecoder::new(input))
 }
 
 /// A decoder of block `block` alone, from its one-block stream.

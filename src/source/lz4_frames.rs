@@ -15,7 +15,7 @@
 //! for its end). Legacy frames and dictionaries are refused.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -249,6 +249,78 @@ pub(super) fn index_pass(file: Arc<File>, file_len: u64) -> Box<dyn IndexingDeco
 /// A decoder from compressed offset `comp` through every later frame.
 pub(super) fn decoder_at(file: &Arc<File>, file_len: u64, comp: u64) -> Box<dyn Read + Send> {
     Box::new(Lz4Frames::new(Arc::clone(file), file_len, comp, None))
+}
+
+/// A decoder of every frame that `input` holds, in order, skippable frames
+/// passed over: for a reader that cannot be walked ahead of decoding, such
+/// as the head of a layer. A frame cut short is `UnexpectedEof`.
+pub(super) fn stream_decoder(input: impl BufRead + Send + 'static) -> Box<dyn Read + Send> {
+    Box::new(Lz4Stream::Between(input))
+}
+
+/// Where [`stream_decoder`] is: before a frame, or inside one (its magic
+/// already read, and given back to the frame decoder in front of the rest).
+enum Lz4Stream<R: Read> {
+    Between(R),
+    In(FrameDecoder<io::Chain<io::Cursor<[u8; 4]>, R>>),
+    /// The input ended, or failed.
+    Done,
+}
+
+impl<R: BufRead> Lz4Stream<R> {
+    /// Reads past skippable frames to the next data frame; `None` at the
+    /// end of the input.
+    fn next_frame(mut input: R) -> io::Result<Option<Lz4Stream<R>>> {
+        loop {
+            if input.fill_buf()?.is_empty() {
+                return Ok(None);
+            }
+            let mut magic = [0u8; 4];
+            input.read_exact(&mut magic)?;
+            match u32::from_le_bytes(magic) {
+                m if m & 0xffff_fff0 == 0x184D_2A50 => {
+                    let mut len = [0u8; 4];
+                    input.read_exact(&mut len)?;
+                    let len = u64::from(u32::from_le_bytes(len));
+                    if io::copy(&mut (&mut input).take(len), &mut io::sink())? < len {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                MAGIC => {
+                    let input = io::Cursor::new(magic).chain(input);
+                    return Ok(Some(Lz4Stream::In(FrameDecoder::new(input))));
+                }
+                LEGACY_MAGIC => return Err(invalid("legacy lz4 frame (not supported)".into())),
+                _ => return Err(invalid("no lz4 frame where one should start".into())),
+            }
+        }
+    }
+}
+
+impl<R: BufRead> Read for Lz4Stream<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            match std::mem::replace(self, Lz4Stream::Done) {
+                Lz4Stream::Done => return Ok(0),
+                Lz4Stream::In(mut frame) => {
+                    let n = frame.read(out)?;
+                    if n > 0 {
+                        *self = Lz4Stream::In(frame);
+                        return Ok(n);
+                    }
+                    // The frame ended; the next one starts where it did.
+                    *self = Lz4Stream::Between(frame.into_inner().into_inner().1);
+                }
+                Lz4Stream::Between(input) => match Lz4Stream::next_frame(input)? {
+                    Some(frame) => *self = frame,
+                    None => return Ok(0),
+                },
+            }
+        }
+    }
 }
 
 /// Random access for an lz4 layer indexed as `index`.

@@ -1,7 +1,7 @@
 //! A reader over a shared layer file with a position of its own.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -12,6 +12,24 @@ pub(super) struct PositionedReader {
     pub(super) file: Arc<File>,
     pub(super) pos: u64,
     pub(super) len: u64,
+}
+
+impl PositionedReader {
+    /// A buffered reader of `file` (`len` bytes long) from offset `pos`:
+    /// the input a streaming decoder takes.
+    pub(super) fn buffered(
+        file: &Arc<File>,
+        len: u64,
+        pos: u64,
+        capacity: usize,
+    ) -> BufReader<PositionedReader> {
+        let reader = PositionedReader {
+            file: Arc::clone(file),
+            pos,
+            len,
+        };
+        BufReader::with_capacity(capacity, reader)
+    }
 }
 
 impl Read for PositionedReader {

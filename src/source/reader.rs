@@ -15,7 +15,9 @@ use super::{bzip2_streams, lz4_frames, xz_blocks, zstd_frames};
 use super::{SourceError, SpillError, Stream};
 
 /// Read size from the compressed file.
-const INPUT_BUFFER: usize = 256 * 1024;
+pub(super) const INPUT_BUFFER: usize = 256 * 1024;
+/// How many leading bytes tell every codec's magic apart.
+pub(super) const SNIFF_BYTES: usize = 8;
 
 /// One layer file, opened, with its codec known.
 ///
@@ -39,34 +41,18 @@ pub struct LayerSource {
 impl LayerSource {
     /// Opens a layer file and recognises its codec from its first bytes.
     pub fn open(path: &Path) -> Result<LayerSource, SourceError> {
-        let io_err = |source| SourceError::Io {
+        let (file, file_len) = open_file(path)?;
+        let mut head = [0u8; SNIFF_BYTES];
+        let got = read_full_at(&file, &mut head, 0).map_err(|source| SourceError::Io {
             path: path.to_path_buf(),
             source,
-        };
-        let file = File::open(path).map_err(io_err)?;
-        let meta = file.metadata().map_err(io_err)?;
-        if meta.is_dir() {
-            return Err(SourceError::NotALayer {
-                path: path.to_path_buf(),
-                reason: "is a directory".into(),
-            });
-        }
-        let mut head = [0u8; 8];
-        let got = read_full_at(&file, &mut head, 0).map_err(io_err)?;
-        let codec = match sniff(&head[..got]) {
-            Sniffed::Known(codec) => codec,
-            Sniffed::Unsupported(codec) => {
-                return Err(SourceError::UnsupportedCodec {
-                    path: path.to_path_buf(),
-                    codec,
-                })
-            }
-        };
+        })?;
+        let codec = codec_of(path, &head[..got])?;
         Ok(LayerSource {
             path: path.to_path_buf(),
             codec,
             file: Arc::new(file),
-            file_len: meta.len(),
+            file_len,
             access: OnceLock::new(),
             counter: Arc::new(DecodeCounter::default()),
             spill_dir: absolute(std::env::temp_dir()),
@@ -282,6 +268,35 @@ impl Stream for IndexPass {
             Pass::Plain(s) => s.skip(n),
             Pass::Decoding(d) => io::copy(&mut d.take(n), &mut io::sink()),
         }
+    }
+}
+
+/// Opens a layer file, refusing directories; returns it with its length.
+pub(super) fn open_file(path: &Path) -> Result<(File, u64), SourceError> {
+    let io_err = |source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    if meta.is_dir() {
+        return Err(SourceError::NotALayer {
+            path: path.to_path_buf(),
+            reason: "is a directory".into(),
+        });
+    }
+    Ok((file, meta.len()))
+}
+
+/// The codec a layer's first bytes (up to [`SNIFF_BYTES`]) name, or why
+/// the layer cannot be read.
+pub(super) fn codec_of(path: &Path, head: &[u8]) -> Result<Codec, SourceError> {
+    match sniff(head) {
+        Sniffed::Known(codec) => Ok(codec),
+        Sniffed::Unsupported(codec) => Err(SourceError::UnsupportedCodec {
+            path: path.to_path_buf(),
+            codec,
+        }),
     }
 }
 

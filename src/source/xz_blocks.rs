@@ -17,7 +17,7 @@
 //! cover what the pass read) is spilled as one stream.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -144,14 +144,13 @@ fn stream_decoder() -> io::Result<Stream> {
 
 /// A decoder of the whole file from its start.
 pub(super) fn whole_decoder(file: &Arc<File>, file_len: u64) -> io::Result<Box<dyn Read + Send>> {
-    let input = BufReader::with_capacity(
-        INPUT_BUFFER,
-        PositionedReader {
-            file: Arc::clone(file),
-            pos: 0,
-            len: file_len,
-        },
-    );
+    stream_reader(PositionedReader::buffered(file, file_len, 0, INPUT_BUFFER))
+}
+
+/// A decoder of every stream that `input` holds, in order.
+pub(super) fn stream_reader(
+    input: impl BufRead + Send + 'static,
+) -> io::Result<Box<dyn Read + Send>> {
     Ok(Box::new(XzDecoder::new_stream(input, stream_decoder()?)))
 }
 

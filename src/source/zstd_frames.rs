@@ -10,7 +10,7 @@
 //! through the spill cache (see [`super::frames`]).
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, Read};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -84,14 +84,19 @@ pub(super) fn decoder_at(
     file_len: u64,
     comp: u64,
 ) -> io::Result<Box<dyn Read + Send>> {
-    let input = BufReader::with_capacity(
+    stream_decoder(PositionedReader::buffered(
+        file,
+        file_len,
+        comp,
         INPUT_BUFFER,
-        PositionedReader {
-            file: Arc::clone(file),
-            pos: comp,
-            len: file_len,
-        },
-    );
+    ))
+}
+
+/// A decoder of every frame that `input` holds, in order, skippable ones
+/// passed over; windows up to 2 GiB accepted.
+pub(super) fn stream_decoder(
+    input: impl BufRead + Send + 'static,
+) -> io::Result<Box<dyn Read + Send>> {
     let mut decoder = zstd::stream::read::Decoder::with_buffer(input)?;
     decoder.window_log_max(31)?;
     Ok(Box::new(decoder))

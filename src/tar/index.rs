@@ -29,6 +29,19 @@ pub struct LayerIndex {
     pub members: Vec<Member>,
 }
 
+/// The members found in the head of a tar stream that may stop anywhere:
+/// what [`index_prefix`] gives.
+#[derive(Debug, Default)]
+pub struct PrefixIndex {
+    /// Every member whose headers were read whole, in archive order; the
+    /// last one's data may lie past the end of the stream.
+    pub index: LayerIndex,
+    /// Whether the end-of-archive block was read, so that no member is
+    /// missing. A stream that stops anywhere else, even on a block
+    /// boundary, may have been cut there.
+    pub complete: bool,
+}
+
 /// One sequential pass over a layer's (decompressed) tar stream.
 ///
 /// Stops at the first all-zero header block without reading further, so
@@ -36,19 +49,50 @@ pub struct LayerIndex {
 /// that ends on a block boundary, or inside the padding of the last member,
 /// is complete; one that ends inside a header or member data is `Truncated`.
 pub fn index_layer(stream: &mut dyn Stream) -> Result<LayerIndex, TarError> {
-    let mut indexer = Indexer {
-        cursor: Cursor::new(stream),
-        block: [0; BLOCK],
-        scratch: [0; BLOCK],
-        data: Vec::new(),
-        pending: Pending::default(),
-        globals: PaxHeader::default(),
-        members: Vec::new(),
-    };
+    let mut indexer = Indexer::new(stream, false);
     indexer.run()?;
     Ok(LayerIndex {
         members: indexer.members,
     })
+}
+
+/// The same pass over a stream that is only the head of a layer (`ls
+/// --peek`): where the stream stops, inside a header, inside member data or
+/// between members, the members read so far are the result, not an error.
+/// A member is listed once its headers are read, even if its data is cut;
+/// a member cut inside its headers (extension headers included) is not.
+/// Anything wrong in the bytes that did arrive is an error as for
+/// [`index_layer`].
+pub fn index_prefix(stream: &mut dyn Stream) -> Result<PrefixIndex, TarError> {
+    let mut indexer = Indexer::new(stream, true);
+    let complete = match indexer.run() {
+        Ok(end) => end == End::Marker,
+        Err(e) if matches!(e.problem, Problem::Truncated) => false,
+        Err(e) => return Err(e),
+    };
+    Ok(PrefixIndex {
+        index: LayerIndex {
+            members: indexer.members,
+        },
+        complete,
+    })
+}
+
+/// How the archive ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// An all-zero header block: the end-of-archive marker.
+    Marker,
+    /// The stream ended on a block boundary or inside a zero block.
+    StreamEnd,
+}
+
+/// What the next header block turned out to be.
+enum Next {
+    /// A header, in `Indexer::block`.
+    Header,
+    /// The end of the archive.
+    End(End),
 }
 
 /// What the extension headers since the last member said.
@@ -76,14 +120,31 @@ struct Indexer<'a> {
     /// Defaults set by 'g' headers so far.
     globals: PaxHeader,
     members: Vec<Member>,
+    /// The stream is the head of a layer ([`index_prefix`]): it may stop
+    /// anywhere.
+    prefix: bool,
 }
 
-impl Indexer<'_> {
-    fn run(&mut self) -> Result<(), TarError> {
-        loop {
+impl<'a> Indexer<'a> {
+    fn new(stream: &'a mut dyn Stream, prefix: bool) -> Indexer<'a> {
+        Indexer {
+            cursor: Cursor::new(stream),
+            block: [0; BLOCK],
+            scratch: [0; BLOCK],
+            data: Vec::new(),
+            pending: Pending::default(),
+            globals: PaxHeader::default(),
+            members: Vec::new(),
+            prefix,
+        }
+    }
+
+    /// Indexes up to the end of the archive; says how it ended.
+    fn run(&mut self) -> Result<End, TarError> {
+        let end = loop {
             let offset = self.cursor.pos();
-            if !self.next_header(offset)? {
-                break;
+            if let Next::End(end) = self.next_header(offset)? {
+                break end;
             }
             match Header::new(&self.block).typeflag() {
                 typeflag @ (b'x' | b'X' | b'g' | b'L' | b'K' | b'V') => {
@@ -95,36 +156,53 @@ impl Indexer<'_> {
                     );
                 }
                 typeflag => {
-                    let member = self.member(offset, typeflag)?;
+                    let (member, data_bytes) = self.member(offset, typeflag)?;
                     self.members.push(member);
                     self.pending = Pending::default();
+                    // After the push: a member whose data is cut is still
+                    // known, which is what a prefix listing shows.
+                    self.cursor.skip_data(data_bytes)?;
                 }
             }
-        }
+        };
         match self.pending.first_offset {
+            // The head of a layer may stop between a member's extension
+            // headers and its header: that member is cut, not dangling.
+            Some(_) if self.prefix && end == End::StreamEnd => Ok(end),
             Some(offset) => Err(Problem::DanglingExtension.at(offset)),
-            None => Ok(()),
+            None => Ok(end),
         }
     }
 
-    /// Reads the next header block; false at the end of the archive.
-    fn next_header(&mut self, offset: u64) -> Result<bool, TarError> {
+    /// Reads the next header block, or finds the end of the archive.
+    fn next_header(&mut self, offset: u64) -> Result<Next, TarError> {
         let n = self.cursor.fill(&mut self.block)?;
         if is_zero(self.block.get(..n).unwrap_or_default()) {
             // The end marker, a stream ending on a block boundary, or one
             // cut inside the end marker: nothing was lost.
-            return Ok(false);
-        }
-        if offset == 0 && (n < BLOCK || !checksum_ok(&self.block)) {
-            return Err(Problem::NotATar.at(0));
+            return Ok(Next::End(if n == BLOCK {
+                End::Marker
+            } else {
+                End::StreamEnd
+            }));
         }
         if n < BLOCK {
-            return Err(Problem::Truncated.at(self.cursor.pos()));
+            // A whole layer that ends in its first block is no tar; the head
+            // of one may just be shorter than a block.
+            return Err(if offset == 0 && !self.prefix {
+                Problem::NotATar.at(0)
+            } else {
+                Problem::Truncated.at(self.cursor.pos())
+            });
         }
         if !checksum_ok(&self.block) {
-            return Err(Problem::BadChecksum.at(offset));
+            return Err(if offset == 0 {
+                Problem::NotATar.at(0)
+            } else {
+                Problem::BadChecksum.at(offset)
+            });
         }
-        Ok(true)
+        Ok(Next::Header)
     }
 
     /// Takes in a header that describes the members after it.
@@ -172,8 +250,9 @@ impl Indexer<'_> {
     }
 
     /// Builds the member whose header is in `self.block`, applying the
-    /// pending extensions and globals, and moves past its data.
-    fn member(&mut self, offset: u64, typeflag: u8) -> Result<Member, TarError> {
+    /// pending extensions and globals, and moves past its headers (a sparse
+    /// map included); returns it with the number of data bytes that follow.
+    fn member(&mut self, offset: u64, typeflag: u8) -> Result<(Member, u64), TarError> {
         let at = |p: Problem| p.at(offset);
         let header = Header::new(&self.block);
         let pending = &mut self.pending;
@@ -227,7 +306,7 @@ impl Indexer<'_> {
         };
         let xattrs = merge_xattrs(std::mem::take(&mut pax.xattrs), &globals.xattrs);
         let sparse = std::mem::take(&mut pax.sparse);
-        let data = layout(
+        let (data, data_bytes) = layout(
             &mut self.cursor,
             &mut self.scratch,
             &header,
@@ -236,7 +315,7 @@ impl Indexer<'_> {
             stored,
             sparse,
         )?;
-        Ok(Member {
+        let member = Member {
             path,
             kind,
             mode,
@@ -252,11 +331,13 @@ impl Indexer<'_> {
             xattrs,
             data,
             header_offset: pending.first_offset.unwrap_or(offset),
-        })
+        };
+        Ok((member, data_bytes))
     }
 }
 
-/// Finds where the member's contents lie and moves the cursor past them.
+/// Finds where the member's contents lie, reading a sparse map if there is
+/// one; returns that and how many stored bytes then remain to skip.
 ///
 /// `stored` is the number of data bytes after the header (PAX `size` if
 /// given, else the header's), the only figure used to skip.
@@ -268,7 +349,7 @@ fn layout(
     kind: MemberKind,
     stored: u64,
     sparse: PaxSparse,
-) -> Result<DataLayout, TarError> {
+) -> Result<(DataLayout, u64), TarError> {
     let at = |p: Problem| p.at(offset);
     let typeflag = header.typeflag();
     let dense = |cursor: &Cursor<'_>, size| DataLayout {
@@ -279,14 +360,12 @@ fn layout(
     if typeflag == b'5' {
         // Directories never carry data blocks, whatever their size field
         // says (GNU tar, libarchive and Go all read them so).
-        return Ok(dense(cursor, 0));
+        return Ok((dense(cursor, 0), 0));
     }
     if kind != MemberKind::Regular {
         // Links, devices, fifos and dumpdirs: contents are not file data,
         // but whatever is stored must be passed over.
-        let data = dense(cursor, 0);
-        cursor.skip_data(stored)?;
-        return Ok(data);
+        return Ok((dense(cursor, 0), stored));
     }
     let (map, real_size, data_bytes) = if typeflag == b'S' {
         if sparse.is_sparse() {
@@ -318,9 +397,7 @@ fn layout(
             }
         }
     } else {
-        let data = dense(cursor, stored);
-        cursor.skip_data(stored)?;
-        return Ok(data);
+        return Ok((dense(cursor, stored), stored));
     };
     let segments = map.finish(real_size, data_bytes).map_err(at)?;
     let data = DataLayout {
@@ -328,8 +405,7 @@ fn layout(
         size: real_size,
         sparse: Some(segments),
     };
-    cursor.skip_data(data_bytes)?;
-    Ok(data)
+    Ok((data, data_bytes))
 }
 
 /// The member kind a type flag stands for. POSIX says unknown types are
@@ -945,6 +1021,65 @@ mod tests {
         let err = error(&ar.bytes[..520]);
         assert!(matches!(err.problem, Problem::Truncated));
         assert_eq!(err.offset, 520);
+    }
+
+    /// The paths `index_prefix` lists in `bytes`, and whether it says the
+    /// listing is complete.
+    fn prefix(bytes: &[u8]) -> (Vec<Vec<u8>>, bool) {
+        let got = index_prefix(&mut SliceStream::new(bytes.to_vec(), 7)).expect("prefix parses");
+        let paths = got.index.members.into_iter().map(|m| m.path).collect();
+        (paths, got.complete)
+    }
+
+    #[test]
+    fn a_prefix_lists_every_member_whose_headers_arrived() {
+        let mut ar = Archive::default();
+        ar.file(Kind::Ustar, b"a", b'0', &[7; 600])
+            .pax(b'x', &[(b"path", b"long/b")])
+            .file(Kind::Ustar, b"b", b'0', b"2")
+            .file(Kind::Ustar, b"c", b'5', b"");
+        let bytes = ar.finish();
+        let all = || vec![b"a".to_vec(), b"long/b".to_vec(), b"c".to_vec()];
+        // The whole archive, end marker included.
+        assert_eq!(prefix(&bytes), (all(), true));
+        // a: header at 0, data 512..1112, padded to 1536; x header at 1536,
+        // its data at 2048; b's header at 2560, data at 3072; c at 3584.
+        // Cut inside a's data: a is known, its data is not.
+        assert_eq!(prefix(&bytes[..700]), (vec![b"a".to_vec()], false));
+        // Cut inside the pax header, its data, or b's own header: b is not
+        // listed, and the dangling extension is a cut, not an error.
+        for cut in [1600, 2048, 2100, 2560, 2600] {
+            assert_eq!(prefix(&bytes[..cut]), (vec![b"a".to_vec()], false), "{cut}");
+        }
+        // b whole but its data cut; c's header cut; the end marker cut.
+        assert_eq!(prefix(&bytes[..3080]).0.len(), 2);
+        assert_eq!(prefix(&bytes[..3700]).0.len(), 2);
+        assert_eq!(prefix(&bytes[..4100]), (all(), false));
+        // Ending on a block boundary without the marker may be a cut too.
+        assert_eq!(prefix(&bytes[..4096]), (all(), false));
+        // Shorter than one block: nothing yet, not "not a tar".
+        assert_eq!(prefix(&bytes[..100]), (Vec::new(), false));
+        assert_eq!(prefix(&[]), (Vec::new(), false));
+    }
+
+    #[test]
+    fn a_prefix_still_fails_on_damage_it_did_read() {
+        let mut ar = Archive::default();
+        ar.file(Kind::Ustar, b"a", b'0', b"1")
+            .file(Kind::Ustar, b"b", b'0', b"2");
+        let mut bytes = ar.finish();
+        bytes[1024 + 10] ^= 0x20;
+        let err = index_prefix(&mut SliceStream::new(bytes[..1600].to_vec(), 512))
+            .expect_err("bad checksum");
+        assert!(matches!(err.problem, Problem::BadChecksum));
+        assert_eq!(err.offset, 1024);
+        let err = index_prefix(&mut SliceStream::new(vec![0xa5; 600], 512)).expect_err("not a tar");
+        assert!(matches!(err.problem, Problem::NotATar));
+        // A dangling extension before a real end marker is still wrong.
+        let mut ar = Archive::default();
+        ar.pax(b'x', &[(b"path", b"lost")]);
+        let err = index_prefix(&mut SliceStream::new(ar.finish(), 512)).expect_err("dangling");
+        assert!(matches!(err.problem, Problem::DanglingExtension));
     }
 
     #[test]

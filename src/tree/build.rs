@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::path::{components, is_absolute, push_components};
 use super::whiteout::{classify, is_visible_xattr, Action};
-use super::{MergeWarning, NodeKind};
+use super::{Hidden, MergeWarning, NodeKind, Removal, RemovalKind};
 use crate::tar::{DataLayout, LayerIndex, Member, MemberKind};
 
 /// Index of a node in [`Builder::nodes`].
@@ -57,6 +57,8 @@ pub(super) enum Content {
 pub(super) struct Builder {
     pub nodes: Vec<BuildNode>,
     pub warnings: Vec<MergeWarning>,
+    /// What each removal hid, if asked for; `None` costs nothing.
+    pub removals: Option<Vec<Removal>>,
     /// What the current layer's whiteouts removed, by normalised path: an
     /// unpacker applying the archive in order would still find these for a
     /// hardlink that comes before the whiteout in the archive.
@@ -88,8 +90,9 @@ enum Walk {
 }
 
 impl Builder {
-    /// A tree holding only an empty root directory.
-    pub fn new() -> Builder {
+    /// A tree holding only an empty root directory; `record` keeps a
+    /// [`Removal`] for every whiteout, opaque marker and tombstone.
+    pub fn new(record: bool) -> Builder {
         Builder {
             nodes: vec![BuildNode {
                 kind: NodeKind::Directory,
@@ -104,6 +107,7 @@ impl Builder {
                 xattrs: Vec::new(),
             }],
             warnings: Vec::new(),
+            removals: record.then(Vec::new),
             removed_by_layer: HashMap::new(),
         }
     }
@@ -114,9 +118,20 @@ impl Builder {
         self.removed_by_layer.clear();
         for (member, comps) in index.members.iter().zip(&paths) {
             match classify(member, comps) {
-                Action::Remove { dir, name } => self.remove(dir, name),
-                Action::MakeOpaque { dir } => self.make_opaque(dir),
-                Action::AddOpaqueDir => self.make_opaque(comps),
+                Action::Remove { dir, name, by } => {
+                    let removed = self.remove(dir, name);
+                    self.record(layer, member, by, dir, removed.map(|id| (name, id)));
+                }
+                Action::MakeOpaque { dir } => {
+                    let hidden = self.make_opaque(dir);
+                    let children = hidden.iter().map(|(name, &id)| (&name[..], id));
+                    self.record(layer, member, RemovalKind::Opaque, dir, children);
+                }
+                Action::AddOpaqueDir => {
+                    let hidden = self.make_opaque(comps);
+                    let children = hidden.iter().map(|(name, &id)| (&name[..], id));
+                    self.record(layer, member, RemovalKind::Opaque, comps, children);
+                }
                 Action::Add | Action::Ignore => {}
             }
         }
@@ -128,43 +143,70 @@ impl Builder {
         }
     }
 
-    /// Removes `dir/name` with its subtree, if it exists.
-    fn remove(&mut self, dir: &[&[u8]], name: &[u8]) {
-        let Ok(parent) = self.resolve_dir(dir, None) else {
-            return;
+    /// Removes `dir/name` with its subtree, if it exists; returns it.
+    fn remove(&mut self, dir: &[&[u8]], name: &[u8]) -> Option<NodeId> {
+        let parent = self.resolve_dir(dir, None).ok()?;
+        let Content::Dir(children) = &mut self.nodes[parent].content else {
+            return None;
         };
-        if let Content::Dir(children) = &mut self.nodes[parent].content {
-            if let Some(id) = children.remove(name) {
-                let mut path = dir.join(&b'/');
-                if !path.is_empty() {
-                    path.push(b'/');
-                }
-                path.extend_from_slice(name);
-                self.removed_by_layer.insert(path, id);
-            }
-        }
+        let id = children.remove(name)?;
+        self.removed_by_layer.insert(joined(dir, name), id);
+        Some(id)
     }
 
-    /// Hides every child the directory at `dir` has so far, if it exists.
-    fn make_opaque(&mut self, dir: &[&[u8]]) {
+    /// Hides every child the directory at `dir` has so far, if it exists;
+    /// returns them (dropping them is what clearing the directory costs).
+    fn make_opaque(&mut self, dir: &[&[u8]]) -> BTreeMap<Box<[u8]>, NodeId> {
         let Some((name, parents)) = dir.split_last() else {
-            self.clear_children(ROOT);
-            return;
+            return self.take_children(ROOT);
         };
         // The opaque directory itself is not followed if it is a symlink:
         // a symlink has no children to hide, and the layer replaces it.
         let Ok(parent) = self.resolve_dir(parents, None) else {
-            return;
+            return BTreeMap::new();
         };
-        if let Some(id) = self.child(parent, name) {
-            self.clear_children(id);
+        match self.child(parent, name) {
+            Some(id) => self.take_children(id),
+            None => BTreeMap::new(),
         }
     }
 
-    fn clear_children(&mut self, id: NodeId) {
-        if let Content::Dir(children) = &mut self.nodes[id].content {
-            children.clear();
+    fn take_children(&mut self, id: NodeId) -> BTreeMap<Box<[u8]>, NodeId> {
+        match &mut self.nodes[id].content {
+            Content::Dir(children) => std::mem::take(children),
+            _ => BTreeMap::new(),
         }
+    }
+
+    /// Keeps what `member` removed from directory `dir` (each child by name
+    /// and node), if removals are recorded; otherwise does nothing.
+    fn record<'n>(
+        &mut self,
+        layer: u32,
+        member: &Member,
+        kind: RemovalKind,
+        dir: &[&[u8]],
+        removed: impl IntoIterator<Item = (&'n [u8], NodeId)>,
+    ) {
+        let Some(removals) = &mut self.removals else {
+            return;
+        };
+        let nodes = &self.nodes;
+        let hides = removed
+            .into_iter()
+            .map(|(name, id)| Hidden {
+                path: joined(dir, name),
+                kind: nodes[id].kind,
+                layer: nodes[id].layer,
+                entries: subtree_entries(nodes, id),
+            })
+            .collect();
+        removals.push(Removal {
+            layer,
+            path: member.path.clone(),
+            kind,
+            hides,
+        });
     }
 
     /// Adds the member at `comps`, replacing what was there; a directory
@@ -383,4 +425,27 @@ impl Builder {
             problem,
         });
     }
+}
+
+/// `dir/name`, or `name` in the root.
+fn joined(dir: &[&[u8]], name: &[u8]) -> Vec<u8> {
+    let mut path = dir.join(&b'/');
+    if !path.is_empty() {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    path
+}
+
+/// How many names the subtree at `id` holds, `id` itself included.
+fn subtree_entries(nodes: &[BuildNode], id: NodeId) -> u64 {
+    let mut count = 0;
+    let mut todo = vec![id];
+    while let Some(id) = todo.pop() {
+        count += 1;
+        if let Content::Dir(children) = &nodes[id].content {
+            todo.extend(children.values());
+        }
+    }
+    count
 }

@@ -9,6 +9,7 @@
 
 mod build;
 mod path;
+mod removal;
 #[cfg(test)]
 mod tests;
 mod walk;
@@ -18,6 +19,7 @@ use std::fmt;
 
 use crate::tar::{DataLayout, LayerIndex};
 use build::{Builder, Content, NodeId, ROOT};
+pub use removal::{Hidden, Removal, RemovalKind};
 
 /// An inode number; the root is [`ROOT_INO`].
 pub type Ino = u64;
@@ -142,12 +144,17 @@ impl Tree {
     /// that a layer's member list, the tree being built and the frozen tree
     /// are never all in memory at once.
     pub fn build(layers: impl IntoIterator<Item = LayerIndex>) -> (Tree, Vec<MergeWarning>) {
-        let mut builder = Builder::new();
-        for (n, index) in layers.into_iter().enumerate() {
-            builder.apply_layer(u32::try_from(n).unwrap_or(u32::MAX), &index);
-        }
-        let warnings = std::mem::take(&mut builder.warnings);
-        (freeze(builder), warnings)
+        let (tree, warnings, _) = merge(layers, false);
+        (tree, warnings)
+    }
+
+    /// [`Tree::build`], also keeping what every whiteout, opaque marker,
+    /// opaque directory and tombstone removed, in layer order and archive
+    /// order within a layer (`layerfs ls --all`).
+    pub fn build_recording(
+        layers: impl IntoIterator<Item = LayerIndex>,
+    ) -> (Tree, Vec<MergeWarning>, Vec<Removal>) {
+        merge(layers, true)
     }
 
     /// How many nodes (inodes) the tree has.
@@ -234,6 +241,19 @@ impl Tree {
             .get(span.start..span.start + span.len)
             .unwrap_or(&[])
     }
+}
+
+fn merge(
+    layers: impl IntoIterator<Item = LayerIndex>,
+    record: bool,
+) -> (Tree, Vec<MergeWarning>, Vec<Removal>) {
+    let mut builder = Builder::new(record);
+    for (n, index) in layers.into_iter().enumerate() {
+        builder.apply_layer(u32::try_from(n).unwrap_or(u32::MAX), &index);
+    }
+    let warnings = std::mem::take(&mut builder.warnings);
+    let removals = builder.removals.take().unwrap_or_default();
+    (freeze(builder), warnings, removals)
 }
 
 /// Numbers the reachable nodes breadth first in name order and lays them,

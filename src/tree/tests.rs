@@ -346,3 +346,122 @@ fn whiteouts_and_hardlinks_do_not_go_through_files() {
     assert_eq!(node(&tree, "f").kind, NodeKind::File);
     assert_eq!(warnings.len(), 1);
 }
+
+fn hidden(path: &str, kind: NodeKind, layer: u32, entries: u64) -> Hidden {
+    Hidden {
+        path: path.as_bytes().to_vec(),
+        kind,
+        layer,
+        entries,
+    }
+}
+
+fn removal(layer: u32, path: &str, kind: RemovalKind, hides: Vec<Hidden>) -> Removal {
+    Removal {
+        layer,
+        path: path.as_bytes().to_vec(),
+        kind,
+        hides,
+    }
+}
+
+#[test]
+fn removals_are_recorded_with_what_they_hid() {
+    let mut opaque_dir = dir("srv/");
+    opaque_dir
+        .xattrs
+        .push((b"trusted.overlay.opaque".to_vec(), b"y".to_vec()));
+    let layers = || {
+        [
+            layer(vec![
+                dir("etc"),
+                file("etc/old.conf", 0),
+                dir("usr"),
+                dir("usr/share"),
+                file("usr/share/a", 1),
+                file("usr/share/b", 2),
+                file("usr/top", 3),
+                dir("data"),
+                file("data/x", 4),
+                dir("srv"),
+                file("srv/www", 5),
+                file("tmp/t", 6),
+            ]),
+            layer(vec![dir("data/sub"), file("data/sub/y", 7)]),
+            layer(vec![
+                file("etc/.wh.old.conf", 0),
+                file("./usr/.wh.share", 0),
+                file("data/.wh..wh..opq", 0),
+                opaque_dir.clone(),
+                member("tmp/t", MemberKind::CharDevice),
+                file("etc/.wh.never", 0),
+                // Re-added below what the layer removed: not a removal.
+                file("usr/share/new", 8),
+            ]),
+        ]
+    };
+    let (tree, warnings, removals) = Tree::build_recording(layers());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let file_kind = NodeKind::File;
+    let dir_kind = NodeKind::Directory;
+    assert_eq!(
+        removals,
+        vec![
+            removal(
+                2,
+                "etc/.wh.old.conf",
+                RemovalKind::Whiteout,
+                vec![hidden("etc/old.conf", file_kind, 0, 1)]
+            ),
+            removal(
+                2,
+                "./usr/.wh.share",
+                RemovalKind::Whiteout,
+                vec![hidden("usr/share", dir_kind, 0, 3)]
+            ),
+            removal(
+                2,
+                "data/.wh..wh..opq",
+                RemovalKind::Opaque,
+                vec![
+                    hidden("data/sub", dir_kind, 1, 2),
+                    hidden("data/x", file_kind, 0, 1),
+                ]
+            ),
+            removal(
+                2,
+                "srv/",
+                RemovalKind::Opaque,
+                vec![hidden("srv/www", file_kind, 0, 1)]
+            ),
+            removal(
+                2,
+                "tmp/t",
+                RemovalKind::Tombstone,
+                vec![hidden("tmp/t", file_kind, 0, 1)]
+            ),
+            removal(2, "etc/.wh.never", RemovalKind::Whiteout, Vec::new()),
+        ]
+    );
+    // Recording changes nothing in the tree itself.
+    assert_eq!(paths(&tree), paths(&build(layers())));
+    assert_eq!(
+        paths(&tree),
+        [
+            "data",
+            "etc",
+            "srv",
+            "tmp",
+            "usr",
+            "usr/share",
+            "usr/share/new",
+            "usr/top"
+        ]
+    );
+    // And the plain build records nothing.
+    let mut builder = build::Builder::new(false);
+    for (n, index) in layers().iter().enumerate() {
+        builder.apply_layer(n as u32, index);
+    }
+    assert!(builder.removals.is_none());
+}

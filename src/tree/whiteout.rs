@@ -4,6 +4,7 @@
 //! (`.wh.NAME`, `.wh..wh..opq`), AUFS leftovers (`.wh..wh.*`) and overlayfs'
 //! native form (character device 0/0 tombstones, `trusted.overlay.opaque=y`).
 
+use super::RemovalKind;
 use crate::tar::{Member, MemberKind};
 
 /// Prefix of a whiteout file's base name.
@@ -31,6 +32,8 @@ pub enum Action<'a> {
         dir: &'a [&'a [u8]],
         /// The removed entry's name.
         name: &'a [u8],
+        /// Whether a whiteout file or a tombstone says so.
+        by: RemovalKind,
     },
     /// Hide every lower-layer child of the directory at these components.
     MakeOpaque {
@@ -60,7 +63,11 @@ pub fn classify<'a>(member: &Member, comps: &'a [&'a [u8]]) -> Action<'a> {
         return if name.is_empty() {
             Action::Ignore
         } else {
-            Action::Remove { dir: dirs, name }
+            Action::Remove {
+                dir: dirs,
+                name,
+                by: RemovalKind::Whiteout,
+            }
         };
     }
     match member.kind {
@@ -68,6 +75,7 @@ pub fn classify<'a>(member: &Member, comps: &'a [&'a [u8]]) -> Action<'a> {
             Action::Remove {
                 dir: dirs,
                 name: base,
+                by: RemovalKind::Tombstone,
             }
         }
         MemberKind::Directory if is_opaque_dir(member) => Action::AddOpaqueDir,
@@ -107,7 +115,8 @@ mod tests {
             classify(&member(MemberKind::Regular), &comps),
             Action::Remove {
                 dir: &comps[..1],
-                name: b"passwd"
+                name: b"passwd",
+                by: RemovalKind::Whiteout,
             }
         );
     }
@@ -150,7 +159,8 @@ mod tests {
             classify(&member(MemberKind::CharDevice), &comps),
             Action::Remove {
                 dir: &comps[..1],
-                name: b"gone"
+                name: b"gone",
+                by: RemovalKind::Tombstone,
             }
         );
         let mut tty = member(MemberKind::CharDevice);
