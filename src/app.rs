@@ -1,7 +1,9 @@
 //! The commands behind the CLI, with the context a user needs in errors.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::author::{self, AuthorError, Emitted, Scan, Selection};
 use crate::cache::{self, IndexCache};
 use crate::daemon::{self, DaemonError};
 use crate::export::{self, ExportError};
@@ -54,6 +56,12 @@ pub enum AppError {
         /// How many layers were given.
         count: usize,
     },
+    /// A layer could not be made from a directory.
+    #[error(transparent)]
+    Author(#[from] AuthorError),
+    /// The digests of a written layer could not be printed.
+    #[error("printing the digests: {0}")]
+    Digests(std::io::Error),
     /// Writing the listing failed.
     #[error("writing the listing: {0}")]
     Output(std::io::Error),
@@ -280,13 +288,7 @@ pub struct ExportRequest {
 /// `layerfs export`: the merged tree as one tar, to a file (put in place
 /// only when complete) or stdout.
 pub fn export(request: &ExportRequest) -> Result<(), AppError> {
-    let stack = Stack::open(
-        &request.layers,
-        &StackOptions {
-            cache: request.cache.open(),
-            ..StackOptions::default()
-        },
-    )?;
+    let stack = request.cache.open_stack(&request.layers)?;
     let compression = request.target.compression(request.compression);
     let mut output = LayerOutput::create(request.target.clone(), compression)?;
     output.skip_digests();
@@ -353,6 +355,148 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
         return Err(SizeError::Zero);
     }
     value.checked_mul(1 << shift).ok_or(SizeError::TooLarge)
+}
+
+/// Where a layer written by `create` or `diff` goes.
+#[derive(Clone, Debug)]
+pub struct LayerDestination {
+    /// A file or stdout.
+    pub target: Target,
+    /// `--compress`, if given (else from the file name).
+    pub compression: Option<Compression>,
+}
+
+impl CacheChoice {
+    /// Opens and merges `layers` with this cache.
+    fn open_stack(&self, layers: &[PathBuf]) -> Result<Stack, StackError> {
+        Stack::open(
+            layers,
+            &StackOptions {
+                cache: self.open(),
+                ..StackOptions::default()
+            },
+        )
+    }
+}
+
+/// What `layerfs create` was asked to do.
+#[derive(Debug)]
+pub struct CreateRequest {
+    /// The directory to turn into a layer.
+    pub dir: PathBuf,
+    /// Where the layer goes.
+    pub output: LayerDestination,
+    /// `--mtime`: no time later than this many seconds since the epoch.
+    pub clamp_mtime: Option<i64>,
+    /// No progress bar, and no digests on stderr.
+    pub quiet: bool,
+}
+
+/// `layerfs create`: the directory as one layer, then its digests.
+pub fn create(request: &CreateRequest) -> Result<(), AppError> {
+    let scan = Scan::read(&request.dir)?;
+    let selection = author::everything(&scan);
+    let written = LayerWrite {
+        label: "create",
+        output: &request.output,
+        clamp_mtime: request.clamp_mtime,
+        quiet: request.quiet,
+    };
+    written.run(&scan, &selection)
+}
+
+/// What `layerfs diff` was asked to do.
+#[derive(Debug)]
+pub struct DiffRequest {
+    /// The lower layers, bottom first.
+    pub layers: Vec<PathBuf>,
+    /// The directory the new layer must turn their tree into.
+    pub dir: PathBuf,
+    /// Where the layer goes.
+    pub output: LayerDestination,
+    /// Where layer indexes are cached.
+    pub cache: CacheChoice,
+    /// No progress bar, and no digests on stderr.
+    pub quiet: bool,
+}
+
+/// `layerfs diff`: the layer that turns the merged tree of the layers into
+/// the directory, then its digests.
+pub fn diff(request: &DiffRequest) -> Result<(), AppError> {
+    let stack = request.cache.open_stack(&request.layers)?;
+    let scan = Scan::read(&request.dir)?;
+    let mut bar: Option<Progress> = None;
+    let planned = author::plan_diff(&stack, &scan, &mut |done, total| {
+        bar.get_or_insert_with(|| Progress::bytes("compare", total, request.quiet))
+            .set(done);
+    });
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    let written = LayerWrite {
+        label: "diff",
+        output: &request.output,
+        clamp_mtime: None,
+        quiet: request.quiet,
+    };
+    written.run(&scan, &planned?)
+}
+
+/// How `create` and `diff` write their layer.
+struct LayerWrite<'a> {
+    /// The progress bar's label.
+    label: &'static str,
+    output: &'a LayerDestination,
+    clamp_mtime: Option<i64>,
+    quiet: bool,
+}
+
+impl LayerWrite<'_> {
+    /// Writes the selected entries of a scan as a layer, then prints its
+    /// digests: on stdout when the layer went to a file, else on stderr.
+    fn run(&self, scan: &Scan, selection: &Selection) -> Result<(), AppError> {
+        let target = &self.output.target;
+        let compression = target.compression(self.output.compression);
+        let output = LayerOutput::create(target.clone(), compression)?;
+        let total = selection.data_bytes(scan);
+        let mut progress = Progress::bytes(self.label, total, self.quiet);
+        let mut writer = crate::tar::TarWriter::new(output);
+        let emitted = author::emit(
+            scan,
+            selection,
+            self.clamp_mtime,
+            &mut writer,
+            &mut |done| progress.set(done),
+        );
+        progress.finish();
+        let io_error = |source| OutputError::Io {
+            target: target.to_string(),
+            source,
+        };
+        let Emitted {
+            entries,
+            whiteouts,
+            data_bytes,
+        } = emitted.map_err(|e| match e {
+            AuthorError::Write(source) => AppError::Write(io_error(source)),
+            e => AppError::Author(e),
+        })?;
+        let written = writer.finish().map_err(io_error)?.finish()?;
+        log::info!(
+            "{target}: {entries} entries ({whiteouts} whiteouts), {data_bytes} bytes of file data"
+        );
+        let (Some(diff_id), Some(blob)) = (written.diff_id, written.blob) else {
+            let missing = std::io::Error::other("the layer's digests were not computed");
+            return Err(AppError::Digests(missing));
+        };
+        let report = format!("diff_id {diff_id}\nblob {blob} {}\n", written.blob_bytes);
+        let printed = match target {
+            Target::File(_) => std::io::stdout().lock().write_all(report.as_bytes()),
+            Target::Stdout if self.quiet => Ok(()),
+            Target::Stdout => std::io::stderr().lock().write_all(report.as_bytes()),
+        };
+        printed.map_err(AppError::Digests)
+    }
 }
 
 #[cfg(test)]

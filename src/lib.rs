@@ -13,6 +13,8 @@
 //! - [`stack`]: opens and indexes a list of layer files and builds their tree;
 //! - [`fuse`]: serves a [`stack::Stack`] through FUSE;
 //! - [`export`]: streams the merged tree as one tar;
+//! - [`author`]: writes a layer from a directory, whole (`create`) or as
+//!   the changes from a stack's tree (`diff`);
 //! - [`list`]: lists the merged tree or one layer as stored;
 //! - [`output`]: where a written layer goes: framed compression, digests,
 //!   and a file put in place only when complete;
@@ -22,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod author;
 pub mod cache;
 pub mod daemon;
 pub mod export;

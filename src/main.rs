@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{ArgAction, CommandFactory, Parser, Subcommand};
-use layerfs::app::{self, CacheChoice, ExportRequest, ListRequest, MountRequest};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
+use layerfs::app::{
+    self, CacheChoice, CreateRequest, DiffRequest, ExportRequest, LayerDestination, ListRequest,
+    MountRequest,
+};
 use layerfs::list::ListFormat;
 use layerfs::output::{Compression, Target};
 
@@ -100,6 +103,27 @@ enum Command {
         /// The shell: bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Write DIR as one layer (to stdout by default) and print its digests.
+    Create {
+        #[command(flatten)]
+        output: OutputArgs,
+        /// No time later than SECONDS since the epoch (later ones become SECONDS).
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+        mtime: Option<i64>,
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// Write the layer that turns the merged tree of LAYER... into DIR, and print its digests.
+    #[command(override_usage = "layerfs diff [OPTIONS] LAYER... DIR")]
+    Diff {
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        cache: CacheArgs,
+        /// Layer files (plain tar, gzip or zstd), bottom first, then the directory.
+        #[arg(required = true, num_args = 2.., value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Unmount a layerfs mount; its daemon then exits.
     Umount {
         /// Detach the mount now even if it is busy; it goes once no longer used.
@@ -108,6 +132,37 @@ enum Command {
         /// The mountpoint.
         mountpoint: PathBuf,
     },
+}
+
+/// Where a written layer goes (`create`, `diff`).
+#[derive(Args)]
+struct OutputArgs {
+    /// Write here instead of stdout (`-`: stdout); replaced only once complete.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// none, gzip[:LEVEL] or zstd[:LEVEL], in independent 1 MiB frames (default: from FILE's extension).
+    #[arg(long, value_name = "ALGO[:LEVEL]", value_parser = parse_compression)]
+    compress: Option<Compression>,
+}
+
+impl OutputArgs {
+    fn destination(self) -> LayerDestination {
+        LayerDestination {
+            target: Target::from_arg(self.output.as_deref()),
+            compression: self.compress,
+        }
+    }
+}
+
+/// Where layer indexes are kept (`diff`).
+#[derive(Args)]
+struct CacheArgs {
+    /// Keep layer indexes here (default: $XDG_CACHE_HOME/layerfs or ~/.cache/layerfs).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    cache_dir: Option<PathBuf>,
+    /// Index every layer; store nothing.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 fn main() -> ExitCode {
@@ -175,6 +230,26 @@ fn main() -> ExitCode {
             cache: cache_choice(no_cache, cache_dir),
             quiet: cli.quiet,
         }),
+        Command::Create { output, mtime, dir } => app::create(&CreateRequest {
+            dir,
+            output: output.destination(),
+            clamp_mtime: mtime,
+            quiet: cli.quiet,
+        }),
+        Command::Diff {
+            output,
+            cache,
+            mut paths,
+        } => {
+            let dir = paths.pop().unwrap_or_default();
+            app::diff(&DiffRequest {
+                layers: paths,
+                dir,
+                output: output.destination(),
+                cache: cache_choice(cache.no_cache, cache.cache_dir),
+                quiet: cli.quiet,
+            })
+        }
         Command::Umount { lazy, mountpoint } => app::umount(&mountpoint, lazy),
         Command::Completions { shell } => return print_completions(shell),
     };

@@ -80,13 +80,19 @@ fn every_option_in_the_man_page_exists() {
         known.extend(long_options(&layerfs([command.as_str(), "--help"]).stdout));
     }
     let man = man_text();
-    let documented: BTreeSet<String> = man
-        .lines()
-        .filter(|l| l.starts_with(".TP") || l.starts_with(".B") || l.starts_with(".RB"))
-        .chain(
-            man.lines()
-                .filter(|l| l.starts_with(".BR") || l.starts_with(".BI")),
-        )
+    // Options the page defines: its synopsis, and the heading line after
+    // each `.TP` (prose may mention other tools' options).
+    let lines: Vec<&str> = man.lines().collect();
+    let synopsis = lines
+        .iter()
+        .skip_while(|l| !l.starts_with(".SH SYNOPSIS"))
+        .take_while(|l| !l.starts_with(".SH DESCRIPTION"));
+    let headings = lines
+        .windows(2)
+        .filter(|w| w[0].starts_with(".TP"))
+        .map(|w| &w[1]);
+    let documented: BTreeSet<String> = synopsis
+        .chain(headings)
         .flat_map(|l| {
             l.match_indices("--")
                 .map(|(i, _)| {

@@ -17,9 +17,12 @@ mod whiteout;
 
 use std::fmt;
 
-use crate::tar::{DataLayout, LayerIndex};
+use crate::tar::{DataLayout, LayerIndex, MemberKind};
 use build::{Builder, Content, NodeId, ROOT};
 pub use removal::{Hidden, Removal, RemovalKind};
+pub use whiteout::{
+    is_marker_name, is_tombstone_device, is_visible_xattr, whiteout_name, OPAQUE_MARKER,
+};
 
 /// An inode number; the root is [`ROOT_INO`].
 pub type Ino = u64;
@@ -43,6 +46,20 @@ pub enum NodeKind {
     BlockDevice,
     /// A named pipe.
     Fifo,
+}
+
+impl NodeKind {
+    /// The tar member kind that stores a node of this kind.
+    pub fn member_kind(self) -> MemberKind {
+        match self {
+            NodeKind::Directory => MemberKind::Directory,
+            NodeKind::File => MemberKind::Regular,
+            NodeKind::Symlink => MemberKind::Symlink,
+            NodeKind::CharDevice => MemberKind::CharDevice,
+            NodeKind::BlockDevice => MemberKind::BlockDevice,
+            NodeKind::Fifo => MemberKind::Fifo,
+        }
+    }
 }
 
 /// A member the merge could not place, and why; the tree is built without it.

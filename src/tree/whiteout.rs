@@ -10,7 +10,7 @@ use crate::tar::{Member, MemberKind};
 /// Prefix of a whiteout file's base name.
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 /// Base name of the marker that makes its directory opaque.
-const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// Prefix of AUFS metadata (`.wh..wh.plnk`, `.wh..wh.aufs`, `.wh..wh.orph`).
 const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
 /// The overlayfs xattr that marks a directory opaque.
@@ -71,7 +71,7 @@ pub fn classify<'a>(member: &Member, comps: &'a [&'a [u8]]) -> Action<'a> {
         };
     }
     match member.kind {
-        MemberKind::CharDevice if member.dev_major == 0 && member.dev_minor == 0 => {
+        MemberKind::CharDevice if is_tombstone_device(member.dev_major, member.dev_minor) => {
             Action::Remove {
                 dir: dirs,
                 name: base,
@@ -88,6 +88,24 @@ fn is_opaque_dir(member: &Member) -> bool {
         .xattrs
         .iter()
         .any(|(name, value)| name == OVERLAY_OPAQUE_XATTR && value == b"y")
+}
+
+/// The base name of the whiteout that removes `name` from the layers below.
+pub fn whiteout_name(name: &[u8]) -> Vec<u8> {
+    [WHITEOUT_PREFIX, name].concat()
+}
+
+/// Whether a base name is one the merge reads as a marker (a whiteout, the
+/// opaque marker, AUFS metadata) rather than as an entry: such a name cannot
+/// be stored in a layer as an ordinary file.
+pub fn is_marker_name(name: &[u8]) -> bool {
+    name.starts_with(WHITEOUT_PREFIX)
+}
+
+/// Whether a character device with these numbers is overlayfs' whiteout
+/// (a 0/0 tombstone), which the merge reads as a removal.
+pub fn is_tombstone_device(major: u32, minor: u32) -> bool {
+    major == 0 && minor == 0
 }
 
 /// Whether an xattr is kept in the merged tree: overlayfs' own attributes
@@ -179,5 +197,28 @@ mod tests {
         assert_eq!(classify(&dir, &comps), Action::Add);
         assert!(!is_visible_xattr(b"trusted.overlay.opaque"));
         assert!(is_visible_xattr(b"user.foo"));
+    }
+
+    #[test]
+    fn writers_spell_markers_the_way_classify_reads_them() {
+        let whiteout = [&b"etc/"[..], &whiteout_name(b"passwd")].concat();
+        let comps = components(&whiteout);
+        assert_eq!(
+            classify(&member(MemberKind::Regular), &comps),
+            Action::Remove {
+                dir: &comps[..1],
+                name: b"passwd",
+                by: RemovalKind::Whiteout,
+            }
+        );
+        let opaque = [&b"d/"[..], OPAQUE_MARKER].concat();
+        let comps = components(&opaque);
+        assert_eq!(
+            classify(&member(MemberKind::Regular), &comps),
+            Action::MakeOpaque { dir: &comps[..1] }
+        );
+        assert!(is_marker_name(b".wh.x") && is_marker_name(OPAQUE_MARKER));
+        assert!(!is_marker_name(b"x.wh.") && !is_marker_name(b".whx"));
+        assert!(is_tombstone_device(0, 0) && !is_tombstone_device(0, 1));
     }
 }

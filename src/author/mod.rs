@@ -1,0 +1,88 @@
+//! Writing layers from a directory: `layerfs create` (the whole directory as
+//! one layer) and `layerfs diff` (the layer that turns a stack's merged tree
+//! into the directory).
+//!
+//! Both read the directory the same way and write entries the same way, so
+//! the pieces are shared:
+//!
+//! - `scan`: reads the directory once, without following symlinks or
+//!   leaving it, into a flat list in the order entries are written (depth
+//!   first, parents first, names in byte order) with hardlink identities;
+//! - `emit`: writes the chosen entries of a scan, with whiteouts and opaque
+//!   markers, as tar entries: a multiply-linked file once, then as
+//!   hardlinks;
+//! - `create`: chooses every entry (`layerfs create`);
+//! - `diff`: compares the scan with a stack's tree and chooses what changed.
+//!
+//! The output is reproducible: it depends only on what the directory holds
+//! (and on the lower layers, for a diff), never on the order the OS lists
+//! names, the clock or the user running it.
+
+mod create;
+mod diff;
+mod emit;
+mod scan;
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::stack::StackError;
+
+pub use create::everything;
+pub use diff::plan_diff;
+pub use emit::{clamp, emit, Emitted, Selection};
+pub use scan::{FileId, Scan, ScanEntry};
+
+/// What can go wrong while reading the directory, the lower layers, or
+/// writing the layer. Every message names the path concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorError {
+    /// The directory or something in it could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path on disk.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// Something the walk had listed was gone when it was read.
+    #[error("{}: vanished while being read", path.display())]
+    Vanished {
+        /// The path on disk.
+        path: PathBuf,
+    },
+    /// Something was replaced or changed while it was being read, so what
+    /// was listed and what would be written no longer agree.
+    #[error("{}: changed while being read", path.display())]
+    Changed {
+        /// The path on disk.
+        path: PathBuf,
+    },
+    /// A name the layer merge reads as a whiteout or opaque marker, or a
+    /// 0/0 character device (overlayfs' whiteout): a layer cannot hold it
+    /// as an ordinary entry.
+    #[error("{}: {what} cannot be stored in a layer", path.display())]
+    Unrepresentable {
+        /// The path on disk.
+        path: PathBuf,
+        /// What it is.
+        what: &'static str,
+    },
+    /// A lower layer's file could not be read for comparison.
+    #[error("{} (layer {layer}, {}): {source}", layer_path.display(), String::from_utf8_lossy(path))]
+    Lower {
+        /// The file's path in the merged tree.
+        path: Vec<u8>,
+        /// The layer file holding it.
+        layer_path: PathBuf,
+        /// Its position in the stack, 1 = bottom.
+        layer: u32,
+        /// What went wrong.
+        source: Box<StackError>,
+    },
+    /// The layer could not be written.
+    #[error("writing the layer: {0}")]
+    Write(#[from] io::Error),
+}
