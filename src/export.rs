@@ -87,7 +87,7 @@ impl<W: Write> Exporter<'_, W> {
         let xattrs: Vec<(&[u8], &[u8])> = self.tree.xattrs(ino).collect();
         let mut header = EntryHeader {
             path,
-            kind: member_kind(node.kind),
+            kind: node.kind.member_kind(),
             mode: node.mode,
             uid: node.uid,
             gid: node.gid,
@@ -157,16 +157,5 @@ impl<W: Write> Exporter<'_, W> {
             layer: node.layer + 1,
             source: Box::new(source),
         }
-    }
-}
-
-fn member_kind(kind: NodeKind) -> MemberKind {
-    match kind {
-        NodeKind::Directory => MemberKind::Directory,
-        NodeKind::File => MemberKind::Regular,
-        NodeKind::Symlink => MemberKind::Symlink,
-        NodeKind::CharDevice => MemberKind::CharDevice,
-        NodeKind::BlockDevice => MemberKind::BlockDevice,
-        NodeKind::Fifo => MemberKind::Fifo,
     }
 }
