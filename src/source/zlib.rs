@@ -1,5 +1,5 @@
-//! A small safe wrapper over zlib's raw inflate, for what flate2 does not
-//! expose: stopping at deflate block boundaries (`Z_BLOCK`), learning how
+//! A small safe wrapper over zlib's raw inflate (zlib-rs's implementation of
+//! the zlib C API), for what flate2 does not expose: stopping at deflate block boundaries (`Z_BLOCK`), learning how
 //! many bits of the last input byte are unused there (`data_type`), and
 //! resuming mid-stream from such a point (`inflatePrime` plus
 //! `inflateSetDictionary`). Those are what gzip random access is built on
@@ -9,9 +9,9 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::raw::{c_int, c_uint, c_void};
+use std::os::raw::{c_int, c_uint};
 
-use libz_sys as z;
+use libz_rs_sys as z;
 
 /// How far one [`Inflater::inflate`] call may go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,20 +62,6 @@ impl std::fmt::Debug for Inflater {
     }
 }
 
-/// zlib's allocation callback (the binding's type has no room for the null
-/// that would select zlib's default, so this is that default spelt out).
-extern "C" fn zalloc(_opaque: *mut c_void, items: c_uint, size: c_uint) -> *mut c_void {
-    // SAFETY: calloc has no preconditions; it checks items * size for
-    // overflow itself and returns null on failure, which zlib handles.
-    unsafe { libc::calloc(items as usize, size as usize) }
-}
-
-/// zlib's matching free callback.
-extern "C" fn zfree(_opaque: *mut c_void, address: *mut c_void) {
-    // SAFETY: zlib only frees what `zalloc` returned (or null), each once.
-    unsafe { libc::free(address) }
-}
-
 impl Inflater {
     /// A raw inflater with the largest window (32 KiB), as gzip uses.
     pub(super) fn new_raw() -> io::Result<Inflater> {
@@ -88,8 +74,9 @@ impl Inflater {
             total_out: 0,
             msg: std::ptr::null_mut(),
             state: std::ptr::null_mut(),
-            zalloc,
-            zfree,
+            // zlib's own allocator.
+            zalloc: None,
+            zfree: None,
             opaque: std::ptr::null_mut(),
             data_type: 0,
             adler: 0,
