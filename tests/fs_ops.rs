@@ -552,3 +552,37 @@ fn mount_options_reach_the_kernel() {
     );
     assert_eq!(std::fs::read(mount.join("f")).unwrap(), b"data");
 }
+
+/// A tree with no extended attribute at all says so once ("not
+/// supported"), so the kernel stops asking; a tree with some answers every
+/// name, absent ones with ENODATA.
+#[test]
+fn xattrs_are_unsupported_only_where_the_tree_has_none() {
+    let mut plain = Layers::new();
+    plain.add(&Layer::default().file("f", "x"));
+    let mount = plain.mount();
+    let f = mount.join("f");
+    let err = xattr::get(&f, "user.a").expect_err("no xattrs");
+    assert_eq!(err.raw_os_error(), Some(libc::EOPNOTSUPP), "{err}");
+    let err = xattr::get(&f, "security.selinux").expect_err("asked again");
+    assert_eq!(err.raw_os_error(), Some(libc::EOPNOTSUPP), "{err}");
+    assert_eq!(xattr::list(&f).expect("listxattr").count(), 0);
+    drop(mount);
+
+    let mut with = Layers::new();
+    with.add(
+        &Layer::new(common::layer::Format::Pax)
+            .file("f", "x")
+            .xattr("user.a", "1")
+            .file("g", "y"),
+    );
+    let mount = with.mount();
+    assert_eq!(
+        xattr::get(mount.join("f"), "user.a").expect("getxattr"),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(xattr::get(mount.join("f"), "user.b").expect("absent"), None);
+    assert_eq!(xattr::get(mount.join("g"), "user.a").expect("absent"), None);
+    let names: Vec<_> = xattr::list(mount.join("f")).expect("listxattr").collect();
+    assert_eq!(names, ["user.a"]);
+}

@@ -121,6 +121,9 @@ impl Filesystem for LayerFs {
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_MAX_PAGES,
+            // The kernel then caches each inode's ACLs, absent ones too,
+            // instead of asking on every `ls -l`.
+            InitFlags::FUSE_POSIX_ACL,
         ] {
             let _ = config.add_capabilities(capability);
         }
@@ -265,6 +268,15 @@ impl Filesystem for LayerFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.stack.tree().has_xattrs() {
+            // Nothing to find, ever: ENOSYS makes the kernel stop asking
+            // (it answers "not supported" itself), which saves `ls -l` two
+            // round trips per file (security.selinux, ACLs) it would
+            // otherwise make on every listing, as the kernel does not
+            // cache absent attributes.
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         let found = self
             .stack
             .tree()

@@ -243,6 +243,11 @@ impl Tree {
         }
     }
 
+    /// Whether any node has an extended attribute.
+    pub fn has_xattrs(&self) -> bool {
+        !self.xattrs.is_empty()
+    }
+
     /// A node's extended attributes, in the order the layer gave them.
     pub fn xattrs(&self, ino: Ino) -> impl Iterator<Item = (&[u8], &[u8])> {
         let (first, count) = self.node(ino).map_or((0, 0), |n| n.xattrs);
