@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Scale figures: one layer of 1M entries, and 100 small layers stacked.
 # For each: mount time (indexing, then again from the stored index), the
-# daemon's peak and settled RSS and its bytes per entry, first and second
-# `find`, and `ls -lR`. Data is generated once under $DATA/scale (about
-# 1.1 GB) by a deterministic Python script. Needs root (FUSE, drop_caches).
+# daemon's peak and settled RSS and its bytes per entry, `find` and `ls -lR`
+# each on a fresh mount with caches dropped, then again. Data is generated
+# once under $DATA/scale (about 1.1 GB) by a deterministic Python script.
+# Needs root (FUSE, drop_caches).
 #
 #   scripts/bench-scale.sh
 set -euo pipefail
@@ -59,8 +60,9 @@ status() { awk -v k="$2:" '$1==k{print int($2/1024)}' "/proc/$1/status"; }
 # measure NAME LAYER...: one table row
 measure() {
   local name=$1; shift
-  local mnt=$scale/mnt idx=$scale/idx pid mount_s remount_s hwm rss entries find1 find2 lsr
+  local mnt=$scale/mnt idx=$scale/idx pid mount_s remount_s hwm rss hwm2 entries find1 find2 lsr1 lsr2
   mkdir -p "$mnt"; rm -rf "$idx"
+  # Indexing mount; then walks with find on a fresh page and dentry cache.
   drop_caches
   mount_s=$(secs "$layerfs" mount --cache-dir "$idx" "$@" "$mnt")
   pid=$(pgrep -nf "layerfs mount --cache-dir $idx")
@@ -68,23 +70,26 @@ measure() {
   find1=$(secs find "$mnt")
   find2=$(secs find "$mnt")
   entries=$(find "$mnt" | wc -l)
-  lsr=$(secs ls -lR "$mnt")
   hwm=$(status "$pid" VmHWM); rss=$(status "$pid" VmRSS)
   "$layerfs" umount "$mnt"
+  # Mount from the stored index; then ls -lR, first and again.
   drop_caches
   remount_s=$(secs "$layerfs" mount --cache-dir "$idx" "$@" "$mnt")
   pid=$(pgrep -nf "layerfs mount --cache-dir $idx")
-  local hwm2; hwm2=$(status "$pid" VmHWM)
+  hwm2=$(status "$pid" VmHWM)
+  drop_caches
+  lsr1=$(secs ls -lR "$mnt")
+  lsr2=$(secs ls -lR "$mnt")
   "$layerfs" umount "$mnt"
-  printf '| %s | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s |\n' "$name" "$entries" \
+  printf '| %s | %s | %s | %s | %s | %s / %s | %s | %s / %s | %s / %s |\n' "$name" "$entries" \
     "$mount_s" "$remount_s" "$hwm" "$rss" "$hwm2" \
-    "$(( rss * 1048576 / entries ))" "$find1" "$find2" "$lsr"
+    "$(( rss * 1048576 / entries ))" "$find1" "$find2" "$lsr1" "$lsr2"
 }
 
 echo "# layerfs at scale, $(date -u +%Y-%m-%d), $(nproc) cores; command: scripts/bench-scale.sh"
 echo
-echo "| stack | entries | mount s (index) | remount s (stored index) | peak RSS MiB | settled RSS MiB / remount peak | settled B/entry | find cold s | find again s | ls -lR s |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| stack | entries | mount s (index) | remount s (stored index) | peak RSS MiB | settled RSS MiB / remount peak | settled B/entry | find s: first / again | ls -lR s: first / again |"
+echo "|---|---|---|---|---|---|---|---|---|"
 measure "1 layer, 1M entries (plain tar)" "$scale/million.tar"
 mapfile -t stack < <(ls "$scale"/stack/*.tar)
 measure "100 layers, 1k entries each" "${stack[@]}"
