@@ -170,12 +170,6 @@ pub fn mount(request: &MountRequest) -> Result<(), AppError> {
             record_removals: false,
         },
     )?;
-    log::info!(
-        "{} layers merged: {} inodes, {} bytes of file data",
-        stack.layers().len(),
-        stack.tree().len(),
-        stack.tree().file_bytes()
-    );
     let log_file = request.log_file.as_deref();
     let mut ready_error = None;
     fuse::serve(stack, &mountpoint, &options, || {

@@ -106,6 +106,14 @@ impl Stack {
             let (tree, warnings) = Tree::build(indexes);
             (tree, warnings, Vec::new())
         };
+        log::info!(
+            "{} layers merged: {} inodes, {} bytes of file data; the tree takes {} bytes ({} per inode)",
+            layers.len(),
+            tree.len(),
+            tree.file_bytes(),
+            tree.memory_bytes(),
+            tree.memory_bytes() / tree.len().max(1)
+        );
         for warning in warnings {
             let path = layers
                 .get(warning.layer as usize)

@@ -87,7 +87,7 @@ impl LayerFs {
         if node.kind != NodeKind::Directory {
             return Err(Errno::ENOTDIR);
         }
-        let dots = [(dir.0, &b"."[..]), (node.parent, &b".."[..])];
+        let dots = [(dir.0, &b"."[..]), (node.parent(), &b".."[..])];
         for (i, (ino, name)) in dots.into_iter().enumerate().skip(offset as usize) {
             let target = tree.node(ino).ok_or(Errno::EIO)?;
             if add(ino, i as u64 + 1, target, name) {

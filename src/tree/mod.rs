@@ -127,11 +127,21 @@ pub struct Node {
     pub rdev: (u32, u32),
     /// The layer that provided this node (0 = bottom).
     pub layer: u32,
+    /// The inode of the directory holding this node; see [`Node::parent`].
+    /// 32 bits, like `xattrs`: a tree cannot hold 2^32 nodes in memory, and
+    /// the bytes saved are per node.
+    parent: u32,
+    payload: Payload,
+    /// First and count in `Tree::xattrs`.
+    xattrs: (u32, u32),
+}
+
+impl Node {
     /// The directory holding this node (the root's is the root); for a
     /// hardlinked file, the directory of its first name in listing order.
-    pub parent: Ino,
-    payload: Payload,
-    xattrs: (usize, usize),
+    pub fn parent(&self) -> Ino {
+        Ino::from(self.parent)
+    }
 }
 
 /// A name in a directory.
@@ -243,6 +253,24 @@ impl Tree {
         }
     }
 
+    /// Bytes the tree holds in memory: its arrays and arena, and the sparse
+    /// maps of sparse files. The figure behind "bytes of index per entry".
+    pub fn memory_bytes(&self) -> usize {
+        let sparse: usize = self
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.payload {
+                Payload::File(data) => data.sparse.as_ref().map(|s| std::mem::size_of_val(&**s)),
+                _ => None,
+            })
+            .sum();
+        self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.entries.capacity() * std::mem::size_of::<DirEntry>()
+            + self.xattrs.capacity() * std::mem::size_of::<(Span, Span)>()
+            + self.bytes.capacity()
+            + sparse
+    }
+
     /// Whether any node has an extended attribute.
     pub fn has_xattrs(&self) -> bool {
         !self.xattrs.is_empty()
@@ -251,6 +279,7 @@ impl Tree {
     /// A node's extended attributes, in the order the layer gave them.
     pub fn xattrs(&self, ino: Ino) -> impl Iterator<Item = (&[u8], &[u8])> {
         let (first, count) = self.node(ino).map_or((0, 0), |n| n.xattrs);
+        let (first, count) = (first as usize, count as usize);
         self.xattrs
             .get(first..first + count)
             .unwrap_or(&[])
@@ -323,6 +352,10 @@ fn freeze(builder: Builder) -> Tree {
         }
         dir_span[id] = (first, tree.entries.len() - first);
     }
+    // Exact sizes: a doubling vector would leave up to half of each array
+    // unused for the life of the mount.
+    tree.nodes.reserve_exact(order.len());
+    tree.entries.shrink_to_fit();
     for &id in &order {
         let node = &mut built[id];
         let (payload, size) = match std::mem::replace(&mut node.content, Content::Special) {
@@ -362,11 +395,18 @@ fn freeze(builder: Builder) -> Tree {
             size,
             rdev: node.rdev,
             layer: node.layer,
-            parent: parent_of[id],
+            // Inode numbers and xattr counts fit 32 bits in any tree that
+            // fits in memory (see `Node::parent`).
+            parent: u32::try_from(parent_of[id]).unwrap_or(0),
             payload,
-            xattrs: (xattr_first, node.xattrs.len()),
+            xattrs: (
+                u32::try_from(xattr_first).unwrap_or(0),
+                u32::try_from(node.xattrs.len()).unwrap_or(0),
+            ),
         });
     }
+    tree.xattrs.shrink_to_fit();
+    tree.bytes.shrink_to_fit();
     tree
 }
 

@@ -313,8 +313,8 @@ fn directory_link_counts_and_parents() {
     assert_eq!(node(&tree, "a").nlink, 4);
     assert_eq!(tree.node(ROOT_INO).map(|n| n.nlink), Some(3));
     let a = tree.lookup_path(b"a").unwrap_or(0);
-    assert_eq!(node(&tree, "a/b").parent, a);
-    assert_eq!(node(&tree, "a").parent, ROOT_INO);
+    assert_eq!(node(&tree, "a/b").parent(), a);
+    assert_eq!(node(&tree, "a").parent(), ROOT_INO);
 }
 
 #[test]
