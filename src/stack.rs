@@ -97,23 +97,37 @@ impl Stack {
                 Ok(layer)
             })
             .collect::<Result<Vec<_>, SourceError>>()?;
-        let (indexes, origins): (Vec<_>, Vec<_>) = index_all(&layers, options.cache.as_ref())?
-            .into_iter()
-            .unzip();
+        let cache = options.cache.as_ref();
+        let keys = cache.and_then(|_| layer_keys(&layers));
+        if let (Some(cache), Some(keys), false) = (cache, &keys, options.record_removals) {
+            if let Some(tree) = stored_tree(&layers, cache, keys) {
+                log_tree(&layers, &tree);
+                return Ok(Stack {
+                    origins: vec![IndexOrigin::Cache; layers.len()],
+                    layers,
+                    tree,
+                    removals: Vec::new(),
+                });
+            }
+        }
+        let (indexes, origins): (Vec<_>, Vec<_>) = index_all(&layers, cache)?.into_iter().unzip();
         let (tree, warnings, removals) = if options.record_removals {
             Tree::build_recording(indexes)
         } else {
             let (tree, warnings) = Tree::build(indexes);
             (tree, warnings, Vec::new())
         };
-        log::info!(
-            "{} layers merged: {} inodes, {} bytes of file data; the tree takes {} bytes ({} per inode)",
-            layers.len(),
-            tree.len(),
-            tree.file_bytes(),
-            tree.memory_bytes(),
-            tree.memory_bytes() / tree.len().max(1)
-        );
+        log_tree(&layers, &tree);
+        if let (Some(cache), Some(keys), true) = (cache, &keys, warnings.is_empty()) {
+            // Only a stack whose layers did not change while they were
+            // indexed, and that merged without warnings (which a stored
+            // tree could not repeat), is stored.
+            if layer_keys(&layers).as_ref() == Some(keys) {
+                if let Err(e) = cache.store_tree(keys, &tree) {
+                    log::warn!("index cache: {e}");
+                }
+            }
+        }
         for warning in warnings {
             let path = layers
                 .get(warning.layer as usize)
@@ -209,6 +223,56 @@ pub fn peek_layer(path: &Path, number: usize, limit: u64) -> Result<LayerPeek, S
         bytes_read: head.bytes_read(),
         layer_bytes: head.file_len(),
     })
+}
+
+/// Every layer's cache key, or `None` (with a warning) if one cannot be
+/// computed.
+fn layer_keys(layers: &[LayerSource]) -> Option<Vec<LayerKey>> {
+    layers
+        .iter()
+        .map(|layer| match LayerKey::of_file(layer.file()) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                log::warn!(
+                    "{}: cannot identify the layer for the index cache: {e}",
+                    layer.path().display()
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+/// The stack's merged tree from the cache, with every layer attached to its
+/// stored seek index; `None` unless all of them are there and valid.
+fn stored_tree(layers: &[LayerSource], cache: &IndexCache, keys: &[LayerKey]) -> Option<Tree> {
+    let tree = cache.load_tree(keys)?;
+    let seeks = keys
+        .iter()
+        .map(|key| cache.load_seek(key))
+        .collect::<Option<Vec<_>>>()?;
+    for (layer, seek) in layers.iter().zip(seeks) {
+        if let Err(e) = layer.attach(seek) {
+            log::info!("{}: cached index not usable ({e})", layer.path().display());
+            return None;
+        }
+    }
+    log::info!(
+        "merged tree loaded from the cache ({} layers)",
+        layers.len()
+    );
+    Some(tree)
+}
+
+fn log_tree(layers: &[LayerSource], tree: &Tree) {
+    log::info!(
+        "{} layers merged: {} inodes, {} bytes of file data; the tree takes {} bytes ({} per inode)",
+        layers.len(),
+        tree.len(),
+        tree.file_bytes(),
+        tree.memory_bytes(),
+        tree.memory_bytes() / tree.len().max(1)
+    );
 }
 
 /// One layer's index and where it came from.

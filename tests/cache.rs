@@ -75,7 +75,11 @@ fn remount_uses_the_stored_index_without_reading_the_layer() {
 
     let (first, _) = mount_and_list(&["--cache-dir", cache_arg], &layer);
     assert_eq!(first, ["head", "mid1", "tail"]);
-    assert_eq!(cache_entries(&cache).len(), 1, "one index stored");
+    assert_eq!(
+        cache_entries(&cache).len(),
+        2,
+        "the layer's index and the stack's tree stored"
+    );
 
     let after = layer_with_middle("mid2");
     assert_eq!(before.len(), after.len());
@@ -91,7 +95,7 @@ fn remount_uses_the_stored_index_without_reading_the_layer() {
     let (cached, stderr) = mount_and_list(&["--cache-dir", cache_arg], &layer);
     assert_eq!(cached, ["head", "mid1", "tail"], "stderr: {stderr}");
     assert!(
-        stderr.contains("index loaded from the cache"),
+        stderr.contains("merged tree loaded from the cache"),
         "stderr: {stderr}"
     );
     // Without the cache the layer is read and shows what it holds now.
@@ -117,39 +121,91 @@ fn a_changed_layer_gets_a_new_index() {
     fs::rename(&replaced, &layer).expect("replace layer");
     let (names, stderr) = mount_and_list(&["--cache-dir", cache_arg], &layer);
     assert_eq!(names, ["other"]);
-    assert!(
-        !stderr.contains("index loaded from the cache"),
-        "stderr: {stderr}"
-    );
+    assert!(!stderr.contains("from the cache"), "stderr: {stderr}");
 }
 
 #[test]
-fn a_corrupt_index_is_rebuilt_not_trusted() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let layer = work.path().join("layer.tar");
-    let cache = work.path().join("cache");
-    let cache_arg = cache.to_str().expect("utf-8 temp path");
-    fs::write(&layer, layer_with_middle("mid1")).expect("write layer");
-    mount_and_list(&["--cache-dir", cache_arg], &layer);
-    let entries = cache_entries(&cache);
-    assert_eq!(entries.len(), 1);
-    let mut bytes = fs::read(&entries[0]).expect("read entry");
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x5a;
-    fs::write(&entries[0], &bytes).expect("corrupt entry");
+fn a_corrupt_index_or_tree_is_rebuilt_not_trusted() {
+    for damaged in ["idx", "tree"] {
+        let work = tempfile::tempdir().expect("tempdir");
+        let layer = work.path().join("layer.tar");
+        let cache = work.path().join("cache");
+        let cache_arg = cache.to_str().expect("utf-8 temp path");
+        fs::write(&layer, layer_with_middle("mid1")).expect("write layer");
+        mount_and_list(&["--cache-dir", cache_arg], &layer);
+        let entries = cache_entries(&cache);
+        let entry = entries
+            .iter()
+            .find(|p| p.extension().is_some_and(|e| e == damaged))
+            .expect("entry of that kind");
+        let mut bytes = fs::read(entry).expect("read entry");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x5a;
+        fs::write(entry, &bytes).expect("corrupt entry");
 
-    let (names, stderr) = mount_and_list(&["--cache-dir", cache_arg], &layer);
-    assert_eq!(names, ["head", "mid1", "tail"]);
-    assert!(
-        stderr.contains("cached index discarded"),
-        "stderr: {stderr}"
-    );
-    // The rebuilt entry is valid again.
-    let (_, stderr) = mount_and_list(&["--cache-dir", cache_arg], &layer);
-    assert!(
-        stderr.contains("index loaded from the cache"),
-        "stderr: {stderr}"
-    );
+        let (names, stderr) = mount_and_list(&["--cache-dir", cache_arg], &layer);
+        assert_eq!(names, ["head", "mid1", "tail"], "{damaged}");
+        assert!(
+            stderr.contains("cached index discarded"),
+            "{damaged}: stderr: {stderr}"
+        );
+        // The rebuilt entries are valid again.
+        let (_, stderr) = mount_and_list(&["--cache-dir", cache_arg], &layer);
+        assert!(
+            stderr.contains("merged tree loaded from the cache"),
+            "{damaged}: stderr: {stderr}"
+        );
+    }
+}
+
+/// A stack mounted from its stored tree shows exactly what the merge
+/// showed: every kind, whiteouts applied, hardlinks, xattrs.
+#[test]
+fn a_stored_tree_mounts_as_the_merged_stack() {
+    let mut layers = common::Layers::new();
+    layers
+        .add(
+            &Layer::new(Format::Pax)
+                .dir("d")
+                .file("d/a", pseudo_random(300_000, 3))
+                .hardlink("d/a2", "d/a")
+                .symlink("d/s", "a")
+                .fifo("d/p")
+                .char_dev("d/c", 1, 3)
+                .file("d/x", "xattr")
+                .xattr("user.k", "v")
+                .file("gone", "g"),
+        )
+        .add(&Layer::new(Format::Gnu).whiteout("gone").file("d/new", "n"));
+    let cache = layers.dir().join("cache");
+    let cache_arg = format!("--cache-dir={}", cache.display());
+    let reference = {
+        let mount = Mount::with_args(&["--no-cache"], &layers.paths);
+        common::tree::snapshot(mount.path())
+    };
+    let expected = common::Expected::from_snapshot(&reference, common::tree::Fields::ALL);
+    for round in ["indexed", "from the stored tree"] {
+        if round == "from the stored tree" {
+            let mut args = vec!["-v".into(), "ls".into(), cache_arg.clone().into()];
+            args.extend(layers.paths.iter().map(|p| p.clone().into_os_string()));
+            let run = layerfs(&args);
+            run.expect_success("ls");
+            assert!(
+                run.stderr.contains("merged tree loaded from the cache"),
+                "stderr: {}",
+                run.stderr
+            );
+        }
+        let mount = Mount::with_args(&[cache_arg.as_str()], &layers.paths);
+        common::assert_tree(mount.path(), &expected);
+        drop(mount);
+        assert!(
+            cache_entries(&cache)
+                .iter()
+                .any(|p| p.extension().is_some_and(|e| e == "tree")),
+            "{round}: tree stored"
+        );
+    }
 }
 
 #[test]

@@ -1,12 +1,18 @@
-//! The on-disk form of one cache entry.
+//! The on-disk form of cache entries: one layer's index, or one stack's
+//! merged tree.
 //!
 //! ```text
-//! header, 28 bytes:  magic "LAYERFS-IDX\0" | version u32 LE
+//! header, 28 bytes:  magic "LAYERFS-IDX\0" (layer) or "LAYERFS-TRE\0"
+//!                    (tree) | version u32 LE
 //!                    | body length u64 LE | CRC-32 of the body u32 LE
-//! body:              identity (varint length + bytes)
+//! layer body:        identity (varint length + bytes)
 //!                    | seek index (varint length + SeekIndex::encode bytes)
 //!                    | member count (varint) | members
+//! tree body:         identity (varint length + bytes) | Tree::encode bytes
 //! ```
+//!
+//! The seek index comes before the members so that a mount whose merged
+//! tree is stored reads a layer's seek index without decoding its members.
 //!
 //! Integers in the body are LEB128 varints (signed ones zigzag-encoded),
 //! and each member is stored relative to the one before it: its path as the
@@ -27,9 +33,12 @@
 
 use crate::source::{SeekDecodeError, SeekIndex};
 use crate::tar::{DataLayout, LayerIndex, Member, MemberKind, SparseSegment};
+use crate::tree::{Tree, TreeDecodeError};
 
-/// First bytes of every entry.
+/// First bytes of every layer entry.
 const MAGIC: &[u8; 12] = b"LAYERFS-IDX\0";
+/// First bytes of every tree entry.
+const TREE_MAGIC: &[u8; 12] = b"LAYERFS-TRE\0";
 /// Bumped whenever the body changes meaning; an entry of another version is
 /// rebuilt, never read.
 pub(super) const VERSION: u32 = 1;
@@ -83,17 +92,15 @@ pub(super) enum FormatError {
     /// The stored seek index does not decode.
     #[error(transparent)]
     Seek(#[from] SeekDecodeError),
+    /// The stored tree does not decode.
+    #[error(transparent)]
+    Tree(#[from] TreeDecodeError),
 }
 
 /// Encodes one entry: `identity` (see [`super::LayerKey`]), the seek index
 /// and the members.
 pub(super) fn encode(identity: &[u8], index: &LayerIndex, seek: &SeekIndex) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + 64 + index.members.len() * 64);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    // Body length and checksum, filled in below.
-    out.extend_from_slice(&[0; 12]);
-
+    let mut out = start(MAGIC, HEADER_LEN + 64 + index.members.len() * 64);
     put_bytes(&mut out, identity);
     let mut blob = Vec::new();
     seek.encode(&mut blob);
@@ -104,7 +111,28 @@ pub(super) fn encode(identity: &[u8], index: &LayerIndex, seek: &SeekIndex) -> V
         put_member(&mut out, member, &prev);
         prev.follow(member);
     }
+    seal(out)
+}
 
+/// Encodes a stack's merged tree; `identity` names the stack.
+pub(super) fn encode_tree(identity: &[u8], tree: &Tree) -> Vec<u8> {
+    let mut out = start(TREE_MAGIC, HEADER_LEN + 64 + tree.len() * 100);
+    put_bytes(&mut out, identity);
+    tree.encode(&mut out);
+    seal(out)
+}
+
+/// A new entry: the header with its length and checksum still to fill in.
+fn start(magic: &[u8; 12], capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&[0; 12]);
+    out
+}
+
+/// Fills in the header's body length and checksum.
+fn seal(mut out: Vec<u8>) -> Vec<u8> {
     let (header, body) = out.split_at_mut(HEADER_LEN);
     let body_len = (body.len() as u64).to_le_bytes();
     let crc = crc32fast::hash(body).to_le_bytes();
@@ -113,18 +141,52 @@ pub(super) fn encode(identity: &[u8], index: &LayerIndex, seek: &SeekIndex) -> V
     out
 }
 
-/// Decodes an entry, which must carry exactly `identity`.
+/// Decodes a layer entry, which must carry exactly `identity`.
 pub(super) fn decode(
     bytes: &[u8],
     identity: &[u8],
 ) -> Result<(LayerIndex, SeekIndex), FormatError> {
+    let mut body = open(bytes, MAGIC, identity)?;
+    let seek = SeekIndex::decode(body.bytes()?)?;
+    let count = body.count(MIN_MEMBER_BYTES)?;
+    let mut members = Vec::with_capacity(count);
+    let mut prev = Previous::default();
+    for _ in 0..count {
+        let member = take_member(&mut body, &prev)?;
+        prev.follow(&member);
+        members.push(member);
+    }
+    if !body.0.is_empty() {
+        return Err(FormatError::Malformed(
+            "trailing bytes after the last member",
+        ));
+    }
+    Ok((LayerIndex { members }, seek))
+}
+
+/// Decodes only the seek index of a layer entry (the checksum still covers
+/// the whole entry).
+pub(super) fn decode_seek(bytes: &[u8], identity: &[u8]) -> Result<SeekIndex, FormatError> {
+    let mut body = open(bytes, MAGIC, identity)?;
+    Ok(SeekIndex::decode(body.bytes()?)?)
+}
+
+/// Decodes a tree entry, which must carry exactly `identity`.
+pub(super) fn decode_tree(bytes: &[u8], identity: &[u8]) -> Result<Tree, FormatError> {
+    let body = open(bytes, TREE_MAGIC, identity)?;
+    Ok(Tree::decode(body.0)?)
+}
+
+/// Checks an entry's header, checksum and identity; gives what follows
+/// the identity.
+fn open<'a>(bytes: &'a [u8], magic: &[u8; 12], identity: &[u8]) -> Result<Reader<'a>, FormatError> {
     let truncated = || FormatError::Length {
         expected: HEADER_LEN as u64,
         actual: bytes.len() as u64,
     };
     let (header, body) = bytes.split_at_checked(HEADER_LEN).ok_or_else(truncated)?;
     let mut header = Reader(header);
-    if header.take(MAGIC.len())? != MAGIC {
+    if header.take(magic.len())? != magic {
         return Err(FormatError::BadMagic);
     }
     let version = u32::from_le_bytes(header.array()?);
@@ -142,26 +204,11 @@ pub(super) fn decode(
     if crc32fast::hash(body) != crc {
         return Err(FormatError::Checksum);
     }
-
     let mut body = Reader(body);
     if body.bytes()? != identity {
         return Err(FormatError::OtherLayer);
     }
-    let seek = SeekIndex::decode(body.bytes()?)?;
-    let count = body.count(MIN_MEMBER_BYTES)?;
-    let mut members = Vec::with_capacity(count);
-    let mut prev = Previous::default();
-    for _ in 0..count {
-        let member = take_member(&mut body, &prev)?;
-        prev.follow(&member);
-        members.push(member);
-    }
-    if !body.0.is_empty() {
-        return Err(FormatError::Malformed(
-            "trailing bytes after the last member",
-        ));
-    }
-    Ok((LayerIndex { members }, seek))
+    Ok(body)
 }
 
 /// What members are encoded relative to: the member before, or zeros and

@@ -120,6 +120,25 @@ impl LayerKey {
     }
 }
 
+/// The bytes a stored tree entry must echo: every layer's identity, in
+/// stack order, each with its length.
+pub(super) fn stack_identity(keys: &[LayerKey]) -> Vec<u8> {
+    let mut out = b"stack".to_vec();
+    for key in keys {
+        let identity = key.identity();
+        out.extend_from_slice(&(identity.len() as u64).to_le_bytes());
+        out.extend_from_slice(&identity);
+    }
+    out
+}
+
+/// The tree entry's file name for a stack: a hash of its identity.
+pub(super) fn stack_file_name(keys: &[LayerKey]) -> String {
+    let mut hash = Fnv64::new();
+    hash.write(&stack_identity(keys));
+    format!("{:016x}.{}", hash.finish(), super::TREE_EXTENSION)
+}
+
 /// 64-bit FNV-1a: a few lines, no dependency, and good enough to tell
 /// files apart (nothing here defends against a crafted collision; the
 /// echoed identity does that for the file name).

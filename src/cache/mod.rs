@@ -1,8 +1,10 @@
 //! A persistent cache of layer indexes, so that mounting a layer again
 //! skips the pass over its (possibly compressed) bytes.
 //!
-//! Each entry holds one layer's members and [`SeekIndex`], in one file
-//! named after the layer's [`LayerKey`]. An entry is only ever trusted
+//! Each layer entry holds one layer's members and [`SeekIndex`], in one
+//! file named after the layer's [`LayerKey`]; each tree entry holds the
+//! merged [`Tree`] of one stack of layers, named after all their keys, so
+//! that mounting the same stack again skips the merge too. An entry is only ever trusted
 //! after its checksum, format version and echoed key were checked; anything
 //! else (stale, truncated, corrupt, another version) is deleted and the
 //! layer is indexed again. Entries are written under a temporary name,
@@ -31,14 +33,17 @@ use std::time::{Duration, SystemTime};
 use crate::source::SeekIndex;
 use crate::sys;
 use crate::tar::LayerIndex;
+use crate::tree::Tree;
 
 /// Default bound on the cache directory's size: room for the indexes of
 /// about 150 layers of 200k files each (7 MB apiece), or thousands of
 /// typical ones.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 
-/// Extension of entry files (`<16 hex digits>.idx`).
+/// Extension of layer entry files (`<16 hex digits>.idx`).
 const ENTRY_EXTENSION: &str = "idx";
+/// Extension of stack tree entry files (`<16 hex digits>.tree`).
+const TREE_EXTENSION: &str = "tree";
 /// Prefix of files being written; never read, and removed once stale.
 const TEMP_PREFIX: &str = ".layerfs-tmp.";
 /// Age after which a temporary file is taken to be left over by a writer
@@ -164,10 +169,40 @@ impl IndexCache {
     /// the caller indexes the layer and stores a fresh entry. A hit marks
     /// the entry as recently used, for eviction.
     pub fn load(&self, key: &LayerKey) -> Option<(LayerIndex, SeekIndex)> {
-        let path = self.dir.join(key.file_name());
+        self.load_entry(&key.file_name(), |bytes| {
+            format::decode(bytes, &key.identity())
+        })
+    }
+
+    /// Only the seek index of the layer with `key`, if its entry is valid:
+    /// what a mount needs of a layer whose stack's tree is stored.
+    pub fn load_seek(&self, key: &LayerKey) -> Option<SeekIndex> {
+        self.load_entry(&key.file_name(), |bytes| {
+            format::decode_seek(bytes, &key.identity())
+        })
+    }
+
+    /// The stored merged tree of the stack of layers with `keys` (bottom
+    /// first), if there is a valid one.
+    pub fn load_tree(&self, keys: &[LayerKey]) -> Option<Tree> {
+        self.load_entry(&key::stack_file_name(keys), |bytes| {
+            format::decode_tree(bytes, &key::stack_identity(keys))
+        })
+    }
+
+    /// Opens the entry `name` and decodes it. A missing entry is a silent
+    /// miss; one that cannot be read or fails any check is reported in one
+    /// warning, deleted, and is a miss. A hit marks the entry as recently
+    /// used, for eviction.
+    fn load_entry<T>(
+        &self,
+        name: &str,
+        decode: impl FnOnce(&[u8]) -> Result<T, format::FormatError>,
+    ) -> Option<T> {
+        let path = self.dir.join(name);
         let loaded = File::open(&path).map_err(Reason::Io).and_then(|file| {
             let map = sys::map_readonly(&file).map_err(Reason::Io)?;
-            let found = format::decode(&map, &key.identity()).map_err(Reason::Format)?;
+            let found = decode(&map).map_err(Reason::Format)?;
             // Best effort: a failed bump only makes eviction less fair.
             let _ = file.set_modified(SystemTime::now());
             Ok(found)
@@ -204,6 +239,18 @@ impl IndexCache {
     ) -> Result<(), CacheError> {
         let path = self.dir.join(key.file_name());
         let bytes = format::encode(&key.identity(), index, seek);
+        self.store_entry(path, &bytes)
+    }
+
+    /// Stores the merged tree of the stack of layers with `keys` (bottom
+    /// first), as [`IndexCache::store`] stores a layer's index.
+    pub fn store_tree(&self, keys: &[LayerKey], tree: &Tree) -> Result<(), CacheError> {
+        let path = self.dir.join(key::stack_file_name(keys));
+        let bytes = format::encode_tree(&key::stack_identity(keys), tree);
+        self.store_entry(path, &bytes)
+    }
+
+    fn store_entry(&self, path: PathBuf, bytes: &[u8]) -> Result<(), CacheError> {
         let size = bytes.len() as u64;
         if size > self.max_bytes {
             return Err(CacheError::TooLarge {
@@ -212,7 +259,7 @@ impl IndexCache {
                 max_bytes: self.max_bytes,
             });
         }
-        self.write_atomically(&path, &bytes)
+        self.write_atomically(&path, bytes)
             .map_err(|source| CacheError::Write {
                 path: path.clone(),
                 source,
@@ -302,9 +349,11 @@ impl IndexCache {
 
 /// Whether `name` is what [`LayerKey::file_name`] makes.
 fn is_entry_name(name: &str) -> bool {
-    name.strip_suffix(ENTRY_EXTENSION)
-        .and_then(|stem| stem.strip_suffix('.'))
-        .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+    [ENTRY_EXTENSION, TREE_EXTENSION].iter().any(|extension| {
+        name.strip_suffix(extension)
+            .and_then(|stem| stem.strip_suffix('.'))
+            .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
 }
 
 /// Why a stored entry was not used.

@@ -9,6 +9,7 @@
 
 mod build;
 mod path;
+mod persist;
 mod removal;
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ use std::fmt;
 
 use crate::tar::{DataLayout, LayerIndex, MemberKind};
 use build::{Builder, Content, NodeId, ROOT};
+pub use persist::TreeDecodeError;
 pub use removal::{Hidden, Removal, RemovalKind};
 pub use whiteout::{
     is_marker_name, is_tombstone_device, is_visible_xattr, whiteout_name, OPAQUE_MARKER,

@@ -465,3 +465,88 @@ fn removals_are_recorded_with_what_they_hid() {
     }
     assert!(builder.removals.is_none());
 }
+
+/// Everything observable about a tree, path by path, for comparing two.
+fn observe(tree: &Tree) -> Vec<String> {
+    let mut seen = Vec::new();
+    tree.walk::<()>(|path, ino, node| {
+        let xattrs: Vec<_> = tree.xattrs(ino).collect();
+        seen.push(format!(
+            "{} {ino} {node:?} {:?} {:?} {xattrs:?}",
+            String::from_utf8_lossy(path),
+            tree.symlink_target(ino),
+            tree.file_data(ino),
+        ));
+        Ok(())
+    })
+    .expect("walk");
+    seen.push(format!("{} {}", tree.file_bytes(), tree.has_xattrs()));
+    seen
+}
+
+fn stored_sample() -> Tree {
+    let mut sparse = file("d/sparse", 512);
+    sparse.data.size = 1 << 20;
+    sparse.data.sparse = Some(Box::new([
+        crate::tar::SparseSegment { offset: 0, len: 10 },
+        crate::tar::SparseSegment {
+            offset: 1000,
+            len: 5,
+        },
+    ]));
+    let mut x = file("d/x", 2048);
+    x.xattrs = vec![(b"user.a".to_vec(), b"1".to_vec())];
+    x.mtime = -5;
+    x.mtime_nsec = 7;
+    let mut dev = member("dev", MemberKind::CharDevice);
+    (dev.dev_major, dev.dev_minor) = (1, 3);
+    build([
+        layer(vec![
+            dir("d"),
+            sparse,
+            x,
+            link("d/s", MemberKind::Symlink, "x"),
+            link("d/h", MemberKind::Hardlink, "d/x"),
+            member("p", MemberKind::Fifo),
+            dev,
+            file("gone", 0),
+        ]),
+        layer(vec![
+            member(".wh.gone", MemberKind::Regular),
+            file("d/new", 4096),
+        ]),
+    ])
+}
+
+#[test]
+fn a_stored_tree_decodes_to_the_same_tree() {
+    let tree = stored_sample();
+    let mut bytes = Vec::new();
+    tree.encode(&mut bytes);
+    let back = Tree::decode(&bytes).expect("decode");
+    assert_eq!(observe(&back), observe(&tree));
+    assert_eq!(back.len(), tree.len());
+}
+
+#[test]
+fn damaged_tree_bytes_are_refused_not_trusted() {
+    let tree = stored_sample();
+    let mut bytes = Vec::new();
+    tree.encode(&mut bytes);
+    // Every truncation fails.
+    for len in 0..bytes.len() {
+        assert!(Tree::decode(&bytes[..len]).is_err(), "cut at {len}");
+    }
+    // A flipped byte either fails or still gives a tree whose every range
+    // is inside it (walking it must not panic).
+    for at in 0..bytes.len() {
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 0xa5;
+        if let Ok(tree) = Tree::decode(&damaged) {
+            let _ = observe(&tree);
+        }
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(Tree::decode(&longer).is_err(), "trailing byte");
+}
