@@ -4,12 +4,15 @@
 //! Each layer entry holds one layer's members and [`SeekIndex`], in one
 //! file named after the layer's [`LayerKey`]; each tree entry holds the
 //! merged [`Tree`] of one stack of layers, named after all their keys, so
-//! that mounting the same stack again skips the merge too. An entry is only ever trusted
-//! after its checksum, format version and echoed key were checked; anything
-//! else (stale, truncated, corrupt, another version) is deleted and the
-//! layer is indexed again. Entries are written under a temporary name,
-//! synced and renamed into place, so a reader never sees half an entry,
-//! and they are never modified afterwards. The directory is kept under a
+//! that mounting the same stack again skips the merge too. An entry is
+//! only ever trusted after its checksum, format version and echoed key were
+//! checked; anything else (stale, truncated, corrupt, another version) is
+//! deleted and the layer is indexed again. Entries are written under a
+//! temporary name and renamed into place, so a reader never sees half an
+//! entry, and they are never modified afterwards. They are not fsynced: a
+//! crash may leave an entry whose bytes never reached the disk, which its
+//! length and checksum then refuse, and an fsync of tens of megabytes
+//! would cost the first mount more than indexing does on a slow disk. The directory is kept under a
 //! size bound by deleting the least recently used entries.
 //!
 //! Nothing here is needed for a mount to work: every error is for the
@@ -228,9 +231,9 @@ impl IndexCache {
     /// had, then evicts the least recently used entries until the cache is
     /// within its bound.
     ///
-    /// The entry becomes visible all at once (temporary file, fsync,
-    /// rename), so a crash or a full disk leaves either the old entry or
-    /// none, never part of one.
+    /// The entry becomes visible all at once (temporary file, rename), so a
+    /// full disk leaves either the old entry or none, never part of one; a
+    /// crash may leave an entry the checks refuse (see the module docs).
     pub fn store(
         &self,
         key: &LayerKey,
@@ -269,10 +272,7 @@ impl IndexCache {
 
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         let (temp, mut file) = self.create_temp()?;
-        let written = file
-            .write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .and_then(|()| fs::rename(&temp, path));
+        let written = file.write_all(bytes).and_then(|()| fs::rename(&temp, path));
         if written.is_err() {
             let _ = fs::remove_file(&temp);
         }
