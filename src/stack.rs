@@ -228,18 +228,48 @@ pub fn peek_layer(path: &Path, number: usize, limit: u64) -> Result<LayerPeek, S
 /// Every layer's cache key, or `None` (with a warning) if one cannot be
 /// computed.
 fn layer_keys(layers: &[LayerSource]) -> Option<Vec<LayerKey>> {
-    layers
-        .iter()
-        .map(|layer| match LayerKey::of_file(layer.file()) {
-            Ok(key) => Some(key),
-            Err(e) => {
-                log::warn!(
-                    "{}: cannot identify the layer for the index cache: {e}",
-                    layer.path().display()
-                );
-                None
-            }
-        })
+    map_in_parallel(layers, |layer| match LayerKey::of_file(layer.file()) {
+        Ok(key) => Some(key),
+        Err(e) => {
+            log::warn!(
+                "{}: cannot identify the layer for the index cache: {e}",
+                layer.path().display()
+            );
+            None
+        }
+    })
+    .into_iter()
+    .collect()
+}
+
+/// `f` of every item, in order, computed on up to one thread per core:
+/// reading many small things from many layer files is latency-bound.
+fn map_in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(items.len());
+    if workers <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(n) else { break };
+                let result = f(item);
+                if let Some(slot) = results.lock().unwrap_or_else(|p| p.into_inner()).get_mut(n) {
+                    *slot = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flatten()
         .collect()
 }
 
@@ -247,9 +277,8 @@ fn layer_keys(layers: &[LayerSource]) -> Option<Vec<LayerKey>> {
 /// stored seek index; `None` unless all of them are there and valid.
 fn stored_tree(layers: &[LayerSource], cache: &IndexCache, keys: &[LayerKey]) -> Option<Tree> {
     let tree = cache.load_tree(keys)?;
-    let seeks = keys
-        .iter()
-        .map(|key| cache.load_seek(key))
+    let seeks = map_in_parallel(keys, |key| cache.load_seek(key))
+        .into_iter()
         .collect::<Option<Vec<_>>>()?;
     for (layer, seek) in layers.iter().zip(seeks) {
         if let Err(e) = layer.attach(seek) {
