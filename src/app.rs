@@ -270,9 +270,7 @@ pub struct ExportRequest {
     /// Layer files, bottom first.
     pub layers: Vec<PathBuf>,
     /// Where the tar goes.
-    pub target: Target,
-    /// `--compress`, if given (else from the file name).
-    pub compression: Option<Compression>,
+    pub output: LayerDestination,
     /// Where layer indexes are cached.
     pub cache: CacheChoice,
     /// No progress bar.
@@ -283,8 +281,9 @@ pub struct ExportRequest {
 /// only when complete) or stdout.
 pub fn export(request: &ExportRequest) -> Result<(), AppError> {
     let stack = request.cache.open_stack(&request.layers)?;
-    let compression = request.target.compression(request.compression);
-    let mut output = LayerOutput::create(request.target.clone(), compression)?;
+    let target = &request.output.target;
+    let compression = target.compression(request.output.compression);
+    let mut output = LayerOutput::create(target.clone(), compression)?;
     output.skip_digests();
     let mut progress = Progress::bytes("export", stack.tree().file_bytes(), request.quiet);
     let mut writer = crate::tar::TarWriter::new(output);
@@ -292,19 +291,19 @@ pub fn export(request: &ExportRequest) -> Result<(), AppError> {
     progress.finish();
     let exported = exported.map_err(|e| match e {
         ExportError::Write(source) => AppError::Write(OutputError::Io {
-            target: request.target.to_string(),
+            target: target.to_string(),
             source,
         }),
         e => AppError::Export(e),
     })?;
     let output = writer.finish().map_err(|source| OutputError::Io {
-        target: request.target.to_string(),
+        target: target.to_string(),
         source,
     })?;
     let written = output.finish()?;
     log::info!(
         "{}: {} entries, {} bytes of file data; {} bytes of tar, {} bytes written",
-        request.target,
+        target,
         exported.entries,
         exported.data_bytes,
         written.tar_bytes,
@@ -351,7 +350,7 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     value.checked_mul(1 << shift).ok_or(SizeError::TooLarge)
 }
 
-/// Where a layer written by `create` or `diff` goes.
+/// Where a layer written by `export`, `create` or `diff` goes.
 #[derive(Clone, Debug)]
 pub struct LayerDestination {
     /// A file or stdout.

@@ -43,12 +43,8 @@ enum Command {
         /// Where the background daemon writes its log (default: nowhere).
         #[arg(long, value_name = "FILE")]
         log_file: Option<PathBuf>,
-        /// Keep layer indexes here (default: $XDG_CACHE_HOME/layerfs or ~/.cache/layerfs).
-        #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
-        cache_dir: Option<PathBuf>,
-        /// Index every layer on every mount; store nothing.
-        #[arg(long)]
-        no_cache: bool,
+        #[command(flatten)]
+        cache: CacheArgs,
         /// Layer files (plain tar, gzip or zstd), bottom first, then the mountpoint.
         #[arg(required = true, num_args = 2.., value_name = "PATH")]
         paths: Vec<PathBuf>,
@@ -70,30 +66,18 @@ enum Command {
         /// List the members in the first BYTES of the one LAYER (K, M, G suffixes: 64K, 1M), as stored.
         #[arg(long, value_name = "BYTES", conflicts_with = "layer")]
         peek: Option<String>,
-        /// Keep layer indexes here (default: $XDG_CACHE_HOME/layerfs or ~/.cache/layerfs).
-        #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
-        cache_dir: Option<PathBuf>,
-        /// Index every layer; store nothing.
-        #[arg(long)]
-        no_cache: bool,
+        #[command(flatten)]
+        cache: CacheArgs,
         /// Layer files, bottom first.
         #[arg(required = true, value_name = "LAYER")]
         layers: Vec<PathBuf>,
     },
     /// Write the merged tree of LAYER... as one tar (to stdout by default).
     Export {
-        /// Write here instead of stdout (`-`: stdout); replaced only once complete.
-        #[arg(short, long, value_name = "FILE")]
-        output: Option<PathBuf>,
-        /// none, gzip[:LEVEL] or zstd[:LEVEL], in independent 1 MiB frames (default: from FILE's extension).
-        #[arg(long, value_name = "ALGO[:LEVEL]", value_parser = parse_compression)]
-        compress: Option<Compression>,
-        /// Keep layer indexes here (default: $XDG_CACHE_HOME/layerfs or ~/.cache/layerfs).
-        #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
-        cache_dir: Option<PathBuf>,
-        /// Index every layer; store nothing.
-        #[arg(long)]
-        no_cache: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        cache: CacheArgs,
         /// Layer files, bottom first.
         #[arg(required = true, value_name = "LAYER")]
         layers: Vec<PathBuf>,
@@ -165,6 +149,16 @@ struct CacheArgs {
     no_cache: bool,
 }
 
+impl CacheArgs {
+    fn choice(self) -> CacheChoice {
+        match (self.no_cache, self.cache_dir) {
+            (true, _) => CacheChoice::Off,
+            (false, Some(dir)) => CacheChoice::Dir(dir),
+            (false, None) => CacheChoice::Default,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
@@ -185,8 +179,7 @@ fn main() -> ExitCode {
             options,
             threads,
             log_file,
-            cache_dir,
-            no_cache,
+            cache,
             mut paths,
         } => {
             let mountpoint = paths.pop().unwrap_or_default();
@@ -197,7 +190,7 @@ fn main() -> ExitCode {
                 foreground,
                 threads,
                 log_file,
-                cache: cache_choice(no_cache, cache_dir),
+                cache: cache.choice(),
             })
         }
         Command::Ls {
@@ -206,8 +199,7 @@ fn main() -> ExitCode {
             layer,
             all,
             peek,
-            cache_dir,
-            no_cache,
+            cache,
             layers,
         } => app::list(&ListRequest {
             layers,
@@ -215,19 +207,16 @@ fn main() -> ExitCode {
             format: ListFormat { long, json },
             all,
             peek,
-            cache: cache_choice(no_cache, cache_dir),
+            cache: cache.choice(),
         }),
         Command::Export {
             output,
-            compress,
-            cache_dir,
-            no_cache,
+            cache,
             layers,
         } => app::export(&ExportRequest {
             layers,
-            target: Target::from_arg(output.as_deref()),
-            compression: compress,
-            cache: cache_choice(no_cache, cache_dir),
+            output: output.destination(),
+            cache: cache.choice(),
             quiet: cli.quiet,
         }),
         Command::Create { output, mtime, dir } => app::create(&CreateRequest {
@@ -246,7 +235,7 @@ fn main() -> ExitCode {
                 layers: paths,
                 dir,
                 output: output.destination(),
-                cache: cache_choice(cache.no_cache, cache.cache_dir),
+                cache: cache.choice(),
                 quiet: cli.quiet,
             })
         }
@@ -261,14 +250,6 @@ fn main() -> ExitCode {
             }
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
         }
-    }
-}
-
-fn cache_choice(no_cache: bool, cache_dir: Option<PathBuf>) -> CacheChoice {
-    match (no_cache, cache_dir) {
-        (true, _) => CacheChoice::Off,
-        (false, Some(dir)) => CacheChoice::Dir(dir),
-        (false, None) => CacheChoice::Default,
     }
 }
 
