@@ -110,7 +110,8 @@ impl Stack {
                 });
             }
         }
-        let (indexes, origins): (Vec<_>, Vec<_>) = index_all(&layers, cache)?.into_iter().unzip();
+        let keyed = cache.zip(keys.as_deref());
+        let (indexes, origins): (Vec<_>, Vec<_>) = index_all(&layers, keyed)?.into_iter().unzip();
         let (tree, warnings, removals) = if options.record_removals {
             Tree::build_recording(indexes)
         } else {
@@ -190,7 +191,8 @@ pub fn layer_index(
     cache: Option<&IndexCache>,
 ) -> Result<LayerIndex, StackError> {
     let layer = LayerSource::open(path)?;
-    Ok(load_or_index(&layer, number.saturating_sub(1), cache)?.0)
+    let key = cache.and_then(|_| layer_key(&layer));
+    Ok(load_or_index(&layer, number.saturating_sub(1), cache.zip(key.as_ref()))?.0)
 }
 
 /// What the head of one layer file holds: see [`peek_layer`].
@@ -228,7 +230,13 @@ pub fn peek_layer(path: &Path, number: usize, limit: u64) -> Result<LayerPeek, S
 /// Every layer's cache key, or `None` (with a warning) if one cannot be
 /// computed.
 fn layer_keys(layers: &[LayerSource]) -> Option<Vec<LayerKey>> {
-    map_in_parallel(layers, |layer| match LayerKey::of_file(layer.file()) {
+    map_in_parallel(layers, layer_key).into_iter().collect()
+}
+
+/// The layer's cache key, or `None` (with a warning) if it cannot be
+/// computed.
+fn layer_key(layer: &LayerSource) -> Option<LayerKey> {
+    match LayerKey::of_file(layer.file()) {
         Ok(key) => Some(key),
         Err(e) => {
             log::warn!(
@@ -237,9 +245,7 @@ fn layer_keys(layers: &[LayerSource]) -> Option<Vec<LayerKey>> {
             );
             None
         }
-    })
-    .into_iter()
-    .collect()
+    }
 }
 
 /// `f` of every item, in order, computed on up to one thread per core:
@@ -307,10 +313,11 @@ fn log_tree(layers: &[LayerSource], tree: &Tree) {
 /// One layer's index and where it came from.
 type Indexed = Result<(LayerIndex, IndexOrigin), StackError>;
 
-/// Indexes every layer, up to one thread per core; the first error wins.
+/// Indexes every layer (through the cache, with each layer's key, if
+/// given), up to one thread per core; the first error wins.
 fn index_all(
     layers: &[LayerSource],
-    cache: Option<&IndexCache>,
+    keyed: Option<(&IndexCache, &[LayerKey])>,
 ) -> Result<Vec<(LayerIndex, IndexOrigin)>, StackError> {
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
@@ -323,7 +330,8 @@ fn index_all(
             scope.spawn(|| loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let Some(layer) = layers.get(n) else { break };
-                let result = load_or_index(layer, n, cache);
+                let key = keyed.and_then(|(cache, keys)| Some((cache, keys.get(n)?)));
+                let result = load_or_index(layer, n, key);
                 let failed = result.is_err();
                 if let Some(slot) = results.lock().unwrap_or_else(|p| p.into_inner()).get_mut(n) {
                     *slot = Some(result);
@@ -359,19 +367,9 @@ fn index_all(
 fn load_or_index(
     layer: &LayerSource,
     n: usize,
-    cache: Option<&IndexCache>,
+    keyed: Option<(&IndexCache, &LayerKey)>,
 ) -> Result<(LayerIndex, IndexOrigin), StackError> {
-    let keyed = cache.and_then(|cache| match LayerKey::of_file(layer.file()) {
-        Ok(key) => Some((cache, key)),
-        Err(e) => {
-            log::warn!(
-                "{}: cannot identify the layer for the index cache: {e}",
-                layer.path().display()
-            );
-            None
-        }
-    });
-    if let Some((cache, key)) = &keyed {
+    if let Some((cache, key)) = keyed {
         if let Some((index, seek)) = cache.load(key) {
             match layer.attach(seek) {
                 Ok(()) => {
@@ -390,7 +388,7 @@ fn load_or_index(
         }
     }
     let (index, seek) = index_one(layer, n)?;
-    if let Some((cache, key)) = &keyed {
+    if let Some((cache, key)) = keyed {
         // A layer rewritten while it was indexed must not be stored under
         // the key of what it was before.
         match LayerKey::of_file(layer.file()) {
