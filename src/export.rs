@@ -9,12 +9,11 @@
 //! File data is copied through one buffer, so memory does not grow with
 //! file sizes; only the paths of multiply-linked files are remembered.
 
-use std::collections::hash_map::{Entry, HashMap};
 use std::io::{self, Write};
 use std::path::PathBuf;
 
 use crate::stack::{Stack, StackError};
-use crate::tar::{EntryHeader, MemberKind, TarWriter};
+use crate::tar::{EntryHeader, FirstNames, TarWriter};
 use crate::tree::{Ino, Node, NodeKind, Tree};
 
 /// Bytes read from a layer per copy step.
@@ -62,7 +61,7 @@ pub fn export_tree<W: Write>(
         stack,
         tree,
         writer,
-        first_names: HashMap::new(),
+        first_names: FirstNames::default(),
         buffer: vec![0; COPY_BUFFER],
         done: Exported::default(),
         progress,
@@ -76,7 +75,7 @@ struct Exporter<'a, W: Write> {
     tree: &'a Tree,
     writer: &'a mut TarWriter<W>,
     /// The exported path of each multiply-linked file written so far.
-    first_names: HashMap<Ino, Vec<u8>>,
+    first_names: FirstNames<Ino>,
     buffer: Vec<u8>,
     done: Exported,
     progress: &'a mut dyn FnMut(u64),
@@ -99,26 +98,16 @@ impl<W: Write> Exporter<'_, W> {
             xattrs: &xattrs,
         };
         self.done.entries += 1;
-        // Any non-directory can have several names (symlinks, devices and
-        // fifos too): the second and later are hardlinks to the first.
-        if node.kind != NodeKind::Directory && node.nlink > 1 {
-            match self.first_names.entry(ino) {
-                Entry::Occupied(first) => {
-                    header.kind = MemberKind::Hardlink;
-                    header.link_target = first.into_mut();
-                    return Ok(self.writer.header(&header)?);
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(path.to_vec());
-                }
-            }
+        if node.kind == NodeKind::File {
+            header.size = node.size;
         }
-        if node.kind != NodeKind::File {
-            return Ok(self.writer.header(&header)?);
+        let whole = self
+            .first_names
+            .header(self.writer, ino, u64::from(node.nlink), &header)?;
+        if whole && node.kind == NodeKind::File {
+            self.copy_data(ino, node, path)?;
         }
-        header.size = node.size;
-        self.writer.header(&header)?;
-        self.copy_data(ino, node, path)
+        Ok(())
     }
 
     fn copy_data(&mut self, ino: Ino, node: &Node, path: &[u8]) -> Result<(), ExportError> {

@@ -7,12 +7,12 @@
 //! with several chosen names is written once, under the first, and its
 //! other names follow as hardlinks to it.
 
-use std::collections::hash_map::{Entry, HashMap};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 
 use super::scan::{FileId, Scan, ScanEntry};
 use super::AuthorError;
-use crate::tar::{EntryHeader, MemberKind, TarWriter};
+use crate::tar::{EntryHeader, FirstNames, MemberKind, TarWriter};
 use crate::tree::{whiteout_name, NodeKind, OPAQUE_MARKER};
 
 /// Bytes read from a file per copy step.
@@ -90,7 +90,7 @@ pub fn emit<W: Write>(
         scan,
         clamp_mtime,
         writer,
-        first_names: HashMap::new(),
+        first_names: FirstNames::default(),
         buffer: vec![0; COPY_BUFFER],
         done: Emitted::default(),
         progress,
@@ -114,7 +114,7 @@ struct Emitter<'a, W: Write> {
     clamp_mtime: Option<i64>,
     writer: &'a mut TarWriter<W>,
     /// The written path of each multiply-linked inode written so far.
-    first_names: HashMap<FileId, Vec<u8>>,
+    first_names: FirstNames<FileId>,
     buffer: Vec<u8>,
     done: Emitted,
     progress: &'a mut dyn FnMut(u64),
@@ -142,24 +142,16 @@ impl<W: Write> Emitter<'_, W> {
             xattrs: &xattrs,
         };
         self.done.entries += 1;
-        if entry.kind != NodeKind::Directory && entry.nlink > 1 {
-            match self.first_names.entry(entry.id) {
-                Entry::Occupied(first) => {
-                    header.kind = MemberKind::Hardlink;
-                    header.link_target = first.into_mut();
-                    return Ok(self.writer.header(&header)?);
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(entry.path.clone());
-                }
-            }
+        if entry.kind == NodeKind::File {
+            header.size = entry.size;
         }
-        if entry.kind != NodeKind::File {
-            return Ok(self.writer.header(&header)?);
+        let whole = self
+            .first_names
+            .header(self.writer, entry.id, entry.nlink, &header)?;
+        if whole && entry.kind == NodeKind::File {
+            self.copy_data(index, entry.size)?;
         }
-        header.size = entry.size;
-        self.writer.header(&header)?;
-        self.copy_data(index, entry.size)
+        Ok(())
     }
 
     fn copy_data(&mut self, index: usize, size: u64) -> Result<(), AuthorError> {

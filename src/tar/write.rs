@@ -17,6 +17,8 @@
 //! names, zero times and a fixed record order, and nothing depends on the
 //! clock, the user or the host.
 
+use std::collections::hash_map::{Entry, HashMap};
+use std::hash::Hash;
 use std::io::{self, Write};
 
 use super::header::{
@@ -280,6 +282,55 @@ impl<W: Write> TarWriter<W> {
     }
 }
 
+/// The first name each multiply-linked inode was written under: a tar holds
+/// an inode's data once, and its other names as hardlinks to that name.
+#[derive(Debug)]
+pub struct FirstNames<K> {
+    names: HashMap<K, Vec<u8>>,
+}
+
+impl<K: Hash + Eq> Default for FirstNames<K> {
+    fn default() -> Self {
+        FirstNames {
+            names: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq> FirstNames<K> {
+    /// Writes the header of `entry`, one of `nlink` names of inode `key`:
+    /// as given the first time, as a hardlink to that first name after.
+    /// Any non-directory can have several names (symlinks, devices and
+    /// fifos too). Returns whether the entry was written as given, so that
+    /// a regular file's data must follow.
+    pub fn header<W: Write>(
+        &mut self,
+        writer: &mut TarWriter<W>,
+        key: K,
+        nlink: u64,
+        entry: &EntryHeader<'_>,
+    ) -> io::Result<bool> {
+        if entry.kind != MemberKind::Directory && nlink > 1 {
+            match self.names.entry(key) {
+                Entry::Occupied(first) => {
+                    writer.header(&EntryHeader {
+                        kind: MemberKind::Hardlink,
+                        link_target: first.get(),
+                        size: 0,
+                        ..entry.clone()
+                    })?;
+                    return Ok(false);
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(entry.path.to_vec());
+                }
+            }
+        }
+        writer.header(entry)?;
+        Ok(true)
+    }
+}
+
 fn typeflag(kind: MemberKind) -> u8 {
     match kind {
         MemberKind::Regular => b'0',
@@ -540,5 +591,39 @@ mod tests {
             },
         ];
         assert_eq!(round_trip(&entries).0, round_trip(&entries).0);
+    }
+
+    #[test]
+    fn later_names_of_an_inode_become_hardlinks_to_the_first() {
+        let mut writer = TarWriter::new(Vec::new());
+        let mut names = FirstNames::default();
+        let file = EntryHeader {
+            size: 3,
+            ..entry(b"a", MemberKind::Regular)
+        };
+        assert!(names.header(&mut writer, 7, 2, &file).expect("a"));
+        writer.data(b"abc").expect("data");
+        let second = EntryHeader {
+            path: b"b",
+            ..file.clone()
+        };
+        assert!(!names.header(&mut writer, 7, 2, &second).expect("b"));
+        let dir = entry(b"d", MemberKind::Directory);
+        assert!(names.header(&mut writer, 8, 3, &dir).expect("d"));
+        assert!(names.header(&mut writer, 8, 3, &dir).expect("d again"));
+        let bytes = writer.finish().expect("finish");
+        let members = index_bytes(&bytes).expect("parse").members;
+        let kinds: Vec<_> = members.iter().map(|m| m.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                MemberKind::Regular,
+                MemberKind::Hardlink,
+                MemberKind::Directory,
+                MemberKind::Directory
+            ]
+        );
+        assert_eq!(members[1].link_target, b"a");
+        assert_eq!(members[1].data.size, 0);
     }
 }
