@@ -119,6 +119,11 @@ impl Stack {
             (tree, warnings, Vec::new())
         };
         log_tree(&layers, &tree);
+        // The member lists and the tree under construction were freed, and
+        // were several times what the frozen tree keeps: hand that back
+        // before encoding the tree for the cache, and before a daemon
+        // settles in to serve for hours.
+        crate::sys::release_free_memory();
         if let (Some(cache), Some(keys), true) = (cache, &keys, warnings.is_empty()) {
             // Only a stack whose layers did not change while they were
             // indexed, and that merged without warnings (which a stored
@@ -127,6 +132,7 @@ impl Stack {
                 if let Err(e) = cache.store_tree(keys, &tree) {
                     log::warn!("index cache: {e}");
                 }
+                crate::sys::release_free_memory();
             }
         }
         for warning in warnings {

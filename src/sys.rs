@@ -108,3 +108,9 @@ pub fn map_readonly(file: &std::fs::File) -> io::Result<memmap2::Mmap> {
     // SAFETY: see above: cache entries are immutable once visible.
     unsafe { memmap2::Mmap::map(file) }
 }
+
+/// Returns the heap memory malloc holds but no longer uses to the system.
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only walks glibc's own free lists.
+    unsafe { libc::malloc_trim(0) };
+}

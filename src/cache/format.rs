@@ -41,14 +41,12 @@ const MAGIC: &[u8; 12] = b"LAYERFS-IDX\0";
 const TREE_MAGIC: &[u8; 12] = b"LAYERFS-TRE\0";
 /// Bumped whenever the body changes meaning; an entry of another version is
 /// rebuilt, never read.
-pub(super) const VERSION: u32 = 1;
+pub(super) const VERSION: u32 = 2;
 /// Magic, version, body length, checksum.
 const HEADER_LEN: usize = 12 + 4 + 8 + 4;
 
 /// Low bits of a member's flag byte: its kind.
 const KIND_MASK: u8 = 0b111;
-/// Same user and group names as the previous member (none stored).
-const SAME_OWNER_NAMES: u8 = 1 << 3;
 /// A sparse map follows.
 const SPARSE: u8 = 1 << 4;
 /// Extended attributes follow.
@@ -216,8 +214,6 @@ fn open<'a>(bytes: &'a [u8], magic: &[u8; 12], identity: &[u8]) -> Result<Reader
 #[derive(Default)]
 struct Previous {
     path: Vec<u8>,
-    uname: Vec<u8>,
-    gname: Vec<u8>,
     mtime: i64,
     header_offset: u64,
 }
@@ -225,12 +221,6 @@ struct Previous {
 impl Previous {
     fn follow(&mut self, member: &Member) {
         self.path.clone_from(&member.path);
-        if self.uname != member.uname {
-            self.uname.clone_from(&member.uname);
-        }
-        if self.gname != member.gname {
-            self.gname.clone_from(&member.gname);
-        }
         self.mtime = member.mtime;
         self.header_offset = member.header_offset;
     }
@@ -271,11 +261,9 @@ fn put_member(out: &mut Vec<u8>, m: &Member, prev: &Previous) {
     put_u64(out, shared as u64);
     put_bytes(out, &m.path[shared..]);
 
-    let same_names = m.uname == prev.uname && m.gname == prev.gname;
     let device = m.dev_major != 0 || m.dev_minor != 0;
     let mut flags = kind_code(m.kind);
     for (set, flag) in [
-        (same_names, SAME_OWNER_NAMES),
         (m.data.sparse.is_some(), SPARSE),
         (!m.xattrs.is_empty(), XATTRS),
         (!m.link_target.is_empty(), LINK),
@@ -290,10 +278,6 @@ fn put_member(out: &mut Vec<u8>, m: &Member, prev: &Previous) {
     put_u64(out, m.mode.into());
     put_u64(out, m.uid.into());
     put_u64(out, m.gid.into());
-    if !same_names {
-        put_bytes(out, &m.uname);
-        put_bytes(out, &m.gname);
-    }
     put_i64(out, m.mtime.wrapping_sub(prev.mtime));
     put_u64(out, m.mtime_nsec.into());
     put_i64(out, m.header_offset.wrapping_sub(prev.header_offset) as i64);
@@ -336,11 +320,6 @@ fn take_member(r: &mut Reader<'_>, prev: &Previous) -> Result<Member, FormatErro
     let mode = r.u32()?;
     let uid = r.u32()?;
     let gid = r.u32()?;
-    let (uname, gname) = if flags & SAME_OWNER_NAMES != 0 {
-        (prev.uname.clone(), prev.gname.clone())
-    } else {
-        (r.bytes()?.to_vec(), r.bytes()?.to_vec())
-    };
     let mtime = prev.mtime.wrapping_add(r.i64()?);
     let mtime_nsec = r.u32()?;
     if mtime_nsec >= 1_000_000_000 {
@@ -388,8 +367,6 @@ fn take_member(r: &mut Reader<'_>, prev: &Previous) -> Result<Member, FormatErro
         mode,
         uid,
         gid,
-        uname,
-        gname,
         mtime,
         mtime_nsec,
         link_target,
@@ -511,8 +488,6 @@ pub(super) mod tests {
             mode: 0o755,
             uid: 0,
             gid: 0,
-            uname: b"root".to_vec(),
-            gname: b"root".to_vec(),
             mtime: 1_700_000_000,
             mtime_nsec: 0,
             link_target: Vec::new(),
@@ -554,8 +529,6 @@ pub(super) mod tests {
                     m.path = b"\xff\xfe non-utf8 \x80/\x00nul".to_vec();
                     m.kind = MemberKind::Symlink;
                     m.link_target = b"../\xc3\x28target".to_vec();
-                    m.uname = b"\xe9l\xe8ve".to_vec();
-                    m.gname = Vec::new();
                     m.mtime = -1;
                     m.mtime_nsec = 999_999_999;
                     m.header_offset = 512;
@@ -589,7 +562,6 @@ pub(super) mod tests {
                 m(&|m| {
                     m.path = b"./run/fifo".to_vec();
                     m.kind = MemberKind::Fifo;
-                    m.uname = b"daemon".to_vec();
                 }),
                 m(&|m| {
                     m.path = b"./var/sparse.img".to_vec();
@@ -718,10 +690,10 @@ pub(super) mod tests {
             Err(FormatError::OtherLayer)
         ));
         let mut version = good.clone();
-        version[12] = 2;
+        version[12] = VERSION as u8 + 1;
         assert!(matches!(
             decode(&version, b"key"),
-            Err(FormatError::Version(2))
+            Err(FormatError::Version(v)) if v == VERSION + 1
         ));
         let mut magic = good;
         magic[0] = b'X';

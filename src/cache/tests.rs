@@ -434,8 +434,6 @@ fn benchmark_like(files: usize) -> LayerIndex {
             mode: 0o644,
             uid: 0,
             gid: 0,
-            uname: b"root".to_vec(),
-            gname: b"root".to_vec(),
             mtime: 1_700_000_000,
             mtime_nsec: 0,
             link_target: Vec::new(),

@@ -280,9 +280,6 @@ fn gnu_tar_dialects_give_the_same_tree() {
                 b"mid",
                 "{format}"
             );
-            if let Some(user) = whoami() {
-                assert_eq!(find(&members, b"dir/file.txt").uname, user, "{format}");
-            }
         }
         if matches!(format, "gnu" | "pax") {
             assert_eq!(
@@ -297,17 +294,6 @@ fn gnu_tar_dialects_give_the_same_tree() {
             );
         }
     }
-}
-
-/// The current user's name, if the system has one for our uid (GNU tar
-/// then writes it as the owner name).
-fn whoami() -> Option<Vec<u8>> {
-    let out = Command::new("id").arg("-un").output().ok()?;
-    let mut name = out.stdout;
-    while name.last() == Some(&b'\n') {
-        name.pop();
-    }
-    (out.status.success() && !name.is_empty()).then_some(name)
 }
 
 #[test]
@@ -335,11 +321,6 @@ fn gnu_tar_negative_times_and_large_ids() {
         let members = index_bytes(&archive).expect("indexes").members;
         let m = find(&members, b"old");
         assert_eq!((m.uid, m.gid), (3_000_000_000, 4_000_000_000), "{format}");
-        assert_eq!(
-            (&m.uname[..], &m.gname[..]),
-            (&b"big"[..], &b"huge"[..]),
-            "{format}"
-        );
         assert_eq!(m.mtime, -315_619_200, "{format}");
         if format == "pax" {
             assert_eq!(m.mtime_nsec, 250_000_000, "{format}");

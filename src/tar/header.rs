@@ -26,8 +26,8 @@ const CHKSUM: Range<usize> = 148..156;
 const TYPEFLAG: usize = 156;
 const LINKNAME: Range<usize> = 157..257;
 const MAGIC: Range<usize> = 257..265;
-const UNAME: Range<usize> = 265..297;
-const GNAME: Range<usize> = 297..329;
+// 265..329: user and group names. Nothing in layerfs shows them (owners
+// are numeric everywhere, as the kernel sees them), so they are not read.
 const DEVMAJOR: Range<usize> = 329..337;
 const DEVMINOR: Range<usize> = 337..345;
 const PREFIX: Range<usize> = 345..500;
@@ -221,23 +221,6 @@ impl<'a> Header<'a> {
         text(field(self.block, LINKNAME))
     }
 
-    /// The owner's user name (empty in v7 headers, which have none).
-    pub(super) fn uname(&self) -> &'a [u8] {
-        self.named(UNAME)
-    }
-
-    /// The owner's group name (empty in v7 headers).
-    pub(super) fn gname(&self) -> &'a [u8] {
-        self.named(GNAME)
-    }
-
-    fn named(&self, range: Range<usize>) -> &'a [u8] {
-        match self.dialect {
-            Dialect::V7 => &[],
-            _ => text(field(self.block, range)),
-        }
-    }
-
     /// Permission bits including setuid, setgid and sticky.
     pub(super) fn mode(&self) -> Result<u32, Problem> {
         let mode = self.number(MODE, "mode")?;
@@ -373,13 +356,11 @@ mod tests {
         expected.extend_from_slice(b"/n");
         assert_eq!(Header::new(&star).path(), expected);
 
-        // v7: no magic; user names and devices read as absent.
+        // v7: no magic; devices read as absent.
         let mut v7 = header(Kind::V7, b"file", b'0', 0);
-        set(&mut v7, UNAME, b"junk");
         set(&mut v7, DEVMAJOR, b"junk");
         let h = Header::new(&v7);
         assert_eq!(h.dialect(), Dialect::V7);
-        assert_eq!(h.uname(), b"");
         assert_eq!(h.dev_major().ok(), Some(0));
     }
 

@@ -283,10 +283,6 @@ impl<'a> Indexer<'a> {
             Some(gid) => gid,
             None => header.gid().map_err(at)?,
         };
-        let uname = resolve_bytes(pax.uname.take(), globals.uname.as_deref())
-            .unwrap_or_else(|| header.uname().to_vec());
-        let gname = resolve_bytes(pax.gname.take(), globals.gname.as_deref())
-            .unwrap_or_else(|| header.gname().to_vec());
         let (mtime, mtime_nsec) = match resolve(pax.mtime, globals.mtime) {
             Some(time) => time,
             None => (header.mtime().map_err(at)?, 0),
@@ -321,8 +317,6 @@ impl<'a> Indexer<'a> {
             mode,
             uid,
             gid,
-            uname,
-            gname,
             mtime,
             mtime_nsec,
             link_target,
@@ -433,14 +427,6 @@ fn resolve<T>(own: Option<Option<T>>, global: Option<Option<T>>) -> Option<T> {
     }
 }
 
-/// [`resolve`] for byte strings, where empty means "not set".
-fn resolve_bytes(own: Option<Vec<u8>>, global: Option<&[u8]>) -> Option<Vec<u8>> {
-    match own {
-        Some(value) => nonempty(Some(value)),
-        None => global.filter(|g| !g.is_empty()).map(<[u8]>::to_vec),
-    }
-}
-
 fn nonempty(value: Option<Vec<u8>>) -> Option<Vec<u8>> {
     value.filter(|v| !v.is_empty())
 }
@@ -523,10 +509,6 @@ mod tests {
         assert_eq!(contents(&bytes, &m[0]), b"hello");
         assert_eq!(contents(&bytes, &m[1]), b"abc");
         assert_eq!(m[1].mode, 0o755);
-        assert_eq!(
-            (m[0].uname.as_slice(), m[0].gname.as_slice()),
-            (&b"user"[..], &b"group"[..])
-        );
     }
 
     #[test]
@@ -549,8 +531,6 @@ mod tests {
             ]
         );
         assert_eq!(contents(&bytes, &m[1]), b"v7 data");
-        // v7 has no user names even if the bytes are there.
-        assert!(m[1].uname.is_empty());
         assert_eq!((m[1].uid, m[1].gid, m[1].mtime), (1000, 100, 1_700_000_000));
     }
 
@@ -738,10 +718,6 @@ mod tests {
         let f = &m[1];
         assert_eq!(f.path, b"pax/\xffname");
         assert_eq!((f.uid, f.gid), (3_000_000_000, 42));
-        assert_eq!(
-            (&f.uname[..], &f.gname[..]),
-            (&b"alice"[..], &b"\xe9quipe"[..])
-        );
         assert_eq!((f.mtime, f.mtime_nsec), (1_700_000_000, 500_000_000));
         assert_eq!(
             f.xattrs,
@@ -838,18 +814,15 @@ mod tests {
             paths(&m),
             vec![&b"before"[..], b"plain", b"own", b"dropped", b"later"]
         );
-        let summary: Vec<_> = m
-            .iter()
-            .map(|m| (m.uid, &m.uname[..], m.mtime, m.mtime_nsec))
-            .collect();
+        let summary: Vec<_> = m.iter().map(|m| (m.uid, m.mtime, m.mtime_nsec)).collect();
         assert_eq!(
             summary,
             vec![
-                (1000, &b"user"[..], 1_700_000_000, 0),
-                (5, b"global", 86400, 0),
-                (7, b"global", 86400, 0),
-                (1000, b"user", 86400, 0),
-                (1000, b"global", 1, 500_000_000),
+                (1000, 1_700_000_000, 0),
+                (5, 86400, 0),
+                (7, 86400, 0),
+                (1000, 86400, 0),
+                (1000, 1, 500_000_000),
             ]
         );
         assert_eq!(contents(&bytes, &m[1]), b"data");

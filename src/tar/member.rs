@@ -38,10 +38,6 @@ pub struct Member {
     pub uid: u32,
     /// Owner's numeric group id.
     pub gid: u32,
-    /// Owner's user name, raw bytes (often empty).
-    pub uname: Vec<u8>,
-    /// Owner's group name, raw bytes (often empty).
-    pub gname: Vec<u8>,
     /// Modification time, seconds since the epoch (may be negative).
     pub mtime: i64,
     /// Nanoseconds to add to `mtime` (always non-negative, so a time before
@@ -127,8 +123,6 @@ impl Member {
             mode: 0,
             uid: 0,
             gid: 0,
-            uname: Vec::new(),
-            gname: Vec::new(),
             mtime: 0,
             mtime_nsec: 0,
             link_target: Vec::new(),

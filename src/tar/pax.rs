@@ -37,8 +37,6 @@ pub(super) struct PaxHeader {
     pub(super) size: Option<Option<u64>>,
     pub(super) uid: Option<Option<u32>>,
     pub(super) gid: Option<Option<u32>>,
-    pub(super) uname: Option<Vec<u8>>,
-    pub(super) gname: Option<Vec<u8>>,
     pub(super) mtime: Option<Option<(i64, u32)>>,
     pub(super) dev_major: Option<Option<u32>>,
     pub(super) dev_minor: Option<Option<u32>>,
@@ -134,8 +132,6 @@ impl PaxHeader {
             b"size" if member => self.size = Some(optional(value, |v| size(v, "size"))?),
             b"uid" => self.uid = Some(optional(value, |v| id(v, "uid"))?),
             b"gid" => self.gid = Some(optional(value, |v| id(v, "gid"))?),
-            b"uname" => self.uname = Some(value.to_vec()),
-            b"gname" => self.gname = Some(value.to_vec()),
             b"mtime" => {
                 self.mtime = Some(optional(value, |v| {
                     parse_pax_time(v).ok_or_else(|| bad(format!("bad mtime {}", lossy(v))))
@@ -305,8 +301,6 @@ mod tests {
         assert_eq!(pax.size, Some(Some(12345)));
         assert_eq!(pax.uid, Some(Some(u32::MAX)));
         assert_eq!(pax.gid, Some(Some(7)));
-        assert_eq!(pax.uname.as_deref(), Some(&b"\xe9l\xe8ve"[..]));
-        assert_eq!(pax.gname.as_deref(), Some(&b"staff"[..]));
         assert_eq!(pax.mtime, Some(Some((-2, 750_000_000))));
         assert_eq!(
             (pax.dev_major, pax.dev_minor),

@@ -112,11 +112,15 @@ impl Builder {
         }
     }
 
-    /// Applies one layer on top of what is built so far.
-    pub fn apply_layer(&mut self, layer: u32, index: &LayerIndex) {
-        let paths: Vec<Vec<&[u8]>> = index.members.iter().map(|m| components(&m.path)).collect();
+    /// Applies one layer on top of what is built so far. The layer is
+    /// consumed: each member is dropped once added, so the memory the
+    /// member list held goes to the growing tree instead of adding to it.
+    pub fn apply_layer(&mut self, layer: u32, index: LayerIndex) {
         self.removed_by_layer.clear();
-        for (member, comps) in index.members.iter().zip(&paths) {
+        self.nodes.reserve(index.members.len());
+        for member in &index.members {
+            let comps = components(&member.path);
+            let comps = &comps[..];
             match classify(member, comps) {
                 Action::Remove { dir, name, by } => {
                     let removed = self.remove(dir, name);
@@ -135,9 +139,10 @@ impl Builder {
                 Action::Add | Action::Ignore => {}
             }
         }
-        for (member, comps) in index.members.iter().zip(&paths) {
-            match classify(member, comps) {
-                Action::Add | Action::AddOpaqueDir => self.add(layer, member, comps),
+        for member in index.members {
+            let comps = components(&member.path);
+            match classify(&member, &comps) {
+                Action::Add | Action::AddOpaqueDir => self.add(layer, &member, &comps),
                 Action::Remove { .. } | Action::MakeOpaque { .. } | Action::Ignore => {}
             }
         }

@@ -19,7 +19,7 @@ mod whiteout;
 use std::fmt;
 
 use crate::tar::{DataLayout, LayerIndex, MemberKind};
-use build::{Builder, Content, NodeId, ROOT};
+use build::{BuildNode, Builder, Content, NodeId, ROOT};
 pub use persist::TreeDecodeError;
 pub use removal::{Hidden, Removal, RemovalKind};
 pub use whiteout::{
@@ -302,7 +302,7 @@ fn merge(
 ) -> (Tree, Vec<MergeWarning>, Vec<Removal>) {
     let mut builder = Builder::new(record);
     for (n, index) in layers.into_iter().enumerate() {
-        builder.apply_layer(u32::try_from(n).unwrap_or(u32::MAX), &index);
+        builder.apply_layer(u32::try_from(n).unwrap_or(u32::MAX), index);
     }
     let warnings = std::mem::take(&mut builder.warnings);
     let removals = builder.removals.take().unwrap_or_default();
@@ -321,22 +321,29 @@ fn freeze(builder: Builder) -> Tree {
     let mut dir_span: Vec<(usize, usize)> = vec![(0, 0); built.len()];
     let mut subdirs: Vec<u32> = vec![0; built.len()];
     ino_of[ROOT] = ROOT_INO;
+    // Reserved once for every node built (reachable or not), so no array
+    // is ever copied to grow: a doubling vector holds its old and new
+    // buffers at once, which was the peak of a whole mount's memory.
+    let capacity = FrozenCapacity::of(&built);
     let mut tree = Tree {
         nodes: Vec::new(),
-        entries: Vec::new(),
-        xattrs: Vec::new(),
-        bytes: Vec::new(),
+        entries: Vec::with_capacity(capacity.entries),
+        xattrs: Vec::with_capacity(capacity.xattrs),
+        bytes: Vec::with_capacity(capacity.bytes),
         file_bytes: 0,
     };
     let mut next = 0;
     while next < order.len() {
         let id = order[next];
         next += 1;
-        let Content::Dir(children) = &built[id].content else {
-            continue;
+        // Each directory's map is read once, here, and freed right away:
+        // its names now live in the arena.
+        let children = match &mut built[id].content {
+            Content::Dir(children) => std::mem::take(children),
+            _ => continue,
         };
         let first = tree.entries.len();
-        for (name, &child) in children {
+        for (name, &child) in &children {
             if ino_of[child] == 0 {
                 order.push(child);
                 ino_of[child] = order.len() as Ino;
@@ -410,6 +417,41 @@ fn freeze(builder: Builder) -> Tree {
     tree.xattrs.shrink_to_fit();
     tree.bytes.shrink_to_fit();
     tree
+}
+
+/// Upper bounds of the frozen arrays' lengths: what every built node would
+/// need if all were reachable.
+struct FrozenCapacity {
+    entries: usize,
+    xattrs: usize,
+    bytes: usize,
+}
+
+impl FrozenCapacity {
+    fn of(built: &[BuildNode]) -> FrozenCapacity {
+        let mut capacity = FrozenCapacity {
+            entries: 0,
+            xattrs: 0,
+            bytes: 0,
+        };
+        for node in built {
+            match &node.content {
+                Content::Dir(children) => {
+                    capacity.entries += children.len();
+                    capacity.bytes += children.keys().map(|name| name.len()).sum::<usize>();
+                }
+                Content::Symlink(target) => capacity.bytes += target.len(),
+                Content::File(_) | Content::Special => {}
+            }
+            capacity.xattrs += node.xattrs.len();
+            capacity.bytes += node
+                .xattrs
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum::<usize>();
+        }
+        capacity
+    }
 }
 
 fn push_bytes(arena: &mut Vec<u8>, bytes: &[u8]) -> Span {

@@ -460,7 +460,7 @@ fn removals_are_recorded_with_what_they_hid() {
     );
     // And the plain build records nothing.
     let mut builder = build::Builder::new(false);
-    for (n, index) in layers().iter().enumerate() {
+    for (n, index) in layers().into_iter().enumerate() {
         builder.apply_layer(n as u32, index);
     }
     assert!(builder.removals.is_none());
