@@ -9,6 +9,7 @@
 //! the parent exits with the same code: nothing is left mounted.
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -69,9 +70,13 @@ pub fn start_in_background() -> Result<(), DaemonError> {
     Err(DaemonError::ChildFailed(status.code().unwrap_or(1).max(1)))
 }
 
-/// In the child: tells the parent the mount is ready, leaves the terminal's
-/// session (a Ctrl-C in the shell no longer reaches the daemon) and points
-/// stdio at `log_file` or /dev/null.
+/// In the child: leaves the terminal's session (a Ctrl-C in the shell no
+/// longer reaches the daemon), points stdio at `log_file` or /dev/null and
+/// then tells the parent the mount is ready, on a copy of the old stdout.
+///
+/// In that order because requests are served from the moment the mount
+/// exists: a read the parent's caller makes right after `layerfs mount`
+/// returned must log into `log_file`, not into the parent's stderr.
 pub fn report_ready(log_file: Option<&Path>) -> io::Result<()> {
     let log = match log_file {
         Some(path) => Some(
@@ -82,10 +87,10 @@ pub fn report_ready(log_file: Option<&Path>) -> io::Result<()> {
         ),
         None => None,
     };
-    let mut out = io::stdout().lock();
-    writeln!(out, "{READY}")?;
-    out.flush()?;
-    drop(out);
+    let mut parent = std::fs::File::from(io::stdout().as_fd().try_clone_to_owned()?);
     sys::detach_from_terminal()?;
-    sys::redirect_stdio(log.as_ref())
+    sys::redirect_stdio(log.as_ref())?;
+    writeln!(parent, "{READY}")?;
+    // Dropping `parent` closes the daemon's last end of the pipe.
+    Ok(())
 }

@@ -34,7 +34,7 @@ enum Command {
         /// Stay in the foreground until unmounted (SIGINT/SIGTERM unmount).
         #[arg(short, long)]
         foreground: bool,
-        /// Mount options, comma-separated: allow_other, allow_root, suid, dev, noexec, fsname=NAME, ...
+        /// Mount options, comma-separated: allow_other, allow_root, suid, dev, noexec, no_default_permissions, fsname=NAME, ...
         #[arg(short = 'o', value_name = "OPT[,OPT...]")]
         options: Vec<String>,
         /// Threads serving requests (default: cores, 2 to 8).

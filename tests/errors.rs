@@ -12,8 +12,13 @@ use common::{Codec, Layer, Layers, Mount};
 
 /// Runs `layerfs mount LAYERS MOUNTPOINT`, expecting a failure that names
 /// `offender` and none of `innocent`, and leaves the number of mounts at
-/// the mountpoint as it was.
-fn expect_failure(layers: &[PathBuf], mountpoint: &Path, offender: &Path, innocent: &[PathBuf]) {
+/// the mountpoint as it was; returns the one stderr line.
+fn expect_failure(
+    layers: &[PathBuf],
+    mountpoint: &Path,
+    offender: &Path,
+    innocent: &[PathBuf],
+) -> String {
     let mounts_before = mount_count(mountpoint);
     // Cleans up whatever a buggy binary might leave mounted.
     let _guard = (mounts_before == 0).then(|| Mount::guard(mountpoint));
@@ -41,6 +46,7 @@ fn expect_failure(layers: &[PathBuf], mountpoint: &Path, offender: &Path, innoce
             "blames innocent {other}; {context}"
         );
     }
+    lines[0].to_string()
 }
 
 /// A valid layer stack of one file, for tests that break something else.
@@ -55,6 +61,16 @@ fn expect_bad_layer(bytes: &[u8]) {
     stack.add_bytes(bytes);
     let mount = Mount::fresh();
     expect_failure(&stack.paths, mount.path(), &stack.paths[0], &[]);
+}
+
+/// Expects mounting a single layer with exactly `bytes` to fail with
+/// exactly the line `layerfs: LAYER{rest}`.
+fn expect_error_line(bytes: &[u8], rest: &str) {
+    let mut stack = Layers::new();
+    stack.add_bytes(bytes);
+    let mount = Mount::fresh();
+    let line = expect_failure(&stack.paths, mount.path(), &stack.paths[0], &[]);
+    assert_eq!(line, format!("layerfs: {}{rest}", stack.paths[0].display()));
 }
 
 fn sample_tar() -> Vec<u8> {
@@ -253,5 +269,207 @@ fn umount_of_a_directory_that_is_not_mounted() {
         run.stderr.starts_with("layerfs: ") && run.stderr.contains(&named),
         "error should start with `layerfs: ` and name {named}: {}",
         run.stderr
+    );
+}
+
+// Hostile input, class by class (issue 6): each is refused before anything
+// is mounted with exactly one line naming the layer, the byte offset in the
+// decompressed stream and the problem.
+
+/// One tar member: a GNU header named `name` of type `typeflag` holding
+/// `data`, with `edit` applied to the raw block before the checksum.
+fn raw_member(name: &str, typeflag: u8, data: &[u8], edit: impl FnOnce(&mut [u8; 512])) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.set_path(name).expect("short name");
+    header.set_mode(0o644);
+    header.set_size(data.len() as u64);
+    header.set_entry_type(tar::EntryType::new(typeflag));
+    edit(header.as_mut_bytes());
+    header.set_cksum();
+    let mut out = header.as_bytes().to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().next_multiple_of(512), 0);
+    out
+}
+
+/// A base-256 numeric field of `len` bytes holding `value`.
+fn base256(value: i128, len: usize) -> Vec<u8> {
+    let mut field = value.to_be_bytes()[16 - len..].to_vec();
+    field[0] = (field[0] & 0x7f) | 0x80;
+    field
+}
+
+/// `first`, then a member whose header field at `range` holds `value`.
+fn with_field(range: std::ops::Range<usize>, value: &[u8]) -> Vec<u8> {
+    let mut tar = raw_member("first", b'0', b"", |_| {});
+    tar.extend(raw_member("f", b'0', b"", |h| {
+        h[range.clone()].copy_from_slice(value)
+    }));
+    tar.extend([0; 1024]);
+    tar
+}
+
+#[test]
+fn exact_errors_for_truncation_checksums_and_non_layers() {
+    let tar = sample_tar();
+    expect_error_line(
+        &tar[..512 + 1000],
+        " (layer 1): at byte 1512: archive is truncated",
+    );
+    expect_error_line(
+        &tar[..512 + 3072 + 200],
+        " (layer 1): at byte 3784: archive is truncated",
+    );
+    expect_error_line(
+        &corrupt_header_at(512 + 3072),
+        " (layer 1): at byte 3584: bad header checksum",
+    );
+    expect_error_line(
+        &b"this is plain text, not a tar archive\n".repeat(40),
+        " (layer 1): at byte 0: not a tar archive",
+    );
+}
+
+#[test]
+fn exact_errors_for_absurd_and_negative_numbers() {
+    let cases: [(std::ops::Range<usize>, Vec<u8>, &str); 6] = [
+        // 2^93 bytes, and -1 bytes.
+        (124..136, base256(1 << 93, 12), "size"),
+        (124..136, base256(-1, 12), "size"),
+        (108..116, base256(-1, 8), "uid"),
+        (116..124, base256(1 << 40, 8), "gid"),
+        (136..148, base256(1 << 80, 12), "mtime"),
+        (124..136, b"77777777777x".to_vec(), "size"),
+    ];
+    for (range, value, field) in cases {
+        expect_error_line(
+            &with_field(range, &value),
+            &format!(" (layer 1): at byte 512: bad number in the {field} field"),
+        );
+    }
+}
+
+/// A negative base-256 mtime is a well-defined time before 1970.
+#[test]
+fn negative_mtime_is_a_time_before_the_epoch() {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack = Layers::new();
+    stack.add_bytes(&with_field(136..148, &base256(-100, 12)));
+    let mount = stack.mount();
+    let meta = std::fs::metadata(mount.join("f")).expect("stat f");
+    assert_eq!(meta.mtime(), -100);
+}
+
+#[test]
+fn exact_errors_for_bad_pax_records() {
+    let pax = |records: &[u8]| {
+        let mut tar = raw_member("first", b'0', b"", |_| {});
+        tar.extend(raw_member("pax", b'x', records, |_| {}));
+        tar.extend(raw_member("f", b'0', b"", |_| {}));
+        tar.extend([0; 1024]);
+        tar
+    };
+    expect_error_line(
+        &pax(b"99 path=x\n"),
+        " (layer 1): at byte 1024: bad pax header: record of 99 bytes runs past the header data",
+    );
+    expect_error_line(
+        &pax(b"0 path=x\n"),
+        " (layer 1): at byte 1024: bad pax header: record length is zero",
+    );
+    expect_error_line(
+        &pax(b"32 size=99999999999999999999999\n"),
+        " (layer 1): at byte 1024: bad pax header: bad size \"99999999999999999999999\"",
+    );
+    // Within u64, but past the 2^62 bytes any offset sum stays clear of
+    // overflow with.
+    expect_error_line(
+        &pax(b"29 size=18446744073709551615\n"),
+        " (layer 1): at byte 1024: bad pax header: bad size \"18446744073709551615\"",
+    );
+}
+
+#[test]
+fn exact_errors_for_oversized_and_endless_extension_headers() {
+    // A GNU long name claiming 1 GiB: refused before any of it is read.
+    let mut tar = raw_member("././@LongLink", b'L', b"", |h| {
+        h[124..136].copy_from_slice(b"10000000000\0")
+    });
+    tar.extend([0; 1024]);
+    expect_error_line(
+        &tar,
+        " (layer 1): at byte 0: limit exceeded: extension header of 1073741824 bytes (at most 1048576)",
+    );
+    // 10,000 long names in a row, each 1024 bytes with its data block.
+    let long = raw_member("././@LongLink", b'L', b"name\0", |_| {});
+    let mut tar = long.repeat(10_000);
+    tar.extend(raw_member("f", b'0', b"", |_| {}));
+    tar.extend([0; 1024]);
+    expect_error_line(
+        &tar,
+        " (layer 1): at byte 65536: limit exceeded: more than 64 extension headers in a row",
+    );
+}
+
+#[test]
+fn exact_errors_for_absurd_sparse_maps() {
+    // A PAX 1.0 map claiming more segments than any file has.
+    let mut tar = raw_member(
+        "pax",
+        b'x',
+        b"22 GNU.sparse.major=1\n22 GNU.sparse.minor=0\n25 GNU.sparse.realsize=1\n",
+        |_| {},
+    );
+    let mut map = b"1048577\n".to_vec();
+    map.resize(512, 0);
+    tar.extend(raw_member("f", b'0', &map, |_| {}));
+    tar.extend([0; 1024]);
+    expect_error_line(
+        &tar,
+        " (layer 1): at byte 1543: limit exceeded: sparse map has 1048577 segments, more than 1048576",
+    );
+    // An old GNU sparse member whose extension blocks never end.
+    let mut tar = raw_member("f", b'S', b"", |h| {
+        h[386..398].copy_from_slice(b"00000000000\0");
+        h[398..410].copy_from_slice(b"00000000001\0");
+        h[482] = 1;
+        h[483..495].copy_from_slice(b"00000000001\0");
+    });
+    let mut ext = [0u8; 512];
+    ext[504] = 1;
+    tar.extend(ext.repeat(50_000));
+    expect_error_line(
+        &tar,
+        " (layer 1): at byte 25566208: limit exceeded: more than 49933 sparse extension blocks",
+    );
+}
+
+#[test]
+fn exact_errors_for_damaged_compressed_streams() {
+    let tar = sample_tar();
+    let gz = Codec::Gzip.encode(&tar);
+    let mut bad_crc = gz.clone();
+    let n = bad_crc.len();
+    bad_crc[n - 8] ^= 1;
+    expect_error_line(
+        &bad_crc,
+        ": at byte 8192 of the decompressed stream, after the archive's end: gzip member fails its CRC check",
+    );
+    expect_error_line(
+        &gz[..gz.len() / 2],
+        " (layer 1): at byte 135: read error: gzip stream is truncated",
+    );
+    let zst = Codec::Zstd.encode(&tar);
+    let mut garbage = zst.clone();
+    let middle = zst.len() / 2;
+    garbage[middle..middle + 8].copy_from_slice(b"garbage!");
+    // One zstd block holds the whole archive: the error is where it starts.
+    expect_error_line(
+        &garbage,
+        " (layer 1): at byte 0: read error: Data corruption detected",
+    );
+    expect_error_line(
+        &zst[..zst.len() / 2],
+        " (layer 1): at byte 0: read error: compressed stream truncated inside a frame",
     );
 }

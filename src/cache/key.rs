@@ -120,10 +120,16 @@ impl LayerKey {
     }
 }
 
-/// The bytes a stored tree entry must echo: every layer's identity, in
-/// stack order, each with its length.
+/// The revision of the merge rules (`src/tree/build.rs`, `whiteout.rs`),
+/// part of every stored tree's identity: bumped when a rule changes, so a
+/// tree merged under the old rules is merged again, never shown.
+/// 2: names over 255 bytes and runaway symlink resolution are left out.
+const MERGE_RULES: &[u8] = b"stack, merge rules 2";
+
+/// The bytes a stored tree entry must echo: the merge rules, then every
+/// layer's identity, in stack order, each with its length.
 pub(super) fn stack_identity(keys: &[LayerKey]) -> Vec<u8> {
-    let mut out = b"stack".to_vec();
+    let mut out = MERGE_RULES.to_vec();
     for key in keys {
         let identity = key.identity();
         out.extend_from_slice(&(identity.len() as u64).to_le_bytes());

@@ -37,6 +37,8 @@ thread_local! {
 /// The filesystem served over FUSE: a stack, read-only.
 pub(super) struct LayerFs {
     stack: Stack,
+    /// Whether the kernel checks permissions (`default_permissions`).
+    permission_checks: bool,
     /// The kernel can open files without asking (FUSE_NO_OPEN_SUPPORT):
     /// see [`LayerFs::open`].
     zero_message_open: bool,
@@ -45,9 +47,10 @@ pub(super) struct LayerFs {
 }
 
 impl LayerFs {
-    pub(super) fn new(stack: Stack) -> LayerFs {
+    pub(super) fn new(stack: Stack, permission_checks: bool) -> LayerFs {
         LayerFs {
             stack,
+            permission_checks,
             zero_message_open: false,
             zero_message_opendir: false,
         }
@@ -130,11 +133,15 @@ impl Filesystem for LayerFs {
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_MAX_PAGES,
-            // The kernel then caches each inode's ACLs, absent ones too,
-            // instead of asking on every `ls -l`.
-            InitFlags::FUSE_POSIX_ACL,
         ] {
             let _ = config.add_capabilities(capability);
+        }
+        if self.permission_checks {
+            // The kernel then caches each inode's ACLs, absent ones too,
+            // instead of asking on every `ls -l`. It also turns the kernel's
+            // permission checks on whatever the mount options say, so it is
+            // only asked for when they are on anyway.
+            let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
         }
         let _ = config.set_max_readahead(MAX_READ as u32);
         let kernel = config.capabilities();
@@ -323,7 +330,15 @@ impl Filesystem for LayerFs {
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         match self.node(ino) {
-            Ok(node) => match check_access(node, req.uid(), req.gid(), mask) {
+            // Without permission checks everyone may do what root may: read
+            // everything, execute what has an x bit; `access` then agrees
+            // with what `open` does.
+            Ok(node) => match check_access(
+                node,
+                if self.permission_checks { req.uid() } else { 0 },
+                req.gid(),
+                mask,
+            ) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             },

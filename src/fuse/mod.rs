@@ -105,8 +105,12 @@ pub fn serve(
     config.acl = options.acl();
     config.n_threads = Some(options.threads());
     config.clone_fd = true;
-    let mut session =
-        Session::new(LayerFs::new(stack), mountpoint, &config).map_err(io_err("mount failed"))?;
+    let mut session = Session::new(
+        LayerFs::new(stack, options.permission_checks()),
+        mountpoint,
+        &config,
+    )
+    .map_err(io_err("mount failed"))?;
     let mut unmounter = session.unmount_callable();
     let server = std::thread::Builder::new()
         .name("layerfs-session".into())

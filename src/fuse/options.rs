@@ -6,7 +6,7 @@ use fuser::{MountOption, SessionACL};
 #[derive(Debug, thiserror::Error)]
 pub enum OptionError {
     /// Not an option layerfs knows.
-    #[error("unknown mount option '{0}' (known: allow_other, allow_root, default_permissions, suid, nosuid, dev, nodev, exec, noexec, atime, noatime, ro, fsname=NAME, subtype=NAME)")]
+    #[error("unknown mount option '{0}' (known: allow_other, allow_root, default_permissions, no_default_permissions, suid, nosuid, dev, nodev, exec, noexec, atime, noatime, ro, fsname=NAME, subtype=NAME)")]
     Unknown(String),
     /// An option asking for writes.
     #[error("mount option '{0}': layerfs mounts are read-only")]
@@ -17,7 +17,9 @@ pub enum OptionError {
 ///
 /// Defaults: read-only, `nosuid`, `nodev`, `default_permissions` (the kernel
 /// checks each file's mode, as on any disk filesystem), visible to the
-/// mounting user only.
+/// mounting user only. `no_default_permissions` is for a user who mounts an
+/// image to read all of it: every file the ACL lets through is then readable
+/// whatever its mode and owner (layerfs itself checks nothing on open).
 #[derive(Clone, Debug)]
 pub struct MountOptions {
     acl: SessionACL,
@@ -57,6 +59,7 @@ impl MountOptions {
                 "allow_other" => self.acl = SessionACL::All,
                 "allow_root" => self.acl = SessionACL::RootAndOwner,
                 "default_permissions" => self.default_permissions = true,
+                "no_default_permissions" => self.default_permissions = false,
                 "suid" => self.suid = true,
                 "nosuid" => self.suid = false,
                 "dev" => self.dev = true,
@@ -93,6 +96,11 @@ impl MountOptions {
 
     pub(super) fn acl(&self) -> SessionACL {
         self.acl
+    }
+
+    /// Whether the kernel checks each file's mode (`default_permissions`).
+    pub(super) fn permission_checks(&self) -> bool {
+        self.default_permissions
     }
 
     pub(super) fn fuser_options(&self) -> Vec<MountOption> {
@@ -154,6 +162,15 @@ mod tests {
         let fuser = o.fuser_options();
         assert!(fuser.contains(&MountOption::Suid) && fuser.contains(&MountOption::Dev));
         assert!(fuser.contains(&MountOption::FSName("img".into())));
+    }
+
+    #[test]
+    fn permission_checks_can_be_turned_off_and_on_again() {
+        let mut o = MountOptions::default();
+        o.parse("no_default_permissions").expect("valid option");
+        assert!(!o.fuser_options().contains(&MountOption::DefaultPermissions));
+        o.parse("default_permissions").expect("valid option");
+        assert!(o.fuser_options().contains(&MountOption::DefaultPermissions));
     }
 
     #[test]

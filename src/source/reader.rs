@@ -93,32 +93,29 @@ impl LayerSource {
     /// from the start. [`IndexPass::finish`] then gives what it learned,
     /// for [`LayerSource::attach`].
     pub fn index_pass(&self) -> IndexPass {
-        match self.codec {
-            Codec::Plain => IndexPass(Pass::Plain(PlainStream {
+        let pass = match self.codec {
+            Codec::Plain => Pass::Plain(PlainStream {
                 inner: BufReader::with_capacity(INPUT_BUFFER, self.positioned()),
                 len: self.file_len,
-            })),
-            Codec::Gzip => IndexPass(Pass::Decoding(gzip::index_pass(
+            }),
+            Codec::Gzip => Pass::Decoding(gzip::index_pass(Arc::clone(&self.file), self.file_len)),
+            Codec::Zstd => Pass::Decoding(zstd_frames::index_pass(
                 Arc::clone(&self.file),
                 self.file_len,
-            ))),
-            Codec::Zstd => IndexPass(Pass::Decoding(zstd_frames::index_pass(
+            )),
+            Codec::Bzip2 => Pass::Decoding(bzip2_streams::index_pass(
                 Arc::clone(&self.file),
                 self.file_len,
-            ))),
-            Codec::Bzip2 => IndexPass(Pass::Decoding(bzip2_streams::index_pass(
+            )),
+            Codec::Xz => {
+                Pass::Decoding(xz_blocks::index_pass(Arc::clone(&self.file), self.file_len))
+            }
+            Codec::Lz4 => Pass::Decoding(lz4_frames::index_pass(
                 Arc::clone(&self.file),
                 self.file_len,
-            ))),
-            Codec::Xz => IndexPass(Pass::Decoding(xz_blocks::index_pass(
-                Arc::clone(&self.file),
-                self.file_len,
-            ))),
-            Codec::Lz4 => IndexPass(Pass::Decoding(lz4_frames::index_pass(
-                Arc::clone(&self.file),
-                self.file_len,
-            ))),
-        }
+            )),
+        };
+        IndexPass { pass, read: 0 }
     }
 
     /// Sets how reads are served, from a fresh pass or a stored index. The
@@ -225,11 +222,15 @@ impl Access for PlainAccess {
 }
 
 /// The indexing pass over one layer; see [`LayerSource::index_pass`].
-pub struct IndexPass(Pass);
+pub struct IndexPass {
+    pass: Pass,
+    /// Decompressed bytes read or skipped so far: where a failure is.
+    read: u64,
+}
 
 impl std::fmt::Debug for IndexPass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self.0 {
+        f.write_str(match self.pass {
             Pass::Plain(_) => "IndexPass(plain)",
             Pass::Decoding(_) => "IndexPass(decoding)",
         })
@@ -245,8 +246,34 @@ enum Pass {
 
 impl IndexPass {
     /// Ends the pass and returns what it learned for random access.
-    pub fn finish(self) -> io::Result<SeekIndex> {
-        match self.0 {
+    ///
+    /// A compressed layer is first read to its end, as containerd does after
+    /// the tar's end blocks: the rest is padding, but also the last gzip
+    /// member's CRC and length, and zstd's, xz's and lz4's checksums, which
+    /// cover the whole stream when it is one member or frame. Without this a
+    /// corruption that still decodes (a flipped literal) would be served as
+    /// file contents. A failure names the decompressed offset it was met at.
+    pub fn finish(mut self) -> io::Result<SeekIndex> {
+        if let Pass::Decoding(decoder) = &mut self.pass {
+            let mut rest = [0u8; 16 * 1024];
+            loop {
+                match decoder.read(&mut rest) {
+                    Ok(0) => break,
+                    Ok(n) => self.read += n as u64,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!(
+                            "at byte {} of the decompressed stream, after the archive's end: {e}",
+                            self.read
+                        ),
+                        ))
+                    }
+                }
+            }
+        }
+        match self.pass {
             Pass::Plain(_) => Ok(SeekIndex::Plain),
             Pass::Decoding(decoder) => decoder.finish(),
         }
@@ -255,19 +282,23 @@ impl IndexPass {
 
 impl Read for IndexPass {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &mut self.0 {
+        let n = match &mut self.pass {
             Pass::Plain(s) => s.read(buf),
             Pass::Decoding(d) => d.read(buf),
-        }
+        }?;
+        self.read += n as u64;
+        Ok(n)
     }
 }
 
 impl Stream for IndexPass {
     fn skip(&mut self, n: u64) -> io::Result<u64> {
-        match &mut self.0 {
+        let skipped = match &mut self.pass {
             Pass::Plain(s) => s.skip(n),
             Pass::Decoding(d) => io::copy(&mut d.take(n), &mut io::sink()),
-        }
+        }?;
+        self.read += skipped;
+        Ok(skipped)
     }
 }
 

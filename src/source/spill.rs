@@ -20,6 +20,14 @@
 //! `unsafe` (a file others could truncate), and a `pread` of a page-cached
 //! range costs about as much as the `memcpy` FUSE makes anyway.
 //!
+//! Blocks of zeros are not written: the file keeps a hole there, and a read
+//! below the watermark that meets a hole or the file's end gets zeros. So
+//! the disk a segment costs is its decoded bytes up to the watermark, less
+//! the zero blocks: reading the file after a 4 GiB run of zeros in a single
+//! zstd frame (145 KB compressed) wrote 4 GiB before, and now nothing.
+//! Data that is not zero is spilled in full up to the watermark: the bound
+//! is the layer's decompressed size, as for any tool unpacking it.
+//!
 //! If the cache directory cannot take the file (unwritable, disk full), the
 //! read fails with a [`SpillError`] naming the directory; nothing panics and
 //! the next read tries again.
@@ -39,6 +47,11 @@ use super::access::{Access, DecodeCounter};
 /// pieces (128 KiB), so this saves a lock round per piece when reading
 /// forward, and bounds the decode buffer.
 const FILL_CHUNK: u64 = 1024 * 1024;
+
+/// The unit in which runs of zeros are left as holes: the page and block
+/// size of common filesystems, so a skipped block is a hole, not a gap
+/// inside a block that must be stored anyway.
+const HOLE_BLOCK: u64 = 4096;
 
 /// At most this many segments keep a decoder between reads. A decoder holds
 /// its window (up to the frame's window size: 8 MiB for common zstd, xz and
@@ -188,8 +201,7 @@ impl SpillCache {
             .file
             .get()
             .ok_or_else(|| io::Error::other("spill file missing after a fill"))?;
-        file.read_exact_at(buf, offset)
-            .map_err(|e| SpillError::wrap(&self.dir, e))
+        read_below_watermark(file, buf, offset).map_err(|e| SpillError::wrap(&self.dir, e))
     }
 
     /// Decodes segment `seg` at least up to `need` bytes from its start,
@@ -282,8 +294,7 @@ impl SpillCache {
                 .start
                 .checked_add(filled)
                 .ok_or_else(|| io::Error::other("spill offset overflows"))?;
-            file.write_all_at(&buf[..n], at)
-                .map_err(|e| SpillError::wrap(&self.dir, e))?;
+            write_leaving_holes(file, &buf[..n], at).map_err(|e| SpillError::wrap(&self.dir, e))?;
             filled += n as u64;
             segment.filled.store(filled, Ordering::Release);
             segment.signal();
@@ -337,6 +348,54 @@ impl SpillCache {
             }
         }
     }
+}
+
+/// Writes `data` at file offset `at`, except the [`HOLE_BLOCK`]-aligned
+/// blocks that are all zeros, which stay holes (or past the file's end).
+/// Consecutive blocks to write go in one `pwrite`.
+fn write_leaving_holes(file: &File, data: &[u8], at: u64) -> io::Result<()> {
+    let mut run: Option<(u64, usize)> = None; // (file offset, start in data)
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let file_pos = at.saturating_add(pos as u64);
+        let to_boundary = HOLE_BLOCK - file_pos % HOLE_BLOCK;
+        let end = data
+            .len()
+            .min(pos.saturating_add(usize::try_from(to_boundary).unwrap_or(usize::MAX)));
+        let zero = data[pos..end].iter().all(|&b| b == 0);
+        match (zero, run) {
+            (false, None) => run = Some((file_pos, pos)),
+            (true, Some((run_at, start))) => {
+                file.write_all_at(&data[start..pos], run_at)?;
+                run = None;
+            }
+            _ => {}
+        }
+        pos = end;
+    }
+    if let Some((run_at, start)) = run {
+        file.write_all_at(&data[start..], run_at)?;
+    }
+    Ok(())
+}
+
+/// Fills `buf` from file offset `offset`, all of which lies below a
+/// segment's watermark: what the file does not hold (its end comes first,
+/// because the last blocks were zeros and never written) is zeros.
+fn read_below_watermark(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset.saturating_add(done as u64)) {
+            Ok(0) => {
+                buf[done..].fill(0);
+                return Ok(());
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A whole stream served from one spill segment: the access of codecs (or
@@ -400,6 +459,36 @@ mod tests {
             .read_exact_at(data.len() as u64 - 1, &mut past)
             .expect_err("past end");
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// Zeros between, around and at the end of data: every byte reads back,
+    /// and the spill file holds only the blocks that are not all zeros.
+    #[test]
+    fn zero_blocks_are_left_as_holes_and_read_back_as_zeros() {
+        use std::os::unix::fs::MetadataExt;
+        let mut bytes = vec![0u8; 8 * FILL_CHUNK as usize];
+        bytes[5000..5010].copy_from_slice(b"not zeros!");
+        let middle = 3 * FILL_CHUNK as usize + 4095;
+        bytes[middle..middle + 2].copy_from_slice(b"xy");
+        bytes.extend_from_slice(&sample(10_000));
+        bytes.resize(bytes.len() + 3 * FILL_CHUNK as usize + 7, 0);
+        let data = Arc::new(bytes);
+        let counter = Arc::new(DecodeCounter::default());
+        let dir = tempfile::tempdir().expect("dir");
+        let spill = SpillAccess::new(dir.path(), opener(Arc::clone(&data)), counter);
+        for (off, len) in [(4990usize, 30usize), (middle - 10, 20), (0, data.len())] {
+            let mut buf = vec![0xa5; len];
+            spill.read_exact_at(off as u64, &mut buf).expect("read");
+            assert!(buf == data[off..off + len], "bytes at {off} differ");
+        }
+        let file = spill.0.file.get().expect("spill file");
+        // One block around 5000, two around `middle`, three for the sample.
+        let allocated = file.metadata().expect("metadata").blocks() * 512;
+        assert!(
+            allocated <= 8 * HOLE_BLOCK,
+            "{allocated} bytes allocated for {} of data",
+            data.len()
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@ impl ZstdIndex {
     }
 }
 
-/// `decompress_stream`, with windows up to 2 GiB (`--long=31`) accepted.
+/// `decompress_stream`, with windows up to [`MAX_WINDOW_LOG`] accepted.
 struct ZstdStep(Decoder<'static>);
 
 impl StepDecoder for ZstdStep {
@@ -60,9 +60,17 @@ impl StepDecoder for ZstdStep {
     }
 }
 
+/// Largest window accepted, as a power of two: 512 MiB (`zstd --long=29`;
+/// the zstd tool itself asks for `--memory` past 128 MiB). A decoder fills
+/// the window the frame declares, so this bounds each decoder's memory:
+/// with 2 GiB (`--long=31`), 110 KB of zstd holding 3 GiB of zeros took
+/// 2 GiB to index, once per layer indexed in parallel. A frame declaring a
+/// larger window is refused ("Frame requires too much memory").
+const MAX_WINDOW_LOG: u32 = 29;
+
 fn new_decoder() -> io::Result<Decoder<'static>> {
     let mut decoder = Decoder::new()?;
-    decoder.set_parameter(DParameter::WindowLogMax(31))?;
+    decoder.set_parameter(DParameter::WindowLogMax(MAX_WINDOW_LOG))?;
     Ok(decoder)
 }
 
@@ -93,12 +101,12 @@ pub(super) fn decoder_at(
 }
 
 /// A decoder of every frame that `input` holds, in order, skippable ones
-/// passed over; windows up to 2 GiB accepted.
+/// passed over; windows up to [`MAX_WINDOW_LOG`] accepted.
 pub(super) fn stream_decoder(
     input: impl BufRead + Send + 'static,
 ) -> io::Result<Box<dyn Read + Send>> {
     let mut decoder = zstd::stream::read::Decoder::with_buffer(input)?;
-    decoder.window_log_max(31)?;
+    decoder.window_log_max(MAX_WINDOW_LOG)?;
     Ok(Box::new(decoder))
 }
 
@@ -190,6 +198,28 @@ mod tests {
         let (access, index, counter) = indexed(&bytes, &data, dir.path());
         assert_eq!(index.0.frames.len(), 1);
         check_spilled_once(access.as_ref(), &counter, &data);
+    }
+
+    /// A frame that declares a window over 512 MiB is refused before its
+    /// window is filled; one of 512 MiB decodes.
+    #[test]
+    fn windows_over_512_mib_are_refused() {
+        let data = far_data(10_000);
+        for (log, ok) in [(MAX_WINDOW_LOG, true), (MAX_WINDOW_LOG + 1, false)] {
+            let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).expect("encoder");
+            encoder.window_log(log).expect("window log");
+            io::Write::write_all(&mut encoder, &data).expect("compress");
+            let bytes = encoder.finish().expect("finish");
+            let mut pass = index_pass(Arc::new(temp_file(&bytes)), 0);
+            let mut out = Vec::new();
+            match pass.read_to_end(&mut out) {
+                Ok(_) => assert!(ok && out == data, "window 2^{log} decoded"),
+                Err(e) => assert!(
+                    !ok && e.to_string().contains("Frame requires too much memory"),
+                    "window 2^{log}: {e}"
+                ),
+            }
+        }
     }
 
     #[test]

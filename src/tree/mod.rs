@@ -6,6 +6,31 @@
 //! tree), directory entries sorted by name for binary-search lookups and
 //! ordered listings, and one byte arena for names, link targets and xattrs.
 //! Nothing changes after that, so readers share it without locks.
+//!
+//! # Paths stay inside the tree
+//!
+//! Whatever a layer says, every path is resolved inside the tree, never on
+//! the host (nothing here touches the host's filesystem at all):
+//!
+//! - A member's name is normalised lexically (`path.rs`): `/abs/x`, `./x`,
+//!   `a//x` and `../x` all name `x` below the root; `..` stops at the root.
+//! - A parent that is a symlink is followed as containerd's unpacker
+//!   follows it (securejoin, `RESOLVE_IN_ROOT`): the target is read relative
+//!   to the link's directory, or to the tree's root when absolute, and `..`
+//!   in it stops at the root too. So `up -> ../../..` in one layer and
+//!   `up/escape` in the next puts `escape` at the root, and
+//!   `bin -> usr/bin` then `bin/tool` puts `usr/bin/tool`. The last
+//!   component of a member is never followed: the member replaces a symlink
+//!   of that name.
+//! - A hardlink names a node already in the tree, by the same rules, without
+//!   following its last component; a hardlink to `../../etc/passwd` is a
+//!   link to the tree's own `etc/passwd`, or to nothing.
+//! - What cannot be placed is left out with a [`MergeWarning`]: a hardlink
+//!   to nothing or to a directory, more than 40 symlinks on one path, a
+//!   symlink target over 4095 bytes (`PATH_MAX`) met as a parent, a
+//!   resolution of more than 4096 components, and a name over 255 bytes
+//!   (`NAME_MAX`), which no Linux filesystem can hold.
+//! - Symlink targets themselves are kept and shown exactly as stored.
 
 mod build;
 mod path;

@@ -302,6 +302,73 @@ fn symlink_loops_are_reported() {
     assert_eq!(warnings.len(), 1);
 }
 
+/// The problems of the warnings, in order.
+fn problems(warnings: &[MergeWarning]) -> Vec<&'static str> {
+    warnings.iter().map(|w| w.problem).collect()
+}
+
+#[test]
+fn names_longer_than_name_max_are_left_out() {
+    let n255 = "a".repeat(255);
+    let n256 = "b".repeat(256);
+    let (tree, warnings) = Tree::build([
+        layer(vec![
+            file(&format!("d/{n255}"), 0),
+            file(&format!("d/{n256}"), 1),
+            file(&format!("{n256}/inside"), 2),
+            link("s", MemberKind::Symlink, &n256),
+        ]),
+        layer(vec![file("s/through", 3)]),
+    ]);
+    assert_eq!(
+        paths(&tree),
+        ["d".to_string(), format!("d/{n255}"), "s".into()]
+    );
+    assert_eq!(
+        problems(&warnings),
+        [
+            "the name is longer than 255 bytes",
+            "a parent's name is longer than 255 bytes",
+            "a parent's name is longer than 255 bytes",
+        ]
+    );
+}
+
+/// A symlink whose target repeats its own name would grow the path by the
+/// whole target at each of 40 steps, for every member below it.
+#[test]
+fn self_repeating_and_overlong_symlink_targets_are_bounded() {
+    let repeating = "a/".repeat(2000);
+    let overlong = format!("{}x", "./".repeat(2048));
+    let (tree, warnings) = Tree::build([
+        layer(vec![
+            link("a", MemberKind::Symlink, &repeating),
+            link("long", MemberKind::Symlink, &overlong),
+            dir("x"),
+        ]),
+        layer(vec![file("a/f", 0), file("long/f", 1)]),
+    ]);
+    assert_eq!(paths(&tree), ["a", "long", "x"]);
+    assert_eq!(
+        tree.symlink_target(tree.lookup_path(b"long").unwrap_or(0)),
+        Some(overlong.as_bytes())
+    );
+    assert_eq!(
+        problems(&warnings),
+        [
+            "the parent path has more than 4096 components after following symbolic links",
+            "a symbolic link in the parent path has a target longer than 4095 bytes",
+        ]
+    );
+    // A target of 4095 bytes is followed.
+    let longest = format!("{}x", "./".repeat(2047));
+    let tree = build([
+        layer(vec![link("ok", MemberKind::Symlink, &longest), dir("x")]),
+        layer(vec![file("ok/f", 0)]),
+    ]);
+    assert_eq!(paths(&tree), ["ok", "x", "x/f"]);
+}
+
 #[test]
 fn directory_link_counts_and_parents() {
     let tree = build([layer(vec![

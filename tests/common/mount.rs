@@ -256,9 +256,15 @@ pub struct Foreground {
 impl Foreground {
     /// Starts the foreground mount and waits until the kernel lists it.
     pub fn start(layers: &[PathBuf]) -> Foreground {
+        Self::start_with(&[], layers)
+    }
+
+    /// [`Foreground::start`] with more `mount` arguments.
+    pub fn start_with(extra: &[&str], layers: &[PathBuf]) -> Foreground {
         let mount = Mount::fresh();
+        let args: Vec<&str> = ["-f"].iter().chain(extra).copied().collect();
         let child = Command::new(bin())
-            .args(mount_args(&["-f"], layers, mount.path()))
+            .args(mount_args(&args, layers, mount.path()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

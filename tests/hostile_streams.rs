@@ -1,0 +1,162 @@
+//! Compressed layers that are hostile after indexing (issue 6, part 1): a
+//! decompression bomb must cost bounded memory and disk, and damage met
+//! only by a read fails that read alone, logged, while every other file
+//! keeps working.
+
+mod common;
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+
+use common::mount::Foreground;
+use common::{Layers, Mount};
+
+/// Appends a regular file `name` holding `len` bytes from `data`.
+fn append(builder: &mut tar::Builder<impl Write>, name: &str, len: u64, data: impl Read) {
+    let mut header = tar::Header::new_gnu();
+    header.set_path(name).expect("path");
+    header.set_mode(0o644);
+    header.set_size(len);
+    header.set_cksum();
+    builder.append(&header, data).expect("append");
+}
+
+/// A value from /proc/PID/status, in KiB (`VmHWM`, ...).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap_or_else(|| panic!("{field} missing from /proc/{pid}/status"))
+}
+
+/// The disk blocks (in bytes) of every deleted file in `dir` that process
+/// `pid` holds open: its spill files.
+fn spill_files_allocated(pid: u32, dir: &Path) -> Vec<u64> {
+    let mut sizes = Vec::new();
+    for fd in fs::read_dir(format!("/proc/{pid}/fd")).expect("list fds") {
+        let fd = fd.expect("fd entry").path();
+        let Ok(target) = fs::read_link(&fd) else {
+            continue;
+        };
+        let target = target.to_string_lossy().into_owned();
+        if target.starts_with(&*dir.to_string_lossy()) && target.ends_with(" (deleted)") {
+            sizes.push(fs::metadata(&fd).expect("stat spill fd").blocks() * 512);
+        }
+    }
+    sizes
+}
+
+/// 1 GiB of zeros between two small files, in one zstd frame of about
+/// 40 KiB: a layer with no resume points, so reads go through the spill
+/// file. Reading the file after the zeros decodes all of them.
+#[test]
+fn a_zero_bomb_costs_bounded_memory_and_no_disk() {
+    const ZEROS: u64 = 1 << 30;
+    let stack_dir = Layers::new();
+    let layer = stack_dir.dir().join("bomb.tar.zst");
+    let out = fs::File::create(&layer).expect("create bomb");
+    let encoder = zstd::stream::write::Encoder::new(out, 1).expect("zstd encoder");
+    let mut builder = tar::Builder::new(encoder);
+    append(&mut builder, "small", 5, &b"small"[..]);
+    append(&mut builder, "zeros", ZEROS, io::repeat(0).take(ZEROS));
+    append(&mut builder, "after", 5, &b"after"[..]);
+    let encoder = builder.into_inner().expect("finish tar");
+    encoder.finish().expect("finish zstd");
+    assert!(fs::metadata(&layer).expect("stat bomb").len() < 1 << 20);
+
+    let cache = tempfile::tempdir().expect("cache dir");
+    let cache_arg = cache.path().to_str().expect("utf-8 temp path");
+    let fg = Foreground::start_with(&["--cache-dir", cache_arg], &[layer]);
+    let pid = fg.child.id();
+    assert_eq!(
+        fs::read(fg.mount.join("after")).expect("read after"),
+        b"after"
+    );
+    let mut tail = vec![1u8; 1 << 20];
+    fs::File::open(fg.mount.join("zeros"))
+        .expect("open zeros")
+        .read_exact_at(&mut tail, ZEROS - (1 << 20))
+        .expect("read the end of zeros");
+    assert!(tail.iter().all(|&b| b == 0), "the zeros read back wrong");
+
+    // One spill file, a hole where the zeros are.
+    let spilled = spill_files_allocated(pid, cache.path());
+    assert_eq!(spilled.len(), 1, "spill files: {spilled:?}");
+    assert!(
+        spilled[0] < 1 << 20,
+        "the spill file holds {} bytes",
+        spilled[0]
+    );
+    // Indexing and the read each hold one decoder and its buffers.
+    let peak = status_kib(pid, "VmHWM");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+    eprintln!(
+        "zero bomb: {} bytes of zstd for {ZEROS} bytes; peak RSS {peak} KiB, spill {} bytes",
+        fs::metadata(stack_dir.dir().join("bomb.tar.zst"))
+            .expect("stat")
+            .len(),
+        spilled[0]
+    );
+}
+
+/// Three files in three zstd frames; after the mount indexed the layer,
+/// the middle frame is damaged in place. Only the middle file fails, with
+/// EIO, and the daemon logs it naming the layer.
+#[test]
+fn damage_found_on_read_fails_that_read_alone() {
+    const LEN: u64 = 100 * 1024;
+    let files: Vec<Vec<u8>> = (0..3)
+        .map(|i| common::layer::pseudo_random(LEN as usize, 11 + i))
+        .collect();
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in ["a", "b", "c"].iter().zip(&files) {
+        append(&mut builder, name, LEN, &data[..]);
+    }
+    let tar = builder.into_inner().expect("finish tar");
+    // Frames end where the next file's header starts.
+    let cuts = [0, 512 + LEN as usize, 1024 + 2 * LEN as usize, tar.len()];
+    let frames: Vec<Vec<u8>> = cuts
+        .windows(2)
+        .map(|w| zstd::encode_all(&tar[w[0]..w[1]], 3).expect("zstd"))
+        .collect();
+    let mut stack = Layers::new();
+    stack.add_bytes(&frames.concat());
+    let layer = stack.paths[0].clone();
+    let log = stack.dir().join("daemon.log");
+    let log_arg = log.to_str().expect("utf-8 temp path");
+    let mount = Mount::with_args(&["--no-cache", "--log-file", log_arg], &stack.paths);
+
+    // The middle frame's magic number, overwritten in the same inode.
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(&layer)
+        .expect("open layer for writing");
+    file.write_all_at(b"BAD!", frames[0].len() as u64)
+        .expect("damage the layer");
+    drop(file);
+
+    assert_eq!(fs::read(mount.join("a")).expect("read a"), files[0]);
+    let err = fs::read(mount.join("b")).expect_err("b is damaged");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(fs::read(mount.join("c")).expect("read c"), files[2]);
+    let names: Vec<_> = fs::read_dir(mount.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names.len(), 3);
+
+    let logged = fs::read_to_string(&log).expect("read the daemon log");
+    let errors: Vec<&str> = logged.lines().filter(|l| l.contains("ERROR")).collect();
+    // The kernel may try a failed read more than once.
+    assert!(!errors.is_empty(), "nothing logged:\n{logged}");
+    let want = format!(
+        "[ERROR] read of inode 3 at 0: {}: zstd stream is corrupt near decompressed offset {}: Unknown frame descriptor",
+        layer.display(),
+        1024 + LEN
+    );
+    assert!(errors.iter().all(|l| *l == want), "log:\n{logged}");
+}
