@@ -9,6 +9,7 @@
 //! the parent exits with the same code: nothing is left mounted.
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -69,9 +70,12 @@ pub fn start_in_background() -> Result<(), DaemonError> {
     Err(DaemonError::ChildFailed(status.code().unwrap_or(1).max(1)))
 }
 
-/// In the child: tells the parent the mount is ready, leaves the terminal's
-/// session (a Ctrl-C in the shell no longer reaches the daemon) and points
-/// stdio at `log_file` or /dev/null.
+/// In the child: leaves the terminal's session (a Ctrl-C in the shell no
+/// longer reaches the daemon), points stdio at `log_file` or /dev/null, and
+/// then tells the parent the mount is ready, on a copy of the stdout pipe.
+/// In that order, so that everything logged once the parent has returned
+/// (a read failing at once, say) lands in the log, not in the caller's
+/// stderr.
 pub fn report_ready(log_file: Option<&Path>) -> io::Result<()> {
     let log = match log_file {
         Some(path) => Some(
@@ -82,10 +86,10 @@ pub fn report_ready(log_file: Option<&Path>) -> io::Result<()> {
         ),
         None => None,
     };
-    let mut out = io::stdout().lock();
-    writeln!(out, "{READY}")?;
-    out.flush()?;
-    drop(out);
+    let mut pipe = std::fs::File::from(io::stdout().as_fd().try_clone_to_owned()?);
+    io::stdout().flush()?;
     sys::detach_from_terminal()?;
-    sys::redirect_stdio(log.as_ref())
+    sys::redirect_stdio(log.as_ref())?;
+    writeln!(pipe, "{READY}")?;
+    pipe.flush()
 }

@@ -16,6 +16,7 @@ use fuser::{
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
+use super::faults::FaultLog;
 use crate::stack::Stack;
 use crate::tree::{Ino, Node, NodeKind};
 
@@ -37,11 +38,15 @@ thread_local! {
 /// The filesystem served over FUSE: a stack, read-only.
 pub(super) struct LayerFs {
     stack: Stack,
+    faults: FaultLog,
 }
 
 impl LayerFs {
     pub(super) fn new(stack: Stack) -> LayerFs {
-        LayerFs { stack }
+        LayerFs {
+            stack,
+            faults: FaultLog::default(),
+        }
     }
 
     fn node(&self, ino: INodeNo) -> Result<&Node, Errno> {
@@ -187,7 +192,7 @@ impl Filesystem for LayerFs {
             match self.stack.read(ino.0, offset, &mut buf[..want]) {
                 Ok(n) => reply.data(&buf[..n]),
                 Err(e) => {
-                    log::error!("read of inode {} at {offset}: {e}", ino.0);
+                    self.faults.report(ino.0, offset, &e);
                     reply.error(Errno::EIO);
                 }
             }
