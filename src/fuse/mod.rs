@@ -59,7 +59,7 @@ pub enum MountError {
 pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
     let bad = |e: io::Error| MountError::BadMountpoint {
         path: path.to_path_buf(),
-        reason: if e.raw_os_error() == Some(libc::ENOTCONN) {
+        reason: if is_disconnected(&e) {
             format!(
                 "a dead FUSE mount is still there (clear it with: layerfs umount {})",
                 path.display()
@@ -150,7 +150,7 @@ pub fn unmount(path: &Path, lazy: bool) -> Result<(), MountError> {
     let canonical = match path.canonicalize() {
         Ok(p) => p,
         // A dead FUSE mount cannot be stat'ed; unmount it by the given path.
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+        Err(e) if is_disconnected(&e) => {
             std::path::absolute(path).map_err(|source| MountError::Io {
                 path: path.to_path_buf(),
                 what: "resolving the path",
@@ -174,8 +174,7 @@ pub fn unmount(path: &Path, lazy: bool) -> Result<(), MountError> {
     }
     // The root of a mount whose daemon is gone answers stat with ENOTCONN
     // (resolving its path does not ask the daemon).
-    let dead =
-        std::fs::metadata(&canonical).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+    let dead = std::fs::metadata(&canonical).is_err_and(|e| is_disconnected(&e));
     match sys::umount(&canonical, lazy) {
         Ok(()) => Ok(()),
         // Not root: fusermount3 is setuid and unmounts the user's own mounts.
@@ -197,6 +196,12 @@ pub fn unmount(path: &Path, lazy: bool) -> Result<(), MountError> {
             source,
         }),
     }
+}
+
+/// Whether `e` says the FUSE daemon behind a path is gone: ENOTCONN, or
+/// ECONNABORTED for a request that was in flight when it died.
+fn is_disconnected(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED))
 }
 
 /// Detaches a mount lazily, through fusermount3 if not allowed directly.
