@@ -71,12 +71,11 @@ pub fn start_in_background() -> Result<(), DaemonError> {
 }
 
 /// In the child: leaves the terminal's session (a Ctrl-C in the shell no
-/// longer reaches the daemon), points stdio at `log_file` or /dev/null and
-/// then tells the parent the mount is ready, on a copy of the old stdout.
-///
-/// In that order because requests are served from the moment the mount
-/// exists: a read the parent's caller makes right after `layerfs mount`
-/// returned must log into `log_file`, not into the parent's stderr.
+/// longer reaches the daemon), points stdio at `log_file` or /dev/null, and
+/// then tells the parent the mount is ready, on a copy of the stdout pipe.
+/// In that order, so that everything logged once the parent has returned
+/// (a read failing at once, say) lands in the log, not in the caller's
+/// stderr.
 pub fn report_ready(log_file: Option<&Path>) -> io::Result<()> {
     let log = match log_file {
         Some(path) => Some(
@@ -87,10 +86,10 @@ pub fn report_ready(log_file: Option<&Path>) -> io::Result<()> {
         ),
         None => None,
     };
-    let mut parent = std::fs::File::from(io::stdout().as_fd().try_clone_to_owned()?);
+    let mut pipe = std::fs::File::from(io::stdout().as_fd().try_clone_to_owned()?);
+    io::stdout().flush()?;
     sys::detach_from_terminal()?;
     sys::redirect_stdio(log.as_ref())?;
-    writeln!(parent, "{READY}")?;
-    // Dropping `parent` closes the daemon's last end of the pipe.
-    Ok(())
+    writeln!(pipe, "{READY}")?;
+    pipe.flush()
 }

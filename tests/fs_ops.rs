@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use common::layer::pseudo_random;
 use common::mount::{
-    bin, is_mounted, layerfs, mount_args, mountinfo_lines, run_captured, wait_for, Foreground,
+    bin, daemons_serving, is_alive, is_mounted, layerfs, mount_args, mountinfo_lines, run_captured,
+    wait_for, Foreground,
 };
 use common::{assert_merge, assert_tree, Codec, Expected, Layer, Layers, Mount};
 
@@ -365,38 +366,6 @@ fn every_modification_fails_with_erofs() {
         cvt(unsafe { libc::mknod(cnode.as_ptr(), libc::S_IFIFO | 0o644, 0) }),
     );
     assert_tree(mount.path(), &expected);
-}
-
-/// Pids of live `layerfs` processes whose command line names `mountpoint`.
-/// The background daemon is the mount command re-spawned or forked, so it
-/// carries the same arguments.
-fn daemons_serving(mountpoint: &Path) -> Vec<u32> {
-    let exe = std::fs::canonicalize(bin()).unwrap();
-    let needle = mountpoint.as_os_str().as_bytes();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let same_exe = std::fs::read_link(entry.path().join("exe")).is_ok_and(|e| e == exe);
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if same_exe && cmdline.split(|&b| b == 0).any(|arg| arg == needle) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-fn is_alive(pid: u32) -> bool {
-    // A zombie has exited; only its parent has not reaped it yet.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
 }
 
 fn one_file_stack() -> Layers {

@@ -30,7 +30,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::source::SeekIndex;
@@ -77,8 +77,9 @@ pub enum CacheError {
         /// What the OS said.
         source: io::Error,
     },
-    /// An entry could not be written (a full disk, most likely).
-    #[error("cannot write the cache entry {}: {source}", path.display())]
+    /// An entry could not be written (a full disk, most likely); nothing
+    /// more is stored by this cache.
+    #[error("cannot write the cache entry {}: {source}; storing nothing more in this run", path.display())]
     Write {
         /// The entry's final path.
         path: PathBuf,
@@ -125,6 +126,10 @@ fn dir_from(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Option<
 pub struct IndexCache {
     dir: PathBuf,
     max_bytes: u64,
+    /// Set when an entry could not be written (a full disk, a directory
+    /// gone read-only): later stores are skipped, so that one warning
+    /// covers it rather than one per layer.
+    write_failed: AtomicBool,
 }
 
 impl IndexCache {
@@ -144,6 +149,7 @@ impl IndexCache {
         let cache = IndexCache {
             dir: dir.to_path_buf(),
             max_bytes,
+            write_failed: AtomicBool::new(false),
         };
         // Permission bits say nothing for root or on a read-only mount:
         // creating a file is the only real test.
@@ -234,6 +240,7 @@ impl IndexCache {
     /// The entry becomes visible all at once (temporary file, rename), so a
     /// full disk leaves either the old entry or none, never part of one; a
     /// crash may leave an entry the checks refuse (see the module docs).
+    /// After one entry could not be written, stores do nothing.
     pub fn store(
         &self,
         key: &LayerKey,
@@ -262,11 +269,13 @@ impl IndexCache {
                 max_bytes: self.max_bytes,
             });
         }
-        self.write_atomically(&path, bytes)
-            .map_err(|source| CacheError::Write {
-                path: path.clone(),
-                source,
-            })?;
+        if self.write_failed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if let Err(source) = self.write_atomically(&path, bytes) {
+            self.write_failed.store(true, Ordering::Relaxed);
+            return Err(CacheError::Write { path, source });
+        }
         self.evict()
     }
 

@@ -367,6 +367,24 @@ fn an_unusable_directory_is_refused_at_open() {
 }
 
 #[test]
+fn after_a_failed_write_nothing_more_is_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache_dir = dir.path().join("cache");
+    let cache = cache_in(&cache_dir, DEFAULT_MAX_BYTES);
+    // The directory vanishing stands for a disk that filled up after open.
+    fs::remove_dir(&cache_dir).expect("remove the cache dir");
+    let err = cache
+        .store(&fake_key(1), &every_kind(), &SeekIndex::Plain)
+        .expect_err("no directory to write in");
+    assert!(err.to_string().contains("storing nothing more"), "{err}");
+    fs::create_dir(&cache_dir).expect("recreate");
+    cache
+        .store(&fake_key(2), &every_kind(), &SeekIndex::Plain)
+        .expect("a later store is skipped quietly");
+    assert!(names_in(&cache_dir).is_empty(), "nothing was written");
+}
+
+#[test]
 fn the_default_directory_follows_xdg() {
     let some = |s: &str| Some(s.into());
     assert_eq!(

@@ -16,6 +16,7 @@ use fuser::{
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
+use super::faults::FaultLog;
 use crate::stack::Stack;
 use crate::tree::{Ino, Node, NodeKind};
 
@@ -44,6 +45,7 @@ pub(super) struct LayerFs {
     zero_message_open: bool,
     /// The same for directories (FUSE_NO_OPENDIR_SUPPORT).
     zero_message_opendir: bool,
+    faults: FaultLog,
 }
 
 impl LayerFs {
@@ -53,6 +55,7 @@ impl LayerFs {
             permission_checks,
             zero_message_open: false,
             zero_message_opendir: false,
+            faults: FaultLog::default(),
         }
     }
 
@@ -212,7 +215,7 @@ impl Filesystem for LayerFs {
             match self.stack.read(ino.0, offset, &mut buf[..want]) {
                 Ok(n) => reply.data(&buf[..n]),
                 Err(e) => {
-                    log::error!("read of inode {} at {offset}: {e}", ino.0);
+                    self.faults.report(ino.0, offset, &e);
                     reply.error(Errno::EIO);
                 }
             }

@@ -2,6 +2,7 @@
 //! (ready notification, signals, unmounting), and the request handlers in
 //! `fs.rs`.
 
+mod faults;
 mod fs;
 mod mountinfo;
 mod options;
@@ -58,7 +59,7 @@ pub enum MountError {
 pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
     let bad = |e: io::Error| MountError::BadMountpoint {
         path: path.to_path_buf(),
-        reason: if e.raw_os_error() == Some(libc::ENOTCONN) {
+        reason: if is_disconnected(&e) {
             format!(
                 "a dead FUSE mount is still there (clear it with: layerfs umount {})",
                 path.display()
@@ -144,11 +145,16 @@ pub fn serve(
 
 /// Unmounts a layerfs (or any FUSE) mount; `lazy` detaches it even while
 /// busy. The daemon serving it exits by itself afterwards.
+///
+/// A mount whose daemon died (killed, crashed) can serve nothing ever
+/// again, so if it is still in use it is detached lazily without being
+/// asked: the directory is usable again at once, and the processes still
+/// holding files in the dead mount only ever got ENOTCONN from them anyway.
 pub fn unmount(path: &Path, lazy: bool) -> Result<(), MountError> {
     let canonical = match path.canonicalize() {
         Ok(p) => p,
         // A dead FUSE mount cannot be stat'ed; unmount it by the given path.
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+        Err(e) if is_disconnected(&e) => {
             std::path::absolute(path).map_err(|source| MountError::Io {
                 path: path.to_path_buf(),
                 what: "resolving the path",
@@ -170,10 +176,20 @@ pub fn unmount(path: &Path, lazy: bool) -> Result<(), MountError> {
     if !mounted {
         return Err(MountError::NotMounted { path: canonical });
     }
+    // The root of a mount whose daemon is gone answers stat with ENOTCONN
+    // (resolving its path does not ask the daemon).
+    let dead = std::fs::metadata(&canonical).is_err_and(|e| is_disconnected(&e));
     match sys::umount(&canonical, lazy) {
         Ok(()) => Ok(()),
         // Not root: fusermount3 is setuid and unmounts the user's own mounts.
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => fusermount_unmount(&canonical, lazy),
+        Err(e) if dead && !lazy && e.raw_os_error() == Some(libc::EBUSY) => {
+            log::info!(
+                "{}: the daemon is gone and the mount is still in use: detaching it lazily",
+                canonical.display()
+            );
+            unmount_lazily(&canonical)
+        }
         Err(source) => Err(MountError::Io {
             path: canonical,
             what: if source.raw_os_error() == Some(libc::EBUSY) {
@@ -181,6 +197,25 @@ pub fn unmount(path: &Path, lazy: bool) -> Result<(), MountError> {
             } else {
                 "unmount failed"
             },
+            source,
+        }),
+    }
+}
+
+/// Whether `e` says the FUSE daemon behind a path is gone: ENOTCONN, or
+/// ECONNABORTED for a request that was in flight when it died.
+fn is_disconnected(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED))
+}
+
+/// Detaches a mount lazily, through fusermount3 if not allowed directly.
+fn unmount_lazily(path: &Path) -> Result<(), MountError> {
+    match sys::umount(path, true) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => fusermount_unmount(path, true),
+        Err(source) => Err(MountError::Io {
+            path: path.to_path_buf(),
+            what: "lazy unmount failed",
             source,
         }),
     }

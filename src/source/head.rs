@@ -47,7 +47,8 @@ impl std::fmt::Debug for LayerHead {
 impl LayerHead {
     /// Opens a layer file to read at most its first `limit` bytes.
     pub fn open(path: &Path, limit: u64) -> Result<LayerHead, SourceError> {
-        let (file, file_len) = open_file(path)?;
+        let (file, meta) = open_file(path)?;
+        let file_len = meta.len();
         let input = Arc::new(Counted::default());
         let mut raw = HeadReader {
             file,

@@ -19,6 +19,7 @@ mod seek;
 mod spill;
 #[cfg(test)]
 mod test_support;
+mod watch;
 mod xz_blocks;
 mod zlib;
 mod zstd_frames;
@@ -96,6 +97,36 @@ pub enum SourceError {
         /// What failed, naming the cache directory.
         source: io::Error,
     },
+    /// The layer file shrank after it was indexed, and the read needs what
+    /// was cut off.
+    #[error("{path}: the layer file was truncated after it was indexed ({was} bytes, now {now}); the read of {len} bytes at offset {offset} of its data needs bytes past the cut")]
+    Truncated {
+        /// The layer file.
+        path: PathBuf,
+        /// Its size when it was opened.
+        was: u64,
+        /// Its size now.
+        now: u64,
+        /// Offset of the read in the (decompressed) layer stream.
+        offset: u64,
+        /// Bytes asked for.
+        len: usize,
+    },
+    /// The layer file was written to in place after it was indexed: none
+    /// of its bytes can be trusted to match the index any more.
+    #[error("{path}: the layer file was modified after it was indexed ({was} bytes, now {now}, new mtime); nothing more is read from it (read of {len} bytes at offset {offset} refused; remount to see the new contents)")]
+    Modified {
+        /// The layer file.
+        path: PathBuf,
+        /// Its size when it was opened.
+        was: u64,
+        /// Its size now.
+        now: u64,
+        /// Offset of the read in the (decompressed) layer stream.
+        offset: u64,
+        /// Bytes asked for.
+        len: usize,
+    },
     /// Decompression failed while reading.
     #[error("{path}: {codec} stream is corrupt near decompressed offset {offset}: {source}")]
     Corrupt {
@@ -114,5 +145,36 @@ impl SourceError {
     /// The errno a filesystem read should fail with.
     pub fn errno(&self) -> i32 {
         libc::EIO
+    }
+
+    /// The layer file the error is about.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            SourceError::Io { path, .. }
+            | SourceError::UnsupportedCodec { path, .. }
+            | SourceError::NotALayer { path, .. }
+            | SourceError::PastEnd { path, .. }
+            | SourceError::NotIndexed { path }
+            | SourceError::Cache { path, .. }
+            | SourceError::Truncated { path, .. }
+            | SourceError::Modified { path, .. }
+            | SourceError::Corrupt { path, .. } => path,
+        }
+    }
+
+    /// A short name of what went wrong, the same for every occurrence of
+    /// the same problem on a layer: what a server logs once.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceError::Io { .. } => "io",
+            SourceError::UnsupportedCodec { .. } => "codec",
+            SourceError::NotALayer { .. } => "not-a-layer",
+            SourceError::PastEnd { .. } => "past-end",
+            SourceError::NotIndexed { .. } => "not-indexed",
+            SourceError::Cache { .. } => "cache",
+            SourceError::Truncated { .. } => "truncated",
+            SourceError::Modified { .. } => "modified",
+            SourceError::Corrupt { .. } => "corrupt",
+        }
     }
 }

@@ -11,8 +11,10 @@ use super::codec::{sniff, Codec, Sniffed};
 use super::gzip;
 use super::positioned::PositionedReader;
 use super::seek::SeekIndex;
+use super::spill::is_spill_error;
+use super::watch::{Drift, Watch};
 use super::{bzip2_streams, lz4_frames, xz_blocks, zstd_frames};
-use super::{SourceError, SpillError, Stream};
+use super::{SourceError, Stream};
 
 /// Read size from the compressed file.
 pub(super) const INPUT_BUFFER: usize = 256 * 1024;
@@ -34,6 +36,8 @@ pub struct LayerSource {
     file_len: u64,
     access: OnceLock<Box<dyn Access>>,
     counter: Arc<DecodeCounter>,
+    /// The file as it was opened, to notice it changing underneath.
+    watch: Watch,
     /// Where decompressed bytes of layers without resume points are cached.
     spill_dir: PathBuf,
 }
@@ -41,7 +45,7 @@ pub struct LayerSource {
 impl LayerSource {
     /// Opens a layer file and recognises its codec from its first bytes.
     pub fn open(path: &Path) -> Result<LayerSource, SourceError> {
-        let (file, file_len) = open_file(path)?;
+        let (file, meta) = open_file(path)?;
         let mut head = [0u8; SNIFF_BYTES];
         let got = read_full_at(&file, &mut head, 0).map_err(|source| SourceError::Io {
             path: path.to_path_buf(),
@@ -52,9 +56,10 @@ impl LayerSource {
             path: path.to_path_buf(),
             codec,
             file: Arc::new(file),
-            file_len,
+            file_len: meta.len(),
             access: OnceLock::new(),
             counter: Arc::new(DecodeCounter::default()),
+            watch: Watch::new(&meta),
             spill_dir: absolute(std::env::temp_dir()),
         })
     }
@@ -160,6 +165,12 @@ impl LayerSource {
     }
 
     /// Fills `buf` with the decompressed bytes starting at `offset`.
+    ///
+    /// The layer file is checked after every read: if it was modified in
+    /// place since it was opened, nothing is served from it any more; if it
+    /// was truncated, reads that need bytes past the cut fail (see
+    /// `watch.rs`). A deleted or renamed-over layer file is still open and
+    /// serves what it held.
     pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
         if buf.is_empty() {
             return Ok(());
@@ -167,22 +178,73 @@ impl LayerSource {
         let access = self.access.get().ok_or_else(|| SourceError::NotIndexed {
             path: self.path.clone(),
         })?;
-        access
-            .read_exact_at(offset, buf)
-            .map_err(|e| match e.kind() {
-                _ if e.get_ref().is_some_and(|inner| inner.is::<SpillError>()) => {
-                    SourceError::Cache {
-                        path: self.path.clone(),
-                        source: e,
-                    }
-                }
-                io::ErrorKind::UnexpectedEof => self.past_end(offset, buf.len()),
-                _ if self.codec == Codec::Plain => SourceError::Io {
-                    path: self.path.clone(),
-                    source: e,
-                },
-                _ => self.corrupt(offset, e),
-            })
+        let end = offset.saturating_add(buf.len() as u64);
+        let read = (!self.watch.refuses(end)).then(|| access.read_exact_at(offset, buf));
+        let drift = self
+            .watch
+            .check(&self.file)
+            .map_err(|source| SourceError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        let (now, truncated) = match (drift, read) {
+            (Drift::Intact, Some(read)) => {
+                return read.map_err(|e| self.read_error(offset, buf.len(), e))
+            }
+            (Drift::Truncated { .. }, Some(Ok(()))) => return Ok(()),
+            (Drift::Truncated { .. }, Some(Err(e))) if is_spill_error(&e) => {
+                return Err(self.read_error(offset, buf.len(), e))
+            }
+            (Drift::Truncated { now }, _) => (now, true),
+            // Refused for a cut the file no longer shows (put back to its
+            // old size and mtime): the cut stands.
+            (Drift::Intact, None) => (self.file_len, true),
+            (Drift::Modified { now }, _) => (now, false),
+        };
+        let (path, was, len) = (self.path.clone(), self.file_len, buf.len());
+        Err(if truncated {
+            self.watch.cut_before(end);
+            SourceError::Truncated {
+                path,
+                was,
+                now,
+                offset,
+                len,
+            }
+        } else {
+            SourceError::Modified {
+                path,
+                was,
+                now,
+                offset,
+                len,
+            }
+        })
+    }
+
+    /// The error for a failed read of an unchanged layer file.
+    fn read_error(&self, offset: u64, len: usize, e: io::Error) -> SourceError {
+        match e.kind() {
+            _ if is_spill_error(&e) => SourceError::Cache {
+                path: self.path.clone(),
+                source: e,
+            },
+            io::ErrorKind::UnexpectedEof => SourceError::PastEnd {
+                path: self.path.clone(),
+                offset,
+                len,
+            },
+            _ if self.codec == Codec::Plain => SourceError::Io {
+                path: self.path.clone(),
+                source: e,
+            },
+            _ => SourceError::Corrupt {
+                path: self.path.clone(),
+                codec: self.codec.name(),
+                offset,
+                source: e,
+            },
+        }
     }
 
     fn positioned(&self) -> PositionedReader {
@@ -190,23 +252,6 @@ impl LayerSource {
             file: Arc::clone(&self.file),
             pos: 0,
             len: self.file_len,
-        }
-    }
-
-    fn past_end(&self, offset: u64, len: usize) -> SourceError {
-        SourceError::PastEnd {
-            path: self.path.clone(),
-            offset,
-            len,
-        }
-    }
-
-    fn corrupt(&self, offset: u64, source: io::Error) -> SourceError {
-        SourceError::Corrupt {
-            path: self.path.clone(),
-            codec: self.codec.name(),
-            offset,
-            source,
         }
     }
 }
@@ -302,8 +347,8 @@ impl Stream for IndexPass {
     }
 }
 
-/// Opens a layer file, refusing directories; returns it with its length.
-pub(super) fn open_file(path: &Path) -> Result<(File, u64), SourceError> {
+/// Opens a layer file, refusing directories; returns it with its metadata.
+pub(super) fn open_file(path: &Path) -> Result<(File, std::fs::Metadata), SourceError> {
     let io_err = |source| SourceError::Io {
         path: path.to_path_buf(),
         source,
@@ -316,7 +361,7 @@ pub(super) fn open_file(path: &Path) -> Result<(File, u64), SourceError> {
             reason: "is a directory".into(),
         });
     }
-    Ok((file, meta.len()))
+    Ok((file, meta))
 }
 
 /// The codec a layer's first bytes (up to [`SNIFF_BYTES`]) name, or why
@@ -377,6 +422,7 @@ impl Stream for PlainStream {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::fs::FileExt;
 
     fn sample(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 % 251) as u8).collect()
@@ -484,7 +530,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unusable_spill_dir_fails_reads_naming_it() {
+    fn an_unusable_spill_dir_falls_back_to_decoding_per_read() {
         let data = sample(100_000);
         let zst = write_temp(&zstd::encode_all(&data[..], 3).expect("zstd"));
         let mut src = LayerSource::open(zst.path()).expect("open");
@@ -492,19 +538,119 @@ mod tests {
         // A regular file where the directory should be.
         let not_a_dir = dir.path().join("cache");
         std::fs::write(&not_a_dir, b"").expect("file");
-        src.set_spill_dir(not_a_dir.clone());
+        src.set_spill_dir(not_a_dir);
         let mut pass = src.index_pass();
         io::copy(&mut pass, &mut io::sink()).expect("stream");
         src.attach(pass.finish().expect("seek index"))
             .expect("attach");
         let mut buf = [0u8; 10];
-        let err = src.read_exact_at(50_000, &mut buf).expect_err("no cache");
-        assert!(matches!(err, SourceError::Cache { .. }), "{err:?}");
-        let msg = err.to_string();
-        assert!(msg.contains(&not_a_dir.display().to_string()), "{msg}");
-        assert!(msg.contains(&zst.path().display().to_string()), "{msg}");
-        // Later reads fail the same way, never panic or hang.
-        assert!(src.read_exact_at(0, &mut buf).is_err());
+        src.read_exact_at(50_000, &mut buf)
+            .expect("read without the cache");
+        assert_eq!(&buf[..], &data[50_000..50_010]);
+        assert_eq!(src.decoded_bytes(), 50_010);
+        // Reading on resumes the same decoder: linear, not quadratic.
+        src.read_exact_at(50_010, &mut buf).expect("read on");
+        assert_eq!(&buf[..], &data[50_010..50_020]);
+        assert_eq!(src.decoded_bytes(), 50_020);
+        // A read behind it starts again, and is right too.
+        src.read_exact_at(5, &mut buf).expect("read behind");
+        assert_eq!(&buf[..], &data[5..15]);
+    }
+
+    /// A layer source over `bytes`, indexed, with its spill dir set.
+    fn indexed(bytes: &[u8], spill: &Path) -> (tempfile::NamedTempFile, LayerSource) {
+        let file = write_temp(bytes);
+        let mut src = LayerSource::open(file.path()).expect("open");
+        src.set_spill_dir(spill.to_path_buf());
+        let mut pass = src.index_pass();
+        io::copy(&mut pass, &mut io::sink()).expect("stream");
+        src.attach(pass.finish().expect("seek index"))
+            .expect("attach");
+        (file, src)
+    }
+
+    /// `data` as one gzip member and as one zstd frame.
+    fn gzip_and_zstd(data: &[u8]) -> [Vec<u8>; 2] {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(data).expect("gzip");
+        [
+            gz.finish().expect("gzip"),
+            zstd::encode_all(data, 3).expect("zstd"),
+        ]
+    }
+
+    #[test]
+    fn a_truncated_layer_serves_what_is_before_the_cut() {
+        let data = super::super::test_support::far_data(300_000);
+        let [gz, zst] = gzip_and_zstd(&data);
+        let spill = tempfile::tempdir().expect("dir");
+        for bytes in [data.clone(), gz, zst] {
+            let (file, src) = indexed(&bytes, spill.path());
+            file.as_file()
+                .set_len(bytes.len() as u64 / 2)
+                .expect("truncate");
+            let mut buf = vec![0u8; 1000];
+            src.read_exact_at(1000, &mut buf).expect("before the cut");
+            assert_eq!(buf, data[1000..2000], "{:?}", src.codec());
+            let err = src
+                .read_exact_at(299_000, &mut buf)
+                .expect_err("past the cut");
+            assert!(matches!(err, SourceError::Truncated { .. }), "{err:?}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&file.path().display().to_string()) && msg.contains("299000"),
+                "{msg}"
+            );
+            // Known unreachable now: refused without decoding again.
+            let decoded = src.decoded_bytes();
+            assert!(src.read_exact_at(299_500, &mut buf).is_err());
+            assert_eq!(src.decoded_bytes(), decoded, "{:?}", src.codec());
+            src.read_exact_at(0, &mut buf)
+                .expect("before the cut, again");
+            assert_eq!(buf, data[..1000]);
+        }
+    }
+
+    #[test]
+    fn a_layer_modified_in_place_serves_nothing_more() {
+        let data = super::super::test_support::far_data(100_000);
+        let spill = tempfile::tempdir().expect("dir");
+        let (file, src) = indexed(&data, spill.path());
+        let mut buf = [0u8; 100];
+        src.read_exact_at(50_000, &mut buf).expect("intact");
+        // Same size, new bytes: only the mtime tells.
+        file.as_file()
+            .write_all_at(&[0u8; 100], 50_000)
+            .expect("overwrite");
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+        file.as_file().set_modified(later).expect("mtime");
+        for offset in [50_000, 0, 99_000] {
+            let err = src.read_exact_at(offset, &mut buf).expect_err("modified");
+            assert!(matches!(err, SourceError::Modified { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn compressed_damage_under_the_old_mtime_is_a_decode_error() {
+        let data = super::super::test_support::far_data(300_000);
+        let spill = tempfile::tempdir().expect("dir");
+        for bytes in gzip_and_zstd(&data) {
+            let (file, src) = indexed(&bytes, spill.path());
+            let mtime = file.as_file().metadata().and_then(|m| m.modified());
+            let garbage: Vec<u8> = (0..bytes.len() / 4)
+                .map(|i| (i * 131 % 256) as u8)
+                .collect();
+            file.as_file()
+                .write_all_at(&garbage, bytes.len() as u64 / 3)
+                .expect("damage");
+            file.as_file()
+                .set_modified(mtime.expect("mtime"))
+                .expect("restore mtime");
+            // The whole stream, so the read must decode through the damage.
+            let mut all = vec![0u8; data.len()];
+            let err = src.read_exact_at(0, &mut all).expect_err("damaged");
+            assert!(matches!(err, SourceError::Corrupt { .. }), "{err:?}");
+        }
     }
 
     #[test]

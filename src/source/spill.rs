@@ -29,15 +29,18 @@
 //! is the layer's decompressed size, as for any tool unpacking it.
 //!
 //! If the cache directory cannot take the file (unwritable, disk full), the
-//! read fails with a [`SpillError`] naming the directory; nothing panics and
-//! the next read tries again.
+//! cache gives up, with one warning naming the directory: what is already
+//! in the file is still read from it, and each segment is decoded per read
+//! from then on, by one decoder kept where the last read ended (so reading
+//! forward stays linear; a read behind it starts again from the segment's
+//! start). Slower, never wrong, and no read fails for want of disk.
 
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::Duration;
 
@@ -125,6 +128,9 @@ struct Filler {
     decoder: Option<Box<dyn Read + Send>>,
     /// The stream ended at `filled`.
     ended: bool,
+    /// Once the cache has failed: a decoder reading past the file, and the
+    /// offset from the segment's start it stopped at.
+    direct: Option<(u64, Box<dyn Read + Send>)>,
 }
 
 /// The cache for a set of segments of one layer's decompressed stream.
@@ -138,6 +144,9 @@ pub(super) struct SpillCache {
     counter: Arc<DecodeCounter>,
     /// Segments holding a decoder, least recently used first.
     live: Mutex<Vec<usize>>,
+    /// Set when the directory failed (unwritable, full): reads past the
+    /// watermark decode directly, without the file.
+    failed: AtomicBool,
 }
 
 impl fmt::Debug for SpillCache {
@@ -178,6 +187,7 @@ impl SpillCache {
             open,
             counter,
             live: Mutex::new(Vec::new()),
+            failed: AtomicBool::new(false),
         }
     }
 
@@ -195,13 +205,47 @@ impl SpillCache {
             .checked_add(buf.len() as u64)
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
         if need > segment.filled.load(Ordering::Acquire) {
-            self.fill(seg, segment, need)?;
+            if self.failed.load(Ordering::Relaxed) {
+                return self.read_direct(segment, rel, buf);
+            }
+            match self.fill(seg, segment, need) {
+                Ok(()) => {}
+                Err(e) if is_spill_error(&e) => {
+                    if !self.failed.swap(true, Ordering::Relaxed) {
+                        log::warn!(
+                            "{e}; decoding from the layer on every read instead (slower), starting at decompressed offset {offset}"
+                        );
+                    }
+                    return self.read_direct(segment, rel, buf);
+                }
+                Err(e) => return Err(e),
+            }
         }
         let file = self
             .file
             .get()
             .ok_or_else(|| io::Error::other("spill file missing after a fill"))?;
         read_below_watermark(file, buf, offset).map_err(|e| SpillError::wrap(&self.dir, e))
+    }
+
+    /// Reads `buf` from `rel` bytes into `segment` by decoding, without the
+    /// file: the way reads go once the cache directory has failed.
+    fn read_direct(&self, segment: &Segment, rel: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut filler = lock(&segment.filler);
+        // The spilling decoder is of no more use; its memory is.
+        filler.decoder = None;
+        let (mut pos, mut decoder) = match filler.direct.take() {
+            Some((pos, decoder)) if pos <= rel => (pos, decoder),
+            _ => (0, (self.open)(segment.spec.frame)?),
+        };
+        pos += super::frames::skip(&mut decoder, rel - pos, &self.counter)?;
+        if pos < rel {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        decoder.read_exact(buf)?;
+        self.counter.add(buf.len() as u64);
+        filler.direct = Some((rel + buf.len() as u64, decoder));
+        Ok(())
     }
 
     /// Decodes segment `seg` at least up to `need` bytes from its start,
@@ -283,6 +327,9 @@ impl SpillCache {
             let n = match decoder.read(&mut buf[..want]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // What was asked for is in: the error (a damaged or
+                // truncated layer) is for a read that needs more.
+                Err(_) if filled >= need => return Ok(()),
                 Err(e) => return Err(e),
             };
             if n == 0 {
@@ -396,6 +443,11 @@ fn read_below_watermark(file: &File, buf: &mut [u8], offset: u64) -> io::Result<
         }
     }
     Ok(())
+}
+
+/// Whether `e` is a failure of the cache directory (a [`SpillError`]).
+pub(super) fn is_spill_error(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<SpillError>())
 }
 
 /// A whole stream served from one spill segment: the access of codecs (or
@@ -590,19 +642,27 @@ mod tests {
     }
 
     #[test]
-    fn an_unusable_spill_dir_is_a_clear_read_error() {
-        let data = Arc::new(sample(1000));
+    fn an_unusable_spill_dir_decodes_per_read() {
+        let data = Arc::new(sample(3 * FILL_CHUNK as usize));
+        let counter = Arc::new(DecodeCounter::default());
         let dir = tempfile::tempdir().expect("dir");
         let missing = dir.path().join("no-such-dir");
-        let spill = SpillAccess::new(&missing, opener(data), Arc::default());
-        let mut buf = [0u8; 10];
-        let err = spill.read_exact_at(0, &mut buf).expect_err("no dir");
-        let inner = err
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<SpillError>())
-            .expect("a SpillError");
-        assert_eq!(inner.dir, missing);
-        assert!(err.to_string().contains("no-such-dir"), "{err}");
+        let spill = SpillAccess::new(&missing, opener(Arc::clone(&data)), Arc::clone(&counter));
+        for (off, len) in [(0usize, 10usize), (10, 5000), (2_000_000, 100), (7, 3)] {
+            let mut buf = vec![0u8; len];
+            spill.read_exact_at(off as u64, &mut buf).expect("read");
+            assert_eq!(buf, data[off..off + len], "offset {off}");
+        }
+        assert!(spill.0.failed.load(Ordering::Relaxed), "gave up on the dir");
+        // Forward reads went on from one decoder; the last read went back
+        // to the start: 2_000_100 + 10 bytes decoded, not a fill chunk.
+        assert_eq!(counter.get(), 2_000_100 + 10);
+        // Creating the directory now changes nothing: no retry, no file.
+        std::fs::create_dir(&missing).expect("mkdir");
+        let mut buf = [0u8; 4];
+        spill.read_exact_at(20, &mut buf).expect("read");
+        assert_eq!(buf[..], data[20..24]);
+        assert_eq!(std::fs::read_dir(&missing).expect("list").count(), 0);
     }
 
     #[test]

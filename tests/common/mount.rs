@@ -77,6 +77,38 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Pids of live `layerfs` processes whose command line names `mountpoint`.
+/// The background daemon is the mount command re-spawned or forked, so it
+/// carries the same arguments.
+pub fn daemons_serving(mountpoint: &Path) -> Vec<u32> {
+    let exe = std::fs::canonicalize(bin()).unwrap();
+    let needle = mountpoint.as_os_str().as_bytes();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let same_exe = std::fs::read_link(entry.path().join("exe")).is_ok_and(|e| e == exe);
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if same_exe && cmdline.split(|&b| b == 0).any(|arg| arg == needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+pub fn is_alive(pid: u32) -> bool {
+    // A zombie has exited; only its parent has not reaped it yet.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
 /// Exit status and captured output of one `layerfs` invocation.
 #[derive(Debug)]
 pub struct Run {
