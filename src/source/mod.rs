@@ -45,6 +45,18 @@ pub trait Stream: Read {
     fn skip(&mut self, n: u64) -> io::Result<u64>;
 }
 
+/// A layer stream already in memory: a tar just written, or the fuzz
+/// targets' input. Skipping past the end stops at the end, as for files.
+impl<T: AsRef<[u8]>> Stream for io::Cursor<T> {
+    fn skip(&mut self, n: u64) -> io::Result<u64> {
+        let len = self.get_ref().as_ref().len() as u64;
+        let pos = self.position().min(len);
+        let n = n.min(len - pos);
+        self.set_position(pos + n);
+        Ok(n)
+    }
+}
+
 /// What can go wrong while opening or reading a layer file.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -176,5 +188,24 @@ impl SourceError {
             SourceError::Modified { .. } => "modified",
             SourceError::Corrupt { .. } => "corrupt",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_memory_streams_skip_up_to_their_end() {
+        let mut stream = io::Cursor::new(vec![1u8, 2, 3, 4, 5]);
+        assert_eq!(stream.skip(2).expect("skip"), 2);
+        let mut b = [0u8; 1];
+        stream.read_exact(&mut b).expect("read");
+        assert_eq!(b, [3]);
+        assert_eq!(stream.skip(u64::MAX).expect("skip"), 2);
+        assert_eq!(stream.skip(1).expect("skip"), 0);
+        // A position set past the end skips nothing and never underflows.
+        stream.set_position(100);
+        assert_eq!(stream.skip(1).expect("skip"), 0);
     }
 }

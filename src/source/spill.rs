@@ -321,14 +321,22 @@ impl SpillCache {
         let chunk = usize::try_from((target - filled).min(FILL_CHUNK)).unwrap_or(1 << 20);
         let mut buf = vec![0u8; chunk];
         while filled < target {
-            let want = usize::try_from(target - filled)
+            // Up to `need` first, then on to `target`: a decoder may fail
+            // a call that reaches damage (zstd checks a frame's checksum
+            // in the call that ends the frame) and lose that call's bytes,
+            // which must not be the bytes this read needs.
+            let stop = if filled < need { need } else { target };
+            let want = usize::try_from(stop - filled)
                 .unwrap_or(usize::MAX)
                 .min(buf.len());
             let n = match decoder.read(&mut buf[..want]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // What was asked for is in: the error (a damaged or
-                // truncated layer) is for a read that needs more.
+                // The bytes asked for are in, and the damage lies past
+                // them (a frame checksum is only checked at the frame's
+                // end, which a tar's indexing pass may never reach): serve
+                // them. The decoder is dropped, so a read that reaches the
+                // damage decodes up to it again and fails there.
                 Err(_) if filled >= need => return Ok(()),
                 Err(e) => return Err(e),
             };
@@ -541,6 +549,52 @@ mod tests {
             "{allocated} bytes allocated for {} of data",
             data.len()
         );
+    }
+
+    /// Gives its good bytes, then fails as a zstd frame with a bad
+    /// checksum does: any call that asks past them fails, and hands out
+    /// nothing.
+    struct DamagedAfter(io::Cursor<Vec<u8>>);
+
+    impl Read for DamagedAfter {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let left = self.0.get_ref().len() as u64 - self.0.position();
+            if buf.len() as u64 > left {
+                return Err(io::Error::other("checksum mismatch"));
+            }
+            self.0.read(buf)
+        }
+    }
+
+    #[test]
+    fn bytes_before_damage_read_and_the_damage_fails_every_time() {
+        // Found by the layer_source fuzz target: a zstd frame with a bad
+        // checksum indexed fine (the tar ended before the frame did), but
+        // every read failed, since the fill decodes past what it needs.
+        let data = sample(100_000);
+        let good = data.clone();
+        let open: FrameOpener =
+            Arc::new(move |_| Ok(Box::new(DamagedAfter(io::Cursor::new(good.clone()))) as Box<_>));
+        let counter = Arc::new(DecodeCounter::default());
+        let dir = tempfile::tempdir().expect("dir");
+        let spill = SpillAccess::new(dir.path(), open, counter);
+        for _ in 0..2 {
+            let mut buf = vec![0; 4096];
+            spill
+                .read_exact_at(5000, &mut buf)
+                .expect("read before the damage");
+            assert_eq!(buf, data[5000..9096]);
+            let mut across = vec![0; 10];
+            let err = spill
+                .read_exact_at(99_995, &mut across)
+                .expect_err("read across the damage");
+            assert_eq!(err.to_string(), "checksum mismatch");
+            let mut last = [0u8; 5];
+            spill
+                .read_exact_at(99_995, &mut last)
+                .expect("last good bytes");
+            assert_eq!(last, data[99_995..]);
+        }
     }
 
     #[test]

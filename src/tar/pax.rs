@@ -72,7 +72,7 @@ impl PaxSparse {
         match key {
             b"major" => self.major = Some(decimal(value, "GNU.sparse.major")?),
             b"minor" => self.minor = Some(decimal(value, "GNU.sparse.minor")?),
-            b"name" => self.name = Some(value.to_vec()),
+            b"name" => self.name = Some(name(value, "GNU.sparse.name")?),
             b"realsize" | b"size" => {
                 self.real_size = Some(size(value, "GNU.sparse.realsize")?);
             }
@@ -127,8 +127,8 @@ impl PaxHeader {
     fn apply(&mut self, key: &[u8], value: &[u8], scope: Scope) -> Result<(), Problem> {
         let member = scope == Scope::Member;
         match key {
-            b"path" if member => self.path = Some(value.to_vec()),
-            b"linkpath" if member => self.linkpath = Some(value.to_vec()),
+            b"path" if member => self.path = Some(name(value, "path")?),
+            b"linkpath" if member => self.linkpath = Some(name(value, "linkpath")?),
             b"size" if member => self.size = Some(optional(value, |v| size(v, "size"))?),
             b"uid" => self.uid = Some(optional(value, |v| id(v, "uid"))?),
             b"gid" => self.gid = Some(optional(value, |v| id(v, "gid"))?),
@@ -162,6 +162,17 @@ impl PaxHeader {
         }
         Ok(())
     }
+}
+
+/// A path or link target from the record `key`. A NUL byte cannot be in
+/// a file name: the name would show cut short (or not at all) through the
+/// kernel, and could not be written back to a tar. Go's archive/tar, which
+/// containerd and Docker unpack layers with, refuses such records too.
+fn name(value: &[u8], key: &str) -> Result<Vec<u8>, Problem> {
+    if value.contains(&0) {
+        return Err(bad(format!("{key} has a NUL byte")));
+    }
+    Ok(value.to_vec())
 }
 
 /// Splits one `"%d %s=%s\n"` record off the front of `data`; returns key,
@@ -306,6 +317,29 @@ mod tests {
             (pax.dev_major, pax.dev_minor),
             (Some(Some(8)), Some(Some(1)))
         );
+    }
+
+    #[test]
+    fn paths_with_nul_bytes_are_refused() {
+        // Found by the merge fuzz target: a `path` record with NULs gave a
+        // tree name no filesystem can show, and an export that read back
+        // as another tree.
+        for (key, msg) in [
+            (&b"path"[..], "bad pax header: path has a NUL byte"),
+            (b"linkpath", "bad pax header: linkpath has a NUL byte"),
+            (
+                b"GNU.sparse.name",
+                "bad pax header: GNU.sparse.name has a NUL byte",
+            ),
+        ] {
+            let data = records(&[(b"uid", b"1"), (key, b"dir/a\0b")]);
+            let err = parse(&data, Scope::Member).expect_err("refused");
+            // The offset is the bad record's, after the 8-byte uid record.
+            assert_eq!(err.to_string(), format!("at byte 1008: {msg}"));
+        }
+        // A global header ignores `path`, whatever its bytes.
+        let data = records(&[(b"path", b"a\0b")]);
+        assert!(parse(&data, Scope::Global).is_ok());
     }
 
     #[test]
