@@ -467,3 +467,30 @@ fn an_image_and_a_loose_layer_stack_in_order() {
     );
     assert!(!mount.join("data").exists());
 }
+
+#[test]
+fn a_layer_that_starts_like_an_image_archive_is_still_a_layer() {
+    let work = tempfile::tempdir().expect("work dir");
+    let hex = "ab".repeat(32);
+    for first in [
+        "blobs/sha256/x",
+        "manifest.json",
+        &format!("{hex}/layer.tar"),
+    ] {
+        let path = work.path().join("layer.tar");
+        fs::write(
+            &path,
+            Layer::default()
+                .file(first, "{}")
+                .file("etc/x", "y")
+                .to_tar(),
+        )
+        .expect("layer");
+        let mount = Mount::with_args(&["--no-cache"], std::slice::from_ref(&path));
+        assert_eq!(
+            fs::read_to_string(mount.join("etc/x")).expect("etc/x"),
+            "y",
+            "{first}"
+        );
+    }
+}

@@ -16,7 +16,9 @@ const PEEK_BYTES: u64 = 64 * 1024;
 pub(super) type Members = HashMap<String, (u64, u64)>;
 
 /// The members of `path` if it is a plain tar that starts like an image
-/// archive; `None` if it is anything else (a layer, most likely).
+/// archive and holds an OCI layout's `oci-layout` and `index.json` or a
+/// `docker save` `manifest.json`; `None` if it is anything else (a layer,
+/// most likely; one that merely starts like an archive is read twice).
 pub(super) fn members(path: &Path) -> Result<Option<Members>, ImageError> {
     let mut head = LayerHead::open(path, PEEK_BYTES)?;
     if head.codec() != Codec::Plain {
@@ -32,18 +34,19 @@ pub(super) fn members(path: &Path) -> Result<Option<Members>, ImageError> {
         return Ok(None);
     }
     let source = LayerSource::open(path)?;
-    let index =
-        tar::index_layer(&mut source.index_pass()).map_err(|source| ImageError::Archive {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let members = index
+    // A damaged tar is a damaged layer as far as this module knows: the
+    // layer's own indexing reports it, with its context.
+    let Ok(index) = tar::index_layer(&mut source.index_pass()) else {
+        return Ok(None);
+    };
+    let members: Members = index
         .members
         .iter()
         .filter(|m| m.kind == MemberKind::Regular && m.data.sparse.is_none())
         .map(|m| (normalize(&m.path), (m.data.offset, m.data.size)))
         .collect();
-    Ok(Some(members))
+    let oci = members.contains_key("oci-layout") && members.contains_key("index.json");
+    Ok((oci || members.contains_key("manifest.json")).then_some(members))
 }
 
 /// A member name without a leading `./` or `/`, as image documents name
@@ -64,15 +67,15 @@ fn normalize(raw: &[u8]) -> String {
 
 /// Whether an archive whose first member is `name` may be an image: OCI
 /// archives and newer `docker save` start with their layout files or
-/// `blobs/`, older `docker save` and skopeo's docker-archive with
-/// hex-named layer directories or files.
+/// `blobs/`, older `docker save` and skopeo's docker-archive with layer
+/// directories or files named by 64 hex digits.
 fn starts_an_image(name: &str) -> bool {
     let top = name.split('/').next().unwrap_or_default();
     let stem = top.split('.').next().unwrap_or_default();
     matches!(
         top,
         "oci-layout" | "index.json" | "manifest.json" | "repositories" | "blobs"
-    ) || (stem.len() >= 32 && stem.bytes().all(|b| b.is_ascii_hexdigit()))
+    ) || (stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
@@ -92,7 +95,15 @@ mod tests {
         ] {
             assert!(starts_an_image(name), "{name}");
         }
-        for name in ["etc/", "usr/bin/blobs", "manifest.json.bak", "abc.tar", ""] {
+        let short_hex = "0123456789abcdef0123456789abcdef/x";
+        for name in [
+            "etc/",
+            "usr/bin/blobs",
+            "manifest.json.bak",
+            "abc.tar",
+            "",
+            short_hex,
+        ] {
             assert!(!starts_an_image(name), "{name}");
         }
         assert_eq!(normalize(b"././/blobs/x"), "blobs/x");

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use crate::source::SourceError;
-use crate::tar::TarError;
 
 /// Why an image argument could not be resolved; each message names the
 /// image and, for a blob, its digest.
@@ -16,14 +15,6 @@ pub enum ImageError {
         path: PathBuf,
         /// What the OS said.
         source: std::io::Error,
-    },
-    /// The archive's tar stream could not be read.
-    #[error("{}: not a readable image archive: {source}", path.display())]
-    Archive {
-        /// The archive.
-        path: PathBuf,
-        /// What the tar parser found.
-        source: TarError,
     },
     /// The archive could not be opened as a tar.
     #[error(transparent)]

@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::archive::{self, Members};
+use super::manifest::DockerEntry;
 use super::ImageError;
 
 /// The largest JSON document (index, manifest, config) read.
@@ -51,10 +52,33 @@ impl Store {
         if !meta.is_file() {
             return Ok(None);
         }
-        Ok(archive::members(path)?.map(|members| Store::Archive {
+        let store = archive::members(path)?.map(|members| Store::Archive {
             path: path.to_path_buf(),
             members,
-        }))
+        });
+        Ok(store.filter(Store::holds_an_image))
+    }
+
+    /// Whether an archive's documents are an image's: a layer may well
+    /// hold a `manifest.json` or `index.json` of its own at its root, so
+    /// only one whose index parses, or whose `manifest.json` lists images
+    /// whose layers are all there, is taken for an image.
+    fn holds_an_image(&self) -> bool {
+        let parses = |name: &str| -> Option<serde_json::Value> {
+            serde_json::from_slice(&self.read(name, "").ok()?).ok()
+        };
+        if self.has("oci-layout") && parses("index.json").is_some_and(|i| i["manifests"].is_array())
+        {
+            return true;
+        }
+        let Some(entries) = parses("manifest.json") else {
+            return false;
+        };
+        let entries: Vec<DockerEntry> = serde_json::from_value(entries).unwrap_or_default();
+        !entries.is_empty()
+            && entries
+                .iter()
+                .all(|e| !e.layers.is_empty() && e.layers.iter().all(|l| self.has(l)))
     }
 
     /// The file named `name` (relative, `/`-separated), if present.
