@@ -71,8 +71,19 @@ fn layout_docker_archive_and_oci_archive_mount_as_umoci_unpacks_them() {
             mtime: Mtime::Seconds,
         },
     );
+    // An OCI layout packed by hand: members named `./blobs/...`, after `./`.
+    let packed = work.path().join("packed.tar");
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&packed)
+        .arg(".")
+        .status()
+        .expect("run tar");
+    assert!(tar.success());
     let tagged = PathBuf::from(format!("{}:{TAG}", layout.display()));
-    for image in [layout.clone(), tagged, docker.clone(), oci.clone()] {
+    for image in [layout.clone(), tagged, docker.clone(), oci.clone(), packed] {
         let mount = Mount::with_args(&["--no-cache"], std::slice::from_ref(&image));
         assert_tree(mount.path(), &expected);
     }

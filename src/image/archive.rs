@@ -29,7 +29,13 @@ pub(super) fn members(path: &Path) -> Result<Option<Members>, ImageError> {
     let Ok(prefix) = tar::index_prefix(&mut head) else {
         return Ok(None);
     };
-    let first = prefix.index.members.first().map(|m| normalize(&m.path));
+    // `tar -C DIR -cf x.tar .` starts with `./`, the root itself.
+    let first = prefix
+        .index
+        .members
+        .iter()
+        .map(|m| normalize(&m.path))
+        .find(|name| !name.is_empty());
     if !first.as_deref().is_some_and(starts_an_image) {
         return Ok(None);
     }
