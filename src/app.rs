@@ -8,6 +8,8 @@ use crate::cache::{self, IndexCache};
 use crate::daemon::{self, DaemonError};
 use crate::export::{self, ExportError};
 use crate::fuse::{self, MountError, MountOptions, OptionError};
+use crate::image::Image;
+use crate::inputs::{self, InputError, LayerInputs};
 use crate::list::{self, ListFormat};
 use crate::output::{Compression, LayerOutput, OutputError, Target};
 use crate::progress::Progress;
@@ -19,6 +21,9 @@ pub enum AppError {
     /// A layer could not be used.
     #[error(transparent)]
     Stack(#[from] StackError),
+    /// A layer argument (an image, `--platform`, `--digest`) was refused.
+    #[error(transparent)]
+    Inputs(#[from] InputError),
     /// Mounting or unmounting failed.
     #[error(transparent)]
     Mount(#[from] MountError),
@@ -49,6 +54,14 @@ pub enum AppError {
         text: String,
         /// What is wrong with it.
         why: SizeError,
+    },
+    /// `inspect` was given something other than one image.
+    #[error(
+        "{arg}: not an image (an OCI layout directory, an OCI archive or a docker save archive)"
+    )]
+    NotAnImage {
+        /// What was given.
+        arg: String,
     },
     /// `--peek` was given more than one layer.
     #[error("--peek lists one layer as stored; {count} layers were given")]
@@ -93,8 +106,8 @@ impl AppError {
 /// What `layerfs mount` was asked to do.
 #[derive(Debug)]
 pub struct MountRequest {
-    /// Layer files, bottom first.
-    pub layers: Vec<PathBuf>,
+    /// Layer files and images, bottom first.
+    pub layers: LayerInputs,
     /// Where to mount.
     pub mountpoint: PathBuf,
     /// `-o` lists, in order.
@@ -149,7 +162,7 @@ impl CacheChoice {
 /// layers, mounts, and serves (in the background unless `foreground`).
 pub fn mount(request: &MountRequest) -> Result<(), AppError> {
     let mut options = MountOptions::default();
-    if let Some(first) = request.layers.first() {
+    if let Some(first) = request.layers.args.first() {
         options.set_fsname(first.display().to_string());
     }
     for list in &request.options {
@@ -162,14 +175,7 @@ pub fn mount(request: &MountRequest) -> Result<(), AppError> {
         return Ok(daemon::start_in_background()?);
     }
     let mountpoint = fuse::check_mountpoint(&request.mountpoint)?;
-    let stack = Stack::open(
-        &request.layers,
-        &StackOptions {
-            cache: request.cache.open(),
-            spill_dir: None,
-            record_removals: false,
-        },
-    )?;
+    let (stack, _) = request.cache.open_stack(&request.layers, false)?;
     let log_file = request.log_file.as_deref();
     let mut ready_error = None;
     fuse::serve(stack, &mountpoint, &options, || {
@@ -197,8 +203,8 @@ pub fn umount(mountpoint: &Path, lazy: bool) -> Result<(), AppError> {
 /// What `layerfs ls` was asked to do.
 #[derive(Debug)]
 pub struct ListRequest {
-    /// Layer files, bottom first.
-    pub layers: Vec<PathBuf>,
+    /// Layer files and images, bottom first.
+    pub layers: LayerInputs,
     /// List this layer (1 = bottom) as stored instead of the merged tree.
     pub layer: Option<usize>,
     /// How to print.
@@ -217,47 +223,49 @@ pub struct ListRequest {
 /// listing quietly.
 pub fn list(request: &ListRequest) -> Result<(), AppError> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let written = match (&request.peek, request.layer) {
-        (Some(text), _) => {
-            let limit = parse_size(text).map_err(|why| AppError::BadSize {
-                text: text.clone(),
-                why,
-            })?;
-            let [path] = request.layers.as_slice() else {
-                return Err(AppError::PeekOneLayer {
-                    count: request.layers.len(),
-                });
-            };
-            let peek = stack::peek_layer(path, 1, limit)?;
-            list::list_layer(&peek.index, 1, request.format, &mut out)
-                .and_then(|()| list::peek_summary(&peek, request.format, &mut out))
-        }
-        (None, Some(number)) => {
-            let cache = request.cache.open();
-            let path = number
-                .checked_sub(1)
-                .and_then(|n| request.layers.get(n))
-                .ok_or(AppError::NoSuchLayer {
-                    number,
-                    count: request.layers.len(),
+    let written =
+        match (&request.peek, request.layer) {
+            (Some(text), _) => {
+                let limit = parse_size(text).map_err(|why| AppError::BadSize {
+                    text: text.clone(),
+                    why,
                 })?;
-            let index = stack::layer_index(path, number, cache.as_ref())?;
-            let layer = u32::try_from(number).unwrap_or(u32::MAX);
-            list::list_layer(&index, layer, request.format, &mut out)
-        }
-        (None, None) => {
-            let stack = Stack::open(
-                &request.layers,
-                &StackOptions {
-                    cache: request.cache.open(),
-                    spill_dir: None,
-                    record_removals: request.all,
-                },
-            )?;
-            list::list_tree(stack.tree(), request.format, &mut out)
-                .and_then(|()| list::list_removals(stack.removals(), request.format, &mut out))
-        }
-    };
+                let [path] = request.layers.args.as_slice() else {
+                    return Err(AppError::PeekOneLayer {
+                        count: request.layers.args.len(),
+                    });
+                };
+                let peek = stack::peek_layer(path, 1, limit)?;
+                list::list_layer(&peek.index, 1, request.format, &mut out)
+                    .and_then(|()| list::peek_summary(&peek, request.format, &mut out))
+            }
+            (None, Some(number)) => {
+                let cache = request.cache.open();
+                let (specs, _) = inputs::resolve(&request.layers)?;
+                let spec = number.checked_sub(1).and_then(|n| specs.get(n)).ok_or(
+                    AppError::NoSuchLayer {
+                        number,
+                        count: specs.len(),
+                    },
+                )?;
+                let index = stack::layer_index(spec, number, cache.as_ref())?;
+                let layer = u32::try_from(number).unwrap_or(u32::MAX);
+                list::list_layer(&index, layer, request.format, &mut out)
+            }
+            (None, None) => {
+                let (specs, _) = inputs::resolve(&request.layers)?;
+                let stack = Stack::open_specs(
+                    &specs,
+                    &StackOptions {
+                        cache: request.cache.open(),
+                        spill_dir: None,
+                        record_removals: request.all,
+                    },
+                )?;
+                list::list_tree(stack.tree(), request.format, &mut out)
+                    .and_then(|()| list::list_removals(stack.removals(), request.format, &mut out))
+            }
+        };
     match written.and_then(|()| std::io::Write::flush(&mut out)) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(AppError::Output(e)),
         _ => Ok(()),
@@ -267,8 +275,8 @@ pub fn list(request: &ListRequest) -> Result<(), AppError> {
 /// What `layerfs export` was asked to do.
 #[derive(Debug)]
 pub struct ExportRequest {
-    /// Layer files, bottom first.
-    pub layers: Vec<PathBuf>,
+    /// Layer files and images, bottom first.
+    pub layers: LayerInputs,
     /// Where the tar goes.
     pub output: LayerDestination,
     /// Where layer indexes are cached.
@@ -280,7 +288,7 @@ pub struct ExportRequest {
 /// `layerfs export`: the merged tree as one tar, to a file (put in place
 /// only when complete) or stdout.
 pub fn export(request: &ExportRequest) -> Result<(), AppError> {
-    let stack = request.cache.open_stack(&request.layers)?;
+    let (stack, _) = request.cache.open_stack(&request.layers, false)?;
     let target = &request.output.target;
     let compression = target.compression(request.output.compression);
     let mut output = LayerOutput::create(target.clone(), compression)?;
@@ -310,6 +318,50 @@ pub fn export(request: &ExportRequest) -> Result<(), AppError> {
         written.blob_bytes,
     );
     Ok(())
+}
+
+/// What `layerfs inspect` was asked to do.
+#[derive(Debug)]
+pub struct InspectRequest {
+    /// The image (exactly one argument), `--platform`, `--no-verify`.
+    pub image: LayerInputs,
+    /// One JSON object per layer instead of a table.
+    pub json: bool,
+    /// Where layer indexes are cached.
+    pub cache: CacheChoice,
+}
+
+/// `layerfs inspect`: indexes (or loads) and merges the image's layers,
+/// recording what each whiteout hides, and prints one line per layer.
+pub fn inspect(request: &InspectRequest) -> Result<(), AppError> {
+    let (stack, images) = request.cache.open_stack(&request.image, true)?;
+    let [image] = images.as_slice() else {
+        return Err(AppError::NotAnImage {
+            arg: request
+                .image
+                .args
+                .iter()
+                .map(|a| a.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        });
+    };
+    if stack.layers().len() != image.layers.len() {
+        return Err(AppError::NotAnImage {
+            arg: image.name.clone(),
+        });
+    }
+    let reports = crate::inspect::report(image, &stack);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = if request.json {
+        crate::inspect::write_json(&reports, &mut out)
+    } else {
+        crate::inspect::write_text(&reports, &mut out)
+    };
+    match written.and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(AppError::Output(e)),
+        _ => Ok(()),
+    }
 }
 
 /// Why a byte count was refused.
@@ -360,15 +412,24 @@ pub struct LayerDestination {
 }
 
 impl CacheChoice {
-    /// Opens and merges `layers` with this cache.
-    fn open_stack(&self, layers: &[PathBuf]) -> Result<Stack, StackError> {
-        Stack::open(
-            layers,
+    /// Resolves `layers` (images expanded), opens and merges them with
+    /// this cache, recording what whiteouts remove if asked; returns the
+    /// stack and the images among the arguments.
+    fn open_stack(
+        &self,
+        layers: &LayerInputs,
+        record_removals: bool,
+    ) -> Result<(Stack, Vec<Image>), AppError> {
+        let (specs, images) = inputs::resolve(layers)?;
+        let stack = Stack::open_specs(
+            &specs,
             &StackOptions {
                 cache: self.open(),
-                ..StackOptions::default()
+                spill_dir: None,
+                record_removals,
             },
-        )
+        )?;
+        Ok((stack, images))
     }
 }
 
@@ -416,7 +477,8 @@ pub struct DiffRequest {
 /// `layerfs diff`: the layer that turns the merged tree of the layers into
 /// the directory, then its digests.
 pub fn diff(request: &DiffRequest) -> Result<(), AppError> {
-    let stack = request.cache.open_stack(&request.layers)?;
+    let inputs = LayerInputs::files(request.layers.clone());
+    let (stack, _) = request.cache.open_stack(&inputs, false)?;
     let scan = Scan::read(&request.dir)?;
     let mut bar: Option<Progress> = None;
     let planned = author::plan_diff(&stack, &scan, &mut |done, total| {

@@ -10,11 +10,15 @@
 //!   overlayfs rules into one immutable tree (all merge rules live here);
 //! - [`cache`]: stores each layer's index on disk, so that mounting it again
 //!   skips the pass over its bytes;
+//! - [`image`]: an image (OCI layout, OCI archive, `docker save`) resolved
+//!   to its layers, each a byte range of a file, with the digest it must have;
+//! - [`inputs`]: a command's layer arguments, images expanded, as layers to open;
 //! - [`stack`]: opens and indexes a list of layer files and builds their tree;
 //! - [`fuse`]: serves a [`stack::Stack`] through FUSE;
 //! - [`export`]: streams the merged tree as one tar;
 //! - [`author`]: writes a layer from a directory, whole (`create`) or as
 //!   the changes from a stack's tree (`diff`);
+//! - [`inspect`]: an image's layers: sizes, digests, entries, what each hides;
 //! - [`list`]: lists the merged tree or one layer as stored;
 //! - [`output`]: where a written layer goes: framed compression, digests,
 //!   and a file put in place only when complete;
@@ -29,6 +33,9 @@ pub mod cache;
 pub mod daemon;
 pub mod export;
 pub mod fuse;
+pub mod image;
+pub mod inputs;
+pub mod inspect;
 pub mod list;
 pub mod output;
 pub mod progress;

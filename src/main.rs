@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 use layerfs::app::{
-    self, CacheChoice, CreateRequest, DiffRequest, ExportRequest, LayerDestination, ListRequest,
-    MountRequest,
+    self, CacheChoice, CreateRequest, DiffRequest, ExportRequest, InspectRequest, LayerDestination,
+    ListRequest, MountRequest,
 };
+use layerfs::inputs::LayerInputs;
 use layerfs::list::ListFormat;
 use layerfs::output::{Compression, Target};
 
@@ -28,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Mount LAYER... (bottom first) read-only at MOUNTPOINT; returns once the mount is ready.
+    /// Mount LAYER... (bottom first; an image stands for its layers) read-only at MOUNTPOINT; returns once the mount is ready.
     #[command(override_usage = "layerfs mount [OPTIONS] LAYER... MOUNTPOINT")]
     Mount {
         /// Stay in the foreground until unmounted (SIGINT/SIGTERM unmount).
@@ -45,7 +46,9 @@ enum Command {
         log_file: Option<PathBuf>,
         #[command(flatten)]
         cache: CacheArgs,
-        /// Layer files (plain tar, gzip or zstd), bottom first, then the mountpoint.
+        #[command(flatten)]
+        image: ImageArgs,
+        /// Layer files or images, bottom first, then the mountpoint.
         #[arg(required = true, num_args = 2.., value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
@@ -68,7 +71,9 @@ enum Command {
         peek: Option<String>,
         #[command(flatten)]
         cache: CacheArgs,
-        /// Layer files, bottom first.
+        #[command(flatten)]
+        image: ImageArgs,
+        /// Layer files or images, bottom first.
         #[arg(required = true, value_name = "LAYER")]
         layers: Vec<PathBuf>,
     },
@@ -78,9 +83,24 @@ enum Command {
         output: OutputArgs,
         #[command(flatten)]
         cache: CacheArgs,
-        /// Layer files, bottom first.
+        #[command(flatten)]
+        image: ImageArgs,
+        /// Layer files or images, bottom first.
         #[arg(required = true, value_name = "LAYER")]
         layers: Vec<PathBuf>,
+    },
+    /// Show an image's layers: media type, sizes, digest, entries and how many entries below each hides.
+    Inspect {
+        /// One JSON object per layer.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cache: CacheArgs,
+        #[command(flatten)]
+        image: ImageArgs,
+        /// An OCI layout directory (DIR, DIR:TAG, DIR@DIGEST), OCI archive or docker save archive.
+        #[arg(value_name = "IMAGE")]
+        image_path: PathBuf,
     },
     /// Print a shell completion script (e.g. `layerfs completions bash > /etc/bash_completion.d/layerfs`).
     Completions {
@@ -138,6 +158,31 @@ impl OutputArgs {
     }
 }
 
+/// How images among the layer arguments are read.
+#[derive(Args)]
+struct ImageArgs {
+    /// The manifest of a multi-platform image to use (default: the host's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
+    /// Do not check layers against their digests when first indexed.
+    #[arg(long)]
+    no_verify: bool,
+    /// Check layer N (1 = bottom) against DIGEST when first indexed (repeatable).
+    #[arg(long, value_name = "N=DIGEST")]
+    digest: Vec<String>,
+}
+
+impl ImageArgs {
+    fn inputs(self, args: Vec<PathBuf>) -> LayerInputs {
+        LayerInputs {
+            args,
+            platform: self.platform,
+            verify: !self.no_verify,
+            digests: self.digest,
+        }
+    }
+}
+
 /// Where layer indexes are kept (`diff`).
 #[derive(Args)]
 struct CacheArgs {
@@ -180,11 +225,12 @@ fn main() -> ExitCode {
             threads,
             log_file,
             cache,
+            image,
             mut paths,
         } => {
             let mountpoint = paths.pop().unwrap_or_default();
             app::mount(&MountRequest {
-                layers: paths,
+                layers: image.inputs(paths),
                 mountpoint,
                 options,
                 foreground,
@@ -200,9 +246,10 @@ fn main() -> ExitCode {
             all,
             peek,
             cache,
+            image,
             layers,
         } => app::list(&ListRequest {
-            layers,
+            layers: image.inputs(layers),
             layer,
             format: ListFormat { long, json },
             all,
@@ -212,9 +259,10 @@ fn main() -> ExitCode {
         Command::Export {
             output,
             cache,
+            image,
             layers,
         } => app::export(&ExportRequest {
-            layers,
+            layers: image.inputs(layers),
             output: output.destination(),
             cache: cache.choice(),
             quiet: cli.quiet,
@@ -239,6 +287,16 @@ fn main() -> ExitCode {
                 quiet: cli.quiet,
             })
         }
+        Command::Inspect {
+            json,
+            cache,
+            image,
+            image_path,
+        } => app::inspect(&InspectRequest {
+            image: image.inputs(vec![image_path]),
+            json,
+            cache: cache.choice(),
+        }),
         Command::Umount { lazy, mountpoint } => app::umount(&mountpoint, lazy),
         Command::Completions { shell } => return print_completions(shell),
     };

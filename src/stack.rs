@@ -32,6 +32,32 @@ pub enum StackError {
     /// A read asked for the contents of something that is not a regular file.
     #[error("inode {0} is not a regular file")]
     NotAFile(Ino),
+    /// A layer's bytes do not hash to the digest its image gives.
+    #[error("{} (layer {number}, {len} bytes at offset {offset}): digest mismatch: the image says {expected}, the bytes hash to {actual}; nothing is served from a layer that fails its check (--no-verify skips it)", path.display())]
+    Digest {
+        /// The file holding the layer (a blob, or the image archive).
+        path: PathBuf,
+        /// Its position in the stack, 1 = bottom.
+        number: usize,
+        /// Where the layer starts in the file.
+        offset: u64,
+        /// The layer's length.
+        len: u64,
+        /// The digest the image gives.
+        expected: String,
+        /// The digest of the bytes.
+        actual: String,
+    },
+    /// A digest of an algorithm layerfs cannot check.
+    #[error("{} (layer {number}): cannot check digest {digest}: only sha256 is supported (--no-verify skips the check)", path.display())]
+    DigestAlgorithm {
+        /// The file holding the layer.
+        path: PathBuf,
+        /// Its position in the stack, 1 = bottom.
+        number: usize,
+        /// The digest given.
+        digest: String,
+    },
     /// A file's data ended before its size (the layer is damaged).
     #[error("the data ends at byte {got} of a file of {expected} bytes")]
     ShortFile {
@@ -57,6 +83,39 @@ pub struct StackOptions {
     pub record_removals: bool,
 }
 
+/// One layer to open: a file, or a byte range of one (a layer inside an
+/// image archive), and the digest its bytes must have, if it is to be
+/// checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerSpec {
+    /// The file holding the layer.
+    pub path: PathBuf,
+    /// `(offset, length)` of the layer in the file; `None`: all of it.
+    pub range: Option<(u64, u64)>,
+    /// The digest (`sha256:<hex>`) the layer's bytes are checked against
+    /// when it is first indexed; a stored index remembers that the check
+    /// passed, so later opens do not hash the layer again.
+    pub verify: Option<String>,
+}
+
+impl LayerSpec {
+    /// A whole layer file, unchecked.
+    pub fn file(path: impl Into<PathBuf>) -> LayerSpec {
+        LayerSpec {
+            path: path.into(),
+            range: None,
+            verify: None,
+        }
+    }
+
+    fn open(&self) -> Result<LayerSource, SourceError> {
+        match self.range {
+            Some((offset, len)) => LayerSource::open_range(&self.path, offset, len),
+            None => LayerSource::open(&self.path),
+        }
+    }
+}
+
 /// Where a layer's index came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexOrigin {
@@ -66,6 +125,40 @@ pub enum IndexOrigin {
     Cache,
 }
 
+/// What one layer's index says about it (`layerfs inspect`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerStats {
+    /// Members of the layer's tar, whiteouts and duplicates included.
+    pub entries: u64,
+    /// Where the tar ends as the index knows it: past the last member's
+    /// data and padding and the two-block end-of-archive marker. Blocking
+    /// padding after the marker, which the index never reads, is not
+    /// counted.
+    pub tar_bytes: u64,
+}
+
+impl LayerStats {
+    fn of(index: &LayerIndex) -> LayerStats {
+        let end = index
+            .members
+            .iter()
+            .map(|m| {
+                let stored = m
+                    .data
+                    .sparse
+                    .as_ref()
+                    .map_or(m.data.size, |segments| segments.iter().map(|s| s.len).sum());
+                m.data.offset.saturating_add(stored.next_multiple_of(512))
+            })
+            .max()
+            .unwrap_or(0);
+        LayerStats {
+            entries: index.members.len() as u64,
+            tar_bytes: end.saturating_add(1024),
+        }
+    }
+}
+
 /// The layers and their merged tree.
 #[derive(Debug)]
 pub struct Stack {
@@ -73,6 +166,7 @@ pub struct Stack {
     origins: Vec<IndexOrigin>,
     tree: Tree,
     removals: Vec<Removal>,
+    stats: Vec<LayerStats>,
 }
 
 impl Stack {
@@ -80,17 +174,24 @@ impl Stack {
     /// and merges them. Every file is checked before any work is shared, so a
     /// bad layer is reported without indexing the others.
     pub fn open(paths: &[PathBuf], options: &StackOptions) -> Result<Stack, StackError> {
-        if paths.is_empty() {
+        let specs: Vec<LayerSpec> = paths.iter().map(LayerSpec::file).collect();
+        Stack::open_specs(&specs, options)
+    }
+
+    /// [`Stack::open`] for layers that may be ranges of files and may have
+    /// digests to check (an image's layers).
+    pub fn open_specs(specs: &[LayerSpec], options: &StackOptions) -> Result<Stack, StackError> {
+        if specs.is_empty() {
             return Err(StackError::NoLayers);
         }
         let spill_dir = options
             .spill_dir
             .clone()
             .or_else(|| options.cache.as_ref().map(|c| c.dir().to_path_buf()));
-        let layers = paths
+        let layers = specs
             .iter()
-            .map(|p| {
-                let mut layer = LayerSource::open(p)?;
+            .map(|spec| {
+                let mut layer = spec.open()?;
                 if let Some(dir) = &spill_dir {
                     layer.set_spill_dir(dir.clone());
                 }
@@ -98,7 +199,8 @@ impl Stack {
             })
             .collect::<Result<Vec<_>, SourceError>>()?;
         let cache = options.cache.as_ref();
-        let keys = cache.and_then(|_| layer_keys(&layers));
+        let verify: Vec<Option<&str>> = specs.iter().map(|s| s.verify.as_deref()).collect();
+        let keys = cache.and_then(|_| layer_keys(&layers, &verify));
         if let (Some(cache), Some(keys), false) = (cache, &keys, options.record_removals) {
             if let Some(tree) = stored_tree(&layers, cache, keys) {
                 log_tree(&layers, &tree);
@@ -107,11 +209,14 @@ impl Stack {
                     layers,
                     tree,
                     removals: Vec::new(),
+                    stats: Vec::new(),
                 });
             }
         }
         let keyed = cache.zip(keys.as_deref());
-        let (indexes, origins): (Vec<_>, Vec<_>) = index_all(&layers, keyed)?.into_iter().unzip();
+        let (indexes, origins): (Vec<_>, Vec<_>) =
+            index_all(&layers, &verify, keyed)?.into_iter().unzip();
+        let stats = indexes.iter().map(LayerStats::of).collect();
         let (tree, warnings, removals) = if options.record_removals {
             Tree::build_recording(indexes)
         } else {
@@ -128,7 +233,7 @@ impl Stack {
             // Only a stack whose layers did not change while they were
             // indexed, and that merged without warnings (which a stored
             // tree could not repeat), is stored.
-            if layer_keys(&layers).as_ref() == Some(keys) {
+            if layer_keys(&layers, &verify).as_ref() == Some(keys) {
                 if let Err(e) = cache.store_tree(keys, &tree) {
                     log::warn!("index cache: {e}");
                 }
@@ -150,6 +255,7 @@ impl Stack {
             origins,
             tree,
             removals,
+            stats,
         })
     }
 
@@ -157,6 +263,13 @@ impl Stack {
     /// stack was opened with [`StackOptions::record_removals`]; else empty.
     pub fn removals(&self) -> &[Removal] {
         &self.removals
+    }
+
+    /// What each layer's index says about it, bottom first; empty if the
+    /// merged tree was loaded from the cache, which never happens with
+    /// [`StackOptions::record_removals`].
+    pub fn layer_stats(&self) -> &[LayerStats] {
+        &self.stats
     }
 
     /// Where each layer's index came from, bottom first.
@@ -192,13 +305,15 @@ impl Stack {
 /// without merging: what `layerfs ls --layer` lists. `number` is its
 /// 1-based position, for messages.
 pub fn layer_index(
-    path: &Path,
+    spec: &LayerSpec,
     number: usize,
     cache: Option<&IndexCache>,
 ) -> Result<LayerIndex, StackError> {
-    let layer = LayerSource::open(path)?;
-    let key = cache.and_then(|_| layer_key(&layer));
-    Ok(load_or_index(&layer, number.saturating_sub(1), cache.zip(key.as_ref()))?.0)
+    let layer = spec.open()?;
+    let verify = spec.verify.as_deref();
+    let key = cache.and_then(|_| layer_key(&layer, verify));
+    let n = number.saturating_sub(1);
+    Ok(load_or_index(&layer, n, verify, cache.zip(key.as_ref()))?.0)
 }
 
 /// What the head of one layer file holds: see [`peek_layer`].
@@ -235,15 +350,24 @@ pub fn peek_layer(path: &Path, number: usize, limit: u64) -> Result<LayerPeek, S
 
 /// Every layer's cache key, or `None` (with a warning) if one cannot be
 /// computed.
-fn layer_keys(layers: &[LayerSource]) -> Option<Vec<LayerKey>> {
-    map_in_parallel(layers, layer_key).into_iter().collect()
+fn layer_keys(layers: &[LayerSource], verify: &[Option<&str>]) -> Option<Vec<LayerKey>> {
+    let numbered: Vec<usize> = (0..layers.len()).collect();
+    map_in_parallel(&numbered, |&n| {
+        layer_key(layers.get(n)?, verify.get(n).copied().flatten())
+    })
+    .into_iter()
+    .collect()
 }
 
-/// The layer's cache key, or `None` (with a warning) if it cannot be
-/// computed.
-fn layer_key(layer: &LayerSource) -> Option<LayerKey> {
-    match LayerKey::of_file(layer.file()) {
-        Ok(key) => Some(key),
+/// The layer's cache key (of its range of the file, and marked with the
+/// digest it is checked against), or `None` (with a warning) if it cannot
+/// be computed.
+fn layer_key(layer: &LayerSource, verify: Option<&str>) -> Option<LayerKey> {
+    match LayerKey::of_range(layer.file(), layer.offset(), layer.file_len()) {
+        Ok(key) => Some(match verify {
+            Some(digest) => key.with_verified(digest),
+            None => key,
+        }),
         Err(e) => {
             log::warn!(
                 "{}: cannot identify the layer for the index cache: {e}",
@@ -323,6 +447,7 @@ type Indexed = Result<(LayerIndex, IndexOrigin), StackError>;
 /// given), up to one thread per core; the first error wins.
 fn index_all(
     layers: &[LayerSource],
+    verify: &[Option<&str>],
     keyed: Option<(&IndexCache, &[LayerKey])>,
 ) -> Result<Vec<(LayerIndex, IndexOrigin)>, StackError> {
     let workers = std::thread::available_parallelism()
@@ -337,7 +462,8 @@ fn index_all(
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let Some(layer) = layers.get(n) else { break };
                 let key = keyed.and_then(|(cache, keys)| Some((cache, keys.get(n)?)));
-                let result = load_or_index(layer, n, key);
+                let check = verify.get(n).copied().flatten();
+                let result = load_or_index(layer, n, check, key);
                 let failed = result.is_err();
                 if let Some(slot) = results.lock().unwrap_or_else(|p| p.into_inner()).get_mut(n) {
                     *slot = Some(result);
@@ -369,10 +495,13 @@ fn index_all(
 
 /// The layer's index from the cache if it has a valid one, else from a
 /// pass over the layer, which is then stored. A cache that cannot be read
-/// or written costs speed, never the mount.
+/// or written costs speed, never the mount. A layer with a digest to check
+/// is hashed before its pass; its key carries the digest, so a stored
+/// entry is found only for a layer that passed.
 fn load_or_index(
     layer: &LayerSource,
     n: usize,
+    verify: Option<&str>,
     keyed: Option<(&IndexCache, &LayerKey)>,
 ) -> Result<(LayerIndex, IndexOrigin), StackError> {
     if let Some((cache, key)) = keyed {
@@ -393,12 +522,15 @@ fn load_or_index(
             }
         }
     }
+    if let Some(digest) = verify {
+        check_digest(layer, n, digest)?;
+    }
     let (index, seek) = index_one(layer, n)?;
     if let Some((cache, key)) = keyed {
         // A layer rewritten while it was indexed must not be stored under
         // the key of what it was before.
-        match LayerKey::of_file(layer.file()) {
-            Ok(now) if now == *key => {
+        match layer_key(layer, verify) {
+            Some(now) if now == *key => {
                 if let Err(e) = cache.store(key, &index, &seek) {
                     log::warn!("index cache: {e}");
                 }
@@ -410,6 +542,40 @@ fn load_or_index(
         }
     }
     Ok((index, IndexOrigin::Indexed))
+}
+
+/// Hashes the layer's bytes and compares them with `expected`. A plain
+/// tar's indexing pass seeks over file data, so this is a read of the whole
+/// layer that the pass alone would not make; it is paid once, when the
+/// layer is first indexed.
+fn check_digest(layer: &LayerSource, n: usize, expected: &str) -> Result<(), StackError> {
+    if !expected.starts_with("sha256:") {
+        return Err(StackError::DigestAlgorithm {
+            path: layer.path().to_path_buf(),
+            number: n + 1,
+            digest: expected.to_string(),
+        });
+    }
+    let started = std::time::Instant::now();
+    let actual = crate::output::Sha256Digest(layer.sha256()?).to_string();
+    log::info!(
+        "{} (layer {}): {} bytes hashed in {:.2?}",
+        layer.path().display(),
+        n + 1,
+        layer.file_len(),
+        started.elapsed()
+    );
+    if actual != expected.to_ascii_lowercase() {
+        return Err(StackError::Digest {
+            path: layer.path().to_path_buf(),
+            number: n + 1,
+            offset: layer.offset(),
+            len: layer.file_len(),
+            expected: expected.to_string(),
+            actual,
+        });
+    }
+    Ok(())
 }
 
 fn index_one(layer: &LayerSource, n: usize) -> Result<(LayerIndex, SeekIndex), StackError> {

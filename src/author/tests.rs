@@ -64,7 +64,7 @@ impl Case {
             dir_view(&scan),
             "merged tree != directory"
         );
-        let index = stack::layer_index(&new, 1, None).expect("index");
+        let index = stack::layer_index(&stack::LayerSpec::file(&new), 1, None).expect("index");
         index
             .members
             .iter()
@@ -343,7 +343,8 @@ fn create_writes_every_entry_in_name_order_with_hardlinks() {
         fs::hard_link(d.join("a/z"), d.join("b")).expect("link");
         symlink("/nowhere", d.join("c")).expect("symlink");
     });
-    let index = stack::layer_index(&case.layers[0], 1, None).expect("index");
+    let index =
+        stack::layer_index(&stack::LayerSpec::file(&case.layers[0]), 1, None).expect("index");
     let members: Vec<(String, MemberKind, String)> = index
         .members
         .iter()

@@ -42,6 +42,14 @@ pub struct LayerKey {
     pub ends_hash: u64,
     /// Content digest (e.g. `sha256:…`), when the caller knows it.
     pub digest: Option<String>,
+    /// Where the layer starts in the file: 0 for a layer file, the data
+    /// offset of a layer stored inside an image archive (then `size` is the
+    /// member's length, and the ends hashed are the member's).
+    pub offset: u64,
+    /// The digest the layer's bytes were checked against before its index
+    /// was stored: an entry under this key exists only if the check passed,
+    /// so finding it means the layer need not be hashed again.
+    pub verified: Option<String>,
 }
 
 impl LayerKey {
@@ -55,8 +63,15 @@ impl LayerKey {
     /// Taking the open file rather than a path lets a caller key exactly
     /// the inode it indexes, even if the path is replaced meanwhile.
     pub fn of_file(file: &File) -> io::Result<LayerKey> {
+        let size = file.metadata()?.len();
+        LayerKey::of_range(file, 0, size)
+    }
+
+    /// The key of the `size` bytes of `file` from `offset`: a layer stored
+    /// inside an image archive. Two layers of one archive differ in their
+    /// range even though they share the file's inode and mtime.
+    pub fn of_range(file: &File, offset: u64, size: u64) -> io::Result<LayerKey> {
         let meta = file.metadata()?;
-        let size = meta.len();
         let mut hash = Fnv64::new();
         let mut buf = vec![0; END_BYTES as usize];
         // Head, then the tail that does not overlap it: a file of up to
@@ -65,7 +80,10 @@ impl LayerKey {
         let tail_start = size.saturating_sub(END_BYTES).max(head_len);
         for (start, len) in [(0, head_len), (tail_start, size - tail_start)] {
             let chunk = buf.get_mut(..len as usize).unwrap_or_default();
-            file.read_exact_at(chunk, start)?;
+            let at = offset
+                .checked_add(start)
+                .ok_or(io::ErrorKind::InvalidInput)?;
+            file.read_exact_at(chunk, at)?;
             hash.write(chunk);
         }
         Ok(LayerKey {
@@ -75,7 +93,16 @@ impl LayerKey {
             device: meta.dev(),
             ends_hash: hash.finish(),
             digest: None,
+            offset,
+            verified: None,
         })
+    }
+
+    /// The same key, for a layer whose bytes were checked against `digest`
+    /// before indexing (see [`LayerKey::verified`]).
+    pub fn with_verified(mut self, digest: impl Into<String>) -> LayerKey {
+        self.verified = Some(digest.into());
+        self
     }
 
     /// The same key, identified by `digest` (and the size) from now on.
@@ -104,6 +131,17 @@ impl LayerKey {
                 out.extend_from_slice(&self.inode.to_le_bytes());
                 out.extend_from_slice(&self.device.to_le_bytes());
                 out.extend_from_slice(&self.ends_hash.to_le_bytes());
+                // Tagged and only when set, after the fixed-size fields
+                // above: the keys of whole, unverified files stay what they
+                // were, so their stored entries still hit.
+                if self.offset != 0 {
+                    out.push(b'R');
+                    out.extend_from_slice(&self.offset.to_le_bytes());
+                }
+                if let Some(verified) = &self.verified {
+                    out.push(b'V');
+                    out.extend_from_slice(verified.as_bytes());
+                }
             }
         }
         out
@@ -230,6 +268,28 @@ mod tests {
             assert_eq!(LayerKey::of_path(&path).expect("key").size, len as u64);
         }
         assert!(LayerKey::of_path(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn ranges_of_one_file_and_verification_give_other_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("archive.tar");
+        write(&path, &[7u8; 4096]);
+        let file = File::open(&path).expect("open");
+        let whole = LayerKey::of_file(&file).expect("key");
+        let first = LayerKey::of_range(&file, 0, 1024).expect("key");
+        let second = LayerKey::of_range(&file, 1024, 1024).expect("key");
+        // Same bytes, same length, same inode: only the offset tells them apart.
+        assert_eq!(first.ends_hash, second.ends_hash);
+        assert_ne!(first.file_name(), second.file_name());
+        assert_ne!(whole.file_name(), first.file_name());
+        assert_eq!(LayerKey::of_range(&file, 0, 4096).expect("key"), whole);
+        let verified = whole.clone().with_verified("sha256:0123");
+        assert_ne!(verified.file_name(), whole.file_name());
+        assert!(
+            LayerKey::of_range(&file, 4000, 1024).is_err(),
+            "past the end"
+        );
     }
 
     #[test]

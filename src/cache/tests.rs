@@ -26,6 +26,8 @@ fn fake_key(n: u64) -> LayerKey {
         device: 42,
         ends_hash: n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         digest: None,
+        offset: 0,
+        verified: None,
     }
 }
 

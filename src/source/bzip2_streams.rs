@@ -45,9 +45,8 @@
 //! Indexes stored before block tables existed hold only the stream table;
 //! they still work, through stream decoders and the spill cache as before.
 
-use std::fs::File;
+use super::region::Region;
 use std::io::{self, BufRead, Cursor, Read};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -343,7 +342,7 @@ enum PassState {
 
 /// The indexing pass: decodes block by block (see the module docs).
 struct BlockPass {
-    file: Arc<File>,
+    file: Arc<Region>,
     file_len: u64,
     /// File bytes from offset `base`.
     buf: Vec<u8>,
@@ -568,7 +567,7 @@ impl IndexingDecoder for BlockPass {
 }
 
 /// The indexing pass: decodes every block from the start, recording them.
-pub(super) fn index_pass(file: Arc<File>, file_len: u64) -> Box<dyn IndexingDecoder> {
+pub(super) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder> {
     Box::new(BlockPass {
         file,
         file_len,
@@ -586,7 +585,7 @@ pub(super) fn index_pass(file: Arc<File>, file_len: u64) -> Box<dyn IndexingDeco
 }
 
 /// A decoder from compressed offset `comp` through every later stream.
-pub(super) fn decoder_at(file: &Arc<File>, file_len: u64, comp: u64) -> Box<dyn Read + Send> {
+pub(super) fn decoder_at(file: &Arc<Region>, file_len: u64, comp: u64) -> Box<dyn Read + Send> {
     stream_decoder(PositionedReader::buffered(
         file,
         file_len,
@@ -601,7 +600,7 @@ pub(super) fn stream_decoder(input: impl BufRead + Send + 'static) -> Box<dyn Re
 }
 
 /// A decoder of block `block` alone, from its one-block stream.
-fn block_decoder(file: &File, block: &Bzip2Block) -> io::Result<Box<dyn Read + Send>> {
+fn block_decoder(file: &Region, block: &Bzip2Block) -> io::Result<Box<dyn Read + Send>> {
     let first = block.bit / 8;
     let len = usize::try_from(block.end_bit.div_ceil(8) - first)
         .map_err(|_| bad("bzip2 block too long"))?;
@@ -617,7 +616,7 @@ fn block_decoder(file: &File, block: &Bzip2Block) -> io::Result<Box<dyn Read + S
 
 /// Random access for a bzip2 layer indexed as `index`.
 pub(super) fn access(
-    file: Arc<File>,
+    file: Arc<Region>,
     file_len: u64,
     index: Bzip2Index,
     counter: Arc<DecodeCounter>,
@@ -671,7 +670,7 @@ mod tests {
         bz_level(data, 1)
     }
 
-    fn pass(file: &Arc<File>, len: u64, expect: &[u8]) -> Bzip2Index {
+    fn pass(file: &Arc<Region>, len: u64, expect: &[u8]) -> Bzip2Index {
         let mut pass = index_pass(Arc::clone(file), len);
         let mut all = Vec::new();
         pass.read_to_end(&mut all).expect("pass");
@@ -683,7 +682,7 @@ mod tests {
     }
 
     fn open(
-        file: &Arc<File>,
+        file: &Arc<Region>,
         len: u64,
         index: &Bzip2Index,
     ) -> (Box<dyn Access>, Arc<DecodeCounter>) {

@@ -24,6 +24,7 @@
 //! longer than the codec's direct limit, goes through the spill cache
 //! instead: decoded once, forward, into a temporary file.
 
+use super::region::Region;
 use std::fmt;
 use std::io::{self, Read};
 use std::path::Path;
@@ -386,7 +387,7 @@ const PASS_INPUT: usize = 256 * 1024;
 /// The indexing pass of a codec with a [`StepDecoder`]: hands out the
 /// decompressed stream and records where each frame with data starts.
 pub(super) struct StepPass<D> {
-    file: Arc<std::fs::File>,
+    file: Arc<Region>,
     decoder: D,
     input: Vec<u8>,
     /// Unconsumed input is `input[lo..hi]`.
@@ -411,7 +412,7 @@ impl<D: StepDecoder> StepPass<D> {
     /// A pass over `file` from its start; `wrap` makes the codec's seek
     /// index from the table.
     pub(super) fn new(
-        file: Arc<std::fs::File>,
+        file: Arc<Region>,
         decoder: D,
         wrap: fn(FrameTable) -> SeekIndex,
     ) -> StepPass<D> {
@@ -433,7 +434,6 @@ impl<D: StepDecoder> StepPass<D> {
     }
 
     fn refill(&mut self) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
         loop {
             match self.file.read_at(&mut self.input, self.comp) {
                 Ok(0) => self.file_ended = true,

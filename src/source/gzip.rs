@@ -22,8 +22,8 @@
 //! that arrives while the piece before it is still inflating on another
 //! thread waits for that inflater.
 
+use super::region::Region;
 use std::fmt;
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -249,7 +249,7 @@ struct Input {
 }
 
 impl Input {
-    fn new(file: Arc<File>, file_len: u64, pos: u64, capacity: usize) -> Input {
+    fn new(file: Arc<Region>, file_len: u64, pos: u64, capacity: usize) -> Input {
         Input {
             reader: PositionedReader {
                 file,
@@ -399,7 +399,12 @@ struct Cursor {
 
 impl Cursor {
     /// A cursor at the start of the file.
-    fn at_start(file: Arc<File>, file_len: u64, capacity: usize, strict: bool) -> io::Result<Self> {
+    fn at_start(
+        file: Arc<Region>,
+        file_len: u64,
+        capacity: usize,
+        strict: bool,
+    ) -> io::Result<Self> {
         Ok(Cursor {
             input: Input::new(file, file_len, 0, capacity),
             inflater: Inflater::new_raw()?,
@@ -410,7 +415,11 @@ impl Cursor {
     }
 
     /// A cursor resuming at `checkpoint`.
-    fn at_checkpoint(file: Arc<File>, file_len: u64, checkpoint: &Checkpoint) -> io::Result<Self> {
+    fn at_checkpoint(
+        file: Arc<Region>,
+        file_len: u64,
+        checkpoint: &Checkpoint,
+    ) -> io::Result<Self> {
         let window = checkpoint.window()?;
         let mut inflater = Inflater::new_raw()?;
         let from = checkpoint
@@ -534,14 +543,14 @@ impl Cursor {
 }
 
 /// The indexing pass for a gzip layer; see [`index_pass_with_spacing`].
-pub(super) fn index_pass(file: Arc<File>, file_len: u64) -> Box<dyn IndexingDecoder> {
+pub(super) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder> {
     index_pass_with_spacing(file, file_len, SPACING)
 }
 
 /// The indexing pass with checkpoints about every `spacing` output bytes
 /// (tests use small spacings to get many checkpoints from little data).
 pub(super) fn index_pass_with_spacing(
-    file: Arc<File>,
+    file: Arc<Region>,
     file_len: u64,
     spacing: u64,
 ) -> Box<dyn IndexingDecoder> {
@@ -711,7 +720,7 @@ impl IndexingDecoder for FailedPass {
 
 /// Random access to a gzip layer through its checkpoints.
 pub(super) fn access(
-    file: Arc<File>,
+    file: Arc<Region>,
     file_len: u64,
     index: GzipIndex,
     counter: Arc<DecodeCounter>,
@@ -730,7 +739,7 @@ pub(super) fn access(
 }
 
 struct GzipAccess {
-    file: Arc<File>,
+    file: Arc<Region>,
     file_len: u64,
     index: GzipIndex,
     parking: Mutex<Parking>,
@@ -956,15 +965,16 @@ mod tests {
         e.finish().expect("gzip")
     }
 
-    fn temp(bytes: &[u8]) -> (tempfile::NamedTempFile, Arc<File>, u64) {
+    fn temp(bytes: &[u8]) -> (tempfile::NamedTempFile, Arc<Region>, u64) {
         let mut f = tempfile::NamedTempFile::new().expect("temp file");
         f.write_all(bytes).expect("write");
-        let file = Arc::new(File::open(f.path()).expect("open"));
+        let file =
+            Arc::new(Region::whole(std::fs::File::open(f.path()).expect("open")).expect("length"));
         (f, file, bytes.len() as u64)
     }
 
     /// Runs the indexing pass to the end, checking what it streams.
-    fn index(file: &Arc<File>, len: u64, spacing: u64, data: &[u8]) -> io::Result<GzipIndex> {
+    fn index(file: &Arc<Region>, len: u64, spacing: u64, data: &[u8]) -> io::Result<GzipIndex> {
         let mut pass = index_pass_with_spacing(Arc::clone(file), len, spacing);
         let mut all = Vec::new();
         // Odd-sized reads, as the tar parser's are not aligned to anything.
@@ -983,7 +993,11 @@ mod tests {
         }
     }
 
-    fn open(file: &Arc<File>, len: u64, index: GzipIndex) -> (Box<dyn Access>, Arc<DecodeCounter>) {
+    fn open(
+        file: &Arc<Region>,
+        len: u64,
+        index: GzipIndex,
+    ) -> (Box<dyn Access>, Arc<DecodeCounter>) {
         let counter = Arc::new(DecodeCounter::default());
         let access = access(Arc::clone(file), len, index, Arc::clone(&counter)).expect("access");
         (access, counter)

@@ -14,9 +14,8 @@
 //! catches truncation (the decoder would take a frame cut after a block
 //! for its end). Legacy frames and dictionaries are refused.
 
-use std::fs::File;
+use super::region::Region;
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -73,7 +72,7 @@ fn truncated(at: u64) -> io::Error {
 }
 
 /// Reads a little-endian u32 at `pos`, or `None` past the end of the file.
-fn read_u32(file: &File, file_len: u64, pos: u64) -> io::Result<Option<u32>> {
+fn read_u32(file: &Region, file_len: u64, pos: u64) -> io::Result<Option<u32>> {
     if pos.checked_add(4).is_none_or(|end| end > file_len) {
         return Ok(None);
     }
@@ -83,7 +82,7 @@ fn read_u32(file: &File, file_len: u64, pos: u64) -> io::Result<Option<u32>> {
 }
 
 /// Finds the extent of the frame at `pos` from its header and block sizes.
-fn walk(file: &File, file_len: u64, pos: u64) -> io::Result<Next> {
+fn walk(file: &Region, file_len: u64, pos: u64) -> io::Result<Next> {
     if pos >= file_len {
         return Ok(Next::End);
     }
@@ -142,7 +141,7 @@ type Frame = FrameDecoder<BufReader<io::Take<PositionedReader>>>;
 /// The decompressed stream from one frame on, frame after frame; records
 /// the frames when it is the indexing pass.
 struct Lz4Frames {
-    file: Arc<File>,
+    file: Arc<Region>,
     file_len: u64,
     /// Where the frame after `current` starts.
     next: u64,
@@ -156,7 +155,7 @@ struct Lz4Frames {
 }
 
 impl Lz4Frames {
-    fn new(file: Arc<File>, file_len: u64, comp: u64, table: Option<FrameTable>) -> Lz4Frames {
+    fn new(file: Arc<Region>, file_len: u64, comp: u64, table: Option<FrameTable>) -> Lz4Frames {
         Lz4Frames {
             file,
             file_len,
@@ -237,7 +236,7 @@ impl IndexingDecoder for Lz4Frames {
 }
 
 /// The indexing pass: decodes every frame from the start, recording them.
-pub(super) fn index_pass(file: Arc<File>, file_len: u64) -> Box<dyn IndexingDecoder> {
+pub(super) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder> {
     Box::new(Lz4Frames::new(
         file,
         file_len,
@@ -247,7 +246,7 @@ pub(super) fn index_pass(file: Arc<File>, file_len: u64) -> Box<dyn IndexingDeco
 }
 
 /// A decoder from compressed offset `comp` through every later frame.
-pub(super) fn decoder_at(file: &Arc<File>, file_len: u64, comp: u64) -> Box<dyn Read + Send> {
+pub(super) fn decoder_at(file: &Arc<Region>, file_len: u64, comp: u64) -> Box<dyn Read + Send> {
     Box::new(Lz4Frames::new(Arc::clone(file), file_len, comp, None))
 }
 
@@ -325,7 +324,7 @@ impl<R: BufRead> Read for Lz4Stream<R> {
 
 /// Random access for an lz4 layer indexed as `index`.
 pub(super) fn access(
-    file: Arc<File>,
+    file: Arc<Region>,
     file_len: u64,
     index: Lz4Index,
     counter: Arc<DecodeCounter>,

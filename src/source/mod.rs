@@ -15,6 +15,7 @@ mod head;
 mod lz4_frames;
 mod positioned;
 mod reader;
+mod region;
 mod seek;
 mod spill;
 #[cfg(test)]

@@ -1,15 +1,14 @@
 //! A reader over a shared layer file with a position of its own.
 
-use std::fs::File;
+use super::region::Region;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 /// A reader with its own position over a shared file, so that several
 /// decoders can read one file descriptor at once (a dup'ed fd would share
 /// the offset).
 pub(super) struct PositionedReader {
-    pub(super) file: Arc<File>,
+    pub(super) file: Arc<Region>,
     pub(super) pos: u64,
     pub(super) len: u64,
 }
@@ -18,7 +17,7 @@ impl PositionedReader {
     /// A buffered reader of `file` (`len` bytes long) from offset `pos`:
     /// the input a streaming decoder takes.
     pub(super) fn buffered(
-        file: &Arc<File>,
+        file: &Arc<Region>,
         len: u64,
         pos: u64,
         capacity: usize,

@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -10,6 +9,7 @@ use super::access::{Access, DecodeCounter, IndexingDecoder};
 use super::codec::{sniff, Codec, Sniffed};
 use super::gzip;
 use super::positioned::PositionedReader;
+use super::region::Region;
 use super::seek::SeekIndex;
 use super::spill::is_spill_error;
 use super::watch::{Drift, Watch};
@@ -32,7 +32,10 @@ pub(super) const SNIFF_BYTES: usize = 8;
 pub struct LayerSource {
     path: PathBuf,
     codec: Codec,
-    file: Arc<File>,
+    file: Arc<Region>,
+    /// Where the layer starts in the file: 0 unless it is a member of an
+    /// image archive, read in place.
+    offset: u64,
     file_len: u64,
     access: OnceLock<Box<dyn Access>>,
     counter: Arc<DecodeCounter>,
@@ -46,8 +49,36 @@ impl LayerSource {
     /// Opens a layer file and recognises its codec from its first bytes.
     pub fn open(path: &Path) -> Result<LayerSource, SourceError> {
         let (file, meta) = open_file(path)?;
+        let file_len = meta.len();
+        LayerSource::of_region(path, Region::new(file, 0, file_len), 0, file_len, &meta)
+    }
+
+    /// Opens `len` bytes of `path` from byte `offset` as a layer: a layer
+    /// stored inside an image archive, read in place, never copied. A range
+    /// that does not lie within the file is refused.
+    pub fn open_range(path: &Path, offset: u64, len: u64) -> Result<LayerSource, SourceError> {
+        let (file, meta) = open_file(path)?;
+        let file_len = meta.len();
+        if offset.checked_add(len).is_none_or(|end| end > file_len) {
+            return Err(SourceError::NotALayer {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "the layer's {len} bytes at offset {offset} run past the end of the {file_len}-byte file"
+                ),
+            });
+        }
+        LayerSource::of_region(path, Region::new(file, offset, len), offset, len, &meta)
+    }
+
+    fn of_region(
+        path: &Path,
+        region: Region,
+        offset: u64,
+        len: u64,
+        meta: &std::fs::Metadata,
+    ) -> Result<LayerSource, SourceError> {
         let mut head = [0u8; SNIFF_BYTES];
-        let got = read_full_at(&file, &mut head, 0).map_err(|source| SourceError::Io {
+        let got = read_full_at(&region, &mut head).map_err(|source| SourceError::Io {
             path: path.to_path_buf(),
             source,
         })?;
@@ -55,11 +86,12 @@ impl LayerSource {
         Ok(LayerSource {
             path: path.to_path_buf(),
             codec,
-            file: Arc::new(file),
-            file_len: meta.len(),
+            file: Arc::new(region),
+            offset,
+            file_len: len,
             access: OnceLock::new(),
             counter: Arc::new(DecodeCounter::default()),
-            watch: Watch::new(&meta),
+            watch: Watch::new(meta),
             spill_dir: absolute(std::env::temp_dir()),
         })
     }
@@ -81,7 +113,26 @@ impl LayerSource {
     /// key and the bytes read are of the same file even if the path is
     /// replaced meanwhile.
     pub fn file(&self) -> &File {
-        &self.file
+        self.file.file()
+    }
+
+    /// Where the layer's bytes start in [`LayerSource::file`]: 0 for a
+    /// layer file, the member's data offset for a layer inside an archive.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The sha256 of the layer's own bytes (compressed, as stored): what
+    /// an image descriptor's digest names. Reads the whole layer once.
+    pub fn sha256(&self) -> Result<[u8; 32], SourceError> {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        let mut reader = PositionedReader::buffered(&self.file, self.file_len, 0, INPUT_BUFFER);
+        io::copy(&mut reader, &mut hasher).map_err(|source| SourceError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(hasher.finalize().into())
     }
 
     /// The codec recognised from the file's magic bytes.
@@ -89,7 +140,8 @@ impl LayerSource {
         self.codec
     }
 
-    /// The size of the layer file itself (compressed size for compressed layers).
+    /// The size of the layer itself (compressed size for compressed
+    /// layers; the range's length for a layer inside an archive).
     pub fn file_len(&self) -> u64 {
         self.file_len
     }
@@ -182,7 +234,7 @@ impl LayerSource {
         let read = (!self.watch.refuses(end)).then(|| access.read_exact_at(offset, buf));
         let drift = self
             .watch
-            .check(&self.file)
+            .check(self.file.file())
             .map_err(|source| SourceError::Io {
                 path: self.path.clone(),
                 source,
@@ -258,7 +310,7 @@ impl LayerSource {
 
 /// Plain tars: the file is the stream.
 #[derive(Debug)]
-struct PlainAccess(Arc<File>);
+struct PlainAccess(Arc<Region>);
 
 impl Access for PlainAccess {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -381,11 +433,11 @@ fn absolute(dir: PathBuf) -> PathBuf {
     std::path::absolute(&dir).unwrap_or(dir)
 }
 
-/// Reads as many bytes as the file has at `offset`, up to `buf.len()`.
-fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+/// Reads as many bytes as the region has at its start, up to `buf.len()`.
+fn read_full_at(region: &Region, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
-        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+        match region.read_at(&mut buf[filled..], filled as u64) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -421,6 +473,7 @@ impl Stream for PlainStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest;
     use std::io::Write;
     use std::os::unix::fs::FileExt;
 
@@ -453,6 +506,17 @@ mod tests {
         ));
     }
 
+    /// The indexing pass streams exactly `data`; reads after it are right.
+    fn index_and_check(src: &LayerSource, data: &[u8]) {
+        let mut all = Vec::new();
+        let mut pass = src.index_pass();
+        pass.read_to_end(&mut all).expect("stream");
+        assert!(all == data, "{} stream differs", src.codec());
+        src.attach(pass.finish().expect("seek index"))
+            .expect("attach");
+        check_random_reads(src, data);
+    }
+
     #[test]
     fn plain_gzip_and_zstd_read_the_same_bytes() {
         let data = sample(200_000);
@@ -468,13 +532,7 @@ mod tests {
         ] {
             let src = LayerSource::open(file.path()).expect("open");
             assert_eq!(src.codec(), codec);
-            let mut all = Vec::new();
-            let mut pass = src.index_pass();
-            pass.read_to_end(&mut all).expect("stream");
-            assert_eq!(all, data);
-            src.attach(pass.finish().expect("seek index"))
-                .expect("attach");
-            check_random_reads(&src, &data);
+            index_and_check(&src, &data);
         }
     }
 
@@ -519,13 +577,7 @@ mod tests {
         for (file, codec) in [(&bz, Codec::Bzip2), (&xz, Codec::Xz), (&lz, Codec::Lz4)] {
             let src = LayerSource::open(file.path()).expect("open");
             assert_eq!(src.codec(), codec);
-            let mut all = Vec::new();
-            let mut pass = src.index_pass();
-            pass.read_to_end(&mut all).expect("stream");
-            assert_eq!(all, data, "{codec}");
-            src.attach(pass.finish().expect("seek index"))
-                .expect("attach");
-            check_random_reads(&src, &data);
+            index_and_check(&src, &data);
         }
     }
 
@@ -650,6 +702,37 @@ mod tests {
             let mut all = vec![0u8; data.len()];
             let err = src.read_exact_at(0, &mut all).expect_err("damaged");
             assert!(matches!(err, SourceError::Corrupt { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn a_range_of_a_file_reads_as_a_layer_of_its_own() {
+        let data = sample(150_000);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        let zst = zstd::encode_all(&data[..], 3).expect("zstd");
+        for (layer, codec) in [
+            (&data, Codec::Plain),
+            (&gz, Codec::Gzip),
+            (&zst, Codec::Zstd),
+        ] {
+            // Junk on both sides that would break any codec reading it.
+            let mut file = vec![0xa5; 1000];
+            file.extend_from_slice(layer);
+            file.extend_from_slice(&[0x5a; 777]);
+            let file = write_temp(&file);
+            let len = layer.len() as u64;
+            let src = LayerSource::open_range(file.path(), 1000, len).expect("open");
+            assert_eq!(
+                (src.codec(), src.offset(), src.file_len()),
+                (codec, 1000, len)
+            );
+            index_and_check(&src, &data);
+            let expected: [u8; 32] = sha2::Sha256::digest(layer).into();
+            assert_eq!(src.sha256().expect("hash"), expected);
+            let err = LayerSource::open_range(file.path(), 1000, len + 778).expect_err("too long");
+            assert!(err.to_string().contains("offset 1000"), "{err}");
         }
     }
 

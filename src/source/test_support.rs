@@ -1,16 +1,16 @@
 //! Helpers for the codec tests of this module.
 
-use std::fs::File;
+use super::region::Region;
 use std::io::{self, Seek, Write};
 
 use super::access::{Access, DecodeCounter};
 
 /// An unlinked temporary file holding `bytes`.
-pub(super) fn temp_file(bytes: &[u8]) -> File {
+pub(super) fn temp_file(bytes: &[u8]) -> Region {
     let mut file = tempfile::tempfile().expect("temp file");
     file.write_all(bytes).expect("write");
     file.rewind().expect("rewind");
-    file
+    Region::whole(file).expect("temp file length")
 }
 
 /// `len` bytes that compress about 2:1 and never repeat, so that a byte

@@ -16,9 +16,8 @@
 //! cache, decoded per block; a file whose index cannot be read (or does not
 //! cover what the pass read) is spilled as one stream.
 
-use std::fs::File;
+use super::region::Region;
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -143,7 +142,7 @@ fn stream_decoder() -> io::Result<Stream> {
 }
 
 /// A decoder of the whole file from its start.
-pub(super) fn whole_decoder(file: &Arc<File>, file_len: u64) -> io::Result<Box<dyn Read + Send>> {
+pub(super) fn whole_decoder(file: &Arc<Region>, file_len: u64) -> io::Result<Box<dyn Read + Send>> {
     stream_reader(PositionedReader::buffered(file, file_len, 0, INPUT_BUFFER))
 }
 
@@ -157,7 +156,7 @@ pub(super) fn stream_reader(
 /// The indexing pass: the whole-file decoder, counting what it hands out;
 /// the stream indexes are read when it finishes.
 struct XzPass {
-    file: Arc<File>,
+    file: Arc<Region>,
     file_len: u64,
     decoder: Box<dyn Read + Send>,
     read: u64,
@@ -194,7 +193,7 @@ impl IndexingDecoder for XzPass {
 }
 
 /// The indexing pass over an xz layer.
-pub(super) fn index_pass(file: Arc<File>, file_len: u64) -> Box<dyn IndexingDecoder> {
+pub(super) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder> {
     match whole_decoder(&file, file_len) {
         Ok(decoder) => Box::new(XzPass {
             file,
@@ -216,7 +215,7 @@ fn le32(b: &[u8]) -> u32 {
 }
 
 /// Reads `len` bytes at `pos`.
-fn read_at(file: &File, pos: u64, len: u64) -> Result<Vec<u8>, Refusal> {
+fn read_at(file: &Region, pos: u64, len: u64) -> Result<Vec<u8>, Refusal> {
     let len = usize::try_from(len).map_err(|_| "index too large".to_string())?;
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, pos)
@@ -225,7 +224,7 @@ fn read_at(file: &File, pos: u64, len: u64) -> Result<Vec<u8>, Refusal> {
 }
 
 /// Steps back over stream padding (zero words) ending at `pos`.
-fn skip_padding(file: &File, mut pos: u64) -> Result<u64, Refusal> {
+fn skip_padding(file: &Region, mut pos: u64) -> Result<u64, Refusal> {
     while pos > 0 {
         let n = pos.min(4096);
         let buf = read_at(file, pos - n, n)?;
@@ -254,7 +253,7 @@ fn varint(buf: &[u8], at: &mut usize) -> Result<u64, Refusal> {
 
 /// Reads the index of the stream whose footer ends at `pos`: the stream's
 /// start and its (unpadded size, uncompressed size) records.
-fn read_stream(file: &File, pos: u64) -> Result<(u64, Vec<(u64, u64)>), Refusal> {
+fn read_stream(file: &Region, pos: u64) -> Result<(u64, Vec<(u64, u64)>), Refusal> {
     if pos < 2 * HEADER_LEN {
         return Err("file too short for a stream".into());
     }
@@ -315,7 +314,7 @@ fn read_stream(file: &File, pos: u64) -> Result<(u64, Vec<(u64, u64)>), Refusal>
 
 /// Reads the index of every stream in the file, last stream first, into
 /// one block table for the whole decompressed stream.
-fn read_indexes(file: &File, file_len: u64) -> Result<XzIndex, Refusal> {
+fn read_indexes(file: &Region, file_len: u64) -> Result<XzIndex, Refusal> {
     if file_len % 4 != 0 {
         return Err("file length not a multiple of four".into());
     }
@@ -362,7 +361,7 @@ fn read_indexes(file: &File, file_len: u64) -> Result<XzIndex, Refusal> {
 
 /// A decoder of exactly one block: its stream's header, then its bytes.
 fn block_decoder(
-    file: &Arc<File>,
+    file: &Arc<Region>,
     file_len: u64,
     block: &XzBlock,
 ) -> io::Result<Box<dyn Read + Send>> {
@@ -381,7 +380,7 @@ fn block_decoder(
 
 /// Random access for an xz layer indexed as `index`.
 pub(super) fn access(
-    file: Arc<File>,
+    file: Arc<Region>,
     file_len: u64,
     index: XzIndex,
     counter: Arc<DecodeCounter>,

@@ -9,7 +9,7 @@
 //! A single-frame layer, or frames too long to decode per read, are served
 //! through the spill cache (see [`super::frames`]).
 
-use std::fs::File;
+use super::region::Region;
 use std::io::{self, BufRead, Read};
 use std::path::Path;
 use std::sync::Arc;
@@ -76,7 +76,7 @@ fn new_decoder() -> io::Result<Decoder<'static>> {
 
 /// The indexing pass: decodes the whole layer from its start, recording
 /// frames.
-pub(super) fn index_pass(file: Arc<File>, _file_len: u64) -> Box<dyn IndexingDecoder> {
+pub(super) fn index_pass(file: Arc<Region>, _file_len: u64) -> Box<dyn IndexingDecoder> {
     match new_decoder() {
         Ok(decoder) => Box::new(StepPass::new(file, ZstdStep(decoder), |table| {
             SeekIndex::Zstd(ZstdIndex(table))
@@ -88,7 +88,7 @@ pub(super) fn index_pass(file: Arc<File>, _file_len: u64) -> Box<dyn IndexingDec
 /// A decoder over the file from compressed offset `comp`, running on
 /// through later frames (and over skippable ones).
 pub(super) fn decoder_at(
-    file: &Arc<File>,
+    file: &Arc<Region>,
     file_len: u64,
     comp: u64,
 ) -> io::Result<Box<dyn Read + Send>> {
@@ -112,7 +112,7 @@ pub(super) fn stream_decoder(
 
 /// Random access for a zstd layer indexed as `index`.
 pub(super) fn access(
-    file: Arc<File>,
+    file: Arc<Region>,
     file_len: u64,
     index: ZstdIndex,
     counter: Arc<DecodeCounter>,

@@ -1,0 +1,102 @@
+//! A byte range of an open file, read as if it were the whole file.
+//!
+//! Image archives (`docker save`, OCI layouts packed as a tar) hold their
+//! layers as members of one big tar; reading a layer in place means every
+//! codec reads that member's range, never the bytes around it. Every
+//! codec reads through this type, so the base offset is added and the
+//! length bounded in exactly one place.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+/// `len` bytes of `file` starting at `base`; offsets given to its reads
+/// are relative to `base`, and nothing past `base + len` is ever read.
+#[derive(Debug)]
+pub(crate) struct Region {
+    file: File,
+    base: u64,
+    len: u64,
+}
+
+impl Region {
+    /// The range `base..base + len` of `file`. The caller has checked that
+    /// it lies within the file; a shorter file just ends reads early.
+    pub(crate) fn new(file: File, base: u64, len: u64) -> Region {
+        Region { file, base, len }
+    }
+
+    /// All of `file`, as long as it is now.
+    #[cfg(test)]
+    pub(crate) fn whole(file: File) -> io::Result<Region> {
+        let len = file.metadata()?.len();
+        Ok(Region::new(file, 0, len))
+    }
+
+    /// The open file the range is part of.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset` within the range; 0 at or
+    /// past its end.
+    pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let left = self.len.saturating_sub(offset);
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let at = self
+            .base
+            .checked_add(offset)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset overflows"))?;
+        self.file.read_at(&mut buf[..want], at)
+    }
+
+    /// Fills `buf` from `offset` within the range; `UnexpectedEof` if the
+    /// range ends first.
+    pub(crate) fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, offset) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "read past the end of the layer",
+                    ))
+                }
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn reads_are_shifted_by_the_base_and_stop_at_the_end() {
+        let mut file = tempfile::tempfile().expect("temp file");
+        file.write_all(b"0123456789abcdef").expect("write");
+        let region = Region::new(file, 4, 6);
+        let mut buf = [0u8; 10];
+        assert_eq!(region.read_at(&mut buf, 0).expect("read"), 6);
+        assert_eq!(&buf[..6], b"456789");
+        assert_eq!(region.read_at(&mut buf, 4).expect("read"), 2);
+        assert_eq!(&buf[..2], b"89");
+        assert_eq!(region.read_at(&mut buf, 6).expect("read"), 0);
+        assert_eq!(region.read_at(&mut buf, u64::MAX).expect("read"), 0);
+        let mut three = [0u8; 3];
+        region.read_exact_at(&mut three, 1).expect("read");
+        assert_eq!(&three, b"567");
+        let err = region.read_exact_at(&mut three, 4).expect_err("past end");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}

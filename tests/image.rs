@@ -1,0 +1,507 @@
+//! Images as inputs: OCI layouts, OCI archives and `docker save` archives
+//! are mounted from their blobs in place, multi-platform indexes resolve
+//! by `--platform`, and blobs are checked against their digests.
+//!
+//! The reference images come from umoci (`scripts/umoci-crosscheck.sh`)
+//! and skopeo; both are required, never skipped: CI installs them.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use common::mount::{bin, is_mounted, layerfs, mount_args};
+use common::tree::{snapshot, Fields, Mtime};
+use common::{assert_tree, Expected, Layer, Mount};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/umoci-crosscheck.sh");
+const TAG: &str = "crosscheck";
+
+/// Builds the umoci cross-check image (four layers with whiteouts, an
+/// opaque directory, kind changes) and umoci's unpack of it.
+fn umoci_image(work: &Path) {
+    let out = Command::new("bash")
+        .arg(SCRIPT)
+        .arg("--layers-only")
+        .arg(work)
+        .env("LAYERFS", bin())
+        .output()
+        .expect("run umoci-crosscheck.sh");
+    assert!(
+        out.status.success(),
+        "umoci-crosscheck.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `skopeo copy SRC DST`, failing the test if skopeo is missing.
+fn skopeo_copy(src: &str, dst: &str) {
+    let out = Command::new("skopeo")
+        .args(["copy", "--quiet", src, dst])
+        .output()
+        .expect("skopeo must be installed (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "skopeo copy {src} {dst}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn layout_docker_archive_and_oci_archive_mount_as_umoci_unpacks_them() {
+    let work = tempfile::tempdir().expect("work dir");
+    umoci_image(work.path());
+    let layout = work.path().join("image");
+    let docker = work.path().join("docker.tar");
+    let oci = work.path().join("oci.tar");
+    let source = format!("oci:{}:{TAG}", layout.display());
+    skopeo_copy(
+        &source,
+        &format!("docker-archive:{}:test/img:v1", docker.display()),
+    );
+    skopeo_copy(&source, &format!("oci-archive:{}:{TAG}", oci.display()));
+    let reference = snapshot(&work.path().join("expected/rootfs"));
+    let expected = Expected::from_snapshot(
+        &reference,
+        Fields {
+            xattrs: false,
+            mtime: Mtime::Seconds,
+        },
+    );
+    // An OCI layout packed by hand: members named `./blobs/...`, after `./`.
+    let packed = work.path().join("packed.tar");
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&packed)
+        .arg(".")
+        .status()
+        .expect("run tar");
+    assert!(tar.success());
+    let tagged = PathBuf::from(format!("{}:{TAG}", layout.display()));
+    for image in [layout.clone(), tagged, docker.clone(), oci.clone(), packed] {
+        let mount = Mount::with_args(&["--no-cache"], std::slice::from_ref(&image));
+        assert_tree(mount.path(), &expected);
+    }
+}
+
+#[test]
+fn inspect_reports_sizes_digests_entries_and_what_each_layer_hides() {
+    let work = tempfile::tempdir().expect("work dir");
+    umoci_image(work.path());
+    let layout = work.path().join("image");
+    let run = layerfs(
+        ["inspect", "--no-cache", "--json"]
+            .map(Into::into)
+            .into_iter()
+            .chain([layout.clone().into_os_string()]),
+    );
+    run.expect_success("inspect");
+    let layers: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let blobs: Vec<PathBuf> = fs::read_to_string(work.path().join("layers"))
+        .expect("layer list")
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(layers.len(), blobs.len());
+    for (n, (layer, blob)) in layers.iter().zip(&blobs).enumerate() {
+        let bytes = fs::read(blob).expect("blob");
+        assert_eq!(layer["layer"], n + 1);
+        assert_eq!(
+            layer["media_type"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        assert_eq!(layer["compressed_bytes"], bytes.len());
+        assert_eq!(layer["digest"], sha256(&bytes));
+        // The uncompressed tar, up to and with its end-of-archive marker.
+        let tar = gunzip(&bytes);
+        let uncompressed = layer["uncompressed_bytes"].as_u64().expect("size") as usize;
+        assert!(uncompressed <= tar.len() && tar.len() - uncompressed < 10240);
+        assert!(tar[uncompressed - 1024..uncompressed]
+            .iter()
+            .all(|&b| b == 0));
+        let members = tar::Archive::new(&tar[..]).entries().expect("tar").count();
+        assert_eq!(layer["entries"], members);
+    }
+    // The bottom layer hides nothing; every later one of this image
+    // deletes something (the script's layers 2-4 all remove paths).
+    assert_eq!(layers[0]["hides"], 0);
+    assert!(layers[1..].iter().all(|l| l["hides"].as_u64() > Some(0)));
+    let text = layerfs([
+        std::ffi::OsStr::new("inspect"),
+        "--no-cache".as_ref(),
+        layout.as_os_str(),
+    ]);
+    text.expect_success("inspect as text");
+    assert_eq!(
+        text.stdout.lines().count(),
+        blobs.len() + 1,
+        "{}",
+        text.stdout
+    );
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    let hex: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(bytes), &mut out)
+        .expect("gunzip");
+    out
+}
+
+/// A hand-made OCI layout: blobs written under their digests.
+struct Layout {
+    dir: PathBuf,
+}
+
+impl Layout {
+    fn new(dir: &Path) -> Layout {
+        fs::create_dir_all(dir.join("blobs/sha256")).expect("layout dirs");
+        fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .expect("oci-layout");
+        Layout {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Stores a blob; returns its descriptor's digest and size.
+    fn blob(&self, bytes: &[u8]) -> (String, usize) {
+        let digest = sha256(bytes);
+        let hex = digest.trim_start_matches("sha256:");
+        fs::write(self.dir.join("blobs/sha256").join(hex), bytes).expect("blob");
+        (digest, bytes.len())
+    }
+
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        self.dir
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// A manifest of `layers` (media type, digest, size); returns its digest and size.
+    fn manifest(&self, layers: &[(String, String, usize)]) -> (String, usize) {
+        let (config, config_size) = self.blob(
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+        );
+        let layers: Vec<serde_json::Value> = layers
+            .iter()
+            .map(|(media_type, digest, size)| {
+                serde_json::json!({"mediaType": media_type, "digest": digest, "size": size})
+            })
+            .collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+            "layers": layers,
+        });
+        self.blob(manifest.to_string().as_bytes())
+    }
+
+    fn index(&self, manifests: serde_json::Value) {
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": manifests});
+        fs::write(self.dir.join("index.json"), index.to_string()).expect("index.json");
+    }
+}
+
+const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// A one-layer image (a plain tar holding `arch` with `content` and
+/// `data`) tagged `tag`; returns the layer's digest.
+fn one_layer_image(layout: &Layout, content: &str) -> (String, String, usize) {
+    let layer = Layer::default()
+        .file("arch", content)
+        .file("data", vec![b'x'; 5000]);
+    let (digest, size) = layout.blob(&layer.to_tar());
+    (TAR.to_string(), digest, size)
+}
+
+fn manifest_descriptor(digest: &str, size: usize, extra: serde_json::Value) -> serde_json::Value {
+    let mut d = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": digest,
+        "size": size,
+    });
+    if let (Some(d), Some(extra)) = (d.as_object_mut(), extra.as_object()) {
+        d.extend(extra.clone());
+    }
+    d
+}
+
+#[test]
+fn a_multi_platform_index_resolves_by_platform() {
+    let work = tempfile::tempdir().expect("work dir");
+    let layout = Layout::new(&work.path().join("multi"));
+    let amd = layout.manifest(&[one_layer_image(&layout, "amd64")]);
+    let arm = layout.manifest(&[one_layer_image(&layout, "arm64")]);
+    // A nested index, as registries serve multi-platform images.
+    let nested = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            manifest_descriptor(&amd.0, amd.1, serde_json::json!({"platform": {"os": "linux", "architecture": "amd64"}})),
+            manifest_descriptor(&arm.0, arm.1, serde_json::json!({"platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}})),
+        ],
+    });
+    let (index, index_size) = layout.blob(nested.to_string().as_bytes());
+    layout.index(serde_json::json!([{
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": index,
+        "size": index_size,
+        "annotations": {"org.opencontainers.image.ref.name": "multi"},
+    }]));
+    let image = PathBuf::from(format!("{}:multi", layout.dir.display()));
+    for (platform, expect) in [
+        ("linux/amd64", "amd64"),
+        ("linux/arm64", "arm64"),
+        ("linux/arm64/v8", "arm64"),
+    ] {
+        let mount = Mount::with_args(
+            &["--no-cache", "--platform", platform],
+            std::slice::from_ref(&image),
+        );
+        assert_eq!(
+            fs::read_to_string(mount.join("arch")).expect("arch"),
+            expect,
+            "{platform}"
+        );
+    }
+    let run = layerfs([
+        std::ffi::OsStr::new("ls"),
+        "--no-cache".as_ref(),
+        "--platform".as_ref(),
+        "linux/s390x".as_ref(),
+        image.as_os_str(),
+    ]);
+    assert!(!run.status.success());
+    assert!(
+        run.stderr.contains("no manifest for platform linux/s390x")
+            && run.stderr.contains("linux/amd64, linux/arm64/v8"),
+        "{}",
+        run.stderr
+    );
+    let run = layerfs([
+        std::ffi::OsStr::new("ls"),
+        "--no-cache".as_ref(),
+        std::ffi::OsStr::new(&format!("{}:nosuchtag", layout.dir.display())),
+    ]);
+    assert!(
+        run.stderr.contains("no manifest tagged nosuchtag"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// A one-layer tagged layout whose layer's file data can be tampered with
+/// without breaking the tar; returns it and the layer's digest.
+fn tamperable(dir: &Path) -> (Layout, String) {
+    let layout = Layout::new(dir);
+    let layer = one_layer_image(&layout, "original");
+    let digest = layer.1.clone();
+    let (manifest, size) = layout.manifest(&[layer]);
+    layout.index(serde_json::json!([manifest_descriptor(
+        &manifest,
+        size,
+        serde_json::json!({"annotations": {"org.opencontainers.image.ref.name": "v1"}})
+    )]));
+    (layout, digest)
+}
+
+/// Flips the first byte of `arch`'s contents in the layer blob (the same
+/// length, still a valid tar) and returns the new digest.
+fn tamper(path: &Path) -> String {
+    let mut bytes = fs::read(path).expect("blob");
+    let at = bytes
+        .windows(8)
+        .position(|w| w == b"original")
+        .expect("file data");
+    bytes[at] = b'O';
+    fs::write(path, &bytes).expect("tamper");
+    sha256(&bytes)
+}
+
+#[test]
+fn a_tampered_blob_is_refused_unless_verification_is_off() {
+    let work = tempfile::tempdir().expect("work dir");
+    let (layout, digest) = tamperable(&work.path().join("img"));
+    let actual = tamper(&layout.blob_path(&digest));
+    let cache = work.path().join("cache");
+    let guard = Mount::fresh();
+    let mut args = mount_args(&[], std::slice::from_ref(&layout.dir), guard.path());
+    args.splice(1..1, ["--cache-dir".into(), cache.clone().into_os_string()]);
+    let run = layerfs(&args);
+    assert!(!run.status.success(), "a tampered blob was mounted");
+    assert!(!is_mounted(guard.path()));
+    assert!(
+        run.stderr.contains("digest mismatch")
+            && run.stderr.contains(&digest)
+            && run.stderr.contains(&actual)
+            && run.stderr.contains(&layout.dir.display().to_string()),
+        "{}",
+        run.stderr
+    );
+    let mount = Mount::with_args(
+        &["--no-verify", "--cache-dir", cache.to_str().expect("utf-8")],
+        std::slice::from_ref(&layout.dir),
+    );
+    assert_eq!(
+        fs::read_to_string(mount.join("arch")).expect("arch"),
+        "Original"
+    );
+    drop(mount);
+    // The unverified index stored by --no-verify does not stand in for a
+    // check: verifying again still refuses.
+    let run = layerfs([
+        std::ffi::OsStr::new("ls"),
+        "--cache-dir".as_ref(),
+        cache.as_os_str(),
+        layout.dir.as_os_str(),
+    ]);
+    assert!(run.stderr.contains("digest mismatch"), "{}", run.stderr);
+}
+
+#[test]
+fn a_verified_layer_is_not_hashed_again_and_loose_layers_take_digests() {
+    let work = tempfile::tempdir().expect("work dir");
+    let (layout, digest) = tamperable(&work.path().join("img"));
+    let cache = work.path().join("cache");
+    let ls = |extra: &[&str], what: &Path| {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "-v".into(),
+            "ls".into(),
+            "--cache-dir".into(),
+            cache.clone().into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        args.push(what.into());
+        layerfs(args)
+    };
+    let first = ls(&[], &layout.dir);
+    first.expect_success("first ls");
+    assert!(first.stderr.contains("bytes hashed"), "{}", first.stderr);
+    let second = ls(&[], &layout.dir);
+    second.expect_success("second ls");
+    assert!(!second.stderr.contains("bytes hashed"), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("loaded from the cache"),
+        "{}",
+        second.stderr
+    );
+
+    // A loose layer file: checked only when --digest is given.
+    let blob = layout.blob_path(&digest);
+    let unchecked = ls(&[], &blob);
+    unchecked.expect_success("no digest");
+    assert!(
+        !unchecked.stderr.contains("bytes hashed"),
+        "{}",
+        unchecked.stderr
+    );
+    let good = format!("1={digest}");
+    ls(&["--digest", &good], &blob).expect_success("right digest");
+    let wrong = format!("1=sha256:{}", "0".repeat(64));
+    let run = ls(&["--digest", &wrong], &blob);
+    assert!(run.stderr.contains("digest mismatch"), "{}", run.stderr);
+    let run = ls(&["--digest", "2=sha256:00"], &blob);
+    assert!(run.stderr.contains("there is no layer 2"), "{}", run.stderr);
+}
+
+#[test]
+fn missing_non_distributable_and_unknown_layers_are_refused_by_name() {
+    let work = tempfile::tempdir().expect("work dir");
+    let absent = format!("sha256:{}", "ab".repeat(32));
+    for (media_type, expect) in [
+        (
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+            "non-distributable",
+        ),
+        (TAR, "is missing"),
+        (
+            "application/vnd.example.unknown",
+            "not a tar layer layerfs reads",
+        ),
+    ] {
+        let dir = work.path().join(media_type.replace(['/', '+'], "_"));
+        let layout = Layout::new(&dir);
+        let (manifest, size) = layout.manifest(&[(media_type.to_string(), absent.clone(), 10)]);
+        layout.index(serde_json::json!([manifest_descriptor(
+            &manifest,
+            size,
+            serde_json::json!({})
+        )]));
+        let run = layerfs([
+            std::ffi::OsStr::new("ls"),
+            "--no-cache".as_ref(),
+            dir.as_os_str(),
+        ]);
+        assert!(!run.status.success(), "{media_type}");
+        assert!(
+            run.stderr.contains(expect) && run.stderr.contains(&absent),
+            "{media_type}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn an_image_and_a_loose_layer_stack_in_order() {
+    let work = tempfile::tempdir().expect("work dir");
+    let (layout, _) = tamperable(&work.path().join("img"));
+    let patch = work.path().join("patch.tar");
+    fs::write(
+        &patch,
+        Layer::default()
+            .whiteout("data")
+            .file("arch", "patched")
+            .to_tar(),
+    )
+    .expect("patch");
+    let mount = Mount::with_args(&["--no-cache"], &[layout.dir.clone(), patch]);
+    assert_eq!(
+        fs::read_to_string(mount.join("arch")).expect("arch"),
+        "patched"
+    );
+    assert!(!mount.join("data").exists());
+}
+
+#[test]
+fn a_layer_that_starts_like_an_image_archive_is_still_a_layer() {
+    let work = tempfile::tempdir().expect("work dir");
+    let hex = "ab".repeat(32);
+    for first in [
+        "blobs/sha256/x",
+        "manifest.json",
+        &format!("{hex}/layer.tar"),
+    ] {
+        let path = work.path().join("layer.tar");
+        fs::write(
+            &path,
+            Layer::default()
+                .file(first, "{}")
+                .file("etc/x", "y")
+                .to_tar(),
+        )
+        .expect("layer");
+        let mount = Mount::with_args(&["--no-cache"], std::slice::from_ref(&path));
+        assert_eq!(
+            fs::read_to_string(mount.join("etc/x")).expect("etc/x"),
+            "y",
+            "{first}"
+        );
+    }
+}
