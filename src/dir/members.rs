@@ -20,9 +20,13 @@ const FOREIGN_OVERLAY_XATTRS: [&[u8]; 4] = [
 /// The members of `scan`, and the table of the files holding their data
 /// (files of size 0 hold none and are not in it), by stream offset.
 ///
-/// A second name of an inode (a non-directory with more than one link) is a
-/// hardlink to the first name the walk met, as `tar` records it; only the
-/// first carries data.
+/// A second name of a file with data or of a symlink is a hardlink to the
+/// first name the walk met, as `tar` records it; only the first carries
+/// data. Other names of one inode stay separate entries: overlayfs makes
+/// all its tombstones names of one 0/0 device (and a tombstone may be an
+/// empty file), and each must be read as a tombstone of its own, never as
+/// a link to another name; an empty file's or a device's identity carries
+/// nothing else.
 pub(super) fn members(scan: &Scan) -> (LayerIndex, Vec<Slot>) {
     let mut first_names: HashMap<FileId, &[u8]> = HashMap::new();
     let mut members = Vec::with_capacity(scan.entries().len());
@@ -53,7 +57,12 @@ pub(super) fn members(scan: &Scan) -> (LayerIndex, Vec<Slot>) {
             },
             header_offset: offset,
         };
-        let linked = entry.kind != MemberKind::Directory && entry.nlink > 1;
+        let linked = entry.nlink > 1
+            && match entry.kind {
+                MemberKind::Regular => entry.size > 0,
+                MemberKind::Symlink => true,
+                _ => false,
+            };
         if let Some(first) = linked
             .then(|| first_names.get(&entry.id).copied())
             .flatten()
@@ -107,6 +116,7 @@ mod tests {
         fs::write(root.join("d/b"), b"").expect("write");
         fs::write(root.join("d/c"), b"ccccc").expect("write");
         fs::hard_link(root.join("d/a"), root.join("z")).expect("link");
+        fs::hard_link(root.join("d/b"), root.join("y")).expect("link");
         symlink("d/a", root.join("s")).expect("symlink");
         let scan = Scan::read(root).expect("walk");
         let (index, table) = members(&scan);
@@ -132,6 +142,7 @@ mod tests {
                 (b"d/b", MemberKind::Regular, 3, 0, b""),
                 (b"d/c", MemberKind::Regular, 3, 5, b""),
                 (b"s", MemberKind::Symlink, 8, 0, b"d/a"),
+                (b"y", MemberKind::Regular, 8, 0, b""),
                 (b"z", MemberKind::Hardlink, 8, 0, b"d/a"),
             ]
         );

@@ -427,3 +427,58 @@ fn gone_or(path: &Path, source: io::Error) -> DirError {
         _ => io_error(path, source),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn the_walk_keeps_markers_and_overlay_xattrs_and_orders_by_bytes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        fs::create_dir_all(root.join("d/e")).expect("mkdir");
+        fs::write(root.join("d/.wh.gone"), "").expect("write");
+        fs::write(root.join("d/e/f"), "ff").expect("write");
+        fs::write(root.join("d-"), "").expect("write");
+        fs::write(root.join(OsStr::from_bytes(b"\xff")), "x").expect("write");
+        xattr::set(root.join("d"), "user.overlay.opaque", b"y").expect("setfattr");
+        let _socket = std::os::unix::net::UnixListener::bind(root.join("sock")).expect("bind");
+        let scan = Scan::read(root).expect("walk");
+        let paths: Vec<&[u8]> = scan.entries().iter().map(|e| e.path.as_slice()).collect();
+        assert_eq!(
+            paths,
+            [
+                &b""[..],
+                b"d",
+                b"d/.wh.gone",
+                b"d/e",
+                b"d/e/f",
+                b"d-",
+                b"\xff"
+            ],
+            "depth first, names in byte order, the socket left out"
+        );
+        let d = &scan.entries()[1];
+        assert_eq!(d.xattrs, [(b"user.overlay.opaque".to_vec(), b"y".to_vec())]);
+        assert_eq!((d.kind, d.end), (MemberKind::Directory, 5));
+        assert_eq!(scan.children(1).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(scan.entries()[4].size, 2);
+        assert_eq!(scan.entries()[4].parent, 3);
+    }
+
+    #[test]
+    fn a_file_replaced_after_the_walk_is_not_opened() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        fs::write(tmp.path().join("f"), "old").expect("write");
+        let scan = Scan::read(tmp.path()).expect("walk");
+        scan.open_file(1).expect("unchanged");
+        fs::write(tmp.path().join("g"), "new").expect("write");
+        fs::rename(tmp.path().join("g"), tmp.path().join("f")).expect("mv");
+        assert!(matches!(scan.open_file(1), Err(DirError::Changed { .. })));
+        assert!(matches!(
+            Scan::read(&tmp.path().join("nothing")),
+            Err(DirError::Io { .. })
+        ));
+    }
+}
