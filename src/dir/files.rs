@@ -125,21 +125,22 @@ impl OpenFiles {
         })
     }
 
-    /// Keeps `file`, closing the least recently used one if full. The scan
-    /// for it costs far less than the `open` it saves.
-    fn put(&mut self, slot: usize, file: Arc<File>) {
+    /// Keeps `file`; if full, returns the least recently used one, for the
+    /// caller to close once the lock is released. The scan for it costs far
+    /// less than the `open` it saves.
+    fn put(&mut self, slot: usize, file: Arc<File>) -> Option<Arc<File>> {
+        let mut evicted = None;
         if self.files.len() >= self.limit {
             let oldest = self
                 .files
                 .iter()
                 .min_by_key(|(_, (_, used))| *used)
                 .map(|(&slot, _)| slot);
-            if let Some(oldest) = oldest {
-                self.files.remove(&oldest);
-            }
+            evicted = oldest.and_then(|oldest| self.files.remove(&oldest));
         }
         self.clock += 1;
         self.files.insert(slot, (file, self.clock));
+        evicted.map(|(file, _)| file)
     }
 }
 
@@ -210,7 +211,8 @@ impl DirFiles {
             source,
         })?;
         if let Some(why) = drift {
-            self.lock().files.remove(&n);
+            let kept = self.lock().files.remove(&n);
+            drop(kept);
             return Err(slot.changed_error(why));
         }
         read.map_err(|source| match source.kind() {
@@ -262,7 +264,8 @@ impl DirFiles {
             return Err(slot.changed_error(why));
         }
         let file = Arc::new(file);
-        self.lock().put(n, Arc::clone(&file));
+        let evicted = self.lock().put(n, Arc::clone(&file));
+        drop(evicted);
         Ok(file)
     }
 
