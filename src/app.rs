@@ -3,9 +3,10 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::author::{self, AuthorError, Emitted, Scan, Selection};
+use crate::author::{self, AuthorError, Emitted, Selection};
 use crate::cache::{self, IndexCache};
 use crate::daemon::{self, DaemonError};
+use crate::dir::Scan;
 use crate::export::{self, ExportError};
 use crate::fuse::{self, MountError, MountOptions, OptionError};
 use crate::image::Image;
@@ -448,7 +449,7 @@ pub struct CreateRequest {
 
 /// `layerfs create`: the directory as one layer, then its digests.
 pub fn create(request: &CreateRequest) -> Result<(), AppError> {
-    let scan = Scan::read(&request.dir)?;
+    let scan = author::scan(&request.dir)?;
     let selection = author::everything(&scan);
     let written = LayerWrite {
         label: "create",
@@ -479,7 +480,7 @@ pub struct DiffRequest {
 pub fn diff(request: &DiffRequest) -> Result<(), AppError> {
     let inputs = LayerInputs::files(request.layers.clone());
     let (stack, _) = request.cache.open_stack(&inputs, false)?;
-    let scan = Scan::read(&request.dir)?;
+    let scan = author::scan(&request.dir)?;
     let mut bar: Option<Progress> = None;
     let planned = author::plan_diff(&stack, &scan, &mut |done, total| {
         bar.get_or_insert_with(|| Progress::bytes("compare", total, request.quiet))

@@ -1,6 +1,7 @@
 //! The layer arguments of a command, turned into the layers to open: loose
-//! layer files as they are, and each image argument expanded to its
-//! layers, with the digests they must have.
+//! layer files as they are, each image argument expanded to its layers,
+//! with the digests they must have, and any other directory as a layer of
+//! its own (an extracted layer, or an overlayfs upper directory).
 
 use std::path::PathBuf;
 
@@ -9,9 +10,10 @@ use crate::stack::LayerSpec;
 
 /// What a command was given as its layers.
 ///
-/// Images and loose layer files may be mixed: each image stands for its
-/// layers, bottom first, in the place it was given (`IMAGE patch.tar`
-/// stacks a loose layer on an image).
+/// Images, loose layer files and directories may be mixed: each image
+/// stands for its layers, bottom first, in the place it was given (`IMAGE
+/// patch.tar` stacks a loose layer on an image). A directory is an image
+/// if it holds an `oci-layout` file, else a directory layer.
 #[derive(Clone, Debug)]
 pub struct LayerInputs {
     /// Layer files and images, bottom first.
@@ -72,10 +74,14 @@ pub fn resolve(inputs: &LayerInputs) -> Result<(Vec<LayerSpec>, Vec<Image>), Inp
             Some(image) => {
                 specs.extend(image.layers.iter().map(|layer| LayerSpec {
                     path: layer.path.clone(),
+                    directory: false,
                     range: Some((layer.offset, layer.len)),
                     verify: layer.digest.clone().filter(|_| inputs.verify),
                 }));
                 images.push(image);
+            }
+            None if std::fs::metadata(arg).is_ok_and(|m| m.is_dir()) => {
+                specs.push(LayerSpec::directory(arg.clone()));
             }
             None => specs.push(LayerSpec::file(arg.clone())),
         }
@@ -94,6 +100,12 @@ pub fn resolve(inputs: &LayerInputs) -> Result<(Vec<LayerSpec>, Vec<Image>), Inp
             .and_then(|n| n.checked_sub(1))
             .and_then(|n| specs.get_mut(n))
             .ok_or_else(|| bad(&format!("there is no layer {number}")))?;
+        if spec.directory {
+            return Err(bad(&format!(
+                "layer {number} is a directory ({}), which has no digest",
+                spec.path.display()
+            )));
+        }
         if inputs.verify {
             spec.verify = Some(digest.to_string());
         }

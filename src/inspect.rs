@@ -52,7 +52,7 @@ pub fn report(image: &Image, stack: &Stack) -> Vec<LayerReport> {
             LayerReport {
                 layer: n + 1,
                 media_type: layer.media_type.clone(),
-                codec: source.codec().name().to_string(),
+                codec: source.format().to_string(),
                 compressed_bytes: layer.len,
                 uncompressed_bytes: stats.tar_bytes,
                 digest: layer.digest.clone(),

@@ -6,6 +6,9 @@
 //! - [`source`]: a layer file's bytes, plain or decompressed, by offset;
 //! - [`tar`]: one pass over a layer's tar stream, recording each member's
 //!   metadata and where its data lies (all tar dialect handling lives here);
+//! - [`dir`]: a directory as a layer (an extracted layer, an overlayfs
+//!   upper directory): its walk, as the members a tar of it would hold, and
+//!   its files read in place; `author` writes layers from the same walk;
 //! - [`tree`]: the layers merged bottom to top under the OCI whiteout and
 //!   overlayfs rules into one immutable tree (all merge rules live here);
 //! - [`cache`]: stores each layer's index on disk, so that mounting it again
@@ -31,6 +34,7 @@ pub mod app;
 pub mod author;
 pub mod cache;
 pub mod daemon;
+pub mod dir;
 pub mod export;
 pub mod fuse;
 pub mod image;

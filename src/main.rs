@@ -29,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Mount LAYER... (bottom first; an image stands for its layers) read-only at MOUNTPOINT; returns once the mount is ready.
+    /// Mount LAYER... (bottom first; an image stands for its layers, a directory is a layer) read-only at MOUNTPOINT; returns once the mount is ready.
     #[command(override_usage = "layerfs mount [OPTIONS] LAYER... MOUNTPOINT")]
     Mount {
         /// Stay in the foreground until unmounted (SIGINT/SIGTERM unmount).
@@ -48,7 +48,7 @@ enum Command {
         cache: CacheArgs,
         #[command(flatten)]
         image: ImageArgs,
-        /// Layer files or images, bottom first, then the mountpoint.
+        /// Layer files, directories or images, bottom first, then the mountpoint.
         #[arg(required = true, num_args = 2.., value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
@@ -73,7 +73,7 @@ enum Command {
         cache: CacheArgs,
         #[command(flatten)]
         image: ImageArgs,
-        /// Layer files or images, bottom first.
+        /// Layer files, directories or images, bottom first.
         #[arg(required = true, value_name = "LAYER")]
         layers: Vec<PathBuf>,
     },
@@ -85,7 +85,7 @@ enum Command {
         cache: CacheArgs,
         #[command(flatten)]
         image: ImageArgs,
-        /// Layer files or images, bottom first.
+        /// Layer files, directories or images, bottom first.
         #[arg(required = true, value_name = "LAYER")]
         layers: Vec<PathBuf>,
     },
@@ -124,7 +124,7 @@ enum Command {
         output: OutputArgs,
         #[command(flatten)]
         cache: CacheArgs,
-        /// Layer files (plain tar, gzip or zstd), bottom first, then the directory.
+        /// Layer files, directories or images, bottom first, then the directory.
         #[arg(required = true, num_args = 2.., value_name = "PATH")]
         paths: Vec<PathBuf>,
     },

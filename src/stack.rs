@@ -1,11 +1,13 @@
-//! A list of layer files, opened, indexed and merged: what every front end
-//! (the FUSE server, and later export and listing) serves from.
+//! A list of layers (tar files, or directories), opened, indexed and
+//! merged: what every front end (the FUSE server, export, listing) serves
+//! from.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::cache::{IndexCache, LayerKey};
+use crate::dir::{DirError, DirLayer};
 use crate::source::{LayerHead, LayerSource, SeekIndex, SourceError};
 use crate::tar::{self, LayerIndex, TarError};
 use crate::tree::{Ino, NodeKind, Removal, Tree};
@@ -28,6 +30,16 @@ pub enum StackError {
         number: usize,
         /// What the tar parser found.
         source: TarError,
+    },
+    /// A directory layer could not be read.
+    #[error("{} (layer {number}, a directory): {source}", path.display())]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Its position in the stack, 1 = bottom.
+        number: usize,
+        /// What went wrong, naming the entry.
+        source: DirError,
     },
     /// A read asked for the contents of something that is not a regular file.
     #[error("inode {0} is not a regular file")]
@@ -85,11 +97,15 @@ pub struct StackOptions {
 
 /// One layer to open: a file, or a byte range of one (a layer inside an
 /// image archive), and the digest its bytes must have, if it is to be
-/// checked.
+/// checked; or a directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerSpec {
-    /// The file holding the layer.
+    /// The file holding the layer, or the directory that is the layer.
     pub path: PathBuf,
+    /// The layer is the directory `path` (an extracted layer or an
+    /// overlayfs upper directory), read in place; `range` and `verify`
+    /// are then unused.
+    pub directory: bool,
     /// `(offset, length)` of the layer in the file; `None`: all of it.
     pub range: Option<(u64, u64)>,
     /// The digest (`sha256:<hex>`) the layer's bytes are checked against
@@ -103,15 +119,77 @@ impl LayerSpec {
     pub fn file(path: impl Into<PathBuf>) -> LayerSpec {
         LayerSpec {
             path: path.into(),
+            directory: false,
             range: None,
             verify: None,
         }
     }
 
-    fn open(&self) -> Result<LayerSource, SourceError> {
-        match self.range {
+    /// A directory as a layer.
+    pub fn directory(path: impl Into<PathBuf>) -> LayerSpec {
+        LayerSpec {
+            directory: true,
+            ..LayerSpec::file(path)
+        }
+    }
+
+    /// Opens the layer; `number` (1 = bottom) is for messages.
+    fn open(&self, number: usize) -> Result<Layer, StackError> {
+        if self.directory {
+            let dir = DirLayer::open(&self.path).map_err(|source| StackError::Dir {
+                path: self.path.clone(),
+                number,
+                source,
+            })?;
+            return Ok(Layer::Dir(dir));
+        }
+        Ok(Layer::Tar(match self.range {
             Some((offset, len)) => LayerSource::open_range(&self.path, offset, len),
             None => LayerSource::open(&self.path),
+        }?))
+    }
+}
+
+/// One opened layer of a stack.
+#[derive(Debug)]
+pub enum Layer {
+    /// A tar, plain or compressed, whole file or a range of one.
+    Tar(LayerSource),
+    /// A directory, read in place.
+    Dir(DirLayer),
+}
+
+impl Layer {
+    /// The layer file or directory, as given.
+    pub fn path(&self) -> &Path {
+        match self {
+            Layer::Tar(source) => source.path(),
+            Layer::Dir(dir) => dir.path(),
+        }
+    }
+
+    /// What the layer is stored as: its codec (`gzip`, `plain`, ...), or
+    /// `directory`.
+    pub fn format(&self) -> &'static str {
+        match self {
+            Layer::Tar(source) => source.codec().name(),
+            Layer::Dir(_) => "directory",
+        }
+    }
+
+    /// Fills `buf` from offset `offset` of the layer's (decompressed, or
+    /// for a directory, virtual) stream.
+    pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        match self {
+            Layer::Tar(source) => source.read_exact_at(offset, buf),
+            Layer::Dir(dir) => dir.read_exact_at(offset, buf),
+        }
+    }
+
+    fn tar(&self) -> Option<&LayerSource> {
+        match self {
+            Layer::Tar(source) => Some(source),
+            Layer::Dir(_) => None,
         }
     }
 }
@@ -162,7 +240,7 @@ impl LayerStats {
 /// The layers and their merged tree.
 #[derive(Debug)]
 pub struct Stack {
-    layers: Vec<LayerSource>,
+    layers: Vec<Layer>,
     origins: Vec<IndexOrigin>,
     tree: Tree,
     removals: Vec<Removal>,
@@ -190,17 +268,22 @@ impl Stack {
             .or_else(|| options.cache.as_ref().map(|c| c.dir().to_path_buf()));
         let layers = specs
             .iter()
-            .map(|spec| {
-                let mut layer = spec.open()?;
-                if let Some(dir) = &spill_dir {
-                    layer.set_spill_dir(dir.clone());
+            .enumerate()
+            .map(|(n, spec)| {
+                let mut layer = spec.open(n + 1)?;
+                if let (Layer::Tar(source), Some(dir)) = (&mut layer, &spill_dir) {
+                    source.set_spill_dir(dir.clone());
                 }
                 Ok(layer)
             })
-            .collect::<Result<Vec<_>, SourceError>>()?;
+            .collect::<Result<Vec<_>, StackError>>()?;
         let cache = options.cache.as_ref();
         let verify: Vec<Option<&str>> = specs.iter().map(|s| s.verify.as_deref()).collect();
-        let keys = cache.and_then(|_| layer_keys(&layers, &verify));
+        // A directory has no key (nothing identifies its contents short of
+        // reading them all), so neither has a stack holding one: its tree
+        // is never stored, and no stored tree can stand for it.
+        let each_key = cache.map(|_| layer_keys(&layers, &verify));
+        let keys = each_key.clone().and_then(all_keys);
         if let (Some(cache), Some(keys), false) = (cache, &keys, options.record_removals) {
             if let Some(tree) = stored_tree(&layers, cache, keys) {
                 log_tree(&layers, &tree);
@@ -213,7 +296,7 @@ impl Stack {
                 });
             }
         }
-        let keyed = cache.zip(keys.as_deref());
+        let keyed = cache.zip(each_key.as_deref());
         let (indexes, origins): (Vec<_>, Vec<_>) =
             index_all(&layers, &verify, keyed)?.into_iter().unzip();
         let stats = indexes.iter().map(LayerStats::of).collect();
@@ -233,7 +316,7 @@ impl Stack {
             // Only a stack whose layers did not change while they were
             // indexed, and that merged without warnings (which a stored
             // tree could not repeat), is stored.
-            if layer_keys(&layers, &verify).as_ref() == Some(keys) {
+            if all_keys(layer_keys(&layers, &verify)).as_ref() == Some(keys) {
                 if let Err(e) = cache.store_tree(keys, &tree) {
                     log::warn!("index cache: {e}");
                 }
@@ -243,7 +326,7 @@ impl Stack {
         for warning in warnings {
             let path = layers
                 .get(warning.layer as usize)
-                .map_or(Path::new("?"), LayerSource::path);
+                .map_or(Path::new("?"), Layer::path);
             log::warn!(
                 "{} (layer {}): {warning}",
                 path.display(),
@@ -282,8 +365,8 @@ impl Stack {
         &self.tree
     }
 
-    /// The layer files, bottom first.
-    pub fn layers(&self) -> &[LayerSource] {
+    /// The layers, bottom first.
+    pub fn layers(&self) -> &[Layer] {
         &self.layers
     }
 
@@ -301,19 +384,19 @@ impl Stack {
     }
 }
 
-/// The index of one layer file as stored (through the cache if given),
-/// without merging: what `layerfs ls --layer` lists. `number` is its
-/// 1-based position, for messages.
+/// The index of one layer as stored (through the cache if given), without
+/// merging: what `layerfs ls --layer` lists. `number` is its 1-based
+/// position, for messages.
 pub fn layer_index(
     spec: &LayerSpec,
     number: usize,
     cache: Option<&IndexCache>,
 ) -> Result<LayerIndex, StackError> {
-    let layer = spec.open()?;
+    let layer = spec.open(number)?;
     let verify = spec.verify.as_deref();
     let key = cache.and_then(|_| layer_key(&layer, verify));
     let n = number.saturating_sub(1);
-    Ok(load_or_index(&layer, n, verify, cache.zip(key.as_ref()))?.0)
+    Ok(index_layer(&layer, n, verify, cache.zip(key.as_ref()))?.0)
 }
 
 /// What the head of one layer file holds: see [`peek_layer`].
@@ -348,21 +431,31 @@ pub fn peek_layer(path: &Path, number: usize, limit: u64) -> Result<LayerPeek, S
     })
 }
 
-/// Every layer's cache key, or `None` (with a warning) if one cannot be
-/// computed.
-fn layer_keys(layers: &[LayerSource], verify: &[Option<&str>]) -> Option<Vec<LayerKey>> {
+/// Each layer's cache key; `None` for a directory, and (with a warning)
+/// for a layer whose key cannot be computed.
+fn layer_keys(layers: &[Layer], verify: &[Option<&str>]) -> Vec<Option<LayerKey>> {
     let numbered: Vec<usize> = (0..layers.len()).collect();
     map_in_parallel(&numbered, |&n| {
         layer_key(layers.get(n)?, verify.get(n).copied().flatten())
     })
-    .into_iter()
-    .collect()
+}
+
+/// The keys of a stack whose every layer has one: what its stored tree is
+/// found by.
+fn all_keys(keys: Vec<Option<LayerKey>>) -> Option<Vec<LayerKey>> {
+    keys.into_iter().collect()
 }
 
 /// The layer's cache key (of its range of the file, and marked with the
-/// digest it is checked against), or `None` (with a warning) if it cannot
-/// be computed.
-fn layer_key(layer: &LayerSource, verify: Option<&str>) -> Option<LayerKey> {
+/// digest it is checked against); `None` for a directory, and (with a
+/// warning) if it cannot be computed.
+fn layer_key(layer: &Layer, verify: Option<&str>) -> Option<LayerKey> {
+    let layer = layer.tar()?;
+    tar_key(layer, verify)
+}
+
+/// [`layer_key`] of a tar layer.
+fn tar_key(layer: &LayerSource, verify: Option<&str>) -> Option<LayerKey> {
     match LayerKey::of_range(layer.file(), layer.offset(), layer.file_len()) {
         Ok(key) => Some(match verify {
             Some(digest) => key.with_verified(digest),
@@ -410,13 +503,15 @@ fn map_in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) ->
 }
 
 /// The stack's merged tree from the cache, with every layer attached to its
-/// stored seek index; `None` unless all of them are there and valid.
-fn stored_tree(layers: &[LayerSource], cache: &IndexCache, keys: &[LayerKey]) -> Option<Tree> {
+/// stored seek index; `None` unless all of them are there and valid (and
+/// so never for a stack holding a directory, which has no key).
+fn stored_tree(layers: &[Layer], cache: &IndexCache, keys: &[LayerKey]) -> Option<Tree> {
+    let sources = layers.iter().map(Layer::tar).collect::<Option<Vec<_>>>()?;
     let tree = cache.load_tree(keys)?;
     let seeks = map_in_parallel(keys, |key| cache.load_seek(key))
         .into_iter()
         .collect::<Option<Vec<_>>>()?;
-    for (layer, seek) in layers.iter().zip(seeks) {
+    for (layer, seek) in sources.into_iter().zip(seeks) {
         if let Err(e) = layer.attach(seek) {
             log::info!("{}: cached index not usable ({e})", layer.path().display());
             return None;
@@ -429,7 +524,7 @@ fn stored_tree(layers: &[LayerSource], cache: &IndexCache, keys: &[LayerKey]) ->
     Some(tree)
 }
 
-fn log_tree(layers: &[LayerSource], tree: &Tree) {
+fn log_tree(layers: &[Layer], tree: &Tree) {
     log::info!(
         "{} layers merged: {} inodes, {} bytes of file data; the tree takes {} bytes ({} per inode)",
         layers.len(),
@@ -446,9 +541,9 @@ type Indexed = Result<(LayerIndex, IndexOrigin), StackError>;
 /// Indexes every layer (through the cache, with each layer's key, if
 /// given), up to one thread per core; the first error wins.
 fn index_all(
-    layers: &[LayerSource],
+    layers: &[Layer],
     verify: &[Option<&str>],
-    keyed: Option<(&IndexCache, &[LayerKey])>,
+    keyed: Option<(&IndexCache, &[Option<LayerKey>])>,
 ) -> Result<Vec<(LayerIndex, IndexOrigin)>, StackError> {
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
@@ -461,9 +556,9 @@ fn index_all(
             scope.spawn(|| loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let Some(layer) = layers.get(n) else { break };
-                let key = keyed.and_then(|(cache, keys)| Some((cache, keys.get(n)?)));
+                let key = keyed.and_then(|(cache, keys)| Some((cache, keys.get(n)?.as_ref()?)));
                 let check = verify.get(n).copied().flatten();
-                let result = load_or_index(layer, n, check, key);
+                let result = index_layer(layer, n, check, key);
                 let failed = result.is_err();
                 if let Some(slot) = results.lock().unwrap_or_else(|p| p.into_inner()).get_mut(n) {
                     *slot = Some(result);
@@ -491,6 +586,34 @@ fn index_all(
         Some(e) => Err(e),
         None => Ok(indexes),
     }
+}
+
+/// The index of layer `n` (0 = bottom): for a tar, see [`load_or_index`];
+/// a directory is walked every time.
+fn index_layer(
+    layer: &Layer,
+    n: usize,
+    verify: Option<&str>,
+    keyed: Option<(&IndexCache, &LayerKey)>,
+) -> Result<(LayerIndex, IndexOrigin), StackError> {
+    let dir = match layer {
+        Layer::Tar(source) => return load_or_index(source, n, verify, keyed),
+        Layer::Dir(dir) => dir,
+    };
+    let started = std::time::Instant::now();
+    let index = dir.index().map_err(|source| StackError::Dir {
+        path: dir.path().to_path_buf(),
+        number: n + 1,
+        source,
+    })?;
+    log::info!(
+        "{} (layer {}, directory): {} entries read in {:.2?}",
+        dir.path().display(),
+        n + 1,
+        index.members.len(),
+        started.elapsed()
+    );
+    Ok((index, IndexOrigin::Indexed))
 }
 
 /// The layer's index from the cache if it has a valid one, else from a
@@ -529,7 +652,7 @@ fn load_or_index(
     if let Some((cache, key)) = keyed {
         // A layer rewritten while it was indexed must not be stored under
         // the key of what it was before.
-        match layer_key(layer, verify) {
+        match tar_key(layer, verify) {
             Some(now) if now == *key => {
                 if let Err(e) = cache.store(key, &index, &seek) {
                     log::warn!("index cache: {e}");

@@ -187,14 +187,16 @@ fn missing_layer_file() {
     );
 }
 
+/// A directory is a layer (tests/dir_layer.rs); a symlink to a directory
+/// that is gone is neither, and is named.
 #[test]
-fn layer_that_is_a_directory() {
+fn layer_that_is_a_dangling_symlink() {
     let mut stack = Layers::new();
     let good = good_layer(&mut stack);
-    let dir = stack.dir().join("a-directory");
-    std::fs::create_dir(&dir).unwrap();
+    let link = stack.dir().join("a-directory");
+    std::os::unix::fs::symlink(stack.dir().join("gone"), &link).unwrap();
     let mount = Mount::fresh();
-    expect_failure(&[dir.clone(), good.clone()], mount.path(), &dir, &[good]);
+    expect_failure(&[link.clone(), good.clone()], mount.path(), &link, &[good]);
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! from the same sources gives the same bytes.
 
 use super::emit::Selection;
-use super::scan::Scan;
+use crate::dir::Scan;
 
 /// A selection of every entry of `scan`: the whole directory as a layer.
 pub fn everything(scan: &Scan) -> Selection {

@@ -27,8 +27,8 @@ use std::collections::HashMap;
 use std::io::Read;
 
 use super::emit::Selection;
-use super::scan::{Scan, ScanEntry};
 use super::AuthorError;
+use crate::dir::{DirError, Scan, ScanEntry};
 use crate::stack::{Stack, StackError};
 use crate::tree::{Ino, Node, NodeKind, Tree, ROOT_INO};
 
@@ -149,7 +149,7 @@ fn walk_pair(
                 let (Some(node), Some(entry)) = (tree.node(l.ino), entries.get(u)) else {
                     continue;
                 };
-                if node.kind != entry.kind {
+                if node.kind.member_kind() != entry.kind {
                     choose_subtree(scan, u, selection);
                     continue;
                 }
@@ -189,7 +189,7 @@ fn choose_subtree(scan: &Scan, index: usize, selection: &mut Selection) {
 fn same_attributes(tree: &Tree, ino: Ino, node: &Node, entry: &ScanEntry) -> bool {
     let mut xattrs: Vec<(&[u8], &[u8])> = tree.xattrs(ino).collect();
     xattrs.sort_unstable();
-    node.kind == entry.kind
+    node.kind.member_kind() == entry.kind
         && node.mode == entry.mode
         && node.uid == entry.uid
         && node.gid == entry.gid
@@ -260,7 +260,7 @@ struct Comparer<'a> {
     total: u64,
     progress: &'a mut dyn FnMut(u64, u64),
     /// Results for hardlinked inodes already compared.
-    known: HashMap<(super::scan::FileId, Ino), bool>,
+    known: HashMap<(crate::dir::FileId, Ino), bool>,
 }
 
 impl Comparer<'_> {
@@ -291,10 +291,10 @@ impl Comparer<'_> {
                 self.upper.get_mut(..n).unwrap_or_default(),
             );
             file.read_exact(upper).map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => AuthorError::Changed {
+                std::io::ErrorKind::UnexpectedEof => DirError::Changed {
                     path: self.scan.disk_path(index),
                 },
-                _ => AuthorError::Io {
+                _ => DirError::Io {
                     path: self.scan.disk_path(index),
                     source: e,
                 },

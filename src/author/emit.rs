@@ -10,10 +10,10 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 
-use super::scan::{FileId, Scan, ScanEntry};
 use super::AuthorError;
+use crate::dir::{DirError, FileId, Scan, ScanEntry};
 use crate::tar::{EntryHeader, FirstNames, MemberKind, TarWriter};
-use crate::tree::{whiteout_name, NodeKind, OPAQUE_MARKER};
+use crate::tree::{whiteout_name, OPAQUE_MARKER};
 
 /// Bytes read from a file per copy step.
 const COPY_BUFFER: usize = 1 << 20;
@@ -58,7 +58,7 @@ impl Selection {
         scan.entries()
             .iter()
             .enumerate()
-            .filter(|&(i, e)| self.writes(i) && e.kind == NodeKind::File)
+            .filter(|&(i, e)| self.writes(i) && e.kind == MemberKind::Regular)
             .filter(|(_, e)| e.nlink < 2 || seen.insert(e.id))
             .map(|(_, e)| e.size)
             .sum()
@@ -130,7 +130,7 @@ impl<W: Write> Emitter<'_, W> {
         let (mtime, mtime_nsec) = self.time(entry.mtime, entry.mtime_nsec);
         let mut header = EntryHeader {
             path: &entry.path,
-            kind: entry.kind.member_kind(),
+            kind: entry.kind,
             mode: entry.mode,
             uid: entry.uid,
             gid: entry.gid,
@@ -142,13 +142,13 @@ impl<W: Write> Emitter<'_, W> {
             xattrs: &xattrs,
         };
         self.done.entries += 1;
-        if entry.kind == NodeKind::File {
+        if entry.kind == MemberKind::Regular {
             header.size = entry.size;
         }
         let whole = self
             .first_names
             .header(self.writer, entry.id, entry.nlink, &header)?;
-        if whole && entry.kind == NodeKind::File {
+        if whole && entry.kind == MemberKind::Regular {
             self.copy_data(index, entry.size)?;
         }
         Ok(())
@@ -160,15 +160,16 @@ impl<W: Write> Emitter<'_, W> {
         while left > 0 {
             let want = usize::try_from(left).map_or(self.buffer.len(), |l| l.min(COPY_BUFFER));
             let chunk = self.buffer.get_mut(..want).unwrap_or_default();
-            let n = file.read(chunk).map_err(|source| AuthorError::Io {
+            let n = file.read(chunk).map_err(|source| DirError::Io {
                 path: self.scan.disk_path(index),
                 source,
             })?;
             if n == 0 {
                 // The file shrank after it was opened.
-                return Err(AuthorError::Changed {
+                return Err(DirError::Changed {
                     path: self.scan.disk_path(index),
-                });
+                }
+                .into());
             }
             self.writer.data(chunk.get(..n).unwrap_or_default())?;
             left -= n as u64;

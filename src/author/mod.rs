@@ -5,9 +5,10 @@
 //! Both read the directory the same way and write entries the same way, so
 //! the pieces are shared:
 //!
-//! - `scan`: reads the directory once, without following symlinks or
-//!   leaving it, into a flat list in the order entries are written (depth
-//!   first, parents first, names in byte order) with hardlink identities;
+//! - `scan`: reads the directory once with [`crate::dir::Scan`] (no
+//!   symlink followed, nothing outside it reached; entries in the order
+//!   they are written, with hardlink identities) and refuses what a layer
+//!   cannot hold as an entry;
 //! - `emit`: writes the chosen entries of a scan, with whiteouts and opaque
 //!   markers, as tar entries: a multiply-linked file once, then as
 //!   hardlinks;
@@ -33,33 +34,18 @@ use crate::stack::StackError;
 pub use create::everything;
 pub use diff::plan_diff;
 pub use emit::{clamp, emit, Emitted, Selection};
-pub use scan::{FileId, Scan, ScanEntry};
+pub use scan::read as scan;
+
+use crate::dir::DirError;
 
 /// What can go wrong while reading the directory, the lower layers, or
 /// writing the layer. Every message names the path concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthorError {
-    /// The directory or something in it could not be read.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The path on disk.
-        path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// Something the walk had listed was gone when it was read.
-    #[error("{}: vanished while being read", path.display())]
-    Vanished {
-        /// The path on disk.
-        path: PathBuf,
-    },
-    /// Something was replaced or changed while it was being read, so what
-    /// was listed and what would be written no longer agree.
-    #[error("{}: changed while being read", path.display())]
-    Changed {
-        /// The path on disk.
-        path: PathBuf,
-    },
+    /// The directory or something in it could not be read, or changed
+    /// while it was.
+    #[error(transparent)]
+    Dir(#[from] DirError),
     /// A name the layer merge reads as a whiteout or opaque marker, or a
     /// 0/0 character device (overlayfs' whiteout): a layer cannot hold it
     /// as an ordinary entry.

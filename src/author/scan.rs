@@ -1,421 +1,48 @@
-//! Reading a directory into the list of entries a layer is written from.
-//!
-//! Every directory is opened without following a symlink and checked to be
-//! the one that was listed, then read and `lstat`ed through
-//! `/proc/self/fd/N/NAME`: the kernel resolves that from the open
-//! directory itself, so a component swapped for a symlink while the walk
-//! runs cannot lead it outside the directory. File contents are read later
-//! ([`Scan::open_file`]), and a file is only read if it is still the inode
-//! that was listed, with the size and time that were listed.
-//!
-//! Entries are kept in writing order: depth first, each directory before
-//! what it holds, names in byte order (the order `layerfs export` uses), so
-//! the output never depends on the order the filesystem lists names.
+//! The directory a layer is written from, read with [`crate::dir::Scan`]
+//! and checked for what a layer cannot hold as an ordinary entry.
 
-use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
-use std::fs::{File, Metadata, OpenOptions};
-use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-
-use xattr::FileExt;
+use std::path::Path;
 
 use super::AuthorError;
-use crate::tree::{is_marker_name, is_tombstone_device, is_visible_xattr, NodeKind};
+use crate::dir::Scan;
+use crate::tar::MemberKind;
+use crate::tree::{is_marker_name, is_tombstone_device, is_visible_xattr};
 
-/// Which inode an entry is: what hardlinks share.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FileId {
-    /// The filesystem's device number.
-    pub dev: u64,
-    /// The inode number.
-    pub ino: u64,
-}
-
-/// One directory entry as read, with everything a layer stores about it.
-#[derive(Clone, Debug)]
-pub struct ScanEntry {
-    /// Path from the directory (`etc/passwd`); empty for the directory itself.
-    pub path: Vec<u8>,
-    /// What it is.
-    pub kind: NodeKind,
-    /// Permission bits with setuid, setgid and sticky.
-    pub mode: u32,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Modification time, seconds since the epoch.
-    pub mtime: i64,
-    /// Nanoseconds of the modification time.
-    pub mtime_nsec: u32,
-    /// Bytes of a regular file (0 for the other kinds).
-    pub size: u64,
-    /// Device major and minor numbers.
-    pub rdev: (u32, u32),
-    /// Names the inode has on its filesystem (inside the directory or not).
-    pub nlink: u64,
-    /// The inode.
-    pub id: FileId,
-    /// A symlink's target, as stored.
-    pub target: Vec<u8>,
-    /// Extended attributes, sorted by name.
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Index of the directory holding it (the root's is 0, itself).
-    pub parent: usize,
-    /// Index just past its subtree: entries `self..end` are it and, for a
-    /// directory, everything below it.
-    pub end: usize,
-    /// Where its base name starts in `path`.
-    name_at: usize,
-}
-
-impl ScanEntry {
-    /// The entry's base name (empty for the root).
-    pub fn name(&self) -> &[u8] {
-        self.path.get(self.name_at..).unwrap_or_default()
-    }
-}
-
-/// A directory, read; see the module docs.
-#[derive(Debug)]
-pub struct Scan {
-    root: PathBuf,
-    entries: Vec<ScanEntry>,
-}
-
-/// A directory being listed: its open handle and the names still to visit.
-struct Frame {
-    index: usize,
-    dir: File,
-    names: std::vec::IntoIter<OsString>,
-}
-
-impl Scan {
-    /// Reads `root` (following it if it is a symlink, nothing below it).
-    /// Sockets cannot be stored in a tar and are left out with a warning.
-    pub fn read(root: &Path) -> Result<Scan, AuthorError> {
-        let dir = open_dir(root, true).map_err(|e| io_error(root, e))?;
-        let meta = dir.metadata().map_err(|e| io_error(root, e))?;
-        let xattrs = read_xattrs(root, dir.list_xattr(), |name| dir.get_xattr(name));
-        let mut scan = Scan {
-            root: root.to_path_buf(),
-            entries: Vec::new(),
-        };
-        let mut root_entry = entry_from(Vec::new(), 0, 0, &meta, xattrs);
-        root_entry.kind = NodeKind::Directory;
-        scan.entries.push(root_entry);
-        let names = scan.list(&dir, 0)?;
-        let mut open = vec![Frame {
-            index: 0,
-            dir,
-            names,
-        }];
-        while let Some(frame) = open.last_mut() {
-            let Some(name) = frame.names.next() else {
-                let index = frame.index;
-                open.pop();
-                let end = scan.entries.len();
-                if let Some(entry) = scan.entries.get_mut(index) {
-                    entry.end = end;
-                }
-                continue;
-            };
-            let parent = frame.index;
-            if let Some(child) = scan.visit(&frame.dir, parent, &name)? {
-                open.push(child);
-            }
-        }
-        Ok(scan)
-    }
-
-    /// The directory read.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Every entry, the root first, in writing order.
-    pub fn entries(&self) -> &[ScanEntry] {
-        &self.entries
-    }
-
-    /// The entries directly inside directory `index`, by index, in name order.
-    pub fn children(&self, index: usize) -> impl Iterator<Item = usize> + '_ {
-        let end = self.entries.get(index).map_or(index, |e| e.end);
-        let mut next = index + 1;
-        std::iter::from_fn(move || {
-            let child = self.entries.get(next).filter(|_| next < end)?;
-            let at = next;
-            next = child.end.max(next + 1);
-            Some(at)
-        })
-    }
-
-    /// Where an entry is on disk.
-    pub fn disk_path(&self, index: usize) -> PathBuf {
-        let rel = self.entries.get(index).map_or(&[][..], |e| &e.path);
-        if rel.is_empty() {
-            return self.root.clone();
-        }
-        self.root.join(OsStr::from_bytes(rel))
-    }
-
-    /// The names of every inode with more than one name in the directory,
-    /// by index in writing order: the hardlink groups.
-    pub fn hardlink_groups(&self) -> HashMap<FileId, Vec<usize>> {
-        let mut groups: HashMap<FileId, Vec<usize>> = HashMap::new();
-        for (i, e) in self.entries.iter().enumerate() {
-            if e.kind != NodeKind::Directory && e.nlink > 1 {
-                groups.entry(e.id).or_default().push(i);
-            }
-        }
-        groups.retain(|_, names| names.len() > 1);
-        groups
-    }
-
-    /// Opens a regular file for its contents, if it is still the inode the
-    /// walk listed, with the same size and time.
-    pub fn open_file(&self, index: usize) -> Result<File, AuthorError> {
-        let path = self.disk_path(index);
-        let changed = || AuthorError::Changed { path: path.clone() };
-        let entry = self.entries.get(index).ok_or_else(changed)?;
-        let file = OpenOptions::new()
-            .read(true)
-            // Never block on a fifo put in the file's place.
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
-            .map_err(|e| gone_or(&path, e))?;
-        let meta = file.metadata().map_err(|e| io_error(&path, e))?;
-        let same = meta.is_file()
-            && file_id(&meta) == entry.id
-            && meta.size() == entry.size
-            && (meta.mtime(), nsec(&meta)) == (entry.mtime, entry.mtime_nsec);
-        if same {
-            Ok(file)
+/// Reads `root` for `create` or `diff`. A whiteout name or a 0/0 character
+/// device would be read back as a removal, so either is refused by name;
+/// overlayfs' own xattrs describe how an upper directory stored an entry,
+/// not the entry, so they are left out with a warning.
+pub fn read(root: &Path) -> Result<Scan, AuthorError> {
+    let mut scan = Scan::read(root)?;
+    for (i, entry) in scan.entries().iter().enumerate() {
+        let what = if is_marker_name(entry.name()) {
+            "a whiteout name (.wh.*)"
+        } else if entry.kind == MemberKind::CharDevice
+            && is_tombstone_device(entry.rdev.0, entry.rdev.1)
+        {
+            "a 0/0 character device (an overlayfs whiteout)"
         } else {
-            Err(changed())
-        }
-    }
-
-    /// The names in directory `index` (open as `dir`), sorted by bytes.
-    fn list(&self, dir: &File, index: usize) -> Result<std::vec::IntoIter<OsString>, AuthorError> {
-        let failed = |e| io_error(&self.disk_path(index), e);
-        let mut names = std::fs::read_dir(proc_path(dir))
-            .map_err(failed)?
-            .map(|entry| entry.map(|e| e.file_name()))
-            .collect::<io::Result<Vec<_>>>()
-            .map_err(failed)?;
-        names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        Ok(names.into_iter())
-    }
-
-    /// Records `name` of directory `parent` (open as `dir`); returns the
-    /// frame to descend into if it is a directory.
-    fn visit(
-        &mut self,
-        dir: &File,
-        parent: usize,
-        name: &OsStr,
-    ) -> Result<Option<Frame>, AuthorError> {
-        let index = self.entries.len();
-        let parent_path = self.entries.get(parent).map_or(&[][..], |e| &e.path);
-        let mut path = parent_path.to_vec();
-        if !path.is_empty() {
-            path.push(b'/');
-        }
-        let name_at = path.len();
-        path.extend_from_slice(name.as_bytes());
-        let disk = self.root.join(OsStr::from_bytes(&path));
-        let at = proc_path(dir).join(name);
-        let meta = std::fs::symlink_metadata(&at).map_err(|e| gone_or(&disk, e))?;
-        let ft = meta.file_type();
-        if ft.is_socket() {
-            log::warn!("{}: a socket; left out", disk.display());
-            return Ok(None);
-        }
-        if is_marker_name(name.as_bytes()) {
-            return Err(AuthorError::Unrepresentable {
-                path: disk,
-                what: "a whiteout name (.wh.*)",
-            });
-        }
-        let xattrs = read_xattrs(&disk, xattr::list(&at), |n| xattr::get(&at, n));
-        let mut entry = entry_from(path, name_at, parent, &meta, xattrs);
-        entry.end = index + 1;
-        if entry.kind == NodeKind::CharDevice && is_tombstone_device(entry.rdev.0, entry.rdev.1) {
-            return Err(AuthorError::Unrepresentable {
-                path: disk,
-                what: "a 0/0 character device (an overlayfs whiteout)",
-            });
-        }
-        if entry.kind == NodeKind::Symlink {
-            let target = std::fs::read_link(&at).map_err(|e| gone_or(&disk, e))?;
-            entry.target = target.into_os_string().into_vec();
-        }
-        let kind = entry.kind;
-        self.entries.push(entry);
-        if kind != NodeKind::Directory {
-            return Ok(None);
-        }
-        let child = open_dir(&at, false).map_err(|e| gone_or(&disk, e))?;
-        let opened = child.metadata().map_err(|e| io_error(&disk, e))?;
-        if file_id(&opened) != file_id(&meta) {
-            return Err(AuthorError::Changed { path: disk });
-        }
-        let names = self.list(&child, index)?;
-        Ok(Some(Frame {
-            index,
-            dir: child,
-            names,
-        }))
-    }
-}
-
-/// An entry from its `lstat`; kinds other than directories, symlinks,
-/// devices and fifos are regular files (sockets are filtered before).
-fn entry_from(
-    path: Vec<u8>,
-    name_at: usize,
-    parent: usize,
-    meta: &Metadata,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-) -> ScanEntry {
-    let ft = meta.file_type();
-    let kind = if ft.is_dir() {
-        NodeKind::Directory
-    } else if ft.is_symlink() {
-        NodeKind::Symlink
-    } else if ft.is_char_device() {
-        NodeKind::CharDevice
-    } else if ft.is_block_device() {
-        NodeKind::BlockDevice
-    } else if ft.is_fifo() {
-        NodeKind::Fifo
-    } else {
-        NodeKind::File
-    };
-    let rdev = match kind {
-        NodeKind::CharDevice | NodeKind::BlockDevice => {
-            (libc::major(meta.rdev()), libc::minor(meta.rdev()))
-        }
-        _ => (0, 0),
-    };
-    ScanEntry {
-        path,
-        kind,
-        mode: meta.mode() & 0o7777,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        mtime: meta.mtime(),
-        mtime_nsec: nsec(meta),
-        size: if kind == NodeKind::File {
-            meta.size()
-        } else {
-            0
-        },
-        rdev,
-        nlink: meta.nlink(),
-        id: file_id(meta),
-        target: Vec::new(),
-        xattrs,
-        parent,
-        end: 0,
-        name_at,
-    }
-}
-
-fn file_id(meta: &Metadata) -> FileId {
-    FileId {
-        dev: meta.dev(),
-        ino: meta.ino(),
-    }
-}
-
-fn nsec(meta: &Metadata) -> u32 {
-    u32::try_from(meta.mtime_nsec()).unwrap_or(0)
-}
-
-/// Opens a directory for listing; `follow` only for the directory the user
-/// named.
-fn open_dir(path: &Path, follow: bool) -> io::Result<File> {
-    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | nofollow)
-        .open(path)
-}
-
-/// The path through which the kernel reaches an open directory itself.
-fn proc_path(dir: &File) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
-}
-
-/// Sorted extended attributes, all namespaces the caller may read. One that
-/// cannot be read, or that describes how overlayfs stored the entry (which
-/// would change what the layer means), is left out with a warning; a
-/// filesystem without xattrs has none.
-fn read_xattrs(
-    path: &Path,
-    names: io::Result<xattr::XAttrs>,
-    get: impl Fn(&OsStr) -> io::Result<Option<Vec<u8>>>,
-) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let names = match names {
-        Ok(names) => names,
-        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Vec::new(),
-        Err(e) => {
-            log::warn!("{}: extended attributes not read: {e}", path.display());
-            return Vec::new();
-        }
-    };
-    let mut out = Vec::new();
-    for name in names {
-        let bytes = name.as_bytes();
-        if !is_visible_xattr(bytes) {
-            log::warn!(
-                "{}: xattr {} left out: it is overlayfs' own",
-                path.display(),
-                name.to_string_lossy()
-            );
             continue;
+        };
+        return Err(AuthorError::Unrepresentable {
+            path: scan.disk_path(i),
+            what,
+        });
+    }
+    let mut dropped = Vec::new();
+    scan.retain_xattrs(|i, name| {
+        let keep = is_visible_xattr(name);
+        if !keep {
+            dropped.push((i, name.to_vec()));
         }
-        match get(&name) {
-            Ok(Some(value)) => out.push((bytes.to_vec(), value)),
-            Ok(None) => log::warn!(
-                "{}: xattr {} vanished while being read; left out",
-                path.display(),
-                name.to_string_lossy()
-            ),
-            Err(e) => log::warn!(
-                "{}: xattr {} left out: {e}",
-                path.display(),
-                name.to_string_lossy()
-            ),
-        }
+        keep
+    });
+    for (i, name) in dropped {
+        log::warn!(
+            "{}: xattr {} left out: it is overlayfs' own",
+            scan.disk_path(i).display(),
+            String::from_utf8_lossy(&name)
+        );
     }
-    out.sort();
-    out
-}
-
-fn io_error(path: &Path, source: io::Error) -> AuthorError {
-    AuthorError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// `Vanished` for a path the walk listed that is no longer there;
-/// `Changed` if it is no longer what was listed; else the OS error.
-fn gone_or(path: &Path, source: io::Error) -> AuthorError {
-    match source.raw_os_error() {
-        Some(libc::ENOENT) => AuthorError::Vanished {
-            path: path.to_path_buf(),
-        },
-        Some(libc::ELOOP | libc::ENOTDIR) => AuthorError::Changed {
-            path: path.to_path_buf(),
-        },
-        _ => io_error(path, source),
-    }
+    Ok(scan)
 }

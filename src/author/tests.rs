@@ -8,6 +8,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::dir::Scan;
 use crate::stack::{self, Stack, StackOptions};
 use crate::tar::{MemberKind, TarWriter};
 use crate::tree::{NodeKind, ROOT_INO};
@@ -29,7 +30,7 @@ impl Case {
             tmp,
             layers: Vec::new(),
         };
-        let scan = Scan::read(&dir).expect("scan");
+        let scan = scan(&dir).expect("scan");
         case.write_layer(&scan, &everything(&scan));
         case
     }
@@ -55,7 +56,7 @@ impl Case {
     /// new layer's members as `path` (hardlinks as `path=>target`).
     fn diff(&mut self) -> Vec<String> {
         let lower = open(&self.layers);
-        let scan = Scan::read(&self.dir()).expect("scan");
+        let scan = scan(&self.dir()).expect("scan");
         let selection = plan_diff(&lower, &scan, &mut |_, _| {}).expect("plan");
         let new = self.write_layer(&scan, &selection);
         let merged = open(&self.layers);
@@ -88,7 +89,7 @@ fn open(layers: &[PathBuf]) -> Stack {
 /// Everything a mount shows of one path.
 #[derive(Debug, PartialEq, Eq)]
 struct View {
-    kind: NodeKind,
+    kind: MemberKind,
     mode: u32,
     owner: (u32, u32),
     mtime: (i64, u32),
@@ -122,7 +123,7 @@ fn tree_view(stack: &Stack) -> BTreeMap<Vec<u8>, View> {
             names.entry(ino).or_default().push(path.to_vec());
         }
         let view = View {
-            kind: node.kind,
+            kind: node.kind.member_kind(),
             mode: node.mode,
             owner: (node.uid, node.gid),
             mtime: (node.mtime, node.mtime_nsec),
@@ -150,10 +151,10 @@ fn dir_view(scan: &Scan) -> BTreeMap<Vec<u8>, View> {
     let mut out = BTreeMap::new();
     for (i, e) in scan.entries().iter().enumerate() {
         let content = match e.kind {
-            NodeKind::File => fs::read(scan.disk_path(i)).expect("read"),
+            MemberKind::Regular => fs::read(scan.disk_path(i)).expect("read"),
             _ => Vec::new(),
         };
-        if e.kind != NodeKind::Directory {
+        if e.kind != MemberKind::Directory {
             names.entry(e.id.ino).or_default().push(e.path.clone());
         }
         let view = View {
@@ -183,7 +184,7 @@ fn resolve_names(views: &mut BTreeMap<Vec<u8>, View>, names: &BTreeMap<u64, Vec<
             .and_then(|b| b.as_slice().try_into().ok())
             .map(u64::from_le_bytes);
         view.names = match (view.kind, ino.and_then(|i| names.get(&i))) {
-            (NodeKind::Directory, _) | (_, None) => Vec::new(),
+            (MemberKind::Directory, _) | (_, None) => Vec::new(),
             (_, Some(all)) => all.clone(),
         };
     }
@@ -367,7 +368,7 @@ fn create_writes_every_entry_in_name_order_with_hardlinks() {
         .collect();
     assert_eq!(members, want);
     let merged = open(&case.layers);
-    let scan = Scan::read(&case.dir()).expect("scan");
+    let scan = scan(&case.dir()).expect("scan");
     assert_eq!(tree_view(&merged), dir_view(&scan));
     let root = merged.tree().node(ROOT_INO).expect("root");
     assert_eq!(root.mode, scan.entries()[0].mode);
@@ -378,11 +379,11 @@ fn whiteout_names_are_refused_and_sockets_left_out() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let _socket = std::os::unix::net::UnixListener::bind(tmp.path().join("sock")).expect("socket");
     write(&tmp.path().join("file"), "f");
-    let scan = Scan::read(tmp.path()).expect("scan");
+    let scan = scan(tmp.path()).expect("scan");
     let paths: Vec<&[u8]> = scan.entries().iter().map(|e| e.path.as_slice()).collect();
     assert_eq!(paths, [&b""[..], b"file"]);
     write(&tmp.path().join(".wh.file"), "");
-    let err = Scan::read(tmp.path()).expect_err("a whiteout name");
+    let err = super::scan(tmp.path()).expect_err("a whiteout name");
     assert!(
         err.to_string().contains(".wh.file") && err.to_string().contains("whiteout"),
         "{err}"
@@ -395,10 +396,10 @@ fn symlinks_inside_are_never_followed() {
     write(&outside.path().join("secret"), "s");
     let tmp = tempfile::tempdir().expect("tempdir");
     symlink(outside.path(), tmp.path().join("out")).expect("symlink");
-    let scan = Scan::read(tmp.path()).expect("scan");
+    let scan = scan(tmp.path()).expect("scan");
     let paths: Vec<&[u8]> = scan.entries().iter().map(|e| e.path.as_slice()).collect();
     assert_eq!(paths, [&b""[..], b"out"]);
-    assert_eq!(scan.entries()[1].kind, NodeKind::Symlink);
+    assert_eq!(scan.entries()[1].kind, MemberKind::Symlink);
 }
 
 #[test]

@@ -482,3 +482,54 @@ fn benchmark_like_entries_fit_the_size_budget() {
     let per_entry = bytes.len() / 20_000;
     assert!(per_entry <= 150, "{per_entry} bytes per entry");
 }
+
+#[test]
+fn a_stack_with_a_directory_never_stores_or_loads_a_merged_tree() {
+    use crate::stack::{IndexOrigin, LayerSpec, Stack, StackOptions};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (tar, _) = sample_tar();
+    let layer = tmp.path().join("layer.tar");
+    fs::write(&layer, tar).expect("write layer");
+    let dir = tmp.path().join("upper");
+    fs::create_dir(&dir).expect("mkdir");
+    fs::write(dir.join("one"), "1").expect("write");
+    let cache_dir = tmp.path().join("cache");
+    let specs = [LayerSpec::file(&layer), LayerSpec::directory(&dir)];
+    let open = || {
+        let options = StackOptions {
+            cache: Some(cache_in(&cache_dir, 1 << 30)),
+            ..StackOptions::default()
+        };
+        Stack::open_specs(&specs, &options).expect("open stack")
+    };
+    let names = |stack: &Stack| {
+        let mut names = Vec::new();
+        stack
+            .tree()
+            .walk(|path, _, _| {
+                names.push(String::from_utf8_lossy(path).into_owned());
+                Ok::<(), ()>(())
+            })
+            .expect("walk");
+        names
+    };
+    let first = open();
+    assert_eq!(first.origins(), [IndexOrigin::Indexed; 2]);
+    assert!(names(&first).contains(&"one".to_string()));
+    let key = LayerKey::of_range(&fs::File::open(&layer).expect("open"), 0, {
+        fs::metadata(&layer).expect("stat").len()
+    })
+    .expect("key");
+    // The tar's own index is stored; nothing else (no merged tree).
+    assert_eq!(names_in(&cache_dir), [key.file_name()]);
+    fs::write(dir.join("two"), "2").expect("write");
+    let second = open();
+    assert_eq!(
+        second.origins(),
+        [IndexOrigin::Cache, IndexOrigin::Indexed],
+        "the tar from its stored index, the directory walked again"
+    );
+    let now = names(&second);
+    assert!(now.contains(&"one".to_string()) && now.contains(&"two".to_string()));
+    assert_eq!(names_in(&cache_dir), [key.file_name()]);
+}

@@ -140,6 +140,16 @@ pub enum SourceError {
         /// Bytes asked for.
         len: usize,
     },
+    /// A file of a directory layer is no longer what was listed when the
+    /// layer was indexed (another inode, size or mtime): nothing more is
+    /// read from it.
+    #[error("{path}: changed since its directory layer was indexed ({why}); its reads fail until remounted")]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// What differs.
+        why: String,
+    },
     /// Decompression failed while reading.
     #[error("{path}: {codec} stream is corrupt near decompressed offset {offset}: {source}")]
     Corrupt {
@@ -171,6 +181,7 @@ impl SourceError {
             | SourceError::Cache { path, .. }
             | SourceError::Truncated { path, .. }
             | SourceError::Modified { path, .. }
+            | SourceError::Changed { path, .. }
             | SourceError::Corrupt { path, .. } => path,
         }
     }
@@ -187,6 +198,7 @@ impl SourceError {
             SourceError::Cache { .. } => "cache",
             SourceError::Truncated { .. } => "truncated",
             SourceError::Modified { .. } => "modified",
+            SourceError::Changed { .. } => "changed",
             SourceError::Corrupt { .. } => "corrupt",
         }
     }

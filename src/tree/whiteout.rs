@@ -2,7 +2,10 @@
 //!
 //! This is the one place that knows the OCI image-spec changeset markers
 //! (`.wh.NAME`, `.wh..wh..opq`), AUFS leftovers (`.wh..wh.*`) and overlayfs'
-//! native form (character device 0/0 tombstones, `trusted.overlay.opaque=y`).
+//! native form, as an upper directory holds it (character device 0/0
+//! tombstones, `trusted.overlay.opaque=y`; with the `userxattr` mount
+//! option, `user.overlay.*` instead; and since Linux 6.7 the other
+//! tombstone, an empty regular file with `trusted.overlay.whiteout`).
 
 use super::RemovalKind;
 use crate::tar::{Member, MemberKind};
@@ -13,10 +16,16 @@ const WHITEOUT_PREFIX: &[u8] = b".wh.";
 pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// Prefix of AUFS metadata (`.wh..wh.plnk`, `.wh..wh.aufs`, `.wh..wh.orph`).
 const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
-/// The overlayfs xattr that marks a directory opaque.
-const OVERLAY_OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
-/// overlayfs' private xattrs; they describe the upper dir, not the files.
-const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
+/// overlayfs' private xattrs, in the namespace it uses by default and in
+/// the one of `userxattr` mounts (unprivileged overlays); they describe
+/// how the upper dir stored an entry, not the entry.
+const OVERLAY_XATTR_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
+/// The overlayfs xattr (after a prefix) that marks a directory opaque with
+/// the value `y`. (`x` only says the directory holds xattr tombstones.)
+const OVERLAY_OPAQUE: &[u8] = b"opaque";
+/// The overlayfs xattr (after a prefix) that makes an empty regular file a
+/// tombstone.
+const OVERLAY_WHITEOUT: &[u8] = b"whiteout";
 
 /// What one member does to the tree, given its normalised path components.
 #[derive(Debug, PartialEq, Eq)]
@@ -78,16 +87,30 @@ pub fn classify<'a>(member: &Member, comps: &'a [&'a [u8]]) -> Action<'a> {
                 by: RemovalKind::Tombstone,
             }
         }
-        MemberKind::Directory if is_opaque_dir(member) => Action::AddOpaqueDir,
+        MemberKind::Regular
+            if member.data.size == 0 && overlay_xattr(member, OVERLAY_WHITEOUT).is_some() =>
+        {
+            Action::Remove {
+                dir: dirs,
+                name: base,
+                by: RemovalKind::Tombstone,
+            }
+        }
+        MemberKind::Directory if overlay_xattr(member, OVERLAY_OPAQUE) == Some(b"y") => {
+            Action::AddOpaqueDir
+        }
         _ => Action::Add,
     }
 }
 
-fn is_opaque_dir(member: &Member) -> bool {
-    member
-        .xattrs
-        .iter()
-        .any(|(name, value)| name == OVERLAY_OPAQUE_XATTR && value == b"y")
+/// The value of overlayfs' xattr `name` (in either namespace) on `member`.
+fn overlay_xattr<'a>(member: &'a Member, name: &[u8]) -> Option<&'a [u8]> {
+    member.xattrs.iter().find_map(|(full, value)| {
+        OVERLAY_XATTR_PREFIXES
+            .iter()
+            .any(|prefix| full.strip_prefix(*prefix) == Some(name))
+            .then_some(value.as_slice())
+    })
 }
 
 /// The base name of the whiteout that removes `name` from the layers below.
@@ -111,7 +134,9 @@ pub fn is_tombstone_device(major: u32, minor: u32) -> bool {
 /// Whether an xattr is kept in the merged tree: overlayfs' own attributes
 /// describe how an upper directory was stored, not the file, and are dropped.
 pub fn is_visible_xattr(name: &[u8]) -> bool {
-    !name.starts_with(OVERLAY_XATTR_PREFIX)
+    !OVERLAY_XATTR_PREFIXES
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
 }
 
 #[cfg(test)]
@@ -195,8 +220,38 @@ mod tests {
         assert_eq!(classify(&dir, &comps), Action::AddOpaqueDir);
         dir.xattrs[0].1 = b"n".to_vec();
         assert_eq!(classify(&dir, &comps), Action::Add);
+        // `x`: the directory holds xattr tombstones; it is not opaque.
+        dir.xattrs[0].1 = b"x".to_vec();
+        assert_eq!(classify(&dir, &comps), Action::Add);
+        dir.xattrs[0] = (b"user.overlay.opaque".to_vec(), b"y".to_vec());
+        assert_eq!(classify(&dir, &comps), Action::AddOpaqueDir);
+        dir.xattrs[0] = (b"user.overlayx.opaque".to_vec(), b"y".to_vec());
+        assert_eq!(classify(&dir, &comps), Action::Add);
         assert!(!is_visible_xattr(b"trusted.overlay.opaque"));
+        assert!(!is_visible_xattr(b"user.overlay.origin"));
         assert!(is_visible_xattr(b"user.foo"));
+        assert!(is_visible_xattr(b"trusted.overlayfoo"));
+    }
+
+    #[test]
+    fn an_empty_file_with_the_whiteout_xattr_is_a_tombstone() {
+        let comps = components(b"etc/gone");
+        for name in ["trusted.overlay.whiteout", "user.overlay.whiteout"] {
+            let mut file = member(MemberKind::Regular);
+            file.xattrs.push((name.as_bytes().to_vec(), Vec::new()));
+            assert_eq!(
+                classify(&file, &comps),
+                Action::Remove {
+                    dir: &comps[..1],
+                    name: b"gone",
+                    by: RemovalKind::Tombstone,
+                },
+                "{name}"
+            );
+            // With contents it is a file that happens to carry the xattr.
+            file.data.size = 1;
+            assert_eq!(classify(&file, &comps), Action::Add, "{name}");
+        }
     }
 
     #[test]
