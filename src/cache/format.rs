@@ -97,19 +97,48 @@ pub(super) enum FormatError {
 
 /// Encodes one entry: `identity` (see [`super::LayerKey`]), the seek index
 /// and the members.
+#[cfg(test)]
 pub(super) fn encode(identity: &[u8], index: &LayerIndex, seek: &SeekIndex) -> Vec<u8> {
-    let mut out = start(MAGIC, HEADER_LEN + 64 + index.members.len() * 64);
-    put_bytes(&mut out, identity);
-    let mut blob = Vec::new();
-    seek.encode(&mut blob);
-    put_bytes(&mut out, &blob);
-    put_u64(&mut out, index.members.len() as u64);
-    let mut prev = Previous::default();
-    for member in &index.members {
-        put_member(&mut out, member, &prev);
-        prev.follow(member);
+    let mut members = MemberEncoder::default();
+    members.push(&index.members);
+    members.finish(identity, seek)
+}
+
+/// A layer entry's members, encoded as they are indexed, so that storing
+/// a layer never needs its whole member list: the encoding is a tenth of
+/// the size of the members it stands for.
+#[derive(Default)]
+pub(super) struct MemberEncoder {
+    out: Vec<u8>,
+    count: u64,
+    prev: Previous,
+}
+
+impl MemberEncoder {
+    /// Encodes the next members, in archive order.
+    pub(super) fn push(&mut self, members: &[Member]) {
+        for member in members {
+            put_member(&mut self.out, member, &self.prev);
+            self.prev.follow(member);
+        }
+        self.count += members.len() as u64;
     }
-    seal(out)
+
+    /// The whole entry: `identity` (see [`super::LayerKey`]), the seek
+    /// index, and the members pushed so far.
+    pub(super) fn finish(self, identity: &[u8], seek: &SeekIndex) -> Vec<u8> {
+        let mut blob = Vec::new();
+        seek.encode(&mut blob);
+        let mut out = start(
+            MAGIC,
+            HEADER_LEN + identity.len() + blob.len() + 30 + self.out.len(),
+        );
+        put_bytes(&mut out, identity);
+        put_bytes(&mut out, &blob);
+        put_u64(&mut out, self.count);
+        out.extend_from_slice(&self.out);
+        seal(out)
+    }
 }
 
 /// Encodes a stack's merged tree; `identity` names the stack.
@@ -612,6 +641,22 @@ pub(super) mod tests {
         let empty = encode(b"", &LayerIndex::default(), &SeekIndex::Plain);
         let (back, _) = decode(&empty, b"").expect("decode");
         assert!(back.members.is_empty());
+    }
+
+    #[test]
+    fn members_pushed_in_batches_decode_as_one_list() {
+        let index = every_kind();
+        let whole = encode(b"key", &index, &SeekIndex::Plain);
+        for size in [1, 2, 5] {
+            let mut members = MemberEncoder::default();
+            for batch in index.members.chunks(size) {
+                members.push(batch);
+            }
+            let bytes = members.finish(b"key", &SeekIndex::Plain);
+            assert_eq!(bytes, whole, "batches of {size}");
+            let (back, _) = decode(&bytes, b"key").expect("decode");
+            assert_eq!(back.members, index.members, "batches of {size}");
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::source::SeekIndex;
 use crate::sys;
-use crate::tar::LayerIndex;
+use crate::tar::{LayerIndex, Member};
 use crate::tree::Tree;
 
 /// Default bound on the cache directory's size: room for the indexes of
@@ -119,6 +119,25 @@ fn dir_from(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Option<
     absolute(xdg_cache_home)
         .or_else(|| absolute(home).map(|home| home.join(".cache")))
         .map(|base| base.join("layerfs"))
+}
+
+/// A layer's cache entry being written while the layer is indexed (see
+/// [`IndexCache::store_entry_of`]): the members go to the merge as they
+/// are read, and only their encoding stays behind.
+#[derive(Default)]
+pub struct LayerEntry(format::MemberEncoder);
+
+impl LayerEntry {
+    /// Adds the next members of the layer, in archive order.
+    pub fn push(&mut self, members: &[Member]) {
+        self.0.push(members);
+    }
+}
+
+impl std::fmt::Debug for LayerEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LayerEntry")
+    }
 }
 
 /// A cache directory of layer indexes, bounded in size.
@@ -247,8 +266,21 @@ impl IndexCache {
         index: &LayerIndex,
         seek: &SeekIndex,
     ) -> Result<(), CacheError> {
+        let mut entry = LayerEntry::default();
+        entry.push(&index.members);
+        self.store_entry_of(key, entry, seek)
+    }
+
+    /// [`IndexCache::store`] of a layer whose members were handed to
+    /// [`LayerEntry::push`] as they were indexed.
+    pub fn store_entry_of(
+        &self,
+        key: &LayerKey,
+        entry: LayerEntry,
+        seek: &SeekIndex,
+    ) -> Result<(), CacheError> {
         let path = self.dir.join(key.file_name());
-        let bytes = format::encode(&key.identity(), index, seek);
+        let bytes = entry.0.finish(&key.identity(), seek);
         self.store_entry(path, &bytes)
     }
 

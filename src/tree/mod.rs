@@ -43,7 +43,7 @@ mod whiteout;
 
 use std::fmt;
 
-use crate::tar::{DataLayout, LayerIndex, MemberKind};
+use crate::tar::{DataLayout, LayerIndex, Member, MemberKind};
 use build::{BuildNode, Builder, Content, NodeId, ROOT};
 pub use persist::TreeDecodeError;
 pub use removal::{Hidden, Removal, RemovalKind};
@@ -325,13 +325,74 @@ fn merge(
     layers: impl IntoIterator<Item = LayerIndex>,
     record: bool,
 ) -> (Tree, Vec<MergeWarning>, Vec<Removal>) {
-    let mut builder = Builder::new(record);
-    for (n, index) in layers.into_iter().enumerate() {
-        builder.apply_layer(u32::try_from(n).unwrap_or(u32::MAX), index);
+    let mut builder = TreeBuilder::new(record);
+    for index in layers {
+        builder.apply(index);
     }
-    let warnings = std::mem::take(&mut builder.warnings);
-    let removals = builder.removals.take().unwrap_or_default();
-    (freeze(builder), warnings, removals)
+    builder.finish()
+}
+
+/// A merge in progress, layers applied one at a time, bottom first, so
+/// that each can be merged as soon as it is indexed and dropped.
+pub struct TreeBuilder {
+    builder: Builder,
+    /// The number of the next layer to apply (0 = bottom).
+    next: u32,
+}
+
+impl TreeBuilder {
+    /// Nothing applied yet; `record` keeps what every whiteout, opaque
+    /// marker and tombstone removed (see [`Tree::build_recording`]).
+    pub fn new(record: bool) -> TreeBuilder {
+        TreeBuilder {
+            builder: Builder::new(record),
+            next: 0,
+        }
+    }
+
+    /// Applies the next layer up, whole: its removals first, then what it
+    /// adds. The index is consumed member by member.
+    pub fn apply(&mut self, index: LayerIndex) {
+        self.builder.apply_layer(self.next, index);
+        self.next = self.next.saturating_add(1);
+    }
+
+    /// The merged tree, what could not be placed, and what was removed
+    /// (empty unless recording).
+    pub fn finish(mut self) -> (Tree, Vec<MergeWarning>, Vec<Removal>) {
+        let warnings = std::mem::take(&mut self.builder.warnings);
+        let removals = self.builder.removals.take().unwrap_or_default();
+        (freeze(self.builder), warnings, removals)
+    }
+}
+
+/// The bottom layer of a merge, taken in member by member while it is
+/// still being indexed, so that the merge is done when the pass ends and
+/// the layer's member list never exists whole. The result is the tree
+/// [`TreeBuilder::apply`] makes of the whole layer.
+pub struct BottomLayer(Builder);
+
+impl BottomLayer {
+    /// A new merge; `record` as for [`TreeBuilder::new`].
+    pub fn new(record: bool) -> BottomLayer {
+        BottomLayer(Builder::new(record))
+    }
+
+    /// Adds the next members of the bottom layer, in archive order; each
+    /// is dropped once added.
+    pub fn push(&mut self, members: Vec<Member>) {
+        for member in members {
+            self.0.add_bottom_member(&member);
+        }
+    }
+
+    /// The bottom layer is complete: the layers above it go on top.
+    pub fn done(self) -> TreeBuilder {
+        TreeBuilder {
+            builder: self.0,
+            next: 1,
+        }
+    }
 }
 
 /// Numbers the reachable nodes breadth first in name order and lays them,
