@@ -28,7 +28,7 @@ pub use key::LayerKey;
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -288,8 +288,12 @@ impl IndexCache {
     /// first), as [`IndexCache::store`] stores a layer's index.
     pub fn store_tree(&self, keys: &[LayerKey], tree: &Tree) -> Result<(), CacheError> {
         let path = self.dir.join(key::stack_file_name(keys));
-        let bytes = format::encode_tree(&key::stack_identity(keys), tree);
-        self.store_entry(path, &bytes)
+        let identity = key::stack_identity(keys);
+        // Streamed to the file: the encoding is as large as the tree, and
+        // holding both was the peak of a first mount's memory.
+        self.store_with(path, |file| {
+            format::write_tree(&identity, tree, |at, bytes| file.write_all_at(bytes, at))
+        })
     }
 
     fn store_entry(&self, path: PathBuf, bytes: &[u8]) -> Result<(), CacheError> {
@@ -301,23 +305,45 @@ impl IndexCache {
                 max_bytes: self.max_bytes,
             });
         }
+        self.store_with(path, |mut file| file.write_all(bytes).map(|()| size))
+    }
+
+    /// Writes an entry with `write` (which returns its length) under a
+    /// temporary name, then puts it in place if it is within the bound.
+    fn store_with(
+        &self,
+        path: PathBuf,
+        write: impl FnOnce(&File) -> io::Result<u64>,
+    ) -> Result<(), CacheError> {
         if self.write_failed.load(Ordering::Relaxed) {
             return Ok(());
         }
-        if let Err(source) = self.write_atomically(&path, bytes) {
-            self.write_failed.store(true, Ordering::Relaxed);
-            return Err(CacheError::Write { path, source });
+        let mut size = 0;
+        let written = self.create_temp().and_then(|(temp, file)| {
+            let placed = write(&file).and_then(|len| {
+                size = len;
+                if len > self.max_bytes {
+                    return Ok(false);
+                }
+                fs::rename(&temp, &path).map(|()| true)
+            });
+            if !matches!(placed, Ok(true)) {
+                let _ = fs::remove_file(&temp);
+            }
+            placed
+        });
+        match written {
+            Ok(true) => self.evict(),
+            Ok(false) => Err(CacheError::TooLarge {
+                path,
+                size,
+                max_bytes: self.max_bytes,
+            }),
+            Err(source) => {
+                self.write_failed.store(true, Ordering::Relaxed);
+                Err(CacheError::Write { path, source })
+            }
         }
-        self.evict()
-    }
-
-    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let (temp, mut file) = self.create_temp()?;
-        let written = file.write_all(bytes).and_then(|()| fs::rename(&temp, path));
-        if written.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        written
     }
 
     /// A new file under a temporary name that [`IndexCache::load`] never

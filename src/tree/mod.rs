@@ -400,13 +400,17 @@ impl BottomLayer {
 /// unreachable and dropped here.
 fn freeze(builder: Builder) -> Tree {
     let mut built = builder.nodes;
-    let mut ino_of: Vec<Ino> = vec![0; built.len()];
+    // Per built node, 32 bits each (as `Node::parent`): these arrays live
+    // beside both the built nodes and the frozen ones, at the peak of a
+    // first mount's memory.
+    let mut ino_of: Vec<u32> = vec![0; built.len()];
     let mut names: Vec<u32> = vec![0; built.len()];
-    let mut order: Vec<NodeId> = vec![ROOT];
-    let mut parent_of: Vec<Ino> = vec![ROOT_INO; built.len()];
-    let mut dir_span: Vec<(usize, usize)> = vec![(0, 0); built.len()];
+    let mut order: Vec<u32> = Vec::with_capacity(built.len());
+    order.push(ROOT as u32);
+    let mut parent_of: Vec<u32> = vec![ROOT_INO as u32; built.len()];
+    let mut dir_span: Vec<(u32, u32)> = vec![(0, 0); built.len()];
     let mut subdirs: Vec<u32> = vec![0; built.len()];
-    ino_of[ROOT] = ROOT_INO;
+    ino_of[ROOT] = ROOT_INO as u32;
     // Reserved once for every node built (reachable or not), so no array
     // is ever copied to grow: a doubling vector holds its old and new
     // buffers at once, which was the peak of a whole mount's memory.
@@ -420,7 +424,7 @@ fn freeze(builder: Builder) -> Tree {
     };
     let mut next = 0;
     while next < order.len() {
-        let id = order[next];
+        let id = order[next] as NodeId;
         next += 1;
         // Each directory's map is read once, here, and freed right away:
         // its names now live in the arena.
@@ -431,8 +435,8 @@ fn freeze(builder: Builder) -> Tree {
         let first = tree.entries.len();
         for (name, &child) in &children {
             if ino_of[child] == 0 {
-                order.push(child);
-                ino_of[child] = order.len() as Ino;
+                order.push(child as u32);
+                ino_of[child] = order.len() as u32;
                 parent_of[child] = ino_of[id];
                 if built[child].kind == NodeKind::Directory {
                     subdirs[id] += 1;
@@ -442,20 +446,27 @@ fn freeze(builder: Builder) -> Tree {
             let span = push_bytes(&mut tree.bytes, name);
             tree.entries.push(DirEntry {
                 name: span,
-                ino: ino_of[child],
+                ino: Ino::from(ino_of[child]),
             });
         }
-        dir_span[id] = (first, tree.entries.len() - first);
+        dir_span[id] = (first as u32, (tree.entries.len() - first) as u32);
     }
+    drop(ino_of);
+    // The directory maps and their names, freed above, are small blocks
+    // inside the heap that the nodes' array below cannot reuse: hand them
+    // back first, or they count towards the peak until the merge is done.
+    crate::sys::release_free_memory();
     // Exact sizes: a doubling vector would leave up to half of each array
     // unused for the life of the mount.
     tree.nodes.reserve_exact(order.len());
     tree.entries.shrink_to_fit();
     for &id in &order {
+        let id = id as NodeId;
         let node = &mut built[id];
         let (payload, size) = match std::mem::replace(&mut node.content, Content::Special) {
             Content::Dir(_) => {
                 let (first, count) = dir_span[id];
+                let (first, count) = (first as usize, count as usize);
                 (Payload::Dir { first, count }, DIR_SIZE)
             }
             Content::File(data) => {
@@ -492,7 +503,7 @@ fn freeze(builder: Builder) -> Tree {
             layer: node.layer,
             // Inode numbers and xattr counts fit 32 bits in any tree that
             // fits in memory (see `Node::parent`).
-            parent: u32::try_from(parent_of[id]).unwrap_or(0),
+            parent: parent_of[id],
             payload,
             xattrs: (
                 u32::try_from(xattr_first).unwrap_or(0),
