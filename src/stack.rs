@@ -4,13 +4,20 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 
-use crate::cache::{IndexCache, LayerKey};
+use crate::cache::{IndexCache, LayerEntry, LayerKey};
 use crate::dir::{DirError, DirLayer};
 use crate::source::{LayerHead, LayerSource, SeekIndex, SourceError};
-use crate::tar::{self, LayerIndex, TarError};
-use crate::tree::{Ino, NodeKind, Removal, Tree};
+use crate::tar::{self, LayerIndex, Member, TarError};
+use crate::tree::{BottomLayer, Ino, MergeWarning, NodeKind, Removal, Tree};
+
+/// Members the bottom layer's pass hands to the merge at once: enough that
+/// the channel costs nothing per member, few enough that the batches in
+/// flight are a small part of the peak.
+const BATCH: usize = 4096;
+/// Batches the pass may be ahead of the merge before it waits.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// What can go wrong while opening a stack or reading from it.
 #[derive(Debug, thiserror::Error)]
@@ -216,24 +223,24 @@ pub struct LayerStats {
 }
 
 impl LayerStats {
-    fn of(index: &LayerIndex) -> LayerStats {
-        let end = index
-            .members
-            .iter()
-            .map(|m| {
-                let stored = m
-                    .data
-                    .sparse
-                    .as_ref()
-                    .map_or(m.data.size, |segments| segments.iter().map(|s| s.len).sum());
-                m.data.offset.saturating_add(stored.next_multiple_of(512))
-            })
-            .max()
-            .unwrap_or(0);
-        LayerStats {
-            entries: index.members.len() as u64,
-            tar_bytes: end.saturating_add(1024),
+    /// A layer with no members: only the end-of-archive marker.
+    const EMPTY: LayerStats = LayerStats {
+        entries: 0,
+        tar_bytes: 1024,
+    };
+
+    /// Counts the next members of the layer in.
+    fn add(&mut self, members: &[Member]) {
+        for m in members {
+            let stored = m
+                .data
+                .sparse
+                .as_ref()
+                .map_or(m.data.size, |segments| segments.iter().map(|s| s.len).sum());
+            let end = m.data.offset.saturating_add(stored.next_multiple_of(512));
+            self.tar_bytes = self.tar_bytes.max(end.saturating_add(1024));
         }
+        self.entries += members.len() as u64;
     }
 }
 
@@ -297,15 +304,9 @@ impl Stack {
             }
         }
         let keyed = cache.zip(each_key.as_deref());
-        let (indexes, origins): (Vec<_>, Vec<_>) =
-            index_all(&layers, &verify, keyed)?.into_iter().unzip();
-        let stats = indexes.iter().map(LayerStats::of).collect();
-        let (tree, warnings, removals) = if options.record_removals {
-            Tree::build_recording(indexes)
-        } else {
-            let (tree, warnings) = Tree::build(indexes);
-            (tree, warnings, Vec::new())
-        };
+        let (merged, origins, stats) =
+            index_and_merge(&layers, &verify, keyed, options.record_removals)?;
+        let (tree, warnings, removals) = merged;
         log_tree(&layers, &tree);
         // The member lists and the tree under construction were freed, and
         // were several times what the frozen tree keeps: hand that back
@@ -396,7 +397,7 @@ pub fn layer_index(
     let verify = spec.verify.as_deref();
     let key = cache.and_then(|_| layer_key(&layer, verify));
     let n = number.saturating_sub(1);
-    Ok(index_layer(&layer, n, verify, cache.zip(key.as_ref()))?.0)
+    Ok(index_layer_whole(&layer, n, verify, cache.zip(key.as_ref()))?.index)
 }
 
 /// What the head of one layer file holds: see [`peek_layer`].
@@ -535,22 +536,82 @@ fn log_tree(layers: &[Layer], tree: &Tree) {
     );
 }
 
-/// One layer's index and where it came from.
-type Indexed = Result<(LayerIndex, IndexOrigin), StackError>;
+/// One layer's index, where it came from and what it holds.
+struct Indexed {
+    index: LayerIndex,
+    origin: IndexOrigin,
+    stats: LayerStats,
+}
+
+/// What merging gives: the tree, what could not be placed, and what was
+/// removed (if recorded).
+type Merged = (Tree, Vec<MergeWarning>, Vec<Removal>);
 
 /// Indexes every layer (through the cache, with each layer's key, if
-/// given), up to one thread per core; the first error wins.
-fn index_all(
+/// given) and merges them. The bottom layer's members go to the merge
+/// while its pass goes on, on another core, so that the merge is done
+/// when the pass ends and its member list never exists whole; the layers
+/// above are indexed meanwhile, several at once, and applied in order once
+/// the bottom one is in. The first error, bottom first, wins.
+fn index_and_merge(
     layers: &[Layer],
     verify: &[Option<&str>],
     keyed: Option<(&IndexCache, &[Option<LayerKey>])>,
-) -> Result<Vec<(LayerIndex, IndexOrigin)>, StackError> {
+    record: bool,
+) -> Result<(Merged, Vec<IndexOrigin>, Vec<LayerStats>), StackError> {
+    let bottom = layers.first().ok_or(StackError::NoLayers)?;
+    std::thread::scope(|scope| {
+        let (batches, received) = mpsc::sync_channel::<Vec<Member>>(BATCHES_IN_FLIGHT);
+        let key = keyed.and_then(|(cache, keys)| Some((cache, keys.first()?.as_ref()?)));
+        let check = verify.first().copied().flatten();
+        let pass = scope.spawn(move || {
+            index_layer(bottom, 0, check, key, BATCH, &mut |batch| {
+                // Only a merge that panicked stops taking batches.
+                let _ = batches.send(batch);
+            })
+        });
+        let uppers =
+            (layers.len() > 1).then(|| scope.spawn(|| index_all(layers, 1, verify, keyed)));
+        let mut merge = BottomLayer::new(record);
+        for batch in received {
+            merge.push(batch);
+        }
+        let (origin, stats) = joined(pass)?;
+        let uppers = uppers.map(joined).transpose()?.unwrap_or_default();
+        let mut merge = merge.done();
+        let mut origins = vec![origin];
+        let mut all_stats = vec![stats];
+        for upper in uppers {
+            origins.push(upper.origin);
+            all_stats.push(upper.stats);
+            merge.apply(upper.index);
+        }
+        Ok((merge.finish(), origins, all_stats))
+    })
+}
+
+/// What a scoped thread returned; its panic goes on in this thread.
+fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Indexes layers `first..` (through the cache, with each layer's key, if
+/// given), up to one thread per core; the first error wins.
+fn index_all(
+    layers: &[Layer],
+    first: usize,
+    verify: &[Option<&str>],
+    keyed: Option<(&IndexCache, &[Option<LayerKey>])>,
+) -> Result<Vec<Indexed>, StackError> {
+    let todo = layers.len().saturating_sub(first);
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
-        .min(layers.len());
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Indexed>>> =
-        Mutex::new((0..layers.len()).map(|_| None).collect());
+        .min(todo);
+    let next = AtomicUsize::new(first);
+    let results: Mutex<Vec<Option<Result<Indexed, StackError>>>> =
+        Mutex::new((0..todo).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
@@ -558,9 +619,10 @@ fn index_all(
                 let Some(layer) = layers.get(n) else { break };
                 let key = keyed.and_then(|(cache, keys)| Some((cache, keys.get(n)?.as_ref()?)));
                 let check = verify.get(n).copied().flatten();
-                let result = index_layer(layer, n, check, key);
+                let result = index_layer_whole(layer, n, check, key);
                 let failed = result.is_err();
-                if let Some(slot) = results.lock().unwrap_or_else(|p| p.into_inner()).get_mut(n) {
+                let mut results = results.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(slot) = results.get_mut(n - first) {
                     *slot = Some(result);
                 }
                 if failed {
@@ -571,7 +633,7 @@ fn index_all(
         }
     });
     let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    let mut indexes = Vec::with_capacity(layers.len());
+    let mut indexes = Vec::with_capacity(todo);
     let mut first_error = None;
     for result in results {
         match result {
@@ -588,16 +650,41 @@ fn index_all(
     }
 }
 
-/// The index of layer `n` (0 = bottom): for a tar, see [`load_or_index`];
-/// a directory is walked every time.
+/// [`index_layer`] into one member list.
+fn index_layer_whole(
+    layer: &Layer,
+    n: usize,
+    verify: Option<&str>,
+    keyed: Option<(&IndexCache, &LayerKey)>,
+) -> Result<Indexed, StackError> {
+    let mut members = Vec::new();
+    let (origin, stats) = index_layer(layer, n, verify, keyed, usize::MAX, &mut |batch| {
+        if members.is_empty() {
+            members = batch;
+        } else {
+            members.extend(batch);
+        }
+    })?;
+    Ok(Indexed {
+        index: LayerIndex { members },
+        origin,
+        stats,
+    })
+}
+
+/// The members of layer `n` (0 = bottom), handed to `sink` in order: for
+/// a tar, see [`load_or_index`]; a directory is walked every time and
+/// handed over whole.
 fn index_layer(
     layer: &Layer,
     n: usize,
     verify: Option<&str>,
     keyed: Option<(&IndexCache, &LayerKey)>,
-) -> Result<(LayerIndex, IndexOrigin), StackError> {
+    batch: usize,
+    sink: &mut dyn FnMut(Vec<Member>),
+) -> Result<(IndexOrigin, LayerStats), StackError> {
     let dir = match layer {
-        Layer::Tar(source) => return load_or_index(source, n, verify, keyed),
+        Layer::Tar(source) => return load_or_index(source, n, verify, keyed, batch, sink),
         Layer::Dir(dir) => dir,
     };
     let started = std::time::Instant::now();
@@ -613,20 +700,28 @@ fn index_layer(
         index.members.len(),
         started.elapsed()
     );
-    Ok((index, IndexOrigin::Indexed))
+    let mut stats = LayerStats::EMPTY;
+    stats.add(&index.members);
+    sink(index.members);
+    Ok((IndexOrigin::Indexed, stats))
 }
 
-/// The layer's index from the cache if it has a valid one, else from a
-/// pass over the layer, which is then stored. A cache that cannot be read
-/// or written costs speed, never the mount. A layer with a digest to check
-/// is hashed before its pass; its key carries the digest, so a stored
-/// entry is found only for a layer that passed.
+/// The layer's members, handed to `sink` in archive order, from the
+/// cache if it has a valid index, else from a pass over the layer (in
+/// batches of `batch`), whose index is then stored. A cache that cannot be
+/// read or written costs speed, never the mount. A layer with a digest to
+/// check is hashed before its pass; its key carries the digest, so a
+/// stored entry is found only for a layer that passed. On an error, what
+/// `sink` was given is only part of the layer.
 fn load_or_index(
     layer: &LayerSource,
     n: usize,
     verify: Option<&str>,
     keyed: Option<(&IndexCache, &LayerKey)>,
-) -> Result<(LayerIndex, IndexOrigin), StackError> {
+    batch: usize,
+    sink: &mut dyn FnMut(Vec<Member>),
+) -> Result<(IndexOrigin, LayerStats), StackError> {
+    let mut stats = LayerStats::EMPTY;
     if let Some((cache, key)) = keyed {
         if let Some((index, seek)) = cache.load(key) {
             match layer.attach(seek) {
@@ -636,7 +731,9 @@ fn load_or_index(
                         layer.path().display(),
                         n + 1
                     );
-                    return Ok((index, IndexOrigin::Cache));
+                    stats.add(&index.members);
+                    sink(index.members);
+                    return Ok((IndexOrigin::Cache, stats));
                 }
                 Err(e) => log::info!(
                     "{}: cached index not usable ({e}); indexing again",
@@ -648,13 +745,31 @@ fn load_or_index(
     if let Some(digest) = verify {
         check_digest(layer, n, digest)?;
     }
-    let (index, seek) = index_one(layer, n)?;
-    if let Some((cache, key)) = keyed {
+    // Only the members' encoding stays behind for the cache; the members
+    // themselves go on to `sink`.
+    let mut entry = keyed.map(|_| LayerEntry::default());
+    let started = std::time::Instant::now();
+    let seek = index_one(layer, n, batch, &mut |members| {
+        stats.add(&members);
+        if let Some(entry) = &mut entry {
+            entry.push(&members);
+        }
+        sink(members);
+    })?;
+    log::info!(
+        "{} (layer {}, {}): {} members indexed in {:.2?}",
+        layer.path().display(),
+        n + 1,
+        layer.codec(),
+        stats.entries,
+        started.elapsed()
+    );
+    if let (Some((cache, key)), Some(entry)) = (keyed, entry) {
         // A layer rewritten while it was indexed must not be stored under
         // the key of what it was before.
         match tar_key(layer, verify) {
             Some(now) if now == *key => {
-                if let Err(e) = cache.store(key, &index, &seek) {
+                if let Err(e) = cache.store_entry_of(key, entry, &seek) {
                     log::warn!("index cache: {e}");
                 }
             }
@@ -664,7 +779,7 @@ fn load_or_index(
             ),
         }
     }
-    Ok((index, IndexOrigin::Indexed))
+    Ok((IndexOrigin::Indexed, stats))
 }
 
 /// Hashes the layer's bytes and compares them with `expected`. A plain
@@ -701,10 +816,16 @@ fn check_digest(layer: &LayerSource, n: usize, expected: &str) -> Result<(), Sta
     Ok(())
 }
 
-fn index_one(layer: &LayerSource, n: usize) -> Result<(LayerIndex, SeekIndex), StackError> {
-    let started = std::time::Instant::now();
+/// One pass over the layer, its members handed to `sink` `batch` at a
+/// time; attaches what the pass learned for random access and returns it.
+fn index_one(
+    layer: &LayerSource,
+    n: usize,
+    batch: usize,
+    sink: &mut dyn FnMut(Vec<Member>),
+) -> Result<SeekIndex, StackError> {
     let mut pass = layer.index_pass();
-    let index = tar::index_layer(&mut pass).map_err(|source| StackError::Index {
+    tar::index_layer_batches(&mut pass, batch, sink).map_err(|source| StackError::Index {
         path: layer.path().to_path_buf(),
         number: n + 1,
         source,
@@ -714,13 +835,5 @@ fn index_one(layer: &LayerSource, n: usize) -> Result<(LayerIndex, SeekIndex), S
         source,
     })?;
     layer.attach(seek.clone())?;
-    log::info!(
-        "{} (layer {}, {}): {} members indexed in {:.2?}",
-        layer.path().display(),
-        n + 1,
-        layer.codec(),
-        index.members.len(),
-        started.elapsed()
-    );
-    Ok((index, seek))
+    Ok(seek)
 }

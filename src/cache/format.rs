@@ -97,27 +97,91 @@ pub(super) enum FormatError {
 
 /// Encodes one entry: `identity` (see [`super::LayerKey`]), the seek index
 /// and the members.
+#[cfg(test)]
 pub(super) fn encode(identity: &[u8], index: &LayerIndex, seek: &SeekIndex) -> Vec<u8> {
-    let mut out = start(MAGIC, HEADER_LEN + 64 + index.members.len() * 64);
-    put_bytes(&mut out, identity);
-    let mut blob = Vec::new();
-    seek.encode(&mut blob);
-    put_bytes(&mut out, &blob);
-    put_u64(&mut out, index.members.len() as u64);
-    let mut prev = Previous::default();
-    for member in &index.members {
-        put_member(&mut out, member, &prev);
-        prev.follow(member);
+    let mut members = MemberEncoder::default();
+    members.push(&index.members);
+    members.finish(identity, seek)
+}
+
+/// A layer entry's members, encoded as they are indexed, so that storing
+/// a layer never needs its whole member list: the encoding is a tenth of
+/// the size of the members it stands for.
+#[derive(Default)]
+pub(super) struct MemberEncoder {
+    out: Vec<u8>,
+    count: u64,
+    prev: Previous,
+}
+
+impl MemberEncoder {
+    /// Encodes the next members, in archive order.
+    pub(super) fn push(&mut self, members: &[Member]) {
+        for member in members {
+            put_member(&mut self.out, member, &self.prev);
+            self.prev.follow(member);
+        }
+        self.count += members.len() as u64;
     }
-    seal(out)
+
+    /// The whole entry: `identity` (see [`super::LayerKey`]), the seek
+    /// index, and the members pushed so far.
+    pub(super) fn finish(self, identity: &[u8], seek: &SeekIndex) -> Vec<u8> {
+        let mut blob = Vec::new();
+        seek.encode(&mut blob);
+        let mut out = start(
+            MAGIC,
+            HEADER_LEN + identity.len() + blob.len() + 30 + self.out.len(),
+        );
+        put_bytes(&mut out, identity);
+        put_bytes(&mut out, &blob);
+        put_u64(&mut out, self.count);
+        out.extend_from_slice(&self.out);
+        seal(out)
+    }
 }
 
 /// Encodes a stack's merged tree; `identity` names the stack.
+#[cfg(test)]
 pub(super) fn encode_tree(identity: &[u8], tree: &Tree) -> Vec<u8> {
-    let mut out = start(TREE_MAGIC, HEADER_LEN + 64 + tree.len() * 100);
-    put_bytes(&mut out, identity);
-    tree.encode(&mut out);
-    seal(out)
+    let mut out = Vec::new();
+    let appended: Result<u64, std::convert::Infallible> =
+        write_tree(identity, tree, |at, bytes| {
+            let at = usize::try_from(at).unwrap_or(usize::MAX);
+            out.resize(out.len().max(at + bytes.len()), 0);
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+            Ok(())
+        });
+    let Ok(_) = appended;
+    out
+}
+
+/// Writes a stack's merged tree entry (`identity` names the stack)
+/// through `write_at(offset, bytes)` without ever holding the encoding
+/// whole: the body goes out in chunks as it is encoded, and the header,
+/// whose length and checksum cover the body, last, at offset 0. Returns
+/// the entry's length.
+pub(super) fn write_tree<E>(
+    identity: &[u8],
+    tree: &Tree,
+    mut write_at: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<u64, E> {
+    let mut crc = crc32fast::Hasher::new();
+    let mut len = 0u64;
+    let mut body = |bytes: &[u8]| {
+        crc.update(bytes);
+        let at = HEADER_LEN as u64 + len;
+        len += bytes.len() as u64;
+        write_at(at, bytes)
+    };
+    let mut first = Vec::new();
+    put_bytes(&mut first, identity);
+    body(&first)?;
+    tree.encode_chunks(&mut body)?;
+    let mut header = start(TREE_MAGIC, HEADER_LEN);
+    fill_header(&mut header, len, crc.finalize());
+    write_at(0, &header)?;
+    Ok(HEADER_LEN as u64 + len)
 }
 
 /// A new entry: the header with its length and checksum still to fill in.
@@ -132,11 +196,17 @@ fn start(magic: &[u8; 12], capacity: usize) -> Vec<u8> {
 /// Fills in the header's body length and checksum.
 fn seal(mut out: Vec<u8>) -> Vec<u8> {
     let (header, body) = out.split_at_mut(HEADER_LEN);
-    let body_len = (body.len() as u64).to_le_bytes();
-    let crc = crc32fast::hash(body).to_le_bytes();
-    header[16..24].copy_from_slice(&body_len);
-    header[24..28].copy_from_slice(&crc);
+    fill_header(header, body.len() as u64, crc32fast::hash(body));
     out
+}
+
+/// Puts the body's length and checksum into the header [`start`] began.
+fn fill_header(header: &mut [u8], body_len: u64, crc: u32) {
+    if let Some(fields) = header.get_mut(16..HEADER_LEN) {
+        let (len_field, crc_field) = fields.split_at_mut(8);
+        len_field.copy_from_slice(&body_len.to_le_bytes());
+        crc_field.copy_from_slice(&crc.to_le_bytes());
+    }
 }
 
 /// Decodes a layer entry, which must carry exactly `identity`.
@@ -612,6 +682,22 @@ pub(super) mod tests {
         let empty = encode(b"", &LayerIndex::default(), &SeekIndex::Plain);
         let (back, _) = decode(&empty, b"").expect("decode");
         assert!(back.members.is_empty());
+    }
+
+    #[test]
+    fn members_pushed_in_batches_decode_as_one_list() {
+        let index = every_kind();
+        let whole = encode(b"key", &index, &SeekIndex::Plain);
+        for size in [1, 2, 5] {
+            let mut members = MemberEncoder::default();
+            for batch in index.members.chunks(size) {
+                members.push(batch);
+            }
+            let bytes = members.finish(b"key", &SeekIndex::Plain);
+            assert_eq!(bytes, whole, "batches of {size}");
+            let (back, _) = decode(&bytes, b"key").expect("decode");
+            assert_eq!(back.members, index.members, "batches of {size}");
+        }
     }
 
     #[test]

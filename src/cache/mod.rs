@@ -28,14 +28,14 @@ pub use key::LayerKey;
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::source::SeekIndex;
 use crate::sys;
-use crate::tar::LayerIndex;
+use crate::tar::{LayerIndex, Member};
 use crate::tree::Tree;
 
 /// Default bound on the cache directory's size: room for the indexes of
@@ -119,6 +119,25 @@ fn dir_from(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Option<
     absolute(xdg_cache_home)
         .or_else(|| absolute(home).map(|home| home.join(".cache")))
         .map(|base| base.join("layerfs"))
+}
+
+/// A layer's cache entry being written while the layer is indexed (see
+/// [`IndexCache::store_entry_of`]): the members go to the merge as they
+/// are read, and only their encoding stays behind.
+#[derive(Default)]
+pub struct LayerEntry(format::MemberEncoder);
+
+impl LayerEntry {
+    /// Adds the next members of the layer, in archive order.
+    pub fn push(&mut self, members: &[Member]) {
+        self.0.push(members);
+    }
+}
+
+impl std::fmt::Debug for LayerEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LayerEntry")
+    }
 }
 
 /// A cache directory of layer indexes, bounded in size.
@@ -247,8 +266,21 @@ impl IndexCache {
         index: &LayerIndex,
         seek: &SeekIndex,
     ) -> Result<(), CacheError> {
+        let mut entry = LayerEntry::default();
+        entry.push(&index.members);
+        self.store_entry_of(key, entry, seek)
+    }
+
+    /// [`IndexCache::store`] of a layer whose members were handed to
+    /// [`LayerEntry::push`] as they were indexed.
+    pub fn store_entry_of(
+        &self,
+        key: &LayerKey,
+        entry: LayerEntry,
+        seek: &SeekIndex,
+    ) -> Result<(), CacheError> {
         let path = self.dir.join(key.file_name());
-        let bytes = format::encode(&key.identity(), index, seek);
+        let bytes = entry.0.finish(&key.identity(), seek);
         self.store_entry(path, &bytes)
     }
 
@@ -256,8 +288,12 @@ impl IndexCache {
     /// first), as [`IndexCache::store`] stores a layer's index.
     pub fn store_tree(&self, keys: &[LayerKey], tree: &Tree) -> Result<(), CacheError> {
         let path = self.dir.join(key::stack_file_name(keys));
-        let bytes = format::encode_tree(&key::stack_identity(keys), tree);
-        self.store_entry(path, &bytes)
+        let identity = key::stack_identity(keys);
+        // Streamed to the file: the encoding is as large as the tree, and
+        // holding both was the peak of a first mount's memory.
+        self.store_with(path, |file| {
+            format::write_tree(&identity, tree, |at, bytes| file.write_all_at(bytes, at))
+        })
     }
 
     fn store_entry(&self, path: PathBuf, bytes: &[u8]) -> Result<(), CacheError> {
@@ -269,23 +305,45 @@ impl IndexCache {
                 max_bytes: self.max_bytes,
             });
         }
+        self.store_with(path, |mut file| file.write_all(bytes).map(|()| size))
+    }
+
+    /// Writes an entry with `write` (which returns its length) under a
+    /// temporary name, then puts it in place if it is within the bound.
+    fn store_with(
+        &self,
+        path: PathBuf,
+        write: impl FnOnce(&File) -> io::Result<u64>,
+    ) -> Result<(), CacheError> {
         if self.write_failed.load(Ordering::Relaxed) {
             return Ok(());
         }
-        if let Err(source) = self.write_atomically(&path, bytes) {
-            self.write_failed.store(true, Ordering::Relaxed);
-            return Err(CacheError::Write { path, source });
+        let mut size = 0;
+        let written = self.create_temp().and_then(|(temp, file)| {
+            let placed = write(&file).and_then(|len| {
+                size = len;
+                if len > self.max_bytes {
+                    return Ok(false);
+                }
+                fs::rename(&temp, &path).map(|()| true)
+            });
+            if !matches!(placed, Ok(true)) {
+                let _ = fs::remove_file(&temp);
+            }
+            placed
+        });
+        match written {
+            Ok(true) => self.evict(),
+            Ok(false) => Err(CacheError::TooLarge {
+                path,
+                size,
+                max_bytes: self.max_bytes,
+            }),
+            Err(source) => {
+                self.write_failed.store(true, Ordering::Relaxed);
+                Err(CacheError::Write { path, source })
+            }
         }
-        self.evict()
-    }
-
-    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let (temp, mut file) = self.create_temp()?;
-        let written = file.write_all(bytes).and_then(|()| fs::rename(&temp, path));
-        if written.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        written
     }
 
     /// A new file under a temporary name that [`IndexCache::load`] never

@@ -347,6 +347,37 @@ fn eviction_keeps_the_most_recently_used_under_the_bound() {
     assert!(!entry_path(&small, &fake_key(9)).exists());
 }
 
+/// A tree is written out as it is encoded: what is read back is the same
+/// tree, and one over the bound leaves nothing behind, not even a
+/// temporary file.
+#[test]
+fn a_streamed_tree_entry_loads_back_and_respects_the_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tree, _) = Tree::build([every_kind()]);
+    let mut encoded = Vec::new();
+    tree.encode(&mut encoded);
+    let keys = [fake_key(1), fake_key(2)];
+    let cache = cache_in(dir.path(), DEFAULT_MAX_BYTES);
+    cache.store_tree(&keys, &tree).expect("store");
+    let back = cache.load_tree(&keys).expect("load");
+    let mut again = Vec::new();
+    back.encode(&mut again);
+    assert_eq!(again, encoded);
+    let stored = format::encode_tree(&key::stack_identity(&keys), &tree);
+    assert_eq!(
+        fs::read(dir.path().join(key::stack_file_name(&keys))).expect("read"),
+        stored
+    );
+
+    let small_dir = tempfile::tempdir().expect("tempdir");
+    let small = cache_in(small_dir.path(), stored.len() as u64 - 1);
+    assert!(matches!(
+        small.store_tree(&keys, &tree),
+        Err(CacheError::TooLarge { .. })
+    ));
+    assert_eq!(fs::read_dir(small_dir.path()).expect("list").count(), 0);
+}
+
 #[test]
 fn an_unusable_directory_is_refused_at_open() {
     let dir = tempfile::tempdir().expect("tempdir");

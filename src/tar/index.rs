@@ -42,6 +42,9 @@ pub struct PrefixIndex {
     pub complete: bool,
 }
 
+/// Where [`index_layer_batches`] hands out members.
+type Sink<'a> = &'a mut dyn FnMut(Vec<Member>);
+
 /// One sequential pass over a layer's (decompressed) tar stream.
 ///
 /// Stops at the first all-zero header block without reading further, so
@@ -49,11 +52,35 @@ pub struct PrefixIndex {
 /// that ends on a block boundary, or inside the padding of the last member,
 /// is complete; one that ends inside a header or member data is `Truncated`.
 pub fn index_layer(stream: &mut dyn Stream) -> Result<LayerIndex, TarError> {
+    let mut members = Vec::new();
+    index_layer_batches(stream, usize::MAX, &mut |batch| {
+        if members.is_empty() {
+            members = batch;
+        } else {
+            members.extend(batch);
+        }
+    })?;
+    Ok(LayerIndex { members })
+}
+
+/// [`index_layer`] handing the members out as they are read, in archive
+/// order, `batch` at a time (the last batch may be shorter; an empty
+/// layer gives none), so that a consumer (the merge) can work while the
+/// pass goes on and the whole member list never needs to exist. On an
+/// error, the batches already handed out are all that was read before it.
+pub fn index_layer_batches(
+    stream: &mut dyn Stream,
+    batch: usize,
+    sink: &mut dyn FnMut(Vec<Member>),
+) -> Result<(), TarError> {
     let mut indexer = Indexer::new(stream, false);
+    indexer.batch = Some((batch.max(1), sink));
     indexer.run()?;
-    Ok(LayerIndex {
-        members: indexer.members,
-    })
+    let rest = std::mem::take(&mut indexer.members);
+    if let (Some((_, sink)), false) = (indexer.batch, rest.is_empty()) {
+        sink(rest);
+    }
+    Ok(())
 }
 
 /// The same pass over a stream that is only the head of a layer (`ls
@@ -120,6 +147,9 @@ struct Indexer<'a> {
     /// Defaults set by 'g' headers so far.
     globals: PaxHeader,
     members: Vec<Member>,
+    /// Where full batches of `members` go, and their size; `None`: keep
+    /// them all.
+    batch: Option<(usize, Sink<'a>)>,
     /// The stream is the head of a layer ([`index_prefix`]): it may stop
     /// anywhere.
     prefix: bool,
@@ -135,6 +165,7 @@ impl<'a> Indexer<'a> {
             pending: Pending::default(),
             globals: PaxHeader::default(),
             members: Vec::new(),
+            batch: None,
             prefix,
         }
     }
@@ -159,6 +190,14 @@ impl<'a> Indexer<'a> {
                     let (member, data_bytes) = self.member(offset, typeflag)?;
                     self.members.push(member);
                     self.pending = Pending::default();
+                    if let Some((size, sink)) = &mut self.batch {
+                        if self.members.len() >= *size {
+                            sink(std::mem::replace(
+                                &mut self.members,
+                                Vec::with_capacity(*size),
+                            ));
+                        }
+                    }
                     // After the push: a member whose data is cut is still
                     // known, which is what a prefix listing shows.
                     self.cursor.skip_data(data_bytes)?;

@@ -8,7 +8,8 @@ use std::process::Command;
 
 use super::error::TarError;
 use super::header::{Block, BLOCK};
-use super::index::{index_layer, LayerIndex};
+use super::index::{index_layer, index_layer_batches, LayerIndex};
+use super::member::Member;
 use crate::source::Stream;
 
 /// A stream over bytes that hands out at most `max_read` bytes per read,
@@ -79,6 +80,26 @@ pub(crate) fn index_bytes(bytes: &[u8]) -> Result<LayerIndex, TarError> {
             (Ok(a), Ok(b)) => assert_eq!(a.members, b.members, "reads of {max_read}"),
             (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "reads of {max_read}"),
             _ => panic!("reads of {max_read} disagree: {whole:?} vs {short:?}"),
+        }
+    }
+    // Handed out in batches, the same members arrive, in the same order,
+    // in full batches but the last.
+    for size in [1, 3] {
+        let mut batches: Vec<Vec<Member>> = Vec::new();
+        let result = index_layer_batches(
+            &mut SliceStream::new(bytes.to_vec(), 7),
+            size,
+            &mut |batch| batches.push(batch),
+        );
+        let (last, full) = batches
+            .split_last()
+            .map_or((0, &[][..]), |(l, f)| (l.len(), f));
+        assert!(full.iter().all(|b| b.len() == size), "batches of {size}");
+        assert!((1..=size).contains(&last) || batches.is_empty());
+        match (&whole, result) {
+            (Ok(a), Ok(())) => assert_eq!(a.members, batches.concat(), "batches of {size}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "batches of {size}"),
+            (_, other) => panic!("batches of {size} disagree: {whole:?} vs {other:?}"),
         }
     }
     whole

@@ -174,6 +174,31 @@ impl Builder {
         }
     }
 
+    /// Adds one member of the bottom layer as soon as it is read, without
+    /// waiting for the rest of the layer. Only for the first layer applied
+    /// to a new builder: with nothing below it, its whiteouts and opaque
+    /// markers remove nothing, so the removal pass that
+    /// [`Builder::apply_layer`] makes first has nothing to do but record
+    /// them (in archive order, as it would), and each member can be added
+    /// as it comes with the same result.
+    pub fn add_bottom_member(&mut self, member: &Member) {
+        let comps = components(&member.path);
+        let comps = &comps[..];
+        let nothing = std::iter::empty::<(&[u8], NodeId)>();
+        match classify(member, comps) {
+            Action::Remove { dir, by, .. } => self.record(0, member, by, dir, nothing),
+            Action::MakeOpaque { dir } => {
+                self.record(0, member, RemovalKind::Opaque, dir, nothing);
+            }
+            Action::AddOpaqueDir => {
+                self.record(0, member, RemovalKind::Opaque, comps, nothing);
+                self.add(0, member, comps);
+            }
+            Action::Add => self.add(0, member, comps),
+            Action::Ignore => {}
+        }
+    }
+
     /// Removes `dir/name` with its subtree, if it exists; returns it.
     fn remove(&mut self, dir: &[&[u8]], name: &[u8]) -> Option<NodeId> {
         let parent = self.resolve_dir(dir, None).ok()?;

@@ -43,7 +43,7 @@ mod whiteout;
 
 use std::fmt;
 
-use crate::tar::{DataLayout, LayerIndex, MemberKind};
+use crate::tar::{DataLayout, LayerIndex, Member, MemberKind};
 use build::{BuildNode, Builder, Content, NodeId, ROOT};
 pub use persist::TreeDecodeError;
 pub use removal::{Hidden, Removal, RemovalKind};
@@ -325,13 +325,74 @@ fn merge(
     layers: impl IntoIterator<Item = LayerIndex>,
     record: bool,
 ) -> (Tree, Vec<MergeWarning>, Vec<Removal>) {
-    let mut builder = Builder::new(record);
-    for (n, index) in layers.into_iter().enumerate() {
-        builder.apply_layer(u32::try_from(n).unwrap_or(u32::MAX), index);
+    let mut builder = TreeBuilder::new(record);
+    for index in layers {
+        builder.apply(index);
     }
-    let warnings = std::mem::take(&mut builder.warnings);
-    let removals = builder.removals.take().unwrap_or_default();
-    (freeze(builder), warnings, removals)
+    builder.finish()
+}
+
+/// A merge in progress, layers applied one at a time, bottom first, so
+/// that each can be merged as soon as it is indexed and dropped.
+pub struct TreeBuilder {
+    builder: Builder,
+    /// The number of the next layer to apply (0 = bottom).
+    next: u32,
+}
+
+impl TreeBuilder {
+    /// Nothing applied yet; `record` keeps what every whiteout, opaque
+    /// marker and tombstone removed (see [`Tree::build_recording`]).
+    pub fn new(record: bool) -> TreeBuilder {
+        TreeBuilder {
+            builder: Builder::new(record),
+            next: 0,
+        }
+    }
+
+    /// Applies the next layer up, whole: its removals first, then what it
+    /// adds. The index is consumed member by member.
+    pub fn apply(&mut self, index: LayerIndex) {
+        self.builder.apply_layer(self.next, index);
+        self.next = self.next.saturating_add(1);
+    }
+
+    /// The merged tree, what could not be placed, and what was removed
+    /// (empty unless recording).
+    pub fn finish(mut self) -> (Tree, Vec<MergeWarning>, Vec<Removal>) {
+        let warnings = std::mem::take(&mut self.builder.warnings);
+        let removals = self.builder.removals.take().unwrap_or_default();
+        (freeze(self.builder), warnings, removals)
+    }
+}
+
+/// The bottom layer of a merge, taken in member by member while it is
+/// still being indexed, so that the merge is done when the pass ends and
+/// the layer's member list never exists whole. The result is the tree
+/// [`TreeBuilder::apply`] makes of the whole layer.
+pub struct BottomLayer(Builder);
+
+impl BottomLayer {
+    /// A new merge; `record` as for [`TreeBuilder::new`].
+    pub fn new(record: bool) -> BottomLayer {
+        BottomLayer(Builder::new(record))
+    }
+
+    /// Adds the next members of the bottom layer, in archive order; each
+    /// is dropped once added.
+    pub fn push(&mut self, members: Vec<Member>) {
+        for member in members {
+            self.0.add_bottom_member(&member);
+        }
+    }
+
+    /// The bottom layer is complete: the layers above it go on top.
+    pub fn done(self) -> TreeBuilder {
+        TreeBuilder {
+            builder: self.0,
+            next: 1,
+        }
+    }
 }
 
 /// Numbers the reachable nodes breadth first in name order and lays them,
@@ -339,13 +400,17 @@ fn merge(
 /// unreachable and dropped here.
 fn freeze(builder: Builder) -> Tree {
     let mut built = builder.nodes;
-    let mut ino_of: Vec<Ino> = vec![0; built.len()];
+    // Per built node, 32 bits each (as `Node::parent`): these arrays live
+    // beside both the built nodes and the frozen ones, at the peak of a
+    // first mount's memory.
+    let mut ino_of: Vec<u32> = vec![0; built.len()];
     let mut names: Vec<u32> = vec![0; built.len()];
-    let mut order: Vec<NodeId> = vec![ROOT];
-    let mut parent_of: Vec<Ino> = vec![ROOT_INO; built.len()];
-    let mut dir_span: Vec<(usize, usize)> = vec![(0, 0); built.len()];
+    let mut order: Vec<u32> = Vec::with_capacity(built.len());
+    order.push(ROOT as u32);
+    let mut parent_of: Vec<u32> = vec![ROOT_INO as u32; built.len()];
+    let mut dir_span: Vec<(u32, u32)> = vec![(0, 0); built.len()];
     let mut subdirs: Vec<u32> = vec![0; built.len()];
-    ino_of[ROOT] = ROOT_INO;
+    ino_of[ROOT] = ROOT_INO as u32;
     // Reserved once for every node built (reachable or not), so no array
     // is ever copied to grow: a doubling vector holds its old and new
     // buffers at once, which was the peak of a whole mount's memory.
@@ -359,7 +424,7 @@ fn freeze(builder: Builder) -> Tree {
     };
     let mut next = 0;
     while next < order.len() {
-        let id = order[next];
+        let id = order[next] as NodeId;
         next += 1;
         // Each directory's map is read once, here, and freed right away:
         // its names now live in the arena.
@@ -370,8 +435,8 @@ fn freeze(builder: Builder) -> Tree {
         let first = tree.entries.len();
         for (name, &child) in &children {
             if ino_of[child] == 0 {
-                order.push(child);
-                ino_of[child] = order.len() as Ino;
+                order.push(child as u32);
+                ino_of[child] = order.len() as u32;
                 parent_of[child] = ino_of[id];
                 if built[child].kind == NodeKind::Directory {
                     subdirs[id] += 1;
@@ -381,20 +446,27 @@ fn freeze(builder: Builder) -> Tree {
             let span = push_bytes(&mut tree.bytes, name);
             tree.entries.push(DirEntry {
                 name: span,
-                ino: ino_of[child],
+                ino: Ino::from(ino_of[child]),
             });
         }
-        dir_span[id] = (first, tree.entries.len() - first);
+        dir_span[id] = (first as u32, (tree.entries.len() - first) as u32);
     }
+    drop(ino_of);
+    // The directory maps and their names, freed above, are small blocks
+    // inside the heap that the nodes' array below cannot reuse: hand them
+    // back first, or they count towards the peak until the merge is done.
+    crate::sys::release_free_memory();
     // Exact sizes: a doubling vector would leave up to half of each array
     // unused for the life of the mount.
     tree.nodes.reserve_exact(order.len());
     tree.entries.shrink_to_fit();
     for &id in &order {
+        let id = id as NodeId;
         let node = &mut built[id];
         let (payload, size) = match std::mem::replace(&mut node.content, Content::Special) {
             Content::Dir(_) => {
                 let (first, count) = dir_span[id];
+                let (first, count) = (first as usize, count as usize);
                 (Payload::Dir { first, count }, DIR_SIZE)
             }
             Content::File(data) => {
@@ -431,7 +503,7 @@ fn freeze(builder: Builder) -> Tree {
             layer: node.layer,
             // Inode numbers and xattr counts fit 32 bits in any tree that
             // fits in memory (see `Node::parent`).
-            parent: u32::try_from(parent_of[id]).unwrap_or(0),
+            parent: parent_of[id],
             payload,
             xattrs: (
                 u32::try_from(xattr_first).unwrap_or(0),

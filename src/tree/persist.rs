@@ -17,9 +17,32 @@ pub struct TreeDecodeError(&'static str);
 impl Tree {
     /// Appends the tree's encoding to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        let appended: Result<(), std::convert::Infallible> = self.encode_chunks(&mut |chunk| {
+            out.extend_from_slice(chunk);
+            Ok(())
+        });
+        let Ok(()) = appended;
+    }
+
+    /// The tree's encoding, handed to `write` a chunk of about 1 MiB at a
+    /// time, so that writing it out never holds a second copy of the tree
+    /// (the encoding is about as large as the tree); stops at the first
+    /// error `write` returns.
+    pub fn encode_chunks<E>(&self, write: &mut dyn FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        const CHUNK: usize = 1 << 20;
+        let mut buf = Vec::with_capacity(CHUNK + 4096);
+        let mut flush = |buf: &mut Vec<u8>, at_least: usize| {
+            if buf.len() >= at_least {
+                write(buf)?;
+                buf.clear();
+            }
+            Ok(())
+        };
+        let out = &mut buf;
         put64(out, self.file_bytes);
         put64(out, self.nodes.len() as u64);
         for node in &self.nodes {
+            flush(out, CHUNK)?;
             out.push(kind_code(node.kind));
             for v in [node.mode, node.uid, node.gid] {
                 put32(out, v);
@@ -66,16 +89,22 @@ impl Tree {
         }
         put64(out, self.entries.len() as u64);
         for entry in &self.entries {
+            flush(out, CHUNK)?;
             put_span(out, entry.name);
             put64(out, entry.ino);
         }
         put64(out, self.xattrs.len() as u64);
         for (name, value) in &self.xattrs {
+            flush(out, CHUNK)?;
             put_span(out, *name);
             put_span(out, *value);
         }
         put64(out, self.bytes.len() as u64);
-        out.extend_from_slice(&self.bytes);
+        flush(out, 1)?;
+        for chunk in self.bytes.chunks(CHUNK) {
+            write(chunk)?;
+        }
+        Ok(())
     }
 
     /// Decodes what [`Tree::encode`] wrote; all of `bytes` must be used.

@@ -36,8 +36,47 @@ fn layer(members: Vec<Member>) -> LayerIndex {
     LayerIndex { members }
 }
 
+/// [`Tree::build_recording`], checked against the same merge with the
+/// bottom layer streamed in batches of one and of two members
+/// ([`BottomLayer`]): every rule tested here holds for both.
+fn merged<const N: usize>(layers: [LayerIndex; N]) -> (Tree, Vec<MergeWarning>, Vec<Removal>) {
+    let copy = |layers: &[LayerIndex; N]| -> [LayerIndex; N] {
+        std::array::from_fn(|i| LayerIndex {
+            members: layers[i].members.clone(),
+        })
+    };
+    for batch in [1, 2] {
+        let mut upper = Vec::from(copy(&layers)).into_iter();
+        let Some(bottom) = upper.next() else {
+            continue;
+        };
+        let mut streamed = BottomLayer::new(true);
+        for chunk in bottom.members.chunks(batch) {
+            streamed.push(chunk.to_vec());
+        }
+        let mut streamed = streamed.done();
+        for index in upper {
+            streamed.apply(index);
+        }
+        let (s_tree, s_warnings, s_removals) = streamed.finish();
+        let (tree, warnings, removals) = Tree::build_recording(copy(&layers));
+        assert_eq!(observe(&s_tree), observe(&tree), "batches of {batch}");
+        assert_eq!(s_warnings, warnings, "batches of {batch}");
+        assert_eq!(s_removals, removals, "batches of {batch}");
+    }
+    let (tree, warnings) = Tree::build(copy(&layers));
+    let (_, _, removals) = Tree::build_recording(layers);
+    (tree, warnings, removals)
+}
+
+/// [`merged`] without the removals.
+fn build_checked<const N: usize>(layers: [LayerIndex; N]) -> (Tree, Vec<MergeWarning>) {
+    let (tree, warnings, _) = merged(layers);
+    (tree, warnings)
+}
+
 fn build<const N: usize>(layers: [LayerIndex; N]) -> Tree {
-    let (tree, warnings) = Tree::build(layers);
+    let (tree, warnings) = build_checked(layers);
     assert!(warnings.is_empty(), "unexpected warnings: {warnings:?}");
     tree
 }
@@ -250,7 +289,7 @@ fn hardlink_to_a_file_its_own_layer_whites_out_keeps_the_data() {
 
 #[test]
 fn hardlink_to_nothing_is_reported_and_left_out() {
-    let (tree, warnings) = Tree::build([layer(vec![link("b", MemberKind::Hardlink, "missing")])]);
+    let (tree, warnings) = build_checked([layer(vec![link("b", MemberKind::Hardlink, "missing")])]);
     assert!(paths(&tree).is_empty());
     assert_eq!(warnings.len(), 1);
     assert_eq!(warnings[0].problem, "hardlink target does not exist");
@@ -291,7 +330,7 @@ fn symlinks_cannot_lead_outside_the_tree() {
 
 #[test]
 fn symlink_loops_are_reported() {
-    let (tree, warnings) = Tree::build([
+    let (tree, warnings) = build_checked([
         layer(vec![
             link("l1", MemberKind::Symlink, "l2"),
             link("l2", MemberKind::Symlink, "l1"),
@@ -311,7 +350,7 @@ fn problems(warnings: &[MergeWarning]) -> Vec<&'static str> {
 fn names_longer_than_name_max_are_left_out() {
     let n255 = "a".repeat(255);
     let n256 = "b".repeat(256);
-    let (tree, warnings) = Tree::build([
+    let (tree, warnings) = build_checked([
         layer(vec![
             file(&format!("d/{n255}"), 0),
             file(&format!("d/{n256}"), 1),
@@ -340,7 +379,7 @@ fn names_longer_than_name_max_are_left_out() {
 fn self_repeating_and_overlong_symlink_targets_are_bounded() {
     let repeating = "a/".repeat(2000);
     let overlong = format!("{}x", "./".repeat(2048));
-    let (tree, warnings) = Tree::build([
+    let (tree, warnings) = build_checked([
         layer(vec![
             link("a", MemberKind::Symlink, &repeating),
             link("long", MemberKind::Symlink, &overlong),
@@ -402,7 +441,7 @@ fn a_path_through_a_lower_file_replaces_it_with_an_implied_directory() {
 
 #[test]
 fn whiteouts_and_hardlinks_do_not_go_through_files() {
-    let (tree, warnings) = Tree::build([
+    let (tree, warnings) = build_checked([
         layer(vec![file("f", 0)]),
         layer(vec![
             file("f/.wh.x", 0),
@@ -467,7 +506,7 @@ fn removals_are_recorded_with_what_they_hid() {
             ]),
         ]
     };
-    let (tree, warnings, removals) = Tree::build_recording(layers());
+    let (tree, warnings, removals) = merged(layers());
     assert!(warnings.is_empty(), "{warnings:?}");
     let file_kind = NodeKind::File;
     let dir_kind = NodeKind::Directory;
