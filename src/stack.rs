@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::cache::{IndexCache, LayerKey};
-use crate::source::{LayerHead, LayerSource, SeekIndex, SourceError};
+use crate::source::{LayerHead, LayerSource, ReadMeter, SeekIndex, SourceError};
 use crate::tar::{self, LayerIndex, TarError};
 use crate::tree::{Ino, NodeKind, Removal, Tree};
 
@@ -81,6 +81,10 @@ pub struct StackOptions {
     pub spill_dir: Option<PathBuf>,
     /// Keep what each whiteout removed, for [`Stack::removals`] (`ls --all`).
     pub record_removals: bool,
+    /// Counts the layer file bytes that indexing (and digest checks) will
+    /// read and have read, for a progress display; layers whose index is
+    /// loaded from the cache add nothing.
+    pub meter: Option<Arc<ReadMeter>>,
 }
 
 /// One layer to open: a file, or a byte range of one (a layer inside an
@@ -215,7 +219,9 @@ impl Stack {
         }
         let keyed = cache.zip(keys.as_deref());
         let (indexes, origins): (Vec<_>, Vec<_>) =
-            index_all(&layers, &verify, keyed)?.into_iter().unzip();
+            index_all(&layers, &verify, keyed, options.meter.as_ref())?
+                .into_iter()
+                .unzip();
         let stats = indexes.iter().map(LayerStats::of).collect();
         let (tree, warnings, removals) = if options.record_removals {
             Tree::build_recording(indexes)
@@ -304,16 +310,18 @@ impl Stack {
 /// The index of one layer file as stored (through the cache if given),
 /// without merging: what `layerfs ls --layer` lists. `number` is its
 /// 1-based position, for messages.
+/// `meter`, if given, counts the bytes read as in [`StackOptions::meter`].
 pub fn layer_index(
     spec: &LayerSpec,
     number: usize,
     cache: Option<&IndexCache>,
+    meter: Option<&Arc<ReadMeter>>,
 ) -> Result<LayerIndex, StackError> {
     let layer = spec.open()?;
     let verify = spec.verify.as_deref();
     let key = cache.and_then(|_| layer_key(&layer, verify));
     let n = number.saturating_sub(1);
-    Ok(load_or_index(&layer, n, verify, cache.zip(key.as_ref()))?.0)
+    Ok(load_or_index(&layer, n, verify, cache.zip(key.as_ref()), meter)?.0)
 }
 
 /// What the head of one layer file holds: see [`peek_layer`].
@@ -449,6 +457,7 @@ fn index_all(
     layers: &[LayerSource],
     verify: &[Option<&str>],
     keyed: Option<(&IndexCache, &[LayerKey])>,
+    meter: Option<&Arc<ReadMeter>>,
 ) -> Result<Vec<(LayerIndex, IndexOrigin)>, StackError> {
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
@@ -463,7 +472,7 @@ fn index_all(
                 let Some(layer) = layers.get(n) else { break };
                 let key = keyed.and_then(|(cache, keys)| Some((cache, keys.get(n)?)));
                 let check = verify.get(n).copied().flatten();
-                let result = load_or_index(layer, n, check, key);
+                let result = load_or_index(layer, n, check, key, meter);
                 let failed = result.is_err();
                 if let Some(slot) = results.lock().unwrap_or_else(|p| p.into_inner()).get_mut(n) {
                     *slot = Some(result);
@@ -497,12 +506,14 @@ fn index_all(
 /// pass over the layer, which is then stored. A cache that cannot be read
 /// or written costs speed, never the mount. A layer with a digest to check
 /// is hashed before its pass; its key carries the digest, so a stored
-/// entry is found only for a layer that passed.
+/// entry is found only for a layer that passed. Only a layer that is read
+/// adds its bytes to `meter`'s total.
 fn load_or_index(
     layer: &LayerSource,
     n: usize,
     verify: Option<&str>,
     keyed: Option<(&IndexCache, &LayerKey)>,
+    meter: Option<&Arc<ReadMeter>>,
 ) -> Result<(LayerIndex, IndexOrigin), StackError> {
     if let Some((cache, key)) = keyed {
         if let Some((index, seek)) = cache.load(key) {
@@ -522,10 +533,14 @@ fn load_or_index(
             }
         }
     }
-    if let Some(digest) = verify {
-        check_digest(layer, n, digest)?;
+    if let Some(meter) = meter {
+        let reads = if verify.is_some() { 2 } else { 1 };
+        meter.expect(layer.file_len().saturating_mul(reads));
     }
-    let (index, seek) = index_one(layer, n)?;
+    if let Some(digest) = verify {
+        check_digest(layer, n, digest, meter)?;
+    }
+    let (index, seek) = index_one(layer, n, meter)?;
     if let Some((cache, key)) = keyed {
         // A layer rewritten while it was indexed must not be stored under
         // the key of what it was before.
@@ -548,7 +563,12 @@ fn load_or_index(
 /// tar's indexing pass seeks over file data, so this is a read of the whole
 /// layer that the pass alone would not make; it is paid once, when the
 /// layer is first indexed.
-fn check_digest(layer: &LayerSource, n: usize, expected: &str) -> Result<(), StackError> {
+fn check_digest(
+    layer: &LayerSource,
+    n: usize,
+    expected: &str,
+    meter: Option<&Arc<ReadMeter>>,
+) -> Result<(), StackError> {
     if !expected.starts_with("sha256:") {
         return Err(StackError::DigestAlgorithm {
             path: layer.path().to_path_buf(),
@@ -557,7 +577,7 @@ fn check_digest(layer: &LayerSource, n: usize, expected: &str) -> Result<(), Sta
         });
     }
     let started = std::time::Instant::now();
-    let actual = crate::output::Sha256Digest(layer.sha256()?).to_string();
+    let actual = crate::output::Sha256Digest(layer.sha256(meter)?).to_string();
     log::info!(
         "{} (layer {}): {} bytes hashed in {:.2?}",
         layer.path().display(),
@@ -578,9 +598,13 @@ fn check_digest(layer: &LayerSource, n: usize, expected: &str) -> Result<(), Sta
     Ok(())
 }
 
-fn index_one(layer: &LayerSource, n: usize) -> Result<(LayerIndex, SeekIndex), StackError> {
+fn index_one(
+    layer: &LayerSource,
+    n: usize,
+    meter: Option<&Arc<ReadMeter>>,
+) -> Result<(LayerIndex, SeekIndex), StackError> {
     let started = std::time::Instant::now();
-    let mut pass = layer.index_pass();
+    let mut pass = layer.index_pass_metered(meter);
     let index = tar::index_layer(&mut pass).map_err(|source| StackError::Index {
         path: layer.path().to_path_buf(),
         number: n + 1,
