@@ -2,6 +2,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::author::{self, AuthorError, Emitted, Selection};
 use crate::cache::{self, IndexCache};
@@ -13,7 +14,8 @@ use crate::image::Image;
 use crate::inputs::{self, InputError, LayerInputs};
 use crate::list::{self, ListFormat};
 use crate::output::{Compression, LayerOutput, OutputError, Target};
-use crate::progress::Progress;
+use crate::progress::{MeterBar, Progress};
+use crate::source::ReadMeter;
 use crate::stack::{self, Stack, StackError, StackOptions};
 
 /// Any failure of a command; each message names the file or mountpoint.
@@ -31,6 +33,9 @@ pub enum AppError {
     /// A `-o` option was refused.
     #[error(transparent)]
     Option(#[from] OptionError),
+    /// mount(8)'s SOURCE or options field was refused.
+    #[error(transparent)]
+    Fstab(#[from] crate::fstab::FstabError),
     /// The background process failed (it has printed its own error).
     #[error(transparent)]
     Daemon(#[from] DaemonError),
@@ -121,6 +126,11 @@ pub struct MountRequest {
     pub log_file: Option<PathBuf>,
     /// Where layer indexes are cached.
     pub cache: CacheChoice,
+    /// No progress bar while indexing.
+    pub quiet: bool,
+    /// The mount's source in the mount table, unless `-o fsname=` says
+    /// (default: the first layer argument).
+    pub fsname: Option<String>,
 }
 
 /// Where layer indexes are kept between mounts.
@@ -163,8 +173,9 @@ impl CacheChoice {
 /// layers, mounts, and serves (in the background unless `foreground`).
 pub fn mount(request: &MountRequest) -> Result<(), AppError> {
     let mut options = MountOptions::default();
-    if let Some(first) = request.layers.args.first() {
-        options.set_fsname(first.display().to_string());
+    let first = request.layers.args.first().map(|a| a.display().to_string());
+    if let Some(fsname) = request.fsname.clone().or(first) {
+        options.set_fsname(fsname);
     }
     for list in &request.options {
         options.parse(list)?;
@@ -176,7 +187,9 @@ pub fn mount(request: &MountRequest) -> Result<(), AppError> {
         return Ok(daemon::start_in_background()?);
     }
     let mountpoint = fuse::check_mountpoint(&request.mountpoint)?;
-    let (stack, _) = request.cache.open_stack(&request.layers, false)?;
+    let (stack, _) = request
+        .cache
+        .open_stack(&request.layers, false, request.quiet)?;
     let log_file = request.log_file.as_deref();
     let mut ready_error = None;
     fuse::serve(stack, &mountpoint, &options, || {
@@ -194,6 +207,17 @@ pub fn mount(request: &MountRequest) -> Result<(), AppError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// `mount.fuse.layerfs`, as mount(8) runs it: mounts in the background and
+/// returns once the mount is ready. `fake` (`-f`) checks the source and
+/// options and mounts nothing.
+pub fn mount_helper(args: crate::fstab::HelperArgs, fake: bool) -> Result<(), AppError> {
+    let request = crate::fstab::mount_request(args)?;
+    if fake {
+        return Ok(());
+    }
+    mount(&request)
 }
 
 /// `layerfs umount`.
@@ -217,6 +241,8 @@ pub struct ListRequest {
     pub peek: Option<String>,
     /// Where layer indexes are cached.
     pub cache: CacheChoice,
+    /// No progress bar while indexing.
+    pub quiet: bool,
 }
 
 /// `layerfs ls`: the merged tree, or one layer as stored, or the head of
@@ -249,20 +275,19 @@ pub fn list(request: &ListRequest) -> Result<(), AppError> {
                         count: specs.len(),
                     },
                 )?;
-                let index = stack::layer_index(spec, number, cache.as_ref())?;
+                let meter = Arc::new(ReadMeter::default());
+                let bar = MeterBar::follow("index", &meter, request.quiet);
+                let index = stack::layer_index(spec, number, cache.as_ref(), Some(&meter));
+                bar.finish();
+                let index = index?;
                 let layer = u32::try_from(number).unwrap_or(u32::MAX);
                 list::list_layer(&index, layer, request.format, &mut out)
             }
             (None, None) => {
-                let (specs, _) = inputs::resolve(&request.layers)?;
-                let stack = Stack::open_specs(
-                    &specs,
-                    &StackOptions {
-                        cache: request.cache.open(),
-                        spill_dir: None,
-                        record_removals: request.all,
-                    },
-                )?;
+                let (stack, _) =
+                    request
+                        .cache
+                        .open_stack(&request.layers, request.all, request.quiet)?;
                 list::list_tree(stack.tree(), request.format, &mut out)
                     .and_then(|()| list::list_removals(stack.removals(), request.format, &mut out))
             }
@@ -289,7 +314,9 @@ pub struct ExportRequest {
 /// `layerfs export`: the merged tree as one tar, to a file (put in place
 /// only when complete) or stdout.
 pub fn export(request: &ExportRequest) -> Result<(), AppError> {
-    let (stack, _) = request.cache.open_stack(&request.layers, false)?;
+    let (stack, _) = request
+        .cache
+        .open_stack(&request.layers, false, request.quiet)?;
     let target = &request.output.target;
     let compression = target.compression(request.output.compression);
     let mut output = LayerOutput::create(target.clone(), compression)?;
@@ -330,12 +357,16 @@ pub struct InspectRequest {
     pub json: bool,
     /// Where layer indexes are cached.
     pub cache: CacheChoice,
+    /// No progress bar while indexing.
+    pub quiet: bool,
 }
 
 /// `layerfs inspect`: indexes (or loads) and merges the image's layers,
 /// recording what each whiteout hides, and prints one line per layer.
 pub fn inspect(request: &InspectRequest) -> Result<(), AppError> {
-    let (stack, images) = request.cache.open_stack(&request.image, true)?;
+    let (stack, images) = request
+        .cache
+        .open_stack(&request.image, true, request.quiet)?;
     let [image] = images.as_slice() else {
         return Err(AppError::NotAnImage {
             arg: request
@@ -414,23 +445,29 @@ pub struct LayerDestination {
 
 impl CacheChoice {
     /// Resolves `layers` (images expanded), opens and merges them with
-    /// this cache, recording what whiteouts remove if asked; returns the
-    /// stack and the images among the arguments.
+    /// this cache, recording what whiteouts remove if asked, with a
+    /// progress bar over the layers read unless `quiet`; returns the stack
+    /// and the images among the arguments.
     fn open_stack(
         &self,
         layers: &LayerInputs,
         record_removals: bool,
+        quiet: bool,
     ) -> Result<(Stack, Vec<Image>), AppError> {
         let (specs, images) = inputs::resolve(layers)?;
+        let meter = Arc::new(ReadMeter::default());
+        let bar = MeterBar::follow("index", &meter, quiet);
         let stack = Stack::open_specs(
             &specs,
             &StackOptions {
                 cache: self.open(),
                 spill_dir: None,
                 record_removals,
+                meter: Some(meter),
             },
-        )?;
-        Ok((stack, images))
+        );
+        bar.finish();
+        Ok((stack?, images))
     }
 }
 
@@ -479,7 +516,7 @@ pub struct DiffRequest {
 /// the directory, then its digests.
 pub fn diff(request: &DiffRequest) -> Result<(), AppError> {
     let inputs = LayerInputs::files(request.layers.clone());
-    let (stack, _) = request.cache.open_stack(&inputs, false)?;
+    let (stack, _) = request.cache.open_stack(&inputs, false, request.quiet)?;
     let scan = author::scan(&request.dir)?;
     let mut bar: Option<Progress> = None;
     let planned = author::plan_diff(&stack, &scan, &mut |done, total| {

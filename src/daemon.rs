@@ -10,6 +10,7 @@
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -48,10 +49,17 @@ pub fn is_child() -> bool {
 
 /// Re-runs this command in the background and waits until it reports the
 /// mount ready (Ok) or exits (Err with its exit code).
+/// The child gets this process's argv[0] too: run as mount(8)'s helper
+/// (`mount.fuse.layerfs`), that name is what selects the helper's syntax.
 pub fn start_in_background() -> Result<(), DaemonError> {
     let exe = std::env::current_exe().map_err(DaemonError::Spawn)?;
-    let mut child = Command::new(exe)
-        .args(std::env::args_os().skip(1))
+    let mut args = std::env::args_os();
+    let mut command = Command::new(exe);
+    if let Some(name) = args.next() {
+        command.arg0(name);
+    }
+    let mut child = command
+        .args(args)
         .env(CHILD_ENV, "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -71,8 +79,9 @@ pub fn start_in_background() -> Result<(), DaemonError> {
 }
 
 /// In the child: leaves the terminal's session (a Ctrl-C in the shell no
-/// longer reaches the daemon), points stdio at `log_file` or /dev/null, and
-/// then tells the parent the mount is ready, on a copy of the stdout pipe.
+/// longer reaches the daemon), points stdio at `log_file` or /dev/null
+/// (and then the log at syslog), and then tells the parent the mount is
+/// ready, on a copy of the stdout pipe.
 /// In that order, so that everything logged once the parent has returned
 /// (a read failing at once, say) lands in the log, not in the caller's
 /// stderr.
@@ -90,6 +99,9 @@ pub fn report_ready(log_file: Option<&Path>) -> io::Result<()> {
     io::stdout().flush()?;
     sys::detach_from_terminal()?;
     sys::redirect_stdio(log.as_ref())?;
+    if log.is_none() {
+        crate::logging::to_syslog();
+    }
     writeln!(pipe, "{READY}")?;
     pipe.flush()
 }

@@ -26,8 +26,11 @@
 //! - [`output`]: where a written layer goes: framed compression, digests,
 //!   and a file put in place only when complete;
 //! - [`progress`]: a progress bar for long commands, on terminals only;
+//! - [`logging`]: log records to stderr, or to syslog from a background
+//!   daemon;
 //! - [`app`] and [`daemon`]: the commands behind the CLI, and running a
-//!   mount in the background.
+//!   mount in the background;
+//! - [`fstab`]: layerfs as mount(8)'s `mount.fuse.layerfs` helper.
 #![deny(missing_docs)]
 
 pub mod app;
@@ -36,11 +39,13 @@ pub mod cache;
 pub mod daemon;
 pub mod dir;
 pub mod export;
+pub mod fstab;
 pub mod fuse;
 pub mod image;
 pub mod inputs;
 pub mod inspect;
 pub mod list;
+pub mod logging;
 pub mod output;
 pub mod progress;
 pub mod source;

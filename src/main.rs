@@ -1,6 +1,6 @@
 //! The `layerfs` command line: parsing only; the work is in the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
@@ -204,7 +204,61 @@ impl CacheArgs {
     }
 }
 
+/// The names under which layerfs is mount(8)'s helper: `mount -t
+/// fuse.layerfs` runs `/sbin/mount.fuse.layerfs`, `mount -t layerfs` runs
+/// `/sbin/mount.layerfs`.
+const HELPER_NAMES: [&str; 2] = ["mount.fuse.layerfs", "mount.layerfs"];
+
+/// `mount.fuse.layerfs SOURCE MOUNTPOINT [-sfnv] [-o OPTIONS]`, as mount(8)
+/// runs it (see `man layerfs`, FSTAB).
+#[derive(Parser)]
+#[command(name = "mount.fuse.layerfs", version, max_term_width = 100)]
+struct HelperCli {
+    /// The layers, bottom first, separated by ':' ('\:' for a ':' in a name).
+    source: std::ffi::OsString,
+    /// The mountpoint.
+    mountpoint: PathBuf,
+    /// Mount options, comma-separated (repeatable).
+    #[arg(short = 'o', value_name = "OPT[,OPT...]")]
+    options: Vec<String>,
+    /// Ignore unknown options (with a warning) instead of failing.
+    #[arg(short = 's')]
+    sloppy: bool,
+    /// Check the source and options; mount nothing.
+    #[arg(short = 'f')]
+    fake: bool,
+    /// No /etc/mtab to update (accepted; there never is one).
+    #[arg(short = 'n')]
+    no_mtab: bool,
+    /// Log what is done (info level).
+    #[arg(short = 'v')]
+    verbose: bool,
+    /// The filesystem type (accepted; it is fuse.layerfs).
+    #[arg(short = 't', value_name = "TYPE")]
+    fs_type: Option<String>,
+}
+
+/// Whether argv[0] names the mount(8) helper.
+fn invoked_as_helper() -> bool {
+    std::env::args_os().next().is_some_and(|arg0| {
+        Path::new(&arg0)
+            .file_name()
+            .is_some_and(|name| HELPER_NAMES.iter().any(|h| name == *h))
+    })
+}
+
 fn main() -> ExitCode {
+    if invoked_as_helper() {
+        let helper = HelperCli::parse();
+        layerfs::logging::init(if helper.verbose { "info" } else { "warn" });
+        let args = layerfs::fstab::HelperArgs {
+            source: helper.source,
+            mountpoint: helper.mountpoint,
+            options: helper.options,
+            sloppy: helper.sloppy,
+        };
+        return exit(app::mount_helper(args, helper.fake));
+    }
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
@@ -212,12 +266,7 @@ fn main() -> ExitCode {
         (false, 1) => "info",
         _ => "debug",
     };
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or(format!("{level},fuser=error")),
-    )
-    .format_timestamp(None)
-    .format_target(false)
-    .init();
+    layerfs::logging::init(level);
     let result = match cli.command {
         Command::Mount {
             foreground,
@@ -237,6 +286,8 @@ fn main() -> ExitCode {
                 threads,
                 log_file,
                 cache: cache.choice(),
+                quiet: cli.quiet,
+                fsname: None,
             })
         }
         Command::Ls {
@@ -255,6 +306,7 @@ fn main() -> ExitCode {
             all,
             peek,
             cache: cache.choice(),
+            quiet: cli.quiet,
         }),
         Command::Export {
             output,
@@ -296,10 +348,17 @@ fn main() -> ExitCode {
             image: image.inputs(vec![image_path]),
             json,
             cache: cache.choice(),
+            quiet: cli.quiet,
         }),
         Command::Umount { lazy, mountpoint } => app::umount(&mountpoint, lazy),
         Command::Completions { shell } => return print_completions(shell),
     };
+    exit(result)
+}
+
+/// The exit status for a command's result, printing its error unless the
+/// background child already did.
+fn exit(result: Result<(), app::AppError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

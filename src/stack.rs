@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 use crate::cache::{IndexCache, LayerEntry, LayerKey};
 use crate::dir::{DirError, DirLayer};
-use crate::source::{LayerHead, LayerSource, SeekIndex, SourceError};
+use crate::source::{LayerHead, LayerSource, ReadMeter, SeekIndex, SourceError};
 use crate::tar::{self, LayerIndex, Member, TarError};
 use crate::tree::{BottomLayer, Ino, MergeWarning, NodeKind, Removal, Tree};
 
@@ -100,6 +100,10 @@ pub struct StackOptions {
     pub spill_dir: Option<PathBuf>,
     /// Keep what each whiteout removed, for [`Stack::removals`] (`ls --all`).
     pub record_removals: bool,
+    /// Counts the layer file bytes that indexing (and digest checks) will
+    /// read and have read, for a progress display; layers whose index is
+    /// loaded from the cache add nothing.
+    pub meter: Option<Arc<ReadMeter>>,
 }
 
 /// One layer to open: a file, or a byte range of one (a layer inside an
@@ -304,8 +308,9 @@ impl Stack {
             }
         }
         let keyed = cache.zip(each_key.as_deref());
+        let meter = options.meter.as_ref();
         let (merged, origins, stats) =
-            index_and_merge(&layers, &verify, keyed, options.record_removals)?;
+            index_and_merge(&layers, &verify, keyed, options.record_removals, meter)?;
         let (tree, warnings, removals) = merged;
         log_tree(&layers, &tree);
         // The member lists and the tree under construction were freed, and
@@ -388,16 +393,18 @@ impl Stack {
 /// The index of one layer as stored (through the cache if given), without
 /// merging: what `layerfs ls --layer` lists. `number` is its 1-based
 /// position, for messages.
+/// `meter`, if given, counts the bytes read as in [`StackOptions::meter`].
 pub fn layer_index(
     spec: &LayerSpec,
     number: usize,
     cache: Option<&IndexCache>,
+    meter: Option<&Arc<ReadMeter>>,
 ) -> Result<LayerIndex, StackError> {
     let layer = spec.open(number)?;
     let verify = spec.verify.as_deref();
     let key = cache.and_then(|_| layer_key(&layer, verify));
     let n = number.saturating_sub(1);
-    Ok(index_layer_whole(&layer, n, verify, cache.zip(key.as_ref()))?.index)
+    Ok(index_layer_whole(&layer, n, verify, cache.zip(key.as_ref()), meter)?.index)
 }
 
 /// What the head of one layer file holds: see [`peek_layer`].
@@ -558,6 +565,7 @@ fn index_and_merge(
     verify: &[Option<&str>],
     keyed: Option<(&IndexCache, &[Option<LayerKey>])>,
     record: bool,
+    meter: Option<&Arc<ReadMeter>>,
 ) -> Result<(Merged, Vec<IndexOrigin>, Vec<LayerStats>), StackError> {
     let bottom = layers.first().ok_or(StackError::NoLayers)?;
     std::thread::scope(|scope| {
@@ -565,13 +573,13 @@ fn index_and_merge(
         let key = keyed.and_then(|(cache, keys)| Some((cache, keys.first()?.as_ref()?)));
         let check = verify.first().copied().flatten();
         let pass = scope.spawn(move || {
-            index_layer(bottom, 0, check, key, BATCH, &mut |batch| {
+            index_layer(bottom, 0, check, key, meter, BATCH, &mut |batch| {
                 // Only a merge that panicked stops taking batches.
                 let _ = batches.send(batch);
             })
         });
         let uppers =
-            (layers.len() > 1).then(|| scope.spawn(|| index_all(layers, 1, verify, keyed)));
+            (layers.len() > 1).then(|| scope.spawn(|| index_all(layers, 1, verify, keyed, meter)));
         let mut merge = BottomLayer::new(record);
         for batch in received {
             merge.push(batch);
@@ -604,6 +612,7 @@ fn index_all(
     first: usize,
     verify: &[Option<&str>],
     keyed: Option<(&IndexCache, &[Option<LayerKey>])>,
+    meter: Option<&Arc<ReadMeter>>,
 ) -> Result<Vec<Indexed>, StackError> {
     let todo = layers.len().saturating_sub(first);
     let workers = std::thread::available_parallelism()
@@ -619,7 +628,7 @@ fn index_all(
                 let Some(layer) = layers.get(n) else { break };
                 let key = keyed.and_then(|(cache, keys)| Some((cache, keys.get(n)?.as_ref()?)));
                 let check = verify.get(n).copied().flatten();
-                let result = index_layer_whole(layer, n, check, key);
+                let result = index_layer_whole(layer, n, check, key, meter);
                 let failed = result.is_err();
                 let mut results = results.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(slot) = results.get_mut(n - first) {
@@ -656,9 +665,10 @@ fn index_layer_whole(
     n: usize,
     verify: Option<&str>,
     keyed: Option<(&IndexCache, &LayerKey)>,
+    meter: Option<&Arc<ReadMeter>>,
 ) -> Result<Indexed, StackError> {
     let mut members = Vec::new();
-    let (origin, stats) = index_layer(layer, n, verify, keyed, usize::MAX, &mut |batch| {
+    let (origin, stats) = index_layer(layer, n, verify, keyed, meter, usize::MAX, &mut |batch| {
         if members.is_empty() {
             members = batch;
         } else {
@@ -680,11 +690,12 @@ fn index_layer(
     n: usize,
     verify: Option<&str>,
     keyed: Option<(&IndexCache, &LayerKey)>,
+    meter: Option<&Arc<ReadMeter>>,
     batch: usize,
     sink: &mut dyn FnMut(Vec<Member>),
 ) -> Result<(IndexOrigin, LayerStats), StackError> {
     let dir = match layer {
-        Layer::Tar(source) => return load_or_index(source, n, verify, keyed, batch, sink),
+        Layer::Tar(source) => return load_or_index(source, n, verify, keyed, meter, batch, sink),
         Layer::Dir(dir) => dir,
     };
     let started = std::time::Instant::now();
@@ -712,12 +723,14 @@ fn index_layer(
 /// read or written costs speed, never the mount. A layer with a digest to
 /// check is hashed before its pass; its key carries the digest, so a
 /// stored entry is found only for a layer that passed. On an error, what
-/// `sink` was given is only part of the layer.
+/// `sink` was given is only part of the layer. Only a layer that is read
+/// adds its bytes to `meter`'s total.
 fn load_or_index(
     layer: &LayerSource,
     n: usize,
     verify: Option<&str>,
     keyed: Option<(&IndexCache, &LayerKey)>,
+    meter: Option<&Arc<ReadMeter>>,
     batch: usize,
     sink: &mut dyn FnMut(Vec<Member>),
 ) -> Result<(IndexOrigin, LayerStats), StackError> {
@@ -742,14 +755,18 @@ fn load_or_index(
             }
         }
     }
+    if let Some(meter) = meter {
+        let reads = if verify.is_some() { 2 } else { 1 };
+        meter.expect(layer.file_len().saturating_mul(reads));
+    }
     if let Some(digest) = verify {
-        check_digest(layer, n, digest)?;
+        check_digest(layer, n, digest, meter)?;
     }
     // Only the members' encoding stays behind for the cache; the members
     // themselves go on to `sink`.
     let mut entry = keyed.map(|_| LayerEntry::default());
     let started = std::time::Instant::now();
-    let seek = index_one(layer, n, batch, &mut |members| {
+    let seek = index_one(layer, n, meter, batch, &mut |members| {
         stats.add(&members);
         if let Some(entry) = &mut entry {
             entry.push(&members);
@@ -786,7 +803,12 @@ fn load_or_index(
 /// tar's indexing pass seeks over file data, so this is a read of the whole
 /// layer that the pass alone would not make; it is paid once, when the
 /// layer is first indexed.
-fn check_digest(layer: &LayerSource, n: usize, expected: &str) -> Result<(), StackError> {
+fn check_digest(
+    layer: &LayerSource,
+    n: usize,
+    expected: &str,
+    meter: Option<&Arc<ReadMeter>>,
+) -> Result<(), StackError> {
     if !expected.starts_with("sha256:") {
         return Err(StackError::DigestAlgorithm {
             path: layer.path().to_path_buf(),
@@ -795,7 +817,7 @@ fn check_digest(layer: &LayerSource, n: usize, expected: &str) -> Result<(), Sta
         });
     }
     let started = std::time::Instant::now();
-    let actual = crate::output::Sha256Digest(layer.sha256()?).to_string();
+    let actual = crate::output::Sha256Digest(layer.sha256(meter)?).to_string();
     log::info!(
         "{} (layer {}): {} bytes hashed in {:.2?}",
         layer.path().display(),
@@ -821,10 +843,11 @@ fn check_digest(layer: &LayerSource, n: usize, expected: &str) -> Result<(), Sta
 fn index_one(
     layer: &LayerSource,
     n: usize,
+    meter: Option<&Arc<ReadMeter>>,
     batch: usize,
     sink: &mut dyn FnMut(Vec<Member>),
 ) -> Result<SeekIndex, StackError> {
-    let mut pass = layer.index_pass();
+    let mut pass = layer.index_pass_metered(meter);
     tar::index_layer_batches(&mut pass, batch, sink).map_err(|source| StackError::Index {
         path: layer.path().to_path_buf(),
         number: n + 1,

@@ -114,3 +114,24 @@ pub fn release_free_memory() {
     // SAFETY: malloc_trim only walks glibc's own free lists.
     unsafe { libc::malloc_trim(0) };
 }
+
+/// Opens the connection to syslog for the daemon: ident `layerfs`, the pid
+/// in each message, facility daemon.
+pub fn open_syslog() {
+    // SAFETY: the ident is a static C string, which openlog(3) requires to
+    // stay valid for as long as syslog is used.
+    unsafe { libc::openlog(c"layerfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+}
+
+/// Sends one message to syslog at `priority`.
+pub fn syslog(priority: libc::c_int, message: &std::ffi::CStr) {
+    // SAFETY: the format is a static "%s" taking exactly the one C string
+    // passed, which is NUL-terminated and outlives the call.
+    unsafe { libc::syslog(priority, c"%s".as_ptr(), message.as_ptr()) };
+}
+
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
         cache: None,
         spill_dir: Some(scratch_dir().to_path_buf()),
         record_removals: flags & 0x80 != 0,
+        meter: None,
     };
     let Ok(stack) = Stack::open(&paths, &options) else {
         return;

@@ -65,7 +65,8 @@ impl Case {
             dir_view(&scan),
             "merged tree != directory"
         );
-        let index = stack::layer_index(&stack::LayerSpec::file(&new), 1, None).expect("index");
+        let index =
+            stack::layer_index(&stack::LayerSpec::file(&new), 1, None, None).expect("index");
         index
             .members
             .iter()
@@ -345,7 +346,7 @@ fn create_writes_every_entry_in_name_order_with_hardlinks() {
         symlink("/nowhere", d.join("c")).expect("symlink");
     });
     let index =
-        stack::layer_index(&stack::LayerSpec::file(&case.layers[0]), 1, None).expect("index");
+        stack::layer_index(&stack::LayerSpec::file(&case.layers[0]), 1, None, None).expect("index");
     let members: Vec<(String, MemberKind, String)> = index
         .members
         .iter()

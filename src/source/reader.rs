@@ -14,7 +14,7 @@ use super::seek::SeekIndex;
 use super::spill::is_spill_error;
 use super::watch::{Drift, Watch};
 use super::{bzip2_streams, lz4_frames, xz_blocks, zstd_frames};
-use super::{SourceError, Stream};
+use super::{ReadMeter, SourceError, Stream};
 
 /// Read size from the compressed file.
 pub(super) const INPUT_BUFFER: usize = 256 * 1024;
@@ -123,11 +123,13 @@ impl LayerSource {
     }
 
     /// The sha256 of the layer's own bytes (compressed, as stored): what
-    /// an image descriptor's digest names. Reads the whole layer once.
-    pub fn sha256(&self) -> Result<[u8; 32], SourceError> {
+    /// an image descriptor's digest names. Reads the whole layer once,
+    /// counting what it read into `meter` if given.
+    pub fn sha256(&self, meter: Option<&Arc<ReadMeter>>) -> Result<[u8; 32], SourceError> {
         use sha2::{Digest, Sha256};
         let mut hasher = Sha256::new();
-        let mut reader = PositionedReader::buffered(&self.file, self.file_len, 0, INPUT_BUFFER);
+        let file = self.region(meter);
+        let mut reader = PositionedReader::buffered(&file, self.file_len, 0, INPUT_BUFFER);
         io::copy(&mut reader, &mut hasher).map_err(|source| SourceError::Io {
             path: self.path.clone(),
             source,
@@ -150,29 +152,37 @@ impl LayerSource {
     /// from the start. [`IndexPass::finish`] then gives what it learned,
     /// for [`LayerSource::attach`].
     pub fn index_pass(&self) -> IndexPass {
+        self.index_pass_metered(None)
+    }
+
+    /// [`LayerSource::index_pass`], counting the layer file bytes it gets
+    /// through into `meter` (read, or skipped unread by a plain tar's
+    /// pass), for a progress display.
+    pub fn index_pass_metered(&self, meter: Option<&Arc<ReadMeter>>) -> IndexPass {
+        let (file, len) = (self.region(meter), self.file_len);
         let pass = match self.codec {
             Codec::Plain => Pass::Plain(PlainStream {
-                inner: BufReader::with_capacity(INPUT_BUFFER, self.positioned()),
-                len: self.file_len,
+                inner: BufReader::with_capacity(
+                    INPUT_BUFFER,
+                    PositionedReader { file, pos: 0, len },
+                ),
+                len,
             }),
-            Codec::Gzip => Pass::Decoding(gzip::index_pass(Arc::clone(&self.file), self.file_len)),
-            Codec::Zstd => Pass::Decoding(zstd_frames::index_pass(
-                Arc::clone(&self.file),
-                self.file_len,
-            )),
-            Codec::Bzip2 => Pass::Decoding(bzip2_streams::index_pass(
-                Arc::clone(&self.file),
-                self.file_len,
-            )),
-            Codec::Xz => {
-                Pass::Decoding(xz_blocks::index_pass(Arc::clone(&self.file), self.file_len))
-            }
-            Codec::Lz4 => Pass::Decoding(lz4_frames::index_pass(
-                Arc::clone(&self.file),
-                self.file_len,
-            )),
+            Codec::Gzip => Pass::Decoding(gzip::index_pass(file, len)),
+            Codec::Zstd => Pass::Decoding(zstd_frames::index_pass(file, len)),
+            Codec::Bzip2 => Pass::Decoding(bzip2_streams::index_pass(file, len)),
+            Codec::Xz => Pass::Decoding(xz_blocks::index_pass(file, len)),
+            Codec::Lz4 => Pass::Decoding(lz4_frames::index_pass(file, len)),
         };
         IndexPass { pass, read: 0 }
+    }
+
+    /// The layer's bytes, through `meter` if given.
+    fn region(&self, meter: Option<&Arc<ReadMeter>>) -> Arc<Region> {
+        match meter {
+            Some(meter) => Arc::new(self.file.metered(Arc::clone(meter))),
+            None => Arc::clone(&self.file),
+        }
     }
 
     /// Sets how reads are served, from a fresh pass or a stored index. The
@@ -296,14 +306,6 @@ impl LayerSource {
                 offset,
                 source: e,
             },
-        }
-    }
-
-    fn positioned(&self) -> PositionedReader {
-        PositionedReader {
-            file: Arc::clone(&self.file),
-            pos: 0,
-            len: self.file_len,
         }
     }
 }
@@ -465,6 +467,13 @@ impl Stream for PlainStream {
         let n = n.min(self.len.saturating_sub(pos));
         let delta = i64::try_from(n)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "skip too large"))?;
+        // Past the buffer, the seek drops it and the next read refills:
+        // what lies between is never read, so it is counted here, once
+        // per refill like the reads.
+        let unread = n.saturating_sub(self.inner.buffer().len() as u64);
+        if let (Some(meter), true) = (self.inner.get_ref().file.meter(), unread > 0) {
+            meter.advance(unread);
+        }
         self.inner.seek_relative(delta)?;
         Ok(n)
     }
@@ -730,9 +739,46 @@ mod tests {
             );
             index_and_check(&src, &data);
             let expected: [u8; 32] = sha2::Sha256::digest(layer).into();
-            assert_eq!(src.sha256().expect("hash"), expected);
+            assert_eq!(src.sha256(None).expect("hash"), expected);
             let err = LayerSource::open_range(file.path(), 1000, len + 778).expect_err("too long");
             assert!(err.to_string().contains("offset 1000"), "{err}");
+        }
+    }
+
+    #[test]
+    fn metered_passes_count_every_byte_of_the_layer_file_once() {
+        // A member far larger than the read buffer, so the plain pass
+        // seeks over most of it, then a small one; the tar crate's output
+        // ends right after its two end blocks.
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, len) in [("big", 3 * INPUT_BUFFER + 100), ("small", 10)] {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(len as u64);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, name, &sample(len)[..])
+                .expect("append");
+        }
+        let tar = builder.into_inner().expect("tar");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        for layer in [&tar, &gz] {
+            let file = write_temp(layer);
+            let src = LayerSource::open(file.path()).expect("open");
+            let meter = Arc::new(ReadMeter::default());
+            let mut pass = src.index_pass_metered(Some(&meter));
+            let index = crate::tar::index_layer(&mut pass).expect("index");
+            assert_eq!(index.members.len(), 2);
+            pass.finish().expect("finish");
+            assert_eq!(meter.done(), layer.len() as u64, "{:?}", src.codec());
+            src.sha256(Some(&meter)).expect("hash");
+            assert_eq!(meter.done(), 2 * layer.len() as u64);
+            // Reads once the pass is over are not indexing.
+            src.attach(SeekIndex::Plain).ok();
+            let mut byte = [0u8; 1];
+            src.read_exact_at(0, &mut byte).ok();
+            assert_eq!(meter.done(), 2 * layer.len() as u64);
         }
     }
 

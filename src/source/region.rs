@@ -9,21 +9,48 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use super::ReadMeter;
 
 /// `len` bytes of `file` starting at `base`; offsets given to its reads
 /// are relative to `base`, and nothing past `base + len` is ever read.
 #[derive(Debug)]
 pub(crate) struct Region {
-    file: File,
+    file: Arc<File>,
     base: u64,
     len: u64,
+    /// Counts every byte read: set on the copy an indexing pass reads
+    /// through, never on the one that serves reads.
+    meter: Option<Arc<ReadMeter>>,
 }
 
 impl Region {
     /// The range `base..base + len` of `file`. The caller has checked that
     /// it lies within the file; a shorter file just ends reads early.
     pub(crate) fn new(file: File, base: u64, len: u64) -> Region {
-        Region { file, base, len }
+        Region {
+            file: Arc::new(file),
+            base,
+            len,
+            meter: None,
+        }
+    }
+
+    /// The same range of the same open file, with every byte read through
+    /// it counted by `meter`.
+    pub(crate) fn metered(&self, meter: Arc<ReadMeter>) -> Region {
+        Region {
+            file: Arc::clone(&self.file),
+            base: self.base,
+            len: self.len,
+            meter: Some(meter),
+        }
+    }
+
+    /// The meter counting this range's reads, if any.
+    pub(crate) fn meter(&self) -> Option<&Arc<ReadMeter>> {
+        self.meter.as_ref()
     }
 
     /// All of `file`, as long as it is now.
@@ -50,7 +77,11 @@ impl Region {
             .base
             .checked_add(offset)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset overflows"))?;
-        self.file.read_at(&mut buf[..want], at)
+        let n = self.file.read_at(&mut buf[..want], at)?;
+        if let Some(meter) = &self.meter {
+            meter.advance(n as u64);
+        }
+        Ok(n)
     }
 
     /// Fills `buf` from `offset` within the range; `UnexpectedEof` if the
@@ -98,5 +129,22 @@ mod tests {
         assert_eq!(&three, b"567");
         let err = region.read_exact_at(&mut three, 4).expect_err("past end");
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_metered_copy_counts_its_reads_and_the_original_does_not() {
+        let mut file = tempfile::tempfile().expect("temp file");
+        file.write_all(b"0123456789abcdef").expect("write");
+        let region = Region::new(file, 2, 10);
+        let meter = Arc::new(ReadMeter::default());
+        let metered = region.metered(Arc::clone(&meter));
+        let mut buf = [0u8; 4];
+        metered.read_exact_at(&mut buf, 0).expect("read");
+        assert_eq!(&buf, b"2345");
+        assert_eq!(metered.read_at(&mut buf, 8).expect("read"), 2);
+        assert_eq!(meter.done(), 6);
+        region.read_exact_at(&mut buf, 0).expect("read");
+        assert_eq!(meter.done(), 6);
+        assert!(region.meter().is_none());
     }
 }
