@@ -13,6 +13,7 @@ mod frames;
 mod gzip;
 mod head;
 mod lz4_frames;
+mod parallel;
 mod positioned;
 mod reader;
 mod region;

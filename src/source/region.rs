@@ -33,6 +33,26 @@ impl Region {
         Ok(Region::new(file, 0, len))
     }
 
+    /// The part of this range from `offset` to `end` (to its end if
+    /// `None`), as a range of its own: a frame decoded on another thread.
+    pub(crate) fn slice(&self, offset: u64, end: Option<u64>) -> io::Result<Region> {
+        let end = end.unwrap_or(self.len).min(self.len);
+        let base = self
+            .base
+            .checked_add(offset)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset overflows"))?;
+        Ok(Region::new(
+            self.file.try_clone()?,
+            base,
+            end.saturating_sub(offset),
+        ))
+    }
+
+    /// The range's length.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
     /// The open file the range is part of.
     pub(crate) fn file(&self) -> &File {
         &self.file
@@ -98,5 +118,14 @@ mod tests {
         assert_eq!(&three, b"567");
         let err = region.read_exact_at(&mut three, 4).expect_err("past end");
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        // A slice is a range of its own, never reaching past its parent.
+        let slice = region.slice(2, Some(5)).expect("slice");
+        assert_eq!(slice.read_at(&mut buf, 0).expect("read"), 3);
+        assert_eq!(&buf[..3], b"678");
+        let rest = region.slice(3, None).expect("slice");
+        assert_eq!(rest.read_at(&mut buf, 0).expect("read"), 3);
+        assert_eq!(&buf[..3], b"789");
+        let past = region.slice(8, Some(100)).expect("slice");
+        assert_eq!(past.read_at(&mut buf, 0).expect("read"), 0);
     }
 }
