@@ -392,35 +392,52 @@ fn work<D: StepDecoder>(
         let Ok(Work { comp, end, out }) = next else {
             return;
         };
-        let pass = file
-            .slice(comp, end)
-            .and_then(|region| Ok(StepPass::new(Arc::new(region), make()?, shared.wrap)));
-        match pass {
+        let open = || -> io::Result<StepPass<D>> {
+            let region = file.slice(comp, end)?;
+            Ok(StepPass::new(Arc::new(region), make()?, shared.wrap))
+        };
+        let sent = match open() {
             Ok(pass) => decode(pass, &out, shared),
-            Err(e) => {
-                let _ = out.send(Piece::Failed(e));
-            }
+            Err(e) => Err(Some((e, 0))),
+        };
+        // A decoder's failing call loses what it decoded in that call:
+        // a 1 MiB call can lose a whole frame before a bad checksum, where
+        // the one-core pass, asking for less at a time, handed it out.
+        // So a failed piece is decoded again, a tar block at a time, and
+        // what comes before the failure is handed out first.
+        if let Err(Some(first)) = sent {
+            let _ = out.send(Piece::Failed(redo(open, &out, shared, first)));
         }
     }
 }
 
-/// Decodes one piece of work into `out`, chunk by chunk, until it ends,
-/// fails or nobody listens any more.
-fn decode<D: StepDecoder>(mut pass: StepPass<D>, out: &SyncSender<Piece>, shared: &Shared) {
+/// Decoded bytes handed out per call when a failed piece is decoded again.
+const REDO_STEP: usize = 512;
+
+/// Decodes one piece of work into `out`, chunk by chunk. `Ok` once its
+/// end is sent; `Err(None)` if nobody listens any more; `Err(Some(e))` if
+/// the decoder failed, with how many bytes were sent before.
+fn decode<D: StepDecoder>(
+    mut pass: StepPass<D>,
+    out: &SyncSender<Piece>,
+    shared: &Shared,
+) -> Result<(), Option<(io::Error, u64)>> {
+    let mut sent = 0u64;
     loop {
         let mut chunk = shared.take_chunk();
         let mut filled = 0;
-        let mut last = None;
+        let mut ended = false;
+        let mut failed = None;
         while filled < CHUNK {
             match pass.read(&mut chunk[filled..]) {
                 Ok(0) => {
-                    last = Some(Piece::End(FrameTable::default()));
+                    ended = true;
                     break;
                 }
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    last = Some(Piece::Failed(e));
+                    failed = Some(e);
                     break;
                 }
             }
@@ -430,20 +447,72 @@ fn decode<D: StepDecoder>(mut pass: StepPass<D>, out: &SyncSender<Piece>, shared
             shared.buffered.add(filled);
             if out.send(Piece::Data(chunk)).is_err() {
                 shared.buffered.sub(filled);
-                return;
+                return Err(None);
             }
+            sent += filled as u64;
         }
-        match last {
-            Some(Piece::End(_)) => {
-                let _ = out.send(Piece::End(pass.into_table()));
-                return;
-            }
-            Some(failed) => {
-                let _ = out.send(failed);
-                return;
-            }
-            None => {}
+        if let Some(e) = failed {
+            return Err(Some((e, sent)));
         }
+        if ended {
+            return out.send(Piece::End(pass.into_table())).map_err(|_| None);
+        }
+    }
+}
+
+/// Decodes a failed piece again from its start in small calls, sends what
+/// it yields past the `sent` bytes already handed out, and returns the
+/// error to report (the first one, should the second decoder differ).
+fn redo<D: StepDecoder>(
+    open: impl Fn() -> io::Result<StepPass<D>>,
+    out: &SyncSender<Piece>,
+    shared: &Shared,
+    (first, sent): (io::Error, u64),
+) -> io::Error {
+    let Ok(mut pass) = open() else {
+        return first;
+    };
+    // Up to `sent`, in calls that end there: those bytes decoded before.
+    let mut big = vec![0u8; CHUNK];
+    let mut at = 0u64;
+    while at < sent {
+        let want = usize::try_from(sent - at).map_or(CHUNK, |k| k.min(CHUNK));
+        match pass.read(&mut big[..want]) {
+            Ok(0) => return first,
+            Ok(n) => at += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return first,
+        }
+    }
+    // Then a tar block at a time; what the first decoder lost in its last
+    // call is at most one call's worth.
+    let mut more = Vec::new();
+    let failure = loop {
+        if more.len() > CHUNK {
+            break None;
+        }
+        let mut step = [0u8; REDO_STEP];
+        match pass.read(&mut step) {
+            Ok(0) => break None,
+            Ok(n) => more.extend_from_slice(&step[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Some(e),
+        }
+    };
+    let Some(again) = failure else {
+        return first;
+    };
+    for piece in more.chunks(CHUNK) {
+        shared.buffered.add(piece.len());
+        if out.send(Piece::Data(piece.to_vec())).is_err() {
+            shared.buffered.sub(piece.len());
+            break;
+        }
+    }
+    if again.to_string() == first.to_string() {
+        again
+    } else {
+        first
     }
 }
 
@@ -451,9 +520,11 @@ fn decode<D: StepDecoder>(mut pass: StepPass<D>, out: &SyncSender<Piece>, shared
 mod tests {
     use super::*;
     use crate::source::test_support::{far_data, temp_file};
+    use crate::source::zstd_frames::{new_step, wrap};
 
+    /// The frame at `at`, found by zstd itself rather than by the walk the
+    /// pass is normally given, so that these tests are of the pipeline.
     fn frame_after(file: &Region, at: u64, len: u64) -> Cut {
-        // Every test frame here is one 64 KiB raw-ish zstd frame: ask zstd.
         let mut buf = vec![0u8; (len - at).min(1 << 20) as usize];
         let n = file.read_at(&mut buf, at).unwrap_or(0);
         match zstd::zstd_safe::find_frame_compressed_size(&buf[..n]) {
@@ -462,36 +533,9 @@ mod tests {
         }
     }
 
-    struct Step(zstd::stream::raw::Decoder<'static>);
-
-    impl StepDecoder for Step {
-        fn step(
-            &mut self,
-            input: &[u8],
-            output: &mut [u8],
-        ) -> io::Result<super::super::frames::Step> {
-            use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
-            let mut input = InBuffer::around(input);
-            let mut output = OutBuffer::around(output);
-            let hint = self.0.run(&mut input, &mut output)?;
-            Ok(super::super::frames::Step {
-                consumed: input.pos(),
-                produced: output.pos(),
-                frame_end: hint == 0,
-            })
-        }
-    }
-
-    fn make() -> io::Result<Step> {
-        zstd::stream::raw::Decoder::new().map(Step)
-    }
-
     fn start(bytes: &[u8], workers: usize) -> ParallelPass {
         let file = Arc::new(temp_file(bytes));
-        ParallelPass::start(file, frame_after, make, workers, |t| {
-            SeekIndex::Zstd(super::super::zstd_frames::ZstdIndex(t))
-        })
-        .expect("threads")
+        ParallelPass::start(file, frame_after, new_step, workers, wrap).expect("threads")
     }
 
     /// 64 frames of 1 MiB: far more than may ever be buffered.
