@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::SeekIndex;
 
+/// What a skipping pass decodes into per read: big enough that a
+/// decoder's per-call cost does not show.
+const SKIP_SCRATCH: usize = 64 * 1024;
+
 /// Serves reads at decompressed offsets of one layer.
 pub(super) trait Access: Send + Sync + fmt::Debug {
     /// Fills `buf` from decompressed offset `offset`; `UnexpectedEof` if the
@@ -19,6 +23,25 @@ pub(super) trait Access: Send + Sync + fmt::Debug {
 /// decompressed stream that, once read to the end (or as far as the tar
 /// parser went), hands over what it learned for random access.
 pub(super) trait IndexingDecoder: Read + Send {
+    /// Passes over up to `n` bytes, returning how many (fewer only at the
+    /// end of the stream). Decoders that hold decoded bytes already can
+    /// drop them rather than copy them out.
+    fn skip(&mut self, n: u64) -> io::Result<u64> {
+        let size = usize::try_from(n).map_or(SKIP_SCRATCH, |n| n.min(SKIP_SCRATCH));
+        let mut scratch = vec![0u8; size];
+        let mut done = 0;
+        while done < n {
+            let want = usize::try_from(n - done).map_or(size, |k| k.min(size));
+            match self.read(&mut scratch[..want]) {
+                Ok(0) => break,
+                Ok(k) => done += k as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
     /// Ends the pass. `SeekIndex` must cover at least every byte read.
     fn finish(self: Box<Self>) -> io::Result<SeekIndex>;
 }

@@ -433,6 +433,11 @@ impl<D: StepDecoder> StepPass<D> {
         }
     }
 
+    /// The frames found so far: the whole table once the pass has ended.
+    pub(super) fn into_table(self) -> FrameTable {
+        self.table
+    }
+
     fn refill(&mut self) -> io::Result<()> {
         loop {
             match self.file.read_at(&mut self.input, self.comp) {

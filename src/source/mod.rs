@@ -14,6 +14,7 @@ mod gzip;
 mod head;
 mod lz4_frames;
 mod meter;
+mod parallel;
 mod positioned;
 mod reader;
 mod region;

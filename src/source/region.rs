@@ -60,6 +60,29 @@ impl Region {
         Ok(Region::new(file, 0, len))
     }
 
+    /// The part of this range from `offset` to `end` (to its end if
+    /// `None`), as a range of its own: a frame decoded on another thread.
+    pub(crate) fn slice(&self, offset: u64, end: Option<u64>) -> io::Result<Region> {
+        let end = end.unwrap_or(self.len).min(self.len);
+        let base = self
+            .base
+            .checked_add(offset)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset overflows"))?;
+        // The same open file, and the same meter: the frames decoded on
+        // other threads are bytes the pass reads, for the progress bar too.
+        Ok(Region {
+            file: Arc::clone(&self.file),
+            base,
+            len: end.saturating_sub(offset),
+            meter: self.meter.clone(),
+        })
+    }
+
+    /// The range's length.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
     /// The open file the range is part of.
     pub(crate) fn file(&self) -> &File {
         &self.file
@@ -129,6 +152,15 @@ mod tests {
         assert_eq!(&three, b"567");
         let err = region.read_exact_at(&mut three, 4).expect_err("past end");
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        // A slice is a range of its own, never reaching past its parent.
+        let slice = region.slice(2, Some(5)).expect("slice");
+        assert_eq!(slice.read_at(&mut buf, 0).expect("read"), 3);
+        assert_eq!(&buf[..3], b"678");
+        let rest = region.slice(3, None).expect("slice");
+        assert_eq!(rest.read_at(&mut buf, 0).expect("read"), 3);
+        assert_eq!(&buf[..3], b"789");
+        let past = region.slice(8, Some(100)).expect("slice");
+        assert_eq!(past.read_at(&mut buf, 0).expect("read"), 0);
     }
 
     #[test]
@@ -146,5 +178,11 @@ mod tests {
         region.read_exact_at(&mut buf, 0).expect("read");
         assert_eq!(meter.done(), 6);
         assert!(region.meter().is_none());
+        // A slice of the metered copy (a frame decoded on another thread)
+        // counts on the same meter.
+        let frame = metered.slice(4, Some(7)).expect("slice");
+        assert_eq!(frame.read_at(&mut buf, 0).expect("read"), 3);
+        assert_eq!(&buf[..3], b"678");
+        assert_eq!(meter.done(), 9);
     }
 }

@@ -18,13 +18,20 @@ use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
 use super::frames::{table_access, FailedPass, FrameTable, Step, StepDecoder, StepPass};
+use super::parallel::{self, Cut, ParallelPass};
 use super::positioned::PositionedReader;
 use super::seek::{SeekDecodeError, SeekIndex};
 
-/// Frames longer than this (decompressed) are spilled: at well over
-/// 1 GB/s, decoding up to half of one per cold read stays in the tens of
-/// milliseconds.
-const DIRECT_LIMIT: u64 = 64 * 1024 * 1024;
+/// Frames longer than this (decompressed) are spilled. A frame decoded
+/// per read costs, on average, decoding half of it for every cold read:
+/// about 1 ms for 2 MiB (pzstd -1, and `layerfs export`'s 1 MiB frames),
+/// but 4 to 7 ms for pzstd's 8 MiB frames at its default level, every time.
+/// Spilled, each byte of the frame is decoded at most once per mount and
+/// the frame's later reads are `pread`s of the spill file (a 2 GiB pzstd
+/// -3 layer, read through once: random 4 KiB reads went from 6.9 ms to
+/// 0.1 ms at p50), at the price of disk for what was read, as for a
+/// one-frame layer.
+const DIRECT_LIMIT: u64 = 2 * 1024 * 1024;
 
 /// Compressed input buffered per decoder opened for a read.
 const INPUT_BUFFER: usize = 128 * 1024;
@@ -44,7 +51,7 @@ impl ZstdIndex {
 }
 
 /// `decompress_stream`, with windows up to [`MAX_WINDOW_LOG`] accepted.
-struct ZstdStep(Decoder<'static>);
+pub(super) struct ZstdStep(Decoder<'static>);
 
 impl StepDecoder for ZstdStep {
     fn step(&mut self, input: &[u8], output: &mut [u8]) -> io::Result<Step> {
@@ -74,15 +81,129 @@ fn new_decoder() -> io::Result<Decoder<'static>> {
     Ok(decoder)
 }
 
+pub(super) fn new_step() -> io::Result<ZstdStep> {
+    new_decoder().map(ZstdStep)
+}
+
+pub(super) fn wrap(table: FrameTable) -> SeekIndex {
+    SeekIndex::Zstd(ZstdIndex(table))
+}
+
 /// The indexing pass: decodes the whole layer from its start, recording
-/// frames.
+/// frames; several frames at once when there are cores to spare (see
+/// [`super::parallel`]).
 pub(super) fn index_pass(file: Arc<Region>, _file_len: u64) -> Box<dyn IndexingDecoder> {
-    match new_decoder() {
-        Ok(decoder) => Box::new(StepPass::new(file, ZstdStep(decoder), |table| {
-            SeekIndex::Zstd(ZstdIndex(table))
-        })),
+    index_pass_on(file, parallel::workers())
+}
+
+/// [`index_pass`] with `workers` decoding threads; 1 decodes on the
+/// caller's thread.
+fn index_pass_on(file: Arc<Region>, workers: usize) -> Box<dyn IndexingDecoder> {
+    if workers > 1 {
+        let pass = ParallelPass::start(Arc::clone(&file), walk, new_step, workers, wrap);
+        if let Some(pass) = pass {
+            return Box::new(pass);
+        }
+    }
+    match new_step() {
+        Ok(step) => Box::new(StepPass::new(file, step, wrap)),
         Err(e) => Box::new(FailedPass(Some(e))),
     }
+}
+
+/// Largest window of a frame decoded beside others: each worker holds one,
+/// so frames declaring more (`--long`) go to one decoder, as the rest of
+/// the file. pzstd writes windows of 8 MiB at most.
+const PARALLEL_WINDOW: u64 = 8 << 20;
+
+/// Compressed bytes of a frame the splitter walks before it gives up and
+/// hands the rest of the file to one decoder: a layer of one huge frame
+/// must not be read through once for its block headers before decoding
+/// starts. pzstd frames are a few MiB.
+const WALK_LIMIT: u64 = 32 << 20;
+
+/// Largest block, decompressed; also the bound on a compressed block.
+const BLOCK_MAX: u64 = 128 * 1024;
+
+/// Where the frame at `at` ends, from its header and block headers
+/// (RFC 8878, section 3.1); see [`Cut`].
+fn walk(file: &Region, at: u64, len: u64) -> Cut {
+    walk_frame(file, at, len).unwrap_or(Cut::Rest)
+}
+
+fn walk_frame(file: &Region, at: u64, len: u64) -> Option<Cut> {
+    // Magic, descriptor, window, dictionary id and content size: 18 at most.
+    let mut head = [0u8; 18];
+    let got = (len - at).min(head.len() as u64) as usize;
+    let head = &mut head[..got];
+    file.read_exact_at(head, at).ok()?;
+    let le = |bytes: &[u8]| {
+        bytes
+            .iter()
+            .rev()
+            .fold(0u64, |n, &b| (n << 8) | u64::from(b))
+    };
+    let magic = le(head.get(..4)?);
+    if magic & !0xf == 0x184d_2a50 {
+        let end = at.checked_add(8 + le(head.get(4..8)?))?;
+        return (end <= len).then_some(Cut::Skip(end));
+    }
+    if magic != 0xfd2f_b528 {
+        return None;
+    }
+    let descriptor = *head.get(4)?;
+    if descriptor & 0x08 != 0 {
+        return None;
+    }
+    let single_segment = descriptor & 0x20 != 0;
+    let content_size_len = match descriptor >> 6 {
+        0 => usize::from(single_segment),
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let dictionary_len = [0, 1, 2, 4][usize::from(descriptor & 3)];
+    let mut pos = 5;
+    let mut window = None;
+    if !single_segment {
+        let w = *head.get(pos)?;
+        let base = 1u64 << (10 + (w >> 3));
+        window = Some(base + base / 8 * u64::from(w & 7));
+        pos += 1;
+    }
+    pos += dictionary_len;
+    let content_size = le(head.get(pos..pos + content_size_len)?);
+    pos += content_size_len;
+    // A single-segment frame's window is its content.
+    let window = window.unwrap_or(content_size + if content_size_len == 2 { 256 } else { 0 });
+    if window > PARALLEL_WINDOW {
+        return None;
+    }
+    let block_max = window.min(BLOCK_MAX);
+    let mut block = at + pos as u64;
+    loop {
+        if block - at > WALK_LIMIT {
+            return None;
+        }
+        let mut header = [0u8; 3];
+        file.read_exact_at(&mut header, block).ok()?;
+        let header = le(&header);
+        let size = header >> 3;
+        let stored = match (header >> 1) & 3 {
+            0 | 2 => size,
+            1 => 1,
+            _ => return None,
+        };
+        if size > block_max {
+            return None;
+        }
+        block += 3 + stored;
+        if header & 1 != 0 {
+            break;
+        }
+    }
+    let end = block + if descriptor & 0x04 != 0 { 4 } else { 0 };
+    (end <= len).then_some(Cut::Frame(end))
 }
 
 /// A decoder over the file from compressed offset `comp`, running on
@@ -191,6 +312,17 @@ mod tests {
     }
 
     #[test]
+    fn frames_over_the_direct_limit_are_spilled_and_decoded_once() {
+        let frame = DIRECT_LIMIT as usize + 1;
+        let data = far_data(3 * frame);
+        let bytes = multi_frame(&data, frame);
+        let dir = tempfile::tempdir().expect("dir");
+        let (access, index, counter) = indexed(&bytes, &data, dir.path());
+        assert_eq!(index.0.frames.len(), 3);
+        check_spilled_once(access.as_ref(), &counter, &data);
+    }
+
+    #[test]
     fn single_frame_is_spilled_and_decoded_once() {
         let data = far_data(3_000_000);
         let bytes = zstd::encode_all(&data[..], 3).expect("zstd");
@@ -233,5 +365,231 @@ mod tests {
         junk.extend_from_slice(b"not a frame");
         let mut pass = index_pass(Arc::new(temp_file(&junk)), 0);
         assert!(io::copy(&mut pass, &mut io::sink()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod parallel_tests {
+    use super::*;
+    use crate::source::test_support::*;
+
+    /// pzstd's layout: before each frame, a skippable frame holding the
+    /// frame's compressed size.
+    fn pzstd_like(data: &[u8], chunk: usize, level: i32) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in data.chunks(chunk) {
+            let frame = zstd::encode_all(c, level).expect("zstd");
+            out.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0]);
+            out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            out.extend(frame);
+        }
+        out
+    }
+
+    /// Frames of the given decompressed sizes, each with a checksum.
+    fn frames_of(data: &[u8], sizes: &[usize]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &size in sizes {
+            let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).expect("encoder");
+            encoder.include_checksum(true).expect("checksum");
+            io::Write::write_all(&mut encoder, &data[at..at + size]).expect("compress");
+            out.extend(encoder.finish().expect("finish"));
+            at += size;
+        }
+        out
+    }
+
+    /// Bytes skipped in one go by [`run`]; a skip that fails loses them.
+    const SKIP: usize = 30_000;
+
+    /// What a pass over `bytes` with `workers` threads hands out, reading
+    /// pieces of uneven sizes and skipping some: the bytes (skipped ones as
+    /// zeros), then the table or the error, as text.
+    fn run(bytes: &[u8], workers: usize) -> (Vec<u8>, Result<SeekIndex, String>) {
+        let file = Arc::new(temp_file(bytes));
+        let mut pass = index_pass_on(file, workers);
+        let mut out = Vec::new();
+        let mut sizes = [1usize, 7000, 512, SKIP, 3, 65_536].iter().cycle();
+        loop {
+            let size = *sizes.next().expect("cycle");
+            let got = if size == SKIP {
+                pass.skip(size as u64).map(|n| {
+                    out.resize(out.len() + n as usize, 0);
+                    n as usize
+                })
+            } else {
+                let mut buf = vec![0u8; size];
+                let mut n = 0;
+                loop {
+                    match pass.read(&mut buf[n..]) {
+                        Ok(0) => break Ok(n),
+                        Ok(k) if n + k == size => break Ok(size),
+                        Ok(k) => n += k,
+                        Err(e) => {
+                            out.extend_from_slice(&buf[..n]);
+                            break Err(e);
+                        }
+                    }
+                }
+                .inspect(|&n| out.extend_from_slice(&buf[..n]))
+            };
+            match got {
+                Ok(0) => return (out, pass.finish().map_err(|e| e.to_string())),
+                Ok(_) => {}
+                Err(e) => return (out, Err(format!("{:?}: {e}", e.kind()))),
+            }
+        }
+    }
+
+    /// The one-core pass is the reference: the same bytes, the same frame
+    /// table (so stored indexes do not change), the same error. Where in a
+    /// damaged frame its error surfaces depends on how much each call asked
+    /// the decoder for, even on one core, so a pass that fails may hand out
+    /// less of that frame, but everything before `damaged` (decompressed),
+    /// less a failed skip.
+    fn same_on_every_core_count(
+        bytes: &[u8],
+        damaged: Option<usize>,
+    ) -> (Vec<u8>, Result<SeekIndex, String>) {
+        let reference = run(bytes, 1);
+        for workers in [2, 3] {
+            let got = run(bytes, workers);
+            assert_eq!(got.1, reference.1, "{workers} workers");
+            let same = match damaged {
+                None => got.0 == reference.0,
+                Some(frame) => {
+                    let n = got.0.len().min(reference.0.len());
+                    got.0.len() + SKIP >= frame && got.0[..n] == reference.0[..n]
+                }
+            };
+            let differ = got.0.iter().zip(&reference.0).position(|(a, b)| a != b);
+            assert!(
+                same,
+                "{workers} workers: other bytes: {} vs {}, first difference at {differ:?}",
+                got.0.len(),
+                reference.0.len()
+            );
+        }
+        reference
+    }
+
+    #[test]
+    fn frames_decoded_in_parallel_give_the_one_core_pass_exactly() {
+        let data = far_data(3_000_000);
+        // Out of order: the big first frame finishes after the small ones.
+        let uneven = frames_of(&data, &[2_000_000, 10_000, 90_000, 1, 899_999]);
+        let mut with_empty = frames_of(&data[..1000], &[400, 600]);
+        with_empty.extend(zstd::encode_all(&b""[..], 3).expect("empty frame"));
+        with_empty.extend(frames_of(&data[1000..1500], &[500]));
+        for bytes in [
+            pzstd_like(&data, 100_000, 3),
+            pzstd_like(&data, 1 << 20, 19),
+            uneven,
+            with_empty,
+            zstd::encode_all(&data[..], 3).expect("one frame"),
+            Vec::new(),
+        ] {
+            let (out, index) = same_on_every_core_count(&bytes, None);
+            assert!(index.is_ok(), "{index:?}");
+            assert!(data.starts_with(&out[..out.len().min(10)]));
+        }
+        let (_, index) = same_on_every_core_count(&pzstd_like(&data, 100_000, 3), None);
+        let Ok(SeekIndex::Zstd(ZstdIndex(table))) = index else {
+            panic!("not a zstd index")
+        };
+        assert_eq!(table.frames.len(), 30);
+        assert_eq!(table.frames[1].decomp, 100_000);
+        assert_eq!(table.end, 3_000_000);
+    }
+
+    #[test]
+    fn damage_fails_with_the_same_error_after_every_intact_frame() {
+        let data = far_data(2_000_000);
+        let sizes = [300_000, 400_000, 500_000, 800_000];
+        let good = frames_of(&data, &sizes);
+        let ends: Vec<usize> = {
+            let mut at = 0;
+            sizes
+                .iter()
+                .scan(0, |start, &size| {
+                    let frame = frames_of(&data[*start..*start + size], &[size]);
+                    *start += size;
+                    at += frame.len();
+                    Some(at)
+                })
+                .collect()
+        };
+        // The third frame's checksum (its data is all handed out first, as
+        // on one core), then the second's compressed data.
+        let mut checksum = good.clone();
+        checksum[ends[2] - 1] ^= 0x40;
+        let mut body = good.clone();
+        for b in &mut body[ends[1] + 100..ends[1] + 140] {
+            *b ^= 0x5a;
+        }
+        let mut junk = good.clone();
+        junk.extend_from_slice(b"not a frame at all");
+        let truncated = good[..good.len() - 10].to_vec();
+        let mut block = good.clone();
+        // The second frame's first block header, after a 6-byte header:
+        // a reserved block type.
+        block[ends[0] + 6] |= 0x06;
+        for (name, bytes, damaged) in [
+            ("checksum", checksum, 1_200_000),
+            ("body", body, 300_000),
+            ("junk", junk, 2_000_000),
+            ("truncated", truncated, 1_200_000),
+            ("block type", block, 300_000),
+        ] {
+            let (out, result) = same_on_every_core_count(&bytes, Some(damaged));
+            let err = result.expect_err(name);
+            assert!(data.starts_with(&out[..out.len().min(10)]), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_walk_cuts_at_frame_ends_and_leaves_anything_odd_to_the_decoder() {
+        let data = far_data(300_000);
+        let bytes = pzstd_like(&data, 100_000, 3);
+        let len = bytes.len() as u64;
+        let file = temp_file(&bytes);
+        let mut at = 0;
+        let mut cuts = Vec::new();
+        while at < len {
+            let cut = walk(&file, at, len);
+            at = match cut {
+                Cut::Frame(end) | Cut::Skip(end) => end,
+                Cut::Rest => panic!("rest at {at}"),
+            };
+            cuts.push(cut);
+        }
+        let first = zstd::encode_all(&data[..100_000], 3).expect("zstd").len() as u64;
+        assert_eq!(cuts.len(), 6);
+        assert_eq!(cuts[0], Cut::Skip(12));
+        assert_eq!(cuts[1], Cut::Frame(12 + first));
+        assert_eq!(at, len);
+        // Cut short, garbage, a window too big to hold twice.
+        let short = temp_file(&bytes[..bytes.len() - 1]);
+        assert_eq!(
+            walk(&short, len - 1 - (len - cuts_start(&cuts, 5)), len - 1),
+            Cut::Rest
+        );
+        let junk = temp_file(b"garbage!garbage!garbage!");
+        assert_eq!(walk(&junk, 0, 24), Cut::Rest);
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).expect("encoder");
+        encoder.window_log(24).expect("window log");
+        encoder.long_distance_matching(true).expect("long");
+        io::Write::write_all(&mut encoder, &far_data(20 << 20)).expect("compress");
+        let wide = encoder.finish().expect("finish");
+        assert_eq!(walk(&temp_file(&wide), 0, wide.len() as u64), Cut::Rest);
+    }
+
+    /// Where cut `i` starts: the end of the one before.
+    fn cuts_start(cuts: &[Cut], i: usize) -> u64 {
+        match cuts[i - 1] {
+            Cut::Frame(end) | Cut::Skip(end) => end,
+            Cut::Rest => 0,
+        }
     }
 }
