@@ -404,7 +404,13 @@ pub fn layer_index(
     let verify = spec.verify.as_deref();
     let key = cache.and_then(|_| layer_key(&layer, verify));
     let n = number.saturating_sub(1);
-    Ok(index_layer_whole(&layer, n, verify, cache.zip(key.as_ref()), meter)?.index)
+    let job = LayerJob {
+        n,
+        verify,
+        keyed: cache.zip(key.as_ref()),
+        meter,
+    };
+    Ok(index_layer_whole(&layer, job)?.index)
 }
 
 /// What the head of one layer file holds: see [`peek_layer`].
@@ -570,10 +576,9 @@ fn index_and_merge(
     let bottom = layers.first().ok_or(StackError::NoLayers)?;
     std::thread::scope(|scope| {
         let (batches, received) = mpsc::sync_channel::<Vec<Member>>(BATCHES_IN_FLIGHT);
-        let key = keyed.and_then(|(cache, keys)| Some((cache, keys.first()?.as_ref()?)));
-        let check = verify.first().copied().flatten();
+        let job = LayerJob::of(0, verify, keyed, meter);
         let pass = scope.spawn(move || {
-            index_layer(bottom, 0, check, key, meter, BATCH, &mut |batch| {
+            index_layer(bottom, job, BATCH, &mut |batch| {
                 // Only a merge that panicked stops taking batches.
                 let _ = batches.send(batch);
             })
@@ -626,9 +631,7 @@ fn index_all(
             scope.spawn(|| loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let Some(layer) = layers.get(n) else { break };
-                let key = keyed.and_then(|(cache, keys)| Some((cache, keys.get(n)?.as_ref()?)));
-                let check = verify.get(n).copied().flatten();
-                let result = index_layer_whole(layer, n, check, key, meter);
+                let result = index_layer_whole(layer, LayerJob::of(n, verify, keyed, meter));
                 let failed = result.is_err();
                 let mut results = results.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(slot) = results.get_mut(n - first) {
@@ -659,16 +662,38 @@ fn index_all(
     }
 }
 
-/// [`index_layer`] into one member list.
-fn index_layer_whole(
-    layer: &Layer,
+/// How one layer is indexed: its place in the stack (0 = bottom), the
+/// digest its bytes must have, where its index is stored, and what counts
+/// the bytes its pass reads.
+#[derive(Clone, Copy)]
+struct LayerJob<'a> {
     n: usize,
-    verify: Option<&str>,
-    keyed: Option<(&IndexCache, &LayerKey)>,
-    meter: Option<&Arc<ReadMeter>>,
-) -> Result<Indexed, StackError> {
+    verify: Option<&'a str>,
+    keyed: Option<(&'a IndexCache, &'a LayerKey)>,
+    meter: Option<&'a Arc<ReadMeter>>,
+}
+
+impl<'a> LayerJob<'a> {
+    /// Layer `n`'s job in a stack's lists of digests and keys.
+    fn of(
+        n: usize,
+        verify: &[Option<&'a str>],
+        keyed: Option<(&'a IndexCache, &'a [Option<LayerKey>])>,
+        meter: Option<&'a Arc<ReadMeter>>,
+    ) -> LayerJob<'a> {
+        LayerJob {
+            n,
+            verify: verify.get(n).copied().flatten(),
+            keyed: keyed.and_then(|(cache, keys)| Some((cache, keys.get(n)?.as_ref()?))),
+            meter,
+        }
+    }
+}
+
+/// [`index_layer`] into one member list.
+fn index_layer_whole(layer: &Layer, job: LayerJob<'_>) -> Result<Indexed, StackError> {
     let mut members = Vec::new();
-    let (origin, stats) = index_layer(layer, n, verify, keyed, meter, usize::MAX, &mut |batch| {
+    let (origin, stats) = index_layer(layer, job, usize::MAX, &mut |batch| {
         if members.is_empty() {
             members = batch;
         } else {
@@ -687,17 +712,15 @@ fn index_layer_whole(
 /// handed over whole.
 fn index_layer(
     layer: &Layer,
-    n: usize,
-    verify: Option<&str>,
-    keyed: Option<(&IndexCache, &LayerKey)>,
-    meter: Option<&Arc<ReadMeter>>,
+    job: LayerJob<'_>,
     batch: usize,
     sink: &mut dyn FnMut(Vec<Member>),
 ) -> Result<(IndexOrigin, LayerStats), StackError> {
     let dir = match layer {
-        Layer::Tar(source) => return load_or_index(source, n, verify, keyed, meter, batch, sink),
+        Layer::Tar(source) => return load_or_index(source, job, batch, sink),
         Layer::Dir(dir) => dir,
     };
+    let n = job.n;
     let started = std::time::Instant::now();
     let index = dir.index().map_err(|source| StackError::Dir {
         path: dir.path().to_path_buf(),
@@ -727,13 +750,16 @@ fn index_layer(
 /// adds its bytes to `meter`'s total.
 fn load_or_index(
     layer: &LayerSource,
-    n: usize,
-    verify: Option<&str>,
-    keyed: Option<(&IndexCache, &LayerKey)>,
-    meter: Option<&Arc<ReadMeter>>,
+    job: LayerJob<'_>,
     batch: usize,
     sink: &mut dyn FnMut(Vec<Member>),
 ) -> Result<(IndexOrigin, LayerStats), StackError> {
+    let LayerJob {
+        n,
+        verify,
+        keyed,
+        meter,
+    } = job;
     let mut stats = LayerStats::EMPTY;
     if let Some((cache, key)) = keyed {
         if let Some((index, seek)) = cache.load(key) {
