@@ -77,6 +77,7 @@ pub fn resolve(inputs: &LayerInputs) -> Result<(Vec<LayerSpec>, Vec<Image>), Inp
                     directory: false,
                     range: Some((layer.offset, layer.len)),
                     verify: layer.digest.clone().filter(|_| inputs.verify),
+                    remote: None,
                 }));
                 images.push(image);
             }

@@ -8,7 +8,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use crate::cache::{IndexCache, LayerEntry, LayerKey};
 use crate::dir::{DirError, DirLayer};
-use crate::source::{LayerHead, LayerSource, ReadMeter, SeekIndex, SourceError};
+use crate::source::{BlobFetch, Codec, LayerHead, LayerSource, ReadMeter, SeekIndex, SourceError};
 use crate::tar::{self, LayerIndex, Member, TarError};
 use crate::tree::{BottomLayer, Ino, MergeWarning, NodeKind, Removal, Tree};
 
@@ -123,7 +123,31 @@ pub struct LayerSpec {
     /// when it is first indexed; a stored index remembers that the check
     /// passed, so later opens do not hash the layer again.
     pub verify: Option<String>,
+    /// The layer is a registry blob, fetched on demand; `path` is then
+    /// only its name for messages.
+    pub remote: Option<RemoteSpec>,
 }
+
+/// A layer that is a blob in a registry.
+#[derive(Clone, Debug)]
+pub struct RemoteSpec {
+    /// Where its bytes are fetched from.
+    pub fetch: Arc<dyn BlobFetch>,
+    /// The blob's digest from the manifest: what the layer's stored index
+    /// is found by, on any machine.
+    pub digest: String,
+    /// The codec the media type names, if it names one.
+    pub codec: Option<Codec>,
+}
+
+/// Two remote layers are the same layer when they are the same blob.
+impl PartialEq for RemoteSpec {
+    fn eq(&self, other: &RemoteSpec) -> bool {
+        self.digest == other.digest && self.fetch.name() == other.fetch.name()
+    }
+}
+
+impl Eq for RemoteSpec {}
 
 impl LayerSpec {
     /// A whole layer file, unchecked.
@@ -133,6 +157,7 @@ impl LayerSpec {
             directory: false,
             range: None,
             verify: None,
+            remote: None,
         }
     }
 
@@ -146,6 +171,14 @@ impl LayerSpec {
 
     /// Opens the layer; `number` (1 = bottom) is for messages.
     fn open(&self, number: usize) -> Result<Layer, StackError> {
+        if let Some(remote) = &self.remote {
+            let source = LayerSource::open_blob(
+                Arc::clone(&remote.fetch),
+                remote.digest.clone(),
+                remote.codec,
+            )?;
+            return Ok(Layer::Tar(source));
+        }
         if self.directory {
             let dir = DirLayer::open(&self.path).map_err(|source| StackError::Dir {
                 path: self.path.clone(),
@@ -468,9 +501,24 @@ fn layer_key(layer: &Layer, verify: Option<&str>) -> Option<LayerKey> {
     tar_key(layer, verify)
 }
 
-/// [`layer_key`] of a tar layer.
+/// [`layer_key`] of a tar layer. A remote blob is identified by its digest
+/// and size alone, so its stored index serves every machine that shares
+/// the cache directory.
 fn tar_key(layer: &LayerSource, verify: Option<&str>) -> Option<LayerKey> {
-    match LayerKey::of_range(layer.file(), layer.offset(), layer.file_len()) {
+    let Some(file) = layer.file() else {
+        let digest = layer.blob_digest()?;
+        return Some(LayerKey {
+            size: layer.file_len(),
+            mtime_ns: 0,
+            inode: 0,
+            device: 0,
+            ends_hash: 0,
+            digest: Some(digest.to_string()),
+            offset: 0,
+            verified: Some(digest.to_string()),
+        });
+    };
+    match LayerKey::of_range(file, layer.offset(), layer.file_len()) {
         Ok(key) => Some(match verify {
             Some(digest) => key.with_verified(digest),
             None => key,
@@ -781,18 +829,21 @@ fn load_or_index(
             }
         }
     }
+    // A remote blob is hashed by its pass, as it streams by: fetching it
+    // twice is what lazy mounting avoids.
+    let hash_first = verify.filter(|_| !layer.is_remote());
     if let Some(meter) = meter {
-        let reads = if verify.is_some() { 2 } else { 1 };
+        let reads = if hash_first.is_some() { 2 } else { 1 };
         meter.expect(layer.file_len().saturating_mul(reads));
     }
-    if let Some(digest) = verify {
+    if let Some(digest) = hash_first {
         check_digest(layer, n, digest, meter)?;
     }
     // Only the members' encoding stays behind for the cache; the members
     // themselves go on to `sink`.
     let mut entry = keyed.map(|_| LayerEntry::default());
     let started = std::time::Instant::now();
-    let seek = index_one(layer, n, meter, batch, &mut |members| {
+    let seek = index_one(layer, n, verify, meter, batch, &mut |members| {
         stats.add(&members);
         if let Some(entry) = &mut entry {
             entry.push(&members);
@@ -807,7 +858,10 @@ fn load_or_index(
         stats.entries,
         started.elapsed()
     );
-    if let (Some((cache, key)), Some(entry)) = (keyed, entry) {
+    // Only a checked remote blob's index is stored: its key is the digest,
+    // which every later mount, here or elsewhere, takes on trust.
+    let storable = !layer.is_remote() || verify.is_some();
+    if let (Some((cache, key)), Some(entry), true) = (keyed, entry, storable) {
         // A layer rewritten while it was indexed must not be stored under
         // the key of what it was before.
         match tar_key(layer, verify) {
@@ -869,6 +923,7 @@ fn check_digest(
 fn index_one(
     layer: &LayerSource,
     n: usize,
+    verify: Option<&str>,
     meter: Option<&Arc<ReadMeter>>,
     batch: usize,
     sink: &mut dyn FnMut(Vec<Member>),
@@ -879,10 +934,28 @@ fn index_one(
         number: n + 1,
         source,
     })?;
-    let seek = pass.finish().map_err(|source| SourceError::Io {
-        path: layer.path().to_path_buf(),
-        source,
+    let seek = pass.finish().map_err(|source| match layer.is_remote() {
+        true => SourceError::Remote {
+            path: layer.path().to_path_buf(),
+            source,
+        },
+        false => SourceError::Io {
+            path: layer.path().to_path_buf(),
+            source,
+        },
     })?;
+    if let (Some(expected), Some(actual)) = (verify, seek.blob_digest()) {
+        if actual != expected.to_ascii_lowercase() {
+            return Err(StackError::Digest {
+                path: layer.path().to_path_buf(),
+                number: n + 1,
+                offset: 0,
+                len: layer.file_len(),
+                expected: expected.to_string(),
+                actual,
+            });
+        }
+    }
     layer.attach(seek.clone())?;
     Ok(seek)
 }

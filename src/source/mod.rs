@@ -7,6 +7,7 @@
 //! module knows whether a layer is compressed.
 
 mod access;
+mod blob;
 mod bzip2_streams;
 mod codec;
 mod frames;
@@ -18,6 +19,7 @@ mod parallel;
 mod positioned;
 mod reader;
 mod region;
+mod remote;
 mod seek;
 mod spill;
 #[cfg(test)]
@@ -28,11 +30,13 @@ mod zlib;
 mod zstd_frames;
 
 pub use access::DecodeCounter;
+pub use blob::BlobFetch;
 pub use codec::Codec;
 pub use gzip::GzipIndex;
 pub use head::LayerHead;
 pub use meter::ReadMeter;
 pub use reader::{IndexPass, LayerSource};
+pub use remote::SpanSums;
 pub use seek::{SeekDecodeError, SeekIndex};
 pub use spill::SpillError;
 
@@ -153,6 +157,15 @@ pub enum SourceError {
         /// What differs.
         why: String,
     },
+    /// A remote layer's bytes could not be fetched, or were not what was
+    /// indexed: the registry, not the layer, is at fault.
+    #[error("{path}: {source}")]
+    Remote {
+        /// The blob (`REGISTRY/REPO@DIGEST`).
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
     /// Decompression failed while reading.
     #[error("{path}: {codec} stream is corrupt near decompressed offset {offset}: {source}")]
     Corrupt {
@@ -185,6 +198,7 @@ impl SourceError {
             | SourceError::Truncated { path, .. }
             | SourceError::Modified { path, .. }
             | SourceError::Changed { path, .. }
+            | SourceError::Remote { path, .. }
             | SourceError::Corrupt { path, .. } => path,
         }
     }
@@ -202,6 +216,7 @@ impl SourceError {
             SourceError::Truncated { .. } => "truncated",
             SourceError::Modified { .. } => "modified",
             SourceError::Changed { .. } => "changed",
+            SourceError::Remote { .. } => "remote",
             SourceError::Corrupt { .. } => "corrupt",
         }
     }

@@ -10,11 +10,12 @@ use super::codec::{sniff, Codec, Sniffed};
 use super::gzip;
 use super::positioned::PositionedReader;
 use super::region::Region;
+use super::remote::{is_fetch_error, PassStream, RemoteBlob};
 use super::seek::SeekIndex;
 use super::spill::is_spill_error;
 use super::watch::{Drift, Watch};
 use super::{bzip2_streams, lz4_frames, xz_blocks, zstd_frames};
-use super::{ReadMeter, SourceError, Stream};
+use super::{BlobFetch, ReadMeter, SourceError, Stream};
 
 /// Read size from the compressed file.
 pub(super) const INPUT_BUFFER: usize = 256 * 1024;
@@ -39,10 +40,13 @@ pub struct LayerSource {
     file_len: u64,
     access: OnceLock<Box<dyn Access>>,
     counter: Arc<DecodeCounter>,
-    /// The file as it was opened, to notice it changing underneath.
-    watch: Watch,
+    /// The file as it was opened, to notice it changing underneath; `None`
+    /// for a remote blob, which its digest fixes.
+    watch: Option<Watch>,
     /// Where decompressed bytes of layers without resume points are cached.
     spill_dir: PathBuf,
+    /// A remote blob's digest from its manifest; `None` for a file.
+    blob_digest: Option<String>,
 }
 
 impl LayerSource {
@@ -91,9 +95,63 @@ impl LayerSource {
             file_len: len,
             access: OnceLock::new(),
             counter: Arc::new(DecodeCounter::default()),
-            watch: Watch::new(meta),
+            watch: Some(Watch::new(meta)),
             spill_dir: absolute(std::env::temp_dir()),
+            blob_digest: None,
         })
+    }
+
+    /// A remote blob as a layer. `codec` is what its media type says; when
+    /// it says nothing, the first bytes are fetched to tell (a mount whose
+    /// index is stored fetches nothing of the blob before serving).
+    pub fn open_blob(
+        fetch: Arc<dyn BlobFetch>,
+        digest: String,
+        codec: Option<Codec>,
+    ) -> Result<LayerSource, SourceError> {
+        let path = PathBuf::from(fetch.name());
+        let blob = Arc::new(RemoteBlob::new(fetch));
+        let region = Region::remote(Arc::clone(&blob));
+        let codec = match codec {
+            Some(codec) => codec,
+            None => {
+                let mut head = [0u8; SNIFF_BYTES];
+                let got =
+                    read_full_at(&region, &mut head).map_err(|source| SourceError::Remote {
+                        path: path.clone(),
+                        source,
+                    })?;
+                codec_of(&path, &head[..got])?
+            }
+        };
+        Ok(LayerSource {
+            path,
+            codec,
+            file_len: blob.len(),
+            file: Arc::new(region),
+            offset: 0,
+            access: OnceLock::new(),
+            counter: Arc::new(DecodeCounter::default()),
+            watch: None,
+            spill_dir: absolute(std::env::temp_dir()),
+            blob_digest: Some(digest),
+        })
+    }
+
+    /// A remote blob's digest, as its manifest names it.
+    pub fn blob_digest(&self) -> Option<&str> {
+        self.blob_digest.as_deref()
+    }
+
+    /// Whether the layer is a remote blob.
+    pub fn is_remote(&self) -> bool {
+        self.file.blob().is_some()
+    }
+
+    /// Bytes of a remote blob fetched by reads so far (its indexing pass's
+    /// stream not counted); 0 for a local file.
+    pub fn fetched_bytes(&self) -> u64 {
+        self.file.blob().map_or(0, |blob| blob.fetched())
     }
 
     /// Sets the directory for the on-disk cache of decompressed data that
@@ -112,7 +170,7 @@ impl LayerSource {
     /// The open layer file: what the index cache must key on, so that the
     /// key and the bytes read are of the same file even if the path is
     /// replaced meanwhile.
-    pub fn file(&self) -> &File {
+    pub fn file(&self) -> Option<&File> {
         self.file.file()
     }
 
@@ -159,7 +217,12 @@ impl LayerSource {
     /// through into `meter` (read, or skipped unread by a plain tar's
     /// pass), for a progress display.
     pub fn index_pass_metered(&self, meter: Option<&Arc<ReadMeter>>) -> IndexPass {
-        let (file, len) = (self.region(meter), self.file_len);
+        let (mut file, len) = (self.region(meter), self.file_len);
+        let mut stream = None;
+        if let Some((region, pass)) = file.for_pass() {
+            file = Arc::new(region);
+            stream = Some(pass);
+        }
         let pass = match self.codec {
             Codec::Plain => Pass::Plain(PlainStream {
                 inner: BufReader::with_capacity(
@@ -174,7 +237,11 @@ impl LayerSource {
             Codec::Xz => Pass::Decoding(xz_blocks::index_pass(file, len)),
             Codec::Lz4 => Pass::Decoding(lz4_frames::index_pass(file, len)),
         };
-        IndexPass { pass, read: 0 }
+        IndexPass {
+            pass,
+            read: 0,
+            stream,
+        }
     }
 
     /// The layer's bytes, through `meter` if given.
@@ -191,6 +258,26 @@ impl LayerSource {
         let file = || Arc::clone(&self.file);
         let counter = || Arc::clone(&self.counter);
         let (len, spill) = (self.file_len, self.spill_dir.as_path());
+        let seek = match seek {
+            SeekIndex::Summed(inner, sums) => {
+                if let Some(blob) = self.file.blob() {
+                    blob.set_sums(sums).map_err(|source| SourceError::Remote {
+                        path: self.path.clone(),
+                        source,
+                    })?;
+                }
+                *inner
+            }
+            seek => {
+                if self.is_remote() {
+                    log::warn!(
+                        "{}: the stored index has no chunk sums; fetched bytes are not checked",
+                        self.path.display()
+                    );
+                }
+                seek
+            }
+        };
         let access: io::Result<Box<dyn Access>> = match (self.codec, seek) {
             (Codec::Plain, SeekIndex::Plain) => Ok(Box::new(PlainAccess(file()))),
             (Codec::Gzip, SeekIndex::Gzip(index)) => gzip::access(file(), len, index, counter()),
@@ -240,15 +327,17 @@ impl LayerSource {
         let access = self.access.get().ok_or_else(|| SourceError::NotIndexed {
             path: self.path.clone(),
         })?;
+        let (Some(watch), Some(file)) = (&self.watch, self.file.file()) else {
+            return access
+                .read_exact_at(offset, buf)
+                .map_err(|e| self.read_error(offset, buf.len(), e));
+        };
         let end = offset.saturating_add(buf.len() as u64);
-        let read = (!self.watch.refuses(end)).then(|| access.read_exact_at(offset, buf));
-        let drift = self
-            .watch
-            .check(self.file.file())
-            .map_err(|source| SourceError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+        let read = (!watch.refuses(end)).then(|| access.read_exact_at(offset, buf));
+        let drift = watch.check(file).map_err(|source| SourceError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
         let (now, truncated) = match (drift, read) {
             (Drift::Intact, Some(read)) => {
                 return read.map_err(|e| self.read_error(offset, buf.len(), e))
@@ -265,7 +354,7 @@ impl LayerSource {
         };
         let (path, was, len) = (self.path.clone(), self.file_len, buf.len());
         Err(if truncated {
-            self.watch.cut_before(end);
+            watch.cut_before(end);
             SourceError::Truncated {
                 path,
                 was,
@@ -287,6 +376,10 @@ impl LayerSource {
     /// The error for a failed read of an unchanged layer file.
     fn read_error(&self, offset: u64, len: usize, e: io::Error) -> SourceError {
         match e.kind() {
+            _ if is_fetch_error(&e) => SourceError::Remote {
+                path: self.path.clone(),
+                source: e,
+            },
             _ if is_spill_error(&e) => SourceError::Cache {
                 path: self.path.clone(),
                 source: e,
@@ -325,6 +418,8 @@ pub struct IndexPass {
     pass: Pass,
     /// Decompressed bytes read or skipped so far: where a failure is.
     read: u64,
+    /// A remote blob's stream, hashed as the pass reads it.
+    stream: Option<Arc<PassStream>>,
 }
 
 impl std::fmt::Debug for IndexPass {
@@ -372,9 +467,13 @@ impl IndexPass {
                 }
             }
         }
-        match self.pass {
-            Pass::Plain(_) => Ok(SeekIndex::Plain),
-            Pass::Decoding(decoder) => decoder.finish(),
+        let seek = match self.pass {
+            Pass::Plain(_) => SeekIndex::Plain,
+            Pass::Decoding(decoder) => decoder.finish()?,
+        };
+        match self.stream {
+            Some(stream) => Ok(SeekIndex::Summed(Box::new(seek), stream.finish()?)),
+            None => Ok(seek),
         }
     }
 }

@@ -11,13 +11,25 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use super::remote::{PassStream, RemoteBlob};
 use super::ReadMeter;
+
+/// Where a region's bytes are.
+#[derive(Clone, Debug)]
+enum Backing {
+    /// A local file, read with `pread`.
+    File(Arc<File>),
+    /// A registry blob, fetched by range on demand.
+    Blob(Arc<RemoteBlob>),
+    /// A registry blob as an indexing pass reads it: one stream, hashed.
+    Pass(Arc<PassStream>),
+}
 
 /// `len` bytes of `file` starting at `base`; offsets given to its reads
 /// are relative to `base`, and nothing past `base + len` is ever read.
 #[derive(Debug)]
 pub(crate) struct Region {
-    file: Arc<File>,
+    file: Backing,
     base: u64,
     len: u64,
     /// Counts every byte read: set on the copy an indexing pass reads
@@ -30,18 +42,60 @@ impl Region {
     /// it lies within the file; a shorter file just ends reads early.
     pub(crate) fn new(file: File, base: u64, len: u64) -> Region {
         Region {
-            file: Arc::new(file),
+            file: Backing::File(Arc::new(file)),
             base,
             len,
             meter: None,
         }
     }
 
+    /// All of a remote blob.
+    pub(crate) fn remote(blob: Arc<RemoteBlob>) -> Region {
+        Region {
+            len: blob.len(),
+            file: Backing::Blob(blob),
+            base: 0,
+            meter: None,
+        }
+    }
+
+    /// For a remote blob, the region an indexing pass reads through (one
+    /// stream, hashed as it goes) and that stream, to finish once the pass
+    /// is done; `None` for a local file, which a pass reads as it is.
+    pub(crate) fn for_pass(&self) -> Option<(Region, Arc<PassStream>)> {
+        let Backing::Blob(blob) = &self.file else {
+            return None;
+        };
+        let stream = Arc::new(PassStream::new(Arc::clone(blob)));
+        let region = Region {
+            file: Backing::Pass(Arc::clone(&stream)),
+            base: self.base,
+            len: self.len,
+            meter: self.meter.clone(),
+        };
+        Some((region, stream))
+    }
+
+    /// The remote blob behind this range, if it is one.
+    pub(crate) fn blob(&self) -> Option<&Arc<RemoteBlob>> {
+        match &self.file {
+            Backing::Blob(blob) => Some(blob),
+            Backing::Pass(_) | Backing::File(_) => None,
+        }
+    }
+
+    /// Whether the bytes come over the network: readers that would read
+    /// one blob at many places at once (the parallel zstd pass) read it in
+    /// order instead.
+    pub(crate) fn is_remote(&self) -> bool {
+        !matches!(self.file, Backing::File(_))
+    }
+
     /// The same range of the same open file, with every byte read through
     /// it counted by `meter`.
     pub(crate) fn metered(&self, meter: Arc<ReadMeter>) -> Region {
         Region {
-            file: Arc::clone(&self.file),
+            file: self.file.clone(),
             base: self.base,
             len: self.len,
             meter: Some(meter),
@@ -71,7 +125,7 @@ impl Region {
         // The same open file, and the same meter: the frames decoded on
         // other threads are bytes the pass reads, for the progress bar too.
         Ok(Region {
-            file: Arc::clone(&self.file),
+            file: self.file.clone(),
             base,
             len: end.saturating_sub(offset),
             meter: self.meter.clone(),
@@ -83,9 +137,12 @@ impl Region {
         self.len
     }
 
-    /// The open file the range is part of.
-    pub(crate) fn file(&self) -> &File {
-        &self.file
+    /// The open file the range is part of; `None` for a remote blob.
+    pub(crate) fn file(&self) -> Option<&File> {
+        match &self.file {
+            Backing::File(file) => Some(file),
+            Backing::Blob(_) | Backing::Pass(_) => None,
+        }
     }
 
     /// Reads up to `buf.len()` bytes at `offset` within the range; 0 at or
@@ -100,7 +157,11 @@ impl Region {
             .base
             .checked_add(offset)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset overflows"))?;
-        let n = self.file.read_at(&mut buf[..want], at)?;
+        let n = match &self.file {
+            Backing::File(file) => file.read_at(&mut buf[..want], at)?,
+            Backing::Blob(blob) => blob.read_at(&mut buf[..want], at)?,
+            Backing::Pass(stream) => stream.read_at(&mut buf[..want], at)?,
+        };
         if let Some(meter) = &self.meter {
             meter.advance(n as u64);
         }

@@ -4,6 +4,7 @@
 use super::bzip2_streams::Bzip2Index;
 use super::gzip::GzipIndex;
 use super::lz4_frames::Lz4Index;
+use super::remote::SpanSums;
 use super::xz_blocks::XzIndex;
 use super::zstd_frames::ZstdIndex;
 
@@ -23,6 +24,9 @@ pub enum SeekIndex {
     Xz(XzIndex),
     /// lz4: where each frame starts.
     Lz4(Lz4Index),
+    /// A remote blob's seek index, with the sums of its chunks that every
+    /// later fetch is checked against.
+    Summed(Box<SeekIndex>, SpanSums),
 }
 
 /// Why a stored [`SeekIndex`] could not be decoded.
@@ -38,6 +42,7 @@ const TAG_ZSTD: u8 = 3;
 const TAG_BZIP2: u8 = 4;
 const TAG_XZ: u8 = 5;
 const TAG_LZ4: u8 = 6;
+const TAG_SUMMED: u8 = 7;
 
 impl SeekIndex {
     /// Appends a self-describing encoding of this index to `out`.
@@ -64,6 +69,19 @@ impl SeekIndex {
                 out.push(TAG_LZ4);
                 index.encode(out);
             }
+            SeekIndex::Summed(inner, sums) => {
+                out.push(TAG_SUMMED);
+                sums.encode(out);
+                inner.encode(out);
+            }
+        }
+    }
+
+    /// The digest of a remote blob, as its indexing pass hashed it.
+    pub fn blob_digest(&self) -> Option<String> {
+        match self {
+            SeekIndex::Summed(_, sums) => Some(sums.digest_string()),
+            _ => None,
         }
     }
 
@@ -76,6 +94,14 @@ impl SeekIndex {
             Some((&TAG_BZIP2, rest)) => Ok(SeekIndex::Bzip2(Bzip2Index::decode(rest)?)),
             Some((&TAG_XZ, rest)) => Ok(SeekIndex::Xz(XzIndex::decode(rest)?)),
             Some((&TAG_LZ4, rest)) => Ok(SeekIndex::Lz4(Lz4Index::decode(rest)?)),
+            Some((&TAG_SUMMED, rest)) => {
+                let (sums, rest) =
+                    SpanSums::decode(rest).ok_or(SeekDecodeError("bad chunk sums"))?;
+                match SeekIndex::decode(rest)? {
+                    SeekIndex::Summed(..) => Err(SeekDecodeError("nested chunk sums")),
+                    inner => Ok(SeekIndex::Summed(Box::new(inner), sums)),
+                }
+            }
             _ => Err(SeekDecodeError("unknown codec tag or trailing bytes")),
         }
     }
@@ -119,6 +145,13 @@ mod tests {
             SeekIndex::Lz4(Lz4Index(frames)),
             SeekIndex::Xz(xz),
             SeekIndex::Xz(XzIndex::default()),
+            SeekIndex::Summed(
+                Box::new(SeekIndex::Plain),
+                SpanSums {
+                    digest: [3; 32],
+                    chunks: vec![[1; 32], [2; 32]],
+                },
+            ),
         ] {
             let mut bytes = Vec::new();
             index.encode(&mut bytes);
@@ -128,6 +161,7 @@ mod tests {
         assert!(SeekIndex::decode(&[99]).is_err());
         assert!(SeekIndex::decode(&[TAG_PLAIN, 1]).is_err());
         assert!(SeekIndex::decode(&[TAG_GZIP]).is_err());
+        assert!(SeekIndex::decode(&[TAG_SUMMED, 1]).is_err());
         for tag in [TAG_ZSTD, TAG_BZIP2, TAG_XZ, TAG_LZ4] {
             assert!(SeekIndex::decode(&[tag]).is_err());
             assert!(SeekIndex::decode(&[tag, 1, 2, 3]).is_err());

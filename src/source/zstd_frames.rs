@@ -93,7 +93,14 @@ pub(super) fn wrap(table: FrameTable) -> SeekIndex {
 /// frames; several frames at once when there are cores to spare (see
 /// [`super::parallel`]).
 pub(super) fn index_pass(file: Arc<Region>, _file_len: u64) -> Box<dyn IndexingDecoder> {
-    index_pass_on(file, parallel::workers())
+    // A remote blob is streamed once, in order: frames fetched at many
+    // places at once would each be a request of their own.
+    let workers = if file.is_remote() {
+        1
+    } else {
+        parallel::workers()
+    };
+    index_pass_on(file, workers)
 }
 
 /// [`index_pass`] with `workers` decoding threads; 1 decodes on the

@@ -1,0 +1,748 @@
+//! Reading a layer blob that lives in a registry, fetched on demand.
+//!
+//! Two ways in, for two kinds of reader:
+//!
+//! * the indexing pass reads every byte once, in order: it gets a
+//!   [`PassStream`], one streaming response for the whole blob, which
+//!   hashes the bytes as they go by (the blob's digest, checked once the
+//!   pass ends, and one sha256 per [`CHUNK`]: the [`SpanSums`] stored with
+//!   the layer's index). The blob is read once, never twice;
+//! * reads after the mount touch a few spans (a gzip checkpoint's span, a
+//!   zstd frame): they go to [`RemoteBlob::read_at`], which fetches whole
+//!   chunks by range, coalesces the chunks one read needs into one request
+//!   and the reads of one chunk by several threads into one fetch, keeps
+//!   the last few in memory, and checks every chunk it fetches against the
+//!   stored sums before any of its bytes are used: what the registry
+//!   serves is either what was indexed or an error, never wrong bytes.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+use sha2::{Digest, Sha256};
+
+use super::blob::BlobFetch;
+
+/// The unit of fetching, caching and checking: big enough that a request's
+/// round trip is paid for (a registry that redirects to object storage
+/// answers in tens of milliseconds), small enough that a 4 KiB read near a
+/// gzip checkpoint fetches little more than the span it decodes.
+pub(crate) const CHUNK: u64 = 1 << 20;
+
+/// How many fetched chunks are kept in memory: the decoders read their
+/// input in 256 KiB steps, so a span being decoded is read from the same
+/// chunk several times; the kernel's page cache keeps what was decoded.
+const RECENT_CHUNKS: usize = 16;
+
+/// A forward jump of the indexing pass up to this far is read through (the
+/// bytes are hashed and dropped); a longer one (xz looks at its index at
+/// the end first) is fetched by range, and the stream catches up at the
+/// pass's end.
+const READ_THROUGH: u64 = 64 << 20;
+
+/// A read of a remote blob that failed for want of its bytes (the
+/// registry unreachable, refusing, or serving something else), as opposed
+/// to bytes that do not decode: the layer is not corrupt, the fetch is.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct FetchError(String);
+
+/// Whether `e` is a [`FetchError`].
+pub(super) fn is_fetch_error(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<FetchError>())
+}
+
+/// `e`, marked as a [`FetchError`] (once).
+fn fetch_error(e: io::Error) -> io::Error {
+    if is_fetch_error(&e) {
+        return e;
+    }
+    io::Error::new(e.kind(), FetchError(e.to_string()))
+}
+
+/// One sha256 per [`CHUNK`] of a blob and the digest of all of it, learned
+/// by the pass that indexed it and stored with the index: what a later
+/// mount checks every fetched chunk against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpanSums {
+    /// The sha256 of the whole blob.
+    pub digest: [u8; 32],
+    /// The sha256 of each chunk, in order (the last may be short).
+    pub chunks: Vec<[u8; 32]>,
+}
+
+impl SpanSums {
+    /// Appends the encoding: the chunk size, the count, the digest, the sums.
+    pub(super) fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&CHUNK.to_le_bytes());
+        out.extend_from_slice(&(self.chunks.len() as u64).to_le_bytes());
+        out.extend_from_slice(&self.digest);
+        for sum in &self.chunks {
+            out.extend_from_slice(sum);
+        }
+    }
+
+    /// Decodes what [`SpanSums::encode`] wrote at the start of `bytes`;
+    /// returns it and the rest. Sums of another chunk size are refused.
+    pub(super) fn decode(bytes: &[u8]) -> Option<(SpanSums, &[u8])> {
+        let (chunk, rest) = bytes.split_first_chunk::<8>()?;
+        let (count, rest) = rest.split_first_chunk::<8>()?;
+        let (digest, mut rest) = rest.split_first_chunk::<32>()?;
+        if u64::from_le_bytes(*chunk) != CHUNK {
+            return None;
+        }
+        let count = usize::try_from(u64::from_le_bytes(*count)).ok()?;
+        if count > rest.len() / 32 {
+            return None;
+        }
+        let mut chunks = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (sum, tail) = rest.split_first_chunk::<32>()?;
+            chunks.push(*sum);
+            rest = tail;
+        }
+        Some((
+            SpanSums {
+                digest: *digest,
+                chunks,
+            },
+            rest,
+        ))
+    }
+
+    /// The digest as an image names it: `sha256:<hex>`.
+    pub fn digest_string(&self) -> String {
+        crate::output::Sha256Digest(self.digest).to_string()
+    }
+}
+
+/// A remote blob, read at any offset; see the module docs.
+#[derive(Debug)]
+pub(crate) struct RemoteBlob {
+    fetch: Arc<dyn BlobFetch>,
+    len: u64,
+    /// The stored index's sums, once known: from then on every fetched
+    /// chunk is checked.
+    sums: OnceLock<SpanSums>,
+    recent: Mutex<VecDeque<(u64, Arc<[u8]>)>>,
+    /// Chunks being fetched by some thread, which others wait for.
+    in_flight: Mutex<HashMap<u64, Arc<Slot>>>,
+    /// Blob bytes fetched by range (the pass's stream not counted).
+    fetched: AtomicU64,
+}
+
+/// A chunk one thread fetches and others wait for.
+#[derive(Debug, Default)]
+struct Slot {
+    done: Mutex<Option<Result<Arc<[u8]>, String>>>,
+    ready: Condvar,
+}
+
+impl Slot {
+    fn finish(&self, outcome: Result<Arc<[u8]>, String>) {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        *done = Some(outcome);
+        self.ready.notify_all();
+    }
+
+    fn wait(&self) -> Result<Arc<[u8]>, String> {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(outcome) = done.as_ref() {
+                return outcome.clone();
+            }
+            done = self.ready.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl RemoteBlob {
+    pub(crate) fn new(fetch: Arc<dyn BlobFetch>) -> RemoteBlob {
+        RemoteBlob {
+            len: fetch.len(),
+            fetch,
+            sums: OnceLock::new(),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_CHUNKS)),
+            in_flight: Mutex::new(HashMap::new()),
+            fetched: AtomicU64::new(0),
+        }
+    }
+
+    /// The blob's length.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// What to call the blob in messages.
+    pub(crate) fn name(&self) -> &str {
+        self.fetch.name()
+    }
+
+    /// Bytes fetched by range so far.
+    pub(crate) fn fetched(&self) -> u64 {
+        self.fetched.load(Ordering::Relaxed)
+    }
+
+    /// Sets the sums every later fetch is checked against. Chunks kept
+    /// from before (fetched while the pass ran, unchecked) are dropped.
+    pub(crate) fn set_sums(&self, sums: SpanSums) -> io::Result<()> {
+        let chunks = self.len.div_ceil(CHUNK);
+        if sums.chunks.len() as u64 != chunks {
+            return Err(io::Error::other(format!(
+                "{}: the stored index has sums for {} chunks, the blob has {chunks}",
+                self.name(),
+                sums.chunks.len()
+            )));
+        }
+        let _ = self.sums.set(sums);
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(())
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`; 0 at or past the end.
+    /// Errors are [`FetchError`]s.
+    pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.read_chunks_at(buf, offset).map_err(fetch_error)
+    }
+
+    fn read_chunks_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let want = usize::try_from(self.len.saturating_sub(offset))
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let first = offset / CHUNK;
+        let last = (offset + want as u64 - 1) / CHUNK;
+        let chunks = self.chunks(first, last)?;
+        let mut done = 0;
+        for (k, data) in (first..=last).zip(&chunks) {
+            let start = usize::try_from(offset + done as u64 - k * CHUNK).unwrap_or(0);
+            let n = (want - done).min(data.len().saturating_sub(start));
+            buf[done..done + n].copy_from_slice(&data[start..start + n]);
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// Chunks `first..=last`, from memory, from another thread's fetch, or
+    /// fetched here (the missing ones, one request per consecutive run).
+    fn chunks(&self, first: u64, last: u64) -> io::Result<Vec<Arc<[u8]>>> {
+        let mut have: Vec<Option<Arc<[u8]>>> = (first..=last).map(|k| self.recent(k)).collect();
+        let mut mine = Vec::new();
+        let mut theirs = Vec::new();
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            for (k, slot) in (first..=last).zip(&have) {
+                if slot.is_some() {
+                    continue;
+                }
+                match in_flight.get(&k) {
+                    Some(slot) => theirs.push((k, Arc::clone(slot))),
+                    None => {
+                        let slot = Arc::new(Slot::default());
+                        in_flight.insert(k, Arc::clone(&slot));
+                        mine.push((k, slot));
+                    }
+                }
+            }
+        }
+        let mut failure = None;
+        for run in runs(&mine) {
+            let outcome = self.fetch_run(run[0].0, run.len());
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, (k, slot)) in run.iter().enumerate() {
+                in_flight.remove(k);
+                let result = match &outcome {
+                    Ok(datas) => Ok(Arc::clone(&datas[i])),
+                    Err(e) => Err(e.to_string()),
+                };
+                slot.finish(result.clone());
+                match result {
+                    Ok(data) => have[(k - first) as usize] = Some(data),
+                    Err(e) => failure = Some(e),
+                }
+            }
+        }
+        for (k, slot) in theirs {
+            match slot.wait() {
+                Ok(data) => have[(k - first) as usize] = Some(data),
+                Err(e) => failure = Some(e),
+            }
+        }
+        if let Some(e) = failure {
+            return Err(io::Error::other(e));
+        }
+        have.into_iter()
+            .map(|c| c.ok_or_else(|| io::Error::other("chunk missing after its fetch")))
+            .collect()
+    }
+
+    fn recent(&self, k: u64) -> Option<Arc<[u8]>> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent
+            .iter()
+            .find(|(at, _)| *at == k)
+            .map(|(_, data)| Arc::clone(data))
+    }
+
+    fn remember(&self, k: u64, data: &Arc<[u8]>) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() >= RECENT_CHUNKS {
+            recent.pop_front();
+        }
+        recent.push_back((k, Arc::clone(data)));
+    }
+
+    /// Fetches `count` chunks from chunk `first` in one request and checks
+    /// each; a chunk that fails its check is fetched once more on its own
+    /// (a proxy may have mangled one response) before it is an error.
+    fn fetch_run(&self, first: u64, count: usize) -> io::Result<Vec<Arc<[u8]>>> {
+        let start = first * CHUNK;
+        let end = (start + count as u64 * CHUNK).min(self.len);
+        let mut bytes = vec![0u8; usize::try_from(end - start).map_err(io::Error::other)?];
+        self.fetch.fetch(start, &mut bytes)?;
+        self.fetched
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let mut out = Vec::with_capacity(count);
+        for (i, piece) in bytes.chunks(CHUNK as usize).enumerate() {
+            let k = first + i as u64;
+            let data: Arc<[u8]> = if self.checks(k, piece) {
+                Arc::from(piece)
+            } else {
+                let again = self.refetch(k)?;
+                Arc::from(again)
+            };
+            self.remember(k, &data);
+            out.push(data);
+        }
+        Ok(out)
+    }
+
+    fn refetch(&self, k: u64) -> io::Result<Vec<u8>> {
+        let start = k * CHUNK;
+        let end = (start + CHUNK).min(self.len);
+        let mut bytes = vec![0u8; usize::try_from(end - start).map_err(io::Error::other)?];
+        self.fetch.fetch(start, &mut bytes)?;
+        self.fetched
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if self.checks(k, &bytes) {
+            return Ok(bytes);
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: bytes {start}..{end} served by the registry do not match the layer's stored checksum (twice); nothing of them is used",
+                self.name()
+            ),
+        ))
+    }
+
+    /// Whether chunk `k` is what was indexed (always, before sums are known).
+    fn checks(&self, k: u64, data: &[u8]) -> bool {
+        let Some(sums) = self.sums.get() else {
+            return true;
+        };
+        let Some(expected) = usize::try_from(k).ok().and_then(|k| sums.chunks.get(k)) else {
+            return false;
+        };
+        <[u8; 32]>::from(Sha256::digest(data)) == *expected
+    }
+}
+
+/// Consecutive runs of the chunks `mine` (sorted, as claimed).
+fn runs(mine: &[(u64, Arc<Slot>)]) -> Vec<&[(u64, Arc<Slot>)]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=mine.len() {
+        if i == mine.len() || mine[i].0 != mine[i - 1].0 + 1 {
+            if i > start {
+                out.push(&mine[start..i]);
+            }
+            start = i;
+        }
+    }
+    out
+}
+
+/// The indexing pass's view of a remote blob: one stream, hashed as it
+/// goes; see the module docs.
+#[derive(Debug)]
+pub(crate) struct PassStream {
+    blob: Arc<RemoteBlob>,
+    state: Mutex<StreamState>,
+}
+
+struct StreamState {
+    reader: Option<Box<dyn Read + Send>>,
+    /// Bytes of the blob streamed and hashed so far.
+    pos: u64,
+    whole: Sha256,
+    chunk: Sha256,
+    sums: Vec<[u8; 32]>,
+    /// Bytes fetched by the stream.
+    streamed: u64,
+}
+
+impl std::fmt::Debug for StreamState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamState")
+            .field("pos", &self.pos)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PassStream {
+    pub(crate) fn new(blob: Arc<RemoteBlob>) -> PassStream {
+        PassStream {
+            blob,
+            state: Mutex::new(StreamState {
+                reader: None,
+                pos: 0,
+                whole: Sha256::new(),
+                chunk: Sha256::new(),
+                sums: Vec::new(),
+                streamed: 0,
+            }),
+        }
+    }
+
+    /// Reads at `offset`: from the stream when it is there or a little
+    /// ahead, by range otherwise. Errors are [`FetchError`]s.
+    pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.stream_at(buf, offset).map_err(fetch_error)
+    }
+
+    fn stream_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let want = usize::try_from(self.blob.len.saturating_sub(offset))
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if offset < state.pos || offset - state.pos > READ_THROUGH {
+            drop(state);
+            return self.blob.read_at(&mut buf[..want], offset);
+        }
+        self.advance(&mut state, offset)?;
+        let n = self.pull(&mut state, &mut buf[..want])?;
+        Ok(n)
+    }
+
+    /// Streams (hashing, discarding) up to `to`.
+    fn advance(&self, state: &mut StreamState, to: u64) -> io::Result<()> {
+        let mut scratch = [0u8; 64 * 1024];
+        while state.pos < to {
+            let step = usize::try_from(to - state.pos)
+                .unwrap_or(usize::MAX)
+                .min(scratch.len());
+            self.pull(state, &mut scratch[..step])?;
+        }
+        Ok(())
+    }
+
+    /// Reads the next bytes of the stream into `buf`, hashing them.
+    fn pull(&self, state: &mut StreamState, buf: &mut [u8]) -> io::Result<usize> {
+        if state.reader.is_none() {
+            state.reader = Some(self.blob.fetch.stream(state.pos)?);
+        }
+        let reader = state
+            .reader
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no stream"))?;
+        let n = loop {
+            match reader.read(buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        };
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{}: the registry's stream ended at byte {} of {}",
+                    self.blob.name(),
+                    state.pos,
+                    self.blob.len
+                ),
+            ));
+        }
+        let got = &buf[..n];
+        state.whole.update(got);
+        state.streamed += n as u64;
+        // Chunk sums: split the bytes at chunk boundaries.
+        let mut rest = got;
+        while !rest.is_empty() {
+            let into_chunk = state.pos % CHUNK;
+            let take = usize::try_from(CHUNK - into_chunk)
+                .unwrap_or(usize::MAX)
+                .min(rest.len());
+            state.chunk.update(&rest[..take]);
+            state.pos += take as u64;
+            rest = &rest[take..];
+            if state.pos % CHUNK == 0 || state.pos == self.blob.len {
+                let sum = std::mem::take(&mut state.chunk).finalize();
+                state.sums.push(sum.into());
+            }
+        }
+        Ok(n)
+    }
+
+    /// Streams the rest of the blob and returns what it hashed: the
+    /// digest to check and the sums to store.
+    pub(crate) fn finish(&self) -> io::Result<SpanSums> {
+        self.finish_stream().map_err(fetch_error)
+    }
+
+    fn finish_stream(&self) -> io::Result<SpanSums> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let len = self.blob.len;
+        self.advance(&mut state, len)?;
+        if len == 0 {
+            return Ok(SpanSums {
+                digest: Sha256::digest([]).into(),
+                chunks: Vec::new(),
+            });
+        }
+        // The stream must end where the descriptor says the blob does.
+        if let Some(reader) = state.reader.as_mut() {
+            let mut one = [0u8; 1];
+            if matches!(reader.read(&mut one), Ok(n) if n > 0) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: the registry sent more than the {len} bytes the manifest gives the blob",
+                        self.blob.name()
+                    ),
+                ));
+            }
+        }
+        state.reader = None;
+        log::debug!(
+            "{}: {} bytes streamed by the indexing pass",
+            self.blob.name(),
+            state.streamed
+        );
+        Ok(SpanSums {
+            digest: std::mem::take(&mut state.whole).finalize().into(),
+            chunks: std::mem::take(&mut state.sums),
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A blob in memory that counts requests and can serve wrong bytes.
+    #[derive(Debug)]
+    pub(crate) struct MemoryBlob {
+        pub bytes: Vec<u8>,
+        pub requests: AtomicU64,
+        pub served: AtomicU64,
+        /// Flip the byte at this offset in every range response.
+        pub corrupt_at: Mutex<Option<u64>>,
+    }
+
+    impl MemoryBlob {
+        pub(crate) fn new(bytes: Vec<u8>) -> Arc<MemoryBlob> {
+            Arc::new(MemoryBlob {
+                bytes,
+                requests: AtomicU64::new(0),
+                served: AtomicU64::new(0),
+                corrupt_at: Mutex::new(None),
+            })
+        }
+    }
+
+    impl BlobFetch for MemoryBlob {
+        fn name(&self) -> &str {
+            "memory"
+        }
+        fn len(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+        fn fetch(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let start = offset as usize;
+            let end = start + buf.len();
+            let src = self
+                .bytes
+                .get(start..end)
+                .ok_or(io::ErrorKind::UnexpectedEof)?;
+            buf.copy_from_slice(src);
+            if let Some(at) = *self.corrupt_at.lock().unwrap() {
+                if (offset..end as u64).contains(&at) {
+                    buf[(at - offset) as usize] ^= 1;
+                }
+            }
+            self.served.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            Ok(())
+        }
+        fn stream(&self, offset: u64) -> io::Result<Box<dyn Read + Send>> {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let rest = self.bytes[offset as usize..].to_vec();
+            self.served.fetch_add(rest.len() as u64, Ordering::Relaxed);
+            Ok(Box::new(io::Cursor::new(rest)))
+        }
+    }
+
+    fn pseudo_random(len: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_pass_hashes_the_whole_blob_once_whatever_it_skips() {
+        let bytes = pseudo_random(3 * CHUNK as usize + 1234);
+        let memory = MemoryBlob::new(bytes.clone());
+        let blob = Arc::new(RemoteBlob::new(memory.clone()));
+        let pass = PassStream::new(Arc::clone(&blob));
+        let mut buf = [0u8; 1000];
+        assert_eq!(pass.read_at(&mut buf, 0).unwrap(), 1000);
+        assert_eq!(&buf[..], &bytes[..1000]);
+        // A skip forward is read through.
+        let n = pass.read_at(&mut buf, 2 * CHUNK + 10).unwrap();
+        assert_eq!(&buf[..n], &bytes[2 * CHUNK as usize + 10..][..n]);
+        // A read backwards goes by range and leaves the stream alone.
+        assert_eq!(pass.read_at(&mut buf, 5).unwrap(), 1000);
+        assert_eq!(&buf[..], &bytes[5..1005]);
+        let sums = pass.finish().unwrap();
+        assert_eq!(sums.digest, <[u8; 32]>::from(Sha256::digest(&bytes)));
+        assert_eq!(sums.chunks.len(), 4);
+        for (k, sum) in sums.chunks.iter().enumerate() {
+            let piece = bytes.chunks(CHUNK as usize).nth(k).unwrap();
+            assert_eq!(*sum, <[u8; 32]>::from(Sha256::digest(piece)));
+        }
+        // One stream for the pass, one range for the backward read.
+        assert_eq!(memory.requests.load(Ordering::Relaxed), 2);
+        let mut encoded = Vec::new();
+        sums.encode(&mut encoded);
+        encoded.push(7);
+        let (back, rest) = SpanSums::decode(&encoded).unwrap();
+        assert_eq!(back, sums);
+        assert_eq!(rest, &[7]);
+        assert!(SpanSums::decode(&encoded[..encoded.len() - 40]).is_none());
+    }
+
+    #[test]
+    fn range_reads_coalesce_are_remembered_and_checked() {
+        let bytes = pseudo_random(5 * CHUNK as usize + 99);
+        let memory = MemoryBlob::new(bytes.clone());
+        let blob = RemoteBlob::new(memory.clone());
+        let pass = PassStream::new(Arc::new(RemoteBlob::new(memory.clone())));
+        let sums = pass.finish().unwrap();
+        blob.set_sums(sums).unwrap();
+        let before = memory.requests.load(Ordering::Relaxed);
+        // A read across a chunk boundary: one request for both chunks.
+        let mut buf = vec![0u8; 4096];
+        let at = 2 * CHUNK - 100;
+        assert_eq!(blob.read_at(&mut buf, at).unwrap(), 4096);
+        assert_eq!(&buf[..], &bytes[at as usize..][..4096]);
+        assert_eq!(memory.requests.load(Ordering::Relaxed), before + 1);
+        // Again: from memory.
+        assert_eq!(blob.read_at(&mut buf, at + 7).unwrap(), 4096);
+        assert_eq!(memory.requests.load(Ordering::Relaxed), before + 1);
+        // The short last chunk, and past the end.
+        let n = blob.read_at(&mut buf, 5 * CHUNK + 50).unwrap();
+        assert_eq!(&buf[..n], &bytes[5 * CHUNK as usize + 50..]);
+        assert_eq!(blob.read_at(&mut buf, 6 * CHUNK).unwrap(), 0);
+        // A registry serving one wrong byte: refetched once, then refused.
+        *memory.corrupt_at.lock().unwrap() = Some(4 * CHUNK + 3);
+        let err = blob.read_at(&mut buf, 4 * CHUNK).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Other);
+        assert!(err.to_string().contains("do not match"), "{err}");
+        // Sums of another length are refused.
+        let short = SpanSums {
+            digest: [0; 32],
+            chunks: vec![[0; 32]],
+        };
+        assert!(RemoteBlob::new(memory).set_sums(short).is_err());
+    }
+
+    #[test]
+    fn threads_reading_one_chunk_share_one_fetch() {
+        let bytes = pseudo_random(2 * CHUNK as usize);
+        let memory = MemoryBlob::new(bytes.clone());
+        let blob = Arc::new(RemoteBlob::new(memory.clone()));
+        std::thread::scope(|s| {
+            for t in 0..8u64 {
+                let blob = Arc::clone(&blob);
+                let bytes = &bytes;
+                s.spawn(move || {
+                    let mut buf = vec![0u8; 512];
+                    blob.read_at(&mut buf, CHUNK + t * 1000).unwrap();
+                    assert_eq!(&buf[..], &bytes[(CHUNK + t * 1000) as usize..][..512]);
+                });
+            }
+        });
+        // Coalesced (or remembered): never one fetch per thread.
+        assert!(memory.requests.load(Ordering::Relaxed) <= 2);
+    }
+
+    /// A gzip stream of `data`, in one member (no resume points but the
+    /// pass's checkpoints).
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn a_remote_gzip_layer_is_streamed_once_then_read_by_a_few_chunks() {
+        use crate::source::{Codec, LayerSource, SeekIndex, SourceError};
+        let data = crate::source::test_support::far_data(24 << 20);
+        let blob = gzip(&data);
+        let digest = crate::output::Sha256Digest(Sha256::digest(&blob).into()).to_string();
+        let memory = MemoryBlob::new(blob.clone());
+        let first =
+            LayerSource::open_blob(memory.clone(), digest.clone(), Some(Codec::Gzip)).unwrap();
+        let mut pass = first.index_pass();
+        io::copy(&mut pass, &mut io::sink()).unwrap();
+        let seek = pass.finish().unwrap();
+        assert_eq!(seek.blob_digest(), Some(digest.clone()));
+        // The pass fetched the blob once, as one stream.
+        assert_eq!(memory.requests.load(Ordering::Relaxed), 1);
+        assert_eq!(memory.served.load(Ordering::Relaxed), blob.len() as u64);
+
+        // A later mount, from the stored index: one read near the end
+        // fetches a checkpoint's span, not the blob.
+        let memory = MemoryBlob::new(blob.clone());
+        let later =
+            LayerSource::open_blob(memory.clone(), digest.clone(), Some(Codec::Gzip)).unwrap();
+        let mut stored = Vec::new();
+        seek.encode(&mut stored);
+        later.attach(SeekIndex::decode(&stored).unwrap()).unwrap();
+        let at = data.len() as u64 - 10_000;
+        let mut buf = vec![0u8; 4096];
+        later.read_exact_at(at, &mut buf).unwrap();
+        assert_eq!(&buf[..], &data[at as usize..][..4096]);
+        let served = memory.served.load(Ordering::Relaxed);
+        assert!(served <= 4 * CHUNK, "{served} bytes fetched for one read");
+        assert!(served < blob.len() as u64 / 2);
+        assert_eq!(later.fetched_bytes(), served);
+
+        // A registry that now serves other bytes: an error, never data.
+        let memory = MemoryBlob::new(blob.clone());
+        *memory.corrupt_at.lock().unwrap() = Some(blob.len() as u64 - 5000);
+        let bad = LayerSource::open_blob(memory, digest, Some(Codec::Gzip)).unwrap();
+        bad.attach(SeekIndex::decode(&stored).unwrap()).unwrap();
+        let err = bad.read_exact_at(at, &mut buf).unwrap_err();
+        assert!(matches!(err, SourceError::Remote { .. }), "{err}");
+        assert!(err.to_string().contains("memory"), "{err}");
+    }
+}
