@@ -318,6 +318,9 @@ impl Stack {
                 if let (Layer::Tar(source), Some(dir)) = (&mut layer, &spill_dir) {
                     source.set_spill_dir(dir.clone());
                 }
+                if let (Layer::Tar(source), Some(cache)) = (&mut layer, &options.cache) {
+                    source.set_chunk_dir(cache.dir().join("chunks"));
+                }
                 Ok(layer)
             })
             .collect::<Result<Vec<_>, StackError>>()?;

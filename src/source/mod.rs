@@ -9,6 +9,7 @@
 mod access;
 mod blob;
 mod bzip2_streams;
+mod chunk_store;
 mod codec;
 mod frames;
 mod gzip;

@@ -10,6 +10,7 @@ use super::codec::{sniff, Codec, Sniffed};
 use super::gzip;
 use super::positioned::PositionedReader;
 use super::region::Region;
+use super::chunk_store::DEFAULT_MAX_BYTES as CHUNK_STORE_BYTES;
 use super::remote::{is_fetch_error, PassStream, RemoteBlob};
 use super::seek::SeekIndex;
 use super::spill::is_spill_error;
@@ -47,6 +48,8 @@ pub struct LayerSource {
     spill_dir: PathBuf,
     /// A remote blob's digest from its manifest; `None` for a file.
     blob_digest: Option<String>,
+    /// Where a remote blob's fetched chunks are kept, if anywhere.
+    chunk_dir: Option<PathBuf>,
 }
 
 impl LayerSource {
@@ -98,6 +101,7 @@ impl LayerSource {
             watch: Some(Watch::new(meta)),
             spill_dir: absolute(std::env::temp_dir()),
             blob_digest: None,
+            chunk_dir: None,
         })
     }
 
@@ -110,7 +114,7 @@ impl LayerSource {
         codec: Option<Codec>,
     ) -> Result<LayerSource, SourceError> {
         let path = PathBuf::from(fetch.name());
-        let blob = Arc::new(RemoteBlob::new(fetch));
+        let blob = RemoteBlob::new(fetch);
         let region = Region::remote(Arc::clone(&blob));
         let codec = match codec {
             Some(codec) => codec,
@@ -135,6 +139,7 @@ impl LayerSource {
             watch: None,
             spill_dir: absolute(std::env::temp_dir()),
             blob_digest: Some(digest),
+            chunk_dir: None,
         })
     }
 
@@ -160,6 +165,15 @@ impl LayerSource {
     /// A relative path is resolved now: a daemon may change directory later.
     pub fn set_spill_dir(&mut self, dir: PathBuf) {
         self.spill_dir = absolute(dir);
+    }
+
+    /// Keeps a remote blob's fetched chunks in `dir` (see
+    /// `chunk_store.rs`); takes effect at [`LayerSource::attach`]. Nothing
+    /// for a local file.
+    pub fn set_chunk_dir(&mut self, dir: PathBuf) {
+        if self.is_remote() {
+            self.chunk_dir = Some(absolute(dir));
+        }
     }
 
     /// The layer file's path, as given.
@@ -265,6 +279,15 @@ impl LayerSource {
                         path: self.path.clone(),
                         source,
                     })?;
+                    if let Some(dir) = &self.chunk_dir {
+                        if let Err(e) = blob.store_chunks_in(dir, CHUNK_STORE_BYTES) {
+                            log::warn!(
+                                "{}: fetched chunks are not kept in {}: {e}",
+                                self.path.display(),
+                                dir.display()
+                            );
+                        }
+                    }
                 }
                 *inner
             }

@@ -17,12 +17,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 
 use sha2::{Digest, Sha256};
 
 use super::blob::BlobFetch;
+use super::chunk_store::ChunkStore;
 
 /// The unit of fetching, caching and checking: big enough that a request's
 /// round trip is paid for (a registry that redirects to object storage
@@ -40,6 +42,11 @@ const RECENT_CHUNKS: usize = 16;
 /// the end first) is fetched by range, and the stream catches up at the
 /// pass's end.
 const READ_THROUGH: u64 = 64 << 20;
+
+/// Chunks fetched ahead of a reader going through a blob in order (a big
+/// file read from start to end), each on a connection of its own, so that
+/// the next chunks arrive while this one is decoded.
+const READ_AHEAD: u64 = 3;
 
 /// A read of a remote blob that failed for want of its bytes (the
 /// registry unreachable, refusing, or serving something else), as opposed
@@ -130,6 +137,12 @@ pub(crate) struct RemoteBlob {
     in_flight: Mutex<HashMap<u64, Arc<Slot>>>,
     /// Blob bytes fetched by range (the pass's stream not counted).
     fetched: AtomicU64,
+    /// Chunks stored on disk, once a directory for them is given.
+    disk: OnceLock<ChunkStore>,
+    /// Read-ahead threads running.
+    ahead: AtomicUsize,
+    /// This blob, for the read-ahead threads to hold.
+    me: Weak<RemoteBlob>,
 }
 
 /// A chunk one thread fetches and others wait for.
@@ -158,15 +171,32 @@ impl Slot {
 }
 
 impl RemoteBlob {
-    pub(crate) fn new(fetch: Arc<dyn BlobFetch>) -> RemoteBlob {
-        RemoteBlob {
+    pub(crate) fn new(fetch: Arc<dyn BlobFetch>) -> Arc<RemoteBlob> {
+        Arc::new_cyclic(|me| RemoteBlob {
             len: fetch.len(),
             fetch,
             sums: OnceLock::new(),
             recent: Mutex::new(VecDeque::with_capacity(RECENT_CHUNKS)),
             in_flight: Mutex::new(HashMap::new()),
             fetched: AtomicU64::new(0),
-        }
+            disk: OnceLock::new(),
+            ahead: AtomicUsize::new(0),
+            me: me.clone(),
+        })
+    }
+
+    /// Keeps fetched chunks in `dir` (bounded to `max_bytes`), and serves
+    /// them from there. Only once the sums are set: a stored chunk is
+    /// used only after it passed its check.
+    pub(crate) fn store_chunks_in(&self, dir: &Path, max_bytes: u64) -> io::Result<()> {
+        let Some(sums) = self.sums.get() else {
+            return Ok(());
+        };
+        let hex = sums.digest_string();
+        let hex = hex.trim_start_matches("sha256:");
+        let store = ChunkStore::open(dir, hex, self.len, CHUNK, max_bytes)?;
+        let _ = self.disk.set(store);
+        Ok(())
     }
 
     /// The blob's length.
@@ -218,6 +248,9 @@ impl RemoteBlob {
         }
         let first = offset / CHUNK;
         let last = (offset + want as u64 - 1) / CHUNK;
+        if self.sums.get().is_some() {
+            self.read_ahead(first, last);
+        }
         let chunks = self.chunks(first, last)?;
         let mut done = 0;
         for (k, data) in (first..=last).zip(&chunks) {
@@ -232,7 +265,9 @@ impl RemoteBlob {
     /// Chunks `first..=last`, from memory, from another thread's fetch, or
     /// fetched here (the missing ones, one request per consecutive run).
     fn chunks(&self, first: u64, last: u64) -> io::Result<Vec<Arc<[u8]>>> {
-        let mut have: Vec<Option<Arc<[u8]>>> = (first..=last).map(|k| self.recent(k)).collect();
+        let mut have: Vec<Option<Arc<[u8]>>> = (first..=last)
+            .map(|k| self.recent(k).or_else(|| self.stored(k)))
+            .collect();
         let mut mine = Vec::new();
         let mut theirs = Vec::new();
         {
@@ -282,6 +317,62 @@ impl RemoteBlob {
             .collect()
     }
 
+    /// Chunk `k` from the disk store, if it is there and passes its check.
+    fn stored(&self, k: u64) -> Option<Arc<[u8]>> {
+        let disk = self.disk.get()?;
+        let start = k * CHUNK;
+        let len = usize::try_from(self.len.saturating_sub(start).min(CHUNK)).ok()?;
+        let mut buf = vec![0u8; len];
+        if !disk.get(k, &mut buf) {
+            return None;
+        }
+        if !self.checks(k, &buf) {
+            disk.forget(k);
+            return None;
+        }
+        let data: Arc<[u8]> = Arc::from(buf);
+        self.remember(k, &data);
+        Some(data)
+    }
+
+    /// Starts fetching the chunks after `last` on other threads if the
+    /// reader seems to be going through the blob in order (it read the
+    /// chunk before `first` recently).
+    fn read_ahead(&self, first: u64, last: u64) {
+        let chunks = self.len.div_ceil(CHUNK);
+        let sequential = first > 0 && self.recent(first - 1).is_some();
+        if !sequential || last + 1 >= chunks {
+            return;
+        }
+        let end = (last + READ_AHEAD).min(chunks - 1);
+        if (last + 1..=end).all(|k| self.recent(k).is_some()) {
+            return;
+        }
+        if self.ahead.fetch_add(1, Ordering::Relaxed) >= 2 {
+            self.ahead.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let Some(me) = self.me.upgrade() else {
+            self.ahead.fetch_sub(1, Ordering::Relaxed);
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("layerfs-ahead".into())
+            .spawn(move || {
+                for k in last + 1..=end {
+                    // A failure here is met again, and reported, by the
+                    // read that needs the chunk.
+                    if me.chunks(k, k).is_err() {
+                        break;
+                    }
+                }
+                me.ahead.fetch_sub(1, Ordering::Relaxed);
+            });
+        if spawned.is_err() {
+            self.ahead.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     fn recent(&self, k: u64) -> Option<Arc<[u8]>> {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         recent
@@ -318,6 +409,9 @@ impl RemoteBlob {
                 Arc::from(again)
             };
             self.remember(k, &data);
+            if let Some(disk) = self.disk.get() {
+                disk.put(k, &data);
+            }
             out.push(data);
         }
         Ok(out)
@@ -609,7 +703,7 @@ pub(crate) mod tests {
     fn the_pass_hashes_the_whole_blob_once_whatever_it_skips() {
         let bytes = pseudo_random(3 * CHUNK as usize + 1234);
         let memory = MemoryBlob::new(bytes.clone());
-        let blob = Arc::new(RemoteBlob::new(memory.clone()));
+        let blob = RemoteBlob::new(memory.clone());
         let pass = PassStream::new(Arc::clone(&blob));
         let mut buf = [0u8; 1000];
         assert_eq!(pass.read_at(&mut buf, 0).unwrap(), 1000);
@@ -643,7 +737,7 @@ pub(crate) mod tests {
         let bytes = pseudo_random(5 * CHUNK as usize + 99);
         let memory = MemoryBlob::new(bytes.clone());
         let blob = RemoteBlob::new(memory.clone());
-        let pass = PassStream::new(Arc::new(RemoteBlob::new(memory.clone())));
+        let pass = PassStream::new(RemoteBlob::new(memory.clone()));
         let sums = pass.finish().unwrap();
         blob.set_sums(sums).unwrap();
         let before = memory.requests.load(Ordering::Relaxed);
@@ -677,7 +771,7 @@ pub(crate) mod tests {
     fn threads_reading_one_chunk_share_one_fetch() {
         let bytes = pseudo_random(2 * CHUNK as usize);
         let memory = MemoryBlob::new(bytes.clone());
-        let blob = Arc::new(RemoteBlob::new(memory.clone()));
+        let blob = RemoteBlob::new(memory.clone());
         std::thread::scope(|s| {
             for t in 0..8u64 {
                 let blob = Arc::clone(&blob);
@@ -735,6 +829,23 @@ pub(crate) mod tests {
         assert!(served <= 4 * CHUNK, "{served} bytes fetched for one read");
         assert!(served < blob.len() as u64 / 2);
         assert_eq!(later.fetched_bytes(), served);
+
+        // Chunks kept on disk serve a later mount without a fetch.
+        let chunks = tempfile::tempdir().unwrap();
+        for round in 0..2 {
+            let memory = MemoryBlob::new(blob.clone());
+            let mut again =
+                LayerSource::open_blob(memory.clone(), digest.clone(), Some(Codec::Gzip)).unwrap();
+            again.set_chunk_dir(chunks.path().to_path_buf());
+            again.attach(SeekIndex::decode(&stored).unwrap()).unwrap();
+            again.read_exact_at(at, &mut buf).unwrap();
+            assert_eq!(&buf[..], &data[at as usize..][..4096]);
+            let fetched = memory.served.load(Ordering::Relaxed);
+            match round {
+                0 => assert!(fetched > 0),
+                _ => assert_eq!(fetched, 0, "stored chunks fetched again"),
+            }
+        }
 
         // A registry that now serves other bytes: an error, never data.
         let memory = MemoryBlob::new(blob.clone());
