@@ -80,9 +80,10 @@ impl Rig {
         self.registry.push(&source, "cross:gz", &[])
     }
 
-    /// Uploads the plain-layer image as `plain:1`.
-    fn push_plain(&self) {
-        self.registry.upload(&images().plain, PLAIN_TAG, "plain:1");
+    /// Uploads the plain-layer image as `plain:1`; returns the manifest
+    /// digest.
+    fn push_plain(&self) -> String {
+        self.registry.upload(&images().plain, PLAIN_TAG, "plain:1")
     }
 
     /// `PROXY/name`: a reference that goes through the proxy.
@@ -550,19 +551,24 @@ fn harness_proxy_token_flow_serves_a_real_client() {
 fn a_gzip_image_mounts_by_tag_and_by_digest_as_umoci_unpacks_it() {
     let rig = Rig::new();
     let digest = rig.push_cross();
-    let expected = expected_from(&images().cross_rootfs);
-    for name in ["cross:gz".to_string(), format!("cross@{digest}")] {
-        let m = mount(&rig.cached(), &rig.via_proxy(&name));
-        assert_tree(m.path(), &expected);
-    }
+    assert_mounts_as_cross_rootfs(&rig, &["cross:gz".into(), format!("cross@{digest}")]);
 }
 
 #[test]
-fn a_plain_layer_image_mounts_as_umoci_unpacks_it() {
+fn a_plain_layer_image_mounts_by_tag_and_by_digest_as_umoci_unpacks_it() {
     let rig = Rig::new();
-    rig.push_plain();
-    let m = mount(&rig.cached(), &rig.via_proxy("plain:1"));
-    assert_tree(m.path(), &expected_from(&images().cross_rootfs));
+    let digest = rig.push_plain();
+    assert_mounts_as_cross_rootfs(&rig, &["plain:1".into(), format!("plain@{digest}")]);
+}
+
+/// Mounts each of `names` (through the proxy) and compares it with umoci's
+/// unpack of the cross-check image.
+fn assert_mounts_as_cross_rootfs(rig: &Rig, names: &[String]) {
+    let expected = expected_from(&images().cross_rootfs);
+    for name in names {
+        let m = mount(&rig.cached(), &rig.via_proxy(name));
+        assert_tree(m.path(), &expected);
+    }
 }
 
 #[test]
