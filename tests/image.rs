@@ -11,9 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
 use common::mount::{bin, is_mounted, layerfs, mount_args};
+use common::oci::{gunzip, manifest_descriptor, sha256, Layout, TAR};
 use common::tree::{snapshot, Fields, Mtime};
 use common::{assert_tree, Expected, Layer, Mount};
 
@@ -149,78 +148,6 @@ fn inspect_reports_sizes_digests_entries_and_what_each_layer_hides() {
     );
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    let hex: String = Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
-
-fn gunzip(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(bytes), &mut out)
-        .expect("gunzip");
-    out
-}
-
-/// A hand-made OCI layout: blobs written under their digests.
-struct Layout {
-    dir: PathBuf,
-}
-
-impl Layout {
-    fn new(dir: &Path) -> Layout {
-        fs::create_dir_all(dir.join("blobs/sha256")).expect("layout dirs");
-        fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
-            .expect("oci-layout");
-        Layout {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Stores a blob; returns its descriptor's digest and size.
-    fn blob(&self, bytes: &[u8]) -> (String, usize) {
-        let digest = sha256(bytes);
-        let hex = digest.trim_start_matches("sha256:");
-        fs::write(self.dir.join("blobs/sha256").join(hex), bytes).expect("blob");
-        (digest, bytes.len())
-    }
-
-    fn blob_path(&self, digest: &str) -> PathBuf {
-        self.dir
-            .join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"))
-    }
-
-    /// A manifest of `layers` (media type, digest, size); returns its digest and size.
-    fn manifest(&self, layers: &[(String, String, usize)]) -> (String, usize) {
-        let (config, config_size) = self.blob(
-            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
-        );
-        let layers: Vec<serde_json::Value> = layers
-            .iter()
-            .map(|(media_type, digest, size)| {
-                serde_json::json!({"mediaType": media_type, "digest": digest, "size": size})
-            })
-            .collect();
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
-            "layers": layers,
-        });
-        self.blob(manifest.to_string().as_bytes())
-    }
-
-    fn index(&self, manifests: serde_json::Value) {
-        let index = serde_json::json!({"schemaVersion": 2, "manifests": manifests});
-        fs::write(self.dir.join("index.json"), index.to_string()).expect("index.json");
-    }
-}
-
-const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-
 /// A one-layer image (a plain tar holding `arch` with `content` and
 /// `data`) tagged `tag`; returns the layer's digest.
 fn one_layer_image(layout: &Layout, content: &str) -> (String, String, usize) {
@@ -229,18 +156,6 @@ fn one_layer_image(layout: &Layout, content: &str) -> (String, String, usize) {
         .file("data", vec![b'x'; 5000]);
     let (digest, size) = layout.blob(&layer.to_tar());
     (TAR.to_string(), digest, size)
-}
-
-fn manifest_descriptor(digest: &str, size: usize, extra: serde_json::Value) -> serde_json::Value {
-    let mut d = serde_json::json!({
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": digest,
-        "size": size,
-    });
-    if let (Some(d), Some(extra)) = (d.as_object_mut(), extra.as_object()) {
-        d.extend(extra.clone());
-    }
-    d
 }
 
 #[test]

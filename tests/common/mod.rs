@@ -3,13 +3,20 @@
 //! * `layer`: builds tar layers member by member in any dialect and codec;
 //! * `tree`: snapshots a mounted (or reference) tree and compares it with an
 //!   exact expectation, printing a path-by-path diff;
-//! * `mount`: runs the binary and owns every mount so none outlives a test.
+//! * `mount`: runs the binary and owns every mount so none outlives a test;
+//! * `oci`: writes OCI image layouts by hand;
+//! * `registry`, `proxy`, `http`: a real registry on loopback and a
+//!   counting, fault-injecting proxy in front of it.
 //!
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod layer;
 pub mod mount;
+pub mod oci;
+pub mod proxy;
+pub mod registry;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
