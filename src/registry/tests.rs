@@ -566,3 +566,45 @@ fn an_unreachable_registry_is_named() {
     );
     assert!(message.contains("gave up after 4 attempts"), "{message}");
 }
+
+/// Against a real registry (Debian's `docker-registry`) holding an image
+/// `skopeo copy` pushed from an OCI layout: `LAYERFS_REAL_REGISTRY` names
+/// it (`HOST:PORT/REPO:TAG`), `LAYERFS_REAL_LAYOUT` is the layout, and
+/// `LAYERFS_REAL_PLATFORM` picks from an index. Every layer must stream
+/// and read by range as the layout's blob file holds it.
+#[test]
+#[ignore = "needs a registry and a pushed image; see the variables above"]
+fn a_real_registry_serves_the_pushed_layers() {
+    let var = |name: &str| std::env::var(name).ok();
+    let arg = var("LAYERFS_REAL_REGISTRY").expect("LAYERFS_REAL_REGISTRY=HOST:PORT/REPO:TAG");
+    let layout = var("LAYERFS_REAL_LAYOUT").expect("LAYERFS_REAL_LAYOUT=an OCI layout");
+    let options = RegistryOptions {
+        platform: var("LAYERFS_REAL_PLATFORM").map(|p| Platform::parse(&p).expect("platform")),
+        ..RegistryOptions::default()
+    };
+    let reference = parse(&arg).expect("valid").expect("a reference");
+    let image = resolve(&reference, &options).expect("resolves");
+    assert!(!image.layers.is_empty());
+    let mut expected_bytes = 0;
+    for layer in &image.layers {
+        let hex = layer.digest.trim_start_matches("sha256:");
+        let local = std::fs::read(std::path::Path::new(&layout).join("blobs/sha256").join(hex))
+            .expect("the layout holds the blob");
+        assert_eq!(layer.size, local.len() as u64);
+        let whole = streamed(layer, 0).expect("stream");
+        assert_eq!(digest(&whole), layer.digest);
+        assert!(whole == local);
+        let start = local.len() / 3;
+        let len = (local.len() - start).min(4096);
+        assert!(fetched(layer, start as u64, len).expect("range") == local[start..start + len]);
+        expected_bytes += local.len() + len;
+        eprintln!(
+            "{} {} bytes: stream and range match",
+            layer.digest, layer.size
+        );
+    }
+    assert_eq!(
+        image.bytes_received.load(Ordering::Relaxed),
+        expected_bytes as u64
+    );
+}
