@@ -15,6 +15,8 @@
 //!   skips the pass over its bytes;
 //! - [`image`]: an image (OCI layout, OCI archive, `docker save`) resolved
 //!   to its layers, each a byte range of a file, with the digest it must have;
+//! - [`registry`]: an image in a registry resolved to its layers, each a
+//!   blob read lazily by HTTP Range requests;
 //! - [`inputs`]: a command's layer arguments, images expanded, as layers to open;
 //! - [`stack`]: opens and indexes a list of layer files and builds their tree;
 //! - [`fuse`]: serves a [`stack::Stack`] through FUSE;
@@ -48,6 +50,7 @@ pub mod list;
 pub mod logging;
 pub mod output;
 pub mod progress;
+pub mod registry;
 pub mod source;
 pub mod stack;
 mod sys;

@@ -9,24 +9,28 @@ pub(super) const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// An OCI index (also a Docker manifest list): a list of manifests.
 #[derive(Debug, Deserialize)]
-pub(super) struct Index {
+pub(crate) struct Index {
     #[serde(default)]
     pub manifests: Vec<Descriptor>,
 }
 
 /// An image manifest (OCI, or Docker schema 2): the config and the layers.
 #[derive(Debug, Deserialize)]
-pub(super) struct Manifest {
+pub(crate) struct Manifest {
     #[serde(default)]
     pub layers: Vec<Descriptor>,
 }
 
 /// A reference to a blob.
 #[derive(Debug, Deserialize)]
-pub(super) struct Descriptor {
+pub(crate) struct Descriptor {
     #[serde(rename = "mediaType", default)]
     pub media_type: String,
     pub digest: String,
+    /// The blob's length; a layout's blob files tell it anyway, a
+    /// registry's blobs only through here.
+    #[serde(default)]
+    pub size: Option<u64>,
     #[serde(default)]
     pub urls: Vec<String>,
     #[serde(default)]
@@ -36,7 +40,7 @@ pub(super) struct Descriptor {
 
 /// The platform a manifest of an index is for.
 #[derive(Debug, Deserialize)]
-pub(super) struct DescriptorPlatform {
+pub(crate) struct DescriptorPlatform {
     #[serde(default)]
     pub os: String,
     #[serde(default)]
@@ -71,14 +75,14 @@ pub(super) struct RootFs {
 
 /// What a descriptor points to.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(crate) enum Kind {
     Index,
     Manifest,
     Other,
 }
 
 /// Classifies a manifest or index media type.
-pub(super) fn kind(media_type: &str) -> Kind {
+pub(crate) fn kind(media_type: &str) -> Kind {
     match media_type {
         "application/vnd.oci.image.index.v1+json"
         | "application/vnd.docker.distribution.manifest.list.v2+json" => Kind::Index,
@@ -90,7 +94,7 @@ pub(super) fn kind(media_type: &str) -> Kind {
 
 /// How a layer media type is taken.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum LayerType {
+pub(crate) enum LayerType {
     /// A tar layer, plain or compressed (the codec is sniffed anyway).
     Tar,
     /// A tar layer that registries may not ship: used only if present.
@@ -100,7 +104,7 @@ pub(super) enum LayerType {
 }
 
 /// Classifies a layer media type.
-pub(super) fn layer_type(media_type: &str) -> LayerType {
+pub(crate) fn layer_type(media_type: &str) -> LayerType {
     match media_type {
         "application/vnd.oci.image.layer.v1.tar"
         | "application/vnd.oci.image.layer.v1.tar+gzip"

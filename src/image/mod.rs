@@ -10,13 +10,14 @@
 
 mod archive;
 mod error;
-mod manifest;
+pub(crate) mod manifest;
 mod platform;
 mod resolve;
 mod store;
 
 pub use error::ImageError;
 pub use platform::Platform;
+pub(crate) use resolve::platforms;
 
 use std::path::{Path, PathBuf};
 

@@ -53,7 +53,7 @@ impl Platform {
 
     /// Whether a descriptor's platform is this one (any variant if this
     /// one names none).
-    pub(super) fn matches(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
+    pub(crate) fn matches(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
         self.os == os
             && self.architecture == architecture
             && self.variant.as_deref().is_none_or(|v| Some(v) == variant)

@@ -306,7 +306,7 @@ fn describe<'d>(descriptors: impl IntoIterator<Item = &'d Descriptor>) -> String
 }
 
 /// The platforms of descriptors, for messages.
-fn platforms<'d>(descriptors: impl IntoIterator<Item = &'d Descriptor>) -> String {
+pub(crate) fn platforms<'d>(descriptors: impl IntoIterator<Item = &'d Descriptor>) -> String {
     descriptors
         .into_iter()
         .filter_map(|d| d.platform.as_ref())

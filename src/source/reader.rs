@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
+use super::chunk_store::DEFAULT_MAX_BYTES as CHUNK_STORE_BYTES;
 use super::codec::{sniff, Codec, Sniffed};
 use super::gzip;
 use super::positioned::PositionedReader;
 use super::region::Region;
-use super::chunk_store::DEFAULT_MAX_BYTES as CHUNK_STORE_BYTES;
 use super::remote::{is_fetch_error, PassStream, RemoteBlob};
 use super::seek::SeekIndex;
 use super::spill::is_spill_error;
