@@ -70,7 +70,9 @@ pub enum AppError {
         arg: String,
     },
     /// `--peek` was given more than one layer.
-    #[error("--peek lists one layer as stored; {count} layers were given")]
+    #[error(
+        "--peek lists one layer as stored; {count} layers were given (pick one with --layer N)"
+    )]
     PeekOneLayer {
         /// How many layers were given.
         count: usize,
@@ -257,13 +259,21 @@ pub fn list(request: &ListRequest) -> Result<(), AppError> {
                     text: text.clone(),
                     why,
                 })?;
-                let [path] = request.layers.args.as_slice() else {
-                    return Err(AppError::PeekOneLayer {
-                        count: request.layers.args.len(),
-                    });
+                let (specs, _) = inputs::resolve(&request.layers)?;
+                let number = match (request.layer, specs.len()) {
+                    (Some(number), _) => number,
+                    (None, 1) => 1,
+                    (None, count) => return Err(AppError::PeekOneLayer { count }),
                 };
-                let peek = stack::peek_layer(path, 1, limit)?;
-                list::list_layer(&peek.index, 1, request.format, &mut out)
+                let spec = number.checked_sub(1).and_then(|n| specs.get(n)).ok_or(
+                    AppError::NoSuchLayer {
+                        number,
+                        count: specs.len(),
+                    },
+                )?;
+                let peek = stack::peek_spec(spec, number, limit)?;
+                let layer = u32::try_from(number).unwrap_or(u32::MAX);
+                list::list_layer(&peek.index, layer, request.format, &mut out)
                     .and_then(|()| list::peek_summary(&peek, request.format, &mut out))
             }
             (None, Some(number)) => {

@@ -1,12 +1,17 @@
 //! The layer arguments of a command, turned into the layers to open: loose
 //! layer files as they are, each image argument expanded to its layers,
-//! with the digests they must have, and any other directory as a layer of
-//! its own (an extracted layer, or an overlayfs upper directory).
+//! with the digests they must have, any other directory as a layer of its
+//! own (an extracted layer, or an overlayfs upper directory), and a
+//! registry reference (`HOST/REPO:TAG`, `docker://…`) as its image's
+//! layers, read from the registry on demand.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::image::{self, Image, ImageError, Platform, Selection};
-use crate::stack::LayerSpec;
+use crate::image::{self, Image, ImageError, ImageLayer, Platform, Selection};
+use crate::registry::{self, RegistryError, RegistryOptions, RemoteImage};
+use crate::source::Codec;
+use crate::stack::{LayerSpec, RemoteSpec};
 
 /// What a command was given as its layers.
 ///
@@ -27,6 +32,10 @@ pub struct LayerInputs {
     /// `--digest N=DIGEST`: the digest layer N (1 = bottom, counted after
     /// images are expanded) must have; for loose layers, which carry none.
     pub digests: Vec<String>,
+    /// `--insecure`: plain HTTP to a registry that is not on loopback.
+    pub insecure: bool,
+    /// `--creds USER:PASS` for registries (else `docker login`'s).
+    pub creds: Option<String>,
 }
 
 impl LayerInputs {
@@ -37,6 +46,8 @@ impl LayerInputs {
             platform: None,
             verify: true,
             digests: Vec::new(),
+            insecure: false,
+            creds: None,
         }
     }
 }
@@ -47,6 +58,15 @@ pub enum InputError {
     /// An image argument could not be resolved.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// An argument that is no file here, taken as a registry reference,
+    /// could not be resolved.
+    #[error("{arg}: {source}")]
+    Registry {
+        /// The argument.
+        arg: String,
+        /// What the registry client said.
+        source: RegistryError,
+    },
     /// `--digest` is not `N=DIGEST` with N a layer.
     #[error("--digest {text:?}: {why}")]
     DigestArg {
@@ -70,6 +90,34 @@ pub fn resolve(inputs: &LayerInputs) -> Result<(Vec<LayerSpec>, Vec<Image>), Inp
     let mut specs = Vec::new();
     let mut images = Vec::new();
     for arg in &inputs.args {
+        if let Some(remote) = remote_image(arg, inputs, &selection)? {
+            specs.extend(remote.layers.iter().map(|layer| LayerSpec {
+                path: PathBuf::from(layer.blob.name()),
+                directory: false,
+                range: None,
+                verify: Some(layer.digest.clone()).filter(|_| inputs.verify),
+                remote: Some(RemoteSpec {
+                    fetch: Arc::clone(&layer.blob),
+                    digest: layer.digest.clone(),
+                    codec: codec_of_media_type(&layer.media_type),
+                }),
+            }));
+            images.push(Image {
+                name: remote.name.clone(),
+                layers: remote
+                    .layers
+                    .iter()
+                    .map(|layer| ImageLayer {
+                        path: PathBuf::from(layer.blob.name()),
+                        offset: 0,
+                        len: layer.size,
+                        digest: Some(layer.digest.clone()),
+                        media_type: layer.media_type.clone(),
+                    })
+                    .collect(),
+            });
+            continue;
+        }
         match image::open(arg, &selection)? {
             Some(image) => {
                 specs.extend(image.layers.iter().map(|layer| LayerSpec {
@@ -101,7 +149,7 @@ pub fn resolve(inputs: &LayerInputs) -> Result<(Vec<LayerSpec>, Vec<Image>), Inp
             .and_then(|n| n.checked_sub(1))
             .and_then(|n| specs.get_mut(n))
             .ok_or_else(|| bad(&format!("there is no layer {number}")))?;
-        if spec.directory {
+        if spec.directory || spec.remote.is_some() {
             return Err(bad(&format!(
                 "layer {number} is a directory ({}), which has no digest",
                 spec.path.display()
@@ -112,4 +160,108 @@ pub fn resolve(inputs: &LayerInputs) -> Result<(Vec<LayerSpec>, Vec<Image>), Inp
         }
     }
     Ok((specs, images))
+}
+
+/// The image `arg` names in a registry, if it is a registry reference:
+/// `docker://…` always; `HOST/REPO…` only when nothing by that name exists
+/// here (a local path always wins).
+fn remote_image(
+    arg: &Path,
+    inputs: &LayerInputs,
+    selection: &Selection,
+) -> Result<Option<RemoteImage>, InputError> {
+    let Some(text) = arg.to_str() else {
+        return Ok(None);
+    };
+    let explicit = text.starts_with("docker://");
+    if !explicit && (std::fs::symlink_metadata(arg).is_ok() || local_image_exists(arg)) {
+        return Ok(None);
+    }
+    let fail = |source| InputError::Registry {
+        arg: text.to_string(),
+        source,
+    };
+    let reference = match registry::parse(text) {
+        Ok(Some(reference)) => reference,
+        Ok(None) => return Ok(None),
+        // Something that is neither a file here nor a well-formed
+        // reference: the file error ("no such file") says more, unless a
+        // reference was clearly meant.
+        Err(_) if !explicit => return Ok(None),
+        Err(e) => return Err(fail(e)),
+    };
+    let options = RegistryOptions {
+        insecure: inputs.insecure,
+        creds: inputs.creds.clone(),
+        platform: selection.platform.clone(),
+        docker_config: None,
+        retry: None,
+    };
+    registry::resolve(&reference, &options)
+        .map(Some)
+        .map_err(fail)
+}
+
+/// Whether `arg` is a local image with a selector (`DIR:TAG`, `DIR@…`),
+/// whose full text is no path of its own.
+fn local_image_exists(arg: &Path) -> bool {
+    let text = arg.to_string_lossy();
+    [':', '@']
+        .iter()
+        .filter_map(|sep| text.rsplit_once(*sep))
+        .any(|(base, _)| !base.is_empty() && Path::new(base).exists())
+}
+
+/// The codec a layer's media type names, if it names one; the blob's
+/// first bytes tell otherwise.
+fn codec_of_media_type(media_type: &str) -> Option<Codec> {
+    let suffix = media_type.rsplit(['+', '.']).next().unwrap_or_default();
+    match suffix {
+        "gzip" => Some(Codec::Gzip),
+        "zstd" => Some(Codec::Zstd),
+        "tar" => Some(Codec::Plain),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_name_their_codecs() {
+        for (media_type, codec) in [
+            ("application/vnd.oci.image.layer.v1.tar", Some(Codec::Plain)),
+            (
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                Some(Codec::Gzip),
+            ),
+            (
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                Some(Codec::Zstd),
+            ),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                Some(Codec::Gzip),
+            ),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar",
+                Some(Codec::Plain),
+            ),
+            ("application/vnd.example.layer.v1.tar+lz4", None),
+            ("", None),
+        ] {
+            assert_eq!(codec_of_media_type(media_type), codec, "{media_type}");
+        }
+    }
+
+    #[test]
+    fn local_paths_win_over_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("a.b");
+        std::fs::create_dir(&layout).unwrap();
+        let with_tag = PathBuf::from(format!("{}:v1", layout.display()));
+        assert!(local_image_exists(&with_tag));
+        assert!(!local_image_exists(Path::new("nowhere.example/repo:tag")));
+    }
 }

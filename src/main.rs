@@ -66,8 +66,8 @@ enum Command {
         /// After the merged tree, list every whiteout, opaque marker and tombstone and what it hid.
         #[arg(short, long, conflicts_with_all = ["layer", "peek"])]
         all: bool,
-        /// List the members in the first BYTES of the one LAYER (K, M, G suffixes: 64K, 1M), as stored.
-        #[arg(long, value_name = "BYTES", conflicts_with = "layer")]
+        /// List the members in the first BYTES of the one LAYER, or of layer N with --layer (K, M, G suffixes: 64K, 1M), as stored; of a registry's blob, only those bytes are fetched.
+        #[arg(long, value_name = "BYTES")]
         peek: Option<String>,
         #[command(flatten)]
         cache: CacheArgs,
@@ -170,6 +170,12 @@ struct ImageArgs {
     /// Check layer N (1 = bottom) against DIGEST when first indexed (repeatable).
     #[arg(long, value_name = "N=DIGEST")]
     digest: Vec<String>,
+    /// Speak plain HTTP to a registry that is not on loopback.
+    #[arg(long)]
+    insecure: bool,
+    /// Registry credentials (default: `docker login`'s, from ~/.docker/config.json).
+    #[arg(long, value_name = "USER:PASS")]
+    creds: Option<String>,
 }
 
 impl ImageArgs {
@@ -179,6 +185,8 @@ impl ImageArgs {
             platform: self.platform,
             verify: !self.no_verify,
             digests: self.digest,
+            insecure: self.insecure,
+            creds: self.creds,
         }
     }
 }

@@ -467,7 +467,26 @@ pub struct LayerPeek {
 /// byte more (`layerfs ls --peek`). The index cache is neither used nor
 /// filled: a partial index must never stand in for a whole one.
 pub fn peek_layer(path: &Path, number: usize, limit: u64) -> Result<LayerPeek, StackError> {
-    let mut head = LayerHead::open(path, limit)?;
+    peek_head(LayerHead::open(path, limit)?, path, number)
+}
+
+/// [`peek_layer`] of any layer: a file's, or a remote blob's, of which
+/// only the first `limit` bytes are fetched. A directory has no head.
+pub fn peek_spec(spec: &LayerSpec, number: usize, limit: u64) -> Result<LayerPeek, StackError> {
+    match &spec.remote {
+        Some(remote) => {
+            let head = LayerHead::of_blob(Arc::clone(&remote.fetch), limit)?;
+            peek_head(head, &spec.path, number)
+        }
+        None if spec.directory => Err(StackError::Source(SourceError::NotALayer {
+            path: spec.path.clone(),
+            reason: "is a directory; --peek reads the head of a layer file".into(),
+        })),
+        None => peek_layer(&spec.path, number, limit),
+    }
+}
+
+fn peek_head(mut head: LayerHead, path: &Path, number: usize) -> Result<LayerPeek, StackError> {
     let prefix = tar::index_prefix(&mut head).map_err(|source| StackError::Index {
         path: path.to_path_buf(),
         number,

@@ -12,7 +12,6 @@
 //! decoder error is passed on, as corruption: only a damaged stream makes
 //! one (a cut never does), wherever it is.
 
-use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +20,7 @@ use std::sync::Arc;
 use super::codec::Codec;
 use super::reader::{codec_of, open_file, INPUT_BUFFER, SNIFF_BYTES};
 use super::{bzip2_streams, lz4_frames, xz_blocks, zstd_frames};
-use super::{SourceError, Stream};
+use super::{BlobFetch, SourceError, Stream};
 
 /// The decompressed stream of a layer's first `limit` bytes; see the
 /// module docs.
@@ -48,10 +47,35 @@ impl LayerHead {
     /// Opens a layer file to read at most its first `limit` bytes.
     pub fn open(path: &Path, limit: u64) -> Result<LayerHead, SourceError> {
         let (file, meta) = open_file(path)?;
-        let file_len = meta.len();
+        LayerHead::of_reader(path, meta.len(), Box::new(file), limit)
+    }
+
+    /// A remote blob's first `limit` bytes, fetched by range a chunk at a
+    /// time as the decoder wants them: never a byte more than the limit.
+    pub fn of_blob(fetch: Arc<dyn BlobFetch>, limit: u64) -> Result<LayerHead, SourceError> {
+        let path = PathBuf::from(fetch.name());
+        let len = fetch.len();
+        let reader = BlobHead {
+            end: limit.min(len),
+            fetch,
+            pos: 0,
+        };
+        LayerHead::of_reader(&path, len, Box::new(reader), limit).map_err(|e| match e {
+            SourceError::Io { path, source } => SourceError::Remote { path, source },
+            other => other,
+        })
+    }
+
+    /// The head of the `file_len`-byte layer that `source` reads in order.
+    fn of_reader(
+        path: &Path,
+        file_len: u64,
+        source: Box<dyn Read + Send>,
+        limit: u64,
+    ) -> Result<LayerHead, SourceError> {
         let input = Arc::new(Counted::default());
         let mut raw = HeadReader {
-            file,
+            source,
             limit,
             counted: Arc::clone(&input),
         };
@@ -137,9 +161,9 @@ struct Counted {
     ended: AtomicBool,
 }
 
-/// Reads the file in order from its start, never past `limit` bytes.
+/// Reads the layer in order from its start, never past `limit` bytes.
 struct HeadReader {
-    file: File,
+    source: Box<dyn Read + Send>,
     limit: u64,
     counted: Arc<Counted>,
 }
@@ -150,7 +174,7 @@ impl Read for HeadReader {
         let left = usize::try_from(self.limit.saturating_sub(read)).unwrap_or(usize::MAX);
         let want = buf.len().min(left);
         let n = match buf.get_mut(..want) {
-            Some(dst) if !dst.is_empty() => self.file.read(dst)?,
+            Some(dst) if !dst.is_empty() => self.source.read(dst)?,
             _ => 0,
         };
         if n == 0 && !buf.is_empty() {
@@ -158,6 +182,30 @@ impl Read for HeadReader {
         }
         self.counted.read.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+/// A remote blob's bytes up to `end`, fetched by range in chunks.
+struct BlobHead {
+    fetch: Arc<dyn BlobFetch>,
+    pos: u64,
+    end: u64,
+}
+
+/// What one range request of [`BlobHead`] asks for at most.
+const BLOB_HEAD_STEP: u64 = 1 << 20;
+
+impl Read for BlobHead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = usize::try_from((self.end - self.pos).min(BLOB_HEAD_STEP))
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        self.fetch.fetch(self.pos, &mut buf[..want])?;
+        self.pos += want as u64;
+        Ok(want)
     }
 }
 

@@ -543,6 +543,12 @@ impl PassStream {
     /// Reads the next bytes of the stream into `buf`, hashing them.
     fn pull(&self, state: &mut StreamState, buf: &mut [u8]) -> io::Result<usize> {
         if state.reader.is_none() {
+            if state.pos == 0 && self.blob.len > 1 {
+                // Reads after the mount need ranges: a registry that
+                // ignores them fails the first mount, not every read after.
+                let mut last = [0u8; 1];
+                self.blob.fetch.fetch(self.blob.len - 1, &mut last)?;
+            }
             state.reader = Some(self.blob.fetch.stream(state.pos)?);
         }
         let reader = state
@@ -721,8 +727,9 @@ pub(crate) mod tests {
             let piece = bytes.chunks(CHUNK as usize).nth(k).unwrap();
             assert_eq!(*sum, <[u8; 32]>::from(Sha256::digest(piece)));
         }
-        // One stream for the pass, one range for the backward read.
-        assert_eq!(memory.requests.load(Ordering::Relaxed), 2);
+        // A one-byte probe of ranges, one stream for the pass, one range
+        // for the backward read.
+        assert_eq!(memory.requests.load(Ordering::Relaxed), 3);
         let mut encoded = Vec::new();
         sums.encode(&mut encoded);
         encoded.push(7);
@@ -809,9 +816,10 @@ pub(crate) mod tests {
         io::copy(&mut pass, &mut io::sink()).unwrap();
         let seek = pass.finish().unwrap();
         assert_eq!(seek.blob_digest(), Some(digest.clone()));
-        // The pass fetched the blob once, as one stream.
-        assert_eq!(memory.requests.load(Ordering::Relaxed), 1);
-        assert_eq!(memory.served.load(Ordering::Relaxed), blob.len() as u64);
+        // The pass fetched the blob once, as one stream (after a one-byte
+        // probe that the registry serves ranges).
+        assert_eq!(memory.requests.load(Ordering::Relaxed), 2);
+        assert_eq!(memory.served.load(Ordering::Relaxed), blob.len() as u64 + 1);
 
         // A later mount, from the stored index: one read near the end
         // fetches a checkpoint's span, not the blob.

@@ -403,10 +403,15 @@ fn handle(
                 upstream_path = path.replace(digest.as_str(), other);
             }
             corrupt = faults.corrupt.get(digest).copied();
+            // Only a body longer than the cut can be cut: a shorter one
+            // (a one-byte probe) passes and does not use up a cut.
+            let asked = request.header("range").and_then(range_len);
             if method == "GET" {
                 if let Some((after, times)) = faults.truncate {
-                    truncate = Some(after);
-                    faults.truncate = (times > 1).then_some((after, times - 1));
+                    if asked.is_none_or(|len| len > after) {
+                        truncate = Some(after);
+                        faults.truncate = (times > 1).then_some((after, times - 1));
+                    }
                 }
             }
         }
@@ -453,6 +458,14 @@ fn handle(
 }
 
 /// Where a 206 body starts in the blob (`Content-Range: bytes A-B/N`).
+/// The length a `Range: bytes=A-B` header asks for; `None` for an open
+/// range or anything else.
+fn range_len(range: &str) -> Option<u64> {
+    let (start, end) = range.strip_prefix("bytes=")?.split_once('-')?;
+    let (start, end) = (start.parse::<u64>().ok()?, end.parse::<u64>().ok()?);
+    Some(end.checked_sub(start)? + 1)
+}
+
 fn content_range_start(response: &Head) -> Option<u64> {
     let spec = response.header("content-range")?.strip_prefix("bytes ")?;
     spec.split('-').next()?.trim().parse().ok()

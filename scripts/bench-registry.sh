@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Lazy mounts from a registry, measured beside a full pull (issue 8).
+#
+# Builds a two-layer gzip image from this machine's /usr/bin and /usr/share
+# (real files: 43k of them here), pushes it to Debian's docker-registry on
+# loopback, then in one run measures, with the page cache dropped before
+# each step:
+#   - skopeo copy of the whole image to an OCI layout on disk;
+#   - layerfs: the first mount (which streams each blob once to index it),
+#     a remount with the stored index, then on that mount the first byte of
+#     one file near the end of the big layer, `ls -lR`, and a read of every
+#     file.
+# Bytes are those the registry's access log says it sent for blob GETs.
+#
+# Usage: scripts/bench-registry.sh [--work DIR] [--delay MS]
+#   --delay MS  adds MS of latency each way on loopback (tc netem), as a
+#               registry across a network has; needs the sch_netem module.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=/tmp/layerfs-bench-registry
+DELAY=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --work) WORK=$2; shift 2 ;;
+    --delay) DELAY=$2; shift 2 ;;
+    *) echo "usage: $0 [--work DIR] [--delay MS]" >&2; exit 2 ;;
+  esac
+done
+for tool in docker-registry skopeo pigz python3; do
+  command -v "$tool" >/dev/null || { echo "$0: $tool is needed (apt-get install docker-registry skopeo pigz)" >&2; exit 1; }
+done
+cargo build --release -q
+LAYERFS=$PWD/target/release/layerfs
+mkdir -p "$WORK"
+MNT=$WORK/mnt
+REG_PID=
+cleanup() {
+  mountpoint -q "$MNT" 2>/dev/null && "$LAYERFS" umount "$MNT" || true
+  [[ -n $REG_PID ]] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null || true
+  [[ $DELAY != 0 ]] && tc qdisc del dev lo root 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# --- the image -------------------------------------------------------------
+LAYOUT=$WORK/layout
+if [[ ! -f $LAYOUT/index.json ]]; then
+  echo "building the image from /usr/bin and /usr/share ..." >&2
+  rm -rf "$LAYOUT" && mkdir -p "$LAYOUT/blobs/sha256"
+  for part in bin share; do
+    tar -C / --sort=name -cf - "usr/$part" 2>/dev/null | pigz -6 > "$WORK/$part.tar.gz"
+  done
+  python3 - "$LAYOUT" "$WORK/bin.tar.gz" "$WORK/share.tar.gz" <<'EOF'
+import hashlib, json, os, shutil, sys
+layout, layers = sys.argv[1], sys.argv[2:]
+def blob(data=None, path=None):
+    if path:
+        h = hashlib.sha256()
+        with open(path, 'rb') as f:
+            for b in iter(lambda: f.read(1 << 20), b''):
+                h.update(b)
+        digest, size = h.hexdigest(), os.path.getsize(path)
+        shutil.move(path, f"{layout}/blobs/sha256/{digest}")
+    else:
+        digest, size = hashlib.sha256(data).hexdigest(), len(data)
+        open(f"{layout}/blobs/sha256/{digest}", 'wb').write(data)
+    return {"digest": f"sha256:{digest}", "size": size}
+descs = [dict(mediaType="application/vnd.oci.image.layer.v1.tar+gzip", **blob(path=p)) for p in layers]
+config = json.dumps({"architecture": "amd64", "os": "linux",
+    "rootfs": {"type": "layers", "diff_ids": []}, "config": {}}).encode()
+manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": dict(mediaType="application/vnd.oci.image.config.v1+json", **blob(config)),
+    "layers": descs}).encode()
+index = {"schemaVersion": 2, "manifests": [dict(mediaType="application/vnd.oci.image.manifest.v1+json",
+    annotations={"org.opencontainers.image.ref.name": "bench"}, **blob(manifest))]}
+json.dump(index, open(f"{layout}/index.json", "w"))
+json.dump({"imageLayoutVersion": "1.0.0"}, open(f"{layout}/oci-layout", "w"))
+EOF
+fi
+LAST=$(find /usr/share -type f | LC_ALL=C sort | tail -1)
+LAST=${LAST#/}
+
+# --- the registry ----------------------------------------------------------
+PORT=$((20000 + RANDOM % 10000))
+rm -rf "$WORK/registry" && mkdir -p "$WORK/registry"
+cat > "$WORK/registry/config.yml" <<EOF
+version: 0.1
+log: { level: warn }
+storage: { filesystem: { rootdirectory: $WORK/registry/data } }
+http: { addr: 127.0.0.1:$PORT }
+EOF
+docker-registry serve "$WORK/registry/config.yml" > "$WORK/registry/log" 2>&1 &
+REG_PID=$!
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null && break; sleep 0.1; done
+skopeo copy -q --dest-tls-verify=false "oci:$LAYOUT:bench" "docker://127.0.0.1:$PORT/bench:1"
+REF=127.0.0.1:$PORT/bench:1
+if [[ $DELAY != 0 ]]; then
+  tc qdisc add dev lo root netem delay "${DELAY}ms"
+fi
+
+# Blob bytes the registry sent since the last call (its access log).
+MARK=0
+blob_bytes() {
+  local total
+  total=$(awk -v from="$MARK" 'NR > from && $7 ~ /\/blobs\/sha256:/ && $6 == "\"GET" { s += $10 } END { print s + 0 }' "$WORK/registry/log")
+  MARK=$(wc -l < "$WORK/registry/log")
+  echo "$total"
+}
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+row() { printf '%-42s %10s s %14s bytes\n' "$1" "$2" "$3"; }
+elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
+BLOBS=$(python3 - "$LAYOUT" <<'EOF'
+import json, sys
+layout = sys.argv[1]
+blob = lambda d: json.load(open(f"{layout}/blobs/sha256/{d.split(':')[1]}"))
+manifest = blob(json.load(open(f"{layout}/index.json"))["manifests"][0]["digest"])
+print(sum(layer["size"] for layer in manifest["layers"]))
+EOF
+)
+blob_bytes >/dev/null
+
+echo "image: 2 gzip layers, $BLOBS bytes of blobs; registry on loopback, delay ${DELAY} ms"
+echo "one file: /$LAST"
+printf '%-42s %12s %20s\n' step time "blob bytes fetched"
+
+drop; rm -rf "$WORK/pulled"
+t0=$(now); skopeo copy -q --src-tls-verify=false "docker://$REF" "oci:$WORK/pulled:1"; t1=$(now)
+row "skopeo copy (whole image to disk)" "$(elapsed "$t0" "$t1")" "$(blob_bytes)"
+
+CACHE=$WORK/cache; rm -rf "$CACHE"; mkdir -p "$MNT"
+drop
+t0=$(now); "$LAYERFS" mount -q --cache-dir "$CACHE" "$REF" "$MNT"; t1=$(now)
+row "layerfs first mount (indexes)" "$(elapsed "$t0" "$t1")" "$(blob_bytes)"
+"$LAYERFS" umount "$MNT"
+rm -rf "$CACHE/chunks"
+
+drop
+t0=$(now); "$LAYERFS" mount -q --cache-dir "$CACHE" "$REF" "$MNT"; t1=$(now)
+row "layerfs mount, stored index" "$(elapsed "$t0" "$t1")" "$(blob_bytes)"
+t0=$(now); head -c1 "$MNT/$LAST" >/dev/null; t1=$(now)
+row "  first byte of one file" "$(elapsed "$t0" "$t1")" "$(blob_bytes)"
+t0=$(now); cat "$MNT/$LAST" >/dev/null; t1=$(now)
+row "  rest of that file" "$(elapsed "$t0" "$t1")" "$(blob_bytes)"
+t0=$(now); ls -lR "$MNT" >/dev/null; t1=$(now)
+row "  ls -lR" "$(elapsed "$t0" "$t1")" "$(blob_bytes)"
+t0=$(now); find "$MNT" -type f -print0 | xargs -0 cat >/dev/null; t1=$(now)
+row "  read every file" "$(elapsed "$t0" "$t1")" "$(blob_bytes)"
+"$LAYERFS" umount "$MNT"
