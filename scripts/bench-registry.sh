@@ -97,12 +97,14 @@ if [[ $DELAY != 0 ]]; then
   tc qdisc add dev lo root netem delay "${DELAY}ms"
 fi
 
-# Blob bytes the registry sent since the last call (its access log).
-MARK=0
+# Blob bytes the registry sent since the last call (its access log; the
+# line count reached is kept in a file, as each call runs in a subshell).
+echo 0 > "$WORK/mark"
 blob_bytes() {
-  local total
-  total=$(awk -v from="$MARK" 'NR > from && $7 ~ /\/blobs\/sha256:/ && $6 == "\"GET" { s += $10 } END { print s + 0 }' "$WORK/registry/log")
-  MARK=$(wc -l < "$WORK/registry/log")
+  local from total
+  from=$(cat "$WORK/mark")
+  total=$(awk -v from="$from" 'NR > from && $7 ~ /\/blobs\/sha256:/ && $6 == "\"GET" { s += $10 } END { print s + 0 }' "$WORK/registry/log")
+  wc -l < "$WORK/registry/log" > "$WORK/mark"
   echo "$total"
 }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }

@@ -16,7 +16,7 @@ use crate::list::{self, ListFormat};
 use crate::output::{Compression, LayerOutput, OutputError, Target};
 use crate::progress::{MeterBar, Progress};
 use crate::source::ReadMeter;
-use crate::stack::{self, Stack, StackError, StackOptions};
+use crate::stack::{self, LayerSpec, Stack, StackError, StackOptions};
 
 /// Any failure of a command; each message names the file or mountpoint.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,12 @@ pub enum AppError {
     /// A layer could not be used.
     #[error(transparent)]
     Stack(#[from] StackError),
+    /// An index bundle could not be written or read.
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
+    /// `layerfs index` needs an index cache, and none could be opened.
+    #[error("layerfs index needs an index cache (not --no-cache; see the warning above for why none could be opened)")]
+    NoCache,
     /// A layer argument (an image, `--platform`, `--digest`) was refused.
     #[error(transparent)]
     Inputs(#[from] InputError),
@@ -308,6 +314,59 @@ pub fn list(request: &ListRequest) -> Result<(), AppError> {
     }
 }
 
+/// What `layerfs index export` was asked to do.
+#[derive(Debug)]
+pub struct IndexExportRequest {
+    /// Layer files and images, bottom first.
+    pub layers: LayerInputs,
+    /// The bundle to write.
+    pub output: PathBuf,
+    /// The index cache the entries come from (indexing what is missing).
+    pub cache: CacheChoice,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+/// `layerfs index export`: indexes the stack (or finds it stored) and
+/// packs its stored indexes into one bundle file; prints what it wrote.
+pub fn index_export(request: &IndexExportRequest) -> Result<(), AppError> {
+    let cache = request.cache.open().ok_or(AppError::NoCache)?;
+    let (specs, _) = inputs::resolve(&request.layers)?;
+    let stack = request.cache.open_specs(&specs, false, request.quiet)?;
+    let keys = stack.cache_keys(&specs);
+    for (n, (key, layer)) in keys.iter().zip(stack.layers()).enumerate() {
+        if key.as_ref().is_some_and(|k| k.digest.is_none()) {
+            log::warn!(
+                "layer {} ({}) is a local file: its index is keyed by that file and serves no other machine",
+                n + 1,
+                layer.path().display()
+            );
+        }
+    }
+    let paths: Vec<&Path> = stack.layers().iter().map(|l| l.path()).collect();
+    let written = crate::bundle::export(&cache, &keys, &paths, &request.output)?;
+    eprintln!(
+        "{}: {written} index entries for {} layers",
+        request.output.display(),
+        keys.len()
+    );
+    Ok(())
+}
+
+/// `layerfs index import`: puts each bundle's entries into the cache.
+pub fn index_import(bundles: &[PathBuf], cache: &CacheChoice) -> Result<(), AppError> {
+    let cache = cache.open().ok_or(AppError::NoCache)?;
+    for bundle in bundles {
+        let imported = crate::bundle::import(&cache, bundle)?;
+        eprintln!(
+            "{}: {imported} index entries imported into {}",
+            bundle.display(),
+            cache.dir().display()
+        );
+    }
+    Ok(())
+}
+
 /// What `layerfs export` was asked to do.
 #[derive(Debug)]
 pub struct ExportRequest {
@@ -465,10 +524,20 @@ impl CacheChoice {
         quiet: bool,
     ) -> Result<(Stack, Vec<Image>), AppError> {
         let (specs, images) = inputs::resolve(layers)?;
+        Ok((self.open_specs(&specs, record_removals, quiet)?, images))
+    }
+
+    /// [`CacheChoice::open_stack`] of layers already resolved.
+    fn open_specs(
+        &self,
+        specs: &[LayerSpec],
+        record_removals: bool,
+        quiet: bool,
+    ) -> Result<Stack, AppError> {
         let meter = Arc::new(ReadMeter::default());
         let bar = MeterBar::follow("index", &meter, quiet);
         let stack = Stack::open_specs(
-            &specs,
+            specs,
             &StackOptions {
                 cache: self.open(),
                 spill_dir: None,
@@ -477,7 +546,7 @@ impl CacheChoice {
             },
         );
         bar.finish();
-        Ok((stack?, images))
+        Ok(stack?)
     }
 }
 

@@ -19,6 +19,8 @@
 //!   blob read lazily by HTTP Range requests;
 //! - [`inputs`]: a command's layer arguments, images expanded, as layers to open;
 //! - [`stack`]: opens and indexes a list of layer files and builds their tree;
+//! - [`bundle`]: a stack's stored indexes packed into one file to ship
+//!   beside an image (`layerfs index export` / `import`);
 //! - [`fuse`]: serves a [`stack::Stack`] through FUSE;
 //! - [`export`]: streams the merged tree as one tar;
 //! - [`author`]: writes a layer from a directory, whole (`create`) or as
@@ -37,6 +39,7 @@
 
 pub mod app;
 pub mod author;
+pub mod bundle;
 pub mod cache;
 pub mod daemon;
 pub mod dir;

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 use layerfs::app::{
-    self, CacheChoice, CreateRequest, DiffRequest, ExportRequest, InspectRequest, LayerDestination,
-    ListRequest, MountRequest,
+    self, CacheChoice, CreateRequest, DiffRequest, ExportRequest, IndexExportRequest,
+    InspectRequest, LayerDestination, ListRequest, MountRequest,
 };
 use layerfs::inputs::LayerInputs;
 use layerfs::list::ListFormat;
@@ -135,6 +135,35 @@ enum Command {
         lazy: bool,
         /// The mountpoint.
         mountpoint: PathBuf,
+    },
+    /// Ship stored indexes: pack a stack's into one bundle file, or put a bundle's into the cache.
+    #[command(subcommand)]
+    Index(IndexCommand),
+}
+
+/// `layerfs index export|import`.
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Index LAYER... (or find them stored) and write their stored indexes and merged tree to FILE.
+    Export {
+        /// The bundle to write (a tar; appears only when complete).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        #[command(flatten)]
+        cache: CacheArgs,
+        #[command(flatten)]
+        image: ImageArgs,
+        /// Layer files or images (a registry reference), bottom first.
+        #[arg(required = true, value_name = "LAYER")]
+        layers: Vec<PathBuf>,
+    },
+    /// Put the indexes of each BUNDLE into the index cache.
+    Import {
+        #[command(flatten)]
+        cache: CacheArgs,
+        /// Bundles written by `layerfs index export`.
+        #[arg(required = true, value_name = "BUNDLE")]
+        bundles: Vec<PathBuf>,
     },
 }
 
@@ -359,6 +388,20 @@ fn main() -> ExitCode {
             quiet: cli.quiet,
         }),
         Command::Umount { lazy, mountpoint } => app::umount(&mountpoint, lazy),
+        Command::Index(IndexCommand::Export {
+            output,
+            cache,
+            image,
+            layers,
+        }) => app::index_export(&IndexExportRequest {
+            layers: image.inputs(layers),
+            output,
+            cache: cache.choice(),
+            quiet: cli.quiet,
+        }),
+        Command::Index(IndexCommand::Import { cache, bundles }) => {
+            app::index_import(&bundles, &cache.choice())
+        }
         Command::Completions { shell } => return print_completions(shell),
     };
     exit(result)

@@ -384,6 +384,13 @@ impl Stack {
         })
     }
 
+    /// Each layer's index cache key (`None` for a directory), `specs` being
+    /// what the stack was opened from: what its stored entries are named by.
+    pub fn cache_keys(&self, specs: &[LayerSpec]) -> Vec<Option<LayerKey>> {
+        let verify: Vec<Option<&str>> = specs.iter().map(|s| s.verify.as_deref()).collect();
+        layer_keys(&self.layers, &verify)
+    }
+
     /// What each whiteout, opaque marker and tombstone removed, if the
     /// stack was opened with [`StackOptions::record_removals`]; else empty.
     pub fn removals(&self) -> &[Removal] {

@@ -849,6 +849,70 @@ fn transient_503_and_429_are_retried() {
 }
 
 #[test]
+fn an_index_bundle_lets_another_machine_mount_without_reading_blobs() {
+    let big = big();
+    let rig = Rig::new();
+    rig.registry
+        .push(&oci_source(&big.layout, BIG_TAG), "big:1", &[]);
+    let reference = rig.via_proxy("big:1");
+    let work = tempfile::tempdir().expect("work dir");
+    let bundle = work.path().join("big.index.tar");
+    let bundle_arg = bundle.to_str().expect("utf-8 temp path");
+    // One machine indexes the image (reading its blob once) and packs the
+    // index.
+    let mut export = vec!["index", "export"];
+    export.extend(rig.cached());
+    export.extend([reference.as_str(), "-o", bundle_arg]);
+    layerfs_ok(&export);
+    assert!(bytes_of_blob(&rig.proxy, &big.digest) >= big.size);
+    // Another, with an empty cache of its own, takes the bundle.
+    let other = work.path().join("other-cache");
+    let other_arg = other.to_str().expect("utf-8 temp path");
+    layerfs_ok(&["index", "import", "--cache-dir", other_arg, bundle_arg]);
+    rig.proxy.clear();
+    let m = mount(&["--cache-dir", other_arg], &reference);
+    assert_eq!(
+        bytes_of_blob(&rig.proxy, &big.digest),
+        0,
+        "a mount with an imported index fetched layer bytes: {:?}",
+        rig.proxy.blob_exchanges()
+    );
+    let content = std::fs::read(m.join(fixtures::NEEDLE)).expect("read the needle");
+    assert_eq!(content, fixtures::NEEDLE_CONTENT);
+    assert!(bytes_of_blob(&rig.proxy, &big.digest) <= FEW_SPANS);
+    drop(m);
+
+    // Something else offered as a bundle is refused by name, and a cache
+    // without an entry for the stack cannot be exported from.
+    let not_a_bundle = work.path().join("layer.tar");
+    let layer = common::Layer::new(common::Format::Pax).file("etc/x", "y");
+    std::fs::write(&not_a_bundle, layer.to_tar()).expect("write");
+    let run = run_captured(Command::new(bin()).args([
+        "index",
+        "export",
+        "--no-cache",
+        &reference,
+        "-o",
+        bundle_arg,
+    ]));
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("index cache"), "{}", run.stderr);
+    let run = run_captured(Command::new(bin()).args([
+        "index",
+        "import",
+        "--cache-dir",
+        other_arg,
+        not_a_bundle.to_str().expect("utf-8 temp path"),
+    ]));
+    assert!(!run.status.success());
+    assert!(
+        run.stderr.contains("not a layerfs index bundle"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn a_truncated_body_is_resumed_and_the_content_is_right() {
     let rig = Rig::new();
     rig.push_cross();

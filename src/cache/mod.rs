@@ -86,6 +86,12 @@ pub enum CacheError {
         /// What the OS said.
         source: io::Error,
     },
+    /// Something offered as an entry (from an index bundle) is not one.
+    #[error("{name}: not a layerfs index entry")]
+    Foreign {
+        /// Its name.
+        name: String,
+    },
     /// An index alone is larger than the whole cache may be.
     #[error("{}: the index takes {size} bytes, more than the cache's bound of {max_bytes}", path.display())]
     TooLarge {
@@ -188,6 +194,29 @@ impl IndexCache {
     /// The cache directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The file name of the merged tree entry of the stack with `keys`.
+    pub fn tree_file_name(keys: &[LayerKey]) -> String {
+        key::stack_file_name(keys)
+    }
+
+    /// Puts an entry from elsewhere (an index bundle) into the cache under
+    /// `name`, which must be an entry file name (`<16 hex>.idx` or
+    /// `.tree`) and its bytes start as an entry does. The rest is checked
+    /// when the entry is loaded, as for any entry.
+    pub fn import_entry(&self, name: &str, bytes: &[u8]) -> Result<(), CacheError> {
+        let well_named = name.split_once('.').is_some_and(|(stem, ext)| {
+            stem.len() == 16
+                && stem.bytes().all(|b| b.is_ascii_hexdigit())
+                && (ext == ENTRY_EXTENSION || ext == TREE_EXTENSION)
+        });
+        if !well_named || !bytes.starts_with(b"LAYERFS-") {
+            return Err(CacheError::Foreign {
+                name: name.to_string(),
+            });
+        }
+        self.store_entry(self.dir.join(name), bytes)
     }
 
     /// The stored index of the layer with `key`, if there is a valid one.
