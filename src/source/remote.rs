@@ -864,4 +864,36 @@ pub(crate) mod tests {
         assert!(matches!(err, SourceError::Remote { .. }), "{err}");
         assert!(err.to_string().contains("memory"), "{err}");
     }
+
+    #[test]
+    fn a_remote_multi_frame_zstd_layer_reads_only_the_frames_it_needs() {
+        use crate::source::{Codec, LayerSource, SeekIndex};
+        let data = crate::source::test_support::far_data(16 << 20);
+        // Frames of 1 MiB, as pzstd and zstd:chunked write them.
+        let blob: Vec<u8> = data
+            .chunks(1 << 20)
+            .flat_map(|frame| zstd::encode_all(frame, 3).unwrap())
+            .collect();
+        let digest = crate::output::Sha256Digest(Sha256::digest(&blob).into()).to_string();
+        let memory = MemoryBlob::new(blob.clone());
+        // Without a codec from the media type, the first bytes tell.
+        let first = LayerSource::open_blob(memory.clone(), digest.clone(), None).unwrap();
+        assert_eq!(first.codec(), Codec::Zstd);
+        let mut pass = first.index_pass();
+        io::copy(&mut pass, &mut io::sink()).unwrap();
+        let seek = pass.finish().unwrap();
+        assert_eq!(seek.blob_digest(), Some(digest.clone()));
+        let mut stored = Vec::new();
+        seek.encode(&mut stored);
+
+        let memory = MemoryBlob::new(blob.clone());
+        let later = LayerSource::open_blob(memory.clone(), digest, Some(Codec::Zstd)).unwrap();
+        later.attach(SeekIndex::decode(&stored).unwrap()).unwrap();
+        let at = 11 * (1 << 20) + 12345;
+        let mut buf = vec![0u8; 8192];
+        later.read_exact_at(at, &mut buf).unwrap();
+        assert_eq!(&buf[..], &data[at as usize..][..8192]);
+        let served = memory.served.load(Ordering::Relaxed);
+        assert!(served <= 2 * CHUNK, "{served} bytes fetched for one frame");
+    }
 }
