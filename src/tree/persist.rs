@@ -26,7 +26,7 @@ use std::sync::Arc;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::table::{Backing, Table};
-use super::{kind_of, DirEntry, Node, NodeKind, Payload, Span, Tree, SPARSE};
+use super::{kind_code, kind_of, DirEntry, Node, NodeKind, Payload, Span, Tree, SPARSE};
 
 /// Why stored tree bytes were refused.
 #[derive(Clone, Copy, Debug, thiserror::Error)]
@@ -144,23 +144,24 @@ impl Tree {
     }
 
     /// Checks that every node, entry and xattr stays inside the tree, and
-    /// that its directories form a tree. The nodes are checked on this core
-    /// while the entries and xattrs are on another.
+    /// that its directories form a tree: the records on another core while
+    /// this one follows the directories (each check stays in bounds on its
+    /// own, whatever the others find).
     fn check(&self) -> Result<(), TreeDecodeError> {
-        let (nodes, others) = std::thread::scope(|scope| {
-            let others = scope.spawn(|| {
+        let (records, shape) = std::thread::scope(|scope| {
+            let records = scope.spawn(|| {
+                self.check_nodes()?;
                 self.check_entries()?;
                 self.check_xattrs()
             });
-            let nodes = self.check_nodes();
-            let others = others
+            let shape = self.check_shape();
+            let records = records
                 .join()
                 .unwrap_or(Err(TreeDecodeError("checking thread panicked")));
-            (nodes, others)
+            (records, shape)
         });
-        nodes?;
-        others?;
-        self.check_shape()
+        records?;
+        shape
     }
 
     fn check_nodes(&self) -> Result<(), TreeDecodeError> {
@@ -225,22 +226,33 @@ impl Tree {
     /// Checks that directories form a tree: each is reached once from the
     /// root, through its own parent, so no walk can loop.
     fn check_shape(&self) -> Result<(), TreeDecodeError> {
-        if self.node(super::ROOT_INO).map(Node::kind) != Some(NodeKind::Directory) {
+        // Each table once, not per lookup: this visits every entry.
+        let (nodes, entries) = (self.nodes.as_slice(), self.entries.as_slice());
+        let node = |ino: u64| nodes.get(usize::try_from(ino.checked_sub(1)?).ok()?);
+        let directory = kind_code(NodeKind::Directory);
+        if node(super::ROOT_INO).map(|root| root.kind) != Some(directory) {
             return Err(TreeDecodeError("the root is not a directory"));
         }
-        let mut seen = vec![false; self.nodes.len()];
+        let mut seen = vec![false; nodes.len()];
         seen[0] = true;
         let mut todo = vec![super::ROOT_INO];
         while let Some(dir) = todo.pop() {
-            for entry in self.entries(dir) {
-                let Some(node) = self.node(entry.ino) else {
+            let Some(Payload::Dir { first, count }) = node(dir).map(Node::payload) else {
+                continue;
+            };
+            let listed = first
+                .checked_add(count)
+                .and_then(|end| entries.get(first..end))
+                .ok_or(TreeDecodeError("entries out of range"))?;
+            for entry in listed {
+                let Some(child) = node(entry.ino) else {
                     return Err(TreeDecodeError("entry out of range"));
                 };
-                if node.kind() != NodeKind::Directory {
+                if child.kind != directory {
                     continue;
                 }
                 let index = (entry.ino - 1) as usize;
-                if seen[index] || node.parent() != dir {
+                if seen[index] || child.parent() != dir {
                     return Err(TreeDecodeError("directories do not form a tree"));
                 }
                 seen[index] = true;
