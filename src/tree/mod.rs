@@ -129,13 +129,9 @@ struct Span {
 enum Payload {
     /// The node's entries are `entries[first..first + count]`.
     Dir { first: usize, count: usize },
-    /// Where the bytes lie in layer `layer`; the sparse map, if any, is
-    /// `segments[first..first + count]`.
-    File {
-        offset: u64,
-        size: u64,
-        sparse: Option<(usize, usize)>,
-    },
+    /// Where the bytes lie in layer `layer` (a sparse file's map is in its
+    /// [`Extra`]).
+    File { offset: u64, size: u64 },
     /// The target's bytes in the arena.
     Symlink(Span),
     /// Devices and fifos.
@@ -146,7 +142,9 @@ enum Payload {
 ///
 /// A plain record of numbers (`repr(C)`, no padding), so that a stored
 /// tree's nodes are read in place from the cache entry (`table.rs`); what
-/// is not a number is read through a method.
+/// is not a number is read through a method. What few nodes have
+/// (xattrs, a sparse map) is in an [`Extra`], so that the others do not
+/// carry it: a remount reads every node's bytes from disk.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct Node {
@@ -154,9 +152,9 @@ pub struct Node {
     pub mtime: i64,
     /// Size in bytes (a symlink's is its target's length).
     pub size: u64,
-    /// The payload's two numbers: a directory's first entry and count, a
-    /// file's data offset and size, a symlink target's span; 0 otherwise.
-    payload: [u64; 2],
+    /// A directory's first entry, a file's data offset, the start of a
+    /// symlink's target in the arena; 0 otherwise.
+    at: u64,
     /// Permission bits, with setuid, setgid and sticky.
     pub mode: u32,
     /// Owner.
@@ -170,15 +168,16 @@ pub struct Node {
     /// The layer that provided this node (0 = bottom).
     pub layer: u32,
     /// The inode of the directory holding this node; see [`Node::parent`].
-    /// 32 bits, like `xattrs`: a tree cannot hold 2^32 nodes in memory, and
-    /// the bytes saved are per node.
+    /// 32 bits, like `count` and `extra`: a tree cannot hold 2^32 nodes in
+    /// memory, and the bytes saved are per node.
     parent: u32,
-    /// First and count in `Tree::xattrs`.
-    xattrs: [u32; 2],
+    /// A directory's number of entries; 0 otherwise.
+    count: u32,
+    /// 1 + the index of this node's [`Extra`] in `Tree::extras`; 0 if it
+    /// has none.
+    extra: u32,
     /// Device major and minor numbers.
     rdev: [u32; 2],
-    /// A sparse file's first segment and count in `Tree::segments`.
-    sparse: [u32; 2],
     /// [`NodeKind`], as `kind_code` numbers it.
     kind: u8,
     /// [`SPARSE`] for a file with a sparse map.
@@ -188,6 +187,16 @@ pub struct Node {
 
 /// [`Node::flags`]: the file has a sparse map (possibly empty).
 const SPARSE: u8 = 1;
+
+/// What a node has beyond [`Node`]'s numbers, when it has any.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct Extra {
+    /// First and count in `Tree::xattrs`.
+    xattrs: [u32; 2],
+    /// A sparse file's first segment and count in `Tree::segments`.
+    sparse: [u32; 2],
+}
 
 impl Node {
     /// What it is.
@@ -207,22 +216,19 @@ impl Node {
     }
 
     fn payload(&self) -> Payload {
-        let [a, b] = self.payload;
         let index = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         match self.kind() {
             NodeKind::Directory => Payload::Dir {
-                first: index(a),
-                count: index(b),
+                first: index(self.at),
+                count: self.count as usize,
             },
             NodeKind::File => Payload::File {
-                offset: a,
-                size: b,
-                sparse: (self.flags & SPARSE != 0)
-                    .then(|| (self.sparse[0] as usize, self.sparse[1] as usize)),
+                offset: self.at,
+                size: self.size,
             },
             NodeKind::Symlink => Payload::Symlink(Span {
-                start: index(a),
-                len: index(b),
+                start: index(self.at),
+                len: index(self.size),
             }),
             NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Fifo => Payload::Special,
         }
@@ -266,6 +272,7 @@ pub struct DirEntry {
 #[derive(Debug)]
 pub struct Tree {
     nodes: Table<Node>,
+    extras: Table<Extra>,
     entries: Table<DirEntry>,
     /// Name and value of each extended attribute.
     xattrs: Table<[Span; 2]>,
@@ -361,15 +368,13 @@ impl Tree {
 
     /// Where a regular file's bytes lie in its layer (`Node::layer`).
     pub fn file_data(&self, ino: Ino) -> Option<DataLayout> {
-        let Payload::File {
-            offset,
-            size,
-            sparse,
-        } = self.node(ino)?.payload()
-        else {
+        let node = self.node(ino)?;
+        let Payload::File { offset, size } = node.payload() else {
             return None;
         };
-        let sparse = sparse.map(|(first, count)| {
+        let sparse = (node.flags & SPARSE != 0).then(|| {
+            let [first, count] = self.extra(node).sparse;
+            let (first, count) = (first as usize, count as usize);
             let segments = first
                 .checked_add(count)
                 .and_then(|end| self.segments.as_slice().get(first..end))
@@ -386,11 +391,21 @@ impl Tree {
         })
     }
 
+    /// A node's [`Extra`] (all zeros if it has none).
+    fn extra(&self, node: &Node) -> Extra {
+        node.extra
+            .checked_sub(1)
+            .and_then(|index| self.extras.as_slice().get(index as usize))
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// Bytes the tree holds in memory: its arrays and arena (or the stored
     /// bytes they are read from in place). The figure behind "bytes of
     /// index per entry".
     pub fn memory_bytes(&self) -> usize {
         self.nodes.memory_bytes()
+            + self.extras.memory_bytes()
             + self.entries.memory_bytes()
             + self.xattrs.memory_bytes()
             + self.segments.memory_bytes()
@@ -410,7 +425,7 @@ impl Tree {
 
     /// A node's extended attributes, in the order the layer gave them.
     pub fn xattrs(&self, ino: Ino) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let [first, count] = self.node(ino).map_or([0, 0], |n| n.xattrs);
+        let [first, count] = self.node(ino).map_or([0, 0], |n| self.extra(n).xattrs);
         let (first, count) = (first as usize, count as usize);
         self.xattrs
             .as_slice()
@@ -523,6 +538,7 @@ fn freeze(builder: Builder) -> Tree {
     // buffers at once, which was the peak of a whole mount's memory.
     let capacity = FrozenCapacity::of(&built);
     let mut nodes: Vec<Node> = Vec::new();
+    let mut extras: Vec<Extra> = Vec::new();
     let mut entries = Vec::with_capacity(capacity.entries);
     let mut xattrs: Vec<[Span; 2]> = Vec::with_capacity(capacity.xattrs);
     let mut segments: Vec<[u64; 2]> = Vec::new();
@@ -569,12 +585,12 @@ fn freeze(builder: Builder) -> Tree {
     for &id in &order {
         let id = id as NodeId;
         let node = &mut built[id];
-        let mut sparse = [0; 2];
+        let mut extra = Extra::default();
         let mut flags = 0;
-        let (payload, size) = match std::mem::replace(&mut node.content, Content::Special) {
+        let ((at, count), size) = match std::mem::replace(&mut node.content, Content::Special) {
             Content::Dir(_) => {
                 let (first, count) = dir_span[id];
-                ([first.into(), count.into()], DIR_SIZE)
+                ((first.into(), count), DIR_SIZE)
             }
             Content::File(data) => {
                 file_bytes += data.size;
@@ -582,26 +598,37 @@ fn freeze(builder: Builder) -> Tree {
                     flags |= SPARSE;
                     // A sparse map is bounded far below 2^32 segments
                     // when it is parsed (`tar::sparse`).
-                    sparse = [
+                    extra.sparse = [
                         u32::try_from(segments.len()).unwrap_or(u32::MAX),
                         u32::try_from(map.len()).unwrap_or(u32::MAX),
                     ];
                     segments.extend(map.iter().map(|s| [s.offset, s.len]));
                 }
-                ([data.offset, data.size], data.size)
+                ((data.offset, 0), data.size)
             }
             Content::Symlink(target) => {
                 let span = push_bytes(&mut bytes, &target);
-                ([span.start as u64, span.len as u64], target.len() as u64)
+                ((span.start as u64, 0), target.len() as u64)
             }
-            Content::Special => ([0, 0], 0),
+            Content::Special => ((0, 0), 0),
         };
-        let xattr_first = xattrs.len();
+        // Inode numbers and xattr counts fit 32 bits in any tree that fits
+        // in memory (see `Node::parent`).
+        extra.xattrs = [
+            u32::try_from(xattrs.len()).unwrap_or(0),
+            u32::try_from(node.xattrs.len()).unwrap_or(0),
+        ];
         for (name, value) in &node.xattrs {
             let name = push_bytes(&mut bytes, name);
             let value = push_bytes(&mut bytes, value);
             xattrs.push([name, value]);
         }
+        let extra = if flags & SPARSE != 0 || !node.xattrs.is_empty() {
+            extras.push(extra);
+            u32::try_from(extras.len()).unwrap_or(0)
+        } else {
+            0
+        };
         let nlink = match node.kind {
             NodeKind::Directory => 2 + subdirs[id],
             _ => names[id],
@@ -619,21 +646,17 @@ fn freeze(builder: Builder) -> Tree {
             size,
             rdev: [node.rdev.0, node.rdev.1],
             layer: node.layer,
-            // Inode numbers and xattr counts fit 32 bits in any tree that
-            // fits in memory (see `Node::parent`).
             parent: parent_of[id],
-            payload,
-            xattrs: [
-                u32::try_from(xattr_first).unwrap_or(0),
-                u32::try_from(node.xattrs.len()).unwrap_or(0),
-            ],
-            sparse,
+            at,
+            count,
+            extra,
         });
     }
     xattrs.shrink_to_fit();
     bytes.shrink_to_fit();
     Tree {
         nodes: Table::Owned(nodes),
+        extras: Table::Owned(extras),
         entries: Table::Owned(entries),
         xattrs: Table::Owned(xattrs),
         segments: Table::Owned(segments),

@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! header:  layout marker | node record size | entry record size
-//!          | file bytes | nodes | entries | xattrs | segments | arena bytes
-//! then:    nodes | entries | xattrs | segments | arena
+//!          | file bytes | nodes | extras | entries | xattrs | segments
+//!          | arena bytes
+//! then:    nodes | extras | entries | xattrs | segments | arena
 //! ```
 //!
 //! Every record is a multiple of 8 bytes, so when the encoding starts at
@@ -16,8 +17,8 @@
 //! 200k nodes into fresh memory. The marker and record sizes refuse bytes
 //! written by a build with another endianness, pointer width or layout.
 //! Nothing is trusted: every node is checked on the way in (its kind, and
-//! every index and range it holds inside the tree), and so are the entries
-//! and xattrs, so a damaged entry is an error, never a tree that points
+//! every index and range it holds inside the tree), and so are the extras,
+//! entries and xattrs, so a damaged entry is an error, never a tree that points
 //! outside itself.
 
 use std::mem::size_of;
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::table::{Backing, Table};
-use super::{kind_code, kind_of, DirEntry, Node, NodeKind, Payload, Span, Tree, SPARSE};
+use super::{kind_code, kind_of, DirEntry, Extra, Node, NodeKind, Payload, Span, Tree, SPARSE};
 
 /// Why stored tree bytes were refused.
 #[derive(Clone, Copy, Debug, thiserror::Error)]
@@ -36,10 +37,15 @@ pub struct TreeDecodeError(&'static str);
 /// Native-endian, so that bytes of the other endianness do not match.
 const LAYOUT_MARKER: u64 = 0x4c46_5452_4545_0001;
 /// Fields of the header.
-const HEADER_FIELDS: usize = 9;
+const HEADER_FIELDS: usize = 10;
 /// What the encoding's start must be aligned to for the arrays to be read
 /// in place: the largest alignment of any record.
 pub const ALIGN: usize = 8;
+
+/// Whether `first..first + count` lies within `0..len`.
+fn fits(first: usize, count: usize, len: usize) -> bool {
+    first.checked_add(count).is_some_and(|end| end <= len)
+}
 
 /// The `count` records at byte `start` of `backing`.
 fn table<T: FromBytes + IntoBytes + Immutable + KnownLayout>(
@@ -70,6 +76,7 @@ impl Tree {
             size_of::<DirEntry>() as u64,
             self.file_bytes,
             self.nodes.len() as u64,
+            self.extras.len() as u64,
             self.entries.len() as u64,
             self.xattrs.len() as u64,
             self.segments.len() as u64,
@@ -78,6 +85,7 @@ impl Tree {
         write(header.as_bytes())?;
         for section in [
             self.nodes.as_slice().as_bytes(),
+            self.extras.as_slice().as_bytes(),
             self.entries.as_slice().as_bytes(),
             self.xattrs.as_slice().as_bytes(),
             self.segments.as_slice().as_bytes(),
@@ -105,7 +113,7 @@ impl Tree {
         let encoded = bytes.get(start..).ok_or(TreeDecodeError("truncated"))?;
         let (header, _) = <[u64; HEADER_FIELDS]>::read_from_prefix(encoded)
             .map_err(|_| TreeDecodeError("truncated"))?;
-        let [marker, node_size, entry_size, file_bytes, nodes, entries, xattrs, segments, arena] =
+        let [marker, node_size, entry_size, file_bytes, nodes, extras, entries, xattrs, segments, arena] =
             header;
         if marker != LAYOUT_MARKER
             || node_size != size_of::<Node>() as u64
@@ -124,6 +132,7 @@ impl Tree {
         };
         let too_long = TreeDecodeError("count larger than the data");
         let nodes = next(nodes, size_of::<Node>()).ok_or(too_long)?;
+        let extras = next(extras, size_of::<Extra>()).ok_or(too_long)?;
         let entries = next(entries, size_of::<DirEntry>()).ok_or(too_long)?;
         let xattrs = next(xattrs, size_of::<[Span; 2]>()).ok_or(too_long)?;
         let segments = next(segments, size_of::<[u64; 2]>()).ok_or(too_long)?;
@@ -133,6 +142,7 @@ impl Tree {
         }
         let tree = Tree {
             nodes: table(backing, nodes)?,
+            extras: table(backing, extras)?,
             entries: table(backing, entries)?,
             xattrs: table(backing, xattrs)?,
             segments: table(backing, segments)?,
@@ -151,6 +161,7 @@ impl Tree {
         let (records, shape) = std::thread::scope(|scope| {
             let records = scope.spawn(|| {
                 self.check_nodes()?;
+                self.check_extras()?;
                 self.check_entries()?;
                 self.check_xattrs()
             });
@@ -165,9 +176,6 @@ impl Tree {
     }
 
     fn check_nodes(&self) -> Result<(), TreeDecodeError> {
-        let fits = |first: usize, count: usize, len: usize| {
-            first.checked_add(count).is_some_and(|end| end <= len)
-        };
         for node in self.nodes.as_slice() {
             let kind = kind_of(node.kind).ok_or(TreeDecodeError("unknown node kind"))?;
             if node.flags & !SPARSE != 0 || (node.flags != 0 && kind != NodeKind::File) {
@@ -175,11 +183,8 @@ impl Tree {
             }
             let payload_fits = match node.payload() {
                 Payload::Dir { first, count } => fits(first, count, self.entries.len()),
-                Payload::File { sparse, .. } => {
-                    sparse.is_none_or(|(first, count)| fits(first, count, self.segments.len()))
-                }
                 Payload::Symlink(span) => self.in_arena(span),
-                Payload::Special => true,
+                Payload::File { .. } | Payload::Special => true,
             };
             if !payload_fits {
                 return Err(TreeDecodeError("payload out of range"));
@@ -187,12 +192,32 @@ impl Tree {
             if !self.is_node(u64::from(node.parent)) {
                 return Err(TreeDecodeError("parent out of range"));
             }
-            let [first, count] = node.xattrs;
-            if !fits(first as usize, count as usize, self.xattrs.len()) {
-                return Err(TreeDecodeError("xattrs out of range"));
+            if node.extra as usize > self.extras.len() {
+                return Err(TreeDecodeError("extra out of range"));
             }
         }
         Ok(())
+    }
+
+    fn check_extras(&self) -> Result<(), TreeDecodeError> {
+        let valid = |extra: &Extra| {
+            let [xattr_first, xattr_count] = extra.xattrs;
+            let [sparse_first, sparse_count] = extra.sparse;
+            fits(
+                xattr_first as usize,
+                xattr_count as usize,
+                self.xattrs.len(),
+            ) && fits(
+                sparse_first as usize,
+                sparse_count as usize,
+                self.segments.len(),
+            )
+        };
+        if self.extras.as_slice().iter().all(valid) {
+            Ok(())
+        } else {
+            Err(TreeDecodeError("xattrs or sparse map out of range"))
+        }
     }
 
     fn check_entries(&self) -> Result<(), TreeDecodeError> {
