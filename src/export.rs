@@ -86,7 +86,7 @@ impl<W: Write> Exporter<'_, W> {
         let xattrs: Vec<(&[u8], &[u8])> = self.tree.xattrs(ino).collect();
         let mut header = EntryHeader {
             path,
-            kind: node.kind.member_kind(),
+            kind: node.kind().member_kind(),
             mode: node.mode,
             uid: node.uid,
             gid: node.gid,
@@ -94,17 +94,17 @@ impl<W: Write> Exporter<'_, W> {
             mtime_nsec: node.mtime_nsec,
             size: 0,
             link_target: self.tree.symlink_target(ino).unwrap_or_default(),
-            device: node.rdev,
+            device: node.rdev(),
             xattrs: &xattrs,
         };
         self.done.entries += 1;
-        if node.kind == NodeKind::File {
+        if node.kind() == NodeKind::File {
             header.size = node.size;
         }
         let whole = self
             .first_names
             .header(self.writer, ino, u64::from(node.nlink), &header)?;
-        if whole && node.kind == NodeKind::File {
+        if whole && node.kind() == NodeKind::File {
             self.copy_data(ino, node, path)?;
         }
         Ok(())

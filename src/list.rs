@@ -42,7 +42,7 @@ pub fn list_tree(tree: &Tree, format: ListFormat, out: &mut dyn Write) -> io::Re
         if path.is_empty() {
             return Ok(());
         }
-        let (kind, type_char) = node_kind(node.kind);
+        let (kind, type_char) = node_kind(node.kind());
         write_entry(
             &Entry {
                 path,

@@ -424,7 +424,7 @@ impl Stack {
     pub fn read(&self, ino: Ino, pos: u64, buf: &mut [u8]) -> Result<usize, StackError> {
         let node = self.tree.node(ino).ok_or(StackError::NotAFile(ino))?;
         let data = self.tree.file_data(ino).ok_or(StackError::NotAFile(ino))?;
-        debug_assert_eq!(node.kind, NodeKind::File);
+        debug_assert_eq!(node.kind(), NodeKind::File);
         let layer = self
             .layers
             .get(node.layer as usize)

@@ -95,15 +95,17 @@ pub fn umount(path: &Path, lazy: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Maps a whole file read-only, for decoding a stored index in place.
+/// Maps a whole file read-only, for reading a stored index in place.
 ///
 /// Mapping is only sound while nobody changes the file. The index cache
 /// guarantees that for its own entries: they are written under a temporary
 /// name and renamed into place, never written again, and removing one only
 /// unlinks the name (the mapped inode stays intact). Another program
 /// truncating an entry while it is mapped could still raise SIGBUS; every
-/// mmap reader shares that risk, and the map lives only while one entry is
-/// decoded.
+/// mmap reader shares that risk (git maps its pack files the same way for
+/// as long as it runs). A layer entry's map lives while it is decoded; a
+/// stack's tree is read in place from its map for as long as the mount
+/// lives, in the user's private (0700) cache directory.
 pub fn map_readonly(file: &std::fs::File) -> io::Result<memmap2::Mmap> {
     // SAFETY: see above: cache entries are immutable once visible.
     unsafe { memmap2::Mmap::map(file) }

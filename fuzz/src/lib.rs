@@ -200,13 +200,13 @@ pub fn listing(tree: &Tree) -> Vec<Listed> {
     let walked: Result<(), ()> = tree.walk(|path, ino, node| {
         out.push(Listed {
             path: path.to_vec(),
-            kind: node.kind,
+            kind: node.kind(),
             mode: node.mode,
             owner: (node.uid, node.gid),
             mtime: (node.mtime, node.mtime_nsec),
             size: node.size,
             target: tree.symlink_target(ino).unwrap_or_default().to_vec(),
-            rdev: node.rdev,
+            rdev: node.rdev(),
             xattrs: tree
                 .xattrs(ino)
                 .map(|(n, v)| (n.to_vec(), v.to_vec()))

@@ -149,11 +149,11 @@ fn walk_pair(
                 let (Some(node), Some(entry)) = (tree.node(l.ino), entries.get(u)) else {
                     continue;
                 };
-                if node.kind.member_kind() != entry.kind {
+                if node.kind().member_kind() != entry.kind {
                     choose_subtree(scan, u, selection);
                     continue;
                 }
-                if node.kind == NodeKind::Directory {
+                if node.kind() == NodeKind::Directory {
                     pair.kept += 1;
                     if !same_attributes(tree, l.ino, node, entry) {
                         selection.choose(u);
@@ -161,7 +161,7 @@ fn walk_pair(
                     todo.push((l.ino, u));
                 } else if !same_non_dir(tree, l.ino, node, entry) {
                     selection.choose(u);
-                } else if node.kind == NodeKind::File && node.size > 0 {
+                } else if node.kind() == NodeKind::File && node.size > 0 {
                     pair.same_size.push((u, l.ino));
                 } else {
                     pair.kept += 1;
@@ -189,7 +189,7 @@ fn choose_subtree(scan: &Scan, index: usize, selection: &mut Selection) {
 fn same_attributes(tree: &Tree, ino: Ino, node: &Node, entry: &ScanEntry) -> bool {
     let mut xattrs: Vec<(&[u8], &[u8])> = tree.xattrs(ino).collect();
     xattrs.sort_unstable();
-    node.kind.member_kind() == entry.kind
+    node.kind().member_kind() == entry.kind
         && node.mode == entry.mode
         && node.uid == entry.uid
         && node.gid == entry.gid
@@ -202,10 +202,10 @@ fn same_attributes(tree: &Tree, ino: Ino, node: &Node, entry: &ScanEntry) -> boo
 
 /// Whether a non-directory is the same in everything but its bytes.
 fn same_non_dir(tree: &Tree, ino: Ino, node: &Node, entry: &ScanEntry) -> bool {
-    let same_payload = match node.kind {
+    let same_payload = match node.kind() {
         NodeKind::File => node.size == entry.size,
         NodeKind::Symlink => tree.symlink_target(ino) == Some(entry.target.as_slice()),
-        NodeKind::CharDevice | NodeKind::BlockDevice => node.rdev == entry.rdev,
+        NodeKind::CharDevice | NodeKind::BlockDevice => node.rdev() == entry.rdev,
         NodeKind::Fifo | NodeKind::Directory => true,
     };
     same_payload && same_attributes(tree, ino, node, entry)
@@ -338,7 +338,7 @@ fn regroup_hardlinks(
 ) {
     let mut tree_names: HashMap<Ino, Vec<Vec<u8>>> = HashMap::new();
     let _ = tree.walk(|path, ino, node| {
-        if node.kind != NodeKind::Directory && node.nlink > 1 {
+        if node.kind() != NodeKind::Directory && node.nlink > 1 {
             tree_names.entry(ino).or_default().push(path.to_vec());
         }
         Ok::<(), ()>(())

@@ -109,7 +109,7 @@ fn tree_view(stack: &Stack) -> BTreeMap<Vec<u8>, View> {
     let mut out = BTreeMap::new();
     tree.walk(|path, ino, node| {
         let mut content = vec![0; node.size as usize];
-        if node.kind == NodeKind::File {
+        if node.kind() == NodeKind::File {
             let n = stack.read(ino, 0, &mut content).expect("read");
             assert_eq!(n as u64, node.size);
         } else {
@@ -120,21 +120,21 @@ fn tree_view(stack: &Stack) -> BTreeMap<Vec<u8>, View> {
             .map(|(n, v)| (n.to_vec(), v.to_vec()))
             .collect();
         xattrs.sort();
-        if node.kind != NodeKind::Directory {
+        if node.kind() != NodeKind::Directory {
             names.entry(ino).or_default().push(path.to_vec());
         }
         let view = View {
-            kind: node.kind.member_kind(),
+            kind: node.kind().member_kind(),
             mode: node.mode,
             owner: (node.uid, node.gid),
             mtime: (node.mtime, node.mtime_nsec),
-            size: if node.kind == NodeKind::File {
+            size: if node.kind() == NodeKind::File {
                 node.size
             } else {
                 0
             },
             target: tree.symlink_target(ino).unwrap_or_default().to_vec(),
-            rdev: node.rdev,
+            rdev: node.rdev(),
             xattrs,
             content,
             names: vec![ino.to_le_bytes().to_vec()],

@@ -347,6 +347,48 @@ fn eviction_keeps_the_most_recently_used_under_the_bound() {
     assert!(!entry_path(&small, &fake_key(9)).exists());
 }
 
+/// A mount whose tree is stored needs only each layer's seek index: it
+/// reads the start of the entry, never the members (damage there goes
+/// unnoticed by it and is refused by a full load), and a damaged start is
+/// refused. Identities from tiny to longer than the first read take one
+/// read, two, or the whole entry.
+#[test]
+fn a_seek_index_loads_without_the_members() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = cache_in(dir.path(), DEFAULT_MAX_BYTES);
+    let index = every_kind();
+    // Identities of 16 bytes, 65,502 (the lengths fit the first 64 KiB
+    // read, the rest does not) and 70,009.
+    for (n, digest_len) in [7, 65_493, 70_000].into_iter().enumerate() {
+        let key = fake_key(n as u64).with_digest("d".repeat(digest_len));
+        let path = entry_path(&cache, &key);
+        cache.store(&key, &index, &SeekIndex::Plain).expect("store");
+        let mut bytes = fs::read(&path).expect("read entry");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&path, &bytes).expect("damage the members");
+        assert_eq!(
+            cache.load_seek(&key),
+            Some(SeekIndex::Plain),
+            "{digest_len}"
+        );
+        assert!(cache.load(&key).is_none(), "{digest_len}: damage unseen");
+
+        // The identity, then the head's checksum (after the identity, its
+        // varint length, and the one-byte plain seek index and its length).
+        let identity_len = 9 + digest_len;
+        let varint_len = (usize::BITS - identity_len.leading_zeros()).div_ceil(7) as usize;
+        for at in [40, format::HEADER_LEN + varint_len + identity_len + 2] {
+            cache.store(&key, &index, &SeekIndex::Plain).expect("store");
+            let mut bytes = fs::read(&path).expect("read entry");
+            bytes[at] ^= 1;
+            fs::write(&path, &bytes).expect("damage the head");
+            assert!(cache.load_seek(&key).is_none(), "{digest_len} at {at}");
+            assert!(!path.exists(), "{digest_len} at {at}: damaged entry kept");
+        }
+    }
+}
+
 /// A tree is written out as it is encoded: what is read back is the same
 /// tree, and one over the bound leaves nothing behind, not even a
 /// temporary file.
@@ -360,6 +402,7 @@ fn a_streamed_tree_entry_loads_back_and_respects_the_bound() {
     let cache = cache_in(dir.path(), DEFAULT_MAX_BYTES);
     cache.store_tree(&keys, &tree).expect("store");
     let back = cache.load_tree(&keys).expect("load");
+    assert!(back.reads_in_place(), "the stored tree was copied");
     let mut again = Vec::new();
     back.encode(&mut again);
     assert_eq!(again, encoded);

@@ -73,12 +73,12 @@ impl LayerFs {
             mtime,
             ctime: mtime,
             crtime: mtime,
-            kind: file_type(node.kind),
+            kind: file_type(node.kind()),
             perm: (node.mode & 0o7777) as u16,
             nlink: node.nlink,
             uid: node.uid,
             gid: node.gid,
-            rdev: encode_dev(node.rdev.0, node.rdev.1),
+            rdev: encode_dev(node.rdev().0, node.rdev().1),
             blksize: BLOCK_SIZE,
             flags: 0,
         }
@@ -99,7 +99,7 @@ impl LayerFs {
     ) -> Result<(), Errno> {
         let tree = self.stack.tree();
         let node = self.node(dir)?;
-        if node.kind != NodeKind::Directory {
+        if node.kind() != NodeKind::Directory {
             return Err(Errno::ENOTDIR);
         }
         let dots = [(dir.0, &b"."[..]), (node.parent(), &b".."[..])];
@@ -189,7 +189,7 @@ impl Filesystem for LayerFs {
             return reply.error(Errno::EROFS);
         }
         match self.node(ino) {
-            Ok(node) if node.kind == NodeKind::Directory => reply.error(Errno::EISDIR),
+            Ok(node) if node.kind() == NodeKind::Directory => reply.error(Errno::EISDIR),
             Ok(_) if self.zero_message_open => reply.error(Errno::ENOSYS),
             Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(e),
@@ -226,10 +226,10 @@ impl Filesystem for LayerFs {
     /// cached too (FOPEN_CACHE_DIR is the kernel's default then).
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.node(ino) {
-            Ok(node) if node.kind == NodeKind::Directory && self.zero_message_opendir => {
+            Ok(node) if node.kind() == NodeKind::Directory && self.zero_message_opendir => {
                 reply.error(Errno::ENOSYS)
             }
-            Ok(node) if node.kind == NodeKind::Directory => reply.opened(
+            Ok(node) if node.kind() == NodeKind::Directory => reply.opened(
                 FileHandle(0),
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
             ),
@@ -250,7 +250,7 @@ impl Filesystem for LayerFs {
             reply.add(
                 INodeNo(child),
                 next,
-                file_type(node.kind),
+                file_type(node.kind()),
                 OsStr::from_bytes(name),
             )
         });
@@ -459,7 +459,7 @@ fn check_access(node: &Node, uid: u32, gid: u32, mask: AccessFlags) -> Result<()
     }
     let wanted = (mask & (AccessFlags::R_OK | AccessFlags::X_OK)).bits() as u32;
     if uid == 0 {
-        let any_exec = node.mode & 0o111 != 0 || node.kind == NodeKind::Directory;
+        let any_exec = node.mode & 0o111 != 0 || node.kind() == NodeKind::Directory;
         return if wanted & 1 != 0 && !any_exec {
             Err(Errno::EACCES)
         } else {

@@ -36,6 +36,7 @@ mod build;
 mod path;
 mod persist;
 mod removal;
+mod table;
 #[cfg(test)]
 mod tests;
 mod walk;
@@ -43,10 +44,14 @@ mod whiteout;
 
 use std::fmt;
 
-use crate::tar::{DataLayout, LayerIndex, Member, MemberKind};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::tar::{DataLayout, LayerIndex, Member, MemberKind, SparseSegment};
 use build::{BuildNode, Builder, Content, NodeId, ROOT};
-pub use persist::TreeDecodeError;
+pub use persist::{TreeDecodeError, ALIGN as ENCODING_ALIGN};
 pub use removal::{Hidden, Removal, RemovalKind};
+pub use table::Backing;
+use table::Table;
 pub use whiteout::{
     is_marker_name, is_tombstone_device, is_visible_xattr, whiteout_name, OPAQUE_MARKER,
 };
@@ -112,19 +117,21 @@ impl fmt::Display for MergeWarning {
 }
 
 /// A range of the tree's byte arena.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
 struct Span {
     start: usize,
     len: usize,
 }
 
-/// What a node holds beyond its attributes.
-#[derive(Clone, Debug)]
+/// What a node holds beyond its attributes, as [`Node::payload`] reads it.
+#[derive(Clone, Copy, Debug)]
 enum Payload {
     /// The node's entries are `entries[first..first + count]`.
     Dir { first: usize, count: usize },
-    /// Where the bytes lie in layer `layer`.
-    File(DataLayout),
+    /// Where the bytes lie in layer `layer` (a sparse file's map is in its
+    /// [`Extra`]).
+    File { offset: u64, size: u64 },
     /// The target's bytes in the arena.
     Symlink(Span),
     /// Devices and fifos.
@@ -132,47 +139,129 @@ enum Payload {
 }
 
 /// One file, directory or other node of the merged tree.
-#[derive(Clone, Debug)]
+///
+/// A plain record of numbers (`repr(C)`, no padding), so that a stored
+/// tree's nodes are read in place from the cache entry (`table.rs`); what
+/// is not a number is read through a method. What few nodes have
+/// (xattrs, a sparse map) is in an [`Extra`], so that the others do not
+/// carry it: a remount reads every node's bytes from disk.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
 pub struct Node {
-    /// What it is.
-    pub kind: NodeKind,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Size in bytes (a symlink's is its target's length).
+    pub size: u64,
+    /// A directory's first entry, a file's data offset, the start of a
+    /// symlink's target in the arena; 0 otherwise.
+    at: u64,
     /// Permission bits, with setuid, setgid and sticky.
     pub mode: u32,
     /// Owner.
     pub uid: u32,
     /// Group.
     pub gid: u32,
-    /// Modification time, seconds since the epoch.
-    pub mtime: i64,
     /// Nanoseconds of the modification time.
     pub mtime_nsec: u32,
     /// Number of names: for directories 2 plus the subdirectories.
     pub nlink: u32,
-    /// Size in bytes (a symlink's is its target's length).
-    pub size: u64,
-    /// Device major and minor numbers.
-    pub rdev: (u32, u32),
     /// The layer that provided this node (0 = bottom).
     pub layer: u32,
     /// The inode of the directory holding this node; see [`Node::parent`].
-    /// 32 bits, like `xattrs`: a tree cannot hold 2^32 nodes in memory, and
-    /// the bytes saved are per node.
+    /// 32 bits, like `count` and `extra`: a tree cannot hold 2^32 nodes in
+    /// memory, and the bytes saved are per node.
     parent: u32,
-    payload: Payload,
+    /// A directory's number of entries; 0 otherwise.
+    count: u32,
+    /// 1 + the index of this node's [`Extra`] in `Tree::extras`; 0 if it
+    /// has none.
+    extra: u32,
+    /// Device major and minor numbers.
+    rdev: [u32; 2],
+    /// [`NodeKind`], as `kind_code` numbers it.
+    kind: u8,
+    /// [`SPARSE`] for a file with a sparse map.
+    flags: u8,
+    padding: [u8; 2],
+}
+
+/// [`Node::flags`]: the file has a sparse map (possibly empty).
+const SPARSE: u8 = 1;
+
+/// What a node has beyond [`Node`]'s numbers, when it has any.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct Extra {
     /// First and count in `Tree::xattrs`.
-    xattrs: (u32, u32),
+    xattrs: [u32; 2],
+    /// A sparse file's first segment and count in `Tree::segments`.
+    sparse: [u32; 2],
 }
 
 impl Node {
+    /// What it is.
+    pub fn kind(&self) -> NodeKind {
+        kind_of(self.kind).unwrap_or(NodeKind::Fifo)
+    }
+
+    /// Device major and minor numbers.
+    pub fn rdev(&self) -> (u32, u32) {
+        (self.rdev[0], self.rdev[1])
+    }
+
     /// The directory holding this node (the root's is the root); for a
     /// hardlinked file, the directory of its first name in listing order.
     pub fn parent(&self) -> Ino {
         Ino::from(self.parent)
     }
+
+    fn payload(&self) -> Payload {
+        let index = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        match self.kind() {
+            NodeKind::Directory => Payload::Dir {
+                first: index(self.at),
+                count: self.count as usize,
+            },
+            NodeKind::File => Payload::File {
+                offset: self.at,
+                size: self.size,
+            },
+            NodeKind::Symlink => Payload::Symlink(Span {
+                start: index(self.at),
+                len: index(self.size),
+            }),
+            NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Fifo => Payload::Special,
+        }
+    }
+}
+
+/// The code a node's kind is stored as; [`kind_of`] reads it back.
+fn kind_code(kind: NodeKind) -> u8 {
+    match kind {
+        NodeKind::Directory => 0,
+        NodeKind::File => 1,
+        NodeKind::Symlink => 2,
+        NodeKind::CharDevice => 3,
+        NodeKind::BlockDevice => 4,
+        NodeKind::Fifo => 5,
+    }
+}
+
+fn kind_of(code: u8) -> Option<NodeKind> {
+    Some(match code {
+        0 => NodeKind::Directory,
+        1 => NodeKind::File,
+        2 => NodeKind::Symlink,
+        3 => NodeKind::CharDevice,
+        4 => NodeKind::BlockDevice,
+        5 => NodeKind::Fifo,
+        _ => return None,
+    })
 }
 
 /// A name in a directory.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
 pub struct DirEntry {
     name: Span,
     /// The node the name refers to.
@@ -182,10 +271,14 @@ pub struct DirEntry {
 /// The merged tree; see the module docs.
 #[derive(Debug)]
 pub struct Tree {
-    nodes: Vec<Node>,
-    entries: Vec<DirEntry>,
-    xattrs: Vec<(Span, Span)>,
-    bytes: Vec<u8>,
+    nodes: Table<Node>,
+    extras: Table<Extra>,
+    entries: Table<DirEntry>,
+    /// Name and value of each extended attribute.
+    xattrs: Table<[Span; 2]>,
+    /// Offset and length of each sparse file's data regions.
+    segments: Table<[u64; 2]>,
+    bytes: Table<u8>,
     file_bytes: u64,
 }
 
@@ -218,7 +311,7 @@ impl Tree {
 
     /// Whether the tree has nothing but its root (never true: the root counts).
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.nodes.len() == 0
     }
 
     /// Total bytes of regular files, each inode counted once.
@@ -229,15 +322,16 @@ impl Tree {
     /// The node with inode number `ino`.
     pub fn node(&self, ino: Ino) -> Option<&Node> {
         let index = usize::try_from(ino.checked_sub(1)?).ok()?;
-        self.nodes.get(index)
+        self.nodes.as_slice().get(index)
     }
 
     /// A directory's entries, sorted by name (empty for non-directories).
     pub fn entries(&self, dir: Ino) -> &[DirEntry] {
-        match self.node(dir).map(|n| &n.payload) {
-            Some(Payload::Dir { first, count }) => {
-                self.entries.get(*first..first + count).unwrap_or(&[])
-            }
+        match self.node(dir).map(Node::payload) {
+            Some(Payload::Dir { first, count }) => first
+                .checked_add(count)
+                .and_then(|end| self.entries.as_slice().get(first..end))
+                .unwrap_or(&[]),
             _ => &[],
         }
     }
@@ -266,57 +360,85 @@ impl Tree {
 
     /// A symlink's target, as stored in its layer.
     pub fn symlink_target(&self, ino: Ino) -> Option<&[u8]> {
-        match self.node(ino)?.payload {
+        match self.node(ino)?.payload() {
             Payload::Symlink(span) => Some(self.span(span)),
             _ => None,
         }
     }
 
     /// Where a regular file's bytes lie in its layer (`Node::layer`).
-    pub fn file_data(&self, ino: Ino) -> Option<&DataLayout> {
-        match &self.node(ino)?.payload {
-            Payload::File(data) => Some(data),
-            _ => None,
-        }
+    pub fn file_data(&self, ino: Ino) -> Option<DataLayout> {
+        let node = self.node(ino)?;
+        let Payload::File { offset, size } = node.payload() else {
+            return None;
+        };
+        let sparse = (node.flags & SPARSE != 0).then(|| {
+            let [first, count] = self.extra(node).sparse;
+            let (first, count) = (first as usize, count as usize);
+            let segments = first
+                .checked_add(count)
+                .and_then(|end| self.segments.as_slice().get(first..end))
+                .unwrap_or(&[]);
+            segments
+                .iter()
+                .map(|&[offset, len]| SparseSegment { offset, len })
+                .collect()
+        });
+        Some(DataLayout {
+            offset,
+            size,
+            sparse,
+        })
     }
 
-    /// Bytes the tree holds in memory: its arrays and arena, and the sparse
-    /// maps of sparse files. The figure behind "bytes of index per entry".
+    /// A node's [`Extra`] (all zeros if it has none).
+    fn extra(&self, node: &Node) -> Extra {
+        node.extra
+            .checked_sub(1)
+            .and_then(|index| self.extras.as_slice().get(index as usize))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Bytes the tree holds in memory: its arrays and arena (or the stored
+    /// bytes they are read from in place). The figure behind "bytes of
+    /// index per entry".
     pub fn memory_bytes(&self) -> usize {
-        let sparse: usize = self
-            .nodes
-            .iter()
-            .filter_map(|n| match &n.payload {
-                Payload::File(data) => data.sparse.as_ref().map(|s| std::mem::size_of_val(&**s)),
-                _ => None,
-            })
-            .sum();
-        self.nodes.capacity() * std::mem::size_of::<Node>()
-            + self.entries.capacity() * std::mem::size_of::<DirEntry>()
-            + self.xattrs.capacity() * std::mem::size_of::<(Span, Span)>()
-            + self.bytes.capacity()
-            + sparse
+        self.nodes.memory_bytes()
+            + self.extras.memory_bytes()
+            + self.entries.memory_bytes()
+            + self.xattrs.memory_bytes()
+            + self.segments.memory_bytes()
+            + self.bytes.memory_bytes()
+    }
+
+    /// Whether the nodes are read in place from stored bytes (`table.rs`).
+    #[cfg(test)]
+    pub(crate) fn reads_in_place(&self) -> bool {
+        matches!(self.nodes, Table::Shared { .. })
     }
 
     /// Whether any node has an extended attribute.
     pub fn has_xattrs(&self) -> bool {
-        !self.xattrs.is_empty()
+        self.xattrs.len() != 0
     }
 
     /// A node's extended attributes, in the order the layer gave them.
     pub fn xattrs(&self, ino: Ino) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let (first, count) = self.node(ino).map_or((0, 0), |n| n.xattrs);
+        let [first, count] = self.node(ino).map_or([0, 0], |n| self.extra(n).xattrs);
         let (first, count) = (first as usize, count as usize);
         self.xattrs
+            .as_slice()
             .get(first..first + count)
             .unwrap_or(&[])
             .iter()
-            .map(|&(name, value)| (self.span(name), self.span(value)))
+            .map(|&[name, value]| (self.span(name), self.span(value)))
     }
 
     fn span(&self, span: Span) -> &[u8] {
-        self.bytes
-            .get(span.start..span.start + span.len)
+        span.start
+            .checked_add(span.len)
+            .and_then(|end| self.bytes.as_slice().get(span.start..end))
             .unwrap_or(&[])
     }
 }
@@ -415,13 +537,13 @@ fn freeze(builder: Builder) -> Tree {
     // is ever copied to grow: a doubling vector holds its old and new
     // buffers at once, which was the peak of a whole mount's memory.
     let capacity = FrozenCapacity::of(&built);
-    let mut tree = Tree {
-        nodes: Vec::new(),
-        entries: Vec::with_capacity(capacity.entries),
-        xattrs: Vec::with_capacity(capacity.xattrs),
-        bytes: Vec::with_capacity(capacity.bytes),
-        file_bytes: 0,
-    };
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut extras: Vec<Extra> = Vec::new();
+    let mut entries = Vec::with_capacity(capacity.entries);
+    let mut xattrs: Vec<[Span; 2]> = Vec::with_capacity(capacity.xattrs);
+    let mut segments: Vec<[u64; 2]> = Vec::new();
+    let mut bytes = Vec::with_capacity(capacity.bytes);
+    let mut file_bytes = 0;
     let mut next = 0;
     while next < order.len() {
         let id = order[next] as NodeId;
@@ -432,7 +554,7 @@ fn freeze(builder: Builder) -> Tree {
             Content::Dir(children) => std::mem::take(children),
             _ => continue,
         };
-        let first = tree.entries.len();
+        let first = entries.len();
         for (name, &child) in &children {
             if ino_of[child] == 0 {
                 order.push(child as u32);
@@ -443,13 +565,13 @@ fn freeze(builder: Builder) -> Tree {
                 }
             }
             names[child] += 1;
-            let span = push_bytes(&mut tree.bytes, name);
-            tree.entries.push(DirEntry {
+            let span = push_bytes(&mut bytes, name);
+            entries.push(DirEntry {
                 name: span,
                 ino: Ino::from(ino_of[child]),
             });
         }
-        dir_span[id] = (first as u32, (tree.entries.len() - first) as u32);
+        dir_span[id] = (first as u32, (entries.len() - first) as u32);
     }
     drop(ino_of);
     // The directory maps and their names, freed above, are small blocks
@@ -458,40 +580,63 @@ fn freeze(builder: Builder) -> Tree {
     crate::sys::release_free_memory();
     // Exact sizes: a doubling vector would leave up to half of each array
     // unused for the life of the mount.
-    tree.nodes.reserve_exact(order.len());
-    tree.entries.shrink_to_fit();
+    nodes.reserve_exact(order.len());
+    entries.shrink_to_fit();
     for &id in &order {
         let id = id as NodeId;
         let node = &mut built[id];
-        let (payload, size) = match std::mem::replace(&mut node.content, Content::Special) {
+        let mut extra = Extra::default();
+        let mut flags = 0;
+        let ((at, count), size) = match std::mem::replace(&mut node.content, Content::Special) {
             Content::Dir(_) => {
                 let (first, count) = dir_span[id];
-                let (first, count) = (first as usize, count as usize);
-                (Payload::Dir { first, count }, DIR_SIZE)
+                ((first.into(), count), DIR_SIZE)
             }
             Content::File(data) => {
-                tree.file_bytes += data.size;
-                let size = data.size;
-                (Payload::File(data), size)
+                file_bytes += data.size;
+                if let Some(map) = &data.sparse {
+                    flags |= SPARSE;
+                    // A sparse map is bounded far below 2^32 segments
+                    // when it is parsed (`tar::sparse`).
+                    extra.sparse = [
+                        u32::try_from(segments.len()).unwrap_or(u32::MAX),
+                        u32::try_from(map.len()).unwrap_or(u32::MAX),
+                    ];
+                    segments.extend(map.iter().map(|s| [s.offset, s.len]));
+                }
+                ((data.offset, 0), data.size)
             }
             Content::Symlink(target) => {
-                let span = push_bytes(&mut tree.bytes, &target);
-                (Payload::Symlink(span), target.len() as u64)
+                let span = push_bytes(&mut bytes, &target);
+                ((span.start as u64, 0), target.len() as u64)
             }
-            Content::Special => (Payload::Special, 0),
+            Content::Special => ((0, 0), 0),
         };
-        let xattr_first = tree.xattrs.len();
+        // Inode numbers and xattr counts fit 32 bits in any tree that fits
+        // in memory (see `Node::parent`).
+        extra.xattrs = [
+            u32::try_from(xattrs.len()).unwrap_or(0),
+            u32::try_from(node.xattrs.len()).unwrap_or(0),
+        ];
         for (name, value) in &node.xattrs {
-            let name = push_bytes(&mut tree.bytes, name);
-            let value = push_bytes(&mut tree.bytes, value);
-            tree.xattrs.push((name, value));
+            let name = push_bytes(&mut bytes, name);
+            let value = push_bytes(&mut bytes, value);
+            xattrs.push([name, value]);
         }
+        let extra = if flags & SPARSE != 0 || !node.xattrs.is_empty() {
+            extras.push(extra);
+            u32::try_from(extras.len()).unwrap_or(0)
+        } else {
+            0
+        };
         let nlink = match node.kind {
             NodeKind::Directory => 2 + subdirs[id],
             _ => names[id],
         };
-        tree.nodes.push(Node {
-            kind: node.kind,
+        nodes.push(Node {
+            kind: kind_code(node.kind),
+            flags,
+            padding: [0; 2],
             mode: node.mode,
             uid: node.uid,
             gid: node.gid,
@@ -499,21 +644,25 @@ fn freeze(builder: Builder) -> Tree {
             mtime_nsec: node.mtime_nsec,
             nlink,
             size,
-            rdev: node.rdev,
+            rdev: [node.rdev.0, node.rdev.1],
             layer: node.layer,
-            // Inode numbers and xattr counts fit 32 bits in any tree that
-            // fits in memory (see `Node::parent`).
             parent: parent_of[id],
-            payload,
-            xattrs: (
-                u32::try_from(xattr_first).unwrap_or(0),
-                u32::try_from(node.xattrs.len()).unwrap_or(0),
-            ),
+            at,
+            count,
+            extra,
         });
     }
-    tree.xattrs.shrink_to_fit();
-    tree.bytes.shrink_to_fit();
-    tree
+    xattrs.shrink_to_fit();
+    bytes.shrink_to_fit();
+    Tree {
+        nodes: Table::Owned(nodes),
+        extras: Table::Owned(extras),
+        entries: Table::Owned(entries),
+        xattrs: Table::Owned(xattrs),
+        segments: Table::Owned(segments),
+        bytes: Table::Owned(bytes),
+        file_bytes,
+    }
 }
 
 /// Upper bounds of the frozen arrays' lengths: what every built node would

@@ -1,18 +1,59 @@
 //! The frozen tree as bytes and back, so that mounting the same stack again
 //! skips the merge (the index cache stores it; see `cache::IndexCache`).
 //!
-//! The layout is the tree's own flat arrays in fixed-width little-endian
-//! fields: decoding is a few sequential copies. Every index and range is
-//! checked on the way in, so a damaged entry is an error, never a tree that
-//! points outside itself.
+//! The layout is the tree's own arrays, record for record as they are in
+//! memory, after a header of native-endian `u64`s:
+//!
+//! ```text
+//! header:  layout marker | node record size | entry record size
+//!          | file bytes | nodes | extras | entries | xattrs | segments
+//!          | arena bytes
+//! then:    nodes | extras | entries | xattrs | segments | arena
+//! ```
+//!
+//! Every record is a multiple of 8 bytes, so when the encoding starts at
+//! an 8-aligned offset of the stored bytes every array is aligned there
+//! too, and a remount reads them in place (`table.rs`) instead of decoding
+//! 200k nodes into fresh memory. The marker and record sizes refuse bytes
+//! written by a build with another endianness, pointer width or layout.
+//! Nothing is trusted: every node is checked on the way in (its kind, and
+//! every index and range it holds inside the tree), and so are the extras,
+//! entries and xattrs, so a damaged entry is an error, never a tree that points
+//! outside itself.
 
-use super::{DirEntry, Node, NodeKind, Payload, Span, Tree};
-use crate::tar::{DataLayout, SparseSegment};
+use std::mem::size_of;
+use std::sync::Arc;
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use super::table::{Backing, Table};
+use super::{kind_code, kind_of, DirEntry, Extra, Node, NodeKind, Payload, Span, Tree, SPARSE};
 
 /// Why stored tree bytes were refused.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Copy, Debug, thiserror::Error)]
 #[error("malformed tree: {0}")]
 pub struct TreeDecodeError(&'static str);
+
+/// Native-endian, so that bytes of the other endianness do not match.
+const LAYOUT_MARKER: u64 = 0x4c46_5452_4545_0001;
+/// Fields of the header.
+const HEADER_FIELDS: usize = 10;
+/// What the encoding's start must be aligned to for the arrays to be read
+/// in place: the largest alignment of any record.
+pub const ALIGN: usize = 8;
+
+/// Whether `first..first + count` lies within `0..len`.
+fn fits(first: usize, count: usize, len: usize) -> bool {
+    first.checked_add(count).is_some_and(|end| end <= len)
+}
+
+/// The `count` records at byte `start` of `backing`.
+fn table<T: FromBytes + IntoBytes + Immutable + KnownLayout>(
+    backing: &Backing,
+    (start, count): (usize, usize),
+) -> Result<Table<T>, TreeDecodeError> {
+    Table::of_bytes(backing, start, count).ok_or(TreeDecodeError("truncated"))
+}
 
 impl Tree {
     /// Appends the tree's encoding to `out`.
@@ -24,244 +65,219 @@ impl Tree {
         let Ok(()) = appended;
     }
 
-    /// The tree's encoding, handed to `write` a chunk of about 1 MiB at a
-    /// time, so that writing it out never holds a second copy of the tree
-    /// (the encoding is about as large as the tree); stops at the first
-    /// error `write` returns.
+    /// The tree's encoding, handed to `write` a chunk of at most 1 MiB at
+    /// a time, so that writing it out never holds a second copy of the
+    /// tree; stops at the first error `write` returns.
     pub fn encode_chunks<E>(&self, write: &mut dyn FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
         const CHUNK: usize = 1 << 20;
-        let mut buf = Vec::with_capacity(CHUNK + 4096);
-        let mut flush = |buf: &mut Vec<u8>, at_least: usize| {
-            if buf.len() >= at_least {
-                write(buf)?;
-                buf.clear();
+        let header: [u64; HEADER_FIELDS] = [
+            LAYOUT_MARKER,
+            size_of::<Node>() as u64,
+            size_of::<DirEntry>() as u64,
+            self.file_bytes,
+            self.nodes.len() as u64,
+            self.extras.len() as u64,
+            self.entries.len() as u64,
+            self.xattrs.len() as u64,
+            self.segments.len() as u64,
+            self.bytes.len() as u64,
+        ];
+        write(header.as_bytes())?;
+        for section in [
+            self.nodes.as_slice().as_bytes(),
+            self.extras.as_slice().as_bytes(),
+            self.entries.as_slice().as_bytes(),
+            self.xattrs.as_slice().as_bytes(),
+            self.segments.as_slice().as_bytes(),
+            self.bytes.as_slice(),
+        ] {
+            for chunk in section.chunks(CHUNK) {
+                write(chunk)?;
             }
-            Ok(())
-        };
-        let out = &mut buf;
-        put64(out, self.file_bytes);
-        put64(out, self.nodes.len() as u64);
-        for node in &self.nodes {
-            flush(out, CHUNK)?;
-            out.push(kind_code(node.kind));
-            for v in [node.mode, node.uid, node.gid] {
-                put32(out, v);
-            }
-            put64(out, node.mtime as u64);
-            for v in [node.mtime_nsec, node.nlink] {
-                put32(out, v);
-            }
-            put64(out, node.size);
-            for v in [
-                node.rdev.0,
-                node.rdev.1,
-                node.layer,
-                node.parent,
-                node.xattrs.0,
-                node.xattrs.1,
-            ] {
-                put32(out, v);
-            }
-            match &node.payload {
-                Payload::Dir { first, count } => {
-                    out.push(0);
-                    put64(out, *first as u64);
-                    put64(out, *count as u64);
-                }
-                Payload::File(data) => {
-                    out.push(1);
-                    put64(out, data.offset);
-                    put64(out, data.size);
-                    let segments = data.sparse.as_deref().unwrap_or(&[]);
-                    out.push(u8::from(data.sparse.is_some()));
-                    put64(out, segments.len() as u64);
-                    for s in segments {
-                        put64(out, s.offset);
-                        put64(out, s.len);
-                    }
-                }
-                Payload::Symlink(span) => {
-                    out.push(2);
-                    put_span(out, *span);
-                }
-                Payload::Special => out.push(3),
-            }
-        }
-        put64(out, self.entries.len() as u64);
-        for entry in &self.entries {
-            flush(out, CHUNK)?;
-            put_span(out, entry.name);
-            put64(out, entry.ino);
-        }
-        put64(out, self.xattrs.len() as u64);
-        for (name, value) in &self.xattrs {
-            flush(out, CHUNK)?;
-            put_span(out, *name);
-            put_span(out, *value);
-        }
-        put64(out, self.bytes.len() as u64);
-        flush(out, 1)?;
-        for chunk in self.bytes.chunks(CHUNK) {
-            write(chunk)?;
         }
         Ok(())
     }
 
     /// Decodes what [`Tree::encode`] wrote; all of `bytes` must be used.
+    /// The tree gets its own copy of the bytes.
     pub fn decode(bytes: &[u8]) -> Result<Tree, TreeDecodeError> {
-        let mut r = Reader(bytes);
-        let file_bytes = r.u64()?;
-        let node_count = r.count(60)?;
-        let mut nodes = Vec::with_capacity(node_count);
-        for _ in 0..node_count {
-            let kind = kind_of(r.u8()?)?;
-            let (mode, uid, gid) = (r.u32()?, r.u32()?, r.u32()?);
-            let mtime = r.u64()? as i64;
-            let (mtime_nsec, nlink) = (r.u32()?, r.u32()?);
-            let size = r.u64()?;
-            let rdev = (r.u32()?, r.u32()?);
-            let (layer, parent) = (r.u32()?, r.u32()?);
-            let xattrs = (r.u32()?, r.u32()?);
-            let payload = match r.u8()? {
-                0 => Payload::Dir {
-                    first: r.usize()?,
-                    count: r.usize()?,
-                },
-                1 => {
-                    let (offset, size) = (r.u64()?, r.u64()?);
-                    let is_sparse = r.u8()? != 0;
-                    let count = r.count(16)?;
-                    let mut segments = Vec::with_capacity(count);
-                    for _ in 0..count {
-                        segments.push(SparseSegment {
-                            offset: r.u64()?,
-                            len: r.u64()?,
-                        });
-                    }
-                    Payload::File(DataLayout {
-                        offset,
-                        size,
-                        sparse: is_sparse.then(|| segments.into_boxed_slice()),
-                    })
-                }
-                2 => Payload::Symlink(r.span()?),
-                3 => Payload::Special,
-                _ => return Err(TreeDecodeError("unknown payload")),
-            };
-            nodes.push(Node {
-                kind,
-                mode,
-                uid,
-                gid,
-                mtime,
-                mtime_nsec,
-                nlink,
-                size,
-                rdev,
-                layer,
-                parent,
-                payload,
-                xattrs,
-            });
+        Tree::decode_shared(&(Arc::new(bytes.to_vec()) as Backing), 0)
+    }
+
+    /// Decodes what [`Tree::encode`] wrote from byte `start` of `backing`
+    /// to its end, reading the arrays in place where `start` is aligned to
+    /// [`ALIGN`] (and copying them where it is not). The tree keeps
+    /// `backing` for as long as it lives.
+    pub fn decode_shared(backing: &Backing, start: usize) -> Result<Tree, TreeDecodeError> {
+        let bytes = (**backing).as_ref();
+        let encoded = bytes.get(start..).ok_or(TreeDecodeError("truncated"))?;
+        let (header, _) = <[u64; HEADER_FIELDS]>::read_from_prefix(encoded)
+            .map_err(|_| TreeDecodeError("truncated"))?;
+        let [marker, node_size, entry_size, file_bytes, nodes, extras, entries, xattrs, segments, arena] =
+            header;
+        if marker != LAYOUT_MARKER
+            || node_size != size_of::<Node>() as u64
+            || entry_size != size_of::<DirEntry>() as u64
+        {
+            return Err(TreeDecodeError(
+                "stored by a build with another record layout",
+            ));
         }
-        let entry_count = r.count(24)?;
-        let mut entries = Vec::with_capacity(entry_count);
-        for _ in 0..entry_count {
-            entries.push(DirEntry {
-                name: r.span()?,
-                ino: r.u64()?,
-            });
-        }
-        let xattr_count = r.count(32)?;
-        let mut xattrs = Vec::with_capacity(xattr_count);
-        for _ in 0..xattr_count {
-            xattrs.push((r.span()?, r.span()?));
-        }
-        let byte_count = r.count(1)?;
-        let arena = r.take(byte_count)?.to_vec();
-        if !r.0.is_empty() {
+        let mut at = start + size_of::<[u64; HEADER_FIELDS]>();
+        let mut next = |count: u64, size: usize| {
+            let count = usize::try_from(count).ok()?;
+            let section = at;
+            at = count.checked_mul(size)?.checked_add(at)?;
+            (at <= bytes.len()).then_some((section, count))
+        };
+        let too_long = TreeDecodeError("count larger than the data");
+        let nodes = next(nodes, size_of::<Node>()).ok_or(too_long)?;
+        let extras = next(extras, size_of::<Extra>()).ok_or(too_long)?;
+        let entries = next(entries, size_of::<DirEntry>()).ok_or(too_long)?;
+        let xattrs = next(xattrs, size_of::<[Span; 2]>()).ok_or(too_long)?;
+        let segments = next(segments, size_of::<[u64; 2]>()).ok_or(too_long)?;
+        let arena = next(arena, 1).ok_or(too_long)?;
+        if at != bytes.len() {
             return Err(TreeDecodeError("trailing bytes"));
         }
         let tree = Tree {
-            nodes,
-            entries,
-            xattrs,
-            bytes: arena,
+            nodes: table(backing, nodes)?,
+            extras: table(backing, extras)?,
+            entries: table(backing, entries)?,
+            xattrs: table(backing, xattrs)?,
+            segments: table(backing, segments)?,
+            bytes: table(backing, arena)?,
             file_bytes,
         };
         tree.check()?;
         Ok(tree)
     }
 
-    /// Checks that every index and range stays inside the tree.
+    /// Checks that every node, entry and xattr stays inside the tree, and
+    /// that its directories form a tree: the records on another core while
+    /// this one follows the directories (each check stays in bounds on its
+    /// own, whatever the others find).
     fn check(&self) -> Result<(), TreeDecodeError> {
-        let in_arena = |s: Span| {
-            s.start
-                .checked_add(s.len)
-                .is_some_and(|end| end <= self.bytes.len())
-        };
-        let is_node = |ino: u64| ino >= 1 && ino <= self.nodes.len() as u64;
-        if self.nodes.first().map(|n| n.kind) != Some(NodeKind::Directory) {
-            return Err(TreeDecodeError("the root is not a directory"));
-        }
-        for node in &self.nodes {
-            if !is_node(u64::from(node.parent)) {
+        let (records, shape) = std::thread::scope(|scope| {
+            let records = scope.spawn(|| {
+                self.check_nodes()?;
+                self.check_extras()?;
+                self.check_entries()?;
+                self.check_xattrs()
+            });
+            let shape = self.check_shape();
+            let records = records
+                .join()
+                .unwrap_or(Err(TreeDecodeError("checking thread panicked")));
+            (records, shape)
+        });
+        records?;
+        shape
+    }
+
+    fn check_nodes(&self) -> Result<(), TreeDecodeError> {
+        for node in self.nodes.as_slice() {
+            let kind = kind_of(node.kind).ok_or(TreeDecodeError("unknown node kind"))?;
+            if node.flags & !SPARSE != 0 || (node.flags != 0 && kind != NodeKind::File) {
+                return Err(TreeDecodeError("unknown node flags"));
+            }
+            let payload_fits = match node.payload() {
+                Payload::Dir { first, count } => fits(first, count, self.entries.len()),
+                Payload::Symlink(span) => self.in_arena(span),
+                Payload::File { .. } | Payload::Special => true,
+            };
+            if !payload_fits {
+                return Err(TreeDecodeError("payload out of range"));
+            }
+            if !self.is_node(u64::from(node.parent)) {
                 return Err(TreeDecodeError("parent out of range"));
             }
-            let (first, count) = (node.xattrs.0 as usize, node.xattrs.1 as usize);
-            if first
-                .checked_add(count)
-                .is_none_or(|end| end > self.xattrs.len())
-            {
-                return Err(TreeDecodeError("xattrs out of range"));
-            }
-            let fits = match &node.payload {
-                Payload::Dir { first, count } => {
-                    node.kind == NodeKind::Directory
-                        && first
-                            .checked_add(*count)
-                            .is_some_and(|e| e <= self.entries.len())
-                }
-                Payload::File(_) => node.kind == NodeKind::File,
-                Payload::Symlink(span) => node.kind == NodeKind::Symlink && in_arena(*span),
-                Payload::Special => !matches!(
-                    node.kind,
-                    NodeKind::Directory | NodeKind::File | NodeKind::Symlink
-                ),
-            };
-            if !fits {
-                return Err(TreeDecodeError("payload does not fit the node"));
+            if node.extra as usize > self.extras.len() {
+                return Err(TreeDecodeError("extra out of range"));
             }
         }
-        if !self
-            .entries
-            .iter()
-            .all(|e| in_arena(e.name) && is_node(e.ino))
-        {
-            return Err(TreeDecodeError("entry out of range"));
+        Ok(())
+    }
+
+    fn check_extras(&self) -> Result<(), TreeDecodeError> {
+        let valid = |extra: &Extra| {
+            let [xattr_first, xattr_count] = extra.xattrs;
+            let [sparse_first, sparse_count] = extra.sparse;
+            fits(
+                xattr_first as usize,
+                xattr_count as usize,
+                self.xattrs.len(),
+            ) && fits(
+                sparse_first as usize,
+                sparse_count as usize,
+                self.segments.len(),
+            )
+        };
+        if self.extras.as_slice().iter().all(valid) {
+            Ok(())
+        } else {
+            Err(TreeDecodeError("xattrs or sparse map out of range"))
         }
-        if !self.xattrs.iter().all(|&(n, v)| in_arena(n) && in_arena(v)) {
-            return Err(TreeDecodeError("xattr out of range"));
+    }
+
+    fn check_entries(&self) -> Result<(), TreeDecodeError> {
+        let valid = |e: &DirEntry| self.in_arena(e.name) && self.is_node(e.ino);
+        if self.entries.as_slice().iter().all(valid) {
+            Ok(())
+        } else {
+            Err(TreeDecodeError("entry out of range"))
         }
-        self.check_shape()
+    }
+
+    fn check_xattrs(&self) -> Result<(), TreeDecodeError> {
+        let valid = |&[name, value]: &[Span; 2]| self.in_arena(name) && self.in_arena(value);
+        if self.xattrs.as_slice().iter().all(valid) {
+            Ok(())
+        } else {
+            Err(TreeDecodeError("xattr out of range"))
+        }
+    }
+
+    fn in_arena(&self, span: Span) -> bool {
+        span.start
+            .checked_add(span.len)
+            .is_some_and(|end| end <= self.bytes.len())
+    }
+
+    fn is_node(&self, ino: u64) -> bool {
+        ino >= 1 && ino <= self.nodes.len() as u64
     }
 
     /// Checks that directories form a tree: each is reached once from the
     /// root, through its own parent, so no walk can loop.
     fn check_shape(&self) -> Result<(), TreeDecodeError> {
-        let mut seen = vec![false; self.nodes.len()];
+        // Each table once, not per lookup: this visits every entry.
+        let (nodes, entries) = (self.nodes.as_slice(), self.entries.as_slice());
+        let node = |ino: u64| nodes.get(usize::try_from(ino.checked_sub(1)?).ok()?);
+        let directory = kind_code(NodeKind::Directory);
+        if node(super::ROOT_INO).map(|root| root.kind) != Some(directory) {
+            return Err(TreeDecodeError("the root is not a directory"));
+        }
+        let mut seen = vec![false; nodes.len()];
         seen[0] = true;
         let mut todo = vec![super::ROOT_INO];
         while let Some(dir) = todo.pop() {
-            for entry in self.entries(dir) {
-                let Some(node) = self.node(entry.ino) else {
+            let Some(Payload::Dir { first, count }) = node(dir).map(Node::payload) else {
+                continue;
+            };
+            let listed = first
+                .checked_add(count)
+                .and_then(|end| entries.get(first..end))
+                .ok_or(TreeDecodeError("entries out of range"))?;
+            for entry in listed {
+                let Some(child) = node(entry.ino) else {
                     return Err(TreeDecodeError("entry out of range"));
                 };
-                if node.kind != NodeKind::Directory {
+                if child.kind != directory {
                     continue;
                 }
                 let index = (entry.ino - 1) as usize;
-                if seen[index] || node.parent() != dir {
+                if seen[index] || child.parent() != dir {
                     return Err(TreeDecodeError("directories do not form a tree"));
                 }
                 seen[index] = true;
@@ -269,94 +285,5 @@ impl Tree {
             }
         }
         Ok(())
-    }
-}
-
-fn kind_code(kind: NodeKind) -> u8 {
-    match kind {
-        NodeKind::Directory => 0,
-        NodeKind::File => 1,
-        NodeKind::Symlink => 2,
-        NodeKind::CharDevice => 3,
-        NodeKind::BlockDevice => 4,
-        NodeKind::Fifo => 5,
-    }
-}
-
-fn kind_of(code: u8) -> Result<NodeKind, TreeDecodeError> {
-    Ok(match code {
-        0 => NodeKind::Directory,
-        1 => NodeKind::File,
-        2 => NodeKind::Symlink,
-        3 => NodeKind::CharDevice,
-        4 => NodeKind::BlockDevice,
-        5 => NodeKind::Fifo,
-        _ => return Err(TreeDecodeError("unknown node kind")),
-    })
-}
-
-fn put32(out: &mut Vec<u8>, v: u32) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put_span(out: &mut Vec<u8>, span: Span) {
-    put64(out, span.start as u64);
-    put64(out, span.len as u64);
-}
-
-/// A cursor over the encoding that fails instead of panicking.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], TreeDecodeError> {
-        let (head, rest) = self
-            .0
-            .split_at_checked(n)
-            .ok_or(TreeDecodeError("truncated"))?;
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], TreeDecodeError> {
-        let mut a = [0; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-
-    fn u8(&mut self) -> Result<u8, TreeDecodeError> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, TreeDecodeError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, TreeDecodeError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
-    fn usize(&mut self) -> Result<usize, TreeDecodeError> {
-        usize::try_from(self.u64()?).map_err(|_| TreeDecodeError("number too large"))
-    }
-
-    /// A count of items of at least `min_bytes` each: no more than the
-    /// bytes left could hold, so a bad count cannot make a huge allocation.
-    fn count(&mut self, min_bytes: usize) -> Result<usize, TreeDecodeError> {
-        let n = self.usize()?;
-        if n > self.0.len() / min_bytes.max(1) {
-            return Err(TreeDecodeError("count larger than the data"));
-        }
-        Ok(n)
-    }
-
-    fn span(&mut self) -> Result<Span, TreeDecodeError> {
-        Ok(Span {
-            start: self.usize()?,
-            len: self.usize()?,
-        })
     }
 }

@@ -113,7 +113,7 @@ fn paths_are_normalised_and_implied_dirs_appear() {
     assert_eq!(paths(&tree), ["a", "a/b", "a/b/c.txt", "x", "y"]);
     let implied = node(&tree, "a/b");
     assert_eq!(
-        (implied.kind, implied.mode, implied.uid, implied.gid),
+        (implied.kind(), implied.mode, implied.uid, implied.gid),
         (NodeKind::Directory, 0o755, 0, 0)
     );
 }
@@ -214,7 +214,7 @@ fn file_and_directory_replace_each_other() {
         layer(vec![dir("f"), file("f/inside", 2), file("d", 3)]),
     ]);
     assert_eq!(paths(&tree), ["d", "f", "f/inside"]);
-    assert_eq!(node(&tree, "d").kind, NodeKind::File);
+    assert_eq!(node(&tree, "d").kind(), NodeKind::File);
 }
 
 #[test]
@@ -436,7 +436,7 @@ fn a_path_through_a_lower_file_replaces_it_with_an_implied_directory() {
     let tree = build([layer(vec![file("q", 0)]), layer(vec![file("q/inner", 1)])]);
     assert_eq!(paths(&tree), ["q", "q/inner"]);
     let q = node(&tree, "q");
-    assert_eq!((q.kind, q.mode, q.layer), (NodeKind::Directory, 0o755, 1));
+    assert_eq!((q.kind(), q.mode, q.layer), (NodeKind::Directory, 0o755, 1));
 }
 
 #[test]
@@ -449,7 +449,7 @@ fn whiteouts_and_hardlinks_do_not_go_through_files() {
         ]),
     ]);
     assert_eq!(paths(&tree), ["f"]);
-    assert_eq!(node(&tree, "f").kind, NodeKind::File);
+    assert_eq!(node(&tree, "f").kind(), NodeKind::File);
     assert_eq!(warnings.len(), 1);
 }
 
@@ -655,4 +655,44 @@ fn damaged_tree_bytes_are_refused_not_trusted() {
     let mut longer = bytes.clone();
     longer.push(0);
     assert!(Tree::decode(&longer).is_err(), "trailing byte");
+}
+
+/// Stored bytes at an offset of a buffer aligned for any record, as a
+/// mapped cache entry is.
+struct Aligned(Vec<u64>, usize);
+
+impl AsRef<[u8]> for Aligned {
+    fn as_ref(&self) -> &[u8] {
+        &zerocopy::IntoBytes::as_bytes(&self.0[..])[..self.1]
+    }
+}
+
+#[test]
+fn a_stored_tree_is_read_in_place_when_aligned_and_copied_when_not() {
+    let tree = stored_sample();
+    let mut bytes = Vec::new();
+    tree.encode(&mut bytes);
+    for shift in [0, 8, 1, 3] {
+        let len = shift + bytes.len();
+        let mut words = vec![0u64; len.div_ceil(8)];
+        zerocopy::IntoBytes::as_mut_bytes(&mut words[..])[shift..len].copy_from_slice(&bytes);
+        let backing: Backing = std::sync::Arc::new(Aligned(words, len));
+        let back = Tree::decode_shared(&backing, shift).expect("decode");
+        assert_eq!(observe(&back), observe(&tree), "shift {shift}");
+        assert_eq!(back.reads_in_place(), shift % 8 == 0, "shift {shift}");
+    }
+}
+
+#[test]
+fn a_tree_stored_with_another_record_layout_is_refused() {
+    let tree = stored_sample();
+    let mut bytes = Vec::new();
+    tree.encode(&mut bytes);
+    // The node record size, the header's second field.
+    bytes[8] ^= 8;
+    let error = Tree::decode(&bytes).expect_err("other layout");
+    assert!(
+        error.to_string().contains("another record layout"),
+        "{error}"
+    );
 }

@@ -34,7 +34,7 @@ impl Tree {
                 continue;
             };
             visit(&path, entry.ino, node)?;
-            if node.kind == NodeKind::Directory {
+            if node.kind() == NodeKind::Directory {
                 open.push((entry.ino, path.len(), 0));
             }
         }
