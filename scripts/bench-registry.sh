@@ -5,7 +5,8 @@
 # (real files: 43k of them here), pushes it to Debian's docker-registry on
 # loopback, then in one run measures, with the page cache dropped before
 # each step:
-#   - skopeo copy of the whole image to an OCI layout on disk;
+#   - skopeo copy of the whole image to an OCI layout on disk, then umoci
+#     unpack of it (what reading one file takes without layerfs);
 #   - layerfs: the first mount (which streams each blob once to index it),
 #     a remount with the stored index, then on that mount the first byte of
 #     one file near the end of the big layer, `ls -lR`, and a read of every
@@ -50,7 +51,7 @@ if [[ ! -f $LAYOUT/index.json ]]; then
     tar -C / --sort=name -cf - "usr/$part" 2>/dev/null | pigz -6 > "$WORK/$part.tar.gz"
   done
   python3 - "$LAYOUT" "$WORK/bin.tar.gz" "$WORK/share.tar.gz" <<'EOF'
-import hashlib, json, os, shutil, sys
+import gzip, hashlib, json, os, shutil, sys
 layout, layers = sys.argv[1], sys.argv[2:]
 def blob(data=None, path=None):
     if path:
@@ -64,9 +65,16 @@ def blob(data=None, path=None):
         digest, size = hashlib.sha256(data).hexdigest(), len(data)
         open(f"{layout}/blobs/sha256/{digest}", 'wb').write(data)
     return {"digest": f"sha256:{digest}", "size": size}
+def diff_id(path):
+    h = hashlib.sha256()
+    with gzip.open(path, 'rb') as f:
+        for b in iter(lambda: f.read(1 << 20), b''):
+            h.update(b)
+    return f"sha256:{h.hexdigest()}"
+diff_ids = [diff_id(p) for p in layers]
 descs = [dict(mediaType="application/vnd.oci.image.layer.v1.tar+gzip", **blob(path=p)) for p in layers]
 config = json.dumps({"architecture": "amd64", "os": "linux",
-    "rootfs": {"type": "layers", "diff_ids": []}, "config": {}}).encode()
+    "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {}}).encode()
 manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
     "config": dict(mediaType="application/vnd.oci.image.config.v1+json", **blob(config)),
     "layers": descs}).encode()
@@ -128,6 +136,12 @@ printf '%-42s %12s %20s\n' step time "blob bytes fetched"
 drop; rm -rf "$WORK/pulled"
 t0=$(now); skopeo copy -q --src-tls-verify=false "docker://$REF" "oci:$WORK/pulled:1"; t1=$(now)
 row "skopeo copy (whole image to disk)" "$(elapsed "$t0" "$t1")" "$(blob_bytes)"
+if command -v umoci >/dev/null; then
+  rm -rf "$WORK/bundle"; drop
+  t0=$(now); umoci unpack --image "$WORK/pulled:1" "$WORK/bundle" >/dev/null 2>&1; t1=$(now)
+  row "  then umoci unpack (to read a file)" "$(elapsed "$t0" "$t1")" 0
+  rm -rf "$WORK/bundle"
+fi
 
 CACHE=$WORK/cache; rm -rf "$CACHE"; mkdir -p "$MNT"
 drop
