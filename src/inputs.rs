@@ -58,12 +58,19 @@ pub enum InputError {
     /// An image argument could not be resolved.
     #[error(transparent)]
     Image(#[from] ImageError),
-    /// An argument that is no file here, taken as a registry reference,
-    /// could not be resolved.
-    #[error("{arg}: {source}")]
+    /// A `docker://` argument is not a valid reference (the message names
+    /// it).
+    #[error(transparent)]
+    BadReference(RegistryError),
+    /// An argument taken as a registry reference could not be resolved.
+    /// A bare one (no `docker://`) is no file here either, which the
+    /// message says too: it may be a mistyped path.
+    #[error("{arg}: {}{source}", if *bare { "no such file or directory; as a registry reference: " } else { "" })]
     Registry {
         /// The argument.
         arg: String,
+        /// Whether it came without `docker://`.
+        bare: bool,
         /// What the registry client said.
         source: RegistryError,
     },
@@ -177,10 +184,6 @@ fn remote_image(
     if !explicit && (std::fs::symlink_metadata(arg).is_ok() || local_image_exists(arg)) {
         return Ok(None);
     }
-    let fail = |source| InputError::Registry {
-        arg: text.to_string(),
-        source,
-    };
     let reference = match registry::parse(text) {
         Ok(Some(reference)) => reference,
         Ok(None) => return Ok(None),
@@ -188,7 +191,12 @@ fn remote_image(
         // reference: the file error ("no such file") says more, unless a
         // reference was clearly meant.
         Err(_) if !explicit => return Ok(None),
-        Err(e) => return Err(fail(e)),
+        Err(e) => return Err(InputError::BadReference(e)),
+    };
+    let fail = |source| InputError::Registry {
+        arg: text.to_string(),
+        bare: !explicit,
+        source,
     };
     let options = RegistryOptions {
         insecure: inputs.insecure,
