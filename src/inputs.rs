@@ -61,7 +61,7 @@ pub enum InputError {
     /// A `docker://` argument is not a valid reference (the message names
     /// it).
     #[error(transparent)]
-    BadReference(RegistryError),
+    BadReference(Box<RegistryError>),
     /// An argument taken as a registry reference could not be resolved.
     /// A bare one (no `docker://`) is no file here either, which the
     /// message says too: it may be a mistyped path.
@@ -72,7 +72,7 @@ pub enum InputError {
         /// Whether it came without `docker://`.
         bare: bool,
         /// What the registry client said.
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     /// `--digest` is not `N=DIGEST` with N a layer.
     #[error("--digest {text:?}: {why}")]
@@ -191,12 +191,12 @@ fn remote_image(
         // reference: the file error ("no such file") says more, unless a
         // reference was clearly meant.
         Err(_) if !explicit => return Ok(None),
-        Err(e) => return Err(InputError::BadReference(e)),
+        Err(e) => return Err(InputError::BadReference(Box::new(e))),
     };
     let fail = |source| InputError::Registry {
         arg: text.to_string(),
         bare: !explicit,
-        source,
+        source: Box::new(source),
     };
     let options = RegistryOptions {
         insecure: inputs.insecure,
