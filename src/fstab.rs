@@ -270,6 +270,14 @@ mod tests {
             split("me@/x.tar:y.tar"),
             [Path::new("me@/x.tar"), Path::new("y.tar")]
         );
+        // A registry reference, its port's and tag's colons escaped.
+        assert_eq!(
+            split(r"registry.example.com\:5000/app\:1.4:/l/patch.tar"),
+            [
+                Path::new("registry.example.com:5000/app:1.4"),
+                Path::new("/l/patch.tar")
+            ]
+        );
     }
 
     #[test]
