@@ -393,12 +393,7 @@ impl RemoteBlob {
     /// each; a chunk that fails its check is fetched once more on its own
     /// (a proxy may have mangled one response) before it is an error.
     fn fetch_run(&self, first: u64, count: usize) -> io::Result<Vec<Arc<[u8]>>> {
-        let start = first * CHUNK;
-        let end = (start + count as u64 * CHUNK).min(self.len);
-        let mut bytes = vec![0u8; usize::try_from(end - start).map_err(io::Error::other)?];
-        self.fetch.fetch(start, &mut bytes)?;
-        self.fetched
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let bytes = self.fetch_span(first, count as u64)?;
         let mut out = Vec::with_capacity(count);
         for (i, piece) in bytes.chunks(CHUNK as usize).enumerate() {
             let k = first + i as u64;
@@ -417,13 +412,20 @@ impl RemoteBlob {
         Ok(out)
     }
 
-    fn refetch(&self, k: u64) -> io::Result<Vec<u8>> {
-        let start = k * CHUNK;
-        let end = (start + CHUNK).min(self.len);
+    /// The bytes of `count` chunks from chunk `first`, in one request.
+    fn fetch_span(&self, first: u64, count: u64) -> io::Result<Vec<u8>> {
+        let start = first * CHUNK;
+        let end = (start + count * CHUNK).min(self.len);
         let mut bytes = vec![0u8; usize::try_from(end - start).map_err(io::Error::other)?];
         self.fetch.fetch(start, &mut bytes)?;
         self.fetched
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    fn refetch(&self, k: u64) -> io::Result<Vec<u8>> {
+        let bytes = self.fetch_span(k, 1)?;
+        let (start, end) = (k * CHUNK, k * CHUNK + bytes.len() as u64);
         if self.checks(k, &bytes) {
             return Ok(bytes);
         }
