@@ -6,7 +6,8 @@ cargo build --release --quiet
 dir=$(mktemp -d /tmp/layerfs-demo.XXXXXX)
 mapfile -t layers < <(scripts/make-sample.sh "$dir")
 mkdir -p "$dir/mnt"
-trap 'target/release/layerfs umount "$dir/mnt" 2>/dev/null; rm -rf "$dir"' EXIT
+# On any exit: unmount if still mounted (an error half-way), then clean up.
+trap 'mountpoint -q "$dir/mnt" && target/release/layerfs umount "$dir/mnt"; rm -rf "$dir"' EXIT
 echo "+ layerfs mount ${layers[*]} $dir/mnt"
 target/release/layerfs mount "${layers[@]}" "$dir/mnt"
 echo "+ ls -lR $dir/mnt"
