@@ -536,16 +536,7 @@ fn layer_key(layer: &Layer, verify: Option<&str>) -> Option<LayerKey> {
 fn tar_key(layer: &LayerSource, verify: Option<&str>) -> Option<LayerKey> {
     let Some(file) = layer.file() else {
         let digest = layer.blob_digest()?;
-        return Some(LayerKey {
-            size: layer.file_len(),
-            mtime_ns: 0,
-            inode: 0,
-            device: 0,
-            ends_hash: 0,
-            digest: Some(digest.to_string()),
-            offset: 0,
-            verified: Some(digest.to_string()),
-        });
+        return Some(LayerKey::of_blob(digest, layer.file_len()));
     };
     match LayerKey::of_range(file, layer.offset(), layer.file_len()) {
         Ok(key) => Some(match verify {
@@ -934,17 +925,28 @@ fn check_digest(
         layer.file_len(),
         started.elapsed()
     );
-    if actual != expected.to_ascii_lowercase() {
-        return Err(StackError::Digest {
-            path: layer.path().to_path_buf(),
-            number: n + 1,
-            offset: layer.offset(),
-            len: layer.file_len(),
-            expected: expected.to_string(),
-            actual,
-        });
+    compare_digest(layer, n, expected, actual)
+}
+
+/// The one comparison of a layer's hashed digest with the one it must
+/// have, whether hashed before its pass (a file) or by it (a remote blob).
+fn compare_digest(
+    layer: &LayerSource,
+    n: usize,
+    expected: &str,
+    actual: String,
+) -> Result<(), StackError> {
+    if actual == expected.to_ascii_lowercase() {
+        return Ok(());
     }
-    Ok(())
+    Err(StackError::Digest {
+        path: layer.path().to_path_buf(),
+        number: n + 1,
+        offset: layer.offset(),
+        len: layer.file_len(),
+        expected: expected.to_string(),
+        actual,
+    })
 }
 
 /// One pass over the layer, its members handed to `sink` `batch` at a
@@ -974,16 +976,7 @@ fn index_one(
         },
     })?;
     if let (Some(expected), Some(actual)) = (verify, seek.blob_digest()) {
-        if actual != expected.to_ascii_lowercase() {
-            return Err(StackError::Digest {
-                path: layer.path().to_path_buf(),
-                number: n + 1,
-                offset: 0,
-                len: layer.file_len(),
-                expected: expected.to_string(),
-                actual,
-            });
-        }
+        compare_digest(layer, n, expected, actual)?;
     }
     layer.attach(seek.clone())?;
     Ok(seek)

@@ -98,6 +98,22 @@ impl LayerKey {
         })
     }
 
+    /// The key of a remote blob: its digest and size alone, so that its
+    /// stored index serves every machine sharing the cache. An entry is
+    /// stored under it only once the blob was checked against the digest.
+    pub fn of_blob(digest: &str, size: u64) -> LayerKey {
+        LayerKey {
+            size,
+            mtime_ns: 0,
+            inode: 0,
+            device: 0,
+            ends_hash: 0,
+            digest: Some(digest.to_string()),
+            offset: 0,
+            verified: Some(digest.to_string()),
+        }
+    }
+
     /// The same key, for a layer whose bytes were checked against `digest`
     /// before indexing (see [`LayerKey::verified`]).
     pub fn with_verified(mut self, digest: impl Into<String>) -> LayerKey {
