@@ -29,6 +29,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
+use super::gzip_parallel::{self, BlockEnd, Next, Output, Speculation};
 use super::positioned::PositionedReader;
 use super::seek::{SeekDecodeError, SeekIndex};
 use super::zlib::{Flush, Inflater};
@@ -41,7 +42,7 @@ use super::zlib::{Flush, Inflater};
 pub(super) const SPACING: u64 = 2 << 20;
 
 /// How far back deflate can refer: what a checkpoint must remember.
-const WINDOW: usize = 32 * 1024;
+pub(super) const WINDOW: usize = 32 * 1024;
 
 /// Compressed read size of the indexing pass.
 const PASS_INPUT: usize = 256 * 1024;
@@ -241,7 +242,7 @@ fn corrupt(msg: &'static str) -> io::Error {
 
 /// The compressed file read through a buffer, knowing the file offset of
 /// every byte it hands out (which is what a checkpoint records).
-struct Input {
+pub(super) struct Input {
     reader: PositionedReader,
     buf: Box<[u8]>,
     start: usize,
@@ -249,7 +250,7 @@ struct Input {
 }
 
 impl Input {
-    fn new(file: Arc<Region>, file_len: u64, pos: u64, capacity: usize) -> Input {
+    pub(super) fn new(file: Arc<Region>, file_len: u64, pos: u64, capacity: usize) -> Input {
         Input {
             reader: PositionedReader {
                 file,
@@ -263,13 +264,13 @@ impl Input {
     }
 
     /// File offset of the next byte not yet consumed.
-    fn pos(&self) -> u64 {
+    pub(super) fn pos(&self) -> u64 {
         self.reader.pos - (self.end - self.start) as u64
     }
 
     /// The buffered bytes not yet consumed, reading more if there are
     /// none; empty at the end of the file.
-    fn fill(&mut self) -> io::Result<&[u8]> {
+    pub(super) fn fill(&mut self) -> io::Result<&[u8]> {
         if self.start == self.end {
             let left = self.reader.len.saturating_sub(self.reader.pos);
             let want = self
@@ -289,7 +290,7 @@ impl Input {
         Ok(&self.buf[self.start..self.end])
     }
 
-    fn consume(&mut self, n: usize) {
+    pub(super) fn consume(&mut self, n: usize) {
         self.start = (self.start + n).min(self.end);
     }
 
@@ -306,7 +307,7 @@ impl Input {
     }
 
     /// The next byte of a header or trailer, which must be there.
-    fn needed(&mut self) -> io::Result<u8> {
+    pub(super) fn needed(&mut self) -> io::Result<u8> {
         self.byte()?
             .ok_or_else(|| corrupt("gzip stream is truncated"))
     }
@@ -421,22 +422,47 @@ impl Cursor {
         checkpoint: &Checkpoint,
     ) -> io::Result<Self> {
         let window = checkpoint.window()?;
+        let bit = checkpoint.input * 8 - u64::from(checkpoint.bits);
+        Self::at_bit(file, file_len, bit, &window, checkpoint.out, ACCESS_INPUT)
+    }
+
+    /// A cursor inside a deflate stream at a block boundary, the compressed
+    /// bit `bit`, where the decompressed offset is `pos` and `window` is
+    /// the output before it.
+    fn at_bit(
+        file: Arc<Region>,
+        file_len: u64,
+        bit: u64,
+        window: &[u8],
+        pos: u64,
+        capacity: usize,
+    ) -> io::Result<Self> {
         let mut inflater = Inflater::new_raw()?;
-        let from = checkpoint
-            .input
-            .saturating_sub(u64::from(checkpoint.bits > 0));
-        let mut input = Input::new(file, file_len, from, ACCESS_INPUT);
-        if checkpoint.bits > 0 {
+        let mut input = Input::new(file, file_len, bit / 8, capacity);
+        let used = (bit % 8) as u8;
+        if used > 0 {
             let byte = input.needed()?;
-            inflater.prime(checkpoint.bits, byte >> (8 - checkpoint.bits))?;
+            inflater.prime(8 - used, byte >> used)?;
         }
-        inflater.set_dictionary(&window)?;
+        inflater.set_dictionary(window)?;
         Ok(Cursor {
             input,
             inflater,
-            pos: checkpoint.out,
+            pos,
             phase: Phase::Deflate,
             strict: false,
+        })
+    }
+
+    /// A cursor before a member's trailer at byte `at` of the file (the
+    /// indexing pass's, so strict).
+    fn at_trailer(file: Arc<Region>, file_len: u64, at: u64, pos: u64) -> io::Result<Self> {
+        Ok(Cursor {
+            input: Input::new(file, file_len, at, PASS_INPUT),
+            inflater: Inflater::new_raw()?,
+            pos,
+            phase: Phase::Trailer,
+            strict: true,
         })
     }
 
@@ -542,38 +568,65 @@ impl Cursor {
     }
 }
 
-/// The indexing pass for a gzip layer; see [`index_pass_with_spacing`].
+/// The indexing pass for a gzip layer; see [`index_pass_with`]. A local
+/// layer of at least two chunks is inflated on every core (up to four);
+/// a remote blob is streamed once, in order, on one.
 pub(super) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder> {
-    index_pass_with_spacing(file, file_len, SPACING)
+    let workers = if file.is_remote() {
+        1
+    } else {
+        super::parallel::workers()
+    };
+    let parallel = (workers > 1 && file_len >= 2 * gzip_parallel::CHUNK).then_some(Parallel {
+        chunk: gzip_parallel::CHUNK,
+        workers,
+        marked_limit: gzip_parallel::MARKED_LIMIT,
+    });
+    index_pass_with(file, file_len, SPACING, parallel)
+}
+
+/// How the first member is inflated on several cores.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Parallel {
+    /// Compressed bytes per chunk.
+    pub(super) chunk: u64,
+    pub(super) workers: usize,
+    /// See [`gzip_parallel::MARKED_LIMIT`].
+    pub(super) marked_limit: u64,
 }
 
 /// The indexing pass with checkpoints about every `spacing` output bytes
-/// (tests use small spacings to get many checkpoints from little data).
-pub(super) fn index_pass_with_spacing(
+/// (tests use small spacings to get many checkpoints from little data),
+/// inflating the first member on several cores if `parallel` says how.
+pub(super) fn index_pass_with(
     file: Arc<Region>,
     file_len: u64,
     spacing: u64,
+    parallel: Option<Parallel>,
 ) -> Box<dyn IndexingDecoder> {
-    match Cursor::at_start(file, file_len, PASS_INPUT, true) {
-        Ok(cursor) => Box::new(GzipPass {
-            cursor,
-            out: vec![0; WINDOW + PASS_OUTPUT].into_boxed_slice(),
-            read: 0,
-            write: 0,
-            history: 0,
-            crc: flate2::Crc::new(),
-            spacing: spacing.max(1),
-            last: 0,
-            index: GzipIndex::default(),
-            failed: None,
-        }),
+    match GzipPass::new(file, file_len, spacing, parallel) {
+        Ok(pass) => Box::new(pass),
         Err(e) => Box::new(FailedPass(Some(e))),
     }
 }
 
+/// Where the pass's decompressed bytes come from.
+enum Source {
+    /// One inflater, on the pass's thread.
+    Alone(Cursor),
+    /// Workers inflating chunks of the first member ahead of the pass.
+    Speculative(Speculation),
+    /// Failed, or between the two above.
+    Done,
+}
+
 /// Decompresses for the tar indexer and notes checkpoints on the way.
 struct GzipPass {
-    cursor: Cursor,
+    file: Arc<Region>,
+    file_len: u64,
+    source: Source,
+    /// Set until the first member starts (whether to speculate then).
+    parallel: Option<Parallel>,
     /// Decompressed bytes: up to [`WINDOW`] already handed out (kept for
     /// checkpoints), then `read..write` not yet handed out.
     out: Box<[u8]>,
@@ -582,6 +635,8 @@ struct GzipPass {
     /// How many bytes before `write` belong to the current member (a
     /// member never refers back past its own start).
     history: usize,
+    /// Decompressed offset of `out[write]`.
+    pos: u64,
     /// Of the current member so far.
     crc: flate2::Crc,
     spacing: u64,
@@ -590,24 +645,90 @@ struct GzipPass {
     index: GzipIndex,
     /// Set by the first error; the stream is unusable after it.
     failed: Option<io::ErrorKind>,
+    /// While speculating: the decompressed offset where the chunk being
+    /// handed out starts, and the output before it.
+    chunk_out: u64,
+    chunk_window: Vec<u8>,
+    /// Bytes the workers inflated that were handed out (for tests: did
+    /// speculation happen).
+    from_workers: u64,
 }
 
 impl GzipPass {
-    /// Inflates one step into `out`, checking members and noting
-    /// checkpoints.
-    fn refill(&mut self) -> io::Result<()> {
-        if self.write == self.out.len() {
-            // Keep the last window in front; all of it has been read.
+    fn new(
+        file: Arc<Region>,
+        file_len: u64,
+        spacing: u64,
+        parallel: Option<Parallel>,
+    ) -> io::Result<GzipPass> {
+        let cursor = Cursor::at_start(Arc::clone(&file), file_len, PASS_INPUT, true)?;
+        Ok(GzipPass {
+            file,
+            file_len,
+            source: Source::Alone(cursor),
+            parallel,
+            out: vec![0; WINDOW + PASS_OUTPUT].into_boxed_slice(),
+            read: 0,
+            write: 0,
+            history: 0,
+            pos: 0,
+            crc: flate2::Crc::new(),
+            spacing: spacing.max(1),
+            last: 0,
+            index: GzipIndex::default(),
+            failed: None,
+            chunk_out: 0,
+            chunk_window: Vec::new(),
+            from_workers: 0,
+        })
+    }
+
+    /// Makes room for `n` more bytes after `write`, keeping the last
+    /// window in front; everything before `write` has been handed out.
+    fn make_room(&mut self, n: usize) {
+        if self.write + n > self.out.len() {
             let keep = WINDOW.min(self.write);
             self.out.copy_within(self.write - keep..self.write, 0);
             self.write = keep;
             self.read = keep;
             self.history = self.history.min(keep);
         }
-        match self
-            .cursor
-            .step(&mut self.out[self.write..], Flush::Block)?
-        {
+    }
+
+    /// Inflates one step into `out`, checking members and noting
+    /// checkpoints.
+    fn refill(&mut self) -> io::Result<()> {
+        match &mut self.source {
+            Source::Alone(_) => self.refill_alone(),
+            Source::Done => Err(corrupt("gzip stream failed earlier")),
+            Source::Speculative(speculation) => match speculation.next() {
+                Next::Data(output, ends) => self.take(output, &ends),
+                Next::ChunkStart => {
+                    self.start_chunk();
+                    Ok(())
+                }
+                Next::StreamEnd(trailer) => {
+                    self.source = Source::Done;
+                    let cursor = Cursor::at_trailer(
+                        Arc::clone(&self.file),
+                        self.file_len,
+                        trailer,
+                        self.pos,
+                    )?;
+                    self.source = Source::Alone(cursor);
+                    Ok(())
+                }
+                Next::Alone(bit) => self.go_alone(bit),
+            },
+        }
+    }
+
+    fn refill_alone(&mut self) -> io::Result<()> {
+        self.make_room(1);
+        let Source::Alone(cursor) = &mut self.source else {
+            return Ok(());
+        };
+        match cursor.step(&mut self.out[self.write..], Flush::Block)? {
             Event::Data {
                 produced,
                 block_end,
@@ -616,14 +737,31 @@ impl GzipPass {
                     .update(&self.out[self.write..self.write + produced]);
                 self.write += produced;
                 self.history += produced;
+                self.pos += produced as u64;
                 if let Some(bits) = block_end {
-                    self.checkpoint(bits)?;
+                    let input = cursor.input.pos();
+                    self.checkpoint(self.write, input * 8 - u64::from(bits))?;
                 }
             }
             Event::MemberStart => {
+                let deflate = cursor.input.pos() * 8;
                 self.crc.reset();
                 self.history = 0;
-                self.checkpoint(0)?;
+                self.checkpoint(self.write, deflate)?;
+                if let Some(p) = self.parallel.take().filter(|_| self.pos == 0) {
+                    let speculation = Speculation::start(
+                        Arc::clone(&self.file),
+                        self.file_len,
+                        deflate,
+                        p.chunk,
+                        p.workers,
+                        p.marked_limit,
+                    );
+                    if let Some(speculation) = speculation {
+                        self.source = Source::Speculative(speculation);
+                        self.start_chunk();
+                    }
+                }
             }
             Event::MemberEnd { crc, size } => {
                 if crc != self.crc.sum() {
@@ -633,51 +771,142 @@ impl GzipPass {
                     return Err(corrupt("gzip member length does not match its trailer"));
                 }
             }
-            Event::End => self.index.end = Some(self.cursor.pos),
+            Event::End => self.index.end = Some(self.pos),
+        }
+        self.parallel = None;
+        Ok(())
+    }
+
+    /// Keeps what a chunk's marked bytes refer to.
+    fn start_chunk(&mut self) {
+        self.chunk_out = self.pos;
+        self.chunk_window.clear();
+        let keep = self.history.min(WINDOW);
+        self.chunk_window
+            .extend_from_slice(&self.out[self.write - keep..self.write]);
+    }
+
+    /// Appends a piece from the workers and notes its block ends.
+    fn take(&mut self, output: Output, ends: &[BlockEnd]) -> io::Result<()> {
+        let len = match &output {
+            Output::Bytes(bytes) => bytes.len(),
+            Output::Marked(first, _) => first.len(),
+        };
+        self.make_room(len);
+        let start = self.write;
+        let dest = &mut self.out[start..start + len];
+        let Source::Speculative(speculation) = &self.source else {
+            return Ok(());
+        };
+        match output {
+            Output::Bytes(bytes) => {
+                dest.copy_from_slice(&bytes);
+                speculation.recycle(bytes);
+            }
+            Output::Marked(first, second) => {
+                let resolved = gzip_parallel::resolve(&first, &second, &self.chunk_window, dest);
+                speculation.recycle(first);
+                speculation.recycle(second);
+                if !resolved {
+                    // Refers back past the member's start: let one
+                    // inflater meet it and say so.
+                    let bit = speculation.chunk_start();
+                    return self.go_alone(bit);
+                }
+            }
+        }
+        self.crc.update(&self.out[start..start + len]);
+        self.from_workers += len as u64;
+        self.write += len;
+        self.history += len;
+        self.pos += len as u64;
+        for end in ends {
+            self.checkpoint(start + end.at, end.bit)?;
         }
         Ok(())
     }
 
-    /// Notes a checkpoint here if the last one is `spacing` behind.
-    fn checkpoint(&mut self, bits: u8) -> io::Result<()> {
-        let out = self.cursor.pos;
+    /// Ends speculation: one inflater starts again at `bit`, the start of
+    /// the chunk being handed out, and drops what was handed out already.
+    fn go_alone(&mut self, bit: u64) -> io::Result<()> {
+        log::debug!(
+            "gzip: inflating on one core from bit {bit} (output offset {})",
+            self.chunk_out
+        );
+        // Workers stop before the pass goes on without them.
+        self.source = Source::Done;
+        let mut cursor = Cursor::at_bit(
+            Arc::clone(&self.file),
+            self.file_len,
+            bit,
+            &self.chunk_window,
+            self.chunk_out,
+            PASS_INPUT,
+        )?;
+        cursor.strict = true;
+        let mut skip = self.pos - self.chunk_out;
+        let mut scratch = vec![0u8; SKIP_BUFFER];
+        while skip > 0 {
+            let want = usize::try_from(skip).map_or(SKIP_BUFFER, |s| s.min(SKIP_BUFFER));
+            match cursor.step(&mut scratch[..want], Flush::None)? {
+                Event::Data { produced, .. } if produced > 0 => skip -= produced as u64,
+                _ => return Err(corrupt("gzip stream changed while it was indexed")),
+            }
+        }
+        self.source = Source::Alone(cursor);
+        Ok(())
+    }
+
+    /// Notes a checkpoint at the block boundary at compressed `bit`, after
+    /// `out[..end]`, if the last one is `spacing` behind.
+    fn checkpoint(&mut self, end: usize, bit: u64) -> io::Result<()> {
+        let out = self.pos - (self.write - end) as u64;
         if out - self.last < self.spacing {
             return Ok(());
         }
-        let window = &self.out[self.write - self.history.min(WINDOW)..self.write];
+        let history = self.history - (self.write - end);
+        let window = &self.out[end - history.min(WINDOW)..end];
         let mut z = flate2::write::DeflateEncoder::new(
             Vec::with_capacity(WINDOW / 2),
             flate2::Compression::default(),
         );
         z.write_all(window)?;
+        let input = bit.div_ceil(8);
         self.index.checkpoints.push(Checkpoint {
             out,
-            input: self.cursor.input.pos(),
-            bits,
+            input,
+            bits: (input * 8 - bit) as u8,
             window_len: window.len() as u32,
             window: z.finish()?,
         });
         self.last = out;
         Ok(())
     }
-}
 
-impl Read for GzipPass {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
+    /// Waits until there is something to hand out; false at the end.
+    fn available(&mut self) -> io::Result<bool> {
         while self.read == self.write {
             if let Some(kind) = self.failed {
                 return Err(io::Error::new(kind, "gzip stream failed earlier"));
             }
             if self.index.end.is_some() {
-                return Ok(0);
+                return Ok(false);
             }
             if let Err(e) = self.refill() {
                 self.failed = Some(e.kind());
+                // Workers stop now, not when the pass is dropped.
+                self.source = Source::Done;
                 return Err(e);
             }
+        }
+        Ok(true)
+    }
+}
+
+impl Read for GzipPass {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() || !self.available()? {
+            return Ok(0);
         }
         let n = buf.len().min(self.write - self.read);
         buf[..n].copy_from_slice(&self.out[self.read..self.read + n]);
@@ -687,6 +916,18 @@ impl Read for GzipPass {
 }
 
 impl IndexingDecoder for GzipPass {
+    /// Drops decompressed bytes without copying them out.
+    fn skip(&mut self, n: u64) -> io::Result<u64> {
+        let mut done = 0;
+        while done < n && self.available()? {
+            let k = usize::try_from(n - done)
+                .map_or(self.write - self.read, |k| k.min(self.write - self.read));
+            self.read += k;
+            done += k as u64;
+        }
+        Ok(done)
+    }
+
     /// The index covers what was read; the tar indexer may stop at the
     /// archive's end blocks, before the stream's end, and reads beyond the
     /// last checkpoint simply inflate forward from it.
@@ -975,7 +1216,7 @@ mod tests {
 
     /// Runs the indexing pass to the end, checking what it streams.
     fn index(file: &Arc<Region>, len: u64, spacing: u64, data: &[u8]) -> io::Result<GzipIndex> {
-        let mut pass = index_pass_with_spacing(Arc::clone(file), len, spacing);
+        let mut pass = index_pass_with(Arc::clone(file), len, spacing, None);
         let mut all = Vec::new();
         // Odd-sized reads, as the tar parser's are not aligned to anything.
         let mut buf = vec![0; 7919];
@@ -1226,7 +1467,7 @@ mod tests {
         let mut gz = gzip(&data[..1 << 20], 6);
         gz.extend(gzip(&data[1 << 20..], 6));
         let (_f, file, len) = temp(&gz);
-        let mut pass = index_pass_with_spacing(Arc::clone(&file), len, 100_000);
+        let mut pass = index_pass_with(Arc::clone(&file), len, 100_000, None);
         let mut head = vec![0; 700_000];
         pass.read_exact(&mut head).expect("read");
         assert!(head[..] == data[..700_000]);
@@ -1381,5 +1622,230 @@ mod tests {
             .read_exact_at(offset + 10, &mut buf)
             .expect_err("bad window");
         assert_ne!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// Streams a pass to its end or its first error, in odd-sized reads
+    /// and skips, as the tar parser does.
+    fn stream(pass: &mut dyn IndexingDecoder) -> (Vec<u8>, Option<io::Error>) {
+        let mut all = Vec::new();
+        let mut buf = vec![0; 7919];
+        let mut turn = 0u64;
+        loop {
+            turn += 1;
+            let got = if turn % 5 == 0 {
+                // A skipped stretch is the zeros' length; compared by length.
+                pass.skip(20_011).map(|n| {
+                    all.extend(std::iter::repeat_n(0u8, n as usize));
+                    n as usize
+                })
+            } else {
+                // Whole reads, so that the pattern does not depend on how
+                // much each read happened to get.
+                let mut filled = 0;
+                let mut result = Ok(0);
+                while filled < buf.len() {
+                    match pass.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                all.extend_from_slice(&buf[..filled]);
+                result.map(|_| filled)
+            };
+            match got {
+                Ok(0) => return (all, None),
+                Ok(_) => {}
+                Err(e) => return (all, Some(e)),
+            }
+        }
+    }
+
+    /// The bytes a pass read, with skipped stretches zeroed as [`stream`]
+    /// records them.
+    fn as_streamed(data: &[u8]) -> Vec<u8> {
+        let mut expected = Vec::with_capacity(data.len());
+        let mut turn = 0u64;
+        let mut at = 0;
+        while at < data.len() {
+            turn += 1;
+            let n = if turn % 5 == 0 { 20_011 } else { 7919 };
+            let end = (at + n).min(data.len());
+            if turn % 5 == 0 {
+                expected.extend(std::iter::repeat_n(0u8, end - at));
+            } else {
+                expected.extend_from_slice(&data[at..end]);
+            }
+            at = end;
+        }
+        expected
+    }
+
+    fn speculative(chunk: u64, workers: usize, marked_limit: u64) -> Option<Parallel> {
+        Some(Parallel {
+            chunk,
+            workers,
+            marked_limit,
+        })
+    }
+
+    /// Data whose chunks need their window for long (a block repeated
+    /// with small changes), next to text, noise and a run of zeros.
+    fn mixed(len: usize, seed: u64) -> Vec<u8> {
+        let mut data = semi_compressible(len / 2, seed);
+        let block = semi_compressible(9000, seed + 1);
+        while data.len() < len * 3 / 4 {
+            data.extend_from_slice(&block);
+            let at = data.len() - 100;
+            data[at] ^= 1;
+        }
+        data.extend(std::iter::repeat_n(0u8, len / 16));
+        let mut state = seed | 1;
+        while data.len() < len {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            data.extend_from_slice(&state.to_le_bytes());
+        }
+        data.truncate(len);
+        data
+    }
+
+    /// gzip with a sync flush (an empty stored block) every `every` bytes,
+    /// as pigz writes.
+    fn gzip_flushed(data: &[u8], level: u32, every: usize) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        for piece in data.chunks(every) {
+            e.write_all(piece).expect("gzip");
+            e.flush().expect("sync flush");
+        }
+        e.finish().expect("gzip")
+    }
+
+    /// Inflated on several cores, in chunks of any size, a layer streams
+    /// the same bytes and gets the same index as inflated on one.
+    #[test]
+    fn speculative_pass_streams_and_indexes_exactly_as_one_inflater() {
+        let data = mixed(6 << 20, 21);
+        let expected = as_streamed(&data);
+        for (what, gz) in [
+            ("level 6", gzip(&data, 6)),
+            ("level 9", gzip(&data, 9)),
+            ("flushed, level 1", gzip_flushed(&data, 1, 128 << 10)),
+            ("flushed, level 6", gzip_flushed(&data, 6, 200_000)),
+        ] {
+            let (_f, file, len) = temp(&gz);
+            let mut one = index_pass_with(Arc::clone(&file), len, 100_000, None);
+            let (bytes, err) = stream(one.as_mut());
+            assert!(err.is_none() && bytes == expected, "{what}: one inflater");
+            let reference = one.finish().expect("index");
+            for (chunk, workers) in [(40_000, 2), (150_000, 3), (1 << 20, 2)] {
+                let parallel = speculative(chunk, workers, MARKED_FOR_TESTS);
+                let mut pass =
+                    GzipPass::new(Arc::clone(&file), len, 100_000, parallel).expect("pass");
+                let (bytes, err) = stream(&mut pass);
+                assert!(err.is_none(), "{what}, chunks of {chunk}: {err:?}");
+                assert!(bytes == expected, "{what}, chunks of {chunk}: the bytes");
+                assert_eq!(
+                    pass.from_workers,
+                    data.len() as u64,
+                    "{what}: all speculated"
+                );
+                let index = Box::new(pass).finish().expect("index");
+                assert!(index == reference, "{what}, chunks of {chunk}: the index");
+            }
+        }
+    }
+
+    const MARKED_FOR_TESTS: u64 = gzip_parallel::MARKED_LIMIT;
+
+    /// Chunks that give up on their window, a second and third member, and
+    /// a file that ends early all end as one inflater would end them.
+    #[test]
+    fn speculation_that_stops_ends_as_one_inflater() {
+        let data = mixed(3 << 20, 22);
+        let mut members = gzip(&data, 6);
+        members.extend_from_slice(&gzip(&data[..1 << 20], 6));
+        members.extend_from_slice(&gzip(b"tail", 6));
+        let mut all = data.clone();
+        all.extend_from_slice(&data[..1 << 20]);
+        all.extend_from_slice(b"tail");
+        for (what, gz, expected, marked) in [
+            ("gives up", gzip(&data, 6), &data, 40_000),
+            ("members", members, &all, MARKED_FOR_TESTS),
+        ] {
+            let (_f, file, len) = temp(&gz);
+            let mut one = index_pass_with(Arc::clone(&file), len, 100_000, None);
+            let (_, err) = stream(one.as_mut());
+            assert!(err.is_none());
+            let reference = one.finish().expect("index");
+            let parallel = speculative(60_000, 2, marked);
+            let mut pass = GzipPass::new(Arc::clone(&file), len, 100_000, parallel).expect("pass");
+            let (bytes, err) = stream(&mut pass);
+            assert!(err.is_none(), "{what}: {err:?}");
+            assert!(bytes == as_streamed(expected), "{what}: the bytes");
+            // Giving up leaves the rest of the member to one inflater; the
+            // first member is the only one speculated on.
+            let speculated = pass.from_workers;
+            if what == "members" {
+                assert_eq!(speculated, data.len() as u64);
+            } else {
+                assert!(
+                    speculated > 60_000 && speculated < data.len() as u64,
+                    "{speculated}"
+                );
+            }
+            assert!(
+                Box::new(pass).finish().expect("index") == reference,
+                "{what}: the index"
+            );
+        }
+    }
+
+    /// Damage anywhere fails the speculative pass with the one-core pass's
+    /// error, after bytes that were right.
+    #[test]
+    fn damaged_streams_fail_the_speculative_pass_as_the_one_core_pass() {
+        let data = mixed(2 << 20, 23);
+        let gz = gzip(&data, 6);
+        let n = gz.len();
+        let mut cases = vec![
+            ("truncated", gz[..n * 2 / 3].to_vec()),
+            ("no trailer", gz[..n - 3].to_vec()),
+        ];
+        for at in [n / 5, n / 2, n * 4 / 5] {
+            let mut bad = gz.clone();
+            for b in &mut bad[at..at + 64] {
+                *b ^= 0x5a;
+            }
+            cases.push(("damaged", bad));
+        }
+        let mut bad_crc = gz.clone();
+        bad_crc[n - 6] ^= 1;
+        cases.push(("crc", bad_crc));
+        for (what, bytes) in cases {
+            let (_f, file, len) = temp(&bytes);
+            let mut one = index_pass_with(Arc::clone(&file), len, 100_000, None);
+            let (one_got, one_err) = stream(one.as_mut());
+            let one_err = one_err.expect("the one-core pass fails");
+            let parallel = speculative(50_000, 2, MARKED_FOR_TESTS);
+            let mut pass = index_pass_with(Arc::clone(&file), len, 100_000, parallel);
+            let (got, err) = stream(pass.as_mut());
+            let err = err.unwrap_or_else(|| panic!("{what}: no error"));
+            assert_eq!(err.to_string(), one_err.to_string(), "{what}");
+            assert_eq!(err.kind(), one_err.kind(), "{what}");
+            // Damage may inflate to wrong bytes before zlib notices: the
+            // same ones.
+            let same = got.len().min(one_got.len());
+            assert!(
+                got[..same] == one_got[..same],
+                "{what}: bytes before the error"
+            );
+            assert!(pass.read(&mut [0; 10]).is_err(), "{what}: stays failed");
+            assert!(pass.finish().is_err(), "{what}: no index");
+        }
     }
 }

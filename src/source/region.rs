@@ -85,8 +85,8 @@ impl Region {
     }
 
     /// Whether the bytes come over the network: readers that would read
-    /// one blob at many places at once (the parallel zstd pass) read it in
-    /// order instead.
+    /// one blob at many places at once (the parallel zstd and gzip passes)
+    /// read it in order instead.
     pub(crate) fn is_remote(&self) -> bool {
         !matches!(self.file, Backing::File(_))
     }

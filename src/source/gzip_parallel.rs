@@ -1,0 +1,690 @@
+//! The indexing pass of one big gzip member, inflated on several cores.
+//!
+//! A gzip layer is usually one deflate stream, which has no resume points:
+//! inflated front to back it keeps one core busy while the others idle.
+//! This is rapidgzip's way around that, done with zlib's own inflater:
+//!
+//! - The compressed member is cut into chunks of [`CHUNK`] bytes. A worker
+//!   takes the next chunk and looks for the first bit in it where a block
+//!   could start ([`super::deflate_scan`]) and a trial inflate gets through a
+//!   block: that is the chunk's start, found the same way by whoever asks
+//!   first.
+//! - The 32 KiB before a chunk are not known yet, so its worker inflates it
+//!   twice at once, each time with a made-up dictionary, chosen so that the
+//!   two differ at every position and the pair of bytes names the position.
+//!   A byte on which the two agree came from the compressed data; one on
+//!   which they differ was copied from the window, from the position the
+//!   pair names. Such bytes are sent *marked* (a 16-bit symbol) and resolved
+//!   by the pass once the chunk before has been handed out. Once the last
+//!   32 KiB of output hold no marked byte, the first inflater's window is
+//!   the true one, and it goes on alone at full speed.
+//! - A worker stops at the first block boundary that is the next chunk's
+//!   start. If it passes that start without meeting it (a start that was
+//!   not a real block), it absorbs the chunk and aims at the one after.
+//!
+//! So the pass hands out exactly what one inflater would: every chunk
+//! begins where the one before really ended. Whatever the workers cannot
+//! vouch for (an inflate error, the end of the member, a window that stays
+//! unknown for [`MARKED_LIMIT`] bytes, a thread that died) ends the
+//! speculation: the pass goes on alone from the last chunk start, as the
+//! one-core pass would, and reports that pass's errors.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use super::deflate_scan;
+use super::gzip::{Input, WINDOW};
+use super::region::Region;
+use super::zlib::{Flush, Inflated, Inflater};
+
+/// Compressed bytes per chunk: enough that finding a start and the marked
+/// stretch after it are a small part of inflating it; small enough that
+/// two cores share a 100 MB layer evenly.
+pub(super) const CHUNK: u64 = 16 << 20;
+
+/// Decompressed bytes per piece a worker sends.
+pub(super) const PIECE: usize = 256 * 1024;
+
+/// Pieces a worker may send ahead of the pass before it waits (48 MiB):
+/// the worker on the chunk after the one being handed out must get through
+/// most of its chunk meanwhile, or it idles. This is what the speculation
+/// costs in memory, whatever the layer's size.
+const PIECES_AHEAD: usize = 192;
+
+/// Piece buffers kept for reuse.
+const SPARE: usize = 32;
+
+/// Output after which a chunk whose window is still unknown is given up:
+/// past this, two inflaters cost more than the one-core pass saves.
+pub(super) const MARKED_LIMIT: u64 = 32 << 20;
+
+/// Output a trial inflate must reach (or a block end) for a start to count.
+const TRIAL_OUTPUT: usize = 128 * 1024;
+
+/// Compressed bytes scanned for starts at a time.
+const SCAN: usize = 256 * 1024;
+
+/// Bytes read past a scan's end so that a header near it can be checked.
+const SCAN_MARGIN: usize = 1024;
+
+/// A block boundary inside a piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct BlockEnd {
+    /// Bytes of the piece before the boundary.
+    pub(super) at: usize,
+    /// The boundary, as a bit offset in the file.
+    pub(super) bit: u64,
+}
+
+/// Decompressed bytes of a piece.
+pub(super) enum Output {
+    /// Known bytes.
+    Bytes(Vec<u8>),
+    /// The two made-up inflates' bytes: where they agree, the byte; where
+    /// they differ, the pair names the byte of the window before the chunk
+    /// it stands for.
+    Marked(Vec<u8>, Vec<u8>),
+}
+
+/// What a worker sends about its chunk.
+enum Piece {
+    Data(Output, Vec<BlockEnd>),
+    /// The chunk ends at this bit, where the next chunk in the chain starts.
+    Stop(u64),
+    /// The deflate stream ended; the gzip trailer starts at this byte.
+    StreamEnd(u64),
+    /// The worker cannot vouch for what follows.
+    GiveUp,
+}
+
+/// What the pass gets next.
+pub(super) enum Next {
+    Data(Output, Vec<BlockEnd>),
+    /// A chunk starts here: what the pass holds now is the window its
+    /// marked bytes refer to.
+    ChunkStart,
+    /// The deflate stream ended; the gzip trailer starts at this byte.
+    StreamEnd(u64),
+    /// Speculation is over: go on with one inflater from this bit, the
+    /// start of the chunk announced last (the bytes of that chunk already
+    /// handed out are inflated again and dropped).
+    Alone(u64),
+}
+
+/// A chunk being worked on, in chain order.
+struct Job {
+    index: usize,
+    pieces: Receiver<Piece>,
+}
+
+/// What the workers and the pass share.
+struct Plan {
+    file: Arc<Region>,
+    file_len: u64,
+    /// Where the deflate data starts (chunk 0, whose window is empty).
+    first: u64,
+    chunk: u64,
+    chunks: usize,
+    /// Each chunk's start once found; `None` when the chunk holds none.
+    starts: Vec<OnceLock<Option<u64>>>,
+    marked_limit: u64,
+    stop: AtomicBool,
+    /// Piece buffers handed back by the pass.
+    spare: Mutex<Vec<Vec<u8>>>,
+}
+
+/// The workers' queue: the next chunk to take, and where to announce it.
+struct Queue {
+    next: usize,
+    jobs: SyncSender<Job>,
+}
+
+impl Plan {
+    /// Where chunk `k` nominally begins, as a bit offset.
+    fn nominal(&self, k: usize) -> u64 {
+        self.first + k as u64 * self.chunk * 8
+    }
+
+    /// Chunk `k`'s start; the first caller looks for it, later ones wait.
+    fn start(&self, k: usize) -> Option<u64> {
+        if k == 0 {
+            return Some(self.first);
+        }
+        *self.starts.get(k)?.get_or_init(|| self.find_start(k))
+    }
+
+    /// The first bit of chunk `k` where a block starts and inflates.
+    fn find_start(&self, k: usize) -> Option<u64> {
+        let end = self.nominal(k + 1).min(self.file_len * 8);
+        let mut from = self.nominal(k);
+        let mut buf = vec![0u8; SCAN + SCAN_MARGIN];
+        while from < end && !self.stop.load(Ordering::Relaxed) {
+            let base = from / 8;
+            let want =
+                usize::try_from(self.file_len - base).map_or(buf.len(), |left| left.min(buf.len()));
+            if self.file.read_exact_at(&mut buf[..want], base).is_err() {
+                return None;
+            }
+            let scan_end = (from + SCAN as u64 * 8).min(end);
+            for candidate in deflate_scan::candidates(&buf[..want], from - base * 8) {
+                let bit = base * 8 + candidate;
+                if bit >= scan_end {
+                    break;
+                }
+                if self.trial(bit) {
+                    return Some(bit);
+                }
+            }
+            from = scan_end;
+        }
+        None
+    }
+
+    /// Whether an inflater started at `bit` gets through a block (or far
+    /// enough) without an error.
+    fn trial(&self, bit: u64) -> bool {
+        static ZEROS: [u8; WINDOW] = [0; WINDOW];
+        let Ok((mut input, mut inflater)) = open_at(&self.file, self.file_len, bit, 64 * 1024)
+        else {
+            return false;
+        };
+        if inflater.set_dictionary(&ZEROS).is_err() {
+            return false;
+        }
+        let mut out = vec![0u8; 64 * 1024];
+        let mut produced = 0;
+        while produced < TRIAL_OUTPUT {
+            let Ok(avail) = input.fill() else {
+                return false;
+            };
+            let Ok(r) = inflater.inflate(avail, &mut out, Flush::Block) else {
+                return false;
+            };
+            input.consume(r.consumed);
+            if r.stream_end || r.block_end {
+                return true;
+            }
+            if r.consumed == 0 && r.produced == 0 {
+                return false;
+            }
+            produced += r.produced;
+        }
+        true
+    }
+
+    fn take_buffer(&self) -> Vec<u8> {
+        let mut buf = self
+            .spare
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        buf.resize(PIECE, 0);
+        buf
+    }
+}
+
+/// An inflater positioned at bit `bit` of the file, and its input.
+fn open_at(
+    file: &Arc<Region>,
+    file_len: u64,
+    bit: u64,
+    capacity: usize,
+) -> io::Result<(Input, Inflater)> {
+    let inflater = primed(file, bit)?;
+    let input = Input::new(Arc::clone(file), file_len, bit.div_ceil(8), capacity);
+    Ok((input, inflater))
+}
+
+/// An inflater holding the bits of the byte `bit` is in that come from it
+/// on: its input then starts at the next whole byte.
+fn primed(file: &Region, bit: u64) -> io::Result<Inflater> {
+    let mut inflater = Inflater::new_raw()?;
+    let used = (bit % 8) as u8;
+    if used > 0 {
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, bit / 8)?;
+        inflater.prime(8 - used, byte[0] >> used)?;
+    }
+    Ok(inflater)
+}
+
+/// The made-up dictionaries: position `j` holds its low byte in the
+/// first, and that byte XOR (1 + its high bits) in the second, which is
+/// never the same byte.
+fn dictionaries() -> [Vec<u8>; 2] {
+    let first = (0..WINDOW).map(|j| j as u8).collect();
+    let second = (0..WINDOW)
+        .map(|j| (j as u8) ^ (1 + (j >> 8) as u8))
+        .collect();
+    [first, second]
+}
+
+/// The window position two differing bytes of the made-up inflates name.
+fn position(first: u8, second: u8) -> u16 {
+    u16::from((first ^ second).wrapping_sub(1)) << 8 | u16::from(first)
+}
+
+/// A worker: takes chunks in order and inflates each until the pass is
+/// gone or no chunk is left.
+fn work(plan: &Plan, queue: &Mutex<Queue>) {
+    loop {
+        if plan.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let (index, pieces) = {
+            let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+            let index = queue.next;
+            if index >= plan.chunks {
+                return;
+            }
+            queue.next += 1;
+            let (tx, rx) = sync_channel(PIECES_AHEAD);
+            if queue.jobs.send(Job { index, pieces: rx }).is_err() {
+                return;
+            }
+            (index, tx)
+        };
+        if let Some(start) = plan.start(index) {
+            let mut chunk = ChunkInflate::new(plan, index, pieces);
+            if let Err(stopped) = chunk.run(start) {
+                if let Stopped::GiveUp(why) = stopped {
+                    log::debug!("gzip: chunk {index} from bit {start} given up: {why}");
+                }
+                // The pass may have gone: then nobody hears this.
+                let _ = chunk.pieces.send(Piece::GiveUp);
+            }
+        }
+    }
+}
+
+/// Why a worker stopped early.
+enum Stopped {
+    /// The pass no longer listens.
+    Gone,
+    /// The chunk cannot be vouched for, and why (for the debug log).
+    GiveUp(String),
+}
+
+impl From<io::Error> for Stopped {
+    fn from(e: io::Error) -> Stopped {
+        Stopped::GiveUp(e.to_string())
+    }
+}
+
+/// One worker inflating one chunk.
+struct ChunkInflate<'a> {
+    plan: &'a Plan,
+    index: usize,
+    pieces: SyncSender<Piece>,
+    /// The next chunk this one aims to end at.
+    target: usize,
+    /// Output so far, and where the last marked byte ended.
+    out: u64,
+    marked_end: u64,
+    ends: Vec<BlockEnd>,
+}
+
+impl<'a> ChunkInflate<'a> {
+    fn new(plan: &'a Plan, index: usize, pieces: SyncSender<Piece>) -> Self {
+        ChunkInflate {
+            plan,
+            index,
+            pieces,
+            target: index + 1,
+            out: 0,
+            marked_end: 0,
+            ends: Vec::new(),
+        }
+    }
+
+    fn send(&self, piece: Piece) -> Result<(), Stopped> {
+        self.pieces.send(piece).map_err(|_| Stopped::Gone)
+    }
+
+    fn run(&mut self, start: u64) -> Result<(), Stopped> {
+        let plan = self.plan;
+        let (mut input, mut inflater) = open_at(&plan.file, plan.file_len, start, PIECE)?;
+        if self.index > 0 && !self.run_marked(start, &mut input, &mut inflater)? {
+            return Ok(());
+        }
+        let mut piece = plan.take_buffer();
+        let mut len = 0;
+        loop {
+            if plan.stop.load(Ordering::Relaxed) {
+                return Err(Stopped::Gone);
+            }
+            let avail = input.fill()?;
+            let r = inflater.inflate(avail, &mut piece[len..], Flush::Block)?;
+            input.consume(r.consumed);
+            len += r.produced;
+            self.out += r.produced as u64;
+            let done = self.after_step(&r, &input, len)?;
+            if done.is_some() || len == piece.len() {
+                piece.truncate(len);
+                let ends = std::mem::take(&mut self.ends);
+                self.send(Piece::Data(Output::Bytes(piece), ends))?;
+                if let Some(last) = done {
+                    return self.send(last);
+                }
+                piece = plan.take_buffer();
+                len = 0;
+            }
+        }
+    }
+
+    /// Inflates with the two made-up windows until the real one is no
+    /// longer needed; false if the chunk ended on the way.
+    fn run_marked(
+        &mut self,
+        start: u64,
+        input: &mut Input,
+        first: &mut Inflater,
+    ) -> Result<bool, Stopped> {
+        let plan = self.plan;
+        let [first_dict, second_dict] = dictionaries();
+        first.set_dictionary(&first_dict)?;
+        let mut second = primed(&plan.file, start)?;
+        second.set_dictionary(&second_dict)?;
+        let (mut a, mut b) = (plan.take_buffer(), plan.take_buffer());
+        let mut len = 0;
+        loop {
+            if plan.stop.load(Ordering::Relaxed) {
+                return Err(Stopped::Gone);
+            }
+            let avail = input.fill()?;
+            let r = first.inflate(avail, &mut a[len..], Flush::Block)?;
+            if second.inflate(avail, &mut b[len..], Flush::Block)? != r {
+                return Err(Stopped::GiveUp("the two inflaters disagree".into()));
+            }
+            input.consume(r.consumed);
+            if let Some(i) = last_difference(&a[len..len + r.produced], &b[len..len + r.produced]) {
+                self.marked_end = self.out + i as u64 + 1;
+            }
+            len += r.produced;
+            self.out += r.produced as u64;
+            let done = self.after_step(&r, input, len)?;
+            let known = self.out >= WINDOW as u64 && self.out - self.marked_end >= WINDOW as u64;
+            if done.is_some() || known || len == PIECE {
+                let ends = std::mem::take(&mut self.ends);
+                a.truncate(len);
+                b.truncate(len);
+                let pair = (
+                    std::mem::replace(&mut a, plan.take_buffer()),
+                    std::mem::replace(&mut b, plan.take_buffer()),
+                );
+                len = 0;
+                self.send(Piece::Data(Output::Marked(pair.0, pair.1), ends))?;
+                if let Some(last) = done {
+                    self.send(last)?;
+                    return Ok(false);
+                }
+                if known {
+                    log::debug!(
+                        "gzip: chunk {} needs its window for its first {} bytes",
+                        self.index,
+                        self.marked_end
+                    );
+                    return Ok(true);
+                }
+            }
+            if self.out > plan.marked_limit {
+                return Err(Stopped::GiveUp(format!(
+                    "the window is still needed after {} bytes",
+                    self.out
+                )));
+            }
+        }
+    }
+
+    /// Notes a block end and decides whether the chunk is over after an
+    /// inflate step that left `len` bytes in the current piece.
+    fn after_step(
+        &mut self,
+        r: &Inflated,
+        input: &Input,
+        len: usize,
+    ) -> Result<Option<Piece>, Stopped> {
+        if r.stream_end {
+            return Ok(Some(Piece::StreamEnd(input.pos())));
+        }
+        if r.block_end {
+            let bit = input.pos() * 8 - u64::from(r.unused_bits);
+            self.ends.push(BlockEnd { at: len, bit });
+            let plan = self.plan;
+            while self.target < plan.chunks && bit >= plan.nominal(self.target) {
+                match plan.start(self.target) {
+                    Some(next) if next == bit => return Ok(Some(Piece::Stop(bit))),
+                    Some(next) if next > bit => break,
+                    // Passed without meeting it, or no start there: that
+                    // chunk is part of this one.
+                    _ => self.target += 1,
+                }
+            }
+        } else if r.consumed == 0 && r.produced == 0 {
+            // Truncated or stuck: the one-core pass says which.
+            return Err(Stopped::GiveUp("inflate made no progress".into()));
+        }
+        Ok(None)
+    }
+}
+
+/// The speculation as the pass sees it; see the module docs.
+pub(super) struct Speculation {
+    plan: Arc<Plan>,
+    jobs: Option<Receiver<Job>>,
+    current: Option<Job>,
+    /// Where the chunk being handed out (or the next) starts.
+    expected: u64,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Speculation {
+    /// Starts `workers` workers on the deflate data from bit `first` of
+    /// `file`, in chunks of `chunk` compressed bytes, giving up a chunk
+    /// whose window is still unknown after `marked_limit` bytes; `None` if
+    /// no thread could be started.
+    pub(super) fn start(
+        file: Arc<Region>,
+        file_len: u64,
+        first: u64,
+        chunk: u64,
+        workers: usize,
+        marked_limit: u64,
+    ) -> Option<Speculation> {
+        let chunk = chunk.max(1);
+        let data_bits = (file_len * 8).saturating_sub(first);
+        let chunks = usize::try_from(data_bits.div_ceil(chunk * 8)).ok()?.max(1);
+        let plan = Arc::new(Plan {
+            file,
+            file_len,
+            first,
+            chunk,
+            chunks,
+            starts: (0..chunks).map(|_| OnceLock::new()).collect(),
+            marked_limit,
+            stop: AtomicBool::new(false),
+            spare: Mutex::new(Vec::new()),
+        });
+        // One chunk being handed out, the next ones queued behind it: one
+        // per other worker.
+        let (jobs_tx, jobs_rx) = sync_channel(workers.saturating_sub(1).max(1));
+        let queue = Arc::new(Mutex::new(Queue {
+            next: 0,
+            jobs: jobs_tx,
+        }));
+        let mut threads = Vec::new();
+        for n in 0..workers.max(1) {
+            let (plan, queue) = (Arc::clone(&plan), Arc::clone(&queue));
+            match std::thread::Builder::new()
+                .name(format!("gzip-{n}"))
+                .spawn(move || work(&plan, &queue))
+            {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    log::debug!("cannot start a gzip inflating thread: {e}");
+                    break;
+                }
+            }
+        }
+        if threads.is_empty() {
+            return None;
+        }
+        Some(Speculation {
+            expected: first,
+            plan,
+            jobs: Some(jobs_rx),
+            current: None,
+            threads,
+        })
+    }
+
+    /// The next thing the pass must do.
+    pub(super) fn next(&mut self) -> Next {
+        loop {
+            let Some(job) = &self.current else {
+                let Some(job) = self.jobs.as_ref().and_then(|jobs| jobs.recv().ok()) else {
+                    self.end();
+                    return Next::Alone(self.expected);
+                };
+                // A chunk absorbed by the one before, or without a start.
+                if self.plan.start(job.index) == Some(self.expected) {
+                    self.current = Some(job);
+                }
+                continue;
+            };
+            match job.pieces.recv() {
+                Ok(Piece::Data(output, ends)) => return Next::Data(output, ends),
+                Ok(Piece::Stop(bit)) => {
+                    self.expected = bit;
+                    self.current = None;
+                    return Next::ChunkStart;
+                }
+                Ok(Piece::StreamEnd(at)) => {
+                    self.end();
+                    return Next::StreamEnd(at);
+                }
+                Ok(Piece::GiveUp) | Err(_) => {
+                    self.end();
+                    return Next::Alone(self.expected);
+                }
+            }
+        }
+    }
+
+    /// Where the chunk being handed out starts, as a bit offset.
+    pub(super) fn chunk_start(&self) -> u64 {
+        self.expected
+    }
+
+    /// Gives a piece's buffer back for a worker to fill again.
+    pub(super) fn recycle(&self, buf: Vec<u8>) {
+        let mut spare = self.plan.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < SPARE {
+            spare.push(buf);
+        }
+    }
+
+    /// Stops the workers and waits for them.
+    fn end(&mut self) {
+        self.plan.stop.store(true, Ordering::Relaxed);
+        // Closed channels wake any worker waiting to send.
+        self.current = None;
+        self.jobs = None;
+        for handle in self.threads.drain(..) {
+            if handle.join().is_err() {
+                log::debug!("a gzip inflating thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Speculation {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// Where the last byte on which `a` and `b` differ is, comparing 64 bytes
+/// at a time.
+fn last_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+    let mut end = a.len().min(b.len());
+    while end > 0 {
+        let start = end.saturating_sub(64);
+        if a[start..end] != b[start..end] {
+            return (start..end).rev().find(|&i| a[i] != b[i]);
+        }
+        end = start;
+    }
+    None
+}
+
+/// Writes the true bytes of a marked piece into `out`, given the (up to
+/// 32 KiB of) output before its chunk; false if a byte refers to before
+/// that output (a stream referring back past its member's start, which
+/// the one-core pass reports).
+pub(super) fn resolve(first: &[u8], second: &[u8], window: &[u8], out: &mut [u8]) -> bool {
+    for ((a, b), out) in first
+        .chunks(64)
+        .zip(second.chunks(64))
+        .zip(out.chunks_mut(64))
+    {
+        out.copy_from_slice(a);
+        if a == b {
+            continue;
+        }
+        for ((&x, &y), o) in a.iter().zip(b).zip(out.iter_mut()) {
+            if x != y {
+                let back = WINDOW - usize::from(position(x, y));
+                match window.len().checked_sub(back) {
+                    Some(i) => *o = window[i],
+                    None => return false,
+                }
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_made_up_dictionaries_differ_everywhere_and_name_each_position() {
+        let [first, second] = dictionaries();
+        let mut seen = std::collections::HashSet::new();
+        for j in 0..WINDOW {
+            assert_ne!(first[j], second[j], "position {j}");
+            assert_eq!(usize::from(position(first[j], second[j])), j);
+            assert!(seen.insert((first[j], second[j])));
+        }
+    }
+
+    #[test]
+    fn marked_bytes_resolve_through_the_window_and_known_ones_stay() {
+        let [first_dict, second_dict] = dictionaries();
+        let window: Vec<u8> = (0..WINDOW).map(|i| (i * 7 % 251) as u8).collect();
+        // Known bytes 'x', and copies of window positions 0, 5 and 32767.
+        let picks = [0usize, 5, WINDOW - 1];
+        let mut a = vec![b'x'; 200];
+        let mut b = vec![b'x'; 200];
+        for (k, &j) in picks.iter().enumerate() {
+            a[10 + 70 * k] = first_dict[j];
+            b[10 + 70 * k] = second_dict[j];
+        }
+        let mut out = vec![0u8; 200];
+        assert!(resolve(&a, &b, &window, &mut out));
+        for (k, &j) in picks.iter().enumerate() {
+            assert_eq!(out[10 + 70 * k], window[j]);
+        }
+        assert_eq!(out.iter().filter(|&&c| c == b'x').count(), 197);
+        assert_eq!(last_difference(&a, &b), Some(150));
+        assert_eq!(last_difference(&a[..9], &b[..9]), None);
+        // A window shorter than 32 KiB: position 0 is before its start.
+        assert!(!resolve(&a, &b, &window[1..], &mut out));
+    }
+}
