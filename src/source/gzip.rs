@@ -580,7 +580,7 @@ pub(super) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDe
     let parallel = (workers > 1 && file_len >= 2 * gzip_parallel::CHUNK).then_some(Parallel {
         chunk: gzip_parallel::CHUNK,
         workers,
-        marked_limit: gzip_parallel::MARKED_LIMIT,
+        marked_ahead: gzip_parallel::MARKED_AHEAD,
     });
     index_pass_with(file, file_len, SPACING, parallel)
 }
@@ -591,8 +591,8 @@ pub(super) struct Parallel {
     /// Compressed bytes per chunk.
     pub(super) chunk: u64,
     pub(super) workers: usize,
-    /// See [`gzip_parallel::MARKED_LIMIT`].
-    pub(super) marked_limit: u64,
+    /// See [`gzip_parallel::MARKED_AHEAD`].
+    pub(super) marked_ahead: u64,
 }
 
 /// The indexing pass with checkpoints about every `spacing` output bytes
@@ -705,6 +705,9 @@ impl GzipPass {
                 Next::Data(output, ends) => self.take(output, &ends),
                 Next::ChunkStart => {
                     self.start_chunk();
+                    if let Source::Speculative(speculation) = &self.source {
+                        speculation.reached(&self.chunk_window);
+                    }
                     Ok(())
                 }
                 Next::StreamEnd(trailer) => {
@@ -755,7 +758,7 @@ impl GzipPass {
                         deflate,
                         p.chunk,
                         p.workers,
-                        p.marked_limit,
+                        p.marked_ahead,
                     );
                     if let Some(speculation) = speculation {
                         self.source = Source::Speculative(speculation);
@@ -1684,11 +1687,11 @@ mod tests {
         expected
     }
 
-    fn speculative(chunk: u64, workers: usize, marked_limit: u64) -> Option<Parallel> {
+    fn speculative(chunk: u64, workers: usize, marked_ahead: u64) -> Option<Parallel> {
         Some(Parallel {
             chunk,
             workers,
-            marked_limit,
+            marked_ahead,
         })
     }
 
@@ -1760,10 +1763,11 @@ mod tests {
         }
     }
 
-    const MARKED_FOR_TESTS: u64 = gzip_parallel::MARKED_LIMIT;
+    const MARKED_FOR_TESTS: u64 = gzip_parallel::MARKED_AHEAD;
 
-    /// Chunks that give up on their window, a second and third member, and
-    /// a file that ends early all end as one inflater would end them.
+    /// Workers that wait for their window, and a second and third member
+    /// (inflated by one inflater after the first) end as one inflater
+    /// would end them.
     #[test]
     fn speculation_that_stops_ends_as_one_inflater() {
         let data = mixed(3 << 20, 22);
@@ -1774,7 +1778,7 @@ mod tests {
         all.extend_from_slice(&data[..1 << 20]);
         all.extend_from_slice(b"tail");
         for (what, gz, expected, marked) in [
-            ("gives up", gzip(&data, 6), &data, 40_000),
+            ("waits", gzip(&data, 6), &data, 40_000),
             ("members", members, &all, MARKED_FOR_TESTS),
         ] {
             let (_f, file, len) = temp(&gz);
@@ -1787,17 +1791,8 @@ mod tests {
             let (bytes, err) = stream(&mut pass);
             assert!(err.is_none(), "{what}: {err:?}");
             assert!(bytes == as_streamed(expected), "{what}: the bytes");
-            // Giving up leaves the rest of the member to one inflater; the
-            // first member is the only one speculated on.
-            let speculated = pass.from_workers;
-            if what == "members" {
-                assert_eq!(speculated, data.len() as u64);
-            } else {
-                assert!(
-                    speculated > 60_000 && speculated < data.len() as u64,
-                    "{speculated}"
-                );
-            }
+            // The first member is the only one speculated on.
+            assert_eq!(pass.from_workers, data.len() as u64, "{what}");
             assert!(
                 Box::new(pass).finish().expect("index") == reference,
                 "{what}: the index"

@@ -18,6 +18,13 @@
 //!   by the pass once the chunk before has been handed out. Once the last
 //!   32 KiB of output hold no marked byte, the first inflater's window is
 //!   the true one, and it goes on alone at full speed.
+//! - In a tar, the window may never stop being needed: every header copies
+//!   its magic, mode and owner from the header before, back to the chunk's
+//!   start. So when the pass reaches a chunk it hands the true window to
+//!   its worker, which resolves its own last 32 KiB with it at its next
+//!   block end and goes on alone from there. A worker that has inflated
+//!   [`MARKED_AHEAD`] bytes twice waits for that window rather than
+//!   spend a second core on it.
 //! - A worker stops at the first block boundary that is the next chunk's
 //!   start. If it passes that start without meeting it (a start that was
 //!   not a real block), it absorbs the chunk and aims at the one after.
@@ -32,8 +39,9 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use super::deflate_scan;
 use super::gzip::{Input, WINDOW};
@@ -57,9 +65,10 @@ const PIECES_AHEAD: usize = 192;
 /// Piece buffers kept for reuse.
 const SPARE: usize = 32;
 
-/// Output after which a chunk whose window is still unknown is given up:
-/// past this, two inflaters cost more than the one-core pass saves.
-pub(super) const MARKED_LIMIT: u64 = 32 << 20;
+/// Output inflated twice (window unknown) after which a worker waits for
+/// the true window: a worker this far ahead of the pass would only slow
+/// down the one the pass waits for.
+pub(super) const MARKED_AHEAD: u64 = 64 << 20;
 
 /// Output a trial inflate must reach (or a block end) for a start to count.
 const TRIAL_OUTPUT: usize = 128 * 1024;
@@ -130,7 +139,11 @@ struct Plan {
     chunks: usize,
     /// Each chunk's start once found; `None` when the chunk holds none.
     starts: Vec<OnceLock<Option<u64>>>,
-    marked_limit: u64,
+    marked_ahead: u64,
+    /// The true window before the chunk the pass has reached, by its
+    /// start, for its worker.
+    window: Mutex<Option<(u64, Arc<[u8]>)>>,
+    window_set: Condvar,
     stop: AtomicBool,
     /// Piece buffers handed back by the pass.
     spare: Mutex<Vec<Vec<u8>>>,
@@ -213,6 +226,31 @@ impl Plan {
             produced += r.produced;
         }
         true
+    }
+
+    /// The true window before the chunk starting at `start`, once the pass
+    /// has got there; waits for it if `wait`. `Err` if the pass went past
+    /// that start (the chunk was absorbed by the one before) or stopped.
+    fn window_before(&self, start: u64, wait: bool) -> Result<Option<Arc<[u8]>>, Stopped> {
+        let mut slot = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match slot.as_ref() {
+                Some((at, window)) if *at == start => return Ok(Some(Arc::clone(window))),
+                Some((at, _)) if *at > start => return Err(Stopped::Gone),
+                _ => {}
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(Stopped::Gone);
+            }
+            if !wait {
+                return Ok(None);
+            }
+            slot = self
+                .window_set
+                .wait_timeout(slot, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     fn take_buffer(&self) -> Vec<u8> {
@@ -377,7 +415,7 @@ impl<'a> ChunkInflate<'a> {
     }
 
     /// Inflates with the two made-up windows until the real one is no
-    /// longer needed; false if the chunk ended on the way.
+    /// longer needed, or has arrived; false if the chunk ended on the way.
     fn run_marked(
         &mut self,
         start: u64,
@@ -390,6 +428,8 @@ impl<'a> ChunkInflate<'a> {
         let mut second = primed(&plan.file, start)?;
         second.set_dictionary(&second_dict)?;
         let (mut a, mut b) = (plan.take_buffer(), plan.take_buffer());
+        // The last 32 KiB of both before the current piece.
+        let (mut tail_a, mut tail_b) = (Vec::new(), Vec::new());
         let mut len = 0;
         loop {
             if plan.stop.load(Ordering::Relaxed) {
@@ -408,10 +448,25 @@ impl<'a> ChunkInflate<'a> {
             self.out += r.produced as u64;
             let done = self.after_step(&r, input, len)?;
             let known = self.out >= WINDOW as u64 && self.out - self.marked_end >= WINDOW as u64;
-            if done.is_some() || known || len == PIECE {
+            // At a block end the true window, if the pass has sent it, lets
+            // one inflater start afresh here.
+            let arrived = match (done.is_none() && !known && r.block_end, self.out) {
+                (true, out) => plan.window_before(start, out >= plan.marked_ahead)?,
+                (false, _) => None,
+            };
+            if let Some(window) = &arrived {
+                let dictionary = true_tail(window, [&tail_a, &tail_b], [&a[..len], &b[..len]])
+                    .ok_or_else(|| Stopped::GiveUp("a byte refers back past the member".into()))?;
+                let bit = input.pos() * 8 - u64::from(r.unused_bits);
+                *first = primed(&plan.file, bit)?;
+                first.set_dictionary(&dictionary)?;
+            }
+            if done.is_some() || known || arrived.is_some() || len == PIECE {
                 let ends = std::mem::take(&mut self.ends);
                 a.truncate(len);
                 b.truncate(len);
+                keep_tail(&mut tail_a, &a);
+                keep_tail(&mut tail_b, &b);
                 let pair = (
                     std::mem::replace(&mut a, plan.take_buffer()),
                     std::mem::replace(&mut b, plan.take_buffer()),
@@ -422,20 +477,19 @@ impl<'a> ChunkInflate<'a> {
                     self.send(last)?;
                     return Ok(false);
                 }
-                if known {
+                if known || arrived.is_some() {
                     log::debug!(
-                        "gzip: chunk {} needs its window for its first {} bytes",
+                        "gzip: chunk {} inflated twice for {} bytes ({})",
                         self.index,
-                        self.marked_end
+                        self.out,
+                        if known {
+                            "window no longer needed"
+                        } else {
+                            "window arrived"
+                        }
                     );
                     return Ok(true);
                 }
-            }
-            if self.out > plan.marked_limit {
-                return Err(Stopped::GiveUp(format!(
-                    "the window is still needed after {} bytes",
-                    self.out
-                )));
             }
         }
     }
@@ -485,7 +539,8 @@ pub(super) struct Speculation {
 impl Speculation {
     /// Starts `workers` workers on the deflate data from bit `first` of
     /// `file`, in chunks of `chunk` compressed bytes, giving up a chunk
-    /// whose window is still unknown after `marked_limit` bytes; `None` if
+    /// that has inflated `marked_ahead` bytes twice wait for its window;
+    /// `None` if
     /// no thread could be started.
     pub(super) fn start(
         file: Arc<Region>,
@@ -493,7 +548,7 @@ impl Speculation {
         first: u64,
         chunk: u64,
         workers: usize,
-        marked_limit: u64,
+        marked_ahead: u64,
     ) -> Option<Speculation> {
         let chunk = chunk.max(1);
         let data_bits = (file_len * 8).saturating_sub(first);
@@ -505,7 +560,9 @@ impl Speculation {
             chunk,
             chunks,
             starts: (0..chunks).map(|_| OnceLock::new()).collect(),
-            marked_limit,
+            marked_ahead,
+            window: Mutex::new(None),
+            window_set: Condvar::new(),
             stop: AtomicBool::new(false),
             spare: Mutex::new(Vec::new()),
         });
@@ -575,6 +632,14 @@ impl Speculation {
         }
     }
 
+    /// The true output before the chunk the pass has just reached (what
+    /// its marked bytes refer to), for its worker.
+    pub(super) fn reached(&self, window: &[u8]) {
+        let mut slot = self.plan.window.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some((self.expected, Arc::from(window)));
+        self.plan.window_set.notify_all();
+    }
+
     /// Where the chunk being handed out starts, as a bit offset.
     pub(super) fn chunk_start(&self) -> u64 {
         self.expected
@@ -591,6 +656,7 @@ impl Speculation {
     /// Stops the workers and waits for them.
     fn end(&mut self) {
         self.plan.stop.store(true, Ordering::Relaxed);
+        self.plan.window_set.notify_all();
         // Closed channels wake any worker waiting to send.
         self.current = None;
         self.jobs = None;
@@ -608,18 +674,82 @@ impl Drop for Speculation {
     }
 }
 
-/// Where the last byte on which `a` and `b` differ is, comparing 64 bytes
-/// at a time.
+/// Keeps the last 32 KiB of `tail` followed by `more` in `tail`.
+fn keep_tail(tail: &mut Vec<u8>, more: &[u8]) {
+    tail.extend_from_slice(more);
+    let excess = tail.len().saturating_sub(WINDOW);
+    tail.drain(..excess);
+}
+
+/// The true last 32 KiB of a chunk's output so far (`tails` then
+/// `current`, both as the two made-up inflates gave them), given the true
+/// `window` before the chunk; what an inflater going on from here needs as
+/// its dictionary. `None` if a byte refers back past `window`.
+fn true_tail(window: &[u8], tails: [&[u8]; 2], current: [&[u8]; 2]) -> Option<Vec<u8>> {
+    let mut pair = [Vec::new(), Vec::new()];
+    for ((both, tail), now) in pair.iter_mut().zip(tails).zip(current) {
+        both.extend_from_slice(tail);
+        both.extend_from_slice(now);
+        let excess = both.len().saturating_sub(WINDOW);
+        both.drain(..excess);
+    }
+    let [first, second] = pair;
+    let mut resolved = vec![0u8; first.len()];
+    if !resolve(&first, &second, window, &mut resolved) {
+        return None;
+    }
+    // Less than 32 KiB of output: the window before it counts too.
+    let mut dictionary = window[window.len().saturating_sub(WINDOW - resolved.len())..].to_vec();
+    dictionary.extend_from_slice(&resolved);
+    Some(dictionary)
+}
+
+/// Bytes compared at once: four words.
+const STRIDE: usize = 32;
+
+/// Whether `a` and `b` (at least [`STRIDE`] bytes each) differ in their
+/// first [`STRIDE`] bytes: word compares the compiler keeps in registers,
+/// where a slice compare would call `memcmp` for every stride.
+fn stride_differs(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = 0u64;
+    for k in (0..STRIDE).step_by(8) {
+        let x = u64::from_ne_bytes([
+            a[k],
+            a[k + 1],
+            a[k + 2],
+            a[k + 3],
+            a[k + 4],
+            a[k + 5],
+            a[k + 6],
+            a[k + 7],
+        ]);
+        let y = u64::from_ne_bytes([
+            b[k],
+            b[k + 1],
+            b[k + 2],
+            b[k + 3],
+            b[k + 4],
+            b[k + 5],
+            b[k + 6],
+            b[k + 7],
+        ]);
+        diff |= x ^ y;
+    }
+    diff != 0
+}
+
+/// Where the last byte on which `a` and `b` differ is.
 fn last_difference(a: &[u8], b: &[u8]) -> Option<usize> {
-    let mut end = a.len().min(b.len());
-    while end > 0 {
-        let start = end.saturating_sub(64);
-        if a[start..end] != b[start..end] {
+    let n = a.len().min(b.len());
+    let mut end = n;
+    while end >= STRIDE {
+        let start = end - STRIDE;
+        if stride_differs(&a[start..end], &b[start..end]) {
             return (start..end).rev().find(|&i| a[i] != b[i]);
         }
         end = start;
     }
-    None
+    (0..end).rev().find(|&i| a[i] != b[i])
 }
 
 /// Writes the true bytes of a marked piece into `out`, given the (up to
@@ -627,26 +757,31 @@ fn last_difference(a: &[u8], b: &[u8]) -> Option<usize> {
 /// that output (a stream referring back past its member's start, which
 /// the one-core pass reports).
 pub(super) fn resolve(first: &[u8], second: &[u8], window: &[u8], out: &mut [u8]) -> bool {
-    for ((a, b), out) in first
-        .chunks(64)
-        .zip(second.chunks(64))
-        .zip(out.chunks_mut(64))
-    {
-        out.copy_from_slice(a);
-        if a == b {
-            continue;
-        }
-        for ((&x, &y), o) in a.iter().zip(b).zip(out.iter_mut()) {
+    let n = first.len().min(second.len()).min(out.len());
+    out[..n].copy_from_slice(&first[..n]);
+    let fix = |range: std::ops::Range<usize>, out: &mut [u8]| {
+        for i in range {
+            let (x, y) = (first[i], second[i]);
             if x != y {
                 let back = WINDOW - usize::from(position(x, y));
                 match window.len().checked_sub(back) {
-                    Some(i) => *o = window[i],
+                    Some(w) => out[i] = window[w],
                     None => return false,
                 }
             }
         }
+        true
+    };
+    let mut at = 0;
+    while at + STRIDE <= n {
+        if stride_differs(&first[at..at + STRIDE], &second[at..at + STRIDE])
+            && !fix(at..at + STRIDE, out)
+        {
+            return false;
+        }
+        at += STRIDE;
     }
-    true
+    fix(at..n, out)
 }
 
 #[cfg(test)]
