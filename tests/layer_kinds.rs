@@ -219,3 +219,76 @@ fn empty_layers_contribute_nothing() {
     let mount = stack.mount();
     assert_tree(mount.path(), &expected);
 }
+
+/// Text-like bytes (words from a small vocabulary): what deflate writes
+/// blocks with their own codes for, as it does for real layers.
+fn text(len: usize, seed: u64) -> Vec<u8> {
+    const WORDS: &[&[u8]] = &[
+        b"usr", b"lib", b"share", b"x86_64", b"linux", b"gnu", b"python3", b"README", b"LICENSE",
+        b"config", b"json", b"/", b"\n", b"0", b"42", b"layer",
+    ];
+    let noise = pseudo_random(len / 8 + 8, seed);
+    let mut out = Vec::with_capacity(len + 16);
+    let mut i = 0;
+    while out.len() < len {
+        let r = noise[i % noise.len()] as usize;
+        out.extend_from_slice(WORDS[r % WORDS.len()]);
+        if r % 7 == 0 {
+            let at = (i * 3) % (noise.len() - 3);
+            out.extend_from_slice(&noise[at..at + 3]);
+        }
+        out.push(b' ');
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// A gzip layer of more than two 16 MiB chunks, written by GNU gzip, is
+/// inflated on every core while it is indexed: its tree and every byte
+/// are what was packed, and the pass did not fall back to one core.
+#[test]
+fn a_big_gzip_layer_inflated_on_every_core() {
+    let mut layer = Layer::default().dir("d");
+    let mut expected = Expected::new().dir("d");
+    for i in 0..60u64 {
+        // Incompressible and text-like files in turn, 0.5-2.5 MB each.
+        let len = 500_000 + (i as usize % 5) * 500_000;
+        let body = if i % 2 == 0 {
+            pseudo_random(len, i)
+        } else {
+            text(len, i)
+        };
+        let name = format!("d/f{i:02}");
+        layer = layer.file(&name, &body);
+        expected = expected.file(&name, &body);
+    }
+    let stack = Layers::new();
+    let tar = layer.write(stack.dir(), "big.tar", Codec::Plain);
+    let gz = compress_with("gzip", &["-c", "-6"], &tar, &stack.dir().join("big.tar.gz"));
+    let size = std::fs::metadata(&gz).expect("gzip layer").len();
+    assert!(
+        size > 40 << 20,
+        "the layer is {size} bytes: too small to split"
+    );
+
+    let listed = Command::new(common::mount::bin())
+        .args(["ls", "--no-cache"])
+        .arg(&gz)
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("layerfs ls");
+    assert!(listed.status.success());
+    let log = String::from_utf8_lossy(&listed.stderr);
+    assert!(
+        log.contains("gzip: chunk "),
+        "no chunk inflated by a worker:\n{log}"
+    );
+    assert!(
+        !log.contains("on one core"),
+        "fell back to one core:\n{log}"
+    );
+
+    let mount = Mount::new(&[gz]);
+    assert_tree(mount.path(), &expected);
+}
