@@ -581,6 +581,7 @@ pub(super) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDe
         chunk: gzip_parallel::CHUNK,
         workers,
         marked_ahead: gzip_parallel::MARKED_AHEAD,
+        spare_core: super::parallel::spare_core,
     });
     index_pass_with(file, file_len, SPACING, parallel)
 }
@@ -593,6 +594,8 @@ pub(super) struct Parallel {
     pub(super) workers: usize,
     /// See [`gzip_parallel::MARKED_AHEAD`].
     pub(super) marked_ahead: u64,
+    /// Whether a core is idle for workers other than the first.
+    pub(super) spare_core: fn() -> bool,
 }
 
 /// The indexing pass with checkpoints about every `spacing` output bytes
@@ -751,7 +754,10 @@ impl GzipPass {
                 self.crc.reset();
                 self.history = 0;
                 self.checkpoint(self.write, deflate)?;
-                if let Some(p) = self.parallel.take().filter(|_| self.pos == 0) {
+                // Other layers' passes using every core: the workers would
+                // only add copying to the same single inflater.
+                let first = self.pos == 0;
+                if let Some(p) = self.parallel.take().filter(|p| first && (p.spare_core)()) {
                     let speculation = Speculation::start(
                         Arc::clone(&self.file),
                         self.file_len,
@@ -759,6 +765,7 @@ impl GzipPass {
                         p.chunk,
                         p.workers,
                         p.marked_ahead,
+                        p.spare_core,
                     );
                     if let Some(speculation) = speculation {
                         self.source = Source::Speculative(speculation);
@@ -1692,6 +1699,7 @@ mod tests {
             chunk,
             workers,
             marked_ahead,
+            spare_core: || true,
         })
     }
 
@@ -1745,18 +1753,26 @@ mod tests {
             let (bytes, err) = stream(one.as_mut());
             assert!(err.is_none() && bytes == expected, "{what}: one inflater");
             let reference = one.finish().expect("index");
-            for (chunk, workers) in [(40_000, 2), (150_000, 3), (1 << 20, 2)] {
-                let parallel = speculative(chunk, workers, MARKED_FOR_TESTS);
+            // One worker takes every chunk into its own; with no idle core
+            // at the start there is no speculation at all.
+            let busy = Parallel {
+                spare_core: || false,
+                ..speculative(40_000, 2, MARKED_FOR_TESTS).expect("config")
+            };
+            for (chunk, parallel, speculated) in [
+                (40_000, speculative(40_000, 2, MARKED_FOR_TESTS), true),
+                (150_000, speculative(150_000, 3, MARKED_FOR_TESTS), true),
+                (1 << 20, speculative(1 << 20, 2, MARKED_FOR_TESTS), true),
+                (40_000, speculative(40_000, 1, MARKED_FOR_TESTS), true),
+                (40_000, Some(busy), false),
+            ] {
                 let mut pass =
                     GzipPass::new(Arc::clone(&file), len, 100_000, parallel).expect("pass");
                 let (bytes, err) = stream(&mut pass);
                 assert!(err.is_none(), "{what}, chunks of {chunk}: {err:?}");
                 assert!(bytes == expected, "{what}, chunks of {chunk}: the bytes");
-                assert_eq!(
-                    pass.from_workers,
-                    data.len() as u64,
-                    "{what}: all speculated"
-                );
+                let from_workers = if speculated { data.len() as u64 } else { 0 };
+                assert_eq!(pass.from_workers, from_workers, "{what}, chunks of {chunk}");
                 let index = Box::new(pass).finish().expect("index");
                 assert!(index == reference, "{what}, chunks of {chunk}: the index");
             }

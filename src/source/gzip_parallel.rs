@@ -27,7 +27,13 @@
 //!   spend a second core on it.
 //! - A worker stops at the first block boundary that is the next chunk's
 //!   start. If it passes that start without meeting it (a start that was
-//!   not a real block), it absorbs the chunk and aims at the one after.
+//!   not a real block), it absorbs the chunk and aims at the one after; it
+//!   also absorbs the next chunk if no worker has taken it yet.
+//! - Only the first worker always works: the others take a chunk only while
+//!   the decoding passes running leave a core idle (other layers being
+//!   indexed at once keep the cores busy, and speculation costs more work
+//!   than it saves then). A pass alone on the machine gets every core;
+//!   several passes each inflate as they would on one core.
 //!
 //! So the pass hands out exactly what one inflater would: every chunk
 //! begins where the one before really ended. Whatever the workers cannot
@@ -37,7 +43,7 @@
 //! one-core pass would, and reports that pass's errors.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -149,10 +155,13 @@ struct Plan {
     spare: Mutex<Vec<Vec<u8>>>,
 }
 
-/// The workers' queue: the next chunk to take, and where to announce it.
+/// The workers' queue: the next chunk no worker has taken (a worker
+/// absorbing a chunk moves it on without the lock, so it never waits for a
+/// worker that holds the lock while the pass is busy), and where to
+/// announce a taken chunk, in order.
 struct Queue {
-    next: usize,
-    jobs: SyncSender<Job>,
+    next: AtomicUsize,
+    jobs: Mutex<SyncSender<Job>>,
 }
 
 impl Plan {
@@ -307,27 +316,33 @@ fn position(first: u8, second: u8) -> u16 {
 }
 
 /// A worker: takes chunks in order and inflates each until the pass is
-/// gone or no chunk is left.
-fn work(plan: &Plan, queue: &Mutex<Queue>) {
+/// gone or no chunk is left. Worker 0 always goes on; the others wait for
+/// an idle core.
+fn work(plan: &Plan, queue: &Queue, worker: usize, spare_core: fn() -> bool) {
     loop {
         if plan.stop.load(Ordering::Relaxed) {
             return;
         }
+        if worker > 0 && !spare_core() {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
         let (index, pieces) = {
-            let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
-            let index = queue.next;
+            // Taken and announced under one lock: jobs reach the pass in
+            // chunk order.
+            let jobs = queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            let index = queue.next.fetch_add(1, Ordering::SeqCst);
             if index >= plan.chunks {
                 return;
             }
-            queue.next += 1;
             let (tx, rx) = sync_channel(PIECES_AHEAD);
-            if queue.jobs.send(Job { index, pieces: rx }).is_err() {
+            if jobs.send(Job { index, pieces: rx }).is_err() {
                 return;
             }
             (index, tx)
         };
         if let Some(start) = plan.start(index) {
-            let mut chunk = ChunkInflate::new(plan, index, pieces);
+            let mut chunk = ChunkInflate::new(plan, queue, index, pieces);
             if let Err(stopped) = chunk.run(start) {
                 if let Stopped::GiveUp(why) = stopped {
                     log::debug!("gzip: chunk {index} from bit {start} given up: {why}");
@@ -356,6 +371,7 @@ impl From<io::Error> for Stopped {
 /// One worker inflating one chunk.
 struct ChunkInflate<'a> {
     plan: &'a Plan,
+    queue: &'a Queue,
     index: usize,
     pieces: SyncSender<Piece>,
     /// The next chunk this one aims to end at.
@@ -367,9 +383,10 @@ struct ChunkInflate<'a> {
 }
 
 impl<'a> ChunkInflate<'a> {
-    fn new(plan: &'a Plan, index: usize, pieces: SyncSender<Piece>) -> Self {
+    fn new(plan: &'a Plan, queue: &'a Queue, index: usize, pieces: SyncSender<Piece>) -> Self {
         ChunkInflate {
             plan,
+            queue,
             index,
             pieces,
             target: index + 1,
@@ -494,6 +511,19 @@ impl<'a> ChunkInflate<'a> {
         }
     }
 
+    /// Takes chunk `k` into this one if no worker has taken it: true if so.
+    fn claim(&self, k: usize) -> bool {
+        let next = &self.queue.next;
+        let mut now = next.load(Ordering::SeqCst);
+        while now <= k {
+            match next.compare_exchange(now, k + 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return true,
+                Err(moved) => now = moved,
+            }
+        }
+        false
+    }
+
     /// Notes a block end and decides whether the chunk is over after an
     /// inflate step that left `len` bytes in the current piece.
     fn after_step(
@@ -510,6 +540,10 @@ impl<'a> ChunkInflate<'a> {
             self.ends.push(BlockEnd { at: len, bit });
             let plan = self.plan;
             while self.target < plan.chunks && bit >= plan.nominal(self.target) {
+                if self.claim(self.target) {
+                    self.target += 1;
+                    continue;
+                }
                 match plan.start(self.target) {
                     Some(next) if next == bit => return Ok(Some(Piece::Stop(bit))),
                     Some(next) if next > bit => break,
@@ -549,6 +583,7 @@ impl Speculation {
         chunk: u64,
         workers: usize,
         marked_ahead: u64,
+        spare_core: fn() -> bool,
     ) -> Option<Speculation> {
         let chunk = chunk.max(1);
         let data_bits = (file_len * 8).saturating_sub(first);
@@ -569,16 +604,16 @@ impl Speculation {
         // One chunk being handed out, the next ones queued behind it: one
         // per other worker.
         let (jobs_tx, jobs_rx) = sync_channel(workers.saturating_sub(1).max(1));
-        let queue = Arc::new(Mutex::new(Queue {
-            next: 0,
-            jobs: jobs_tx,
-        }));
+        let queue = Arc::new(Queue {
+            next: AtomicUsize::new(0),
+            jobs: Mutex::new(jobs_tx),
+        });
         let mut threads = Vec::new();
         for n in 0..workers.max(1) {
             let (plan, queue) = (Arc::clone(&plan), Arc::clone(&queue));
             match std::thread::Builder::new()
                 .name(format!("gzip-{n}"))
-                .spawn(move || work(&plan, &queue))
+                .spawn(move || work(&plan, &queue, n, spare_core))
             {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {

@@ -9,6 +9,7 @@ use super::access::{Access, DecodeCounter, IndexingDecoder};
 use super::chunk_store::DEFAULT_MAX_BYTES as CHUNK_STORE_BYTES;
 use super::codec::{sniff, Codec, Sniffed};
 use super::gzip;
+use super::parallel;
 use super::positioned::PositionedReader;
 use super::region::Region;
 use super::remote::{is_fetch_error, PassStream, RemoteBlob};
@@ -251,10 +252,12 @@ impl LayerSource {
             Codec::Xz => Pass::Decoding(xz_blocks::index_pass(file, len)),
             Codec::Lz4 => Pass::Decoding(lz4_frames::index_pass(file, len)),
         };
+        let decoding = matches!(pass, Pass::Decoding(_)).then(parallel::Decoding::start);
         IndexPass {
             pass,
             read: 0,
             stream,
+            _decoding: decoding,
         }
     }
 
@@ -443,6 +446,8 @@ pub struct IndexPass {
     read: u64,
     /// A remote blob's stream, hashed as the pass reads it.
     stream: Option<Arc<PassStream>>,
+    /// Counted among the decoding passes while it lives.
+    _decoding: Option<parallel::Decoding>,
 }
 
 impl std::fmt::Debug for IndexPass {
