@@ -192,9 +192,7 @@ pub(super) fn dynamic_header_at(data: &[u8], bit: u64) -> bool {
     if code_is_valid(&precode, false) != Some(true) {
         return false;
     }
-    let Some(table) = decode_table(&precode) else {
-        return false;
-    };
+    let table = decode_table(&precode);
     let mut lengths = [0u8; 286 + 30];
     let total = literals + distances;
     let mut i = 0;
@@ -241,7 +239,7 @@ pub(super) fn dynamic_header_at(data: &[u8], bit: u64) -> bool {
 
 /// A lookup table for the code-length code: indexed by the next 7 bits
 /// (LSB first), it gives the symbol and its code length (0: no code).
-fn decode_table(lengths: &[u8; 19]) -> Option<[(u8, u8); 1 << CODE_LENGTH_BITS]> {
+fn decode_table(lengths: &[u8; 19]) -> [(u8, u8); 1 << CODE_LENGTH_BITS] {
     let mut table = [(0u8, 0u8); 1 << CODE_LENGTH_BITS];
     let mut code = 0u32;
     for len in 1..=CODE_LENGTH_BITS as u8 {
@@ -261,7 +259,7 @@ fn decode_table(lengths: &[u8; 19]) -> Option<[(u8, u8); 1 << CODE_LENGTH_BITS]>
         }
         code <<= 1;
     }
-    Some(table)
+    table
 }
 
 #[cfg(test)]
