@@ -111,6 +111,75 @@ pub fn map_readonly(file: &std::fs::File) -> io::Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(file) }
 }
 
+/// Tells the kernel that the `len` bytes of `file` from `offset` will not
+/// be read again soon, so that their page-cache pages can be freed now.
+pub fn drop_from_page_cache(file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "range past 2^63");
+    let offset = i64::try_from(offset).map_err(|_| too_big())?;
+    let len = i64::try_from(len).map_err(|_| too_big())?;
+    // SAFETY: posix_fadvise only reads its integer arguments.
+    let rc = unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(file),
+            offset,
+            len,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// How many of the pages of `file` in `offset..offset + len` are in the
+/// page cache, and how many pages that range spans.
+pub fn cached_pages(file: &std::fs::File, offset: u64, len: u64) -> io::Result<(u64, u64)> {
+    // SAFETY: sysconf only reads its argument.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .ok()
+        .filter(|&p| p.is_power_of_two())
+        .ok_or_else(|| io::Error::other("no page size"))?;
+    // Windows of 1 GiB: a map of that much costs nothing until touched,
+    // and its residency vector is 256 KiB.
+    const WINDOW: u64 = 1 << 30;
+    let mut at = offset & !(page - 1);
+    let end = offset.saturating_add(len);
+    let (mut cached, mut pages) = (0u64, 0u64);
+    let mut residency = Vec::new();
+    while at < end {
+        let span = (end - at).min(WINDOW);
+        let span_usize = usize::try_from(span).map_err(io::Error::other)?;
+        // SAFETY: the map is never read through (mincore only asks the
+        // kernel about it), so another program truncating the file cannot
+        // fault this process.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(at)
+                .len(span_usize)
+                .map(file)?
+        };
+        residency.clear();
+        residency.resize(span_usize.div_ceil(page as usize), 0u8);
+        // SAFETY: the vector holds one byte per page of the mapping, as
+        // mincore(2) writes.
+        let rc = unsafe {
+            libc::mincore(
+                map.as_ptr() as *mut libc::c_void,
+                span_usize,
+                residency.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        cached += residency.iter().filter(|&&b| b & 1 == 1).count() as u64;
+        pages += residency.len() as u64;
+        at += span;
+    }
+    Ok((cached, pages))
+}
+
 /// Returns the heap memory malloc holds but no longer uses to the system.
 pub fn release_free_memory() {
     // SAFETY: malloc_trim only walks glibc's own free lists.

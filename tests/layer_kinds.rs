@@ -272,14 +272,7 @@ fn a_big_gzip_layer_inflated_on_every_core() {
         "the layer is {size} bytes: too small to split"
     );
 
-    let listed = Command::new(common::mount::bin())
-        .args(["ls", "--no-cache"])
-        .arg(&gz)
-        .env("RUST_LOG", "debug")
-        .output()
-        .expect("layerfs ls");
-    assert!(listed.status.success());
-    let log = String::from_utf8_lossy(&listed.stderr);
+    let log = debug_listing(&gz);
     assert!(
         log.contains("gzip: chunk "),
         "no chunk inflated by a worker:\n{log}"
@@ -290,5 +283,65 @@ fn a_big_gzip_layer_inflated_on_every_core() {
     );
 
     let mount = Mount::new(&[gz]);
+    assert_tree(mount.path(), &expected);
+}
+
+/// Lists `layer` with the debug log on; returns the log.
+fn debug_listing(layer: &Path) -> String {
+    let listed = Command::new(common::mount::bin())
+        .args(["ls", "--no-cache"])
+        .arg(layer)
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("layerfs ls");
+    assert!(listed.status.success());
+    String::from_utf8_lossy(&listed.stderr).into_owned()
+}
+
+/// A plain layer of 70 MB of small files is read by the pass and a second
+/// reader at once; the tree and every byte are still what was packed.
+#[test]
+fn a_big_plain_layer_of_small_files_is_read_by_two_readers() {
+    let mut layer = Layer::default().dir("d");
+    let mut expected = Expected::new().dir("d");
+    for i in 0..8_000u64 {
+        let body = text((i as usize * 7919) % 16_384, i);
+        let name = format!("d/f{i:04}");
+        layer = layer.file(&name, &body);
+        expected = expected.file(&name, &body);
+    }
+    let stack = Layers::new();
+    let tar = layer.write(stack.dir(), "small-files.tar", Codec::Plain);
+    let size = std::fs::metadata(&tar).expect("plain layer").len();
+    assert!(size > 64 << 20, "the layer is {size} bytes: too small");
+    let log = debug_listing(&tar);
+    assert!(
+        log.contains("read-ahead helper read "),
+        "no second reader:\n{log}"
+    );
+    let mount = Mount::new(&[tar]);
+    assert_tree(mount.path(), &expected);
+}
+
+/// A plain layer of a few big files is indexed by seeking past their data:
+/// the second reader reads none of it.
+#[test]
+fn a_plain_layer_of_big_files_gets_no_second_reader() {
+    let mut layer = Layer::default().dir("d");
+    let mut expected = Expected::new().dir("d");
+    for i in 0..2u64 {
+        let body = pseudo_random(40 << 20, i);
+        let name = format!("d/blob{i}");
+        layer = layer.file(&name, &body);
+        expected = expected.file(&name, &body);
+    }
+    let stack = Layers::new();
+    let tar = layer.write(stack.dir(), "big-files.tar", Codec::Plain);
+    let log = debug_listing(&tar);
+    assert!(
+        log.contains("read-ahead helper read 0 MiB"),
+        "the second reader read a sparse pass's data:\n{log}"
+    );
+    let mount = Mount::new(&[tar]);
     assert_tree(mount.path(), &expected);
 }

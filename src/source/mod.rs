@@ -12,6 +12,7 @@ mod bzip2_streams;
 mod chunk_store;
 mod codec;
 mod deflate_scan;
+mod drop_behind;
 mod frames;
 mod gzip;
 mod gzip_parallel;
@@ -23,6 +24,7 @@ mod positioned;
 mod reader;
 mod region;
 mod remote;
+mod second_reader;
 mod seek;
 mod spill;
 #[cfg(test)]

@@ -8,11 +8,13 @@ use std::sync::{Arc, OnceLock};
 use super::access::{Access, DecodeCounter, IndexingDecoder};
 use super::chunk_store::DEFAULT_MAX_BYTES as CHUNK_STORE_BYTES;
 use super::codec::{sniff, Codec, Sniffed};
+use super::drop_behind::DropBehind;
 use super::gzip;
 use super::parallel;
 use super::positioned::PositionedReader;
 use super::region::Region;
 use super::remote::{is_fetch_error, PassStream, RemoteBlob};
+use super::second_reader::SecondReader;
 use super::seek::SeekIndex;
 use super::spill::is_spill_error;
 use super::watch::{Drift, Watch};
@@ -240,6 +242,8 @@ impl LayerSource {
         }
         let pass = match self.codec {
             Codec::Plain => Pass::Plain(PlainStream {
+                behind: DropBehind::start(&file),
+                helper: SecondReader::start(&file),
                 inner: BufReader::with_capacity(
                     INPUT_BUFFER,
                     PositionedReader { file, pos: 0, len },
@@ -580,11 +584,22 @@ fn read_full_at(region: &Region, buf: &mut [u8]) -> io::Result<usize> {
 struct PlainStream {
     inner: BufReader<PositionedReader>,
     len: u64,
+    /// Reads the layer ahead of the pass, while the pass reads.
+    helper: Option<SecondReader>,
+    /// Frees the page cache the pass has left behind.
+    behind: Option<DropBehind>,
 }
 
 impl Read for PlainStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
+        let n = self.inner.read(buf)?;
+        if let Some(helper) = &self.helper {
+            helper.read(n as u64);
+        }
+        if let Some(behind) = &mut self.behind {
+            behind.reached(self.inner.get_ref().pos);
+        }
+        Ok(n)
     }
 }
 
@@ -602,6 +617,12 @@ impl Stream for PlainStream {
             meter.advance(unread);
         }
         self.inner.seek_relative(delta)?;
+        if let Some(helper) = &self.helper {
+            helper.skipped(n, unread);
+        }
+        if let Some(behind) = &mut self.behind {
+            behind.reached(pos.saturating_add(n));
+        }
         Ok(n)
     }
 }
