@@ -8,7 +8,10 @@
 #
 # Environment: BINS="name=path ..." (default: old=/tmp/layerfs-main and
 # new=this tree's release build); CACHE=none mounts with --no-cache instead
-# of an empty --cache-dir (which also times storing the index).
+# of an empty --cache-dir (which also times storing the index); IDLE=S
+# waits S seconds after dropping the page cache: on a VM whose host takes
+# back idle guest memory, pages freed a while ago cost a host fault each
+# when the next read claims them (IDLE=6 measures that state).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 runs=$1; shift
@@ -16,7 +19,7 @@ target=${CARGO_TARGET_DIR:-$here/target}
 BINS=${BINS:-"old=/tmp/layerfs-main new=$target/release/layerfs"}
 work=$(mktemp -d); mnt=$work/mnt; mkdir -p "$mnt"
 trap 'mountpoint -q "$mnt" && umount -l "$mnt"; rm -rf "$work"' EXIT
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; sleep "${IDLE:-0}"; }
 elapsed() { echo "$2 - $1" | bc; }
 for _ in $(seq "$runs"); do
   drop; t0=$(date +%s.%N); cat "$@" > /dev/null
