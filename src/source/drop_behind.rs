@@ -69,21 +69,15 @@ impl DropBehind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use crate::source::test_support::temp_file;
 
-    fn cached_layer(len: usize) -> (tempfile::NamedTempFile, Arc<Region>) {
-        let mut f = tempfile::NamedTempFile::new().expect("temp file");
-        let chunk = vec![7u8; 1 << 20];
-        for _ in 0..len / chunk.len() {
-            f.write_all(&chunk).expect("write");
-        }
-        let region = Region::whole(f.reopen().expect("reopen")).expect("region");
-        (f, Arc::new(region))
+    fn cached_layer(len: usize) -> Arc<Region> {
+        Arc::new(temp_file(&vec![7u8; len]))
     }
 
     #[test]
     fn a_short_layer_keeps_its_pages() {
-        let (_f, region) = cached_layer(1 << 20);
+        let region = cached_layer(1 << 20);
         assert!(DropBehind::start(&region).is_none());
     }
 
@@ -91,7 +85,7 @@ mod tests {
     fn a_layer_mostly_cached_is_left_cached() {
         // Just written, so in the page cache (on every file system that
         // has one; tmpfs reports its pages as resident too).
-        let (_f, region) = cached_layer(80 << 20);
+        let region = cached_layer(80 << 20);
         match region.cached_share() {
             Some(share) if share > KEEP_IF_CACHED => {
                 assert!(DropBehind::start(&region).is_none());
@@ -102,7 +96,7 @@ mod tests {
 
     #[test]
     fn pages_behind_the_pass_are_dropped_in_stretches() {
-        let (_f, region) = cached_layer(80 << 20);
+        let region = cached_layer(80 << 20);
         let mut behind = DropBehind {
             region: Arc::clone(&region),
             dropped: 0,

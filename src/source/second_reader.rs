@@ -172,22 +172,17 @@ fn finished(pass: &PassProgress) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use crate::source::test_support::temp_file;
 
-    fn layer(len: usize) -> (tempfile::NamedTempFile, Region) {
-        let mut f = tempfile::NamedTempFile::new().expect("temp file");
-        let chunk = vec![7u8; 1 << 20];
-        for _ in 0..len / chunk.len() {
-            f.write_all(&chunk).expect("write");
-        }
-        let region = Region::whole(f.reopen().expect("reopen")).expect("region");
-        (f, region)
+    /// A layer of `len` bytes, in an unlinked file: the helper reopens it
+    /// all the same.
+    fn layer(len: usize) -> Region {
+        temp_file(&vec![7u8; len])
     }
 
     #[test]
     fn no_helper_for_a_short_layer() {
-        let (_f, region) = layer(1 << 20);
-        assert!(SecondReader::start(&region).is_none());
+        assert!(SecondReader::start(&layer(1 << 20)).is_none());
     }
 
     /// Waits (up to 5 s) until the helper has ended; returns what it read.
@@ -205,7 +200,7 @@ mod tests {
 
     #[test]
     fn a_pass_that_skips_more_than_it_reads_gets_no_help() {
-        let (_f, region) = layer(80 << 20);
+        let region = layer(80 << 20);
         let helper = SecondReader::start(&region).expect("helper");
         helper.read(512);
         helper.skipped(70 << 20, 70 << 20);
@@ -214,7 +209,7 @@ mod tests {
 
     #[test]
     fn a_dense_pass_gets_the_stretch_after_its_own_read_for_it() {
-        let (_f, region) = layer(80 << 20);
+        let region = layer(80 << 20);
         let helper = SecondReader::start(&region).expect("helper");
         helper.read(START_AFTER);
         // Two stretches of 40 MiB: the pass reads the first, the helper
@@ -224,7 +219,7 @@ mod tests {
 
     #[test]
     fn the_helper_leaves_what_the_pass_has_reached() {
-        let (_f, region) = layer(80 << 20);
+        let region = layer(80 << 20);
         let helper = SecondReader::start(&region).expect("helper");
         // The pass is already past the helper's one stretch.
         helper.skipped(60 << 20, 0);
