@@ -107,13 +107,11 @@ impl Region {
     /// reader beside a pass. `None` for a remote blob, or if the file
     /// cannot be opened again.
     pub(crate) fn reopened(&self) -> Option<Region> {
-        let Backing::File(file) = &self.file else {
-            return None;
-        };
+        let file = self.file()?;
         // A dup() would share the offset and the readahead state; opening
         // the descriptor's /proc link makes a description of its own, even
         // for a file since renamed or deleted.
-        let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&**file));
+        let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(file));
         let own = File::open(link)
             .map_err(|e| log::debug!("layer file not reopened for read-ahead: {e}"))
             .ok()?;
@@ -123,9 +121,7 @@ impl Region {
     /// The share of the range's pages now in the page cache; `None` for a
     /// remote blob, or if the kernel will not say.
     pub(crate) fn cached_share(&self) -> Option<f64> {
-        let Backing::File(file) = &self.file else {
-            return None;
-        };
+        let file = self.file()?;
         match crate::sys::cached_pages(file, self.base, self.len) {
             Ok((_, 0)) => Some(0.0),
             Ok((cached, pages)) => Some(cached as f64 / pages as f64),
@@ -140,7 +136,7 @@ impl Region {
     /// the range now; nothing for a remote blob. Only a hint: a failure
     /// changes nothing that is read.
     pub(crate) fn drop_cached(&self, offset: u64, len: u64) {
-        if let (Backing::File(file), Some(at)) = (&self.file, self.base.checked_add(offset)) {
+        if let (Some(file), Some(at)) = (self.file(), self.base.checked_add(offset)) {
             let len = len.min(self.len.saturating_sub(offset));
             if let Err(e) = crate::sys::drop_from_page_cache(file, at, len) {
                 log::debug!("page cache not dropped: {e}");
