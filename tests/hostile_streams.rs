@@ -1,7 +1,8 @@
 //! Compressed layers that are hostile after indexing (issue 6, part 1): a
 //! decompression bomb must cost bounded memory and disk, and damage met
 //! only by a read fails that read alone, logged, while every other file
-//! keeps working.
+//! keeps working. Small layers that declare huge metadata (extended
+//! attribute bombs) are refused at bounded cost.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
-use common::mount::Foreground;
+use common::mount::{bin, Foreground};
 use common::{Layers, Mount};
 
 /// Appends a regular file `name` holding `len` bytes from `data`.
@@ -166,4 +167,113 @@ fn damage_found_on_read_fails_that_read_alone() {
         1024 + LEN
     );
     assert_eq!(errors, [want.as_str()], "log:\n{logged}");
+}
+
+/// Runs layerfs with `args` to its end; returns its exit status, stderr
+/// and peak resident memory in KiB (from `wait4`, which also reaps it:
+/// `Child::wait` cannot give the child's own rusage).
+#[allow(clippy::zombie_processes)]
+fn run_measured(args: &[&std::ffi::OsStr]) -> (i32, String, u64) {
+    let mut child = std::process::Command::new(bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn layerfs");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr pipe")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    let pid = i32::try_from(child.id()).expect("pid");
+    let mut status = 0;
+    // SAFETY: `rusage` is plain data that wait4 fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, writing into the two locals.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4: {}", io::Error::last_os_error());
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (
+        code,
+        stderr,
+        u64::try_from(usage.ru_maxrss).unwrap_or(u64::MAX),
+    )
+}
+
+/// A zstd layer of `files` empty files, each with one extended attribute
+/// `user.big` of `value_len` bytes.
+fn xattr_bomb(dir: &Path, name: &str, files: usize, value_len: usize) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let out = fs::File::create(&path).expect("create bomb");
+    let encoder = zstd::stream::write::Encoder::new(out, 3).expect("zstd encoder");
+    let mut builder = tar::Builder::new(encoder);
+    let value = vec![b'A'; value_len];
+    for i in 0..files {
+        builder
+            .append_pax_extensions([("SCHILY.xattr.user.big", &value[..])])
+            .expect("pax header");
+        append(&mut builder, &format!("f{i}"), 0, io::empty());
+    }
+    let encoder = builder.into_inner().expect("finish tar");
+    encoder.finish().expect("finish zstd");
+    path
+}
+
+/// The security review's bombs: 1,000 empty files with a 1 MB xattr each
+/// (59 KB of zstd; `ls` peaked at 1.96 GB) and with a 64 KiB one each
+/// (values the kernel can hold, 64 MiB in all). Both are refused with a
+/// line naming the layer, quickly and in little memory, by `ls` and by
+/// `mount`, which leaves nothing mounted.
+#[test]
+fn xattr_bombs_are_refused_at_bounded_cost() {
+    let dir = Layers::new();
+    for (name, value_len, complaint) in [
+        (
+            "huge-values.tar.zst",
+            1_000_000,
+            "the kernel takes at most 65536",
+        ),
+        (
+            "many-values.tar.zst",
+            64 << 10,
+            "extended attributes of the first",
+        ),
+    ] {
+        let layer = xattr_bomb(dir.dir(), name, 1000, value_len);
+        assert!(fs::metadata(&layer).expect("stat bomb").len() < 1 << 20);
+        let started = std::time::Instant::now();
+        let (code, stderr, peak) = run_measured(&["ls".as_ref(), layer.as_os_str()]);
+        let took = started.elapsed();
+        assert_eq!(code, 1, "{name}: {stderr}");
+        assert!(
+            stderr.contains(name) && stderr.contains(complaint),
+            "{name}: {stderr}"
+        );
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
+        assert!(peak < 64 * 1024, "{name}: ls peaked at {peak} KiB");
+        assert!(took.as_secs() < 5, "{name}: ls took {took:?}");
+        eprintln!("{name}: refused in {took:?}, peak RSS {peak} KiB");
+
+        let mnt = tempfile::tempdir().expect("mountpoint");
+        let _guard = Mount::guard(mnt.path());
+        let (code, stderr, _) = run_measured(&[
+            "mount".as_ref(),
+            "--no-cache".as_ref(),
+            layer.as_os_str(),
+            mnt.path().as_os_str(),
+        ]);
+        assert_eq!(code, 1, "{name}: mount: {stderr}");
+        assert!(stderr.contains(complaint), "{name}: mount: {stderr}");
+        let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(
+            !mounts.contains(&*mnt.path().to_string_lossy()),
+            "{name}: left mounted"
+        );
+    }
 }

@@ -35,6 +35,10 @@ const PREFIX: Range<usize> = 345..500;
 /// a trailer at the end of the block.
 const STAR_PREFIX: Range<usize> = 345..476;
 const STAR_TRAILER: Range<usize> = 508..512;
+/// Old GNU headers keep access and change times where ustar has the
+/// start of its prefix.
+const GNU_ATIME: Range<usize> = 345..357;
+const GNU_CTIME: Range<usize> = 357..369;
 
 /// Which header layout a block uses, told apart by its magic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,7 +208,8 @@ impl<'a> Header<'a> {
         let prefix = match self.dialect {
             Dialect::Ustar => text(field(self.block, PREFIX)),
             Dialect::Star => text(field(self.block, STAR_PREFIX)),
-            Dialect::V7 | Dialect::Gnu => &[],
+            Dialect::Gnu => self.misplaced_prefix(),
+            Dialect::V7 => &[],
         };
         if prefix.is_empty() {
             return name.to_vec();
@@ -214,6 +219,27 @@ impl<'a> Header<'a> {
         path.push(b'/');
         path.extend_from_slice(name);
         path
+    }
+
+    /// The ustar prefix that Go before 1.8 wrote into GNU headers, where
+    /// the access and change times belong. Go's reader still takes it as a
+    /// prefix when either time field is not a number and the text is
+    /// ASCII, and the runtimes read layers with Go's reader, so a name
+    /// placed there is the name they extract.
+    fn misplaced_prefix(&self) -> &'a [u8] {
+        let not_a_time = |range: Range<usize>| {
+            let time = field(self.block, range);
+            time.first().is_some_and(|&b| b != 0) && parse_field(time).is_none()
+        };
+        if !not_a_time(GNU_ATIME) && !not_a_time(GNU_CTIME) {
+            return &[];
+        }
+        let prefix = text(field(self.block, PREFIX));
+        if prefix.is_ascii() {
+            prefix
+        } else {
+            &[]
+        }
     }
 
     /// The link target field.
@@ -340,11 +366,26 @@ mod tests {
         assert_eq!(Header::new(&block).dialect(), Dialect::Ustar);
         assert_eq!(Header::new(&block).path(), b"some/prefix/name");
 
-        // GNU: the same bytes are atime/ctime, not a prefix.
+        // GNU: the same bytes are atime/ctime, not a prefix...
         let mut gnu = header(Kind::Gnu, b"name", b'0', 0);
-        set(&mut gnu, PREFIX, b"some/prefix");
+        set(&mut gnu, GNU_ATIME, b"14567123456\0");
+        set(&mut gnu, GNU_CTIME, b"14567123457\0");
+        set(&mut gnu, 369..380, b"unused text");
         assert_eq!(Header::new(&gnu).dialect(), Dialect::Gnu);
         assert_eq!(Header::new(&gnu).path(), b"name");
+        // ...unless a time is no number: then, as Go reads the headers its
+        // writer put a prefix in before Go 1.8, an ASCII text there is one.
+        let mut buggy = header(Kind::Gnu, b"name", b'0', 0);
+        set(&mut buggy, GNU_ATIME, b"some/prefix");
+        assert_eq!(Header::new(&buggy).path(), b"some/prefix/name");
+        let mut buggy = header(Kind::Gnu, b"name", b'0', 0);
+        set(&mut buggy, GNU_ATIME, b"1234\0");
+        set(&mut buggy, GNU_CTIME, b"not a time");
+        assert_eq!(Header::new(&buggy).path(), b"1234/name");
+        // A non-ASCII text is no prefix.
+        let mut buggy = header(Kind::Gnu, b"name", b'0', 0);
+        set(&mut buggy, PREFIX, b"caf\xc3\xa9/x");
+        assert_eq!(Header::new(&buggy).path(), b"name");
 
         // star: 131-byte prefix followed by atime; "tar\0" trailer.
         let mut star = header(Kind::Ustar, b"n", b'0', 0);

@@ -10,7 +10,7 @@ use super::error::{Problem, TarError};
 use super::gnu::{long_name, read_old_sparse};
 use super::header::{checksum_ok, is_zero, Block, Header, BLOCK};
 use super::member::{DataLayout, Member, MemberKind};
-use super::pax::{dedupe, PaxHeader, PaxSparse, Scope, Xattr};
+use super::pax::{check_global, PaxHeader, PaxSparse, SparseFormat};
 use super::sparse::read_pax1_map;
 use crate::source::Stream;
 
@@ -20,6 +20,13 @@ const MAX_EXTENSION_DATA: u64 = 1 << 20;
 /// Most extension headers accepted in a row before a member: real archives
 /// have at most three or four.
 const MAX_EXTENSION_HEADERS: u32 = 64;
+/// Extended attribute bytes (names and values) a layer may carry: 16 MiB,
+/// and 256 bytes more for each member. Real layers stay far below (an
+/// SELinux label is about 50 bytes), while 1,000 members with 64 KiB values
+/// each, 60 KB of zstd, would otherwise hold 64 MiB in memory and in the
+/// stored tree.
+const XATTR_BUDGET_BASE: u64 = 16 << 20;
+const XATTR_BUDGET_PER_MEMBER: u64 = 256;
 
 /// Every member of one layer, in archive order (duplicates kept: the merge
 /// decides that the last wins).
@@ -122,13 +129,15 @@ enum Next {
     End(End),
 }
 
-/// What the extension headers since the last member said.
+/// What the extension headers since the last member said. As in Go, each
+/// one replaces an earlier one of its kind: the last PAX header, long name
+/// and long link before a member are the ones that apply.
 #[derive(Default)]
 struct Pending {
-    /// Offset of the member's first extension header ('x', 'X', 'L', 'K';
-    /// not 'g', which belongs to no member): where the member starts.
+    /// Offset of the member's first extension header ('x', 'X', 'L', 'K'):
+    /// where the member starts.
     first_offset: Option<u64>,
-    /// Extension headers of any type since the last member.
+    /// Extension headers since the last member.
     headers: u32,
     long_name: Option<Vec<u8>>,
     long_link: Option<Vec<u8>>,
@@ -144,9 +153,11 @@ struct Indexer<'a> {
     /// Extension header data, reused.
     data: Vec<u8>,
     pending: Pending,
-    /// Defaults set by 'g' headers so far.
-    globals: PaxHeader,
     members: Vec<Member>,
+    /// Members indexed so far, and the extended attribute bytes they
+    /// carry: what [`XATTR_BUDGET_BASE`] bounds.
+    members_seen: u64,
+    xattr_bytes: u64,
     /// Where full batches of `members` go, and their size; `None`: keep
     /// them all.
     batch: Option<(usize, Sink<'a>)>,
@@ -163,8 +174,9 @@ impl<'a> Indexer<'a> {
             scratch: [0; BLOCK],
             data: Vec::new(),
             pending: Pending::default(),
-            globals: PaxHeader::default(),
             members: Vec::new(),
+            members_seen: 0,
+            xattr_bytes: 0,
             batch: None,
             prefix,
         }
@@ -255,7 +267,10 @@ impl<'a> Indexer<'a> {
         }
         let size = Header::new(&self.block).size().map_err(|p| p.at(offset))?;
         if typeflag == b'V' {
-            // A volume label names the tape, not a file.
+            // A volume label names the tape, not a file. Go hands it out as
+            // an entry of its own, so the extension headers before it
+            // describe the label and are spent.
+            self.pending = Pending::default();
             return self.cursor.skip_data(size);
         }
         if typeflag != b'g' {
@@ -277,11 +292,14 @@ impl<'a> Indexer<'a> {
         self.cursor.skip(padding(size))?;
         match typeflag {
             // 'X' is what Solaris tar wrote before 'x' was standardised.
-            b'x' | b'X' => self
-                .pending
-                .pax
-                .parse(&self.data, data_offset, Scope::Member)?,
-            b'g' => self.globals.parse(&self.data, data_offset, Scope::Global)?,
+            b'x' | b'X' => self.pending.pax = PaxHeader::parse(&self.data, data_offset)?,
+            b'g' => {
+                // Go returns a global header as an entry of its own, which
+                // every runtime skips: its records set no defaults, and the
+                // extension headers before it are spent.
+                check_global(&self.data, data_offset)?;
+                self.pending = Pending::default();
+            }
             b'L' => self.pending.long_name = Some(long_name(&self.data)),
             _ => self.pending.long_link = Some(long_name(&self.data)),
         }
@@ -289,58 +307,73 @@ impl<'a> Indexer<'a> {
     }
 
     /// Builds the member whose header is in `self.block`, applying the
-    /// pending extensions and globals, and moves past its headers (a sparse
-    /// map included); returns it with the number of data bytes that follow.
+    /// pending extensions, and moves past its headers (a sparse map
+    /// included); returns it with the number of data bytes that follow.
     fn member(&mut self, offset: u64, typeflag: u8) -> Result<(Member, u64), TarError> {
         let at = |p: Problem| p.at(offset);
         let header = Header::new(&self.block);
         let pending = &mut self.pending;
         let pax = &mut pending.pax;
-        let globals = &self.globals;
 
         let stored = match pax.size {
             Some(Some(size)) => size,
             _ => header.size().map_err(at)?,
         };
-        let path = nonempty(pax.sparse.name.take())
+        // Go takes a GNU long name over PAX `path`, whichever came first.
+        let named = nonempty(pending.long_name.take())
             .or_else(|| nonempty(pax.path.take()))
-            .or_else(|| nonempty(pending.long_name.take()))
             .unwrap_or_else(|| header.path());
-        let kind = kind_of(typeflag, &path);
+        let kind = kind_of(typeflag, &named);
+        // An old GNU sparse member ignores the PAX sparse records.
+        let sparse = match typeflag {
+            b'S' => None,
+            _ => pax.sparse.format(),
+        };
+        let mut records = std::mem::take(&mut pax.sparse);
+        let path = match sparse {
+            Some(_) => nonempty(records.name.take()).unwrap_or(named),
+            None => named,
+        };
         let link_target = match kind {
-            MemberKind::Symlink | MemberKind::Hardlink => nonempty(pax.linkpath.take())
-                .or_else(|| nonempty(pending.long_link.take()))
+            MemberKind::Symlink | MemberKind::Hardlink => nonempty(pending.long_link.take())
+                .or_else(|| nonempty(pax.linkpath.take()))
                 .unwrap_or_else(|| header.linkname().to_vec()),
             _ => Vec::new(),
         };
         let mode = header.mode().map_err(at)?;
-        let uid = match resolve(pax.uid, globals.uid) {
-            Some(uid) => uid,
-            None => header.uid().map_err(at)?,
+        let uid = match pax.uid {
+            Some(Some(uid)) => uid,
+            _ => header.uid().map_err(at)?,
         };
-        let gid = match resolve(pax.gid, globals.gid) {
-            Some(gid) => gid,
-            None => header.gid().map_err(at)?,
+        let gid = match pax.gid {
+            Some(Some(gid)) => gid,
+            _ => header.gid().map_err(at)?,
         };
-        let (mtime, mtime_nsec) = match resolve(pax.mtime, globals.mtime) {
-            Some(time) => time,
-            None => (header.mtime().map_err(at)?, 0),
+        let (mtime, mtime_nsec) = match pax.mtime {
+            Some(Some(time)) => time,
+            _ => (header.mtime().map_err(at)?, 0),
         };
         let (dev_major, dev_minor) = match kind {
             MemberKind::CharDevice | MemberKind::BlockDevice => (
-                match resolve(pax.dev_major, globals.dev_major) {
-                    Some(major) => major,
-                    None => header.dev_major().map_err(at)?,
-                },
-                match resolve(pax.dev_minor, globals.dev_minor) {
-                    Some(minor) => minor,
-                    None => header.dev_minor().map_err(at)?,
-                },
+                header.dev_major().map_err(at)?,
+                header.dev_minor().map_err(at)?,
             ),
             _ => (0, 0),
         };
-        let xattrs = merge_xattrs(std::mem::take(&mut pax.xattrs), &globals.xattrs);
-        let sparse = std::mem::take(&mut pax.sparse);
+        let xattrs = std::mem::take(&mut pax.xattrs);
+        self.members_seen += 1;
+        self.xattr_bytes += xattrs
+            .iter()
+            .map(|(name, value)| (name.len() + value.len()) as u64)
+            .sum::<u64>();
+        let budget = XATTR_BUDGET_BASE + XATTR_BUDGET_PER_MEMBER * self.members_seen;
+        if self.xattr_bytes > budget {
+            return Err(at(Problem::Limit(format!(
+                "extended attributes of the first {} members take {} bytes (at most {budget})",
+                self.members_seen, self.xattr_bytes
+            ))));
+        }
+        let sparse = sparse.map(|format| (format, records));
         let (data, data_bytes) = layout(
             &mut self.cursor,
             &mut self.scratch,
@@ -373,7 +406,8 @@ impl<'a> Indexer<'a> {
 /// one; returns that and how many stored bytes then remain to skip.
 ///
 /// `stored` is the number of data bytes after the header (PAX `size` if
-/// given, else the header's), the only figure used to skip.
+/// given, else the header's), the figure used to skip, except for the types
+/// that never have data.
 fn layout(
     cursor: &mut Cursor<'_>,
     scratch: &mut Block,
@@ -381,58 +415,41 @@ fn layout(
     offset: u64,
     kind: MemberKind,
     stored: u64,
-    sparse: PaxSparse,
+    sparse: Option<(SparseFormat, PaxSparse)>,
 ) -> Result<(DataLayout, u64), TarError> {
-    let at = |p: Problem| p.at(offset);
     let typeflag = header.typeflag();
     let dense = |cursor: &Cursor<'_>, size| DataLayout {
         offset: cursor.pos(),
         size,
         sparse: None,
     };
-    if typeflag == b'5' {
-        // Directories never carry data blocks, whatever their size field
-        // says (GNU tar, libarchive and Go all read them so).
+    if header_only(typeflag, kind) {
         return Ok((dense(cursor, 0), 0));
     }
     if kind != MemberKind::Regular {
-        // Links, devices, fifos and dumpdirs: contents are not file data,
-        // but whatever is stored must be passed over.
+        // A GNU dumpdir's data lists names; it is passed over.
         return Ok((dense(cursor, 0), stored));
     }
-    let (map, real_size, data_bytes) = if typeflag == b'S' {
-        if sparse.is_sparse() {
-            return Err(at(Problem::Unsupported(
-                "member has both an old GNU and a PAX sparse map".into(),
-            )));
+    let (map, real_size, data_bytes) = match (typeflag, sparse) {
+        (b'S', _) => {
+            let (map, real_size) = read_old_sparse(header.block(), cursor, scratch, offset)?;
+            (map, real_size, stored)
         }
-        let (map, real_size) = read_old_sparse(header.block(), cursor, scratch, offset)?;
-        (map, real_size, stored)
-    } else if sparse.is_sparse() {
-        let real_size = sparse.real_size.ok_or_else(|| {
-            at(Problem::BadSparse(
-                "sparse member without a real size".into(),
-            ))
-        })?;
-        match (sparse.major, sparse.minor) {
-            (None | Some(0), _) => (sparse.map, real_size, stored),
-            (Some(1), None | Some(0)) => {
-                let (map, used) = read_pax1_map(cursor, scratch, stored)?;
-                // The map fills whole blocks, so the data keeps the padding
-                // the member's size implies.
-                (map, real_size, stored - used)
-            }
-            (Some(major), minor) => {
-                return Err(at(Problem::Unsupported(format!(
-                    "GNU sparse format {major}.{}",
-                    minor.unwrap_or(0)
-                ))));
-            }
+        (_, Some((SparseFormat::Records, records))) => {
+            let real_size = records.real_size().unwrap_or(stored);
+            (records.into_map(), real_size, stored)
         }
-    } else {
-        return Ok((dense(cursor, stored), stored));
+        (_, Some((SparseFormat::DataMap, records))) => {
+            let (map, used) = read_pax1_map(cursor, scratch, stored)?;
+            // The map fills whole blocks, so the data keeps the padding
+            // the member's size implies.
+            (map, records.real_size().unwrap_or(stored), stored - used)
+        }
+        (_, None) => return Ok((dense(cursor, stored), stored)),
     };
-    let segments = map.finish(real_size, data_bytes).map_err(at)?;
+    let segments = map
+        .finish(real_size, data_bytes)
+        .map_err(|p| p.at(offset))?;
     let data = DataLayout {
         offset: cursor.pos(),
         size: real_size,
@@ -441,9 +458,18 @@ fn layout(
     Ok((data, data_bytes))
 }
 
-/// The member kind a type flag stands for. POSIX says unknown types are
-/// read as regular files; a v7-style regular file whose name ends in '/' is
-/// how pre-ustar tars stored directories.
+/// Whether a member's header is all there is of it, whatever size it
+/// declares: Go's reading (`isHeaderOnlyType`), so the next block is the
+/// next header. Reading a declared size as data instead would let a layer
+/// hide members from layerfs that a runtime extracts.
+fn header_only(typeflag: u8, kind: MemberKind) -> bool {
+    matches!(typeflag, b'1'..=b'6') || (typeflag == 0 && kind == MemberKind::Directory)
+}
+
+/// The member kind a type flag stands for. Unknown types are regular files
+/// (POSIX). A v7 regular file (type NUL) whose name ends in '/' is how
+/// pre-ustar tars stored directories; Go reads it so, but not a '0' member,
+/// which stays a file whatever its name.
 fn kind_of(typeflag: u8, path: &[u8]) -> MemberKind {
     match typeflag {
         b'1' => MemberKind::Hardlink,
@@ -452,34 +478,13 @@ fn kind_of(typeflag: u8, path: &[u8]) -> MemberKind {
         b'4' => MemberKind::BlockDevice,
         b'5' | b'D' => MemberKind::Directory,
         b'6' => MemberKind::Fifo,
-        b'0' | 0 if path.last() == Some(&b'/') => MemberKind::Directory,
+        0 if path.last() == Some(&b'/') => MemberKind::Directory,
         _ => MemberKind::Regular,
-    }
-}
-
-/// A member's own PAX value, else the global default, else `None` (use the
-/// header). An own empty value drops the global default.
-fn resolve<T>(own: Option<Option<T>>, global: Option<Option<T>>) -> Option<T> {
-    match own {
-        Some(value) => value,
-        None => global.flatten(),
     }
 }
 
 fn nonempty(value: Option<Vec<u8>>) -> Option<Vec<u8>> {
     value.filter(|v| !v.is_empty())
-}
-
-/// Global xattrs first, then the member's own, which replace globals of
-/// the same name.
-fn merge_xattrs(own: Vec<Xattr>, global: &[Xattr]) -> Vec<Xattr> {
-    if global.is_empty() {
-        return own;
-    }
-    let mut all = global.to_vec();
-    all.extend(own);
-    dedupe(&mut all);
-    all
 }
 
 #[cfg(test)]
@@ -747,11 +752,16 @@ mod tests {
             &[(b"linkpath", b"/very/long/target"), (b"mtime", b"-1.25")],
         );
         ar.file(Kind::Ustar, b"sym", b'2', b"");
+        // Go reads device numbers from the header only.
         ar.pax(
             b'x',
             &[(b"SCHILY.devmajor", b"259"), (b"SCHILY.devminor", b"70000")],
         );
-        ar.file(Kind::Ustar, b"blk", b'4', b"");
+        let mut blk = header(Kind::Ustar, b"blk", b'4', 0);
+        set_octal(&mut blk, 329..337, 8);
+        set_octal(&mut blk, 337..345, 3);
+        seal(&mut blk);
+        ar.bytes.extend_from_slice(&blk);
         let bytes = ar.finish();
         let m = members(&bytes);
         let f = &m[1];
@@ -769,7 +779,7 @@ mod tests {
         assert_eq!(contents(&bytes, f), b"body");
         assert_eq!(m[2].link_target, b"/very/long/target");
         assert_eq!((m[2].mtime, m[2].mtime_nsec), (-2, 750_000_000));
-        assert_eq!((m[3].dev_major, m[3].dev_minor), (259, 70000));
+        assert_eq!((m[3].dev_major, m[3].dev_minor), (8, 3));
         // Extensions do not leak to the next member.
         assert_eq!(m[2].uid, 1000);
         assert!(m[2].xattrs.is_empty());
@@ -818,7 +828,10 @@ mod tests {
     }
 
     #[test]
-    fn globals_are_defaults_that_members_override() {
+    fn global_headers_set_nothing_and_spend_what_came_before() {
+        // Go hands a 'g' header out as an entry of its own, which the
+        // runtimes skip: its records are no defaults, and an 'x' or 'L'
+        // before it describes it, not the next member.
         let mut ar = Archive::default();
         ar.file(Kind::Ustar, b"before", b'0', b"");
         ar.pax(
@@ -827,57 +840,126 @@ mod tests {
                 (b"path", b"renamed-everything"),
                 (b"size", b"999999"),
                 (b"uid", b"5"),
-                (b"uname", b"global"),
                 (b"mtime", b"86400"),
                 (b"SCHILY.xattr.user.a", b"g1"),
-                (b"SCHILY.xattr.user.b", b"g2"),
             ],
         );
         ar.file(Kind::Ustar, b"plain", b'0', b"data");
-        ar.pax(
-            b'x',
-            &[
-                (b"uid", b"7"),
-                (b"SCHILY.xattr.user.b", b"own"),
-                (b"SCHILY.xattr.user.c", b"c"),
-            ],
-        );
+        ar.pax(b'x', &[(b"path", b"spent"), (b"uid", b"7")]);
+        ar.ext(b'L', b"also-spent\0");
+        ar.pax(b'g', &[(b"comment", b"between")]);
+        let own = ar.pos();
         ar.file(Kind::Ustar, b"own", b'0', b"");
-        ar.pax(b'x', &[(b"uid", b""), (b"uname", b"")]);
-        ar.file(Kind::Ustar, b"dropped", b'0', b"");
-        ar.pax(b'g', &[(b"uid", b""), (b"mtime", b"1.5")]);
-        ar.file(Kind::Ustar, b"later", b'0', b"");
         let bytes = ar.finish();
         let m = members(&bytes);
+        assert_eq!(paths(&m), vec![&b"before"[..], b"plain", b"own"]);
+        let summary: Vec<_> = m.iter().map(|m| (m.uid, m.mtime)).collect();
+        assert_eq!(summary, vec![(1000, 1_700_000_000); 3]);
+        assert_eq!(contents(&bytes, &m[1]), b"data");
+        assert!(m.iter().all(|m| m.xattrs.is_empty()));
+        assert_eq!(m[2].header_offset, own);
+        // A malformed global header is an error, as in Go.
+        let mut ar = Archive::default();
+        ar.ext(b'g', b"9 uid=1\n")
+            .file(Kind::Ustar, b"f", b'0', b"");
+        assert!(matches!(error(&ar.finish()).problem, Problem::BadPax(_)));
+    }
+
+    #[test]
+    fn the_last_extension_header_of_each_kind_applies_and_gnu_names_win() {
+        // Go: a second 'x' replaces the first (nothing merges), and a GNU
+        // long name or link wins over PAX path/linkpath in either order.
+        let mut ar = Archive::default();
+        ar.pax(b'x', &[(b"uid", b"5"), (b"path", b"first")])
+            .pax(b'x', &[(b"gid", b"6")])
+            .file(Kind::Ustar, b"header-name", b'0', b"");
+        ar.pax(b'x', &[(b"path", b"pax-path")])
+            .ext(b'L', b"gnu-after\0")
+            .file(Kind::Gnu, b"h", b'0', b"");
+        ar.ext(b'L', b"gnu-before\0")
+            .pax(
+                b'x',
+                &[(b"path", b"pax-path"), (b"linkpath", b"pax-target")],
+            )
+            .ext(b'K', b"gnu-target\0")
+            .file(Kind::Gnu, b"l", b'2', b"");
+        ar.ext(b'L', b"one\0")
+            .ext(b'L', b"two\0")
+            .file(Kind::Gnu, b"h", b'0', b"");
+        let m = members(&ar.finish());
         assert_eq!(
             paths(&m),
-            vec![&b"before"[..], b"plain", b"own", b"dropped", b"later"]
+            vec![&b"header-name"[..], b"gnu-after", b"gnu-before", b"two"]
         );
-        let summary: Vec<_> = m.iter().map(|m| (m.uid, m.mtime, m.mtime_nsec)).collect();
-        assert_eq!(
-            summary,
-            vec![
-                (1000, 1_700_000_000, 0),
-                (5, 86400, 0),
-                (7, 86400, 0),
-                (1000, 86400, 0),
-                (1000, 1, 500_000_000),
-            ]
-        );
-        assert_eq!(contents(&bytes, &m[1]), b"data");
-        assert!(m[0].xattrs.is_empty());
-        let own: Vec<_> = m[2].xattrs.iter().map(|(n, v)| (&n[..], &v[..])).collect();
-        assert_eq!(
-            own,
-            vec![
-                (&b"user.a"[..], &b"g1"[..]),
-                (b"user.b", b"own"),
-                (b"user.c", b"c")
-            ]
-        );
-        assert_eq!(m[4].xattrs.len(), 2);
-        // A global header is not part of the next member.
-        assert_eq!(m[1].header_offset, 3 * B);
+        assert_eq!((m[0].uid, m[0].gid), (1000, 6));
+        assert_eq!(m[2].link_target, b"gnu-target");
+    }
+
+    #[test]
+    fn header_only_types_have_no_data_whatever_size_they_declare() {
+        // Go's isHeaderOnlyType: the block after a link, device, fifo or
+        // directory header is the next header, so a declared size cannot
+        // hide a member that the runtime extracts.
+        for typeflag in [b'1', b'2', b'3', b'4', b'5', b'6'] {
+            for pax_size in [false, true] {
+                let mut ar = Archive::default();
+                if pax_size {
+                    ar.pax(b'x', &[(b"size", b"1024")]);
+                }
+                let declared = if pax_size { 0 } else { 512 };
+                let mut h = header(Kind::Ustar, b"decoy", typeflag, declared);
+                set(&mut h, 157..257, b"target");
+                seal(&mut h);
+                ar.bytes.extend_from_slice(&h);
+                ar.file(Kind::Ustar, b"hidden", b'0', b"!")
+                    .file(Kind::Ustar, b"after", b'0', b"");
+                let bytes = ar.finish();
+                let m = members(&bytes);
+                let what = format!("type {} pax {pax_size}", typeflag as char);
+                assert_eq!(
+                    paths(&m),
+                    vec![&b"decoy"[..], b"hidden", b"after"],
+                    "{what}"
+                );
+                assert_eq!(m[0].data.size, 0, "{what}");
+                assert_eq!(contents(&bytes, &m[1]), b"!", "{what}");
+            }
+        }
+        // A v7 regular file named with a slash is a directory, header-only
+        // too; a '0' member so named stays a file with its data.
+        let mut ar = Archive::default();
+        let h = header(Kind::V7, b"olddir/", 0, 512);
+        ar.bytes.extend_from_slice(&h);
+        ar.file(Kind::V7, b"hidden", 0, b"")
+            .file(Kind::Ustar, b"file/", b'0', b"data");
+        let bytes = ar.finish();
+        let m = members(&bytes);
+        assert_eq!(paths(&m), vec![&b"olddir/"[..], b"hidden", b"file/"]);
+        assert_eq!(m[0].kind, MemberKind::Directory);
+        assert_eq!(m[2].kind, MemberKind::Regular);
+        assert_eq!(contents(&bytes, &m[2]), b"data");
+    }
+
+    #[test]
+    fn extended_attributes_are_bounded_per_layer() {
+        // 300 members with a 64 KiB value each: 19 MiB, over the 16 MiB
+        // and 256 bytes a member a layer may carry.
+        let value = vec![b'v'; 64 * 1024];
+        let mut ar = Archive::default();
+        for i in 0..300 {
+            ar.pax(b'x', &[(b"SCHILY.xattr.user.big", &value[..])]);
+            ar.file(Kind::Ustar, format!("f{i}").as_bytes(), b'0', b"");
+        }
+        let err = error(&ar.finish());
+        assert!(matches!(err.problem, Problem::Limit(_)), "{err}");
+        assert!(err.to_string().contains("extended attributes"), "{err}");
+        // 200 of them (12.5 MiB) are kept.
+        let mut ar = Archive::default();
+        for i in 0..200 {
+            ar.pax(b'x', &[(b"SCHILY.xattr.user.big", &value[..])]);
+            ar.file(Kind::Ustar, format!("f{i}").as_bytes(), b'0', b"");
+        }
+        assert_eq!(members(&ar.finish()).len(), 200);
     }
 
     #[test]
@@ -1143,7 +1225,7 @@ mod tests {
         assert_eq!(members(&ar.finish())[0].path, b"name");
         let mut ar = Archive::default();
         for _ in 0..64 {
-            ar.pax(b'g', &[(b"comment", b"padding")]);
+            ar.pax(b'x', &[(b"comment", b"padding")]);
         }
         let at = ar.pos();
         ar.pax(b'x', &[(b"comment", b"one too many")])
@@ -1174,24 +1256,6 @@ mod tests {
             ]
         );
         assert_eq!(m[0].link_target, b"../\xc0\xaf/target ");
-    }
-
-    #[test]
-    fn hardlinks_skip_their_data_and_have_no_size() {
-        let mut ar = Archive::default();
-        let mut link = header(Kind::Ustar, b"copy", b'1', 5);
-        set(&mut link, 157..257, b"orig");
-        seal(&mut link);
-        ar.file(Kind::Ustar, b"orig", b'0', b"hello")
-            .entry(&link, b"hello")
-            .file(Kind::Ustar, b"after", b'0', b"!");
-        let bytes = ar.finish();
-        let m = members(&bytes);
-        assert_eq!(
-            (m[1].kind, &m[1].link_target[..], m[1].data.size),
-            (MemberKind::Hardlink, &b"orig"[..], 0)
-        );
-        assert_eq!(contents(&bytes, &m[2]), b"!");
     }
 
     #[test]
@@ -1330,11 +1394,6 @@ mod tests {
         };
         let cases: Vec<(Records<'_>, &[u8], &str)> = vec![
             (
-                vec![(b"GNU.sparse.map", b"0,5")],
-                b"12345",
-                "without a real size",
-            ),
-            (
                 vec![(b"GNU.sparse.size", b"10"), (b"GNU.sparse.map", b"5,1,0,1")],
                 b"12",
                 "overlaps",
@@ -1349,20 +1408,6 @@ mod tests {
                 b"123",
                 "only 3 are stored",
             ),
-            (
-                vec![(b"GNU.sparse.major", b"2"), (b"GNU.sparse.realsize", b"10")],
-                b"",
-                "unsupported: GNU sparse format 2.0",
-            ),
-            (
-                vec![
-                    (b"GNU.sparse.major", b"1"),
-                    (b"GNU.sparse.minor", b"1"),
-                    (b"GNU.sparse.realsize", b"1"),
-                ],
-                b"",
-                "unsupported: GNU sparse format 1.1",
-            ),
         ];
         for (pairs, data, msg) in cases {
             let err = sparse_member(&pairs, data);
@@ -1374,7 +1419,11 @@ mod tests {
         let mut ar = Archive::default();
         ar.pax(
             b'x',
-            &[(b"GNU.sparse.major", b"1"), (b"GNU.sparse.realsize", b"1")],
+            &[
+                (b"GNU.sparse.major", b"1"),
+                (b"GNU.sparse.minor", b"0"),
+                (b"GNU.sparse.realsize", b"1"),
+            ],
         );
         ar.file(Kind::Ustar, b"f", b'0', b"1048576\n0\n1\n");
         let err = error(&ar.finish());
@@ -1382,20 +1431,46 @@ mod tests {
         let mut ar = Archive::default();
         ar.pax(
             b'x',
-            &[(b"GNU.sparse.major", b"1"), (b"GNU.sparse.realsize", b"1")],
+            &[
+                (b"GNU.sparse.major", b"1"),
+                (b"GNU.sparse.minor", b"0"),
+                (b"GNU.sparse.realsize", b"1"),
+            ],
         );
         let mut body = b"1048577\n".to_vec();
         body.resize(512, 0);
         ar.file(Kind::Ustar, b"f", b'0', &body);
         assert!(matches!(error(&ar.finish()).problem, Problem::Limit(_)));
-        // Old GNU map and PAX map together.
+    }
+
+    #[test]
+    fn sparse_records_are_recognised_as_go_recognises_them() {
+        // Unknown versions leave an ordinary file, its data as stored; a
+        // map without a real size takes the stored size; an old GNU
+        // sparse member ignores PAX sparse records, its name included.
         let mut ar = Archive::default();
-        ar.pax(b'x', &[(b"GNU.sparse.size", b"1")]);
-        ar.file(Kind::Gnu, b"f", b'S', b"");
-        assert!(matches!(
-            error(&ar.finish()).problem,
-            Problem::Unsupported(_)
-        ));
+        ar.pax(
+            b'x',
+            &[
+                (b"GNU.sparse.major", b"2"),
+                (b"GNU.sparse.minor", b"0"),
+                (b"GNU.sparse.realsize", b"10"),
+                (b"GNU.sparse.name", b"unused"),
+            ],
+        )
+        .file(Kind::Ustar, b"v2", b'0', b"as stored");
+        ar.pax(
+            b'x',
+            &[(b"GNU.sparse.map", b"0,5"), (b"GNU.sparse.name", b"real")],
+        )
+        .file(Kind::Ustar, b"decoy", b'0', b"12345");
+        let bytes = ar.finish();
+        let m = members(&bytes);
+        assert_eq!(paths(&m), vec![&b"v2"[..], b"real"]);
+        assert_eq!(contents(&bytes, &m[0]), b"as stored");
+        assert!(m[0].data.sparse.is_none());
+        assert_eq!(contents(&bytes, &m[1]), b"12345");
+        assert!(m[1].data.sparse.is_some());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! metadata and where its data lies.
 //!
 //! All tar dialect handling lives here, reading and writing: v7, ustar, old GNU (long names,
-//! old sparse maps), PAX (per-member and global records, xattrs) and the
+//! old sparse maps), PAX (per-member records, xattrs) and the
 //! three PAX sparse formats. What comes out is dialect-free: a [`Member`]
 //! with its final path, metadata and a [`DataLayout`] that turns file
 //! positions into stream offsets, holes included.
@@ -10,9 +10,13 @@
 //! The parser trusts nothing in the stream: every size is checked before it
 //! is used for an allocation or an offset, and every problem is reported
 //! with the stream offset where it was found.
+//!
+//! Where tar readers disagree, the reading is Go's `archive/tar`, which
+//! containerd, Docker, podman and umoci unpack layers with: a layer must
+//! show the tree a runtime extracts from it, and a crafted layer must not
+//! hide from layerfs what a container gets.
 
 mod cursor;
-mod encoding;
 mod error;
 mod gnu;
 mod header;

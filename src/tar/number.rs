@@ -10,37 +10,61 @@
 /// `u64` overflow.
 pub(super) const MAX_SIZE: u64 = 1 << 62;
 
-/// Parses a numeric header field.
+/// Parses a numeric header field exactly as Go's `archive/tar` does,
+/// because the runtimes that unpack layers read them with it: a number
+/// read differently here would move every later header (a size field
+/// with leading NULs read as 0 would turn the member's data into headers
+/// that the runtime never sees).
 ///
-/// Octal ASCII, possibly after leading spaces and ended by NUL or space (or
-/// by the end of the field); an empty field is 0. A first byte with the high
-/// bit set means GNU base-256: bit 6 of that byte is the sign and the rest of
-/// the field is a big-endian two's-complement number, which is how GNU tar
-/// stores sizes of 8 GiB and more and negative times.
+/// Octal ASCII: spaces and NULs around it are dropped, the text ends at
+/// the first NUL left inside, and what remains must be octal digits (an
+/// empty field is 0). A first byte with the high bit set means GNU
+/// base-256: bit 6 of that byte is the sign and the rest of the field is a
+/// big-endian two's-complement number, which is how GNU tar stores sizes
+/// of 8 GiB and more and negative times; it must fit 64 bits.
 pub(super) fn parse_field(field: &[u8]) -> Option<i128> {
-    let (&first, rest) = field.split_first()?;
+    let &first = field.first()?;
     if first & 0x80 != 0 {
-        // 15 bytes keep the result within i128; header fields are at most 12.
-        if field.len() > 15 {
+        return parse_base256(field).map(i128::from);
+    }
+    let blank = |b: &u8| *b == b' ' || *b == 0;
+    let start = field.iter().position(|b| !blank(b)).unwrap_or(field.len());
+    let end = field
+        .iter()
+        .rposition(|b| !blank(b))
+        .map_or(start, |i| i + 1);
+    let trimmed = field.get(start..end).unwrap_or_default();
+    let digits = match trimmed.iter().position(|&b| b == 0) {
+        Some(nul) => trimmed.get(..nul).unwrap_or_default(),
+        None => trimmed,
+    };
+    let mut value: u64 = 0;
+    for &b in digits {
+        if !(b'0'..=b'7').contains(&b) {
             return None;
         }
-        let mut value: i128 = if first & 0x40 != 0 { -1 } else { 0 };
-        value = (value << 6) | i128::from(first & 0x3f);
-        for &b in rest {
-            value = (value << 8) | i128::from(b);
-        }
-        return Some(value);
+        value = value.checked_mul(8)?.checked_add(u64::from(b - b'0'))?;
     }
-    let mut value: i128 = 0;
-    let mut bytes = field.iter().skip_while(|&&b| b == b' ');
-    for &b in bytes.by_ref() {
-        match b {
-            b'0'..=b'7' => value = value.checked_mul(8)?.checked_add(i128::from(b - b'0'))?,
-            b' ' | 0 => return Some(value),
-            _ => return None,
+    Some(i128::from(value))
+}
+
+/// GNU base-256, refused where Go refuses it: more than 63 significant bits.
+fn parse_base256(field: &[u8]) -> Option<i64> {
+    let first = field.first()?;
+    let invert: u8 = if first & 0x40 != 0 { 0xff } else { 0 };
+    let mut value: u64 = 0;
+    for (i, &byte) in field.iter().enumerate() {
+        let mut byte = byte ^ invert;
+        if i == 0 {
+            byte &= 0x7f;
         }
+        if value >> 56 != 0 {
+            return None;
+        }
+        value = value << 8 | u64::from(byte);
     }
-    Some(value)
+    let value = i64::try_from(value).ok()?;
+    Some(if invert == 0xff { !value } else { value })
 }
 
 /// Parses a non-negative decimal PAX value (no sign, no spaces).
@@ -142,11 +166,17 @@ mod tests {
         assert_eq!(parse_field(b"12345670123"), Some(0o12345670123));
         assert_eq!(parse_field(b"\0\0\0\0\0\0\0\0"), Some(0));
         assert_eq!(parse_field(b"        "), Some(0));
-        assert_eq!(parse_field(b"12 junk"), Some(0o12));
+        // Go's reading: NULs and spaces around the digits are dropped, the
+        // text ends at a NUL inside, and anything else is no number.
+        assert_eq!(parse_field(b"\0\0\x001234\0"), Some(0o1234));
+        assert_eq!(parse_field(b" \0 17\0junk"), Some(0o17));
+        assert_eq!(parse_field(b"12 junk"), None);
+        assert_eq!(parse_field(b"1 2"), None);
         assert_eq!(parse_field(b"0000648\0"), None);
         assert_eq!(parse_field(b"  -12\0"), None);
         assert_eq!(parse_field(b"abc"), None);
         assert_eq!(parse_field(b""), None);
+        assert_eq!(parse_field(b"\0"), Some(0));
     }
 
     #[test]
@@ -164,6 +194,16 @@ mod tests {
         min[1..].copy_from_slice(&(-1000i64).to_be_bytes()[1..]);
         assert_eq!(parse_field(&min), Some(-1000));
         assert_eq!(parse_field(&[0x80; 16]), None);
+        // More than 63 significant bits: Go refuses the header.
+        let mut wide = [0u8; 12];
+        wide[0] = 0x80;
+        wide[3] = 1;
+        assert_eq!(parse_field(&wide), None);
+        wide[3] = 0;
+        wide[4] = 0x80;
+        assert_eq!(parse_field(&wide), None);
+        wide[4] = 0x7f;
+        assert_eq!(parse_field(&wide), Some(0x7f << 56));
     }
 
     #[test]

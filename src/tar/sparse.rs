@@ -34,6 +34,11 @@ impl MapBuilder {
         Ok(())
     }
 
+    /// Whether no entry was added.
+    pub(super) fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
     /// Checks the map against the file's real size and the number of data
     /// bytes actually stored, and drops empty segments (GNU tar ends maps of
     /// files ending in a hole with one), which carry no data.
