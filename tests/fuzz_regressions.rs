@@ -111,6 +111,11 @@ fn write_fuzz_seeds() {
         dir
     };
     let tars: Vec<Vec<u8>> = sample_layers().iter().map(Layer::to_tar).collect();
+    // The layers on which tar readers disagree (tests/go_reading.rs).
+    for (name, tar) in common::raw::disagreements() {
+        index_layer(&mut Cursor::new(&tar)).expect("a seed layer indexes");
+        write_file(&dir("tar_index"), &format!("go-reading-{name}"), &tar);
+    }
     for (i, tar) in tars.iter().enumerate() {
         write_file(&dir("tar_index"), &format!("builder-{i}"), tar);
         for codec in Codec::ALL {

@@ -5,6 +5,7 @@
 //!   exact expectation, printing a path-by-path diff;
 //! * `mount`: runs the binary and owns every mount so none outlives a test;
 //! * `oci`: writes OCI image layouts by hand;
+//! * `raw`: tar layers block by block, and the cases tar readers disagree on;
 //! * `registry`, `proxy`, `http`: a real registry on loopback and a
 //!   counting, fault-injecting proxy in front of it.
 //!
@@ -16,6 +17,7 @@ pub mod layer;
 pub mod mount;
 pub mod oci;
 pub mod proxy;
+pub mod raw;
 pub mod registry;
 pub mod tree;
 
