@@ -540,11 +540,8 @@ impl Builder {
     }
 
     fn warn(&mut self, layer: u32, member: &Member, problem: &'static str) {
-        self.warnings.push(MergeWarning {
-            layer,
-            path: member.path.clone(),
-            problem,
-        });
+        self.warnings
+            .push(MergeWarning::new(layer, &member.path, problem));
     }
 }
 

@@ -101,38 +101,41 @@ impl NodeKind {
 pub struct MergeWarning {
     /// Index of the layer (0 = bottom).
     pub layer: u32,
-    /// The member's path as stored in the layer.
+    /// The member's path as stored in the layer, or its first
+    /// [`MergeWarning::KEPT`] bytes if it is longer (see `path_len`).
     pub path: Vec<u8>,
+    /// The length of the member's whole path.
+    pub path_len: usize,
     /// What was wrong.
     pub problem: &'static str,
 }
 
-/// Bytes of a warning's path shown before the rest is elided: a path left
-/// out for its length may be hundreds of kilobytes, and fifty of them
-/// would otherwise flood the log with what nobody reads.
-const SHOWN_PATH: usize = 200;
+impl MergeWarning {
+    /// Bytes of a path a warning keeps (`PATH_MAX`): any path the tree can
+    /// hold is kept whole, but one left out for its length may be hundreds
+    /// of kilobytes, and its warning would otherwise be a second copy.
+    pub const KEPT: usize = 4096;
+
+    /// A warning about the member at `path` of `layer`.
+    pub fn new(layer: u32, path: &[u8], problem: &'static str) -> MergeWarning {
+        MergeWarning {
+            layer,
+            path: path[..path.len().min(Self::KEPT)].to_vec(),
+            path_len: path.len(),
+            problem,
+        }
+    }
+}
 
 impl fmt::Display for MergeWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self
-            .path
-            .get(..SHOWN_PATH)
-            .filter(|_| self.path.len() > 2 * SHOWN_PATH)
-        {
-            Some(head) => write!(
-                f,
-                "{}... ({} bytes): skipped: {}",
-                String::from_utf8_lossy(head),
-                self.path.len(),
-                self.problem
-            ),
-            None => write!(
-                f,
-                "{}: skipped: {}",
-                String::from_utf8_lossy(&self.path),
-                self.problem
-            ),
+        let path = String::from_utf8_lossy(&self.path);
+        if self.path_len > self.path.len() {
+            write!(f, "{path}... ({} bytes)", self.path_len)?;
+        } else {
+            write!(f, "{path}")?;
         }
+        write!(f, ": skipped: {}", self.problem)
     }
 }
 
