@@ -10,7 +10,7 @@ use crate::cache::{IndexCache, LayerEntry, LayerKey};
 use crate::dir::{DirError, DirLayer};
 use crate::source::{BlobFetch, Codec, LayerHead, LayerSource, ReadMeter, SeekIndex, SourceError};
 use crate::tar::{self, LayerIndex, Member, TarError};
-use crate::tree::{BottomLayer, Ino, MergeWarning, NodeKind, Removal, Tree};
+use crate::tree::{BottomLayer, Ino, LayerKind, MergeWarning, NodeKind, Removal, Tree};
 
 /// Members the bottom layer's pass hands to the merge at once: enough that
 /// the channel costs nothing per member, few enough that the batches in
@@ -209,6 +209,14 @@ impl Layer {
         match self {
             Layer::Tar(source) => source.path(),
             Layer::Dir(dir) => dir.path(),
+        }
+    }
+
+    /// Which merge rules read its members (see `tree::LayerKind`).
+    pub fn kind(&self) -> LayerKind {
+        match self {
+            Layer::Tar(_) => LayerKind::Tar,
+            Layer::Dir(_) => LayerKind::Directory,
         }
     }
 
@@ -653,7 +661,7 @@ fn index_and_merge(
         });
         let uppers =
             (layers.len() > 1).then(|| scope.spawn(|| index_all(layers, 1, verify, keyed, meter)));
-        let mut merge = BottomLayer::new(record);
+        let mut merge = BottomLayer::new(record, bottom.kind());
         for batch in received {
             merge.push(batch);
         }
@@ -662,10 +670,10 @@ fn index_and_merge(
         let mut merge = merge.done();
         let mut origins = vec![origin];
         let mut all_stats = vec![stats];
-        for upper in uppers {
+        for (upper, layer) in uppers.into_iter().zip(layers.iter().skip(1)) {
             origins.push(upper.origin);
             all_stats.push(upper.stats);
-            merge.apply(upper.index);
+            merge.apply(upper.index, layer.kind());
         }
         Ok((merge.finish(), origins, all_stats))
     })

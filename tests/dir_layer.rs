@@ -476,3 +476,48 @@ fn missing_and_unreadable_directories_are_one_clear_line() {
         run.stderr
     );
 }
+
+/// `user.overlay.opaque=y` is overlayfs' own in an upper directory (of a
+/// `userxattr` overlay) and hides the lower `d/old`; in a tar it is an
+/// ordinary xattr, as umoci and containerd (as root) unpack it
+/// (`tests/umoci.rs`), and hides nothing.
+#[test]
+fn user_overlay_opaque_counts_in_a_directory_layer_not_in_a_tar() {
+    let tmp = tempdir();
+    let lower = Layer::default().dir("d").file("d/old", "old").write(
+        tmp.path(),
+        "lower.tar",
+        common::Codec::Plain,
+    );
+    let upper = tmp.path().join("upper");
+    fs::create_dir_all(upper.join("d")).expect("mkdir");
+    fs::write(upper.join("d/new"), "new").expect("write");
+    fs::set_permissions(upper.join("d"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    xattr::set(upper.join("d"), "user.overlay.opaque", b"y").expect("setfattr");
+    let as_dir = Mount::new(&[lower.clone(), upper.clone()]);
+    let d = as_dir.join("d");
+    let names: Vec<OsString> = fs::read_dir(&d)
+        .expect("read d")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["new"], "the directory layer's d");
+    assert_eq!(
+        xattr::list(&d).expect("listxattr").count(),
+        0,
+        "xattrs of d"
+    );
+    drop(as_dir);
+
+    let upper_tar = Layer::default()
+        .dir("d")
+        .xattr("user.overlay.opaque", "y")
+        .file("d/new", "new")
+        .write(tmp.path(), "upper.tar", common::Codec::Plain);
+    let as_tar = Mount::new(&[lower, upper_tar]);
+    let expected = Expected::new()
+        .dir("d")
+        .xattr("user.overlay.opaque", "y")
+        .file("d/old", "old")
+        .file("d/new", "new");
+    assert_tree(as_tar.path(), &expected);
+}

@@ -8,9 +8,11 @@ mod common;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::mount::{layerfs, mount_args};
-use common::{assert_tree, Expected, Layer, Layers, Mount};
+use common::mount::{bin, layerfs, mount_args};
+use common::{assert_tree, Codec, Expected, Format, Layer, Layers, Mount};
 
 /// A name no host path has, for members that try to land outside.
 const PROBE: &str = "layerfs-escape-probe";
@@ -389,4 +391,109 @@ fn a_hundred_thousand_entries_in_one_directory() {
         assert_eq!(meta.len(), 0);
     }
     assert!(fs::metadata(mount.join(format!("big/f{N:06}"))).is_err());
+}
+
+/// How a child process ran.
+struct Finished {
+    exited_ok: bool,
+    peak_rss_kib: u64,
+    took: Duration,
+}
+
+/// The child's `VmHWM` (peak RSS of the program it runs), while it runs.
+/// Not `wait4`'s `ru_maxrss`: a child spawned by vfork counts the peak of
+/// the test process it shared memory with until its exec.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+}
+
+/// Runs `cmd` (output to files), sampling its peak RSS until it exits,
+/// and waits at most `limit` for it, killing it past that, so that a
+/// regression fails the test rather than hangs it.
+fn run_measured(cmd: &mut Command, limit: Duration) -> Finished {
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn");
+    let mut peak = 0;
+    let status = loop {
+        // VmHWM only grows, and is gone once the child exits: the last
+        // sample is within a millisecond of its end.
+        peak = peak_rss_kib(child.id()).unwrap_or(0).max(peak);
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            child.kill().expect("kill");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    Finished {
+        exited_ok: status.success(),
+        peak_rss_kib: peak,
+        took: started.elapsed(),
+    }
+}
+
+/// 50 members whose PAX paths are 200,000 components deep, in 2.5 KB of
+/// zstd: each path is over `PATH_MAX`, so each member is left out with a
+/// warning before any of its directories is made. It once took `ls` 4.6 GB
+/// and 12 minutes (ten million directories, and paths of quadratic total
+/// length printed).
+#[test]
+fn a_layer_of_absurdly_deep_paths_lists_fast_in_bounded_memory() {
+    let deep = "a/".repeat(200_000);
+    let layer = (0..50).fold(Layer::new(Format::Pax), |layer, i| {
+        layer.file(format!("{deep}{i}"), "x")
+    });
+    let mut stack = Layers::new();
+    stack.add_encoded(&layer.file("kept", "k"), Codec::Zstd);
+    let path = &stack.paths[0];
+    assert!(fs::metadata(path).expect("stat").len() < 64 << 10);
+    let stdout = stack.dir().join("stdout");
+    let stderr = stack.dir().join("stderr");
+    let run = run_measured(
+        Command::new(bin())
+            .args(["ls", "--no-cache"])
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&stdout).expect("stdout file"))
+            .stderr(fs::File::create(&stderr).expect("stderr file")),
+        Duration::from_secs(60),
+    );
+    let stderr = fs::read_to_string(&stderr).expect("read stderr");
+    assert!(
+        run.exited_ok,
+        "layerfs ls failed after {:?}: {stderr}",
+        run.took
+    );
+    let listed = fs::read_to_string(&stdout).expect("read stdout");
+    let names: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.rsplit('\t').next())
+        .collect();
+    assert_eq!(names, ["kept"], "{listed}");
+    let warnings: Vec<&str> = stderr.lines().collect();
+    assert_eq!(warnings.len(), 50, "{stderr}");
+    let layer = format!("[WARN ] {} (layer 1): a/a/", path.display());
+    let problem = "bytes): skipped: the path is longer than 4095 bytes \
+        (PATH_MAX) after following symbolic links";
+    for warning in warnings {
+        assert!(warning.starts_with(&layer), "{warning}");
+        assert!(warning.ends_with(problem), "{warning}");
+    }
+    assert!(
+        run.peak_rss_kib <= 64 << 10,
+        "peak RSS {} KiB",
+        run.peak_rss_kib
+    );
+    assert!(run.took < Duration::from_secs(20), "took {:?}", run.took);
+    eprintln!(
+        "deep-path bomb: {} bytes; ls took {:?}, peak RSS {} KiB",
+        fs::metadata(path).expect("stat").len(),
+        run.took,
+        run.peak_rss_kib
+    );
 }

@@ -4,7 +4,11 @@
 
 mod common;
 
-use common::{assert_merge, assert_tree, Expected, Layer, Layers};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use common::mount::{layerfs, mount_args};
+use common::{assert_merge, assert_tree, Expected, Layer, Layers, Mount};
 
 #[test]
 fn whiteout_removes_lower_path_and_its_subtree() {
@@ -152,13 +156,61 @@ fn file_replaced_by_directory_in_higher_layer() {
     assert_merge(&[lower, upper], &expected);
 }
 
+/// The merge warnings `layerfs ARGS... LAYERS...` prints, one per line.
+fn merge_warnings(args: &[&str], layers: &[PathBuf]) -> Vec<String> {
+    let mut argv: Vec<OsString> = args.iter().map(OsString::from).collect();
+    argv.extend(layers.iter().map(OsString::from));
+    let run = layerfs(argv);
+    run.expect_success(&args.join(" "));
+    run.stderr
+        .lines()
+        .filter(|l| l.contains("skipped"))
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
-fn file_replaced_by_directory_implied_in_higher_layer() {
-    let lower = Layer::default().file("q", "file q");
-    // q becomes a directory only implicitly, through q/inner.
-    let upper = Layer::default().file("q/inner", "i");
-    let expected = Expected::new().implied_dir("q").file("q/inner", "i");
-    assert_merge(&[lower, upper], &expected);
+fn a_member_under_a_file_is_left_out_with_a_warning_and_the_file_kept() {
+    // Under its own layer's file, GNU tar refuses `f/under` ("Not a
+    // directory"); under a lower layer's file, umoci and containerd fail
+    // the whole unpack (`tests/umoci.rs`). The file is never turned into a
+    // directory; `lower/d/` as a directory member of its own replaces it.
+    let lower = Layer::default()
+        .file("lower", "lower file")
+        .file("other", "o");
+    let upper = Layer::default()
+        .file("f", "file f")
+        .file("f/under", "u")
+        .file("lower/under", "u")
+        .dir("other")
+        .file("other/x", "x");
+    let expected = Expected::new()
+        .file("f", "file f")
+        .file("lower", "lower file")
+        .dir("other")
+        .file("other/x", "x");
+    assert_merge(&[lower.clone(), upper.clone()], &expected);
+    let mut stack = Layers::new();
+    stack.add(&lower).add(&upper);
+    let layer = format!("{} (layer 2)", stack.paths[1].display());
+    let want: Vec<String> = ["f/under", "lower/under"]
+        .iter()
+        .map(|p| format!("[WARN ] {layer}: {p}: skipped: a parent is not a directory"))
+        .collect();
+    // Mount, ls and export share the tree, and say so alike.
+    let mount = Mount::fresh();
+    let args = mount_args(&[], &stack.paths, mount.path());
+    let run = layerfs(args);
+    run.expect_success("mount");
+    assert_eq!(run.stderr.lines().collect::<Vec<_>>(), want, "mount");
+    drop(mount);
+    assert_eq!(merge_warnings(&["ls", "--no-cache"], &stack.paths), want);
+    let out = stack.dir().join("out.tar");
+    let out = out.to_str().expect("utf-8 temp path");
+    assert_eq!(
+        merge_warnings(&["export", "--no-cache", "-o", out], &stack.paths),
+        want
+    );
 }
 
 #[test]

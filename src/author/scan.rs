@@ -6,7 +6,7 @@ use std::path::Path;
 use super::AuthorError;
 use crate::dir::Scan;
 use crate::tar::MemberKind;
-use crate::tree::{is_marker_name, is_tombstone_device, is_visible_xattr};
+use crate::tree::{is_marker_name, is_tombstone_device, is_visible_xattr, LayerKind};
 
 /// Reads `root` for `create` or `diff`. A whiteout name or a 0/0 character
 /// device would be read back as a removal, so either is refused by name;
@@ -31,7 +31,7 @@ pub fn read(root: &Path) -> Result<Scan, AuthorError> {
     }
     let mut dropped = Vec::new();
     scan.retain_xattrs(|i, name| {
-        let keep = is_visible_xattr(name);
+        let keep = is_visible_xattr(name, LayerKind::Directory);
         if !keep {
             dropped.push((i, name.to_vec()));
         }

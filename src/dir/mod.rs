@@ -6,8 +6,9 @@
 //! targets, device numbers and every extended attribute. So overlayfs'
 //! tombstones (0/0 character devices) and opaque directories
 //! (`trusted.overlay.opaque=y`), and the `.wh.` files of an extracted OCI
-//! layer, mean what they mean in a tar, and nothing after this stage knows
-//! a directory from a tar. Each regular file's data gets an offset in a
+//! layer, mean what they mean in a tar. After this stage only the merge's
+//! whiteout rules know a directory from a tar (`tree::LayerKind`: a
+//! directory's `user.overlay.*` xattrs are overlayfs' own, a tar's are not). Each regular file's data gets an offset in a
 //! *virtual stream*, the files laid end to end in walk order, and reads of
 //! that stream are served by reading the files (`files.rs`).
 //!

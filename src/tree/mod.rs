@@ -26,10 +26,12 @@
 //!   following its last component; a hardlink to `../../etc/passwd` is a
 //!   link to the tree's own `etc/passwd`, or to nothing.
 //! - What cannot be placed is left out with a [`MergeWarning`]: a hardlink
-//!   to nothing or to a directory, more than 40 symlinks on one path, a
-//!   symlink target over 4095 bytes (`PATH_MAX`) met as a parent, a
-//!   resolution of more than 4096 components, and a name over 255 bytes
-//!   (`NAME_MAX`), which no Linux filesystem can hold.
+//!   to nothing or to a directory, a path through a file (of any layer: the
+//!   runtimes fail on it, the file stays), more than 40 symlinks on one
+//!   path, a symlink target over 4095 bytes (`PATH_MAX`) met as a parent, a
+//!   resolution of more than 4096 components, a path over 4095 bytes once
+//!   symlinks are followed, and a name over 255 bytes (`NAME_MAX`), which
+//!   no Linux filesystem can hold.
 //! - Symlink targets themselves are kept and shown exactly as stored.
 
 mod build;
@@ -53,7 +55,7 @@ pub use removal::{Hidden, Removal, RemovalKind};
 pub use table::Backing;
 use table::Table;
 pub use whiteout::{
-    is_marker_name, is_tombstone_device, is_visible_xattr, whiteout_name, OPAQUE_MARKER,
+    is_marker_name, is_tombstone_device, is_visible_xattr, whiteout_name, LayerKind, OPAQUE_MARKER,
 };
 
 /// An inode number; the root is [`ROOT_INO`].
@@ -99,20 +101,41 @@ impl NodeKind {
 pub struct MergeWarning {
     /// Index of the layer (0 = bottom).
     pub layer: u32,
-    /// The member's path as stored in the layer.
+    /// The member's path as stored in the layer, or its first
+    /// [`MergeWarning::KEPT`] bytes if it is longer (see `path_len`).
     pub path: Vec<u8>,
+    /// The length of the member's whole path.
+    pub path_len: usize,
     /// What was wrong.
     pub problem: &'static str,
 }
 
+impl MergeWarning {
+    /// Bytes of a path a warning keeps (`PATH_MAX`): any path the tree can
+    /// hold is kept whole, but one left out for its length may be hundreds
+    /// of kilobytes, and its warning would otherwise be a second copy.
+    pub const KEPT: usize = 4096;
+
+    /// A warning about the member at `path` of `layer`.
+    pub fn new(layer: u32, path: &[u8], problem: &'static str) -> MergeWarning {
+        MergeWarning {
+            layer,
+            path: path[..path.len().min(Self::KEPT)].to_vec(),
+            path_len: path.len(),
+            problem,
+        }
+    }
+}
+
 impl fmt::Display for MergeWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: skipped: {}",
-            String::from_utf8_lossy(&self.path),
-            self.problem
-        )
+        let path = String::from_utf8_lossy(&self.path);
+        if self.path_len > self.path.len() {
+            write!(f, "{path}... ({} bytes)", self.path_len)?;
+        } else {
+            write!(f, "{path}")?;
+        }
+        write!(f, ": skipped: {}", self.problem)
     }
 }
 
@@ -283,9 +306,9 @@ pub struct Tree {
 }
 
 impl Tree {
-    /// Merges layer indexes, bottom first, into one tree. Members that
-    /// cannot be placed (a hardlink to nothing, a path through a regular
-    /// file) are left out and reported.
+    /// Merges tar layers' indexes, bottom first, into one tree. Members
+    /// that cannot be placed (a hardlink to nothing, a path through a
+    /// regular file) are left out and reported.
     ///
     /// The indexes are taken by value and each is dropped once merged, so
     /// that a layer's member list, the tree being built and the frozen tree
@@ -449,7 +472,7 @@ fn merge(
 ) -> (Tree, Vec<MergeWarning>, Vec<Removal>) {
     let mut builder = TreeBuilder::new(record);
     for index in layers {
-        builder.apply(index);
+        builder.apply(index, LayerKind::Tar);
     }
     builder.finish()
 }
@@ -467,15 +490,16 @@ impl TreeBuilder {
     /// marker and tombstone removed (see [`Tree::build_recording`]).
     pub fn new(record: bool) -> TreeBuilder {
         TreeBuilder {
-            builder: Builder::new(record),
+            builder: Builder::new(record, LayerKind::Tar),
             next: 0,
         }
     }
 
-    /// Applies the next layer up, whole: its removals first, then what it
-    /// adds. The index is consumed member by member.
-    pub fn apply(&mut self, index: LayerIndex) {
-        self.builder.apply_layer(self.next, index);
+    /// Applies the next layer up, read from a `kind` of layer, whole: its
+    /// removals first, then what it adds. The index is consumed member by
+    /// member.
+    pub fn apply(&mut self, index: LayerIndex, kind: LayerKind) {
+        self.builder.apply_layer(self.next, index, kind);
         self.next = self.next.saturating_add(1);
     }
 
@@ -495,9 +519,10 @@ impl TreeBuilder {
 pub struct BottomLayer(Builder);
 
 impl BottomLayer {
-    /// A new merge; `record` as for [`TreeBuilder::new`].
-    pub fn new(record: bool) -> BottomLayer {
-        BottomLayer(Builder::new(record))
+    /// A new merge of a bottom layer read from a `kind` of layer; `record`
+    /// as for [`TreeBuilder::new`].
+    pub fn new(record: bool, kind: LayerKind) -> BottomLayer {
+        BottomLayer(Builder::new(record, kind))
     }
 
     /// Adds the next members of the bottom layer, in archive order; each

@@ -50,13 +50,13 @@ fn merged<const N: usize>(layers: [LayerIndex; N]) -> (Tree, Vec<MergeWarning>, 
         let Some(bottom) = upper.next() else {
             continue;
         };
-        let mut streamed = BottomLayer::new(true);
+        let mut streamed = BottomLayer::new(true, LayerKind::Tar);
         for chunk in bottom.members.chunks(batch) {
             streamed.push(chunk.to_vec());
         }
         let mut streamed = streamed.done();
         for index in upper {
-            streamed.apply(index);
+            streamed.apply(index, LayerKind::Tar);
         }
         let (s_tree, s_warnings, s_removals) = streamed.finish();
         let (tree, warnings, removals) = Tree::build_recording(copy(&layers));
@@ -432,11 +432,187 @@ fn root_member_sets_root_attributes() {
 }
 
 #[test]
-fn a_path_through_a_lower_file_replaces_it_with_an_implied_directory() {
-    let tree = build([layer(vec![file("q", 0)]), layer(vec![file("q/inner", 1)])]);
-    assert_eq!(paths(&tree), ["q", "q/inner"]);
-    let q = node(&tree, "q");
-    assert_eq!((q.kind(), q.mode, q.layer), (NodeKind::Directory, 0o755, 1));
+fn a_member_under_a_file_is_left_out_and_the_file_kept() {
+    // In its own layer, as GNU tar refuses it ("Not a directory"), and
+    // under a lower layer's file (or device, or a symlink to a file), as
+    // umoci and containerd fail on it: the file is never turned into a
+    // directory.
+    let (tree, warnings) = build_checked([
+        layer(vec![
+            file("lower", 0),
+            member("dev", MemberKind::Fifo),
+            link("to-file", MemberKind::Symlink, "lower"),
+        ]),
+        layer(vec![
+            file("f", 1),
+            file("f/under", 2),
+            file("lower/under", 3),
+            file("dev/under", 4),
+            file("to-file/under", 5),
+            dir("lower/d/"),
+        ]),
+    ]);
+    assert_eq!(paths(&tree), ["dev", "f", "lower", "to-file"]);
+    assert_eq!(node(&tree, "f").kind(), NodeKind::File);
+    assert_eq!(node(&tree, "lower").layer, 0);
+    let skipped: Vec<(u32, &[u8], &str)> = warnings
+        .iter()
+        .map(|w| (w.layer, &w.path[..], w.problem))
+        .collect();
+    let problem = "a parent is not a directory";
+    assert_eq!(
+        skipped,
+        [
+            (1, &b"f/under"[..], problem),
+            (1, b"lower/under", problem),
+            (1, b"dev/under", problem),
+            (1, b"to-file/under", problem),
+            (1, b"lower/d/", problem),
+        ]
+    );
+    // A directory member in its own right still replaces the file.
+    let tree = build([
+        layer(vec![file("p", 0)]),
+        layer(vec![dir("p"), file("p/x", 1)]),
+    ]);
+    assert_eq!(paths(&tree), ["p", "p/x"]);
+}
+
+#[test]
+fn an_opaque_marker_below_a_lower_symlink_makes_its_target_opaque() {
+    // Merged /usr: the marker's parent is found as a whiteout's is, so
+    // `bin/.wh..wh..opq` makes `usr/bin` opaque, as umoci unpacks it.
+    let (tree, _, removals) = merged([
+        layer(vec![
+            dir("usr"),
+            dir("usr/bin"),
+            file("usr/bin/old", 0),
+            link("bin", MemberKind::Symlink, "usr/bin"),
+        ]),
+        layer(vec![file("bin/.wh..wh..opq", 0), file("bin/new", 1)]),
+    ]);
+    assert_eq!(paths(&tree), ["bin", "usr", "usr/bin", "usr/bin/new"]);
+    assert_eq!(
+        removals,
+        [removal(
+            1,
+            "bin/.wh..wh..opq",
+            RemovalKind::Opaque,
+            vec![hidden("bin/old", NodeKind::File, 0, 1)]
+        )]
+    );
+    // A directory opaque by its xattr is the member itself: it replaces a
+    // symlink at its path and hides nothing through it.
+    let mut opaque = dir("bin");
+    opaque
+        .xattrs
+        .push((b"trusted.overlay.opaque".to_vec(), b"y".to_vec()));
+    let tree = build([
+        layer(vec![
+            dir("usr"),
+            dir("usr/bin"),
+            file("usr/bin/old", 0),
+            link("bin", MemberKind::Symlink, "usr/bin"),
+        ]),
+        layer(vec![opaque]),
+    ]);
+    assert_eq!(paths(&tree), ["bin", "usr", "usr/bin", "usr/bin/old"]);
+    assert_eq!(node(&tree, "bin").kind(), NodeKind::Directory);
+}
+
+/// Merges layers each read from its own kind of layer, bottom first.
+fn build_kinds(layers: Vec<(LayerIndex, LayerKind)>) -> Tree {
+    let mut layers = layers.into_iter();
+    let (bottom, kind) = layers.next().expect("a bottom layer");
+    let mut merge = BottomLayer::new(false, kind);
+    merge.push(bottom.members);
+    let mut merge = merge.done();
+    for (index, kind) in layers {
+        merge.apply(index, kind);
+    }
+    let (tree, warnings, _) = merge.finish();
+    assert!(warnings.is_empty(), "unexpected warnings: {warnings:?}");
+    tree
+}
+
+#[test]
+fn user_overlay_xattrs_are_overlayfs_own_only_in_a_directory_layer() {
+    let with = |mut m: Member, name: &str, value: &str| {
+        m.xattrs
+            .push((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
+        m
+    };
+    let lower = || layer(vec![dir("d"), file("d/old", 0), file("gone", 1)]);
+    let upper = || {
+        layer(vec![
+            with(dir("d"), "user.overlay.opaque", "y"),
+            with(
+                member("gone", MemberKind::Regular),
+                "user.overlay.whiteout",
+                "",
+            ),
+        ])
+    };
+    // An upper directory of a `userxattr` overlay: opaque and tombstone.
+    let tree = build_kinds(vec![
+        (lower(), LayerKind::Tar),
+        (upper(), LayerKind::Directory),
+    ]);
+    assert_eq!(paths(&tree), ["d"]);
+    assert_eq!(tree.xattrs(node_ino(&tree, "d")).count(), 0);
+    // A tar, as umoci and containerd (as root) unpack it: an ordinary
+    // xattr on an ordinary directory and an empty file.
+    let tree = build_kinds(vec![(lower(), LayerKind::Tar), (upper(), LayerKind::Tar)]);
+    assert_eq!(paths(&tree), ["d", "d/old", "gone"]);
+    let xattrs: Vec<_> = tree.xattrs(node_ino(&tree, "d")).collect();
+    assert_eq!(xattrs, [(&b"user.overlay.opaque"[..], &b"y"[..])]);
+    assert_eq!(node(&tree, "gone").layer, 1);
+    // The bottom layer's kind counts too.
+    let tree = build_kinds(vec![(upper(), LayerKind::Directory)]);
+    assert_eq!(paths(&tree), ["d"]);
+}
+
+fn node_ino(tree: &Tree, path: &str) -> Ino {
+    tree.lookup_path(path.as_bytes())
+        .unwrap_or_else(|| panic!("{path} missing"))
+}
+
+#[test]
+fn paths_longer_than_path_max_are_left_out() {
+    let deep = |bytes: usize| -> String {
+        let mut path = "d/".repeat(bytes / 2);
+        path.truncate(bytes - 1);
+        path.push('x');
+        path
+    };
+    let longest = deep(4095);
+    let over = deep(4096);
+    // 200,000 components: left out without building any of them.
+    let bomb = "a/".repeat(200_000) + "x";
+    // A short path that a symlink makes too long.
+    let target = deep(4000);
+    let (tree, warnings) = build_checked([
+        layer(vec![
+            file(&longest, 0),
+            file(&over, 1),
+            file(&bomb, 2),
+            link("s", MemberKind::Symlink, &target),
+        ]),
+        layer(vec![file(&format!("s/{}", "y".repeat(100)), 3)]),
+    ]);
+    assert!(tree.lookup_path(longest.as_bytes()).is_some());
+    assert_eq!(tree.len(), 2048 + 2, "the root, d/ x 2047, x and s");
+    let problem = "the path is longer than 4095 bytes (PATH_MAX) after following symbolic links";
+    assert_eq!(problems(&warnings), [problem; 3]);
+    assert_eq!(warnings[1].path, &bomb.as_bytes()[..MergeWarning::KEPT]);
+    assert_eq!(warnings[1].path_len, bomb.len());
+    let shown = warnings[1].to_string();
+    assert!(shown.len() < MergeWarning::KEPT + 200, "{shown}");
+    assert!(shown.contains("a/a/... (400001 bytes): skipped"), "{shown}");
+    assert_eq!(
+        warnings[2].to_string(),
+        format!("s/{}: skipped: {problem}", "y".repeat(100))
+    );
 }
 
 #[test]
@@ -565,9 +741,9 @@ fn removals_are_recorded_with_what_they_hid() {
         ]
     );
     // And the plain build records nothing.
-    let mut builder = build::Builder::new(false);
+    let mut builder = build::Builder::new(false, LayerKind::Tar);
     for (n, index) in layers().into_iter().enumerate() {
-        builder.apply_layer(n as u32, index);
+        builder.apply_layer(n as u32, index, LayerKind::Tar);
     }
     assert!(builder.removals.is_none());
 }

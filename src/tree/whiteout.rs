@@ -6,6 +6,10 @@
 //! tombstones, `trusted.overlay.opaque=y`; with the `userxattr` mount
 //! option, `user.overlay.*` instead; and since Linux 6.7 the other
 //! tombstone, an empty regular file with `trusted.overlay.whiteout`).
+//!
+//! Which xattr namespaces carry overlayfs' meaning depends on the
+//! [`LayerKind`]: a directory may be an upper directory of either kind of
+//! overlay, but a tar layer is read as the runtimes unpack it as root.
 
 use super::RemovalKind;
 use crate::tar::{Member, MemberKind};
@@ -18,7 +22,10 @@ pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
 /// overlayfs' private xattrs, in the namespace it uses by default and in
 /// the one of `userxattr` mounts (unprivileged overlays); they describe
-/// how the upper dir stored an entry, not the entry.
+/// how the upper dir stored an entry, not the entry. Only the first is
+/// overlayfs' own in a tar layer: a runtime unpacking a tar as root writes
+/// `user.overlay.*` as an ordinary xattr, onto an overlay that does not
+/// read it (containerd) or onto a plain directory (umoci).
 const OVERLAY_XATTR_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
 /// The overlayfs xattr (after a prefix) that marks a directory opaque with
 /// the value `y`. (`x` only says the directory holds xattr tombstones.)
@@ -26,6 +33,31 @@ const OVERLAY_OPAQUE: &[u8] = b"opaque";
 /// The overlayfs xattr (after a prefix) that makes an empty regular file a
 /// tombstone.
 const OVERLAY_WHITEOUT: &[u8] = b"whiteout";
+
+/// Where a layer's members were read from, which decides what overlayfs'
+/// xattrs on them mean.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    /// A tar stream (a file, an image's blob): `trusted.overlay.*` keeps
+    /// overlayfs' meaning (containerd unpacks into an overlay upper
+    /// directory as root, where it has it); `user.overlay.*` is an ordinary
+    /// xattr, as containerd and umoci leave it.
+    Tar,
+    /// A directory: an extracted layer or the upper directory of an
+    /// overlay, mounted with `userxattr` or not, so both namespaces carry
+    /// overlayfs' meaning.
+    Directory,
+}
+
+impl LayerKind {
+    /// The xattr namespaces that are overlayfs' own in a layer of this kind.
+    fn overlay_prefixes(self) -> &'static [&'static [u8]] {
+        match self {
+            LayerKind::Tar => &OVERLAY_XATTR_PREFIXES[..1],
+            LayerKind::Directory => &OVERLAY_XATTR_PREFIXES,
+        }
+    }
+}
 
 /// What one member does to the tree, given its normalised path components.
 #[derive(Debug, PartialEq, Eq)]
@@ -54,8 +86,9 @@ pub enum Action<'a> {
     Ignore,
 }
 
-/// Classifies a member by its normalised path components.
-pub fn classify<'a>(member: &Member, comps: &'a [&'a [u8]]) -> Action<'a> {
+/// Classifies a member of a layer of `kind` by its normalised path
+/// components.
+pub fn classify<'a>(member: &Member, comps: &'a [&'a [u8]], kind: LayerKind) -> Action<'a> {
     let Some((&base, dirs)) = comps.split_last() else {
         return Action::Add;
     };
@@ -88,7 +121,7 @@ pub fn classify<'a>(member: &Member, comps: &'a [&'a [u8]]) -> Action<'a> {
             }
         }
         MemberKind::Regular
-            if member.data.size == 0 && overlay_xattr(member, OVERLAY_WHITEOUT).is_some() =>
+            if member.data.size == 0 && overlay_xattr(member, OVERLAY_WHITEOUT, kind).is_some() =>
         {
             Action::Remove {
                 dir: dirs,
@@ -96,17 +129,18 @@ pub fn classify<'a>(member: &Member, comps: &'a [&'a [u8]]) -> Action<'a> {
                 by: RemovalKind::Tombstone,
             }
         }
-        MemberKind::Directory if overlay_xattr(member, OVERLAY_OPAQUE) == Some(b"y") => {
+        MemberKind::Directory if overlay_xattr(member, OVERLAY_OPAQUE, kind) == Some(b"y") => {
             Action::AddOpaqueDir
         }
         _ => Action::Add,
     }
 }
 
-/// The value of overlayfs' xattr `name` (in either namespace) on `member`.
-fn overlay_xattr<'a>(member: &'a Member, name: &[u8]) -> Option<&'a [u8]> {
+/// The value of overlayfs' xattr `name` on `member`, in a namespace that
+/// is overlayfs' own in a layer of `kind`.
+fn overlay_xattr<'a>(member: &'a Member, name: &[u8], kind: LayerKind) -> Option<&'a [u8]> {
     member.xattrs.iter().find_map(|(full, value)| {
-        OVERLAY_XATTR_PREFIXES
+        kind.overlay_prefixes()
             .iter()
             .any(|prefix| full.strip_prefix(*prefix) == Some(name))
             .then_some(value.as_slice())
@@ -131,10 +165,12 @@ pub fn is_tombstone_device(major: u32, minor: u32) -> bool {
     major == 0 && minor == 0
 }
 
-/// Whether an xattr is kept in the merged tree: overlayfs' own attributes
-/// describe how an upper directory was stored, not the file, and are dropped.
-pub fn is_visible_xattr(name: &[u8]) -> bool {
-    !OVERLAY_XATTR_PREFIXES
+/// Whether an xattr of a member of a layer of `kind` is kept in the merged
+/// tree: overlayfs' own attributes describe how an upper directory was
+/// stored, not the file, and are dropped.
+pub fn is_visible_xattr(name: &[u8], kind: LayerKind) -> bool {
+    !kind
+        .overlay_prefixes()
         .iter()
         .any(|prefix| name.starts_with(prefix))
 }
@@ -155,7 +191,7 @@ mod tests {
     fn whiteout_file_removes_its_name() {
         let comps = components(b"etc/.wh.passwd");
         assert_eq!(
-            classify(&member(MemberKind::Regular), &comps),
+            classify(&member(MemberKind::Regular), &comps, LayerKind::Tar),
             Action::Remove {
                 dir: &comps[..1],
                 name: b"passwd",
@@ -168,12 +204,12 @@ mod tests {
     fn opaque_marker_names_its_directory() {
         let comps = components(b"./data/.wh..wh..opq");
         assert_eq!(
-            classify(&member(MemberKind::Regular), &comps),
+            classify(&member(MemberKind::Regular), &comps, LayerKind::Tar),
             Action::MakeOpaque { dir: &comps[..1] }
         );
         let top = components(b".wh..wh..opq");
         assert_eq!(
-            classify(&member(MemberKind::Regular), &top),
+            classify(&member(MemberKind::Regular), &top, LayerKind::Tar),
             Action::MakeOpaque { dir: &[] }
         );
     }
@@ -188,7 +224,7 @@ mod tests {
         ] {
             let comps = components(raw);
             assert_eq!(
-                classify(&member(MemberKind::Regular), &comps),
+                classify(&member(MemberKind::Regular), &comps, LayerKind::Tar),
                 Action::Ignore,
                 "{raw:?}"
             );
@@ -199,7 +235,7 @@ mod tests {
     fn char_device_zero_zero_is_a_tombstone() {
         let comps = components(b"usr/gone");
         assert_eq!(
-            classify(&member(MemberKind::CharDevice), &comps),
+            classify(&member(MemberKind::CharDevice), &comps, LayerKind::Tar),
             Action::Remove {
                 dir: &comps[..1],
                 name: b"gone",
@@ -208,7 +244,7 @@ mod tests {
         );
         let mut tty = member(MemberKind::CharDevice);
         tty.dev_major = 5;
-        assert_eq!(classify(&tty, &comps), Action::Add);
+        assert_eq!(classify(&tty, &comps, LayerKind::Tar), Action::Add);
     }
 
     #[test]
@@ -217,40 +253,57 @@ mod tests {
         dir.xattrs
             .push((b"trusted.overlay.opaque".to_vec(), b"y".to_vec()));
         let comps = components(b"data/");
-        assert_eq!(classify(&dir, &comps), Action::AddOpaqueDir);
-        dir.xattrs[0].1 = b"n".to_vec();
-        assert_eq!(classify(&dir, &comps), Action::Add);
-        // `x`: the directory holds xattr tombstones; it is not opaque.
-        dir.xattrs[0].1 = b"x".to_vec();
-        assert_eq!(classify(&dir, &comps), Action::Add);
+        for kind in [LayerKind::Tar, LayerKind::Directory] {
+            dir.xattrs[0] = (b"trusted.overlay.opaque".to_vec(), b"y".to_vec());
+            assert_eq!(classify(&dir, &comps, kind), Action::AddOpaqueDir);
+            dir.xattrs[0].1 = b"n".to_vec();
+            assert_eq!(classify(&dir, &comps, kind), Action::Add);
+            // `x`: the directory holds xattr tombstones; it is not opaque.
+            dir.xattrs[0].1 = b"x".to_vec();
+            assert_eq!(classify(&dir, &comps, kind), Action::Add);
+            dir.xattrs[0] = (b"user.overlayx.opaque".to_vec(), b"y".to_vec());
+            assert_eq!(classify(&dir, &comps, kind), Action::Add);
+            assert!(!is_visible_xattr(b"trusted.overlay.opaque", kind));
+            assert!(is_visible_xattr(b"user.foo", kind));
+            assert!(is_visible_xattr(b"trusted.overlayfoo", kind));
+        }
+        // `user.overlay.*` is overlayfs' own only in an upper directory
+        // (a `userxattr` overlay); in a tar it is an ordinary xattr, as
+        // umoci and containerd (as root) unpack it.
         dir.xattrs[0] = (b"user.overlay.opaque".to_vec(), b"y".to_vec());
-        assert_eq!(classify(&dir, &comps), Action::AddOpaqueDir);
-        dir.xattrs[0] = (b"user.overlayx.opaque".to_vec(), b"y".to_vec());
-        assert_eq!(classify(&dir, &comps), Action::Add);
-        assert!(!is_visible_xattr(b"trusted.overlay.opaque"));
-        assert!(!is_visible_xattr(b"user.overlay.origin"));
-        assert!(is_visible_xattr(b"user.foo"));
-        assert!(is_visible_xattr(b"trusted.overlayfoo"));
+        assert_eq!(
+            classify(&dir, &comps, LayerKind::Directory),
+            Action::AddOpaqueDir
+        );
+        assert!(!is_visible_xattr(
+            b"user.overlay.origin",
+            LayerKind::Directory
+        ));
+        assert_eq!(classify(&dir, &comps, LayerKind::Tar), Action::Add);
+        assert!(is_visible_xattr(b"user.overlay.opaque", LayerKind::Tar));
     }
 
     #[test]
     fn an_empty_file_with_the_whiteout_xattr_is_a_tombstone() {
         let comps = components(b"etc/gone");
-        for name in ["trusted.overlay.whiteout", "user.overlay.whiteout"] {
+        let tombstone = Action::Remove {
+            dir: &comps[..1],
+            name: b"gone",
+            by: RemovalKind::Tombstone,
+        };
+        for (name, kind, removes) in [
+            ("trusted.overlay.whiteout", LayerKind::Tar, true),
+            ("trusted.overlay.whiteout", LayerKind::Directory, true),
+            ("user.overlay.whiteout", LayerKind::Directory, true),
+            ("user.overlay.whiteout", LayerKind::Tar, false),
+        ] {
             let mut file = member(MemberKind::Regular);
             file.xattrs.push((name.as_bytes().to_vec(), Vec::new()));
-            assert_eq!(
-                classify(&file, &comps),
-                Action::Remove {
-                    dir: &comps[..1],
-                    name: b"gone",
-                    by: RemovalKind::Tombstone,
-                },
-                "{name}"
-            );
+            let expected = if removes { &tombstone } else { &Action::Add };
+            assert_eq!(&classify(&file, &comps, kind), expected, "{name} {kind:?}");
             // With contents it is a file that happens to carry the xattr.
             file.data.size = 1;
-            assert_eq!(classify(&file, &comps), Action::Add, "{name}");
+            assert_eq!(classify(&file, &comps, kind), Action::Add, "{name}");
         }
     }
 
@@ -259,7 +312,7 @@ mod tests {
         let whiteout = [&b"etc/"[..], &whiteout_name(b"passwd")].concat();
         let comps = components(&whiteout);
         assert_eq!(
-            classify(&member(MemberKind::Regular), &comps),
+            classify(&member(MemberKind::Regular), &comps, LayerKind::Tar),
             Action::Remove {
                 dir: &comps[..1],
                 name: b"passwd",
@@ -269,7 +322,7 @@ mod tests {
         let opaque = [&b"d/"[..], OPAQUE_MARKER].concat();
         let comps = components(&opaque);
         assert_eq!(
-            classify(&member(MemberKind::Regular), &comps),
+            classify(&member(MemberKind::Regular), &comps, LayerKind::Tar),
             Action::MakeOpaque { dir: &comps[..1] }
         );
         assert!(is_marker_name(b".wh.x") && is_marker_name(OPAQUE_MARKER));
