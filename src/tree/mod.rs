@@ -53,7 +53,8 @@ pub use removal::{Hidden, Removal, RemovalKind};
 pub use table::Backing;
 use table::Table;
 pub use whiteout::{
-    is_marker_name, is_tombstone_device, is_visible_xattr, whiteout_name, OPAQUE_MARKER,
+    classify, is_marker_name, is_tombstone_device, is_visible_xattr, whiteout_name, Action,
+    OPAQUE_MARKER,
 };
 
 /// An inode number; the root is [`ROOT_INO`].
