@@ -559,14 +559,22 @@ pub struct CreateRequest {
     pub output: LayerDestination,
     /// `--mtime`: no time later than this many seconds since the epoch.
     pub clamp_mtime: Option<i64>,
+    /// `--whiteouts`: read the directory's whiteouts and opaque markers as
+    /// a directory layer's, instead of refusing them.
+    pub whiteouts: bool,
     /// No progress bar, and no digests on stderr.
     pub quiet: bool,
 }
 
 /// `layerfs create`: the directory as one layer, then its digests.
 pub fn create(request: &CreateRequest) -> Result<(), AppError> {
-    let scan = author::scan(&request.dir)?;
-    let selection = author::everything(&scan);
+    let (scan, selection) = if request.whiteouts {
+        author::scan_layer(&request.dir)?
+    } else {
+        let scan = author::scan(&request.dir)?;
+        let selection = author::everything(&scan);
+        (scan, selection)
+    };
     let written = LayerWrite {
         label: "create",
         output: &request.output,

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use crate::escape::Escaped;
 use crate::image::Image;
 use crate::stack::Stack;
 
@@ -63,26 +64,69 @@ pub fn report(image: &Image, stack: &Stack) -> Vec<LayerReport> {
         .collect()
 }
 
-/// Writes the report as a table, one line per layer.
+/// Writes the report as a table, one line per layer, for a terminal:
+/// columns two spaces apart, each as wide as its widest cell, numbers
+/// right-aligned under their heading (`--json` is the form for scripts).
 pub fn write_text(reports: &[LayerReport], out: &mut dyn Write) -> io::Result<()> {
-    writeln!(
-        out,
-        "LAYER\tMEDIA TYPE\tCOMPRESSED\tUNCOMPRESSED\tENTRIES\tHIDES\tDIGEST"
-    )?;
-    for r in reports {
-        writeln!(
-            out,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            r.layer,
-            r.media_type,
-            r.compressed_bytes,
-            r.uncompressed_bytes,
-            r.entries,
-            r.hides,
-            r.digest.as_deref().unwrap_or("-")
-        )?;
+    let rows: Vec<[String; 7]> = reports
+        .iter()
+        .map(|r| {
+            [
+                r.layer.to_string(),
+                Escaped(r.media_type.as_bytes()).to_string(),
+                r.compressed_bytes.to_string(),
+                r.uncompressed_bytes.to_string(),
+                r.entries.to_string(),
+                r.hides.to_string(),
+                r.digest
+                    .as_deref()
+                    .map_or_else(|| "-".to_string(), |d| Escaped(d.as_bytes()).to_string()),
+            ]
+        })
+        .collect();
+    let mut widths = HEADINGS.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    write_row(&HEADINGS, &widths, out)?;
+    for row in &rows {
+        write_row(row, &widths, out)?;
     }
     Ok(())
+}
+
+/// The table's headings; the columns of [`NUMERIC`] hold numbers.
+const HEADINGS: [&str; 7] = [
+    "LAYER",
+    "MEDIA TYPE",
+    "COMPRESSED",
+    "UNCOMPRESSED",
+    "ENTRIES",
+    "HIDES",
+    "DIGEST",
+];
+const NUMERIC: [bool; 7] = [true, false, true, true, true, true, false];
+
+/// One line of the table; the last column is not padded, so no line ends
+/// in blanks.
+fn write_row(
+    cells: &[impl AsRef<str>; 7],
+    widths: &[usize; 7],
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let last = cells.len() - 1;
+    for (i, ((cell, &width), &numeric)) in cells.iter().zip(widths).zip(&NUMERIC).enumerate() {
+        let cell = cell.as_ref();
+        let separator = if i == 0 { "" } else { "  " };
+        match (numeric, i == last) {
+            (true, _) => write!(out, "{separator}{cell:>width$}")?,
+            (false, false) => write!(out, "{separator}{cell:<width$}")?,
+            (false, true) => write!(out, "{separator}{cell}")?,
+        }
+    }
+    writeln!(out)
 }
 
 /// Writes the report as one JSON object per layer, one per line.
@@ -92,4 +136,52 @@ pub fn write_json(reports: &[LayerReport], out: &mut dyn Write) -> io::Result<()
         writeln!(out)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(
+        layer: usize,
+        media_type: &str,
+        sizes: [u64; 4],
+        digest: Option<&str>,
+    ) -> LayerReport {
+        LayerReport {
+            layer,
+            media_type: media_type.to_string(),
+            codec: "gzip".to_string(),
+            compressed_bytes: sizes[0],
+            uncompressed_bytes: sizes[1],
+            digest: digest.map(str::to_string),
+            entries: sizes[2],
+            hides: sizes[3],
+        }
+    }
+
+    #[test]
+    fn the_table_lines_up_under_its_headings() {
+        let reports = [
+            report(
+                1,
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                [123, 10_240, 7, 0],
+                Some("sha256:aa"),
+            ),
+            report(2, "x/y", [98_765_432_100, 3, 12_345_678, 1], None),
+            report(10, "evil\nLAYER", [1, 2, 3, 4], Some("sha256:bb")),
+        ];
+        let mut out = Vec::new();
+        write_text(&reports, &mut out).expect("write");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "\
+LAYER  MEDIA TYPE                                    COMPRESSED  UNCOMPRESSED   ENTRIES  HIDES  DIGEST
+    1  application/vnd.oci.image.layer.v1.tar+gzip          123         10240         7      0  sha256:aa
+    2  x/y                                          98765432100             3  12345678      1  -
+   10  evil\\nLAYER                                            1             2         3      4  sha256:bb
+"
+        );
+    }
 }

@@ -26,7 +26,8 @@
 //! - [`author`]: writes a layer from a directory, whole (`create`) or as
 //!   the changes from a stack's tree (`diff`);
 //! - [`inspect`]: an image's layers: sizes, digests, entries, what each hides;
-//! - [`list`]: lists the merged tree or one layer as stored;
+//! - [`list`]: lists the merged tree or one layer as stored, names shown
+//!   through [`escape`];
 //! - [`output`]: where a written layer goes: framed compression, digests,
 //!   and a file put in place only when complete;
 //! - [`progress`]: a progress bar for long commands, on terminals only;
@@ -43,6 +44,7 @@ pub mod bundle;
 pub mod cache;
 pub mod daemon;
 pub mod dir;
+pub mod escape;
 pub mod export;
 pub mod fstab;
 pub mod fuse;

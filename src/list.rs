@@ -5,17 +5,26 @@
 //! always agrees with what a mount shows. After the merged tree, `--all`
 //! adds what each whiteout removed; after a layer's head, `--peek` adds how
 //! much of the layer was read.
+//!
+//! Text shows names through [`Escaped`], so a name cannot forge a line or
+//! a column; JSON gives the exact bytes. The long format pads each column
+//! to its widest value in the whole listing, as `ls -l` does: the tree and
+//! the member list are in memory already, so a first pass measures them
+//! and nothing is buffered.
 
+use std::fmt;
 use std::io::{self, Write};
 
+use crate::escape::Escaped;
 use crate::stack::LayerPeek;
 use crate::tar::{LayerIndex, Member, MemberKind};
-use crate::tree::{Hidden, NodeKind, Removal, Tree};
+use crate::tree::{Hidden, Ino, Node, NodeKind, Removal, Tree};
 
 /// How entries are printed.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ListFormat {
-    /// Mode string, owner, size, mtime and link target, as `ls -l` shows.
+    /// Mode string, link count, owner, size, mtime and link target, as
+    /// `ls -l` shows them.
     pub long: bool,
     /// One JSON object per line, with every field, for scripts.
     pub json: bool,
@@ -34,31 +43,107 @@ struct Entry<'a> {
     link: Option<&'a [u8]>,
     /// 1-based layer that provides the entry.
     layer: u32,
+    /// The inode and its number of names, for the merged tree (a layer as
+    /// stored shows a second name as a hardlink member instead).
+    inode: Option<(Ino, u32)>,
+}
+
+impl<'a> Entry<'a> {
+    fn of_node(tree: &'a Tree, path: &'a [u8], ino: Ino, node: &Node) -> Self {
+        let (kind, type_char) = node_kind(node.kind());
+        Entry {
+            path,
+            kind,
+            type_char,
+            mode: node.mode,
+            uid: node.uid,
+            gid: node.gid,
+            size: node.size,
+            mtime: node.mtime,
+            link: tree.symlink_target(ino),
+            layer: node.layer + 1,
+            inode: Some((ino, node.nlink)),
+        }
+    }
+
+    fn of_member(member: &'a Member, layer: u32) -> Self {
+        let (kind, type_char) = member_kind(member);
+        let link = match member.kind {
+            MemberKind::Symlink | MemberKind::Hardlink => Some(member.link_target.as_slice()),
+            _ => None,
+        };
+        Entry {
+            path: &member.path,
+            kind,
+            type_char,
+            mode: member.mode,
+            uid: member.uid,
+            gid: member.gid,
+            size: member.data.size,
+            mtime: member.mtime,
+            link,
+            layer,
+            inode: None,
+        }
+    }
+}
+
+/// The widths of the long format's padded columns: each that of its
+/// widest value in the listing.
+#[derive(Clone, Copy, Debug, Default)]
+struct Widths {
+    links: usize,
+    owner: usize,
+    size: usize,
+    time: usize,
+    layer: usize,
+}
+
+impl Widths {
+    /// Widens the columns to hold `entry`.
+    fn fit(&mut self, entry: &Entry<'_>) {
+        if let Some((_, nlink)) = entry.inode {
+            self.links = self.links.max(text_width(nlink));
+        }
+        self.owner = self
+            .owner
+            .max(text_width(format_args!("{}/{}", entry.uid, entry.gid)));
+        self.size = self.size.max(text_width(entry.size));
+        self.time = self.time.max(text_width(UtcTime(entry.mtime)));
+        self.layer = self.layer.max(text_width(entry.layer));
+    }
+}
+
+/// How many bytes `value` takes when formatted, without allocating.
+fn text_width(value: impl fmt::Display) -> usize {
+    struct Count(usize);
+    impl fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = fmt::Write::write_fmt(&mut count, format_args!("{value}"));
+    count.0
 }
 
 /// Lists the merged tree depth first, names in byte order.
 pub fn list_tree(tree: &Tree, format: ListFormat, out: &mut dyn Write) -> io::Result<()> {
+    let mut widths = Widths::default();
+    if format.long {
+        tree.walk(|path, ino, node| {
+            if !path.is_empty() {
+                widths.fit(&Entry::of_node(tree, path, ino, node));
+            }
+            Ok::<(), io::Error>(())
+        })?;
+    }
     tree.walk(|path, ino, node| {
         if path.is_empty() {
             return Ok(());
         }
-        let (kind, type_char) = node_kind(node.kind());
-        write_entry(
-            &Entry {
-                path,
-                kind,
-                type_char,
-                mode: node.mode,
-                uid: node.uid,
-                gid: node.gid,
-                size: node.size,
-                mtime: node.mtime,
-                link: tree.symlink_target(ino),
-                layer: node.layer + 1,
-            },
-            format,
-            out,
-        )
+        write_entry(&Entry::of_node(tree, path, ino, node), format, &widths, out)
     })
 }
 
@@ -70,28 +155,14 @@ pub fn list_layer(
     format: ListFormat,
     out: &mut dyn Write,
 ) -> io::Result<()> {
+    let mut widths = Widths::default();
+    if format.long {
+        for member in &index.members {
+            widths.fit(&Entry::of_member(member, layer));
+        }
+    }
     for member in &index.members {
-        let (kind, type_char) = member_kind(member);
-        let link = match member.kind {
-            MemberKind::Symlink | MemberKind::Hardlink => Some(member.link_target.as_slice()),
-            _ => None,
-        };
-        write_entry(
-            &Entry {
-                path: &member.path,
-                kind,
-                type_char,
-                mode: member.mode,
-                uid: member.uid,
-                gid: member.gid,
-                size: member.data.size,
-                mtime: member.mtime,
-                link,
-                layer,
-            },
-            format,
-            out,
-        )?;
+        write_entry(&Entry::of_member(member, layer), format, &widths, out)?;
     }
     Ok(())
 }
@@ -103,6 +174,11 @@ pub fn list_removals(
     format: ListFormat,
     out: &mut dyn Write,
 ) -> io::Result<()> {
+    let layer_width = removals
+        .iter()
+        .map(|r| text_width(r.layer + 1))
+        .max()
+        .unwrap_or(0);
     for removal in removals {
         let kind = removal.kind.name();
         let layer = removal.layer + 1;
@@ -128,16 +204,12 @@ pub fn list_removals(
             out.write_all(b"]}\n")?;
             continue;
         }
+        let path = Escaped(&removal.path);
         if format.long {
-            // The kind stands where entries have their mode, the layer in
-            // the same right-aligned column width.
-            write!(out, "{kind:<10} {layer:>3} ")?;
-            out.write_all(&removal.path)?;
-            out.write_all(b" ")?;
+            // The kind stands where entries have their mode.
+            write!(out, "{kind:<10} {layer:>layer_width$} {path} ")?;
         } else {
-            write!(out, "{layer}\t")?;
-            out.write_all(&removal.path)?;
-            write!(out, "\t{kind}: ")?;
+            write!(out, "{layer}\t{path}\t{kind}: ")?;
         }
         write_hides(&removal.hides, out)?;
         out.write_all(b"\n")?;
@@ -155,7 +227,7 @@ fn write_hides(hides: &[Hidden], out: &mut dyn Write) -> io::Result<()> {
         if i > 0 {
             out.write_all(b", ")?;
         }
-        out.write_all(&hidden.path)?;
+        write!(out, "{}", Escaped(&hidden.path))?;
         let (kind, _) = node_kind(hidden.kind);
         let layer = hidden.layer + 1;
         match (hidden.kind, hidden.entries) {
@@ -211,32 +283,43 @@ fn member_kind(member: &Member) -> (&'static str, u8) {
     }
 }
 
-fn write_entry(entry: &Entry<'_>, format: ListFormat, out: &mut dyn Write) -> io::Result<()> {
+fn write_entry(
+    entry: &Entry<'_>,
+    format: ListFormat,
+    widths: &Widths,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     if format.json {
         return write_json(entry, out);
     }
-    if format.long {
-        let (date, time) = utc_date_time(entry.mtime);
-        write!(
-            out,
-            "{} {}/{} {:>10} {date} {time} {:>3} ",
-            String::from_utf8_lossy(&mode_string(entry.type_char, entry.mode)),
-            entry.uid,
-            entry.gid,
-            entry.size,
-            entry.layer
-        )?;
-    } else {
-        write!(out, "{}\t", entry.layer)?;
+    let path = Escaped(entry.path);
+    if !format.long {
+        return writeln!(out, "{}\t{path}", entry.layer);
     }
-    out.write_all(entry.path)?;
-    if let (true, Some(link)) = (format.long, entry.link) {
-        out.write_all(if entry.type_char == b'h' {
-            b" link to "
-        } else {
-            b" -> "
-        })?;
-        out.write_all(link)?;
+    write!(
+        out,
+        "{} ",
+        String::from_utf8_lossy(&mode_string(entry.type_char, entry.mode))
+    )?;
+    if let Some((_, nlink)) = entry.inode {
+        write!(out, "{nlink:>0$} ", widths.links)?;
+    }
+    write!(
+        out,
+        "{:<owner$} {:>size$} {:>time$} {:>layer$} {path}",
+        format!("{}/{}", entry.uid, entry.gid),
+        entry.size,
+        UtcTime(entry.mtime).to_string(),
+        entry.layer,
+        owner = widths.owner,
+        size = widths.size,
+        time = widths.time,
+        layer = widths.layer,
+    )?;
+    match entry.link {
+        Some(link) if entry.type_char == b'h' => write!(out, " link to {}", Escaped(link))?,
+        Some(link) => write!(out, " -> {}", Escaped(link))?,
+        None => {}
     }
     out.write_all(b"\n")
 }
@@ -249,6 +332,9 @@ fn write_json(entry: &Entry<'_>, out: &mut dyn Write) -> io::Result<()> {
         ",\"type\":\"{}\",\"mode\":\"{:04o}\",\"uid\":{},\"gid\":{},\"size\":{},\"mtime\":{},\"layer\":{}",
         entry.kind, entry.mode, entry.uid, entry.gid, entry.size, entry.mtime, entry.layer
     )?;
+    if let Some((ino, nlink)) = entry.inode {
+        write!(out, ",\"ino\":{ino},\"nlink\":{nlink}")?;
+    }
     if let Some(link) = entry.link {
         write!(out, ",\"link\":")?;
         json_string(link, out)?;
@@ -314,24 +400,31 @@ fn mode_string(type_char: u8, mode: u32) -> [u8; 10] {
     s
 }
 
-/// `YYYY-MM-DD` and `HH:MM` in UTC for seconds since the epoch.
-fn utc_date_time(secs: i64) -> (String, String) {
-    let days = secs.div_euclid(86_400);
-    let of_day = secs.rem_euclid(86_400);
-    // Days to civil date (proleptic Gregorian), after Howard Hinnant.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        format!("{year:04}-{month:02}-{day:02}"),
-        format!("{:02}:{:02}", of_day / 3600, of_day % 3600 / 60),
-    )
+/// Seconds since the epoch, shown as `YYYY-MM-DD HH:MM` in UTC.
+struct UtcTime(i64);
+
+impl fmt::Display for UtcTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0;
+        let days = secs.div_euclid(86_400);
+        let of_day = secs.rem_euclid(86_400);
+        // Days to civil date (proleptic Gregorian), after Howard Hinnant.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+            of_day / 3600,
+            of_day % 3600 / 60
+        )
+    }
 }
 
 #[cfg(test)]
@@ -349,16 +442,14 @@ mod tests {
 
     #[test]
     fn dates_are_utc_civil_dates() {
-        assert_eq!(utc_date_time(0), ("1970-01-01".into(), "00:00".into()));
-        assert_eq!(
-            utc_date_time(1_700_000_000),
-            ("2023-11-14".into(), "22:13".into())
-        );
-        assert_eq!(
-            utc_date_time(951_782_400),
-            ("2000-02-29".into(), "00:00".into())
-        );
-        assert_eq!(utc_date_time(-1), ("1969-12-31".into(), "23:59".into()));
+        let shown = |secs| UtcTime(secs).to_string();
+        assert_eq!(shown(0), "1970-01-01 00:00");
+        assert_eq!(shown(1_700_000_000), "2023-11-14 22:13");
+        assert_eq!(shown(951_782_400), "2000-02-29 00:00");
+        assert_eq!(shown(-1), "1969-12-31 23:59");
+        // Times no calendar tool shows still have a width to pad to.
+        assert_eq!(shown(i64::MAX).len(), text_width(UtcTime(i64::MAX)));
+        assert!(shown(i64::MIN).starts_with('-'));
     }
 
     #[test]

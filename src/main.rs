@@ -114,6 +114,9 @@ enum Command {
         /// No time later than SECONDS since the epoch (later ones become SECONDS).
         #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
         mtime: Option<i64>,
+        /// Read DIR as a mounted directory layer: .wh. files, 0/0 devices and opaque directories become whiteouts.
+        #[arg(long)]
+        whiteouts: bool,
         /// The directory.
         dir: PathBuf,
     },
@@ -356,10 +359,16 @@ fn main() -> ExitCode {
             cache: cache.choice(),
             quiet: cli.quiet,
         }),
-        Command::Create { output, mtime, dir } => app::create(&CreateRequest {
+        Command::Create {
+            output,
+            mtime,
+            whiteouts,
+            dir,
+        } => app::create(&CreateRequest {
             dir,
             output: output.destination(),
             clamp_mtime: mtime,
+            whiteouts,
             quiet: cli.quiet,
         }),
         Command::Diff {

@@ -398,3 +398,114 @@ fn whiteout_names_in_the_directory_are_refused_by_name() {
     assert!(run.stderr.contains("sub/.wh.gone"), "{}", run.stderr);
     assert!(!out.exists(), "a failed create left {}", out.display());
 }
+
+/// A layer directory made by hand, as one is extracted or kept as an
+/// overlayfs upper directory: `.wh.` files, an opaque marker, a whiteout
+/// directory with something in it, AUFS metadata and, as root, a 0/0
+/// tombstone and a `trusted.overlay.opaque=y` directory.
+fn hand_made_layer_dir(scratch: &Path) -> PathBuf {
+    let dir = scratch.join("upper");
+    for sub in ["etc", "data", "srv", ".wh.gone"] {
+        fs::create_dir_all(dir.join(sub)).expect("mkdir");
+    }
+    for (path, content) in [
+        ("etc/.wh.hosts", ""),
+        ("etc/motd", "hello\n"),
+        ("data/.wh..wh..opq", ""),
+        ("data/new", "n"),
+        (".wh.gone/inside", "never shown"),
+        (".wh..wh.plnk", ""),
+        ("srv/new", "s"),
+    ] {
+        fs::write(dir.join(path), content).expect("write");
+    }
+    if is_root() {
+        let run = run_captured(
+            Command::new("mknod")
+                .arg(dir.join("etc/passwd"))
+                .args(["c", "0", "0"]),
+        );
+        run.expect_success("mknod");
+        xattr::set(dir.join("srv"), "trusted.overlay.opaque", b"y").expect("setfattr");
+    }
+    dir
+}
+
+#[test]
+fn create_whiteouts_writes_a_layer_dir_as_the_mount_reads_it() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let lower = Layer::new(Format::Pax)
+        .dir("etc")
+        .file("etc/hosts", "127.0.0.1 localhost\n")
+        .file("etc/passwd", "root:x:0:0\n")
+        .dir("data")
+        .file("data/old", "o")
+        .dir("data/sub")
+        .file("data/sub/x", "x")
+        .dir("srv")
+        .file("srv/www", "w")
+        .file("gone", "g");
+    let mut layers = Layers::new();
+    layers.add(&lower);
+    let dir = hand_made_layer_dir(scratch.path());
+    let out = scratch.path().join("upper.tar");
+
+    let refused = create(&dir, &out);
+    assert!(!refused.status.success());
+    assert!(refused.stderr.contains("--whiteouts"), "{}", refused.stderr);
+
+    let run = layerfs([
+        "create".as_ref(),
+        "--whiteouts".as_ref(),
+        dir.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    run.expect_success("create --whiteouts");
+    let warnings: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(
+        warnings[0].ends_with("upper/.wh..wh.plnk: left out: the mount ignores it too"),
+        "{}",
+        run.stderr
+    );
+    let mut markers = vec![".wh.gone", "data/.wh..wh..opq", "etc/.wh.hosts"];
+    if is_root() {
+        markers.extend(["etc/.wh.passwd", "srv/.wh..wh..opq"]);
+    }
+    let written = layer_paths(&out);
+    for marker in &markers {
+        assert!(
+            written.iter().any(|p| p == marker),
+            "{marker} not in {written:?}"
+        );
+    }
+    assert!(
+        !written
+            .iter()
+            .any(|p| p.contains("inside") || p.contains("plnk")),
+        "{written:?}"
+    );
+
+    // The stack with the written layer is the stack with the directory.
+    let with_dir = [layers.paths.clone(), vec![dir.clone()]].concat();
+    let with_tar = [layers.paths.clone(), vec![out.clone()]].concat();
+    let from_dir = Mount::new(&with_dir);
+    let expected = Expected::from_snapshot(&snapshot(from_dir.path()), Fields::ALL);
+    drop(from_dir);
+    let from_tar = Mount::new(&with_tar);
+    let seen = snapshot(from_tar.path());
+    let diffs = tree_diff(&expected, &seen);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    let mut names: Vec<String> = seen
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    names.sort();
+    let mut wanted = vec!["data", "data/new", "etc", "etc/motd", "srv", "srv/new"];
+    if !is_root() {
+        wanted.extend(["etc/passwd", "srv/www"]);
+        wanted.sort();
+    }
+    assert_eq!(names, wanted);
+}

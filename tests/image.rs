@@ -140,12 +140,53 @@ fn inspect_reports_sizes_digests_entries_and_what_each_layer_hides() {
         layout.as_os_str(),
     ]);
     text.expect_success("inspect as text");
-    assert_eq!(
-        text.stdout.lines().count(),
-        blobs.len() + 1,
-        "{}",
-        text.stdout
-    );
+    let lines: Vec<&str> = text.stdout.lines().collect();
+    assert_eq!(lines.len(), blobs.len() + 1, "{}", text.stdout);
+    // Each row holds the JSON's values, the media type and digest starting
+    // under their headings and every number ending under its own.
+    let header = lines[0];
+    let start = |name: &str| header.find(name).expect(name);
+    let end = |name: &str| start(name) + name.len();
+    for (line, layer) in lines[1..].iter().zip(&layers) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let number = |key: &str| layer[key].as_u64().expect(key).to_string();
+        assert_eq!(
+            words,
+            [
+                number("layer"),
+                layer["media_type"]
+                    .as_str()
+                    .expect("media type")
+                    .to_string(),
+                number("compressed_bytes"),
+                number("uncompressed_bytes"),
+                number("entries"),
+                number("hides"),
+                layer["digest"].as_str().expect("digest").to_string(),
+            ],
+            "{}",
+            text.stdout
+        );
+        assert_eq!(
+            line.find("application/"),
+            Some(start("MEDIA TYPE")),
+            "{line}"
+        );
+        assert_eq!(line.find("sha256:"), Some(start("DIGEST")), "{line}");
+        for (name, value) in [
+            ("LAYER", number("layer")),
+            ("COMPRESSED", number("compressed_bytes")),
+            ("UNCOMPRESSED", number("uncompressed_bytes")),
+            ("ENTRIES", number("entries")),
+            ("HIDES", number("hides")),
+        ] {
+            let cell = &line[..end(name)];
+            assert!(
+                cell.ends_with(&format!(" {value}")) || cell == value,
+                "{name} in {line:?}"
+            );
+        }
+    }
 }
 
 /// A one-layer image (a plain tar holding `arch` with `content` and

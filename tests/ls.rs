@@ -18,6 +18,9 @@ struct Seen {
     mode: u32,
     size: u64,
     link: Option<String>,
+    /// The inode number and link count: `ls --json` gives the mount's.
+    ino: u64,
+    nlink: u64,
 }
 
 fn stack() -> Layers {
@@ -75,6 +78,8 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Seen>) {
                 mode: meta.permissions().mode() & 0o7777,
                 size: meta.size(),
                 link,
+                ino: meta.ino(),
+                nlink: meta.nlink(),
             },
         );
         if ft.is_dir() {
@@ -99,6 +104,8 @@ fn listed(stdout: &str) -> BTreeMap<String, Seen> {
                 mode: u32::from_str_radix(&text("mode"), 8).expect("octal mode"),
                 size: v["size"].as_u64().expect("size"),
                 link: v.get("link").and_then(|l| l.as_str()).map(str::to_string),
+                ino: v["ino"].as_u64().expect("ino"),
+                nlink: v["nlink"].as_u64().expect("nlink"),
             };
             (text("path"), seen)
         })
@@ -236,7 +243,7 @@ fn all_lists_each_removal_and_what_it_hid() {
     let long = ls_lines(&["ls", "-l", "--all", "--no-cache"], &layers.paths);
     assert_eq!(
         long.last().map(String::as_str),
-        Some("whiteout     3 etc/.wh.never hides nothing")
+        Some("whiteout   3 etc/.wh.never hides nothing")
     );
 }
 
@@ -272,6 +279,111 @@ fn all_as_json_gives_one_object_per_removal() {
     let mut from_mount = BTreeMap::new();
     walk(mount.path(), mount.path(), &mut from_mount);
     assert_eq!(listed(&entries), from_mount);
+}
+
+/// Two layers whose long listing needs its columns padded: a directory
+/// with ten names (itself, its entry and eight subdirectories), an owner
+/// wider than the others (uid and gid 4294967295, shown as they are), a
+/// hardlink pair, names with a newline and a tab, and a whiteout stored as
+/// `./etc/.wh.hosts`.
+fn rough_stack() -> Layers {
+    let mut lower = Layer::new(Format::Pax).dir("d");
+    for i in 0..8 {
+        lower = lower.dir(format!("d/{i}"));
+    }
+    let lower = lower
+        .dir("etc")
+        .file("etc/group", "g\n")
+        .file("etc/hosts", "h")
+        .file("etc/passwd", "root:x:0:0\n")
+        .owner(4_294_967_295, 4_294_967_295)
+        .hardlink("etc/passwd-", "etc/passwd")
+        .file("evil\n-rw-r--r-- 1 root 0 2020-09-13 12:26 1 shadow", "");
+    let upper = Layer::new(Format::Pax)
+        .file("./etc/.wh.hosts", "")
+        .file("tab\there", "x")
+        .owner(1_234_567, 7_654_321);
+    let mut layers = Layers::new();
+    layers.add(&lower).add(&upper);
+    layers
+}
+
+#[test]
+fn long_listing_pads_every_column_shows_links_and_escapes_names() {
+    let layers = rough_stack();
+    let mut expected =
+        vec!["drwxr-xr-x 10 0/0                   4096 2020-09-13 12:26 1 d".to_string()];
+    for i in 0..8 {
+        expected.push(format!(
+            "drwxr-xr-x  2 0/0                   4096 2020-09-13 12:26 1 d/{i}"
+        ));
+    }
+    expected.extend(
+        [
+            "drwxr-xr-x  2 0/0                   4096 2020-09-13 12:26 1 etc",
+            "-rw-r--r--  1 0/0                      2 2020-09-13 12:26 1 etc/group",
+            "-rw-r--r--  2 4294967295/4294967295   11 2020-09-13 12:26 1 etc/passwd",
+            "-rw-r--r--  2 4294967295/4294967295   11 2020-09-13 12:26 1 etc/passwd-",
+            r"-rw-r--r--  1 0/0                      0 2020-09-13 12:26 1 evil\n-rw-r--r-- 1 root 0 2020-09-13 12:26 1 shadow",
+            r"-rw-r--r--  1 1234567/7654321          1 2020-09-13 12:26 2 tab\there",
+            "whiteout   2 etc/.wh.hosts hides etc/hosts (file, layer 1)",
+        ]
+        .map(str::to_string),
+    );
+    assert_eq!(
+        ls_lines(&["ls", "-l", "--all", "--no-cache"], &layers.paths),
+        expected
+    );
+
+    let short = ls_lines(&["ls", "--all", "--no-cache"], &layers.paths);
+    assert_eq!(
+        short[short.len() - 3..],
+        [
+            "1\tevil\\n-rw-r--r-- 1 root 0 2020-09-13 12:26 1 shadow",
+            "2\ttab\\there",
+            "2\tetc/.wh.hosts\twhiteout: hides etc/hosts (file, layer 1)",
+        ],
+        "a tab between layer and name, none inside a name"
+    );
+
+    // One layer as stored: its names as they are stored, its own widths.
+    assert_eq!(
+        ls_lines(&["ls", "-l", "--layer", "2", "--no-cache"], &layers.paths),
+        [
+            "-rw-r--r-- 0/0             0 2020-09-13 12:26 2 ./etc/.wh.hosts",
+            r"-rw-r--r-- 1234567/7654321 1 2020-09-13 12:26 2 tab\there",
+        ]
+    );
+}
+
+#[test]
+fn json_gives_exact_names_and_one_inode_per_hardlink_group() {
+    let layers = rough_stack();
+    let lines = ls_lines(&["ls", "--json", "--no-cache"], &layers.paths);
+    let values: BTreeMap<String, serde_json::Value> = lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            (v["path"].as_str().expect("path").to_string(), v)
+        })
+        .collect();
+    let passwd = &values["etc/passwd"];
+    let backup = &values["etc/passwd-"];
+    assert_eq!(passwd["ino"], backup["ino"], "{passwd} {backup}");
+    assert_eq!(
+        (passwd["nlink"].as_u64(), backup["nlink"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(passwd["uid"].as_u64(), Some(4_294_967_295));
+    assert_ne!(values["etc/group"]["ino"], passwd["ino"]);
+    assert_eq!(values["d"]["nlink"].as_u64(), Some(10));
+    assert!(values.contains_key("evil\n-rw-r--r-- 1 root 0 2020-09-13 12:26 1 shadow"));
+    assert!(values.contains_key("tab\there"));
+    // And the mount agrees on every inode and link count.
+    let mount = layers.mount();
+    let mut from_mount = BTreeMap::new();
+    walk(mount.path(), mount.path(), &mut from_mount);
+    assert_eq!(listed(&lines.join("\n")), from_mount);
 }
 
 /// A layer of `count` members with incompressible contents, a few MiB.

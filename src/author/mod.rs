@@ -8,7 +8,8 @@
 //! - `scan`: reads the directory once with [`crate::dir::Scan`] (no
 //!   symlink followed, nothing outside it reached; entries in the order
 //!   they are written, with hardlink identities) and refuses what a layer
-//!   cannot hold as an entry;
+//!   cannot hold as an entry, or (`create --whiteouts`) reads it as the
+//!   mount reads a directory layer, whiteouts and all;
 //! - `emit`: writes the chosen entries of a scan, with whiteouts and opaque
 //!   markers, as tar entries: a multiply-linked file once, then as
 //!   hardlinks;
@@ -34,7 +35,7 @@ use crate::stack::StackError;
 pub use create::everything;
 pub use diff::plan_diff;
 pub use emit::{clamp, emit, Emitted, Selection};
-pub use scan::read as scan;
+pub use scan::{read as scan, read_layer as scan_layer};
 
 use crate::dir::DirError;
 
@@ -49,7 +50,7 @@ pub enum AuthorError {
     /// A name the layer merge reads as a whiteout or opaque marker, or a
     /// 0/0 character device (overlayfs' whiteout): a layer cannot hold it
     /// as an ordinary entry.
-    #[error("{}: {what} cannot be stored in a layer", path.display())]
+    #[error("{}: {what} cannot be stored in a layer as an entry (`layerfs create --whiteouts` writes what the mount reads it as)", path.display())]
     Unrepresentable {
         /// The path on disk.
         path: PathBuf,

@@ -1,12 +1,16 @@
 //! The directory a layer is written from, read with [`crate::dir::Scan`]
-//! and checked for what a layer cannot hold as an ordinary entry.
+//! and checked for what a layer cannot hold as an ordinary entry, or read
+//! as a directory layer is, its markers becoming the layer's whiteouts.
 
 use std::path::Path;
 
+use super::emit::Selection;
 use super::AuthorError;
 use crate::dir::Scan;
 use crate::tar::MemberKind;
-use crate::tree::{is_marker_name, is_tombstone_device, is_visible_xattr, LayerKind};
+use crate::tree::{
+    classify, is_marker_name, is_tombstone_device, is_visible_xattr, Action, LayerKind,
+};
 
 /// Reads `root` for `create` or `diff`. A whiteout name or a 0/0 character
 /// device would be read back as a removal, so either is refused by name;
@@ -29,10 +33,72 @@ pub fn read(root: &Path) -> Result<Scan, AuthorError> {
             what,
         });
     }
+    drop_overlay_xattrs(&mut scan, |_| true);
+    Ok(scan)
+}
+
+/// Reads `root` as the mount reads a directory layer (`create
+/// --whiteouts`): each entry is classified by the merge's own rules
+/// ([`classify`]), so `.wh.NAME` files, 0/0 character devices and
+/// overlayfs' whiteout files become whiteouts of their directory,
+/// `.wh..wh..opq` files and `trusted.overlay.opaque=y` directories opaque
+/// markers, and what the merge ignores (AUFS metadata, what lies inside a
+/// whiteout) is left out; everything else is chosen as it is.
+pub fn read_layer(root: &Path) -> Result<(Scan, Selection), AuthorError> {
+    let mut scan = Scan::read(root)?;
+    let mut selection = Selection::none(scan.entries().len());
+    for (i, entry) in scan.entries().iter().enumerate() {
+        // A walk's paths are already normal: no `.`, `..` or empty names.
+        let comps: Vec<&[u8]> = entry
+            .path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
+        let parent = entry.parent;
+        match classify(&entry.as_member(), &comps, LayerKind::Directory) {
+            Action::Add => selection.choose(i),
+            Action::AddOpaqueDir => {
+                selection.choose(i);
+                set_opaque(&mut selection, i);
+            }
+            Action::Remove { name, .. } => selection
+                .whiteouts
+                .entry(parent)
+                .or_default()
+                .push(name.to_vec()),
+            Action::MakeOpaque { .. } => set_opaque(&mut selection, parent),
+            // Below a whiteout or other left-out entry, one warning is enough.
+            Action::Ignore if !selection.writes(parent) => {}
+            Action::Ignore => log::warn!(
+                "{}: left out: the mount ignores it too",
+                scan.disk_path(i).display()
+            ),
+        }
+    }
+    for names in selection.whiteouts.values_mut() {
+        names.sort();
+        names.dedup();
+    }
+    // The opaque xattr is now a marker; any other overlayfs xattr is still
+    // worth a warning.
+    let opaque = |i: usize| selection.opaque.get(i).copied().unwrap_or(false);
+    drop_overlay_xattrs(&mut scan, |i| selection.writes(i) && !opaque(i));
+    Ok((scan, selection))
+}
+
+fn set_opaque(selection: &mut Selection, index: usize) {
+    if let Some(slot) = selection.opaque.get_mut(index) {
+        *slot = true;
+    }
+}
+
+/// Drops overlayfs' own xattrs, which describe how an upper directory
+/// stored an entry, not the entry; warns of each on an entry `warn` picks.
+fn drop_overlay_xattrs(scan: &mut Scan, warn: impl Fn(usize) -> bool) {
     let mut dropped = Vec::new();
     scan.retain_xattrs(|i, name| {
         let keep = is_visible_xattr(name, LayerKind::Directory);
-        if !keep {
+        if !keep && warn(i) {
             dropped.push((i, name.to_vec()));
         }
         keep
@@ -44,5 +110,4 @@ pub fn read(root: &Path) -> Result<Scan, AuthorError> {
             String::from_utf8_lossy(&name)
         );
     }
-    Ok(scan)
 }

@@ -410,3 +410,50 @@ fn clamping_caps_times_including_their_fraction() {
     assert_eq!(clamp(101, 0, Some(100)), (100, 0));
     assert_eq!(clamp(101, 7, None), (101, 7));
 }
+
+#[test]
+fn a_layer_dir_reads_its_markers_as_the_merge_does() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    fs::create_dir_all(dir.join("d/sub")).expect("mkdir");
+    fs::create_dir(dir.join(".wh.g")).expect("mkdir");
+    for name in [
+        ".wh.b",
+        "d/.wh..wh..opq",
+        "d/keep",
+        ".wh..wh.aufs",
+        ".wh.g/inner",
+    ] {
+        fs::write(dir.join(name), "").expect("write");
+    }
+    let (scan, selection) = scan_layer(dir).expect("scan");
+    let index = |path: &str| {
+        scan.entries()
+            .iter()
+            .position(|e| e.path == path.as_bytes())
+            .unwrap_or_else(|| panic!("{path} not scanned"))
+    };
+    let written: Vec<&str> = scan
+        .entries()
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| selection.writes(i))
+        .map(|(_, e)| std::str::from_utf8(&e.path).expect("utf-8"))
+        .collect();
+    assert_eq!(written, ["", "d", "d/keep", "d/sub"]);
+    assert_eq!(selection.whiteouts.len(), 1, "{:?}", selection.whiteouts);
+    assert_eq!(
+        selection.whiteouts.get(&0),
+        Some(&vec![b"b".to_vec(), b"g".to_vec()]),
+        "the root's"
+    );
+    let opaque: Vec<usize> = (0..scan.entries().len())
+        .filter(|&i| selection.opaque[i])
+        .collect();
+    assert_eq!(opaque, [index("d")]);
+    // Without the option, the same directory is refused by name.
+    assert!(matches!(
+        super::scan(dir),
+        Err(AuthorError::Unrepresentable { path, .. }) if path.ends_with(".wh..wh.aufs")
+    ));
+}

@@ -34,29 +34,9 @@ pub(super) fn members(scan: &Scan) -> (LayerIndex, Vec<Slot>) {
     let mut offset = 0u64;
     for (i, entry) in scan.entries().iter().enumerate() {
         warn_foreign_state(scan, i, entry);
-        let mut member = Member {
-            path: if entry.path.is_empty() {
-                b"./".to_vec()
-            } else {
-                entry.path.clone()
-            },
-            kind: entry.kind,
-            mode: entry.mode,
-            uid: entry.uid,
-            gid: entry.gid,
-            mtime: entry.mtime,
-            mtime_nsec: entry.mtime_nsec,
-            link_target: entry.target.clone(),
-            dev_major: entry.rdev.0,
-            dev_minor: entry.rdev.1,
-            xattrs: entry.xattrs.clone(),
-            data: DataLayout {
-                offset,
-                size: 0,
-                sparse: None,
-            },
-            header_offset: offset,
-        };
+        let mut member = entry.as_member();
+        member.data.offset = offset;
+        member.header_offset = offset;
         let linked = entry.nlink > 1
             && match entry.kind {
                 MemberKind::Regular => entry.size > 0,
@@ -69,21 +49,55 @@ pub(super) fn members(scan: &Scan) -> (LayerIndex, Vec<Slot>) {
         {
             member.kind = MemberKind::Hardlink;
             member.link_target = first.to_vec();
+            member.data.size = 0;
         } else {
             if linked {
                 first_names.insert(entry.id, &entry.path);
             }
-            if entry.kind == MemberKind::Regular {
-                member.data.size = entry.size;
-                if entry.size > 0 {
-                    table.push(Slot::new(offset, entry, scan.disk_path(i)));
-                    offset = offset.saturating_add(entry.size);
-                }
+            if entry.kind == MemberKind::Regular && entry.size > 0 {
+                table.push(Slot::new(offset, entry, scan.disk_path(i)));
+                offset = offset.saturating_add(entry.size);
             }
         }
         members.push(member);
     }
     (LayerIndex { members }, table)
+}
+
+impl ScanEntry {
+    /// The member this entry is in a directory layer, on its own: data at
+    /// offset 0, and a second name of an inode still its own kind (which
+    /// [`members`] then makes a hardlink where a tar would). What the merge
+    /// classifies, so `create --whiteouts` reads markers by its rules.
+    pub fn as_member(&self) -> Member {
+        Member {
+            path: if self.path.is_empty() {
+                b"./".to_vec()
+            } else {
+                self.path.clone()
+            },
+            kind: self.kind,
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime: self.mtime,
+            mtime_nsec: self.mtime_nsec,
+            link_target: self.target.clone(),
+            dev_major: self.rdev.0,
+            dev_minor: self.rdev.1,
+            xattrs: self.xattrs.clone(),
+            data: DataLayout {
+                offset: 0,
+                size: if self.kind == MemberKind::Regular {
+                    self.size
+                } else {
+                    0
+                },
+                sparse: None,
+            },
+            header_offset: 0,
+        }
+    }
 }
 
 fn warn_foreign_state(scan: &Scan, index: usize, entry: &ScanEntry) {

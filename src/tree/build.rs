@@ -294,7 +294,7 @@ impl Builder {
             .collect();
         removals.push(Removal {
             layer,
-            path: member.path.clone(),
+            path: components(&member.path).join(&b'/'),
             kind,
             hides,
         });

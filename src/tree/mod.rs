@@ -55,7 +55,8 @@ pub use removal::{Hidden, Removal, RemovalKind};
 pub use table::Backing;
 use table::Table;
 pub use whiteout::{
-    is_marker_name, is_tombstone_device, is_visible_xattr, whiteout_name, LayerKind, OPAQUE_MARKER,
+    classify, is_marker_name, is_tombstone_device, is_visible_xattr, whiteout_name, Action,
+    LayerKind, OPAQUE_MARKER,
 };
 
 /// An inode number; the root is [`ROOT_INO`].

@@ -54,7 +54,8 @@ pub struct Hidden {
 pub struct Removal {
     /// The layer holding the member (0 = bottom).
     pub layer: u32,
-    /// The member's path as stored in the layer (`etc/.wh.old.conf`,
+    /// The member's path, normalised as the tree's paths are
+    /// (`etc/.wh.old.conf` for a stored `./etc/.wh.old.conf`;
     /// `data/.wh..wh..opq`, the tombstone's or opaque directory's own path).
     pub path: Vec<u8>,
     /// How it removes.

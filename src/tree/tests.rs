@@ -697,7 +697,7 @@ fn removals_are_recorded_with_what_they_hid() {
             ),
             removal(
                 2,
-                "./usr/.wh.share",
+                "usr/.wh.share",
                 RemovalKind::Whiteout,
                 vec![hidden("usr/share", dir_kind, 0, 3)]
             ),
@@ -712,7 +712,7 @@ fn removals_are_recorded_with_what_they_hid() {
             ),
             removal(
                 2,
-                "srv/",
+                "srv",
                 RemovalKind::Opaque,
                 vec![hidden("srv/www", file_kind, 0, 1)]
             ),
