@@ -535,3 +535,46 @@ fn a_huge_sparse_file_exports_in_a_moment_to_a_small_archive() {
         assert!(buf[..700] == head[..], "{tool}: the first region");
     }
 }
+
+/// umoci reads tars with Go's `archive/tar`, as the runtimes do: it must
+/// unpack an exported sparse file, regions widened to whole blocks, to the
+/// bytes the mount shows.
+#[test]
+fn umoci_unpacks_an_exported_sparse_file_to_the_same_bytes() {
+    let regions = [
+        (100, pseudo_random(700, 1)),
+        (5_000, pseudo_random(3, 2)),
+        ((4 << 20) - 10, pseudo_random(10, 3)),
+    ];
+    let mut layers = Layers::new();
+    layers.add(&pax1_sparse_layer("d/f", 4 << 20, &regions));
+    let reference = mounted_snapshot(&layers.paths);
+    let archive = layers.dir().join("flat.tar");
+    export(&layers.paths, &[], &archive).expect_success("export");
+
+    let oci = layers.dir().join("oci");
+    let image = format!("{}:t", oci.display());
+    let bundle = layers.dir().join("bundle");
+    let umoci = |args: &[&std::ffi::OsStr]| {
+        run_captured(Command::new("umoci").args(args)).expect_success("umoci");
+    };
+    umoci(&["init".as_ref(), "--layout".as_ref(), oci.as_os_str()]);
+    umoci(&["new".as_ref(), "--image".as_ref(), image.as_ref()]);
+    umoci(&[
+        "raw".as_ref(),
+        "add-layer".as_ref(),
+        "--image".as_ref(),
+        image.as_ref(),
+        archive.as_os_str(),
+    ]);
+    umoci(&[
+        "unpack".as_ref(),
+        "--image".as_ref(),
+        image.as_ref(),
+        bundle.as_os_str(),
+    ]);
+    let unpacked = std::fs::read(bundle.join("rootfs/d/f")).unwrap();
+    let mounted = reference[&b"d/f"[..]].content.as_ref().unwrap();
+    assert_eq!(unpacked.len(), 4 << 20);
+    assert!(unpacked == *mounted, "umoci unpacked other bytes");
+}
