@@ -8,12 +8,15 @@
 //! whatever its kind (a hardlinked symlink or device stays one inode).
 //! File data is copied through one buffer, so memory does not grow with
 //! file sizes; only the paths of multiply-linked files are remembered.
+//! A file a layer stored sparse is written sparse (`TarWriter::sparse_header`):
+//! only its data regions (widened to whole blocks) are read and written, so
+//! its holes cost neither reading nor archive bytes.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 
 use crate::stack::{Stack, StackError};
-use crate::tar::{EntryHeader, FirstNames, TarWriter};
+use crate::tar::{archived_regions, EntryHeader, FirstNames, SparseSegment, TarWriter};
 use crate::tree::{Ino, Node, NodeKind, Tree};
 
 /// Bytes read from a layer per copy step.
@@ -44,13 +47,13 @@ pub enum ExportError {
 pub struct Exported {
     /// Entries written, hardlinks included.
     pub entries: u64,
-    /// Bytes of file data written.
+    /// Bytes of file data written (a sparse file's data regions only).
     pub data_bytes: u64,
 }
 
 /// Writes the stack's merged tree into `writer` (which is then finished by
-/// the caller). `progress` is told the file data bytes copied so far, after
-/// each chunk.
+/// the caller). `progress` is told the bytes of files done so far, after
+/// each chunk, holes included, so that it ends at [`Tree::file_bytes`].
 pub fn export_tree<W: Write>(
     stack: &Stack,
     writer: &mut TarWriter<W>,
@@ -64,6 +67,7 @@ pub fn export_tree<W: Write>(
         first_names: FirstNames::default(),
         buffer: vec![0; COPY_BUFFER],
         done: Exported::default(),
+        files_done: 0,
         progress,
     };
     tree.walk(|path, ino, node| exporter.entry(path, ino, node))?;
@@ -78,6 +82,8 @@ struct Exporter<'a, W: Write> {
     first_names: FirstNames<Ino>,
     buffer: Vec<u8>,
     done: Exported,
+    /// File bytes done, holes included: what `progress` is told.
+    files_done: u64,
     progress: &'a mut dyn FnMut(u64),
 }
 
@@ -98,24 +104,64 @@ impl<W: Write> Exporter<'_, W> {
             xattrs: &xattrs,
         };
         self.done.entries += 1;
-        if node.kind() == NodeKind::File {
-            header.size = node.size;
+        if node.kind() != NodeKind::File {
+            self.first_names
+                .header(self.writer, ino, u64::from(node.nlink), &header)?;
+            return Ok(());
         }
-        let whole = self
-            .first_names
-            .header(self.writer, ino, u64::from(node.nlink), &header)?;
-        if whole && node.kind() == NodeKind::File {
-            self.copy_data(ino, node, path)?;
+        header.size = node.size;
+        let segments = self
+            .tree
+            .file_data(ino)
+            .and_then(|data| data.sparse)
+            .map(|segments| archived_regions(&segments, node.size));
+        let nlink = u64::from(node.nlink);
+        let whole = match &segments {
+            Some(segments) => {
+                self.first_names
+                    .sparse_header(self.writer, ino, nlink, &header, segments)?
+            }
+            None => self.first_names.header(self.writer, ino, nlink, &header)?,
+        };
+        if !whole {
+            return Ok(());
         }
+        match &segments {
+            Some(segments) => {
+                for segment in segments.iter() {
+                    self.copy_data(ino, node, path, segment)?;
+                }
+            }
+            None => {
+                let all = SparseSegment {
+                    offset: 0,
+                    len: node.size,
+                };
+                self.copy_data(ino, node, path, &all)?;
+            }
+        }
+        self.files_done += node.size;
+        (self.progress)(self.files_done);
         Ok(())
     }
 
-    fn copy_data(&mut self, ino: Ino, node: &Node, path: &[u8]) -> Result<(), ExportError> {
-        let mut pos = 0;
-        while pos < node.size {
+    /// Copies the file's bytes in `range` into the archive.
+    fn copy_data(
+        &mut self,
+        ino: Ino,
+        node: &Node,
+        path: &[u8],
+        range: &SparseSegment,
+    ) -> Result<(), ExportError> {
+        let end = range.offset.saturating_add(range.len);
+        let mut pos = range.offset;
+        while pos < end {
+            let want = usize::try_from(end - pos)
+                .map_or(self.buffer.len(), |left| left.min(self.buffer.len()));
+            let buffer = self.buffer.get_mut(..want).unwrap_or_default();
             let n = self
                 .stack
-                .read(ino, pos, &mut self.buffer)
+                .read(ino, pos, buffer)
                 .map_err(|source| self.read_error(node, path, source))?;
             if n == 0 {
                 let short = StackError::ShortFile {
@@ -128,7 +174,7 @@ impl<W: Write> Exporter<'_, W> {
             self.writer.data(chunk)?;
             pos += n as u64;
             self.done.data_bytes += n as u64;
-            (self.progress)(self.done.data_bytes);
+            (self.progress)(self.files_done + pos);
         }
         Ok(())
     }

@@ -5,13 +5,13 @@
 mod common;
 
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, FileExt, PermissionsExt};
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
 use common::layer::{pseudo_random, set_raw_name};
 use common::mount::{layerfs, mount_args};
-use common::tree::{snapshot, Fields, Mtime};
+use common::tree::{populate_sparse, snapshot, Fields, Mtime};
 use common::{assert_merge, assert_tree, Codec, Expected, Format, Layer, Layers};
 
 /// A path of three components, long enough to need a ustar prefix
@@ -486,42 +486,6 @@ fn bsdtar_pax_format_matches_source_tree() {
 }
 
 // ---- sparse files ----------------------------------------------------------
-
-/// Writes `segments` (offset, bytes) into a file of `size` bytes whose
-/// remainder stays a hole.
-fn write_sparse(path: &Path, size: u64, segments: &[(u64, Vec<u8>)]) {
-    let file = std::fs::File::create(path).unwrap();
-    file.set_len(size).unwrap();
-    for (offset, data) in segments {
-        file.write_all_at(data, *offset).unwrap();
-    }
-}
-
-/// Sparse files with few data segments, with more segments than an old GNU
-/// header holds (forcing extension headers), one that is all hole and one
-/// ending in a hole.
-fn populate_sparse(root: &Path) {
-    const MIB: u64 = 1 << 20;
-    write_sparse(
-        &root.join("few"),
-        8 * MIB,
-        &[
-            (0, pseudo_random(4096, 1)),
-            (3 * MIB + 100, pseudo_random(10_000, 2)),
-            (8 * MIB - 100, pseudo_random(100, 3)),
-        ],
-    );
-    let many: Vec<_> = (0..30)
-        .map(|i| (i * 64 * 1024, pseudo_random(512, 10 + i)))
-        .collect();
-    write_sparse(&root.join("many"), 2 * MIB, &many);
-    write_sparse(&root.join("all-hole"), MIB, &[]);
-    write_sparse(
-        &root.join("tail-hole"),
-        5 * MIB,
-        &[(0, pseudo_random(8192, 4))],
-    );
-}
 
 /// Archives the sparse files with GNU tar using `args`, checks with
 /// `is_sparse` that the archive really uses a sparse encoding (a tar that

@@ -4,12 +4,15 @@
 
 mod common;
 
+use std::io::Read;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::layer::{pseudo_random, Codec, Format};
 use common::mount::{layerfs, run_captured, Run};
-use common::tree::{snapshot, Fields, Snapshot};
+use common::tree::{populate_sparse, snapshot, write_sparse, Fields, Snapshot};
 use common::{assert_tree, Expected, Layer, Layers, Mount};
 use layerfs::source::LayerSource;
 
@@ -325,4 +328,253 @@ fn a_failed_export_leaves_no_file_and_says_why() {
     let run = layerfs(["export", "--compress", "lzma", "x.tar"]);
     assert!(!run.status.success());
     assert!(run.stderr.contains("--compress"), "{}", run.stderr);
+}
+
+// ---- sparse files ----------------------------------------------------------
+
+/// A layer GNU tar wrote from sparse files, in the old GNU format so that
+/// the export's PAX 1.0 members are a translation, not a copy: the
+/// dialects tests' sparse files, plus `aligned`, whose regions are whole
+/// 4 KiB blocks so that every way of finding holes gives the same map of
+/// 12 KiB, and a plain file.
+fn gnu_sparse_stack() -> Layers {
+    let layers = Layers::new();
+    let source = layers.dir().join("source");
+    std::fs::create_dir(&source).unwrap();
+    populate_sparse(&source);
+    write_sparse(
+        &source.join("aligned"),
+        64 << 20,
+        &[
+            (0, pseudo_random(8192, 5)),
+            (32 << 20, pseudo_random(4096, 6)),
+        ],
+    );
+    std::fs::write(source.join("plain"), pseudo_random(3000, 7)).unwrap();
+    let layer = layers.dir().join("gnu-sparse.tar");
+    run_captured(
+        Command::new("tar")
+            .args(["--format=gnu", "--sparse", "-cf"])
+            .arg(&layer)
+            .arg("-C")
+            .arg(&source)
+            .arg("."),
+    )
+    .expect_success("tar -S");
+    let mut layers = layers;
+    layers.paths.push(layer);
+    layers
+}
+
+/// Bytes of every regular file's contents, holes included.
+fn apparent_bytes(tree: &Snapshot) -> u64 {
+    tree.values()
+        .filter(|n| n.content.is_some())
+        .map(|n| n.size)
+        .sum()
+}
+
+/// `st_blocks`, in 512-byte units, as `stat -c %b` prints it.
+fn blocks(path: &Path) -> u64 {
+    std::fs::symlink_metadata(path).unwrap().blocks()
+}
+
+#[test]
+fn sparse_files_export_as_their_data_and_extract_to_the_same_files() {
+    let layers = gnu_sparse_stack();
+    let reference = mounted_snapshot(&layers.paths);
+    let expected = Expected::from_snapshot(&reference, Fields::ALL);
+    let archive = layers.dir().join("flat.tar");
+    export(&layers.paths, &[], &archive).expect_success("export");
+
+    // Only the data (the filesystem's blocks of it, as GNU tar found
+    // them): under 512 KiB for 80 MiB of files.
+    let bytes = std::fs::read(&archive).unwrap();
+    assert!(apparent_bytes(&reference) > 80 << 20);
+    assert!(bytes.len() < 512 << 10, "export of {} bytes", bytes.len());
+    let members = bytes
+        .windows(18)
+        .filter(|w| w == b"GNU.sparse.major=1")
+        .count();
+    assert_eq!(
+        members, 5,
+        "every file with holes is a PAX 1.0 sparse member"
+    );
+
+    for (tool, flags) in [("tar", &["-S"][..]), ("bsdtar", &[][..])] {
+        let dir = layers.dir().join(tool);
+        extract(tool, flags, &archive, &dir);
+        assert_tree(&dir, &expected);
+        assert!(blocks(&dir.join("all-hole")) < 64, "{tool} wrote zeros");
+    }
+    let mount = Mount::new(std::slice::from_ref(&archive));
+    assert_tree(mount.path(), &expected);
+}
+
+#[test]
+fn stat_through_the_mount_counts_the_stored_blocks() {
+    let layers = gnu_sparse_stack();
+    let archive = layers.dir().join("flat.tar");
+    export(&layers.paths, &[], &archive).expect_success("export");
+    for stack in [&layers.paths, &vec![archive]] {
+        let mount = Mount::new(stack);
+        let count = |name: &str| blocks(&mount.join(name));
+        assert_eq!(count("aligned"), 12 << 10 >> 9);
+        assert_eq!(count("all-hole"), 0);
+        assert_eq!(count("plain"), 3000u64.div_ceil(512));
+        for name in ["few", "many", "tail-hole"] {
+            let apparent = std::fs::metadata(mount.join(name)).unwrap().len();
+            assert!(count(name) * 512 < apparent / 16, "{name}: {}", count(name));
+        }
+    }
+}
+
+/// GNU tar's PAX 1.0 spelling of a sparse file, built by hand: the map of
+/// `(offset, bytes)` regions in the data, then the regions' bytes.
+fn pax1_sparse_layer(path: &str, size: u64, regions: &[(u64, Vec<u8>)]) -> Layer {
+    let mut map = format!("{}\n", regions.len());
+    for (offset, data) in regions {
+        map.push_str(&format!("{offset}\n{}\n", data.len()));
+    }
+    let mut stored = map.into_bytes();
+    stored.resize(stored.len().next_multiple_of(512), 0);
+    for (_, data) in regions {
+        stored.extend_from_slice(data);
+    }
+    let (dir, name) = path.rsplit_once('/').unwrap_or((".", path));
+    Layer::new(Format::Pax)
+        .file(format!("{dir}/GNUSparseFile.77/{name}"), stored)
+        .pax("GNU.sparse.major", "1")
+        .pax("GNU.sparse.minor", "0")
+        .pax("GNU.sparse.name", path)
+        .pax("GNU.sparse.realsize", size.to_string())
+}
+
+/// `layerfs export LAYER...` to a pipe, failing (and killing it) if it
+/// writes more than `limit` bytes: a sparse file written out in full must
+/// fail the test, not fill the disk.
+fn export_capped(layers: &[PathBuf], extra: &[&str], limit: u64) -> Vec<u8> {
+    let mut child = Command::new(common::mount::bin())
+        .arg("export")
+        .arg("--no-cache")
+        .args(extra)
+        .args(layers)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = Vec::new();
+    let stdout = child.stdout.take().unwrap();
+    stdout.take(limit + 1).read_to_end(&mut out).unwrap();
+    if out.len() as u64 > limit {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        panic!("export wrote more than {limit} bytes");
+    }
+    assert!(child.wait().unwrap().success(), "export failed");
+    out
+}
+
+#[test]
+fn a_huge_sparse_file_exports_in_a_moment_to_a_small_archive() {
+    const SIZE: u64 = 1 << 40;
+    let head = pseudo_random(700, 1);
+    let tail = pseudo_random(1000, 2);
+    let regions = [(4096, head.clone()), (SIZE - 1000, tail.clone())];
+    let mut layers = Layers::new();
+    layers.add(&pax1_sparse_layer("big/huge", SIZE, &regions));
+
+    let started = Instant::now();
+    let bytes = export_capped(&layers.paths, &[], 64 << 10);
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(500), "export took {took:?}");
+    // `./` and `big/`; the extended header and its records, the header,
+    // the map, 1700 bytes of data; the end.
+    assert_eq!(bytes.len(), (2 + 4 + 4 + 2) * 512);
+    let archive = common::layer::write_file(layers.dir(), "flat.tar", &bytes);
+    let zst = export_capped(&layers.paths, &["--compress", "zstd"], 64 << 10);
+    let zst = common::layer::write_file(layers.dir(), "flat.tar.zst", &zst);
+
+    // The layer, its export and the compressed export all show the file;
+    // its blocks are its 1700 stored bytes.
+    for stack in [&layers.paths[0], &archive, &zst] {
+        let mount = Mount::new(std::slice::from_ref(stack));
+        let file = std::fs::File::open(mount.join("big/huge")).unwrap();
+        let meta = file.metadata().unwrap();
+        assert_eq!(
+            (meta.len(), meta.blocks()),
+            (SIZE, 4),
+            "{}",
+            stack.display()
+        );
+        let mut buf = vec![0xaa; 1200];
+        file.read_exact_at(&mut buf, SIZE - 1200).unwrap();
+        assert!(buf[..200].iter().all(|&b| b == 0));
+        assert!(buf[200..] == tail[..]);
+        file.read_exact_at(&mut buf[..702], 4095).unwrap();
+        assert!(buf[0] == 0 && buf[1..701] == head[..] && buf[701] == 0);
+    }
+
+    // Both tars make the same 1 TiB file, in a few blocks of disk.
+    for (tool, flags) in [("tar", &["-S"][..]), ("bsdtar", &[][..])] {
+        let dir = layers.dir().join(tool);
+        extract(tool, flags, &archive, &dir);
+        let file = std::fs::File::open(dir.join("big/huge")).unwrap();
+        let meta = file.metadata().unwrap();
+        assert_eq!(meta.len(), SIZE, "{tool}");
+        assert!(
+            meta.blocks() < 1024,
+            "{tool} wrote {} blocks",
+            meta.blocks()
+        );
+        let mut buf = vec![0; 1000];
+        file.read_exact_at(&mut buf, SIZE - 1000).unwrap();
+        assert!(buf == tail, "{tool}: the last region");
+        file.read_exact_at(&mut buf[..700], 4096).unwrap();
+        assert!(buf[..700] == head[..], "{tool}: the first region");
+    }
+}
+
+/// umoci reads tars with Go's `archive/tar`, as the runtimes do: it must
+/// unpack an exported sparse file, regions widened to whole blocks, to the
+/// bytes the mount shows.
+#[test]
+fn umoci_unpacks_an_exported_sparse_file_to_the_same_bytes() {
+    let regions = [
+        (100, pseudo_random(700, 1)),
+        (5_000, pseudo_random(3, 2)),
+        ((4 << 20) - 10, pseudo_random(10, 3)),
+    ];
+    let mut layers = Layers::new();
+    layers.add(&pax1_sparse_layer("d/f", 4 << 20, &regions));
+    let reference = mounted_snapshot(&layers.paths);
+    let archive = layers.dir().join("flat.tar");
+    export(&layers.paths, &[], &archive).expect_success("export");
+
+    let oci = layers.dir().join("oci");
+    let image = format!("{}:t", oci.display());
+    let bundle = layers.dir().join("bundle");
+    let umoci = |args: &[&std::ffi::OsStr]| {
+        run_captured(Command::new("umoci").args(args)).expect_success("umoci");
+    };
+    umoci(&["init".as_ref(), "--layout".as_ref(), oci.as_os_str()]);
+    umoci(&["new".as_ref(), "--image".as_ref(), image.as_ref()]);
+    umoci(&[
+        "raw".as_ref(),
+        "add-layer".as_ref(),
+        "--image".as_ref(),
+        image.as_ref(),
+        archive.as_os_str(),
+    ]);
+    umoci(&[
+        "unpack".as_ref(),
+        "--image".as_ref(),
+        image.as_ref(),
+        bundle.as_os_str(),
+    ]);
+    let unpacked = std::fs::read(bundle.join("rootfs/d/f")).unwrap();
+    let mounted = reference[&b"d/f"[..]].content.as_ref().unwrap();
+    assert_eq!(unpacked.len(), 4 << 20);
+    assert!(unpacked == *mounted, "umoci unpacked other bytes");
 }

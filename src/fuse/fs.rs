@@ -68,7 +68,7 @@ impl LayerFs {
         FileAttr {
             ino: INodeNo(ino),
             size: node.size,
-            blocks: node.size.div_ceil(512),
+            blocks: self.stored_bytes(ino, node).div_ceil(512),
             atime: mtime,
             mtime,
             ctime: mtime,
@@ -81,6 +81,24 @@ impl LayerFs {
             rdev: encode_dev(node.rdev().0, node.rdev().1),
             blksize: BLOCK_SIZE,
             flags: 0,
+        }
+    }
+
+    /// Bytes a node's contents take: a sparse file's data regions only, so
+    /// that `du` and `st_blocks` show what extracting it would take, as a
+    /// filesystem shows a file with holes.
+    fn stored_bytes(&self, ino: Ino, node: &Node) -> u64 {
+        if node.kind() != NodeKind::File {
+            return node.size;
+        }
+        match self
+            .stack
+            .tree()
+            .file_data(ino)
+            .and_then(|data| data.sparse)
+        {
+            Some(segments) => segments.iter().map(|s| s.len).sum(),
+            None => node.size,
         }
     }
 

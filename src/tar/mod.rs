@@ -37,4 +37,4 @@ mod testutil;
 pub use error::{Problem, TarError};
 pub use index::{index_layer, index_layer_batches, index_prefix, LayerIndex, PrefixIndex};
 pub use member::{DataLayout, Member, MemberKind, SparseSegment};
-pub use write::{EntryHeader, FirstNames, TarWriter};
+pub use write::{archived_regions, EntryHeader, FirstNames, TarWriter};

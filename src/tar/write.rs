@@ -13,6 +13,16 @@
 //! stays plain ustar, so the archive is as old-reader-friendly as its
 //! contents allow.
 //!
+//! A file with holes is written as GNU tar writes it in pax archives
+//! (sparse format 1.0): `GNU.sparse.*` records carry the real name and
+//! size, the header holds a stand-in name, and the data starts with the map
+//! (decimal lines padded to a block) followed by the data regions only. A
+//! 2^62-byte file with two small regions then costs a few blocks, not its
+//! apparent size in zeros. GNU tar, bsdtar and Go's `archive/tar` (the
+//! runtimes' reader) all read the format; a name that is not UTF-8 goes in
+//! a GNU long-name header instead of `GNU.sparse.name`, for the reason
+//! above.
+//!
 //! The same entries always give the same bytes: extended headers have fixed
 //! names, zero times and a fixed record order, and nothing depends on the
 //! clock, the user or the host.
@@ -24,13 +34,20 @@ use std::io::{self, Write};
 use super::header::{
     encode_ustar, UstarFields, BLOCK, ID_LEN, LINKNAME_LEN, NAME_LEN, PREFIX_LEN, SIZE_LEN,
 };
-use super::member::MemberKind;
+use super::member::{MemberKind, SparseSegment};
 use super::number::fits_octal;
 
 /// The name of every extended header: fixed, so output is reproducible.
 const PAX_HEADER_NAME: &[u8] = b"././@PaxHeader";
 /// The name GNU tar gives its long-name headers.
 const GNU_LONG_NAME: &[u8] = b"././@LongLink";
+/// The directory GNU tar puts a sparse member's stand-in name in, with the
+/// writer's process id after the dot; a fixed 0 here, so output is
+/// reproducible.
+const GNU_SPARSE_DIR: &[u8] = b"GNUSparseFile.0";
+/// Map text gathered before it is written out, so that a map of a million
+/// segments is never held whole.
+const MAP_CHUNK: usize = 64 << 10;
 
 /// One entry to write, with its path relative to the archive root.
 #[derive(Clone, Debug)]
@@ -98,6 +115,26 @@ impl<W: Write> TarWriter<W> {
     /// Writes an entry's header (and extended header when needed). A regular
     /// file's `size` bytes must follow through [`TarWriter::data`].
     pub fn header(&mut self, entry: &EntryHeader<'_>) -> io::Result<()> {
+        self.start(entry, None)
+    }
+
+    /// Writes the header of a regular file of `entry.size` bytes whose data
+    /// lies in `segments` (ascending, not overlapping, within the size,
+    /// each but the last whole blocks long: see [`archived_regions`]) and
+    /// which is zeros elsewhere. The segments' bytes must follow, back to
+    /// back, through [`TarWriter::data`]. A file with no hole is written as
+    /// [`TarWriter::header`] writes it, which takes the same data.
+    pub fn sparse_header(
+        &mut self,
+        entry: &EntryHeader<'_>,
+        segments: &[SparseSegment],
+    ) -> io::Result<()> {
+        let map = SparseMap::new(segments, entry)?;
+        let holes = map.stored < entry.size;
+        self.start(entry, holes.then_some(&map))
+    }
+
+    fn start(&mut self, entry: &EntryHeader<'_>, sparse: Option<&SparseMap<'_>>) -> io::Result<()> {
         self.end_of_data()?;
         let mut path = std::mem::take(&mut self.path);
         path.clear();
@@ -109,34 +146,59 @@ impl<W: Write> TarWriter<W> {
                 path.push(b'/');
             }
         }
-        let result = self.write_headers(entry, &path);
+        let result = self.write_headers(entry, &path, sparse);
         self.path = path;
         result
     }
 
-    fn write_headers(&mut self, entry: &EntryHeader<'_>, path: &[u8]) -> io::Result<()> {
-        let size = match entry.kind {
-            MemberKind::Regular => entry.size,
+    fn write_headers(
+        &mut self,
+        entry: &EntryHeader<'_>,
+        path: &[u8],
+        sparse: Option<&SparseMap<'_>>,
+    ) -> io::Result<()> {
+        let size = match (entry.kind, sparse) {
+            (MemberKind::Regular, Some(map)) => map.archived(),
+            (MemberKind::Regular, None) => entry.size,
             _ => 0,
         };
         let link: &[u8] = match entry.kind {
             MemberKind::Symlink | MemberKind::Hardlink => entry.link_target,
             _ => &[],
         };
-        let split = split_ustar_path(path);
+        // A sparse member's real path is in `GNU.sparse.name` (a GNU long
+        // name if it is not UTF-8), whatever its length; the header holds
+        // the stand-in, cut to fit if it must be.
+        let stand_in = sparse.map(|_| sparse_stand_in(path));
+        let header_path = stand_in.as_deref().unwrap_or(path);
+        let split = split_ustar_path(header_path);
+        let path_elsewhere = split.is_none() || sparse.is_some();
         let utf8 = |bytes: &[u8]| std::str::from_utf8(bytes).is_ok();
         let long_link = link.len() > LINKNAME_LEN;
         if long_link && !utf8(link) {
             self.gnu_long_name(b'K', link)?;
         }
-        if split.is_none() && !utf8(path) {
+        if path_elsewhere && !utf8(path) {
             self.gnu_long_name(b'L', path)?;
         }
         self.records.clear();
         if entry.xattrs.iter().any(|(name, _)| !utf8(name)) {
             push_record(&mut self.records, b"hdrcharset", b"BINARY");
         }
-        if split.is_none() && utf8(path) {
+        if sparse.is_some() {
+            push_record(&mut self.records, b"GNU.sparse.major", b"1");
+            push_record(&mut self.records, b"GNU.sparse.minor", b"0");
+            if utf8(path) {
+                push_record(&mut self.records, b"GNU.sparse.name", path);
+            }
+            let real_size = entry.size.to_string();
+            push_record(
+                &mut self.records,
+                b"GNU.sparse.realsize",
+                real_size.as_bytes(),
+            );
+        }
+        if path_elsewhere && utf8(path) && sparse.is_none() {
             push_record(&mut self.records, b"path", path);
         }
         if long_link && utf8(link) {
@@ -186,7 +248,14 @@ impl<W: Write> TarWriter<W> {
             Some((prefix, name)) => (prefix, name),
             // The whole path is in the extended header; the header keeps
             // what fits, for readers that do not know pax.
-            None => (&[][..], path.get(..NAME_LEN).unwrap_or(path)),
+            None if sparse.is_none() => (&[][..], path.get(..NAME_LEN).unwrap_or(path)),
+            // Nothing overrides a stand-in but `GNU.sparse.name`: a cut
+            // ending in '/' would read as a directory to those that do not
+            // know it.
+            None => (
+                &[][..],
+                trim_slashes(header_path.get(..NAME_LEN).unwrap_or(header_path)),
+            ),
         };
         let (devmajor, devminor) = match entry.kind {
             MemberKind::CharDevice | MemberKind::BlockDevice => entry.device,
@@ -206,9 +275,42 @@ impl<W: Write> TarWriter<W> {
             devminor,
         });
         self.emit(&block)?;
-        self.data_left = size;
-        self.data_len = size;
+        match sparse {
+            Some(map) => {
+                self.sparse_map(map)?;
+                self.data_left = map.stored;
+                self.data_len = map.stored;
+            }
+            None => {
+                self.data_left = size;
+                self.data_len = size;
+            }
+        }
         Ok(())
+    }
+
+    /// Writes a PAX 1.0 sparse map: the entry count, then each entry's
+    /// offset and length, one decimal number a line, padded to a block.
+    fn sparse_map(&mut self, map: &SparseMap<'_>) -> io::Result<()> {
+        let mut text = std::mem::take(&mut self.records);
+        text.clear();
+        let result = self.emit_map_text(map, &mut text);
+        self.records = text;
+        result?;
+        self.pad(map.text_len)
+    }
+
+    fn emit_map_text(&mut self, map: &SparseMap<'_>, text: &mut Vec<u8>) -> io::Result<()> {
+        push_line(text, map.count);
+        for (offset, len) in map.entries() {
+            push_line(text, offset);
+            push_line(text, len);
+            if text.len() >= MAP_CHUNK {
+                self.emit(text)?;
+                text.clear();
+            }
+        }
+        self.emit(text)
     }
 
     /// Writes a GNU long name ('L') or long link ('K') header and its data:
@@ -310,12 +412,38 @@ impl<K: Hash + Eq> FirstNames<K> {
         nlink: u64,
         entry: &EntryHeader<'_>,
     ) -> io::Result<bool> {
+        self.first_or_link(writer, key, nlink, entry, |w| w.header(entry))
+    }
+
+    /// [`FirstNames::header`] for a sparse file: the first name is written
+    /// by [`TarWriter::sparse_header`], so the segments' bytes follow it.
+    pub fn sparse_header<W: Write>(
+        &mut self,
+        writer: &mut TarWriter<W>,
+        key: K,
+        nlink: u64,
+        entry: &EntryHeader<'_>,
+        segments: &[SparseSegment],
+    ) -> io::Result<bool> {
+        self.first_or_link(writer, key, nlink, entry, |w| {
+            w.sparse_header(entry, segments)
+        })
+    }
+
+    fn first_or_link<W: Write>(
+        &mut self,
+        writer: &mut TarWriter<W>,
+        key: K,
+        nlink: u64,
+        entry: &EntryHeader<'_>,
+        first: impl FnOnce(&mut TarWriter<W>) -> io::Result<()>,
+    ) -> io::Result<bool> {
         if entry.kind != MemberKind::Directory && nlink > 1 {
             match self.names.entry(key) {
-                Entry::Occupied(first) => {
+                Entry::Occupied(earlier) => {
                     writer.header(&EntryHeader {
                         kind: MemberKind::Hardlink,
-                        link_target: first.get(),
+                        link_target: earlier.get(),
                         size: 0,
                         ..entry.clone()
                     })?;
@@ -326,9 +454,153 @@ impl<K: Hash + Eq> FirstNames<K> {
                 }
             }
         }
-        writer.header(entry)?;
+        first(writer)?;
         Ok(true)
     }
+}
+
+/// A sparse file's map as the archive spells it, checked against the size.
+#[derive(Debug)]
+struct SparseMap<'s> {
+    /// The data regions, empty ones left out.
+    segments: &'s [SparseSegment],
+    real_size: u64,
+    /// Bytes of data stored: the regions' lengths added up.
+    stored: u64,
+    /// Entries in the map.
+    count: u64,
+    /// Bytes of map text, before its padding.
+    text_len: u64,
+}
+
+impl<'s> SparseMap<'s> {
+    fn new(segments: &'s [SparseSegment], entry: &EntryHeader<'_>) -> io::Result<SparseMap<'s>> {
+        let invalid = |why: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: {why}", String::from_utf8_lossy(entry.path)),
+            )
+        };
+        if entry.kind != MemberKind::Regular {
+            return Err(invalid("only a regular file can be sparse".into()));
+        }
+        let mut end = 0u64;
+        let mut stored = 0u64;
+        let mut partial_block = false;
+        for s in segments.iter().filter(|s| s.len > 0) {
+            let seg_end = s.offset.checked_add(s.len).filter(|&e| e <= entry.size);
+            match seg_end {
+                Some(_) if partial_block => {
+                    return Err(invalid(format!(
+                        "sparse segment at {} follows one that is not whole blocks \
+                         (see archived_regions)",
+                        s.offset
+                    )))
+                }
+                Some(seg_end) if s.offset >= end => {
+                    end = seg_end;
+                    stored += s.len;
+                    partial_block = s.len % BLOCK as u64 != 0;
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "sparse segment at {} of {} bytes is out of order or past the size {}",
+                        s.offset, s.len, entry.size
+                    )))
+                }
+            }
+        }
+        let mut map = SparseMap {
+            segments,
+            real_size: entry.size,
+            stored,
+            count: 0,
+            text_len: 0,
+        };
+        let digits = |n: u64| n.checked_ilog10().unwrap_or(0) as u64 + 1;
+        let (count, lines_len) = map.entries().fold((0, 0), |(count, len), (o, n)| {
+            (count + 1, len + digits(o) + digits(n) + 2)
+        });
+        map.count = count;
+        map.text_len = digits(count) + 1 + lines_len;
+        Ok(map)
+    }
+
+    /// The map's `(offset, length)` entries: the data regions, then, if the
+    /// file ends in a hole, an empty one at the real size. GNU tar writes
+    /// that last entry and needs it: it is what makes it extend the file to
+    /// its size.
+    fn entries(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let regions = self.segments.iter().filter(|s| s.len > 0);
+        let end = regions.clone().next_back().map_or(0, |s| s.offset + s.len);
+        let tail = (end < self.real_size).then_some((self.real_size, 0));
+        regions.map(|s| (s.offset, s.len)).chain(tail)
+    }
+
+    /// Bytes the member stores: the map in whole blocks, then the data.
+    fn archived(&self) -> u64 {
+        self.text_len.next_multiple_of(BLOCK as u64) + self.stored
+    }
+}
+
+/// The regions to write a file whose data lies in `segments` (ascending,
+/// not overlapping) as, through [`TarWriter::sparse_header`]: each widened
+/// to whole 512-byte blocks of the file (not past its `size`), merged where
+/// they then meet.
+///
+/// GNU tar reads each region's bytes from a block boundary of the archive,
+/// as its own writer leaves them, where Go and libarchive read them back to
+/// back: regions of whole blocks are read the same by all. The widening
+/// takes in only zeros of the holes, less than a block on each side.
+pub fn archived_regions(segments: &[SparseSegment], size: u64) -> Vec<SparseSegment> {
+    let block = BLOCK as u64;
+    let mut regions: Vec<SparseSegment> = Vec::with_capacity(segments.len());
+    for s in segments.iter().filter(|s| s.len > 0) {
+        let start = s.offset - s.offset % block;
+        let end = s
+            .offset
+            .saturating_add(s.len)
+            .checked_next_multiple_of(block)
+            .unwrap_or(u64::MAX)
+            .min(size);
+        match regions.last_mut() {
+            Some(last) if start <= last.offset.saturating_add(last.len) => {
+                let last_end = last.offset.saturating_add(last.len);
+                last.len = end.max(last_end) - last.offset;
+            }
+            _ => regions.push(SparseSegment {
+                offset: start,
+                len: end.saturating_sub(start),
+            }),
+        }
+    }
+    regions
+}
+
+/// The header name GNU tar gives a sparse member: `DIR/GNUSparseFile.PID/NAME`,
+/// with `.` for a file at the top.
+fn sparse_stand_in(path: &[u8]) -> Vec<u8> {
+    let (dir, name) = match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (
+            path.get(..i).unwrap_or_default(),
+            path.get(i + 1..).unwrap_or_default(),
+        ),
+        None => (&b"."[..], path),
+    };
+    [dir, b"/", GNU_SPARSE_DIR, b"/", name].concat()
+}
+
+/// Appends a number and a newline, a line of a sparse map.
+fn push_line(text: &mut Vec<u8>, n: u64) {
+    text.extend_from_slice(n.to_string().as_bytes());
+    text.push(b'\n');
+}
+
+fn trim_slashes(mut name: &[u8]) -> &[u8] {
+    while let Some(rest) = name.strip_suffix(b"/") {
+        name = rest;
+    }
+    name
 }
 
 fn typeflag(kind: MemberKind) -> u8 {
@@ -625,5 +897,285 @@ mod tests {
         );
         assert_eq!(members[1].link_target, b"a");
         assert_eq!(members[1].data.size, 0);
+    }
+
+    fn seg(offset: u64, len: u64) -> SparseSegment {
+        SparseSegment { offset, len }
+    }
+
+    /// Byte `pos` of a file holding a pattern in `segments`, zeros elsewhere.
+    fn byte_at(segments: &[SparseSegment], pos: u64) -> u8 {
+        let next = segments.partition_point(|s| s.offset + s.len <= pos);
+        let inside = segments.get(next).is_some_and(|s| s.offset <= pos);
+        if inside {
+            (pos % 251) as u8 + 1
+        } else {
+            0
+        }
+    }
+
+    /// Writes one file of `size` bytes with data in `segments` as the
+    /// exporter does (its archived regions), and parses the archive back
+    /// with our own reader.
+    fn sparse_round_trip(
+        path: &[u8],
+        size: u64,
+        segments: &[SparseSegment],
+    ) -> (Vec<u8>, Vec<Member>) {
+        let mut writer = TarWriter::new(Vec::new());
+        let file = EntryHeader {
+            size,
+            ..entry(path, MemberKind::Regular)
+        };
+        let regions = archived_regions(segments, size);
+        writer.sparse_header(&file, &regions).expect("header");
+        for r in &regions {
+            let bytes: Vec<u8> = (r.offset..r.offset + r.len)
+                .map(|pos| byte_at(segments, pos))
+                .collect();
+            writer.data(&bytes).expect("data");
+        }
+        let bytes = writer.finish().expect("finish");
+        let members = index_bytes(&bytes).expect("parses").members;
+        (bytes, members)
+    }
+
+    /// The member's bytes from `pos`, holes included, read from `bytes`.
+    fn read_back(bytes: &[u8], member: &Member, pos: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0xaa; len];
+        let n = member
+            .data
+            .read_at(pos, &mut buf, |at, dst: &mut [u8]| {
+                let at = at as usize;
+                dst.copy_from_slice(&bytes[at..at + dst.len()]);
+                Ok::<(), ()>(())
+            })
+            .expect("read");
+        buf.truncate(n);
+        buf
+    }
+
+    fn contains(bytes: &[u8], needle: &[u8]) -> bool {
+        bytes.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn archived_regions_are_whole_blocks_of_the_file() {
+        let cases: &[(&[SparseSegment], u64, &[SparseSegment])] = &[
+            // Widened on both sides, not past the size.
+            (&[seg(4096, 5)], 1 << 20, &[seg(4096, 512)]),
+            (&[seg(9_000, 1_000)], 10_000, &[seg(8_704, 1_296)]),
+            (&[seg(100_000, 700)], 1 << 20, &[seg(99_840, 1_024)]),
+            // Regions that then meet are merged; empty ones dropped.
+            (
+                &[
+                    seg(10, 5),
+                    seg(30, 0),
+                    seg(600, 10),
+                    seg(1000, 3),
+                    seg(4000, 1000),
+                ],
+                5_000,
+                &[seg(0, 1024), seg(3_584, 1_416)],
+            ),
+            (&[seg(1024, 512), seg(1536, 1)], 4096, &[seg(1024, 1024)]),
+            (&[], 100, &[]),
+            (
+                &[seg(u64::MAX - 10, 5)],
+                u64::MAX,
+                &[seg(u64::MAX - 511, 511)],
+            ),
+        ];
+        for (segments, size, want) in cases {
+            assert_eq!(&archived_regions(segments, *size), want, "{segments:?}");
+        }
+    }
+
+    #[test]
+    fn sparse_files_are_pax_1_0_members_holding_only_their_regions() {
+        let segments = [seg(4096, 5), seg(100_000, 700)];
+        let (bytes, members) = sparse_round_trip(b"d/f", 1 << 20, &segments);
+        // Extended header and its records, the stand-in header, one map
+        // block, the data in three blocks, the end.
+        assert_eq!(bytes.len(), BLOCK * (2 + 1 + 1 + 3 + 2));
+        let header = &bytes[2 * BLOCK..3 * BLOCK];
+        assert_eq!(&header[..20], b"d/GNUSparseFile.0/f\0");
+        assert_eq!(
+            &header[124..136],
+            b"00000004000\0",
+            "map block + 1536 bytes"
+        );
+        let records = &bytes[..2 * BLOCK];
+        let expected = b"22 GNU.sparse.major=1\n22 GNU.sparse.minor=0\n\
+            23 GNU.sparse.name=d/f\n31 GNU.sparse.realsize=1048576\n";
+        assert!(records[BLOCK..].starts_with(expected), "{records:?}");
+        let map = &bytes[3 * BLOCK..4 * BLOCK];
+        let text = b"3\n4096\n512\n99840\n1024\n1048576\n0\n";
+        assert_eq!(&map[..text.len()], text);
+        assert!(map[text.len()..].iter().all(|&b| b == 0));
+
+        assert_eq!(members.len(), 1);
+        let m = &members[0];
+        assert_eq!(
+            (m.path.as_slice(), m.kind),
+            (&b"d/f"[..], MemberKind::Regular)
+        );
+        assert_eq!(m.data.size, 1 << 20);
+        assert_eq!(
+            m.data.sparse.as_deref(),
+            Some(&[seg(4096, 512), seg(99_840, 1_024)][..])
+        );
+        let whole: Vec<u8> = (0..1 << 20).map(|pos| byte_at(&segments, pos)).collect();
+        assert!(read_back(&bytes, m, 0, 1 << 20) == whole);
+    }
+
+    #[test]
+    fn a_file_ending_in_data_has_no_closing_entry_and_one_all_hole_has_only_it() {
+        let segments = [seg(9_000, 1_000)];
+        let (bytes, members) = sparse_round_trip(b"tail", 10_000, &segments);
+        assert!(contains(&bytes, b"./GNUSparseFile.0/tail\0"));
+        assert!(contains(&bytes, b"\0\x001\n8704\n1296\n\0"));
+        assert_eq!(
+            read_back(&bytes, &members[0], 8_999, 2),
+            [0, byte_at(&segments, 9_000)]
+        );
+
+        let (bytes, members) = sparse_round_trip(b"empty", 1 << 30, &[seg(7, 0)]);
+        assert!(contains(&bytes, b"\0\x001\n1073741824\n0\n\0"));
+        assert_eq!(bytes.len(), BLOCK * (2 + 1 + 1 + 2));
+        assert_eq!(members[0].data.size, 1 << 30);
+        assert_eq!(read_back(&bytes, &members[0], (1 << 30) - 3, 8), [0; 3]);
+    }
+
+    #[test]
+    fn a_map_without_holes_is_written_as_a_plain_file() {
+        let segments = [seg(0, 300), seg(300, 100)];
+        let (bytes, members) = sparse_round_trip(b"full", 512, &segments);
+        assert_eq!(bytes.len(), BLOCK * (1 + 1 + 2));
+        assert!(!contains(&bytes, b"GNU.sparse"));
+        assert_eq!(members[0].data.sparse, None);
+        assert_eq!(
+            read_back(&bytes, &members[0], 399, 2),
+            [byte_at(&segments, 399), 0]
+        );
+    }
+
+    #[test]
+    fn a_huge_sparse_file_costs_its_regions_only() {
+        let size = 1u64 << 62;
+        let segments = [seg(0, 5), seg(size - 5, 5)];
+        let (bytes, members) = sparse_round_trip(b"huge", size, &segments);
+        assert_eq!(bytes.len(), BLOCK * (2 + 1 + 1 + 2 + 2));
+        assert!(!contains(&bytes, b" size="), "the stored size fits ustar");
+        assert_eq!(members[0].data.size, size);
+        let tail: Vec<u8> = (size - 6..size)
+            .map(|pos| byte_at(&segments, pos))
+            .collect();
+        assert_eq!(read_back(&bytes, &members[0], size - 6, 10), tail);
+        assert_eq!(tail[0], 0);
+    }
+
+    #[test]
+    fn sparse_names_go_in_gnu_sparse_name_or_a_gnu_long_name() {
+        // Too long for ustar: the stand-in is cut, never to a directory's
+        // spelling, and no `path` record competes with the real name.
+        let mut long = [b'a'; 81].to_vec();
+        long.extend_from_slice(b"/b/");
+        long.extend_from_slice(&[b'c'; 300]);
+        let segs = [seg(10, 1)];
+        let (bytes, members) = sparse_round_trip(&long, 1000, &segs);
+        assert_eq!(members[0].path, long);
+        assert!(contains(&bytes, b"GNU.sparse.major=1"));
+        assert!(!contains(&bytes, b" path="));
+        let mut stand_in = [b'a'; 81].to_vec();
+        stand_in.extend_from_slice(b"/b/GNUSparseFile.0\0");
+        assert_eq!(&bytes[2 * BLOCK..3 * BLOCK][..stand_in.len()], stand_in);
+
+        // Not UTF-8: a GNU long name, which both tars read without a word,
+        // rather than a pax value that needs `hdrcharset=BINARY`.
+        let (bytes, members) = sparse_round_trip(b"caf\xe9", 1000, &segs);
+        assert_eq!(members[0].path, b"caf\xe9");
+        assert_eq!(members[0].data.sparse.as_deref(), Some(&[seg(0, 512)][..]));
+        assert!(contains(&bytes, GNU_LONG_NAME));
+        assert!(contains(&bytes, b"GNU.sparse.major=1"));
+        assert!(!contains(&bytes, b"GNU.sparse.name"));
+        assert!(!contains(&bytes, b"hdrcharset"));
+    }
+
+    #[test]
+    fn maps_longer_than_a_chunk_span_blocks() {
+        let segments: Vec<_> = (0..20_000).map(|i| seg(i * 1_000_000_007, 3)).collect();
+        let size = 20_000 * 1_000_000_007;
+        let (bytes, members) = sparse_round_trip(b"many", size, &segments);
+        let regions = archived_regions(&segments, size);
+        assert_eq!(regions.len(), 20_000);
+        assert_eq!(members[0].data.sparse.as_deref(), Some(&regions[..]));
+        let at = 12_345 * 1_000_000_007;
+        let want: Vec<u8> = (at - 1..at + 4)
+            .map(|pos| byte_at(&segments, pos))
+            .collect();
+        assert_eq!(read_back(&bytes, &members[0], at - 1, 5), want);
+        // The map took whole blocks: the archive holds it and the data only.
+        let mut text = b"20001\n".to_vec();
+        for r in &regions {
+            text.extend_from_slice(format!("{}\n{}\n", r.offset, r.len).as_bytes());
+        }
+        text.extend_from_slice(format!("{size}\n0\n").as_bytes());
+        let map_blocks = text.len().div_ceil(BLOCK);
+        let data_blocks = regions.iter().map(|r| r.len).sum::<u64>() as usize / BLOCK;
+        assert!(data_blocks > 20_000, "some regions cross a block boundary");
+        assert_eq!(bytes.len(), BLOCK * (2 + 1 + map_blocks + data_blocks + 2));
+        assert_eq!(&bytes[3 * BLOCK..3 * BLOCK + text.len()], text);
+    }
+
+    #[test]
+    fn bad_maps_are_refused_before_anything_is_written() {
+        let cases: &[(MemberKind, u64, &[SparseSegment])] = &[
+            (MemberKind::Regular, 100, &[seg(10, 5), seg(12, 1)]),
+            (MemberKind::Regular, 100, &[seg(50, 5), seg(10, 1)]),
+            (MemberKind::Regular, 100, &[seg(99, 2)]),
+            (MemberKind::Regular, u64::MAX, &[seg(u64::MAX, 2)]),
+            // GNU tar would read the second region from the wrong place.
+            (MemberKind::Regular, 5000, &[seg(0, 5), seg(1024, 1)]),
+            (MemberKind::Symlink, 100, &[seg(0, 1)]),
+        ];
+        for (kind, size, segments) in cases {
+            let mut writer = TarWriter::new(Vec::new());
+            let file = EntryHeader {
+                size: *size,
+                ..entry(b"x", *kind)
+            };
+            let err = writer.sparse_header(&file, segments).expect_err("refused");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{segments:?}");
+            assert!(err.to_string().starts_with("x: "), "{err}");
+            assert_eq!(writer.written(), 0);
+        }
+    }
+
+    #[test]
+    fn later_names_of_a_sparse_file_are_hardlinks() {
+        let mut writer = TarWriter::new(Vec::new());
+        let mut names = FirstNames::default();
+        let file = EntryHeader {
+            size: 1 << 20,
+            ..entry(b"a", MemberKind::Regular)
+        };
+        let segments = [seg(512, 2)];
+        assert!(names
+            .sparse_header(&mut writer, 1, 2, &file, &segments)
+            .expect("a"));
+        writer.data(b"hi").expect("data");
+        let second = EntryHeader {
+            path: b"b",
+            ..file.clone()
+        };
+        assert!(!names
+            .sparse_header(&mut writer, 1, 2, &second, &segments)
+            .expect("b"));
+        let bytes = writer.finish().expect("finish");
+        let members = index_bytes(&bytes).expect("parse").members;
+        assert_eq!(members[0].data.sparse.as_deref(), Some(&segments[..]));
+        assert_eq!(members[1].kind, MemberKind::Hardlink);
+        assert_eq!(members[1].link_target, b"a");
     }
 }

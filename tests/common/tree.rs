@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use super::layer::DEFAULT_MTIME;
+use super::layer::{pseudo_random, DEFAULT_MTIME};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -104,6 +104,42 @@ pub fn observe(path: &Path) -> Node {
         mtime: (meta.mtime(), meta.mtime_nsec()),
         ino: meta.ino(),
     }
+}
+
+/// Writes `segments` (offset, bytes) into a file of `size` bytes whose
+/// remainder stays a hole.
+pub fn write_sparse(path: &Path, size: u64, segments: &[(u64, Vec<u8>)]) {
+    let file = std::fs::File::create(path).unwrap();
+    file.set_len(size).unwrap();
+    for (offset, data) in segments {
+        file.write_all_at(data, *offset).unwrap();
+    }
+}
+
+/// Sparse files with few data segments, with more segments than an old GNU
+/// header holds (forcing extension headers), one that is all hole and one
+/// ending in a hole.
+pub fn populate_sparse(root: &Path) {
+    const MIB: u64 = 1 << 20;
+    write_sparse(
+        &root.join("few"),
+        8 * MIB,
+        &[
+            (0, pseudo_random(4096, 1)),
+            (3 * MIB + 100, pseudo_random(10_000, 2)),
+            (8 * MIB - 100, pseudo_random(100, 3)),
+        ],
+    );
+    let many: Vec<_> = (0..30)
+        .map(|i| (i * 64 * 1024, pseudo_random(512, 10 + i)))
+        .collect();
+    write_sparse(&root.join("many"), 2 * MIB, &many);
+    write_sparse(&root.join("all-hole"), MIB, &[]);
+    write_sparse(
+        &root.join("tail-hole"),
+        5 * MIB,
+        &[(0, pseudo_random(8192, 4))],
+    );
 }
 
 /// Walks `root` (excluded) without following symlinks.
