@@ -28,8 +28,13 @@ pub enum AppError {
     #[error(transparent)]
     Bundle(#[from] crate::bundle::BundleError),
     /// `layerfs index` needs an index cache, and none could be opened.
-    #[error("layerfs index needs an index cache (not --no-cache; see the warning above for why none could be opened)")]
-    NoCache,
+    #[error("{command} needs an index cache: {why}")]
+    NoCache {
+        /// The command (`index export`, `index import`).
+        command: &'static str,
+        /// Why there is none.
+        why: String,
+    },
     /// A layer argument (an image, `--platform`, `--digest`) was refused.
     #[error(transparent)]
     Inputs(#[from] InputError),
@@ -46,7 +51,7 @@ pub enum AppError {
     #[error(transparent)]
     Daemon(#[from] DaemonError),
     /// `--layer N` names no layer of those given.
-    #[error("--layer {number}: there are {count} layers (1 = bottom)")]
+    #[error("--layer {number}: {} (1 = bottom)", counted(*count, "layer was given", "layers were given"))]
     NoSuchLayer {
         /// The number asked for.
         number: usize,
@@ -102,11 +107,20 @@ pub enum AppError {
     },
 }
 
+/// The exit status of a usage error, as clap's own.
+pub const USAGE: i32 = 2;
+
 impl AppError {
-    /// The process exit code for this error.
+    /// The process exit code for this error: [`USAGE`] for an argument
+    /// refused before any work (what clap cannot check itself), else 1.
     pub fn exit_code(&self) -> i32 {
         match self {
             AppError::Daemon(e) => e.exit_code(),
+            AppError::Option(_)
+            | AppError::NoSuchLayer { .. }
+            | AppError::BadSize { .. }
+            | AppError::PeekOneLayer { .. }
+            | AppError::Inputs(InputError::DigestArg { .. }) => USAGE,
             _ => 1,
         }
     }
@@ -137,7 +151,7 @@ pub struct MountRequest {
     /// No progress bar while indexing.
     pub quiet: bool,
     /// The mount's source in the mount table, unless `-o fsname=` says
-    /// (default: the first layer argument).
+    /// (default: [`fuse::stack_source`] of the layer arguments).
     pub fsname: Option<String>,
 }
 
@@ -154,26 +168,47 @@ pub enum CacheChoice {
 
 impl CacheChoice {
     /// Opens the chosen cache; a cache that cannot be used is reported and
-    /// left out (it costs speed, never the mount).
+    /// left out (it costs speed, never the mount). Without HOME (mount(8)
+    /// runs helpers so) that is no surprise, and only logged at info level.
     fn open(&self) -> Option<IndexCache> {
-        let dir = match self {
-            CacheChoice::Off => return None,
-            CacheChoice::Dir(dir) => dir.clone(),
-            CacheChoice::Default => match cache::default_dir() {
-                Some(dir) => dir,
-                None => {
-                    log::info!("no index cache: neither XDG_CACHE_HOME nor HOME is set");
-                    return None;
-                }
-            },
-        };
-        match IndexCache::open(&dir, cache::DEFAULT_MAX_BYTES) {
-            Ok(cache) => Some(cache),
-            Err(e) => {
-                log::warn!("no index cache: {e}");
+        match self.try_open() {
+            Ok(cache) => cache,
+            Err(why) if *self == CacheChoice::Default && cache::default_dir().is_none() => {
+                log::info!("no index cache: {why}");
+                None
+            }
+            Err(why) => {
+                log::warn!("no index cache: {why}");
                 None
             }
         }
+    }
+
+    /// Opens the chosen cache for `command`, which cannot work without one.
+    fn open_required(&self, command: &'static str) -> Result<IndexCache, AppError> {
+        match self.try_open() {
+            Ok(Some(cache)) => Ok(cache),
+            Ok(None) => Err(AppError::NoCache {
+                command,
+                why: "none was asked for".into(),
+            }),
+            Err(why) => Err(AppError::NoCache { command, why }),
+        }
+    }
+
+    /// The chosen cache (`None` if none was asked for), or why it cannot
+    /// be used.
+    fn try_open(&self) -> Result<Option<IndexCache>, String> {
+        let dir = match self {
+            CacheChoice::Off => return Ok(None),
+            CacheChoice::Dir(dir) => dir.clone(),
+            CacheChoice::Default => cache::default_dir().ok_or(
+                "neither XDG_CACHE_HOME nor HOME is set (give --cache-dir DIR)".to_string(),
+            )?,
+        };
+        IndexCache::open(&dir, cache::DEFAULT_MAX_BYTES)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -181,20 +216,25 @@ impl CacheChoice {
 /// layers, mounts, and serves (in the background unless `foreground`).
 pub fn mount(request: &MountRequest) -> Result<(), AppError> {
     let mut options = MountOptions::default();
-    let first = request.layers.args.first().map(|a| a.display().to_string());
-    if let Some(fsname) = request.fsname.clone().or(first) {
-        options.set_fsname(fsname);
-    }
+    let fsname = request
+        .fsname
+        .clone()
+        .unwrap_or_else(|| fuse::stack_source(&request.layers.args));
+    options.set_fsname(fsname);
     for list in &request.options {
         options.parse(list)?;
     }
     if let Some(threads) = request.threads {
         options.set_threads(threads);
     }
-    if !request.foreground && !daemon::is_child() {
-        return Ok(daemon::start_in_background()?);
-    }
+    // Before anything is indexed or started: a mistake costs nothing.
     let mountpoint = fuse::check_mountpoint(&request.mountpoint)?;
+    if !daemon::is_child() {
+        warn_if_not_empty(&mountpoint);
+    }
+    if !request.foreground && !daemon::is_child() {
+        return Ok(daemon::start_in_background(&mountpoint)?);
+    }
     let (stack, _) = request
         .cache
         .open_stack(&request.layers, false, request.quiet)?;
@@ -217,6 +257,19 @@ pub fn mount(request: &MountRequest) -> Result<(), AppError> {
     }
 }
 
+/// Says that mounting on a directory that holds something hides it, as
+/// mount(8) users expect to hear (the mount goes ahead).
+fn warn_if_not_empty(mountpoint: &Path) {
+    let holds_something =
+        std::fs::read_dir(mountpoint).is_ok_and(|mut entries| entries.next().is_some());
+    if holds_something {
+        log::warn!(
+            "{}: not empty; the mount hides what it holds until it is unmounted",
+            mountpoint.display()
+        );
+    }
+}
+
 /// `mount.fuse.layerfs`, as mount(8) runs it: mounts in the background and
 /// returns once the mount is ready. `fake` (`-f`) checks the source and
 /// options and mounts nothing.
@@ -230,7 +283,9 @@ pub fn mount_helper(args: crate::fstab::HelperArgs, fake: bool) -> Result<(), Ap
 
 /// `layerfs umount`.
 pub fn umount(mountpoint: &Path, lazy: bool) -> Result<(), AppError> {
-    Ok(fuse::unmount(mountpoint, lazy)?)
+    let unmounted = fuse::unmount(mountpoint, lazy)?;
+    daemon::release_stopped(&unmounted, lazy);
+    Ok(())
 }
 
 /// What `layerfs ls` was asked to do.
@@ -330,7 +385,7 @@ pub struct IndexExportRequest {
 /// `layerfs index export`: indexes the stack (or finds it stored) and
 /// packs its stored indexes into one bundle file; prints what it wrote.
 pub fn index_export(request: &IndexExportRequest) -> Result<(), AppError> {
-    let cache = request.cache.open().ok_or(AppError::NoCache)?;
+    let cache = request.cache.open_required("index export")?;
     let (specs, _) = inputs::resolve(&request.layers)?;
     let stack = request.cache.open_specs(&specs, false, request.quiet)?;
     let keys = stack.cache_keys(&specs);
@@ -346,21 +401,23 @@ pub fn index_export(request: &IndexExportRequest) -> Result<(), AppError> {
     let paths: Vec<&Path> = stack.layers().iter().map(|l| l.path()).collect();
     let written = crate::bundle::export(&cache, &keys, &paths, &request.output)?;
     eprintln!(
-        "{}: {written} index entries for {} layers",
+        "{}: {} for {}",
         request.output.display(),
-        keys.len()
+        counted(written, "index entry", "index entries"),
+        counted(keys.len(), "layer", "layers")
     );
     Ok(())
 }
 
 /// `layerfs index import`: puts each bundle's entries into the cache.
 pub fn index_import(bundles: &[PathBuf], cache: &CacheChoice) -> Result<(), AppError> {
-    let cache = cache.open().ok_or(AppError::NoCache)?;
+    let cache = cache.open_required("index import")?;
     for bundle in bundles {
         let imported = crate::bundle::import(&cache, bundle)?;
         eprintln!(
-            "{}: {imported} index entries imported into {}",
+            "{}: {} imported into {}",
             bundle.display(),
+            counted(imported, "index entry", "index entries"),
             cache.dir().display()
         );
     }
@@ -503,6 +560,15 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     value.checked_mul(1 << shift).ok_or(SizeError::TooLarge)
 }
 
+/// "1 layer", "2 layers": `count` and the noun in its number.
+pub fn counted(count: usize, one: &str, many: &str) -> String {
+    if count == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{count} {many}")
+    }
+}
+
 /// Where a layer written by `export`, `create` or `diff` goes.
 #[derive(Clone, Debug)]
 pub struct LayerDestination {
@@ -579,8 +645,8 @@ pub fn create(request: &CreateRequest) -> Result<(), AppError> {
 /// What `layerfs diff` was asked to do.
 #[derive(Debug)]
 pub struct DiffRequest {
-    /// The lower layers, bottom first.
-    pub layers: Vec<PathBuf>,
+    /// The lower layers, bottom first (images among them).
+    pub layers: LayerInputs,
     /// The directory the new layer must turn their tree into.
     pub dir: PathBuf,
     /// Where the layer goes.
@@ -594,8 +660,9 @@ pub struct DiffRequest {
 /// `layerfs diff`: the layer that turns the merged tree of the layers into
 /// the directory, then its digests.
 pub fn diff(request: &DiffRequest) -> Result<(), AppError> {
-    let inputs = LayerInputs::files(request.layers.clone());
-    let (stack, _) = request.cache.open_stack(&inputs, false, request.quiet)?;
+    let (stack, _) = request
+        .cache
+        .open_stack(&request.layers, false, request.quiet)?;
     let scan = author::scan(&request.dir)?;
     let mut bar: Option<Progress> = None;
     let planned = author::plan_diff(&stack, &scan, &mut |done, total| {

@@ -197,3 +197,39 @@ fn a_background_daemon_without_a_log_file_logs_to_syslog() {
         "the warning does not name the layer: {message}"
     );
 }
+
+/// `layerfs index` exists to fill or read the index cache: it offers no
+/// `--no-cache`, and a cache it cannot open is one error line saying why.
+#[test]
+fn index_commands_say_why_there_is_no_cache() {
+    let layers = Layers::new();
+    let bundle = layers.dir().join("bundle.tar");
+    let run = run_captured(
+        Command::new(common::mount::bin())
+            .args(["index".as_ref(), "import".as_ref(), bundle.as_os_str()])
+            .env_remove("HOME")
+            .env_remove("XDG_CACHE_HOME"),
+    );
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert_eq!(
+        run.stderr,
+        "layerfs: index import needs an index cache: neither XDG_CACHE_HOME nor HOME is set (give --cache-dir DIR)\n"
+    );
+    let file = layers.dir().join("file");
+    fs::write(&file, "not a directory").expect("write file");
+    let run = layerfs([
+        "index".as_ref(),
+        "import".as_ref(),
+        "--cache-dir".as_ref(),
+        file.as_os_str(),
+        bundle.as_os_str(),
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    let line = run.stderr.strip_suffix('\n').unwrap_or(&run.stderr);
+    assert!(
+        line.starts_with("layerfs: index import needs an index cache: ") && !line.contains('\n'),
+        "{:?}",
+        run.stderr
+    );
+    assert!(line.contains(&*file.to_string_lossy()), "{line}");
+}

@@ -13,6 +13,16 @@ pub enum OptionError {
     Writable(String),
 }
 
+/// The arguments of mount(2) for a FUSE mount, but the `/dev/fuse` fd.
+#[derive(Debug)]
+pub(super) struct KernelMount {
+    pub fs_type: String,
+    pub source: String,
+    pub flags: libc::c_ulong,
+    /// Comma-separated kernel options (`default_permissions`, ...).
+    pub data: String,
+}
+
 /// How a stack is mounted.
 ///
 /// Defaults: read-only, `nosuid`, `nodev`, `default_permissions` (the kernel
@@ -101,6 +111,38 @@ impl MountOptions {
     /// Whether the kernel checks each file's mode (`default_permissions`).
     pub(super) fn permission_checks(&self) -> bool {
         self.default_permissions
+    }
+
+    /// What mount(2) takes to mount these options directly: the type
+    /// `fuse.SUBTYPE` and source FSNAME (as fusermount3 writes them), the
+    /// flags, and the data string without its `fd=`.
+    pub(super) fn kernel_mount(&self) -> KernelMount {
+        let mut flags = libc::MS_RDONLY;
+        for (off, flag) in [
+            (!self.suid, libc::MS_NOSUID),
+            (!self.dev, libc::MS_NODEV),
+            (!self.exec, libc::MS_NOEXEC),
+            (!self.atime, libc::MS_NOATIME),
+        ] {
+            if off {
+                flags |= flag;
+            }
+        }
+        let mut data = Vec::new();
+        if self.default_permissions {
+            data.push("default_permissions");
+        }
+        // The kernel knows only allow_other; fuser lets root alone through
+        // for allow_root.
+        if self.acl != SessionACL::Owner {
+            data.push("allow_other");
+        }
+        KernelMount {
+            fs_type: format!("fuse.{}", self.subtype),
+            source: self.fsname.clone(),
+            flags,
+            data: data.join(","),
+        }
     }
 
     pub(super) fn fuser_options(&self) -> Vec<MountOption> {
