@@ -14,7 +14,8 @@ use crate::image::Image;
 use crate::inputs::{self, InputError, LayerInputs};
 use crate::list::{self, ListFormat};
 use crate::output::{Compression, LayerOutput, OutputError, Target};
-use crate::progress::{MeterBar, Progress};
+use crate::plural::counted;
+use crate::progress::{self, MeterBar, Progress};
 use crate::source::ReadMeter;
 use crate::stack::{self, LayerSpec, Stack, StackError, StackOptions};
 
@@ -347,7 +348,9 @@ pub fn list(request: &ListRequest) -> Result<(), AppError> {
                     },
                 )?;
                 let meter = Arc::new(ReadMeter::default());
-                let bar = MeterBar::follow("index", &meter, request.quiet);
+                let what =
+                    progress::label(&format!("index layer {number} of"), &request.layers.args);
+                let bar = MeterBar::follow(&what, &meter, request.quiet);
                 let index = stack::layer_index(spec, number, cache.as_ref(), Some(&meter));
                 bar.finish();
                 let index = index?;
@@ -387,7 +390,9 @@ pub struct IndexExportRequest {
 pub fn index_export(request: &IndexExportRequest) -> Result<(), AppError> {
     let cache = request.cache.open_required("index export")?;
     let (specs, _) = inputs::resolve(&request.layers)?;
-    let stack = request.cache.open_specs(&specs, false, request.quiet)?;
+    let stack = request
+        .cache
+        .open_specs(&specs, &request.layers.args, false, request.quiet)?;
     let keys = stack.cache_keys(&specs);
     for (n, (key, layer)) in keys.iter().zip(stack.layers()).enumerate() {
         if key.as_ref().is_some_and(|k| k.digest.is_none()) {
@@ -447,7 +452,8 @@ pub fn export(request: &ExportRequest) -> Result<(), AppError> {
     let compression = target.compression(request.output.compression);
     let mut output = LayerOutput::create(target.clone(), compression)?;
     output.skip_digests();
-    let mut progress = Progress::bytes("export", stack.tree().file_bytes(), request.quiet);
+    let what = progress::label("export", &request.layers.args);
+    let mut progress = Progress::bytes(&what, stack.tree().file_bytes(), request.quiet);
     let mut writer = crate::tar::TarWriter::new(output);
     let exported = export::export_tree(&stack, &mut writer, &mut |done| progress.set(done));
     progress.finish();
@@ -464,9 +470,9 @@ pub fn export(request: &ExportRequest) -> Result<(), AppError> {
     })?;
     let written = output.finish()?;
     log::info!(
-        "{}: {} entries, {} bytes of file data; {} bytes of tar, {} bytes written",
+        "{}: {}, {} bytes of file data; {} bytes of tar, {} bytes written",
         target,
-        exported.entries,
+        counted(exported.entries, "entry", "entries"),
         exported.data_bytes,
         written.tar_bytes,
         written.blob_bytes,
@@ -560,15 +566,6 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     value.checked_mul(1 << shift).ok_or(SizeError::TooLarge)
 }
 
-/// "1 layer", "2 layers": `count` and the noun in its number.
-pub fn counted(count: usize, one: &str, many: &str) -> String {
-    if count == 1 {
-        format!("1 {one}")
-    } else {
-        format!("{count} {many}")
-    }
-}
-
 /// Where a layer written by `export`, `create` or `diff` goes.
 #[derive(Clone, Debug)]
 pub struct LayerDestination {
@@ -590,18 +587,21 @@ impl CacheChoice {
         quiet: bool,
     ) -> Result<(Stack, Vec<Image>), AppError> {
         let (specs, images) = inputs::resolve(layers)?;
-        Ok((self.open_specs(&specs, record_removals, quiet)?, images))
+        let stack = self.open_specs(&specs, &layers.args, record_removals, quiet)?;
+        Ok((stack, images))
     }
 
-    /// [`CacheChoice::open_stack`] of layers already resolved.
+    /// [`CacheChoice::open_stack`] of layers already resolved from `args`
+    /// (which the progress bar names).
     fn open_specs(
         &self,
         specs: &[LayerSpec],
+        args: &[PathBuf],
         record_removals: bool,
         quiet: bool,
     ) -> Result<Stack, AppError> {
         let meter = Arc::new(ReadMeter::default());
-        let bar = MeterBar::follow("index", &meter, quiet);
+        let bar = MeterBar::follow(&progress::label("index", args), &meter, quiet);
         let stack = Stack::open_specs(
             specs,
             &StackOptions {
@@ -634,7 +634,7 @@ pub fn create(request: &CreateRequest) -> Result<(), AppError> {
     let scan = author::scan(&request.dir)?;
     let selection = author::everything(&scan);
     let written = LayerWrite {
-        label: "create",
+        label: progress::label("create", &[&request.dir]),
         output: &request.output,
         clamp_mtime: request.clamp_mtime,
         quiet: request.quiet,
@@ -666,14 +666,17 @@ pub fn diff(request: &DiffRequest) -> Result<(), AppError> {
     let scan = author::scan(&request.dir)?;
     let mut bar: Option<Progress> = None;
     let planned = author::plan_diff(&stack, &scan, &mut |done, total| {
-        bar.get_or_insert_with(|| Progress::bytes("compare", total, request.quiet))
-            .set(done);
+        bar.get_or_insert_with(|| {
+            let what = progress::label("compare", &[&request.dir]);
+            Progress::bytes(&what, total, request.quiet)
+        })
+        .set(done);
     });
     if let Some(bar) = bar {
         bar.finish();
     }
     let written = LayerWrite {
-        label: "diff",
+        label: progress::label("diff", &[&request.dir]),
         output: &request.output,
         clamp_mtime: None,
         quiet: request.quiet,
@@ -684,7 +687,7 @@ pub fn diff(request: &DiffRequest) -> Result<(), AppError> {
 /// How `create` and `diff` write their layer.
 struct LayerWrite<'a> {
     /// The progress bar's label.
-    label: &'static str,
+    label: String,
     output: &'a LayerDestination,
     clamp_mtime: Option<i64>,
     quiet: bool,
@@ -698,7 +701,7 @@ impl LayerWrite<'_> {
         let compression = target.compression(self.output.compression);
         let output = LayerOutput::create(target.clone(), compression)?;
         let total = selection.data_bytes(scan);
-        let mut progress = Progress::bytes(self.label, total, self.quiet);
+        let mut progress = Progress::bytes(&self.label, total, self.quiet);
         let mut writer = crate::tar::TarWriter::new(output);
         let emitted = author::emit(
             scan,
@@ -722,7 +725,9 @@ impl LayerWrite<'_> {
         })?;
         let written = writer.finish().map_err(io_error)?.finish()?;
         log::info!(
-            "{target}: {entries} entries ({whiteouts} whiteouts), {data_bytes} bytes of file data"
+            "{target}: {} ({}), {data_bytes} bytes of file data",
+            counted(entries, "entry", "entries"),
+            counted(whiteouts, "whiteout", "whiteouts")
         );
         let (Some(diff_id), Some(blob)) = (written.diff_id, written.blob) else {
             let missing = std::io::Error::other("the layer's digests were not computed");

@@ -101,7 +101,7 @@ fn on_a_terminal_the_bar_shows_while_indexing_and_is_erased() {
         return;
     };
     let last = screen
-        .rfind("index [")
+        .rfind("index big.tar [")
         .unwrap_or_else(|| panic!("no progress bar on the terminal: {screen:?}"));
     // Two reads of the layer: the digest check and the indexing pass.
     assert!(screen.contains(" MiB/1.00 GiB "), "{screen:?}");
@@ -113,7 +113,10 @@ fn on_a_terminal_the_bar_shows_while_indexing_and_is_erased() {
 
     let quiet = on_a_terminal(&["-q", "ls", "--no-cache", "--digest", &digest, layer]);
     let quiet = quiet.expect("script ran a moment ago");
-    assert!(!quiet.contains("index ["), "-q drew a bar: {quiet:?}");
+    assert!(
+        !quiet.contains("index big.tar ["),
+        "-q drew a bar: {quiet:?}"
+    );
 }
 
 /// A datagram socket at /dev/log, where syslog(3) sends, removed when
