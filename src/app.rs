@@ -52,7 +52,7 @@ pub enum AppError {
     #[error(transparent)]
     Daemon(#[from] DaemonError),
     /// `--layer N` names no layer of those given.
-    #[error("--layer {number}: {} (1 = bottom)", counted(*count, "layer was given", "layers were given"))]
+    #[error("--layer {number}: there {} {} (1 = bottom)", if *count == 1 { "is" } else { "are" }, counted(*count, "layer", "layers"))]
     NoSuchLayer {
         /// The number asked for.
         number: usize,

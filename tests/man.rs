@@ -151,7 +151,7 @@ fn every_usage_error_exits_2() {
         ),
         (
             vec!["ls", "--layer", "0", layer],
-            "layerfs: --layer 0: 1 layer was given (1 = bottom)",
+            "layerfs: --layer 0: there is 1 layer (1 = bottom)",
         ),
         (
             vec!["ls", "--digest", "3=sha256:00", layer],

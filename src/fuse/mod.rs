@@ -173,16 +173,22 @@ pub fn serve(
 /// `fuse.SUBTYPE` and the source FSNAME, as fusermount3 writes them
 /// (fuser's own direct mount, taken as root, writes the type `fuse`
 /// alone: `findmnt -t fuse.layerfs` would not see the mount). `None` if
-/// mount(2) is not allowed (not root), for fusermount3 to do it.
+/// this user may not (not root), for fusermount3 to do it.
 fn mount_directly(
     mountpoint: &Path,
     options: &MountOptions,
 ) -> io::Result<Option<std::os::fd::OwnedFd>> {
     use std::os::fd::AsRawFd;
-    let dev = std::fs::OpenOptions::new()
+    let dev = match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/fuse")?;
+        .open("/dev/fuse")
+    {
+        Ok(dev) => dev,
+        // fusermount3 is setuid: it may open what this user cannot.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let kernel = options.kernel_mount();
     let (uid, gid) = sys::real_ids();
     let mut data = format!(
