@@ -14,7 +14,8 @@ use crate::image::Image;
 use crate::inputs::{self, InputError, LayerInputs};
 use crate::list::{self, ListFormat};
 use crate::output::{Compression, LayerOutput, OutputError, Target};
-use crate::progress::{MeterBar, Progress};
+use crate::plural::counted;
+use crate::progress::{self, MeterBar, Progress};
 use crate::source::ReadMeter;
 use crate::stack::{self, LayerSpec, Stack, StackError, StackOptions};
 
@@ -28,8 +29,13 @@ pub enum AppError {
     #[error(transparent)]
     Bundle(#[from] crate::bundle::BundleError),
     /// `layerfs index` needs an index cache, and none could be opened.
-    #[error("layerfs index needs an index cache (not --no-cache; see the warning above for why none could be opened)")]
-    NoCache,
+    #[error("{command} needs an index cache: {why}")]
+    NoCache {
+        /// The command (`index export`, `index import`).
+        command: &'static str,
+        /// Why there is none.
+        why: String,
+    },
     /// A layer argument (an image, `--platform`, `--digest`) was refused.
     #[error(transparent)]
     Inputs(#[from] InputError),
@@ -46,7 +52,7 @@ pub enum AppError {
     #[error(transparent)]
     Daemon(#[from] DaemonError),
     /// `--layer N` names no layer of those given.
-    #[error("--layer {number}: there are {count} layers (1 = bottom)")]
+    #[error("--layer {number}: there {} {} (1 = bottom)", if *count == 1 { "is" } else { "are" }, counted(*count, "layer", "layers"))]
     NoSuchLayer {
         /// The number asked for.
         number: usize,
@@ -102,11 +108,20 @@ pub enum AppError {
     },
 }
 
+/// The exit status of a usage error, as clap's own.
+pub const USAGE: i32 = 2;
+
 impl AppError {
-    /// The process exit code for this error.
+    /// The process exit code for this error: [`USAGE`] for an argument
+    /// refused before any work (what clap cannot check itself), else 1.
     pub fn exit_code(&self) -> i32 {
         match self {
             AppError::Daemon(e) => e.exit_code(),
+            AppError::Option(_)
+            | AppError::NoSuchLayer { .. }
+            | AppError::BadSize { .. }
+            | AppError::PeekOneLayer { .. }
+            | AppError::Inputs(InputError::DigestArg { .. }) => USAGE,
             _ => 1,
         }
     }
@@ -137,7 +152,7 @@ pub struct MountRequest {
     /// No progress bar while indexing.
     pub quiet: bool,
     /// The mount's source in the mount table, unless `-o fsname=` says
-    /// (default: the first layer argument).
+    /// (default: [`fuse::stack_source`] of the layer arguments).
     pub fsname: Option<String>,
 }
 
@@ -154,26 +169,47 @@ pub enum CacheChoice {
 
 impl CacheChoice {
     /// Opens the chosen cache; a cache that cannot be used is reported and
-    /// left out (it costs speed, never the mount).
+    /// left out (it costs speed, never the mount). Without HOME (mount(8)
+    /// runs helpers so) that is no surprise, and only logged at info level.
     fn open(&self) -> Option<IndexCache> {
-        let dir = match self {
-            CacheChoice::Off => return None,
-            CacheChoice::Dir(dir) => dir.clone(),
-            CacheChoice::Default => match cache::default_dir() {
-                Some(dir) => dir,
-                None => {
-                    log::info!("no index cache: neither XDG_CACHE_HOME nor HOME is set");
-                    return None;
-                }
-            },
-        };
-        match IndexCache::open(&dir, cache::DEFAULT_MAX_BYTES) {
-            Ok(cache) => Some(cache),
-            Err(e) => {
-                log::warn!("no index cache: {e}");
+        match self.try_open() {
+            Ok(cache) => cache,
+            Err(why) if *self == CacheChoice::Default && cache::default_dir().is_none() => {
+                log::info!("no index cache: {why}");
+                None
+            }
+            Err(why) => {
+                log::warn!("no index cache: {why}");
                 None
             }
         }
+    }
+
+    /// Opens the chosen cache for `command`, which cannot work without one.
+    fn open_required(&self, command: &'static str) -> Result<IndexCache, AppError> {
+        match self.try_open() {
+            Ok(Some(cache)) => Ok(cache),
+            Ok(None) => Err(AppError::NoCache {
+                command,
+                why: "none was asked for".into(),
+            }),
+            Err(why) => Err(AppError::NoCache { command, why }),
+        }
+    }
+
+    /// The chosen cache (`None` if none was asked for), or why it cannot
+    /// be used.
+    fn try_open(&self) -> Result<Option<IndexCache>, String> {
+        let dir = match self {
+            CacheChoice::Off => return Ok(None),
+            CacheChoice::Dir(dir) => dir.clone(),
+            CacheChoice::Default => cache::default_dir().ok_or(
+                "neither XDG_CACHE_HOME nor HOME is set (give --cache-dir DIR)".to_string(),
+            )?,
+        };
+        IndexCache::open(&dir, cache::DEFAULT_MAX_BYTES)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -181,20 +217,25 @@ impl CacheChoice {
 /// layers, mounts, and serves (in the background unless `foreground`).
 pub fn mount(request: &MountRequest) -> Result<(), AppError> {
     let mut options = MountOptions::default();
-    let first = request.layers.args.first().map(|a| a.display().to_string());
-    if let Some(fsname) = request.fsname.clone().or(first) {
-        options.set_fsname(fsname);
-    }
+    let fsname = request
+        .fsname
+        .clone()
+        .unwrap_or_else(|| fuse::stack_source(&request.layers.args));
+    options.set_fsname(fsname);
     for list in &request.options {
         options.parse(list)?;
     }
     if let Some(threads) = request.threads {
         options.set_threads(threads);
     }
-    if !request.foreground && !daemon::is_child() {
-        return Ok(daemon::start_in_background()?);
-    }
+    // Before anything is indexed or started: a mistake costs nothing.
     let mountpoint = fuse::check_mountpoint(&request.mountpoint)?;
+    if !daemon::is_child() {
+        warn_if_not_empty(&mountpoint);
+    }
+    if !request.foreground && !daemon::is_child() {
+        return Ok(daemon::start_in_background(&mountpoint)?);
+    }
     let (stack, _) = request
         .cache
         .open_stack(&request.layers, false, request.quiet)?;
@@ -217,6 +258,19 @@ pub fn mount(request: &MountRequest) -> Result<(), AppError> {
     }
 }
 
+/// Says that mounting on a directory that holds something hides it, as
+/// mount(8) users expect to hear (the mount goes ahead).
+fn warn_if_not_empty(mountpoint: &Path) {
+    let holds_something =
+        std::fs::read_dir(mountpoint).is_ok_and(|mut entries| entries.next().is_some());
+    if holds_something {
+        log::warn!(
+            "{}: not empty; the mount hides what it holds until it is unmounted",
+            mountpoint.display()
+        );
+    }
+}
+
 /// `mount.fuse.layerfs`, as mount(8) runs it: mounts in the background and
 /// returns once the mount is ready. `fake` (`-f`) checks the source and
 /// options and mounts nothing.
@@ -230,7 +284,9 @@ pub fn mount_helper(args: crate::fstab::HelperArgs, fake: bool) -> Result<(), Ap
 
 /// `layerfs umount`.
 pub fn umount(mountpoint: &Path, lazy: bool) -> Result<(), AppError> {
-    Ok(fuse::unmount(mountpoint, lazy)?)
+    let unmounted = fuse::unmount(mountpoint, lazy)?;
+    daemon::release_stopped(&unmounted, lazy);
+    Ok(())
 }
 
 /// What `layerfs ls` was asked to do.
@@ -292,7 +348,9 @@ pub fn list(request: &ListRequest) -> Result<(), AppError> {
                     },
                 )?;
                 let meter = Arc::new(ReadMeter::default());
-                let bar = MeterBar::follow("index", &meter, request.quiet);
+                let what =
+                    progress::label(&format!("index layer {number} of"), &request.layers.args);
+                let bar = MeterBar::follow(&what, &meter, request.quiet);
                 let index = stack::layer_index(spec, number, cache.as_ref(), Some(&meter));
                 bar.finish();
                 let index = index?;
@@ -330,9 +388,11 @@ pub struct IndexExportRequest {
 /// `layerfs index export`: indexes the stack (or finds it stored) and
 /// packs its stored indexes into one bundle file; prints what it wrote.
 pub fn index_export(request: &IndexExportRequest) -> Result<(), AppError> {
-    let cache = request.cache.open().ok_or(AppError::NoCache)?;
+    let cache = request.cache.open_required("index export")?;
     let (specs, _) = inputs::resolve(&request.layers)?;
-    let stack = request.cache.open_specs(&specs, false, request.quiet)?;
+    let stack = request
+        .cache
+        .open_specs(&specs, &request.layers.args, false, request.quiet)?;
     let keys = stack.cache_keys(&specs);
     for (n, (key, layer)) in keys.iter().zip(stack.layers()).enumerate() {
         if key.as_ref().is_some_and(|k| k.digest.is_none()) {
@@ -346,21 +406,23 @@ pub fn index_export(request: &IndexExportRequest) -> Result<(), AppError> {
     let paths: Vec<&Path> = stack.layers().iter().map(|l| l.path()).collect();
     let written = crate::bundle::export(&cache, &keys, &paths, &request.output)?;
     eprintln!(
-        "{}: {written} index entries for {} layers",
+        "{}: {} for {}",
         request.output.display(),
-        keys.len()
+        counted(written, "index entry", "index entries"),
+        counted(keys.len(), "layer", "layers")
     );
     Ok(())
 }
 
 /// `layerfs index import`: puts each bundle's entries into the cache.
 pub fn index_import(bundles: &[PathBuf], cache: &CacheChoice) -> Result<(), AppError> {
-    let cache = cache.open().ok_or(AppError::NoCache)?;
+    let cache = cache.open_required("index import")?;
     for bundle in bundles {
         let imported = crate::bundle::import(&cache, bundle)?;
         eprintln!(
-            "{}: {imported} index entries imported into {}",
+            "{}: {} imported into {}",
             bundle.display(),
+            counted(imported, "index entry", "index entries"),
             cache.dir().display()
         );
     }
@@ -390,7 +452,8 @@ pub fn export(request: &ExportRequest) -> Result<(), AppError> {
     let compression = target.compression(request.output.compression);
     let mut output = LayerOutput::create(target.clone(), compression)?;
     output.skip_digests();
-    let mut progress = Progress::bytes("export", stack.tree().file_bytes(), request.quiet);
+    let what = progress::label("export", &request.layers.args);
+    let mut progress = Progress::bytes(&what, stack.tree().file_bytes(), request.quiet);
     let mut writer = crate::tar::TarWriter::new(output);
     let exported = export::export_tree(&stack, &mut writer, &mut |done| progress.set(done));
     progress.finish();
@@ -407,9 +470,9 @@ pub fn export(request: &ExportRequest) -> Result<(), AppError> {
     })?;
     let written = output.finish()?;
     log::info!(
-        "{}: {} entries, {} bytes of file data; {} bytes of tar, {} bytes written",
+        "{}: {}, {} bytes of file data; {} bytes of tar, {} bytes written",
         target,
-        exported.entries,
+        counted(exported.entries, "entry", "entries"),
         exported.data_bytes,
         written.tar_bytes,
         written.blob_bytes,
@@ -524,18 +587,21 @@ impl CacheChoice {
         quiet: bool,
     ) -> Result<(Stack, Vec<Image>), AppError> {
         let (specs, images) = inputs::resolve(layers)?;
-        Ok((self.open_specs(&specs, record_removals, quiet)?, images))
+        let stack = self.open_specs(&specs, &layers.args, record_removals, quiet)?;
+        Ok((stack, images))
     }
 
-    /// [`CacheChoice::open_stack`] of layers already resolved.
+    /// [`CacheChoice::open_stack`] of layers already resolved from `args`
+    /// (which the progress bar names).
     fn open_specs(
         &self,
         specs: &[LayerSpec],
+        args: &[PathBuf],
         record_removals: bool,
         quiet: bool,
     ) -> Result<Stack, AppError> {
         let meter = Arc::new(ReadMeter::default());
-        let bar = MeterBar::follow("index", &meter, quiet);
+        let bar = MeterBar::follow(&progress::label("index", args), &meter, quiet);
         let stack = Stack::open_specs(
             specs,
             &StackOptions {
@@ -576,7 +642,7 @@ pub fn create(request: &CreateRequest) -> Result<(), AppError> {
         (scan, selection)
     };
     let written = LayerWrite {
-        label: "create",
+        label: progress::label("create", &[&request.dir]),
         output: &request.output,
         clamp_mtime: request.clamp_mtime,
         quiet: request.quiet,
@@ -587,8 +653,8 @@ pub fn create(request: &CreateRequest) -> Result<(), AppError> {
 /// What `layerfs diff` was asked to do.
 #[derive(Debug)]
 pub struct DiffRequest {
-    /// The lower layers, bottom first.
-    pub layers: Vec<PathBuf>,
+    /// The lower layers, bottom first (images among them).
+    pub layers: LayerInputs,
     /// The directory the new layer must turn their tree into.
     pub dir: PathBuf,
     /// Where the layer goes.
@@ -602,19 +668,23 @@ pub struct DiffRequest {
 /// `layerfs diff`: the layer that turns the merged tree of the layers into
 /// the directory, then its digests.
 pub fn diff(request: &DiffRequest) -> Result<(), AppError> {
-    let inputs = LayerInputs::files(request.layers.clone());
-    let (stack, _) = request.cache.open_stack(&inputs, false, request.quiet)?;
+    let (stack, _) = request
+        .cache
+        .open_stack(&request.layers, false, request.quiet)?;
     let scan = author::scan(&request.dir)?;
     let mut bar: Option<Progress> = None;
     let planned = author::plan_diff(&stack, &scan, &mut |done, total| {
-        bar.get_or_insert_with(|| Progress::bytes("compare", total, request.quiet))
-            .set(done);
+        bar.get_or_insert_with(|| {
+            let what = progress::label("compare", &[&request.dir]);
+            Progress::bytes(&what, total, request.quiet)
+        })
+        .set(done);
     });
     if let Some(bar) = bar {
         bar.finish();
     }
     let written = LayerWrite {
-        label: "diff",
+        label: progress::label("diff", &[&request.dir]),
         output: &request.output,
         clamp_mtime: None,
         quiet: request.quiet,
@@ -625,7 +695,7 @@ pub fn diff(request: &DiffRequest) -> Result<(), AppError> {
 /// How `create` and `diff` write their layer.
 struct LayerWrite<'a> {
     /// The progress bar's label.
-    label: &'static str,
+    label: String,
     output: &'a LayerDestination,
     clamp_mtime: Option<i64>,
     quiet: bool,
@@ -639,7 +709,7 @@ impl LayerWrite<'_> {
         let compression = target.compression(self.output.compression);
         let output = LayerOutput::create(target.clone(), compression)?;
         let total = selection.data_bytes(scan);
-        let mut progress = Progress::bytes(self.label, total, self.quiet);
+        let mut progress = Progress::bytes(&self.label, total, self.quiet);
         let mut writer = crate::tar::TarWriter::new(output);
         let emitted = author::emit(
             scan,
@@ -663,7 +733,9 @@ impl LayerWrite<'_> {
         })?;
         let written = writer.finish().map_err(io_error)?.finish()?;
         log::info!(
-            "{target}: {entries} entries ({whiteouts} whiteouts), {data_bytes} bytes of file data"
+            "{target}: {} ({}), {data_bytes} bytes of file data",
+            counted(entries, "entry", "entries"),
+            counted(whiteouts, "whiteout", "whiteouts")
         );
         let (Some(diff_id), Some(blob)) = (written.diff_id, written.blob) else {
             let missing = std::io::Error::other("the layer's digests were not computed");

@@ -31,6 +31,7 @@
 //! - [`output`]: where a written layer goes: framed compression, digests,
 //!   and a file put in place only when complete;
 //! - [`progress`]: a progress bar for long commands, on terminals only;
+//! - [`plural`]: counts in messages, "1 layer" and "2 layers";
 //! - [`logging`]: log records to stderr, or to syslog from a background
 //!   daemon;
 //! - [`app`] and [`daemon`]: the commands behind the CLI, and running a
@@ -54,6 +55,7 @@ pub mod inspect;
 pub mod list;
 pub mod logging;
 pub mod output;
+pub mod plural;
 pub mod progress;
 pub mod registry;
 pub mod source;

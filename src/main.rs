@@ -12,10 +12,13 @@ use layerfs::inputs::LayerInputs;
 use layerfs::list::ListFormat;
 use layerfs::output::{Compression, Target};
 
-/// Mount a stack of container-image layers (tar, tar.gz, tar.zst) as one
-/// read-only tree, without extracting them.
+/// Mount a stack of container-image layers as one read-only tree, without
+/// extracting them. A layer is a tar (plain, gzip, zstd, bzip2, xz or lz4),
+/// an extracted layer directory, or an image standing for its layers: an
+/// OCI layout (DIR, DIR:TAG, DIR@DIGEST), an OCI or docker save archive,
+/// or a registry reference (HOST/REPO[:TAG|@DIGEST], docker://REF).
 #[derive(Parser)]
-#[command(name = "layerfs", version, about, max_term_width = 100)]
+#[command(name = "layerfs", version, max_term_width = 100)]
 struct Cli {
     /// More log output on stderr (-v: info, -vv: debug); RUST_LOG overrides.
     #[arg(short, long, action = ArgAction::Count, global = true)]
@@ -30,7 +33,6 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Mount LAYER... (bottom first; an image stands for its layers, a directory is a layer) read-only at MOUNTPOINT; returns once the mount is ready.
-    #[command(override_usage = "layerfs mount [OPTIONS] LAYER... MOUNTPOINT")]
     Mount {
         /// Stay in the foreground until unmounted (SIGINT/SIGTERM unmount).
         #[arg(short, long)]
@@ -41,16 +43,19 @@ enum Command {
         /// Threads serving requests (default: cores, 2 to 8).
         #[arg(long, value_name = "N")]
         threads: Option<usize>,
-        /// Where the background daemon writes its log (default: nowhere).
+        /// Where the background daemon writes its log (default: syslog).
         #[arg(long, value_name = "FILE")]
         log_file: Option<PathBuf>,
         #[command(flatten)]
         cache: CacheArgs,
         #[command(flatten)]
         image: ImageArgs,
-        /// Layer files, directories or images, bottom first, then the mountpoint.
-        #[arg(required = true, num_args = 2.., value_name = "PATH")]
-        paths: Vec<PathBuf>,
+        /// Layer files, directories or images, bottom first.
+        #[arg(required = true, value_name = "LAYER")]
+        layers: Vec<PathBuf>,
+        /// The directory to mount on (the last argument).
+        #[arg(value_name = "MOUNTPOINT")]
+        mountpoint: PathBuf,
     },
     /// List the merged tree of LAYER... (each path with the layer providing it), or one layer as stored.
     Ls {
@@ -98,7 +103,7 @@ enum Command {
         cache: CacheArgs,
         #[command(flatten)]
         image: ImageArgs,
-        /// An OCI layout directory (DIR, DIR:TAG, DIR@DIGEST), OCI archive or docker save archive.
+        /// An OCI layout directory (DIR, DIR:TAG, DIR@DIGEST), OCI archive, docker save archive or registry reference (HOST/REPO[:TAG|@DIGEST], docker://REF).
         #[arg(value_name = "IMAGE")]
         image_path: PathBuf,
     },
@@ -121,15 +126,19 @@ enum Command {
         dir: PathBuf,
     },
     /// Write the layer that turns the merged tree of LAYER... into DIR, and print its digests.
-    #[command(override_usage = "layerfs diff [OPTIONS] LAYER... DIR")]
     Diff {
         #[command(flatten)]
         output: OutputArgs,
         #[command(flatten)]
         cache: CacheArgs,
-        /// Layer files, directories or images, bottom first, then the directory.
-        #[arg(required = true, num_args = 2.., value_name = "PATH")]
-        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        image: ImageArgs,
+        /// Layer files, directories or images, bottom first.
+        #[arg(required = true, value_name = "LAYER")]
+        layers: Vec<PathBuf>,
+        /// The directory the new layer turns their tree into (the last argument).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
     /// Unmount a layerfs mount; its daemon then exits.
     Umount {
@@ -153,7 +162,7 @@ enum IndexCommand {
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
         #[command(flatten)]
-        cache: CacheArgs,
+        cache: IndexCacheArgs,
         #[command(flatten)]
         image: ImageArgs,
         /// Layer files or images (a registry reference), bottom first.
@@ -163,7 +172,7 @@ enum IndexCommand {
     /// Put the indexes of each BUNDLE into the index cache.
     Import {
         #[command(flatten)]
-        cache: CacheArgs,
+        cache: IndexCacheArgs,
         /// Bundles written by `layerfs index export`.
         #[arg(required = true, value_name = "BUNDLE")]
         bundles: Vec<PathBuf>,
@@ -223,7 +232,7 @@ impl ImageArgs {
     }
 }
 
-/// Where layer indexes are kept (`diff`).
+/// Where layer indexes are kept (`mount`, `ls`, `export`, `inspect`, `diff`).
 #[derive(Args)]
 struct CacheArgs {
     /// Keep layer indexes here (default: $XDG_CACHE_HOME/layerfs or ~/.cache/layerfs).
@@ -241,6 +250,22 @@ impl CacheArgs {
             (false, Some(dir)) => CacheChoice::Dir(dir),
             (false, None) => CacheChoice::Default,
         }
+    }
+}
+
+/// The index cache of `layerfs index`, which exists to fill or read it:
+/// there is no `--no-cache` to offer.
+#[derive(Args)]
+struct IndexCacheArgs {
+    /// The index cache (default: $XDG_CACHE_HOME/layerfs or ~/.cache/layerfs).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+impl IndexCacheArgs {
+    fn choice(self) -> CacheChoice {
+        self.cache_dir
+            .map_or(CacheChoice::Default, CacheChoice::Dir)
     }
 }
 
@@ -315,21 +340,19 @@ fn main() -> ExitCode {
             log_file,
             cache,
             image,
-            mut paths,
-        } => {
-            let mountpoint = paths.pop().unwrap_or_default();
-            app::mount(&MountRequest {
-                layers: image.inputs(paths),
-                mountpoint,
-                options,
-                foreground,
-                threads,
-                log_file,
-                cache: cache.choice(),
-                quiet: cli.quiet,
-                fsname: None,
-            })
-        }
+            layers,
+            mountpoint,
+        } => app::mount(&MountRequest {
+            layers: image.inputs(layers),
+            mountpoint,
+            options,
+            foreground,
+            threads,
+            log_file,
+            cache: cache.choice(),
+            quiet: cli.quiet,
+            fsname: None,
+        }),
         Command::Ls {
             long,
             json,
@@ -374,17 +397,16 @@ fn main() -> ExitCode {
         Command::Diff {
             output,
             cache,
-            mut paths,
-        } => {
-            let dir = paths.pop().unwrap_or_default();
-            app::diff(&DiffRequest {
-                layers: paths,
-                dir,
-                output: output.destination(),
-                cache: cache.choice(),
-                quiet: cli.quiet,
-            })
-        }
+            image,
+            layers,
+            dir,
+        } => app::diff(&DiffRequest {
+            layers: image.inputs(layers),
+            dir,
+            output: output.destination(),
+            cache: cache.choice(),
+            quiet: cli.quiet,
+        }),
         Command::Inspect {
             json,
             cache,

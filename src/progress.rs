@@ -3,10 +3,13 @@
 //!
 //! It appears only when stderr is a terminal, the user did not ask for
 //! quiet, and the work has already taken a second (or the seconds in
-//! [`DELAY_ENV`]), so quick runs, pipes and logs never see it; it is
-//! erased when the work ends.
+//! [`DELAY_ENV`]), so quick runs, pipes and logs never see it; it names
+//! what is worked on ([`label`]) and is erased as soon as all its bytes
+//! are through (what follows, a merge or a flush, has no size to show: a
+//! bar standing at 100% "ETA 0s" would only look stuck).
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -32,6 +35,9 @@ pub struct Progress {
     started: Instant,
     show_after: Duration,
     shown: bool,
+    /// All bytes were through and the bar was erased; more work (a grown
+    /// total) brings it back.
+    erased: bool,
 }
 
 impl Progress {
@@ -49,17 +55,34 @@ impl Progress {
             bar.set_message(label.to_string());
             bar
         });
+        Progress::with_bar(bar, show_after(std::env::var(DELAY_ENV).ok().as_deref()))
+    }
+
+    fn with_bar(bar: Option<ProgressBar>, show_after: Duration) -> Progress {
         Progress {
             bar,
             started: Instant::now(),
-            show_after: show_after(std::env::var(DELAY_ENV).ok().as_deref()),
+            show_after,
             shown: false,
+            erased: false,
         }
     }
 
-    /// Records that `done` bytes of the total are done.
+    /// Records that `done` bytes of the total are done; all of them erases
+    /// the bar.
     pub fn set(&mut self, done: u64) {
         let Some(bar) = &self.bar else { return };
+        if bar.length().is_some_and(|total| total > 0 && done >= total) {
+            if !self.erased {
+                bar.finish_and_clear();
+                self.erased = true;
+            }
+            return;
+        }
+        if self.erased {
+            bar.reset();
+            self.erased = false;
+        }
         bar.set_position(done);
         if !self.shown && self.started.elapsed() >= self.show_after {
             bar.set_draw_target(ProgressDrawTarget::stderr());
@@ -80,6 +103,33 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// A bar's label: `verb` and what it works on, named by the last component
+/// of each argument (a layer file, a directory, an image or registry
+/// reference: `alpine:3.19`), the first and how many more.
+pub fn label(verb: &str, args: &[impl AsRef<Path>]) -> String {
+    /// Longer names are cut, so that the bar keeps its room.
+    const NAME_CHARS: usize = 32;
+    let Some(first) = args.first() else {
+        return verb.to_string();
+    };
+    let first = first.as_ref();
+    let name = first
+        .file_name()
+        .unwrap_or(first.as_os_str())
+        .to_string_lossy();
+    let mut text = format!("{verb} ");
+    if name.chars().count() > NAME_CHARS {
+        text.extend(name.chars().take(NAME_CHARS - 1));
+        text.push('…');
+    } else {
+        text.push_str(&name);
+    }
+    if args.len() > 1 {
+        text.push_str(&format!(" +{} more", args.len() - 1));
+    }
+    text
 }
 
 /// Whether a bar may ever be drawn: on a terminal, unless asked for quiet.
@@ -178,6 +228,36 @@ mod tests {
         for bad in ["", "soon", "-1", "NaN", "inf"] {
             assert_eq!(show_after(Some(bad)), SHOW_AFTER, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn labels_name_the_first_argument_and_count_the_rest() {
+        assert_eq!(label("index", &["/l/base.tar.gz"]), "index base.tar.gz");
+        assert_eq!(
+            label("index", &["a.tar", "ghcr.io/x/app:1", "c"]),
+            "index a.tar +2 more"
+        );
+        assert_eq!(label("export", &[] as &[&str]), "export");
+        let long = "x".repeat(40);
+        let cut = label("index", &[long.as_str()]);
+        assert_eq!(cut.chars().count(), "index ".len() + 32, "{cut}");
+    }
+
+    #[test]
+    fn the_bar_is_erased_once_all_its_bytes_are_through() {
+        let bar = ProgressBar::with_draw_target(Some(100), ProgressDrawTarget::hidden());
+        let mut progress = Progress::with_bar(Some(bar.clone()), Duration::ZERO);
+        progress.set(50);
+        assert!(!bar.is_finished());
+        assert_eq!(bar.position(), 50);
+        progress.set(100);
+        assert!(bar.is_finished(), "a bar at 100% stays up");
+        progress.set_total(200);
+        progress.set(150);
+        assert!(!bar.is_finished(), "more work did not bring the bar back");
+        assert_eq!(bar.position(), 150);
+        progress.finish();
+        assert!(bar.is_finished());
     }
 
     #[test]

@@ -608,16 +608,16 @@ fn stored_tree(layers: &[Layer], cache: &IndexCache, keys: &[LayerKey]) -> Optio
         }
     }
     log::info!(
-        "merged tree loaded from the cache ({} layers)",
-        layers.len()
+        "merged tree loaded from the cache ({})",
+        crate::plural::counted(layers.len(), "layer", "layers")
     );
     Some(tree)
 }
 
 fn log_tree(layers: &[Layer], tree: &Tree) {
     log::info!(
-        "{} layers merged: {} inodes, {} bytes of file data; the tree takes {} bytes ({} per inode)",
-        layers.len(),
+        "{} merged: {} inodes, {} bytes of file data; the tree takes {} bytes ({} per inode)",
+        crate::plural::counted(layers.len(), "layer", "layers"),
         tree.len(),
         tree.file_bytes(),
         tree.memory_bytes(),

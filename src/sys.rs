@@ -83,11 +83,44 @@ pub fn redirect_stdio(log: Option<&std::fs::File>) -> io::Result<()> {
     Ok(())
 }
 
-/// Unmounts `path` with umount2(2), detaching it lazily if asked.
+/// mount(2): mounts `source` of type `fs_type` at `target`.
+pub fn mount(
+    source: &str,
+    target: &Path,
+    fs_type: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
+    let c = |text: &[u8]| {
+        CString::new(text)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "contains a NUL byte"))
+    };
+    let (source, target) = (c(source.as_bytes())?, c(target.as_os_str().as_bytes())?);
+    let (fs_type, data) = (c(fs_type.as_bytes())?, c(data.as_bytes())?);
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives
+    // the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fs_type.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Unmounts `path` with umount2(2), detaching it lazily if asked. The last
+/// component is never followed (a mountpoint is not a symlink), so a mount
+/// whose daemon is stopped is not asked anything.
 pub fn umount(path: &Path, lazy: bool) -> io::Result<()> {
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
-    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    let flags = libc::UMOUNT_NOFOLLOW | if lazy { libc::MNT_DETACH } else { 0 };
     // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call.
     if unsafe { libc::umount2(c_path.as_ptr(), flags) } == -1 {
         return Err(io::Error::last_os_error());
@@ -199,6 +232,21 @@ pub fn syslog(priority: libc::c_int, message: &std::ffi::CStr) {
     // SAFETY: the format is a static "%s" taking exactly the one C string
     // passed, which is NUL-terminated and outlives the call.
     unsafe { libc::syslog(priority, c"%s".as_ptr(), message.as_ptr()) };
+}
+
+/// Sends `signal` to process `pid` with kill(2).
+pub fn signal(pid: i32, signal: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes plain integers.
+    if unsafe { libc::kill(pid, signal) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The real user and group ids (the owner a FUSE mount records).
+pub fn real_ids() -> (u32, u32) {
+    // SAFETY: getuid(2) and getgid(2) take no arguments and cannot fail.
+    unsafe { (libc::getuid(), libc::getgid()) }
 }
 
 /// Whether this process runs as root (effective uid 0).

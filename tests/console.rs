@@ -101,7 +101,7 @@ fn on_a_terminal_the_bar_shows_while_indexing_and_is_erased() {
         return;
     };
     let last = screen
-        .rfind("index [")
+        .rfind("index big.tar [")
         .unwrap_or_else(|| panic!("no progress bar on the terminal: {screen:?}"));
     // Two reads of the layer: the digest check and the indexing pass.
     assert!(screen.contains(" MiB/1.00 GiB "), "{screen:?}");
@@ -113,7 +113,10 @@ fn on_a_terminal_the_bar_shows_while_indexing_and_is_erased() {
 
     let quiet = on_a_terminal(&["-q", "ls", "--no-cache", "--digest", &digest, layer]);
     let quiet = quiet.expect("script ran a moment ago");
-    assert!(!quiet.contains("index ["), "-q drew a bar: {quiet:?}");
+    assert!(
+        !quiet.contains("index big.tar ["),
+        "-q drew a bar: {quiet:?}"
+    );
 }
 
 /// A datagram socket at /dev/log, where syslog(3) sends, removed when
@@ -196,4 +199,40 @@ fn a_background_daemon_without_a_log_file_logs_to_syslog() {
         message.contains(&*layers.paths[0].to_string_lossy()),
         "the warning does not name the layer: {message}"
     );
+}
+
+/// `layerfs index` exists to fill or read the index cache: it offers no
+/// `--no-cache`, and a cache it cannot open is one error line saying why.
+#[test]
+fn index_commands_say_why_there_is_no_cache() {
+    let layers = Layers::new();
+    let bundle = layers.dir().join("bundle.tar");
+    let run = run_captured(
+        Command::new(common::mount::bin())
+            .args(["index".as_ref(), "import".as_ref(), bundle.as_os_str()])
+            .env_remove("HOME")
+            .env_remove("XDG_CACHE_HOME"),
+    );
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert_eq!(
+        run.stderr,
+        "layerfs: index import needs an index cache: neither XDG_CACHE_HOME nor HOME is set (give --cache-dir DIR)\n"
+    );
+    let file = layers.dir().join("file");
+    fs::write(&file, "not a directory").expect("write file");
+    let run = layerfs([
+        "index".as_ref(),
+        "import".as_ref(),
+        "--cache-dir".as_ref(),
+        file.as_os_str(),
+        bundle.as_os_str(),
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    let line = run.stderr.strip_suffix('\n').unwrap_or(&run.stderr);
+    assert!(
+        line.starts_with("layerfs: index import needs an index cache: ") && !line.contains('\n'),
+        "{:?}",
+        run.stderr
+    );
+    assert!(line.contains(&*file.to_string_lossy()), "{line}");
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use common::layer::pseudo_random;
 use common::mount::{
-    bin, daemons_serving, is_alive, is_mounted, layerfs, mount_args, mountinfo_lines, run_captured,
-    wait_for, Foreground,
+    bin, daemons_serving, force_unmount, is_alive, is_mounted, layerfs, mount_args,
+    mountinfo_lines, run_captured, wait_for, Foreground,
 };
 use common::{assert_merge, assert_tree, Codec, Expected, Layer, Layers, Mount};
 
@@ -554,4 +554,169 @@ fn xattrs_are_unsupported_only_where_the_tree_has_none() {
     assert_eq!(xattr::get(mount.join("g"), "user.a").expect("absent"), None);
     let names: Vec<_> = xattr::list(mount.join("f")).expect("listxattr").collect();
     assert_eq!(names, ["user.a"]);
+}
+
+/// The mount table shows type `fuse.layerfs` (what `findmnt -t
+/// fuse.layerfs` and `umount -t` look for) and, as the source, the whole
+/// stack as fstab spells it: absolute paths joined by ':'.
+#[test]
+fn the_mount_table_shows_fuse_layerfs_and_the_whole_stack() {
+    let mount = Mount::fresh();
+    let cwd = mount.path().parent().unwrap();
+    for (name, file) in [("lower.tar", "f"), ("up:per.tar", "g")] {
+        Layer::default()
+            .file(file, "x")
+            .write(cwd, name, Codec::Plain);
+    }
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(cwd)
+        .args(["mount", "lower.tar", "up:per.tar", "mnt"]);
+    run_captured(&mut cmd).expect_success("layerfs mount with relative paths");
+    let lines = mountinfo_lines(mount.path());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let fields: Vec<&str> = lines[0].split(' ').collect();
+    let dash = fields.iter().position(|f| *f == "-").expect("separator");
+    assert_eq!(fields[dash + 1], "fuse.layerfs", "type in {}", lines[0]);
+    let expected = format!(
+        "{}:{}",
+        cwd.join("lower.tar").display(),
+        cwd.join("up\\:per.tar").display()
+    );
+    // mountinfo escapes '\' as \134.
+    let source = fields[dash + 2].replace("\\134", "\\");
+    assert_eq!(source, expected, "source in {}", lines[0]);
+}
+
+/// Mounting over a directory that holds something hides it: a warning
+/// names the directory; an empty one mounts silently.
+#[test]
+fn mounting_over_a_non_empty_directory_warns() {
+    let stack = one_file_stack();
+    let mount = Mount::fresh();
+    std::fs::write(mount.path().join("hidden"), "x").unwrap();
+    let run = layerfs(mount_args(&[], &stack.paths, mount.path()));
+    run.expect_success("layerfs mount");
+    let warnings: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(warnings.len(), 1, "{:?}", run.stderr);
+    assert!(
+        warnings[0].contains(&format!("{}: not empty", mount.path().display())),
+        "{:?}",
+        run.stderr
+    );
+    force_unmount(mount.path());
+    std::fs::remove_file(mount.path().join("hidden")).unwrap();
+    let run = layerfs(mount_args(&[], &stack.paths, mount.path()));
+    run.expect_success("layerfs mount");
+    assert_eq!(run.stderr, "");
+}
+
+/// Swapped arguments or a missing mountpoint: the error names the
+/// mountpoint as such and says where it goes, before any layer is read
+/// (the layer here is not even a tar).
+#[test]
+fn a_bad_mountpoint_is_named_as_the_mountpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = dir.path().join("layer.tar.gz");
+    std::fs::write(&layer, "not a tar").unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let swapped = layerfs([OsStr::new("mount"), mnt.as_os_str(), layer.as_os_str()]);
+    assert_eq!(swapped.status.code(), Some(1), "{swapped:?}");
+    assert_eq!(
+        swapped.stderr,
+        format!(
+            "layerfs: mountpoint {}: not a directory (the mountpoint comes last, after the layers)\n",
+            layer.display()
+        )
+    );
+    let missing = dir.path().join("nope");
+    let run = layerfs([OsStr::new("mount"), layer.as_os_str(), missing.as_os_str()]);
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert_eq!(
+        run.stderr,
+        format!(
+            "layerfs: mountpoint {}: no such directory (create it first; the mountpoint comes last, after the layers)\n",
+            missing.display()
+        )
+    );
+    let help = layerfs(["mount", "--help"]);
+    assert!(
+        help.stdout
+            .contains("Usage: layerfs mount [OPTIONS] <LAYER>... <MOUNTPOINT>"),
+        "{}",
+        help.stdout
+    );
+}
+
+/// Continues a stopped process when dropped, so that a failing test
+/// cannot leave a daemon stopped and its mount hanging the cleanup.
+struct Continue(Vec<u32>);
+
+impl Drop for Continue {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: plain kill(2) on a pid this test stopped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+        }
+    }
+}
+
+/// `layerfs umount [-l]` of a mount whose daemon is stopped (SIGSTOP)
+/// returns at once: it never looks at the mount's files (a stat would
+/// wait for the daemon forever); the mount is gone and so is the daemon.
+fn check_umount_with_a_stopped_daemon(extra: &[&str]) {
+    let stack = one_file_stack();
+    let mount = stack.mount();
+    let daemons = daemons_serving(mount.path());
+    assert!(!daemons.is_empty(), "no daemon serves the mount");
+    let _continue = Continue(daemons.clone());
+    for &pid in &daemons {
+        // SAFETY: plain kill(2) on the daemon this test started.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) }, 0);
+    }
+    let stopped = wait_for(Duration::from_secs(5), || {
+        daemons.iter().all(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('T')
+        })
+    });
+    assert!(stopped, "daemon(s) {daemons:?} did not stop");
+    let mut umount = Command::new(bin())
+        .arg("umount")
+        .args(extra)
+        .arg(mount.path())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn layerfs umount");
+    let returned = wait_for(Duration::from_secs(5), || {
+        matches!(umount.try_wait(), Ok(Some(_)))
+    });
+    if !returned {
+        let _ = umount.kill();
+    }
+    let status = umount.wait().expect("wait for layerfs umount");
+    assert!(
+        returned,
+        "layerfs umount {extra:?} hung on a stopped daemon"
+    );
+    assert!(status.success(), "layerfs umount {extra:?}: {status}");
+    assert!(!is_mounted(mount.path()), "still mounted");
+    let exited = wait_for(Duration::from_secs(10), || {
+        daemons.iter().all(|&pid| !is_alive(pid))
+    });
+    assert!(exited, "daemon(s) {daemons:?} still there after umount");
+}
+
+#[test]
+fn umount_returns_when_the_daemon_is_stopped() {
+    check_umount_with_a_stopped_daemon(&[]);
+}
+
+#[test]
+fn lazy_umount_returns_when_the_daemon_is_stopped() {
+    check_umount_with_a_stopped_daemon(&["-l"]);
 }

@@ -1,13 +1,15 @@
 //! The man page and the CLI must not drift apart: every subcommand and every
 //! option `layerfs ... --help` shows is documented in `man/layerfs.1`, and
 //! every option the man page documents exists. Also checks that the
-//! completion scripts are generated for each shell.
+//! completion scripts are generated for each shell, and that usage errors
+//! exit with the status the man page gives.
 
 mod common;
 
 use std::collections::BTreeSet;
 
 use common::mount::layerfs;
+use common::{Layer, Layers};
 
 const MAN_PAGE: &str = include_str!("../man/layerfs.1");
 
@@ -126,4 +128,182 @@ fn completion_scripts_are_generated_for_each_shell() {
     }
     let run = layerfs(["completions", "tcsh"]);
     assert!(!run.status.success());
+}
+
+/// EXIT STATUS says 2 for a usage error: the arguments clap checks and the
+/// ones layerfs checks itself alike, each with one line on stderr.
+#[test]
+fn every_usage_error_exits_2() {
+    let mut layers = Layers::new();
+    layers.add(&Layer::default().file("f", "x"));
+    let layer = layers.paths[0].to_str().expect("utf-8 temp path");
+    let mnt = layers.dir().join("mnt");
+    std::fs::create_dir(&mnt).expect("mountpoint");
+    let mnt = mnt.to_str().expect("utf-8 temp path");
+    for (args, message) in [
+        (
+            vec!["mount", "-o", "allow_others", layer, mnt],
+            "layerfs: unknown mount option 'allow_others'",
+        ),
+        (
+            vec!["ls", "--peek", "1Q", layer],
+            "layerfs: --peek 1Q: not a byte count",
+        ),
+        (
+            vec!["ls", "--layer", "0", layer],
+            "layerfs: --layer 0: there is 1 layer (1 = bottom)",
+        ),
+        (
+            vec!["ls", "--digest", "3=sha256:00", layer],
+            "layerfs: --digest \"3=sha256:00\": there is no layer 3",
+        ),
+        (
+            vec!["ls", "--bogus", layer],
+            "error: unexpected argument '--bogus'",
+        ),
+        (
+            vec!["index", "import", "--no-cache", layer],
+            "error: unexpected argument '--no-cache'",
+        ),
+    ] {
+        let run = layerfs(&args);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {run:?}");
+        assert!(
+            run.stderr.starts_with(message),
+            "{args:?}: {:?}",
+            run.stderr
+        );
+    }
+    assert!(!common::mount::is_mounted(std::path::Path::new(mnt)));
+}
+
+/// The man page's entry for `option`: from its `.TP` heading to the next
+/// `.TP`, `.SH` or `.SS`, as plain lower-case words.
+fn man_entry(man: &str, option: &str) -> Option<String> {
+    let lines: Vec<&str> = man.lines().collect();
+    let start = lines.windows(2).position(|w| {
+        w[0].starts_with(".TP")
+            && w[1]
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .any(|word| word == option)
+    })?;
+    let entry: Vec<&str> = lines[start + 1..]
+        .iter()
+        .take_while(|l| !(l.starts_with(".TP") || l.starts_with(".SH") || l.starts_with(".SS")))
+        .copied()
+        .collect();
+    Some(entry.join(" ").to_lowercase())
+}
+
+/// The words of a default worth comparing: names, not glue.
+fn significant_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.len() >= 4 && !["from", "with", "than"].contains(w))
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Each `(default: ...)` that `--help` gives is the one the man page gives:
+/// every name in it appears in the option's man entry.
+#[test]
+fn every_default_in_the_help_is_the_man_pages() {
+    let man = man_text();
+    let mut helps = vec![layerfs(["--help"]).stdout];
+    for command in subcommands() {
+        helps.push(layerfs([command.as_str(), "--help"]).stdout);
+    }
+    for sub in ["export", "import"] {
+        helps.push(layerfs(["index", sub, "--help"]).stdout);
+    }
+    let mut drift = Vec::new();
+    let mut checked = 0;
+    for line in helps.iter().flat_map(|h| h.lines()).map(str::trim_start) {
+        let (Some(option), Some(at)) = (
+            line.split_whitespace().find(|w| w.starts_with("--")),
+            line.find("(default: "),
+        ) else {
+            continue;
+        };
+        let option = option.trim_end_matches(',');
+        let default = &line[at + "(default: ".len()..];
+        let default = default.rsplit_once(')').map_or(default, |(d, _)| d);
+        let Some(entry) = man_entry(&man, option) else {
+            drift.push(format!("{option}: no man page entry"));
+            continue;
+        };
+        checked += 1;
+        for word in significant_words(default) {
+            if !entry.contains(&word) {
+                drift.push(format!("{option}: help's default {default:?} ({word})"));
+            }
+        }
+    }
+    assert!(checked >= 5, "only {checked} defaults found in --help");
+    drift.sort();
+    drift.dedup();
+    assert!(drift.is_empty(), "man/layerfs.1 says otherwise: {drift:?}");
+}
+
+/// What the commands take: the codecs and image kinds the top-level help
+/// names are the man page's; the commands taking LAYER are those the man
+/// page says take images, each with the image options; `inspect` takes a
+/// registry reference as the man page says.
+#[test]
+fn the_help_and_the_man_page_name_the_same_inputs() {
+    let man = man_text();
+    let top = layerfs(["--help"]).stdout;
+    let description: String = man
+        .lines()
+        .skip_while(|l| !l.starts_with(".SH DESCRIPTION"))
+        .take_while(|l| !l.starts_with(".SS"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    for codec in ["gzip", "zstd", "bzip2", "xz", "lz4"] {
+        assert!(top.contains(codec), "--help does not name {codec}");
+        assert!(
+            description.contains(codec),
+            "DESCRIPTION does not name {codec}"
+        );
+    }
+    for kind in [
+        "OCI layout",
+        "docker save",
+        "registry reference",
+        "directory",
+    ] {
+        assert!(top.contains(kind), "--help does not name {kind}: {top}");
+    }
+    let taking = man
+        .lines()
+        .find_map(|l| l.strip_prefix("is taken ("))
+        .and_then(|l| l.split_once(')'))
+        .map(|(list, _)| {
+            list.split(", ")
+                .map(str::to_string)
+                .collect::<BTreeSet<_>>()
+        })
+        .expect("Images: \"is taken (COMMANDS)\"");
+    let mut with_layers = BTreeSet::new();
+    for command in subcommands() {
+        let help = layerfs([command.as_str(), "--help"]).stdout;
+        if help.contains("<LAYER>") {
+            with_layers.insert(command.clone());
+        }
+    }
+    if layerfs(["index", "export", "--help"])
+        .stdout
+        .contains("<LAYER>")
+    {
+        with_layers.insert("index export".to_string());
+    }
+    assert_eq!(with_layers, taking, "commands taking LAYER: help vs man");
+    for command in &with_layers {
+        let args: Vec<&str> = command.split(' ').chain(["--help"]).collect();
+        let options = long_options(&layerfs(args).stdout);
+        for wanted in ["--platform", "--creds", "--insecure"] {
+            assert!(options.contains(wanted), "{command} lacks {wanted}");
+        }
+    }
+    let inspect = layerfs(["inspect", "--help"]).stdout;
+    assert!(inspect.contains("registry reference"), "{inspect}");
 }

@@ -13,6 +13,16 @@ pub enum OptionError {
     Writable(String),
 }
 
+/// The arguments of mount(2) for a FUSE mount, but the `/dev/fuse` fd.
+#[derive(Debug)]
+pub(super) struct KernelMount {
+    pub fs_type: String,
+    pub source: String,
+    pub flags: libc::c_ulong,
+    /// Comma-separated kernel options (`default_permissions`, ...).
+    pub data: String,
+}
+
 /// How a stack is mounted.
 ///
 /// Defaults: read-only, `nosuid`, `nodev`, `default_permissions` (the kernel
@@ -103,10 +113,42 @@ impl MountOptions {
         self.default_permissions
     }
 
+    /// What mount(2) takes to mount these options directly: the type
+    /// `fuse.SUBTYPE` and source FSNAME (as fusermount3 writes them), the
+    /// flags, and the data string without its `fd=`.
+    pub(super) fn kernel_mount(&self) -> KernelMount {
+        let mut flags = libc::MS_RDONLY;
+        for (off, flag) in [
+            (!self.suid, libc::MS_NOSUID),
+            (!self.dev, libc::MS_NODEV),
+            (!self.exec, libc::MS_NOEXEC),
+            (!self.atime, libc::MS_NOATIME),
+        ] {
+            if off {
+                flags |= flag;
+            }
+        }
+        let mut data = Vec::new();
+        if self.default_permissions {
+            data.push("default_permissions");
+        }
+        // The kernel knows only allow_other; fuser lets root alone through
+        // for allow_root.
+        if self.acl != SessionACL::Owner {
+            data.push("allow_other");
+        }
+        KernelMount {
+            fs_type: format!("fuse.{}", self.subtype),
+            source: self.fsname.clone(),
+            flags,
+            data: data.join(","),
+        }
+    }
+
     pub(super) fn fuser_options(&self) -> Vec<MountOption> {
         let mut options = vec![
             MountOption::RO,
-            MountOption::FSName(self.fsname.clone()),
+            MountOption::FSName(escape_for_fusermount(&self.fsname)),
             MountOption::Subtype(self.subtype.clone()),
             if self.suid {
                 MountOption::Suid
@@ -134,6 +176,21 @@ impl MountOptions {
         }
         options
     }
+}
+
+/// `name` as an option value for fusermount3, which splits its `-o` list
+/// at commas and takes `\` to escape the next character: a source holding
+/// a ',' (or the `\:` of a ':' in a layer name) reaches the mount table
+/// as given.
+fn escape_for_fusermount(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(c, '\\' | ',') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -171,6 +228,32 @@ mod tests {
         assert!(!o.fuser_options().contains(&MountOption::DefaultPermissions));
         o.parse("default_permissions").expect("valid option");
         assert!(o.fuser_options().contains(&MountOption::DefaultPermissions));
+    }
+
+    #[test]
+    fn fusermount_gets_commas_and_backslashes_escaped() {
+        let mut o = MountOptions::default();
+        o.set_fsname("/l/a,b.tar:/l/c\\:d.tar".into());
+        let fuser = o.fuser_options();
+        let wanted = MountOption::FSName("/l/a\\,b.tar:/l/c\\\\:d.tar".into());
+        assert!(fuser.contains(&wanted), "{fuser:?}");
+        assert_eq!(o.kernel_mount().source, "/l/a,b.tar:/l/c\\:d.tar");
+    }
+
+    #[test]
+    fn kernel_mounts_are_typed_fuse_layerfs_and_read_only() {
+        let mut o = MountOptions::default();
+        let kernel = o.kernel_mount();
+        assert_eq!(kernel.fs_type, "fuse.layerfs");
+        assert_eq!(kernel.data, "default_permissions");
+        let wanted = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME;
+        assert_eq!(kernel.flags, wanted);
+        o.parse("allow_root,no_default_permissions,noexec,subtype=img")
+            .expect("valid options");
+        let kernel = o.kernel_mount();
+        assert_eq!(kernel.fs_type, "fuse.img");
+        assert_eq!(kernel.data, "allow_other");
+        assert_eq!(kernel.flags & libc::MS_NOEXEC, libc::MS_NOEXEC);
     }
 
     #[test]
