@@ -170,7 +170,7 @@ enum IndexCommand {
 /// Where a written layer goes (`create`, `diff`).
 #[derive(Args)]
 struct OutputArgs {
-    /// Write here instead of stdout (`-`: stdout); replaced only once complete.
+    /// Write here instead of stdout (`-`: stdout): a file replaced only once complete, a device or FIFO written into.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// none, gzip[:LEVEL] or zstd[:LEVEL], in independent 1 MiB frames (default: from FILE's extension).

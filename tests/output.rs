@@ -1,0 +1,256 @@
+//! Where every command's output goes: `-o` onto each kind of file (as
+//! `tar -f` treats them) and the mode of the files written.
+
+mod common;
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::layer::{pseudo_random, Codec};
+use common::mount::{bin, layerfs, run_captured, Run};
+use common::{names, Format, Layer};
+use tempfile::TempDir;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The inputs every command reads: a directory, a layer file holding an
+/// older version of it, and an index cache.
+struct Inputs {
+    dir: TempDir,
+}
+
+impl Inputs {
+    fn new() -> Inputs {
+        let dir = tempfile::Builder::new()
+            .prefix("layerfs-output")
+            .tempdir()
+            .expect("tempdir");
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("etc")).expect("mkdir");
+        fs::write(src.join("etc/hosts"), "127.0.0.1 localhost\n").expect("write");
+        fs::write(src.join("data"), pseudo_random(200_000, 7)).expect("write");
+        Layer::new(Format::Pax)
+            .dir("etc")
+            .file("etc/hosts", "old\n")
+            .file("etc/gone", "removed by the diff")
+            .write(dir.path(), "layer.tar", Codec::Plain);
+        Inputs { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// The commands that take `-o FILE`.
+#[derive(Clone, Copy, Debug)]
+enum Cmd {
+    Create,
+    Export,
+    Diff,
+    IndexExport,
+}
+
+const COMMANDS: [Cmd; 4] = [Cmd::Create, Cmd::Export, Cmd::Diff, Cmd::IndexExport];
+
+impl Cmd {
+    /// The command's arguments, writing to `out` (`None`: stdout).
+    fn args(self, inputs: &Inputs, out: Option<&Path>) -> Vec<OsString> {
+        let (src, layer) = (inputs.path("src"), inputs.path("layer.tar"));
+        let mut args: Vec<OsString> = match self {
+            Cmd::Create => vec!["create".into(), src.into()],
+            Cmd::Export => vec!["export".into(), "--no-cache".into(), layer.into()],
+            Cmd::Diff => vec!["diff".into(), "--no-cache".into(), layer.into(), src.into()],
+            Cmd::IndexExport => vec![
+                "index".into(),
+                "export".into(),
+                "--cache-dir".into(),
+                inputs.path("cache").into(),
+                layer.into(),
+            ],
+        };
+        if let Some(out) = out {
+            args.extend(["-o".into(), out.into()]);
+        }
+        args
+    }
+
+    fn run(self, inputs: &Inputs, out: &Path) -> Run {
+        layerfs(self.args(inputs, Some(out)))
+    }
+
+    /// What the command writes, from a run into a new file.
+    fn reference(self, inputs: &Inputs) -> Vec<u8> {
+        let out = inputs.path(&format!("reference-{self:?}"));
+        self.run(inputs, &out).expect_success("the reference run");
+        let bytes = fs::read(&out).expect("read the reference");
+        fs::remove_file(&out).expect("rm");
+        bytes
+    }
+}
+
+/// One `-o` target kind: prepares it in an empty directory, runs the
+/// command on it and checks the outcome.
+type Case = fn(Cmd, &Inputs, &Path, &[u8]);
+
+/// A character device (a private /dev/null) is written into and stays a
+/// device.
+fn char_device(cmd: Cmd, inputs: &Inputs, dir: &Path, _expected: &[u8]) {
+    let null = dir.join("null");
+    run_captured(Command::new("mknod").arg(&null).args(["c", "1", "3"])).expect_success("mknod");
+    cmd.run(inputs, &null).expect_success("writing to a device");
+    let meta = fs::symlink_metadata(&null).expect("lstat");
+    assert!(meta.file_type().is_char_device(), "{cmd:?}: {meta:?}");
+    assert_eq!(meta.rdev(), libc::makedev(1, 3), "{cmd:?}");
+    assert_eq!(names(dir), ["null"], "{cmd:?}: nothing left beside it");
+}
+
+/// A FIFO is written into: a reader gets every byte, the FIFO stays.
+fn fifo(cmd: Cmd, inputs: &Inputs, dir: &Path, expected: &[u8]) {
+    let path = dir.join("fifo");
+    run_captured(Command::new("mkfifo").arg(&path)).expect_success("mkfifo");
+    let reader = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            fs::File::open(path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .expect("read the fifo");
+            bytes
+        })
+    };
+    // A writer of our own holds the FIFO open, so the reader only sees its
+    // end once the command is done, whatever the command did with it.
+    let keeper = fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open the fifo");
+    let run = cmd.run(inputs, &path);
+    drop(keeper);
+    let got = reader.join().expect("reader thread");
+    run.expect_success("writing to a fifo");
+    assert!(
+        got == expected,
+        "{cmd:?}: the reader got {} bytes",
+        got.len()
+    );
+    let meta = fs::symlink_metadata(&path).expect("lstat");
+    assert!(meta.file_type().is_fifo(), "{cmd:?}: {meta:?}");
+    assert_eq!(names(dir), ["fifo"], "{cmd:?}: nothing left beside it");
+}
+
+/// A symlink to a file is followed: the file gets the output, the link
+/// stays as it was.
+fn symlink_to_file(cmd: Cmd, inputs: &Inputs, dir: &Path, expected: &[u8]) {
+    fs::create_dir(dir.join("real")).expect("mkdir");
+    fs::write(dir.join("real/file"), b"old").expect("write");
+    symlink("real/file", dir.join("link")).expect("symlink");
+    cmd.run(inputs, &dir.join("link"))
+        .expect_success("writing through a symlink");
+    let link = fs::symlink_metadata(dir.join("link")).expect("lstat");
+    assert!(
+        link.file_type().is_symlink(),
+        "{cmd:?}: the link was replaced"
+    );
+    assert_eq!(
+        fs::read_link(dir.join("link")).expect("readlink"),
+        Path::new("real/file")
+    );
+    assert!(fs::read(dir.join("real/file")).expect("read") == expected);
+    assert_eq!(names(dir), ["link", "real"], "{cmd:?}");
+    assert_eq!(names(&dir.join("real")), ["file"], "{cmd:?}");
+}
+
+/// A dangling symlink is refused in one line; nothing is created.
+fn dangling_symlink(cmd: Cmd, inputs: &Inputs, dir: &Path, _expected: &[u8]) {
+    symlink("missing", dir.join("link")).expect("symlink");
+    let run = cmd.run(inputs, &dir.join("link"));
+    assert_eq!(run.status.code(), Some(1), "{cmd:?}: {run:?}");
+    let line = format!(
+        "layerfs: {}: a symlink to missing, which does not exist; not writing through it\n",
+        dir.join("link").display()
+    );
+    assert!(run.stderr.ends_with(&line), "{cmd:?}: {}", run.stderr);
+    assert_eq!(names(dir), ["link"], "{cmd:?}");
+}
+
+/// A directory is refused in one line and left as it was.
+fn directory(cmd: Cmd, inputs: &Inputs, dir: &Path, _expected: &[u8]) {
+    let target = dir.join("d");
+    fs::create_dir(&target).expect("mkdir");
+    let run = cmd.run(inputs, &target);
+    assert_eq!(run.status.code(), Some(1), "{cmd:?}: {run:?}");
+    let line = format!(
+        "layerfs: {}: is a directory; -o takes a file name, a device or a FIFO\n",
+        target.display()
+    );
+    assert!(run.stderr.ends_with(&line), "{cmd:?}: {}", run.stderr);
+    assert_eq!(names(dir), ["d"], "{cmd:?}");
+    assert!(names(&target).is_empty(), "{cmd:?}");
+}
+
+#[test]
+fn every_output_treats_devices_fifos_symlinks_and_directories_as_tar_does() {
+    if !is_root() {
+        eprintln!("skipped: mknod needs root");
+        return;
+    }
+    let inputs = Inputs::new();
+    let cases: [(&str, Case); 5] = [
+        ("char device", char_device),
+        ("fifo", fifo),
+        ("symlink to a file", symlink_to_file),
+        ("dangling symlink", dangling_symlink),
+        ("directory", directory),
+    ];
+    for cmd in COMMANDS {
+        let expected = cmd.reference(&inputs);
+        assert!(
+            expected.len() > 1024,
+            "{cmd:?} wrote {} bytes",
+            expected.len()
+        );
+        for (name, case) in cases {
+            let dir = tempfile::tempdir_in(inputs.dir.path()).expect("case dir");
+            eprintln!("{cmd:?}: {name}");
+            case(cmd, &inputs, dir.path(), &expected);
+        }
+    }
+}
+
+/// Runs `layerfs ARGS` under `umask MASK` (set in the child only: the
+/// umask is process-wide and tests run in parallel).
+fn with_umask(mask: u32, args: Vec<OsString>) -> Run {
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+        .arg(bin())
+        .args(args);
+    run_captured(&mut sh)
+}
+
+#[test]
+fn every_output_gets_0666_less_the_umask_new_or_replaced() {
+    let inputs = Inputs::new();
+    for cmd in COMMANDS {
+        for mask in [0o022, 0o027, 0o002] {
+            let new = inputs.path(&format!("new-{cmd:?}-{mask:o}"));
+            with_umask(mask, cmd.args(&inputs, Some(&new))).expect_success("new file");
+            let replaced = inputs.path(&format!("old-{cmd:?}-{mask:o}"));
+            fs::write(&replaced, b"old").expect("write");
+            fs::set_permissions(&replaced, fs::Permissions::from_mode(0o600)).expect("chmod");
+            with_umask(mask, cmd.args(&inputs, Some(&replaced))).expect_success("replaced file");
+            for path in [new, replaced] {
+                let mode = fs::metadata(&path).expect("stat").mode() & 0o7777;
+                assert_eq!(mode, 0o666 & !mask, "{cmd:?} {}", path.display());
+            }
+        }
+    }
+}
