@@ -74,6 +74,18 @@ pub enum BundleError {
     Output(#[from] OutputError),
 }
 
+impl BundleError {
+    /// Whether the bundle's reader went away (EPIPE; see
+    /// [`OutputError::is_broken_pipe`]).
+    pub fn is_broken_pipe(&self) -> bool {
+        match self {
+            BundleError::Output(e) => e.is_broken_pipe(),
+            BundleError::Io { source, .. } => source.kind() == io::ErrorKind::BrokenPipe,
+            _ => false,
+        }
+    }
+}
+
 /// Writes the entries of the layers with `keys` (and their merged tree,
 /// if stored) from `cache` into a bundle at `out`, which appears only when
 /// complete. `paths` name the layers for messages. Returns how many

@@ -206,3 +206,23 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid(2) takes no arguments and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Ends the process as SIGPIPE's default action does (the shell sees
+/// status 141), for a write that found its reader gone: Rust ignores
+/// SIGPIPE, so the write only failed with EPIPE, and a message about it
+/// would be noise after `| head`.
+pub fn die_of_sigpipe() -> ! {
+    // SAFETY: signal(2), sigset manipulation on a local set, and
+    // pthread_sigmask with a null old-set pointer have no memory effects
+    // beyond their arguments.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(libc::SIGPIPE);
+    }
+    // Only reached if the signal could not be delivered.
+    std::process::exit(128 + libc::SIGPIPE)
+}

@@ -1,14 +1,17 @@
 //! Where every command's output goes: `-o` onto each kind of file (as
-//! `tar -f` treats them) and the mode of the files written.
+//! `tar -f` treats them), the mode of the files written, and a reader
+//! that leaves early.
 
 mod common;
 
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus, Stdio};
 
 use common::layer::{pseudo_random, Codec};
 use common::mount::{bin, layerfs, run_captured, Run};
@@ -252,5 +255,80 @@ fn every_output_gets_0666_less_the_umask_new_or_replaced() {
                 assert_eq!(mode, 0o666 & !mask, "{cmd:?} {}", path.display());
             }
         }
+    }
+}
+
+/// The write end of a pipe whose read end is already closed.
+fn pipe_without_reader() -> OwnedFd {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the two-element array it is given.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    write
+}
+
+/// Runs `layerfs ARGS` with stdout a pipe whose reader leaves after the
+/// first `first` bytes (before the command starts if 0); returns the
+/// status, how much was read and stderr.
+fn reader_leaves_early(args: &[OsString], first: usize) -> (ExitStatus, usize, String) {
+    let stderr = tempfile::tempfile().expect("stderr file");
+    let stdout = match first {
+        0 => Stdio::from(pipe_without_reader()),
+        _ => Stdio::piped(),
+    };
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr.try_clone().expect("dup"))
+        .spawn()
+        .expect("spawn layerfs");
+    let mut head = vec![0u8; first];
+    if let Some(mut out) = child.stdout.take() {
+        out.read_exact(&mut head).expect("read");
+    }
+    let status = child.wait().expect("wait");
+    let mut message = String::new();
+    let mut stderr = stderr;
+    std::io::Seek::rewind(&mut stderr).expect("rewind");
+    stderr.read_to_string(&mut message).expect("read stderr");
+    (status, head.len(), message)
+}
+
+#[test]
+fn a_reader_that_leaves_early_ends_every_command_as_sigpipe_does() {
+    let inputs = Inputs::new();
+    // Far more than a pipe holds (64 KiB): the writer must meet EPIPE.
+    fs::write(inputs.path("src/big"), pseudo_random(4 << 20, 3)).expect("write");
+    let mut many = Layer::new(Format::Pax);
+    for n in 0..20_000 {
+        many = many.file(format!("file-with-a-longish-name-{n:06}"), "");
+    }
+    let listed = many.write(inputs.dir.path(), "many.tar", Codec::Plain);
+    let big = Layer::new(Format::Pax)
+        .file("big", pseudo_random(4 << 20, 5))
+        .write(inputs.dir.path(), "big.tar", Codec::Plain);
+    let commands: Vec<(&str, Vec<OsString>, usize)> = vec![
+        ("create", Cmd::Create.args(&inputs, None), 512),
+        (
+            "export",
+            vec!["export".into(), "--no-cache".into(), big.into()],
+            512,
+        ),
+        (
+            "ls",
+            vec!["ls".into(), "--no-cache".into(), listed.into()],
+            16,
+        ),
+        // Shorter than a pipe holds: the reader is gone before it starts.
+        ("completions", vec!["completions".into(), "bash".into()], 0),
+    ];
+    for (name, args, first) in commands {
+        let (status, read, stderr) = reader_leaves_early(&args, first);
+        assert_eq!(read, first, "{name}");
+        assert_eq!(status.signal(), Some(libc::SIGPIPE), "{name}: {status}");
+        assert_eq!(stderr, "", "{name}");
     }
 }

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 mod file;
 mod frames;
+pub use crate::sys::die_of_sigpipe;
 pub use file::OutputFile;
 use frames::{FrameCodec, FramePool};
 
@@ -65,6 +66,14 @@ pub enum OutputError {
         /// What it is: "a directory", "a socket".
         what: &'static str,
     },
+}
+
+impl OutputError {
+    /// Whether the output's reader went away (EPIPE): the command should
+    /// end as if killed by SIGPIPE, without a message.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, OutputError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
 }
 
 /// How the written tar is compressed.
