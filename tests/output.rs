@@ -1,20 +1,21 @@
 //! Where every command's output goes: `-o` onto each kind of file (as
-//! `tar -f` treats them), the mode of the files written, and a reader
-//! that leaves early.
+//! `tar -f` treats them), the mode of the files written, a reader that
+//! leaves early, and a terminating signal in the middle of a write.
 
 mod common;
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
 
 use common::layer::{pseudo_random, Codec};
-use common::mount::{bin, layerfs, run_captured, Run};
+use common::mount::{bin, layerfs, run_captured, wait_for, Run};
 use common::{names, Format, Layer};
 use tempfile::TempDir;
 
@@ -331,4 +332,134 @@ fn a_reader_that_leaves_early_ends_every_command_as_sigpipe_does() {
         assert_eq!(status.signal(), Some(libc::SIGPIPE), "{name}: {status}");
         assert_eq!(stderr, "", "{name}");
     }
+}
+
+/// A stack that takes seconds to export: zstd level 19 spends more than
+/// a second on each 1 MiB frame of this text.
+fn slow_export(inputs: &Inputs) -> Vec<OsString> {
+    let layer = inputs.path("slow.tar");
+    let text: Vec<u8> = pseudo_random(8 << 20, 11)
+        .iter()
+        .map(|b| b'a' + b % 8)
+        .collect();
+    Layer::new(Format::Pax)
+        .file("text", text)
+        .write(inputs.dir.path(), "slow.tar", Codec::Plain);
+    vec![
+        "-vv".into(),
+        "export".into(),
+        "--no-cache".into(),
+        "--compress".into(),
+        "zstd:19".into(),
+        layer.into(),
+        "-o".into(),
+        inputs.path("out.tar.zst").into(),
+    ]
+}
+
+/// The output's temporary files in `dir`.
+fn parts(dir: &Path) -> Vec<PathBuf> {
+    names(dir)
+        .into_iter()
+        .filter(|n| n.ends_with(".part"))
+        .map(|n| dir.join(n))
+        .collect()
+}
+
+/// Starts `layerfs ARGS` with `ignored` ignored (as `nohup` or a
+/// background job would have it) and the other terminating signals at
+/// their default, whatever the test runner inherited.
+fn spawn_with_ignored(args: &[OsString], ignored: Option<i32>) -> std::process::Child {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(move || {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                let action = match Some(sig) == ignored {
+                    true => libc::SIG_IGN,
+                    false => libc::SIG_DFL,
+                };
+                libc::signal(sig, action);
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("spawn layerfs export")
+}
+
+/// Waits until the export says (at debug level) that it writes its
+/// temporary file, which it says once the file is registered for removal,
+/// then sends `sig`; returns the file.
+fn signal_once_writing(child: &mut std::process::Child, sig: i32) -> PathBuf {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (found, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let part = line
+                .strip_suffix(" until complete")
+                .and_then(|l| l.rsplit_once(": writing "))
+                .map(|(_, part)| PathBuf::from(part));
+            if let Some(part) = part {
+                let _ = found.send(part);
+            }
+        }
+    });
+    let Ok(part) = said.recv_timeout(Duration::from_secs(60)) else {
+        let _ = child.kill();
+        panic!("the export never said it writes: {:?}", child.wait());
+    };
+    assert!(part.exists(), "{} is not there", part.display());
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
+    part
+}
+
+fn wait_bounded(child: &mut std::process::Child) -> ExitStatus {
+    let exited = wait_for(Duration::from_secs(60), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    child.wait().expect("wait")
+}
+
+#[test]
+fn a_terminating_signal_removes_the_temporary_file_of_an_export() {
+    let inputs = Inputs::new();
+    let args = slow_export(&inputs);
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        let mut child = spawn_with_ignored(&args, None);
+        let part = signal_once_writing(&mut child, sig);
+        let status = wait_bounded(&mut child);
+        assert_eq!(status.signal(), Some(sig), "{status}");
+        assert!(!part.exists(), "signal {sig} left {}", part.display());
+        assert!(parts(inputs.dir.path()).is_empty());
+        assert!(!inputs.path("out.tar.zst").exists());
+    }
+}
+
+#[test]
+fn an_ignored_signal_stays_ignored_during_an_export() {
+    let inputs = Inputs::new();
+    let args = slow_export(&inputs);
+    let mut child = spawn_with_ignored(&args, Some(libc::SIGHUP));
+    let part = signal_once_writing(&mut child, libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "an ignored SIGHUP ended the export"
+    );
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let status = wait_bounded(&mut child);
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
+    assert!(!part.exists(), "{} left behind", part.display());
 }

@@ -25,6 +25,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::OutputError;
+use crate::sys::RemovedOnSignal;
 
 /// An output file being written; [`OutputFile::commit`] puts it in place.
 pub struct OutputFile {
@@ -39,6 +40,10 @@ enum Way {
         temp: tempfile::NamedTempFile,
         /// Where the rename goes: FILE, or where its symlink leads.
         dest: PathBuf,
+        /// Removes `temp` if a signal ends the process first. Declared after
+        /// `temp`, so it is dropped (and the path forgotten) after the file
+        /// is removed.
+        _on_signal: RemovedOnSignal,
     },
     /// A device or FIFO, written into.
     Stream(File),
@@ -55,7 +60,18 @@ impl OutputFile {
         let way = match classify(path)? {
             Kind::Replace(dest) => {
                 let temp = temporary_beside(&dest).map_err(io_error)?;
-                Way::Replace { temp, dest }
+                let absolute = std::path::absolute(temp.path()).map_err(io_error)?;
+                let on_signal = RemovedOnSignal::register(&absolute);
+                log::debug!(
+                    "{}: writing {} until complete",
+                    path.display(),
+                    absolute.display()
+                );
+                Way::Replace {
+                    temp,
+                    dest,
+                    _on_signal: on_signal,
+                }
             }
             Kind::Stream => Way::Stream(open_stream(path)?),
         };
@@ -74,7 +90,11 @@ impl OutputFile {
             source,
         };
         match self.way {
-            Way::Replace { temp, dest } => {
+            Way::Replace {
+                temp,
+                dest,
+                _on_signal,
+            } => {
                 temp.as_file().sync_all().map_err(io_error)?;
                 temp.persist(&dest).map_err(|e| io_error(e.error))?;
                 Ok(())
