@@ -130,6 +130,20 @@ impl AppError {
     pub fn already_reported(&self) -> bool {
         matches!(self, AppError::Daemon(DaemonError::ChildFailed(_)))
     }
+
+    /// Whether the command failed only because the reader of its output
+    /// went away (`| head`): it then ends as if killed by SIGPIPE, quietly
+    /// (see [`crate::output::die_of_sigpipe`]).
+    pub fn is_broken_pipe(&self) -> bool {
+        match self {
+            AppError::Write(e) => e.is_broken_pipe(),
+            AppError::Bundle(e) => e.is_broken_pipe(),
+            AppError::Output(e) | AppError::Digests(e) => {
+                e.kind() == std::io::ErrorKind::BrokenPipe
+            }
+            _ => false,
+        }
+    }
 }
 
 /// What `layerfs mount` was asked to do.
@@ -311,7 +325,7 @@ pub struct ListRequest {
 
 /// `layerfs ls`: the merged tree, or one layer as stored, or the head of
 /// one layer, on stdout. A reader that stops early (`| head`) ends the
-/// listing quietly.
+/// listing with a broken pipe, which `main` ends quietly.
 pub fn list(request: &ListRequest) -> Result<(), AppError> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let written =
@@ -366,10 +380,9 @@ pub fn list(request: &ListRequest) -> Result<(), AppError> {
                     .and_then(|()| list::list_removals(stack.removals(), request.format, &mut out))
             }
         };
-    match written.and_then(|()| std::io::Write::flush(&mut out)) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(AppError::Output(e)),
-        _ => Ok(()),
-    }
+    written
+        .and_then(|()| std::io::Write::flush(&mut out))
+        .map_err(AppError::Output)
 }
 
 /// What `layerfs index export` was asked to do.
@@ -522,10 +535,7 @@ pub fn inspect(request: &InspectRequest) -> Result<(), AppError> {
     } else {
         crate::inspect::write_text(&reports, &mut out)
     };
-    match written.and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(AppError::Output(e)),
-        _ => Ok(()),
-    }
+    written.and_then(|()| out.flush()).map_err(AppError::Output)
 }
 
 /// Why a byte count was refused.

@@ -15,6 +15,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::cache::{CacheError, IndexCache, LayerKey};
+use crate::output::{OutputError, OutputFile};
 use crate::source::{LayerSource, SourceError};
 use crate::tar::{self, EntryHeader, MemberKind, TarError, TarWriter};
 
@@ -68,6 +69,21 @@ pub enum BundleError {
     /// An entry could not be put into the cache.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// The bundle's `-o` target was refused or could not be written.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+}
+
+impl BundleError {
+    /// Whether the bundle's reader went away (EPIPE; see
+    /// [`OutputError::is_broken_pipe`]).
+    pub fn is_broken_pipe(&self) -> bool {
+        match self {
+            BundleError::Output(e) => e.is_broken_pipe(),
+            BundleError::Io { source, .. } => source.kind() == io::ErrorKind::BrokenPipe,
+            _ => false,
+        }
+    }
 }
 
 /// Writes the entries of the layers with `keys` (and their merged tree,
@@ -116,22 +132,16 @@ fn read_entry(cache: &IndexCache, name: &str) -> Result<Option<Vec<u8>>, BundleE
     }
 }
 
-/// Writes `entries` as a tar at `out`, under a temporary name first.
+/// Writes `entries` as a tar at `out`, as every `-o` output is written
+/// ([`OutputFile`]: a regular file appears only when complete).
 fn write_bundle(out: &Path, entries: &[(String, Vec<u8>)]) -> Result<(), BundleError> {
     let io_err = |source| BundleError::Io {
         path: out.to_path_buf(),
         source,
     };
-    let dir = out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".layerfs-bundle.")
-        .tempfile_in(dir)
-        .map_err(io_err)?;
+    let mut file = OutputFile::open(out)?;
     {
-        let mut tar = TarWriter::new(io::BufWriter::new(temp.as_file_mut()));
+        let mut tar = TarWriter::new(io::BufWriter::new(&mut file));
         for (name, bytes) in entries {
             let path = format!("{PREFIX}{name}");
             tar.header(&EntryHeader {
@@ -152,7 +162,7 @@ fn write_bundle(out: &Path, entries: &[(String, Vec<u8>)]) -> Result<(), BundleE
         }
         tar.finish().and_then(|mut w| w.flush()).map_err(io_err)?;
     }
-    temp.persist(out).map_err(|e| io_err(e.error))?;
+    file.commit()?;
     Ok(())
 }
 

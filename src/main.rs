@@ -182,7 +182,7 @@ enum IndexCommand {
 /// Where a written layer goes (`create`, `diff`).
 #[derive(Args)]
 struct OutputArgs {
-    /// Write here instead of stdout (`-`: stdout); replaced only once complete.
+    /// Write here instead of stdout (`-`: stdout): a file replaced only once complete, a device or FIFO written into.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// none, gzip[:LEVEL] or zstd[:LEVEL], in independent 1 MiB frames (default: from FILE's extension).
@@ -443,6 +443,7 @@ fn main() -> ExitCode {
 fn exit(result: Result<(), app::AppError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is_broken_pipe() => layerfs::output::die_of_sigpipe(),
         Err(e) => {
             if !e.already_reported() {
                 eprintln!("layerfs: {e}");
@@ -456,15 +457,17 @@ fn parse_compression(spec: &str) -> Result<Compression, String> {
     Compression::parse(spec).map_err(|_| "expected none, gzip[:1-9] or zstd[:1-22]".to_string())
 }
 
-/// Writes the completion script; a reader that stops early is not an error.
+/// Writes the completion script; a reader that stops early ends the
+/// process as SIGPIPE would, as for every command's output.
 fn print_completions(shell: clap_complete::Shell) -> ExitCode {
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "layerfs", &mut script);
     match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => layerfs::output::die_of_sigpipe(),
+        Err(e) => {
             eprintln!("layerfs: writing the completion script: {e}");
             ExitCode::FAILURE
         }
-        _ => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
     }
 }

@@ -6,6 +6,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Once;
 
 /// Signals that end a foreground mount (`TERMINATING`) and the one the
 /// session thread raises when the kernel ends the session (`SESSION_ENDED`).
@@ -253,4 +255,137 @@ pub fn real_ids() -> (u32, u32) {
 pub fn is_root() -> bool {
     // SAFETY: geteuid(2) takes no arguments and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Slots for the paths [`RemovedOnSignal`] watches: one per output being
+/// written at once (a command writes one), with room to spare.
+const DOOMED_SLOTS: usize = 8;
+
+/// The paths a terminating signal removes, as C strings leaked by
+/// [`RemovedOnSignal::register`]. Whoever swaps a pointer out owns it: the
+/// guard frees it, the signal handler only unlinks it (the process is
+/// ending), so neither ever sees memory the other freed.
+static DOOMED: [AtomicPtr<libc::c_char>; DOOMED_SLOTS] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; DOOMED_SLOTS];
+
+/// Installs the handler once, on the first registration.
+static REMOVAL_HANDLER: Once = Once::new();
+
+/// A file (an output's temporary name) removed if SIGINT, SIGTERM or
+/// SIGHUP ends the process before the guard is dropped: Rust runs no
+/// destructor when a signal kills it, so an interrupted `export -o` would
+/// leave gigabytes behind.
+///
+/// The handler only unlinks the registered paths (unlink(2) is
+/// async-signal-safe, and the paths were built before), restores the
+/// default action and raises the signal again, so the process still dies
+/// of it and its parent sees which. A signal that was ignored when the
+/// first path was registered (`nohup`, a background job) stays ignored.
+pub struct RemovedOnSignal {
+    slot: Option<usize>,
+}
+
+impl RemovedOnSignal {
+    /// Watches `path`, which should be absolute (the handler cannot know
+    /// what a relative one was relative to). With every slot taken, or a
+    /// NUL in the path, the file is not watched: it costs the clean-up,
+    /// never the output.
+    pub fn register(path: &Path) -> RemovedOnSignal {
+        REMOVAL_HANDLER.call_once(install_removal_handler);
+        let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+            return RemovedOnSignal { slot: None };
+        };
+        let raw = c_path.into_raw();
+        for (n, slot) in DOOMED.iter().enumerate() {
+            let null = std::ptr::null_mut();
+            if slot
+                .compare_exchange(null, raw, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                return RemovedOnSignal { slot: Some(n) };
+            }
+        }
+        // SAFETY: `raw` comes from `into_raw` above and was never published.
+        drop(unsafe { CString::from_raw(raw) });
+        RemovedOnSignal { slot: None }
+    }
+}
+
+impl Drop for RemovedOnSignal {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.and_then(|n| DOOMED.get(n)) else {
+            return;
+        };
+        let raw = slot.swap(std::ptr::null_mut(), Ordering::SeqCst);
+        if !raw.is_null() {
+            // SAFETY: only `register` stores pointers, each from
+            // `CString::into_raw`; the swap made this guard its only owner.
+            drop(unsafe { CString::from_raw(raw) });
+        }
+    }
+}
+
+/// Points SIGINT, SIGTERM and SIGHUP at [`remove_then_die`], except those
+/// already ignored.
+fn install_removal_handler() {
+    for &sig in &TERMINATING {
+        // SAFETY: sigaction is plain data; a null new action only reads
+        // the current one into `old`.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; `old` is a valid out pointer.
+        if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0
+            || old.sa_sigaction == libc::SIG_IGN
+        {
+            continue;
+        }
+        // SAFETY: zeroed is a valid sigaction (no flags, empty mask once
+        // sigemptyset has run).
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = remove_then_die as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: `action.sa_mask` is a valid sigset_t owned by this frame.
+        unsafe { libc::sigemptyset(&mut action.sa_mask) };
+        // SAFETY: the handler is an `extern "C" fn(c_int)` that only makes
+        // async-signal-safe calls; a null old-action pointer is allowed.
+        unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) };
+    }
+}
+
+/// The signal handler: unlinks every registered path, then dies of `sig`.
+extern "C" fn remove_then_die(sig: libc::c_int) {
+    for slot in &DOOMED {
+        let raw = slot.swap(std::ptr::null_mut(), Ordering::SeqCst);
+        if !raw.is_null() {
+            // SAFETY: unlink(2) is async-signal-safe; `raw` is a
+            // NUL-terminated path leaked by `register`, owned here since
+            // the swap and never freed (the process is ending).
+            unsafe { libc::unlink(raw) };
+        }
+    }
+    // SAFETY: signal(2) and raise(3) are async-signal-safe. The signal is
+    // blocked while its handler runs, so it is delivered, with its default
+    // action, as the handler returns.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+/// Ends the process as SIGPIPE's default action does (the shell sees
+/// status 141), for a write that found its reader gone: Rust ignores
+/// SIGPIPE, so the write only failed with EPIPE, and a message about it
+/// would be noise after `| head`.
+pub fn die_of_sigpipe() -> ! {
+    // SAFETY: signal(2), sigset manipulation on a local set, and
+    // pthread_sigmask with a null old-set pointer have no memory effects
+    // beyond their arguments.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(libc::SIGPIPE);
+    }
+    // Only reached if the signal could not be delivered.
+    std::process::exit(128 + libc::SIGPIPE)
 }

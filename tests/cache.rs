@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::layer::pseudo_random;
 use common::mount::layerfs;
-use common::{Format, Layer, Mount};
+use common::{names, Format, Layer, Mount};
 
 /// A layer whose middle member can be renamed in place without changing
 /// the file's size or the head and tail the cache key hashes (64 KiB each).
@@ -20,15 +20,6 @@ fn layer_with_middle(name: &str) -> Vec<u8> {
         .file(name, "middle")
         .file("tail", pseudo_random(100_000, 2))
         .to_tar()
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .expect("read_dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// Mounts with `args`, returns the top-level names and layerfs' stderr.

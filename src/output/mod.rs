@@ -8,19 +8,20 @@
 //! - The sha256 of the tar (an OCI layer's `diff_id`) and of the bytes
 //!   written (its blob digest) are computed while writing, with no second
 //!   pass.
-//! - A file target is written under a temporary name in the same directory
-//!   and renamed over the target at the end, so a failed or interrupted
-//!   write never leaves a partial layer where the output was expected, nor
-//!   clobbers a file that was there.
+//! - A file target is opened as `tar -f` opens it ([`OutputFile`]): a new
+//!   name or a regular file is written under a temporary name and renamed
+//!   over it when complete; a device or FIFO is written into.
 
 use std::fmt;
 use std::io::{self, BufWriter, IsTerminal, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+mod file;
 mod frames;
+pub use crate::sys::die_of_sigpipe;
+pub use file::OutputFile;
 use frames::{FrameCodec, FramePool};
 
 /// Uncompressed bytes per gzip member or zstd frame: a random read decodes
@@ -48,6 +49,31 @@ pub enum OutputError {
     /// A tar would have gone to a terminal.
     #[error("refusing to write a tar to a terminal; use -o FILE or a pipe")]
     Terminal,
+    /// `-o` named a symlink to nothing: writing through it would create a
+    /// file wherever it points.
+    #[error("{}: a symlink to {}, which does not exist; not writing through it", path.display(), points_to.display())]
+    DanglingSymlink {
+        /// The output as given.
+        path: PathBuf,
+        /// What the symlink holds.
+        points_to: PathBuf,
+    },
+    /// `-o` named something that cannot hold a tar.
+    #[error("{}: is {what}; -o takes a file name, a device or a FIFO", path.display())]
+    NotAFile {
+        /// The output as given.
+        path: PathBuf,
+        /// What it is: "a directory", "a socket".
+        what: &'static str,
+    },
+}
+
+impl OutputError {
+    /// Whether the output's reader went away (EPIPE): the command should
+    /// end as if killed by SIGPIPE, without a message.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, OutputError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
 }
 
 /// How the written tar is compressed.
@@ -187,7 +213,7 @@ struct Sink {
 
 enum Destination {
     Stdout(io::Stdout),
-    File(tempfile::NamedTempFile),
+    File(OutputFile),
 }
 
 impl Write for Destination {
@@ -223,13 +249,9 @@ impl Write for Sink {
 }
 
 impl LayerOutput {
-    /// Opens the target. A file target gets a temporary sibling now; the
-    /// target itself is only replaced by [`LayerOutput::finish`].
+    /// Opens the target. A regular file gets a temporary sibling now and is
+    /// only replaced by [`LayerOutput::finish`] (see [`OutputFile`]).
     pub fn create(target: Target, compression: Compression) -> Result<LayerOutput, OutputError> {
-        let io_error = |source| OutputError::Io {
-            target: target.to_string(),
-            source,
-        };
         let destination = match &target {
             Target::Stdout => {
                 let stdout = io::stdout();
@@ -238,21 +260,7 @@ impl LayerOutput {
                 }
                 Destination::Stdout(stdout)
             }
-            Target::File(path) => {
-                let dir = match path.parent() {
-                    Some(dir) if !dir.as_os_str().is_empty() => dir,
-                    _ => Path::new("."),
-                };
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-                let temp = tempfile::Builder::new()
-                    .prefix(&format!(".{}.", name.unwrap_or_default()))
-                    .suffix(".part")
-                    // 0666 less the umask, as any new file; not 0600.
-                    .permissions(std::fs::Permissions::from_mode(0o666))
-                    .tempfile_in(dir)
-                    .map_err(io_error)?;
-                Destination::File(temp)
-            }
+            Target::File(path) => Destination::File(OutputFile::open(path)?),
         };
         let mut frames = match compression {
             Compression::None => None,
@@ -314,9 +322,8 @@ impl LayerOutput {
             .out
             .into_inner()
             .map_err(|e| io_error(e.into_error()))?;
-        if let (Destination::File(temp), Target::File(path)) = (destination, &self.target) {
-            temp.as_file().sync_all().map_err(io_error)?;
-            temp.persist(path).map_err(|e| io_error(e.error))?;
+        if let Destination::File(file) = destination {
+            file.commit()?;
         }
         Ok(written)
     }

@@ -119,6 +119,16 @@ pub fn assert_merge(layers: &[Layer], expected: &Expected) {
     assert_tree(&extracted, expected);
 }
 
+/// The names in `dir`, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// What a tar tool printed on stderr about the archive, less GNU tar's
 /// remarks on times it finds odd, which are about the contents (a file
 /// dated 1969 or 2286), not about how the archive is written.
