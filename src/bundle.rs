@@ -14,7 +14,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::cache::{CacheError, IndexCache, LayerKey};
+use crate::cache::{private, CacheError, IndexCache, LayerKey};
 use crate::output::{OutputError, OutputFile};
 use crate::source::{LayerSource, SourceError};
 use crate::tar::{self, EntryHeader, MemberKind, TarError, TarWriter};
@@ -72,6 +72,14 @@ pub enum BundleError {
     /// The bundle's `-o` target was refused or could not be written.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// An entry of the bundle was refused or could not be stored.
+    #[error("{}: {source}", path.display())]
+    Entry {
+        /// The bundle.
+        path: PathBuf,
+        /// Why.
+        source: CacheError,
+    },
 }
 
 impl BundleError {
@@ -124,8 +132,13 @@ pub fn export(
 
 /// Reads the cache entry `name`; `None` if there is none.
 fn read_entry(cache: &IndexCache, name: &str) -> Result<Option<Vec<u8>>, BundleError> {
+    use std::io::Read;
     let path = cache.dir().join(name);
-    match std::fs::read(&path) {
+    let read = private::open_read(&path).and_then(|mut file| {
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map(|_| bytes)
+    });
+    match read {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(BundleError::Io { path, source }),
@@ -166,6 +179,23 @@ fn write_bundle(out: &Path, entries: &[(String, Vec<u8>)]) -> Result<(), BundleE
     Ok(())
 }
 
+/// A member's bytes from `at` on, as a reader; how many to take is the
+/// cache's to say.
+struct MemberBytes<'a> {
+    source: &'a LayerSource,
+    at: u64,
+}
+
+impl io::Read for MemberBytes<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.source
+            .read_exact_at(self.at, buf)
+            .map_err(io::Error::other)?;
+        self.at += buf.len() as u64;
+        Ok(buf.len())
+    }
+}
+
 /// Puts every entry of the bundle at `path` into `cache`; returns how
 /// many. Entries of other names are ignored.
 pub fn import(cache: &IndexCache, path: &Path) -> Result<usize, BundleError> {
@@ -192,13 +222,18 @@ pub fn import(cache: &IndexCache, path: &Path) -> Result<usize, BundleError> {
         if member.kind != MemberKind::Regular || member.data.sparse.is_some() {
             continue;
         }
-        let len = usize::try_from(member.data.size).map_err(|_| BundleError::Io {
-            path: path.to_path_buf(),
-            source: io::Error::other(format!("{name}: too large")),
-        })?;
-        let mut bytes = vec![0u8; len];
-        source.read_exact_at(member.data.offset, &mut bytes)?;
-        cache.import_entry(name, &bytes)?;
+        // Streamed: a member's declared size is only a claim, and a
+        // bundle of kilobytes can claim terabytes.
+        let bytes = MemberBytes {
+            source: &source,
+            at: member.data.offset,
+        };
+        cache
+            .import_entry(name, member.data.size, bytes)
+            .map_err(|source| BundleError::Entry {
+                path: path.to_path_buf(),
+                source,
+            })?;
         imported += 1;
     }
     if imported == 0 {
@@ -217,18 +252,44 @@ mod tests {
     fn only_entry_names_and_entry_bytes_are_imported() {
         let dir = tempfile::tempdir().unwrap();
         let cache = IndexCache::open(dir.path(), 1 << 20).unwrap();
+        let offer = |name: &str, len: u64, bytes: &[u8]| {
+            cache
+                .import_entry(name, len, bytes)
+                .unwrap_err()
+                .to_string()
+        };
         for (name, bytes) in [
             ("../0123456789abcdef.idx", &b"LAYERFS-IDX\0"[..]),
             ("0123456789abcdef.txt", b"LAYERFS-IDX\0"),
             ("0123456789abcdeg.idx", b"LAYERFS-IDX\0"),
             ("0123456789abcdef.idx", b"not an entry"),
         ] {
-            let err = cache.import_entry(name, bytes).unwrap_err();
-            assert!(matches!(err, CacheError::Foreign { .. }), "{name}: {err}");
+            let err = offer(name, bytes.len() as u64, bytes);
+            assert!(err.contains("not a layerfs index entry"), "{name}: {err}");
         }
+        // A declared size is refused before anything is read.
+        let err = offer("0123456789abcdef.idx", 1 << 40, b"");
+        assert!(err.contains("more than the cache's bound"), "{err}");
+        // The header must announce the length offered.
+        let mut entry = b"LAYERFS-TRE\0".to_vec();
+        entry.extend(crate::cache::format_version().to_le_bytes());
+        entry.extend(4u64.to_le_bytes());
+        entry.extend(0u32.to_le_bytes());
+        entry.extend(b"body");
+        let err = offer("0123456789abcdef.tree", 1000, &entry);
+        assert!(err.contains("header says"), "{err}");
+        let err = offer("0123456789abcdef.idx", entry.len() as u64, &entry);
+        assert!(err.contains("bad magic"), "{err}");
+        // Fewer bytes than declared: refused, nothing left behind.
+        let err = offer("0123456789abcdef.tree", entry.len() as u64, &entry[..30]);
+        assert!(err.contains("cannot read it"), "{err}");
+        assert!(!dir.path().join("0123456789abcdef.tree").exists());
         cache
-            .import_entry("0123456789abcdef.tree", b"LAYERFS-TRE\0rest")
+            .import_entry("0123456789abcdef.tree", entry.len() as u64, &entry[..])
             .unwrap();
-        assert!(dir.path().join("0123456789abcdef.tree").is_file());
+        assert_eq!(
+            std::fs::read(dir.path().join("0123456789abcdef.tree")).unwrap(),
+            entry
+        );
     }
 }

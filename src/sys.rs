@@ -132,15 +132,20 @@ pub fn umount(path: &Path, lazy: bool) -> io::Result<()> {
 
 /// Maps a whole file read-only, for reading a stored index in place.
 ///
-/// Mapping is only sound while nobody changes the file. The index cache
-/// guarantees that for its own entries: they are written under a temporary
-/// name and renamed into place, never written again, and removing one only
-/// unlinks the name (the mapped inode stays intact). Another program
-/// truncating an entry while it is mapped could still raise SIGBUS; every
-/// mmap reader shares that risk (git maps its pack files the same way for
-/// as long as it runs). A layer entry's map lives while it is decoded; a
-/// stack's tree is read in place from its map for as long as the mount
-/// lives, in the user's private (0700) cache directory.
+/// Mapping is only sound while nobody changes the file: a mapped file
+/// that shrinks raises SIGBUS in whoever touches the lost pages, which
+/// would kill a mount's daemon. The index cache guarantees that for its
+/// own entries: they are written under a temporary name and renamed into
+/// place, never written again, removing one only unlinks the name (the
+/// mapped inode stays intact), and it maps only files that are regular,
+/// owned by this user and 0600 (`cache/private.rs`), so that nobody but
+/// this user and root can truncate them. The cache does not copy an entry
+/// into memory instead: a stack's tree is read in place for as long as the
+/// mount lives, and as page cache it is shared by every mount of the stack
+/// and reclaimable, where a copy would cost each mount the tree's size in
+/// memory that cannot be reclaimed (30 MB for 200k files). A user who
+/// truncates their own entry under their own mount can as well kill the
+/// daemon outright, as git's mapped pack files can be.
 pub fn map_readonly(file: &std::fs::File) -> io::Result<memmap2::Mmap> {
     // SAFETY: see above: cache entries are immutable once visible.
     unsafe { memmap2::Mmap::map(file) }
@@ -388,4 +393,10 @@ pub fn die_of_sigpipe() -> ! {
     }
     // Only reached if the signal could not be delivered.
     std::process::exit(128 + libc::SIGPIPE)
+}
+
+/// The effective uid: whose files the cache may trust.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
+    unsafe { libc::geteuid() }
 }

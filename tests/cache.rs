@@ -8,7 +8,7 @@ use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use common::layer::pseudo_random;
+use common::layer::{append_streamed, pseudo_random};
 use common::mount::layerfs;
 use common::{names, Format, Layer, Mount};
 
@@ -211,4 +211,330 @@ fn an_unusable_cache_directory_degrades_to_no_cache() {
     let (names, stderr) = mount_and_list(&["--cache-dir", cache.to_str().expect("utf-8")], &layer);
     assert_eq!(names, ["head", "mid1", "tail"]);
     assert!(stderr.contains("no index cache"), "stderr: {stderr}");
+}
+
+// ---------------------------------------------------------------------
+// A shared cache directory: entries layerfs did not write as it writes
+// them are never followed, waited on or mapped (issue 23, item 8).
+// ---------------------------------------------------------------------
+
+/// Bound on a `layerfs` command that must not hang; generous, since it
+/// only stops a hang from wedging the test run, never judges speed.
+const BOUND_SECS: &str = "60";
+
+/// Runs `layerfs ARGS...` killed after [`BOUND_SECS`]; panics if it was.
+fn layerfs_bounded(args: &[&str]) -> common::mount::Run {
+    let run = common::mount::run_captured(
+        std::process::Command::new("timeout")
+            .args(["-s", "KILL", BOUND_SECS, common::mount::bin()])
+            .args(args),
+    );
+    assert_ne!(
+        run.status.code(),
+        None,
+        "layerfs {args:?} hung (killed after {BOUND_SECS} s); stderr:\n{}",
+        run.stderr
+    );
+    run
+}
+
+/// A layer in a work directory, its stack's entries stored in `cache`
+/// by one mount; gives (work dir, layer, cache dir, entry paths).
+fn cached_layer() -> (tempfile::TempDir, PathBuf, PathBuf, Vec<PathBuf>) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let layer = work.path().join("layer.tar");
+    let cache = work.path().join("cache");
+    fs::write(&layer, layer_with_middle("mid1")).expect("write layer");
+    let (first, _) = mount_and_list(&["--cache-dir", cache.to_str().expect("utf-8")], &layer);
+    assert_eq!(first, ["head", "mid1", "tail"]);
+    let mut entries = cache_entries(&cache);
+    entries.sort();
+    assert_eq!(entries.len(), 2, "a layer entry and a tree entry");
+    (work, layer, cache, entries)
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::symlink_metadata(path)
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// After a first mount stored them, the entries are made writable by all
+/// in a directory all may enter (a cache shared as the README's fstab
+/// example shares `/var/cache/layerfs`), and another user truncates the
+/// tree entry under a second, live mount. layerfs refuses to map such an
+/// entry: it rebuilds it 0600, the truncation is denied, and the mount
+/// keeps answering (a mapped entry that shrinks would kill the daemon
+/// with SIGBUS, leaving "Transport endpoint is not connected").
+#[test]
+fn an_entry_others_could_truncate_is_never_mapped() {
+    use std::os::unix::process::CommandExt;
+    let (work, layer, cache, entries) = cached_layer();
+    chmod(work.path(), 0o755);
+    chmod(&cache, 0o755);
+    for entry in &entries {
+        chmod(entry, 0o666);
+    }
+    let tree = entries
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "tree"))
+        .expect("a tree entry");
+
+    let mount = Mount::fresh();
+    let args = [
+        "mount",
+        "--cache-dir",
+        cache.to_str().expect("utf-8"),
+        layer.to_str().expect("utf-8"),
+        mount.path().to_str().expect("utf-8"),
+    ];
+    let run = layerfs(args);
+    run.expect_success("layerfs mount");
+
+    let truncate = std::process::Command::new("truncate")
+        .args(["-s", "0"])
+        .arg(tree)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run truncate as nobody");
+    assert_eq!(names(mount.path()), ["head", "mid1", "tail"]);
+    assert_eq!(
+        fs::read(mount.path().join("mid1")).expect("read"),
+        b"middle"
+    );
+    assert!(
+        !truncate.status.success(),
+        "another user truncated the tree entry"
+    );
+    assert!(run.stderr.contains("mode 0666"), "stderr: {}", run.stderr);
+    for entry in &entries {
+        assert_eq!(mode_of(entry), 0o600, "{} rebuilt", entry.display());
+    }
+}
+
+/// A FIFO under an entry's name is neither opened nor waited on: `ls` and
+/// `mount` warn, rebuild the entry and finish.
+#[test]
+fn a_fifo_entry_is_ignored_not_waited_on() {
+    let (_work, layer, cache, entries) = cached_layer();
+    for entry in &entries {
+        fs::remove_file(entry).expect("remove entry");
+        let status = std::process::Command::new("mkfifo")
+            .arg(entry)
+            .status()
+            .expect("mkfifo");
+        assert!(status.success());
+    }
+    let cache_arg = cache.to_str().expect("utf-8");
+    let layer_arg = layer.to_str().expect("utf-8");
+    let ls = layerfs_bounded(&["ls", "--cache-dir", cache_arg, layer_arg]);
+    ls.expect_success("layerfs ls");
+    assert!(ls.stdout.contains("mid1"), "ls: {}", ls.stdout);
+    assert!(ls.stderr.contains("FIFO"), "stderr: {}", ls.stderr);
+
+    for entry in &entries {
+        fs::remove_file(entry).ok();
+        let status = std::process::Command::new("mkfifo")
+            .arg(entry)
+            .status()
+            .expect("mkfifo");
+        assert!(status.success());
+    }
+    let mount = Mount::fresh();
+    let mnt = mount.path().to_str().expect("utf-8");
+    let run = layerfs_bounded(&["mount", "--cache-dir", cache_arg, layer_arg, mnt]);
+    run.expect_success("layerfs mount");
+    assert!(run.stderr.contains("FIFO"), "stderr: {}", run.stderr);
+    assert_eq!(names(mount.path()), ["head", "mid1", "tail"]);
+    drop(mount);
+    for entry in &entries {
+        assert!(
+            fs::symlink_metadata(entry).expect("stat").is_file(),
+            "{} rebuilt",
+            entry.display()
+        );
+    }
+}
+
+/// An entry that is a symlink is not followed, even to a valid entry: it
+/// is reported and replaced, and what it pointed to is left alone.
+#[test]
+fn a_symlinked_entry_is_not_followed() {
+    let (work, layer, cache, entries) = cached_layer();
+    let elsewhere = work.path().join("elsewhere");
+    fs::create_dir(&elsewhere).expect("mkdir");
+    let mut targets = Vec::new();
+    for entry in &entries {
+        let target = elsewhere.join(entry.file_name().expect("name"));
+        fs::rename(entry, &target).expect("move entry");
+        std::os::unix::fs::symlink(&target, entry).expect("symlink");
+        targets.push((target.clone(), fs::read(&target).expect("read")));
+    }
+    let (names, stderr) = mount_and_list(&["--cache-dir", cache.to_str().expect("utf-8")], &layer);
+    assert_eq!(names, ["head", "mid1", "tail"]);
+    assert!(stderr.contains("symbolic link"), "stderr: {stderr}");
+    for entry in &entries {
+        assert!(
+            fs::symlink_metadata(entry).expect("stat").is_file(),
+            "{} rebuilt",
+            entry.display()
+        );
+    }
+    for (target, bytes) in targets {
+        assert_eq!(
+            fs::read(&target).expect("read"),
+            bytes,
+            "{}",
+            target.display()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------
+// Index bundles: a member's declared size is a claim, checked before
+// anything is read, and an entry is streamed (issue 23, item 7).
+// ---------------------------------------------------------------------
+
+/// Runs `layerfs ARGS...` to completion, sampling its peak resident
+/// memory (VmHWM, which only this process's own pages raise) until it
+/// exits; gives the run and the peak in KiB.
+fn run_measuring_peak(args: &[&str]) -> (common::mount::Run, u64) {
+    use std::io::Read;
+    let mut err = tempfile::tempfile().expect("stderr capture file");
+    let mut child = std::process::Command::new(common::mount::bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(err.try_clone().expect("dup"))
+        .spawn()
+        .expect("spawn layerfs");
+    let mut peak = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        let status = fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        let hwm = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok());
+        peak = peak.max(hwm.unwrap_or(0));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    let mut stderr = String::new();
+    err.seek(SeekFrom::Start(0)).expect("rewind");
+    err.read_to_string(&mut stderr).expect("read stderr");
+    let run = common::mount::Run {
+        status,
+        stdout: String::new(),
+        stderr,
+    };
+    (run, peak)
+}
+
+/// The first bytes of a layer entry of `len` bytes whose header says so,
+/// with magic and version taken from `real` (a layer entry layerfs wrote).
+fn entry_head(real: &[u8], len: u64) -> Vec<u8> {
+    let mut head = real[..16].to_vec();
+    head.extend((len - 28).to_le_bytes());
+    head.extend(0u32.to_le_bytes());
+    head
+}
+
+/// A 128 MiB entry is streamed into the cache, and one over the cache's
+/// bound (zeros: the bundle stays small) is refused by name before it is
+/// read; memory stays bounded throughout (a 98 KB bundle reached 3 GB).
+/// A member claiming 1 TiB the bundle does not hold is refused too.
+#[test]
+fn a_bundle_member_costs_what_it_holds_and_its_claimed_size_is_checked_first() {
+    use std::io::Read;
+    const STREAMED: u64 = 128 << 20;
+    // Just over the cache's default bound of 1 GiB.
+    const BOMB: u64 = (1 << 30) + 4096;
+    let (work, _layer, _cache, entries) = cached_layer();
+    let layer_entry = entries
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "idx"))
+        .expect("a layer entry");
+    let real = fs::read(layer_entry).expect("read a layer entry");
+
+    let bundle = work.path().join("bomb.index.tar.zst");
+    let out = File::create(&bundle).expect("create bundle");
+    let mut builder = tar::Builder::new(zstd::stream::write::Encoder::new(out, 1).expect("zstd"));
+    let streamed = entry_head(&real, STREAMED);
+    let rest = std::io::repeat(0).take(STREAMED - streamed.len() as u64);
+    append_streamed(
+        &mut builder,
+        "layerfs-index/0123456789abcdef.idx",
+        STREAMED,
+        (&streamed[..]).chain(rest),
+    );
+    let bomb = entry_head(&real, BOMB);
+    let rest = std::io::repeat(0).take(BOMB - bomb.len() as u64);
+    append_streamed(
+        &mut builder,
+        "layerfs-index/fedcba9876543210.idx",
+        BOMB,
+        (&bomb[..]).chain(rest),
+    );
+    let encoder = builder.into_inner().expect("finish tar");
+    encoder.finish().expect("finish zstd");
+    assert!(fs::metadata(&bundle).expect("stat").len() < 1 << 20);
+
+    let other = work.path().join("other-cache");
+    let other_arg = other.to_str().expect("utf-8");
+    let bundle_arg = bundle.to_str().expect("utf-8");
+    let (run, peak) =
+        run_measuring_peak(&["index", "import", "--cache-dir", other_arg, bundle_arg]);
+    assert!(peak <= 64 * 1024, "peak RSS {peak} KiB");
+    assert_eq!(run.status.code(), Some(1), "stderr: {}", run.stderr);
+    assert!(
+        run.stderr.contains(bundle_arg)
+            && run.stderr.contains("fedcba9876543210.idx")
+            && run.stderr.contains("more than the cache's bound"),
+        "stderr: {}",
+        run.stderr
+    );
+    eprintln!("bomb bundle: peak RSS {peak} KiB; {}", run.stderr.trim());
+    assert_eq!(
+        fs::metadata(other.join("0123456789abcdef.idx"))
+            .expect("streamed entry")
+            .len(),
+        STREAMED
+    );
+
+    // A claim of 1 TiB in a bundle of one header.
+    let mut builder = tar::Builder::new(Vec::new());
+    let head = entry_head(&real, 1 << 40);
+    append_streamed(
+        &mut builder,
+        "layerfs-index/0123456789abcdef.idx",
+        1 << 40,
+        &head[..],
+    );
+    let mut bytes = builder.into_inner().expect("finish tar");
+    bytes.truncate(1024);
+    let claim = work.path().join("claim.index.tar");
+    fs::write(&claim, &bytes).expect("write bundle");
+    let claim_arg = claim.to_str().expect("utf-8");
+    let (run, peak) = run_measuring_peak(&["index", "import", "--cache-dir", other_arg, claim_arg]);
+    assert_eq!(run.status.code(), Some(1), "stderr: {}", run.stderr);
+    assert!(run.stderr.contains(claim_arg), "stderr: {}", run.stderr);
+    eprintln!("1 TiB claim: peak RSS {peak} KiB; {}", run.stderr.trim());
+    assert_eq!(
+        run.stderr.trim().lines().count(),
+        1,
+        "stderr: {}",
+        run.stderr
+    );
+    assert!(peak <= 64 * 1024, "peak RSS {peak} KiB");
 }

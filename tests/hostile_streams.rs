@@ -7,22 +7,13 @@
 mod common;
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
+use common::layer::append_streamed;
 use common::mount::{bin, Foreground};
 use common::{Layers, Mount};
-
-/// Appends a regular file `name` holding `len` bytes from `data`.
-fn append(builder: &mut tar::Builder<impl Write>, name: &str, len: u64, data: impl Read) {
-    let mut header = tar::Header::new_gnu();
-    header.set_path(name).expect("path");
-    header.set_mode(0o644);
-    header.set_size(len);
-    header.set_cksum();
-    builder.append(&header, data).expect("append");
-}
 
 /// A value from /proc/PID/status, in KiB (`VmHWM`, ...).
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -62,9 +53,9 @@ fn a_zero_bomb_costs_bounded_memory_and_no_disk() {
     let out = fs::File::create(&layer).expect("create bomb");
     let encoder = zstd::stream::write::Encoder::new(out, 1).expect("zstd encoder");
     let mut builder = tar::Builder::new(encoder);
-    append(&mut builder, "small", 5, &b"small"[..]);
-    append(&mut builder, "zeros", ZEROS, io::repeat(0).take(ZEROS));
-    append(&mut builder, "after", 5, &b"after"[..]);
+    append_streamed(&mut builder, "small", 5, &b"small"[..]);
+    append_streamed(&mut builder, "zeros", ZEROS, io::repeat(0).take(ZEROS));
+    append_streamed(&mut builder, "after", 5, &b"after"[..]);
     let encoder = builder.into_inner().expect("finish tar");
     encoder.finish().expect("finish zstd");
     assert!(fs::metadata(&layer).expect("stat bomb").len() < 1 << 20);
@@ -115,7 +106,7 @@ fn damage_found_on_read_fails_that_read_alone() {
         .collect();
     let mut builder = tar::Builder::new(Vec::new());
     for (name, data) in ["a", "b", "c"].iter().zip(&files) {
-        append(&mut builder, name, LEN, &data[..]);
+        append_streamed(&mut builder, name, LEN, &data[..]);
     }
     let tar = builder.into_inner().expect("finish tar");
     // Frames end where the next file's header starts.
@@ -218,7 +209,7 @@ fn xattr_bomb(dir: &Path, name: &str, files: usize, value_len: usize) -> std::pa
         builder
             .append_pax_extensions([("SCHILY.xattr.user.big", &value[..])])
             .expect("pax header");
-        append(&mut builder, &format!("f{i}"), 0, io::empty());
+        append_streamed(&mut builder, &format!("f{i}"), 0, io::empty());
     }
     let encoder = builder.into_inner().expect("finish tar");
     encoder.finish().expect("finish zstd");

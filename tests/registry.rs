@@ -999,3 +999,65 @@ fn a_registry_stopped_under_a_mount_gives_eio_then_recovers() {
         "wrong content after the registry came back"
     );
 }
+
+/// A registry on loopback that answers every request with a 200 whose
+/// body of `len` bytes comes one byte every 200 ms: never silent for a
+/// read timeout, never done. Runs until the test process ends.
+fn start_dripping_registry(len: usize) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().expect("address").to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut reader = std::io::BufReader::new(&stream);
+                if !matches!(http::read_head(&mut reader), Ok(Some(_))) {
+                    return;
+                }
+                let mut writer = &stream;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {len}\r\n\r\n"
+                );
+                if writer.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for _ in 0..len {
+                    if writer.write_all(b" ").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `ls` of an image whose registry drips its manifest fails at the
+/// request deadline (made 1 s by LAYERFS_HTTP_DEADLINE_SECS), with one
+/// line naming the registry and the manifest; it waited past 75 s before.
+#[test]
+fn a_registry_that_drips_fails_at_the_request_deadline() {
+    let addr = start_dripping_registry(1000);
+    let reference = format!("{addr}/team/app:v1");
+    let start = std::time::Instant::now();
+    let run = run_captured(
+        Command::new("timeout")
+            .args(["-s", "KILL", "60", bin(), "ls", "--no-cache", &reference])
+            .env("LAYERFS_HTTP_DEADLINE_SECS", "1")
+            .env("LAYERFS_HTTP_RETRIES", "1")
+            .env("LAYERFS_HTTP_RETRY_DELAY_MS", "1"),
+    );
+    let took = start.elapsed();
+    assert_eq!(run.status.code(), Some(1), "stderr: {}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("{addr}/team/app"))
+            && run.stderr.contains("manifest")
+            && run.stderr.contains("deadline"),
+        "stderr: {}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    // Two attempts of 1 s, and slack for a loaded machine.
+    assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
+}

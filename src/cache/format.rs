@@ -334,6 +334,14 @@ fn open<'a>(bytes: &'a [u8], magic: &[u8; 12], identity: &[u8]) -> Result<Reader
     Ok(body)
 }
 
+/// Checks the header at the start (`head`) of an entry of `entry_len`
+/// bytes offered from elsewhere, a tree's if `tree`: what can be known of
+/// it before the rest is read.
+pub(super) fn check_start(head: &[u8], tree: bool, entry_len: u64) -> Result<(), FormatError> {
+    let magic = if tree { TREE_MAGIC } else { MAGIC };
+    check_header(head, magic, entry_len).map(|_| ())
+}
+
 /// Checks the magic, the version, and that the entry is `entry_len` bytes
 /// as its header says; gives the body bytes `bytes` holds (all of it, or
 /// the start of it) and the body's checksum.

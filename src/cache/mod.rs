@@ -20,15 +20,16 @@
 
 mod format;
 mod key;
+pub(crate) mod private;
 #[cfg(test)]
 mod tests;
 
 pub use key::LayerKey;
 
 use std::ffi::OsString;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -88,10 +89,12 @@ pub enum CacheError {
         source: io::Error,
     },
     /// Something offered as an entry (from an index bundle) is not one.
-    #[error("{name}: not a layerfs index entry")]
+    #[error("{name}: not a layerfs index entry: {reason}")]
     Foreign {
         /// Its name.
         name: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// An index alone is larger than the whole cache may be.
     #[error("{}: the index takes {size} bytes, more than the cache's bound of {max_bytes}", path.display())]
@@ -164,14 +167,10 @@ impl IndexCache {
     /// be created in it, so that an unusable cache is reported once, at
     /// start, rather than at every store.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<IndexCache, CacheError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| CacheError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+        private::create_dir_all(dir).map_err(|source| CacheError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let cache = IndexCache {
             dir: dir.to_path_buf(),
             max_bytes,
@@ -203,21 +202,63 @@ impl IndexCache {
     }
 
     /// Puts an entry from elsewhere (an index bundle) into the cache under
-    /// `name`, which must be an entry file name (`<16 hex>.idx` or
-    /// `.tree`) and its bytes start as an entry does. The rest is checked
+    /// `name`: `len` bytes read from `bytes`. The name must be an entry
+    /// file name (`<16 hex>.idx` or `.tree`), the length within the
+    /// cache's bound, and the header (the first bytes) that of an entry of
+    /// this version and of that length, all checked before more is read;
+    /// the rest is streamed to the file, never held in memory, and checked
     /// when the entry is loaded, as for any entry.
-    pub fn import_entry(&self, name: &str, bytes: &[u8]) -> Result<(), CacheError> {
-        let well_named = name.split_once('.').is_some_and(|(stem, ext)| {
-            stem.len() == 16
-                && stem.bytes().all(|b| b.is_ascii_hexdigit())
-                && (ext == ENTRY_EXTENSION || ext == TREE_EXTENSION)
-        });
-        if !well_named || !bytes.starts_with(b"LAYERFS-") {
-            return Err(CacheError::Foreign {
-                name: name.to_string(),
+    pub fn import_entry(
+        &self,
+        name: &str,
+        len: u64,
+        mut bytes: impl io::Read,
+    ) -> Result<(), CacheError> {
+        let foreign = |reason: String| CacheError::Foreign {
+            name: name.to_string(),
+            reason,
+        };
+        let tree = match name.split_once('.') {
+            Some((stem, ext))
+                if stem.len() == 16 && stem.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                match ext {
+                    ENTRY_EXTENSION => false,
+                    TREE_EXTENSION => true,
+                    _ => return Err(foreign("not an entry name".into())),
+                }
+            }
+            _ => return Err(foreign("not an entry name".into())),
+        };
+        let path = self.dir.join(name);
+        if len > self.max_bytes {
+            return Err(CacheError::TooLarge {
+                path,
+                size: len,
+                max_bytes: self.max_bytes,
             });
         }
-        self.store_entry(self.dir.join(name), bytes)
+        let read_error = |e: io::Error| foreign(format!("cannot read it: {e}"));
+        let mut head = [0u8; format::HEADER_LEN];
+        let head_len = head.len().min(usize::try_from(len).unwrap_or(usize::MAX));
+        bytes
+            .read_exact(&mut head[..head_len])
+            .map_err(read_error)?;
+        format::check_start(&head[..head_len], tree, len).map_err(|e| foreign(e.to_string()))?;
+        self.store_with(path, |mut file| {
+            file.write_all(&head[..head_len]).map_err(Fill::Write)?;
+            let mut left = len - head_len as u64;
+            let mut buf = vec![0u8; IMPORT_CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX))];
+            while left > 0 {
+                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                bytes
+                    .read_exact(&mut buf[..n])
+                    .map_err(|e| Fill::Refused(read_error(e)))?;
+                file.write_all(&buf[..n]).map_err(Fill::Write)?;
+                left -= n as u64;
+            }
+            Ok(len)
+        })
     }
 
     /// The stored index of the layer with `key`, if there is a valid one.
@@ -278,12 +319,14 @@ impl IndexCache {
         decode: impl FnOnce(&File) -> Result<T, Reason>,
     ) -> Option<T> {
         let path = self.dir.join(name);
-        let loaded = File::open(&path).map_err(Reason::Io).and_then(|file| {
-            let found = decode(&file)?;
-            // Best effort: a failed bump only makes eviction less fair.
-            let _ = file.set_modified(SystemTime::now());
-            Ok(found)
-        });
+        let loaded = private::open_read(&path)
+            .map_err(Reason::Io)
+            .and_then(|file| {
+                let found = decode(&file)?;
+                // Best effort: a failed bump only makes eviction less fair.
+                let _ = file.set_modified(SystemTime::now());
+                Ok(found)
+            });
         match loaded {
             Ok(found) => Some(found),
             Err(Reason::Io(e)) if e.kind() == io::ErrorKind::NotFound => None,
@@ -342,6 +385,7 @@ impl IndexCache {
         // holding both was the peak of a first mount's memory.
         self.store_with(path, |file| {
             format::write_tree(&identity, tree, |at, bytes| file.write_all_at(bytes, at))
+                .map_err(Fill::Write)
         })
     }
 
@@ -354,7 +398,9 @@ impl IndexCache {
                 max_bytes: self.max_bytes,
             });
         }
-        self.store_with(path, |mut file| file.write_all(bytes).map(|()| size))
+        self.store_with(path, |mut file| {
+            file.write_all(bytes).map(|()| size).map_err(Fill::Write)
+        })
     }
 
     /// Writes an entry with `write` (which returns its length) under a
@@ -362,37 +408,41 @@ impl IndexCache {
     fn store_with(
         &self,
         path: PathBuf,
-        write: impl FnOnce(&File) -> io::Result<u64>,
+        write: impl FnOnce(&File) -> Result<u64, Fill>,
     ) -> Result<(), CacheError> {
         if self.write_failed.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let mut size = 0;
-        let written = self.create_temp().and_then(|(temp, file)| {
-            let placed = write(&file).and_then(|len| {
-                size = len;
-                if len > self.max_bytes {
-                    return Ok(false);
-                }
-                fs::rename(&temp, &path).map(|()| true)
-            });
-            if !matches!(placed, Ok(true)) {
-                let _ = fs::remove_file(&temp);
+        let (temp, file) = self
+            .create_temp()
+            .map_err(|e| self.failed(path.clone(), e))?;
+        let placed = write(&file).and_then(|size| {
+            if size > self.max_bytes {
+                return Err(Fill::Refused(CacheError::TooLarge {
+                    path: path.clone(),
+                    size,
+                    max_bytes: self.max_bytes,
+                }));
             }
-            placed
+            fs::rename(&temp, &path).map_err(Fill::Write)
         });
-        match written {
-            Ok(true) => self.evict(),
-            Ok(false) => Err(CacheError::TooLarge {
-                path,
-                size,
-                max_bytes: self.max_bytes,
-            }),
-            Err(source) => {
-                self.write_failed.store(true, Ordering::Relaxed);
-                Err(CacheError::Write { path, source })
+        match placed {
+            Ok(()) => self.evict(),
+            Err(fill) => {
+                let _ = fs::remove_file(&temp);
+                Err(match fill {
+                    Fill::Write(source) => self.failed(path, source),
+                    Fill::Refused(e) => e,
+                })
             }
         }
+    }
+
+    /// The error of an entry that could not be written, after which
+    /// nothing more is stored.
+    fn failed(&self, path: PathBuf, source: io::Error) -> CacheError {
+        self.write_failed.store(true, Ordering::Relaxed);
+        CacheError::Write { path, source }
     }
 
     /// A new file under a temporary name that [`IndexCache::load`] never
@@ -408,7 +458,7 @@ impl IndexCache {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(private::FILE_MODE)
             .open(&path)?;
         Ok((path, file))
     }
@@ -463,6 +513,15 @@ impl IndexCache {
     }
 }
 
+/// The entry format's version, for tests that craft entries.
+#[cfg(test)]
+pub(crate) fn format_version() -> u32 {
+    format::VERSION
+}
+
+/// The buffer an imported entry is copied through.
+const IMPORT_CHUNK: usize = 64 * 1024;
+
 /// How much of a layer entry [`IndexCache::load_seek`] reads first: the
 /// header, the identity and a plain or zstd layer's whole seek index, so
 /// that most loads take one read (a gzip layer's checkpoints take two).
@@ -502,6 +561,13 @@ fn is_entry_name(name: &str) -> bool {
             .and_then(|stem| stem.strip_suffix('.'))
             .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
     })
+}
+
+/// Why an entry was not stored: the disk failed (no more stores), or the
+/// entry itself is refused.
+enum Fill {
+    Write(io::Error),
+    Refused(CacheError),
 }
 
 /// Why a stored entry was not used.

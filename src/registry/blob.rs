@@ -162,7 +162,10 @@ impl BlobFetch for RegistryBlob {
                         self.count(n);
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(self.broken(format!("reading the body: {e}"))),
+                    Err(e) => {
+                        let reason = transport::body_error(&e);
+                        return Err(self.broken(format!("reading the body: {reason}")));
+                    }
                 }
             }
             if filled < buf.len() {
@@ -190,6 +193,7 @@ impl BlobFetch for RegistryBlob {
             blob: self.clone(),
             pos: offset,
             body: None,
+            got: 0,
             failures: 0,
         }))
     }
@@ -202,8 +206,15 @@ struct BlobStream {
     blob: RegistryBlob,
     pos: u64,
     body: Option<BodyReader<'static>>,
+    /// Bytes the current body delivered.
+    got: u64,
     failures: u32,
 }
+
+/// What a body must deliver before the failures before it are forgiven: a
+/// stream is one request per deadline, and one that delivers a byte per
+/// deadline would otherwise never run out of retries.
+const PROGRESS: u64 = 1 << 20;
 
 impl BlobStream {
     /// Waits before another try, or gives up with the failure.
@@ -234,7 +245,10 @@ impl Read for BlobStream {
         loop {
             if self.body.is_none() {
                 match self.blob.open(self.pos, size) {
-                    Ok(body) => self.body = Some(body),
+                    Ok(body) => {
+                        self.body = Some(body);
+                        self.got = 0;
+                    }
                     Err(failure) => {
                         self.failed(failure)?;
                         continue;
@@ -255,15 +269,19 @@ impl Read for BlobStream {
                 }
                 Ok(n) => {
                     self.pos += n as u64;
-                    self.failures = 0;
+                    self.got += n as u64;
+                    if self.got >= PROGRESS.min(size) {
+                        self.failures = 0;
+                    }
                     self.blob.count(n);
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    let reason = transport::body_error(&e);
                     let broken = self
                         .blob
-                        .broken(format!("reading the body at {}: {e}", self.pos));
+                        .broken(format!("reading the body at {}: {reason}", self.pos));
                     self.failed(broken)?;
                 }
             }

@@ -46,15 +46,16 @@ impl Client {
         let place = format!("{}/{}", reference.registry, reference.repository);
         let creds = creds::find(reference, options)?;
         let config_path = creds::config_path(options).map(|p| p.display().to_string());
+        let retry = options.retry.unwrap_or_else(RetryPolicy::from_env);
         Ok(Client {
-            http: Http::new(),
+            http: Http::new(retry.deadline),
             base: format!(
                 "{scheme}://{}/v2/{}",
                 reference.registry, reference.repository
             ),
             auth: Auth::new(place.clone(), &reference.repository, creds, config_path),
             place,
-            retry: options.retry.unwrap_or_else(RetryPolicy::from_env),
+            retry,
             received: Arc::new(AtomicU64::new(0)),
         })
     }

@@ -16,21 +16,32 @@ pub struct RetryPolicy {
     pub retries: u32,
     /// The wait before the first retry; each later one waits twice as long.
     pub base_delay: Duration,
+    /// How long one request may take, from connecting to the last byte of
+    /// its body: a timeout per read alone let a server sending a byte
+    /// every few seconds hold a request forever. A request that passes it
+    /// fails transiently, so the whole of one fetch is bounded by
+    /// `(retries + 1) * deadline` plus the delays.
+    pub deadline: Duration,
 }
+
+/// The default [`RetryPolicy::deadline`]: a chunk (1 MiB) at 9 KB/s.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             retries: 4,
             base_delay: Duration::from_millis(200),
+            deadline: DEFAULT_DEADLINE,
         }
     }
 }
 
 impl RetryPolicy {
-    /// The default, with `LAYERFS_HTTP_RETRIES` and
-    /// `LAYERFS_HTTP_RETRY_DELAY_MS` (the first wait) applied, so that
-    /// scripts and tests can make a failing registry fail fast.
+    /// The default, with `LAYERFS_HTTP_RETRIES`,
+    /// `LAYERFS_HTTP_RETRY_DELAY_MS` (the first wait) and
+    /// `LAYERFS_HTTP_DEADLINE_SECS` applied, so that scripts and tests can
+    /// make a failing or stalling registry fail fast.
     pub fn from_env() -> RetryPolicy {
         let mut policy = RetryPolicy::default();
         if let Some(retries) = env_number("LAYERFS_HTTP_RETRIES") {
@@ -38,6 +49,9 @@ impl RetryPolicy {
         }
         if let Some(ms) = env_number("LAYERFS_HTTP_RETRY_DELAY_MS") {
             policy.base_delay = Duration::from_millis(ms);
+        }
+        if let Some(secs) = env_number("LAYERFS_HTTP_DEADLINE_SECS").filter(|&s| s > 0) {
+            policy.deadline = Duration::from_secs(secs);
         }
         policy
     }
@@ -137,6 +151,7 @@ mod tests {
         RetryPolicy {
             retries,
             base_delay: Duration::from_millis(1),
+            ..RetryPolicy::default()
         }
     }
 
@@ -153,6 +168,7 @@ mod tests {
         let p = RetryPolicy {
             retries: 9,
             base_delay: Duration::from_millis(200),
+            ..RetryPolicy::default()
         };
         assert_eq!(p.delay(0, None), Duration::from_millis(200));
         assert_eq!(p.delay(2, None), Duration::from_millis(800));

@@ -1,6 +1,6 @@
 //! A fake registry on loopback for the client's tests: enough HTTP/1.1 to
 //! serve manifests and blobs, log in by token or basic auth, and misbehave
-//! on request (ignore Range, cut a body short, be busy, throttle).
+//! on request (ignore Range, cut a body short, be busy, throttle, drip).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -42,6 +42,9 @@ pub(crate) struct Faults {
     pub redirect_blobs: bool,
     /// Manifests served with a `Docker-Content-Digest` of other bytes.
     pub false_digest: bool,
+    /// Every body sent one byte per this interval, until the client
+    /// hangs up: a server that is never quite silent.
+    pub drip: Option<Duration>,
 }
 
 /// One request the registry saw.
@@ -262,7 +265,11 @@ fn serve(shared: &Shared, stream: TcpStream) {
     }
     let seen = Seen { path, headers };
     let reply = respond(shared, &seen);
-    shared.lock().seen.push(seen);
+    let drip = {
+        let mut state = shared.lock();
+        state.seen.push(seen);
+        state.faults.drip
+    };
     let mut head = format!("HTTP/1.1 {}\r\n", reply.status);
     for (name, value) in &reply.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -272,7 +279,24 @@ fn serve(shared: &Shared, stream: TcpStream) {
         reply.body.len()
     ));
     let _ = writer.write_all(head.as_bytes());
-    let _ = writer.write_all(&reply.body[..reply.send]);
+    let body = &reply.body[..reply.send];
+    match drip {
+        None => {
+            let _ = writer.write_all(body);
+        }
+        Some(interval) => {
+            for byte in body.chunks(1) {
+                let hung_up = writer
+                    .write_all(byte)
+                    .and_then(|()| writer.flush())
+                    .is_err();
+                if hung_up || shared.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                std::thread::sleep(interval);
+            }
+        }
+    }
     let _ = writer.flush();
 }
 

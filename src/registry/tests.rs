@@ -20,6 +20,7 @@ fn fast() -> RegistryOptions {
         retry: Some(RetryPolicy {
             retries: 3,
             base_delay: Duration::from_millis(1),
+            ..RetryPolicy::default()
         }),
         // No login of the machine's own may leak into a test.
         docker_config: Some("/nonexistent/layerfs-test/config.json".into()),
@@ -484,6 +485,59 @@ fn a_truncated_body_is_resumed_where_it_broke() {
         .to_string();
     assert!(message.contains("gave up after 4 attempts"), "{message}");
     assert!(streamed(&image.layers[0], 0).is_err());
+}
+
+/// A registry that sends a byte every 100 ms is never silent long enough
+/// for a read timeout: each request (manifest, range, stream) ends at its
+/// deadline, with an error naming the registry, what was fetched and the
+/// deadline, after the retries and no later.
+#[test]
+fn a_dripping_registry_fails_each_request_at_its_deadline() {
+    let registry = TestRegistry::start();
+    let (_, _) = image(&registry);
+    let options = RegistryOptions {
+        retry: Some(RetryPolicy {
+            retries: 1,
+            base_delay: Duration::from_millis(1),
+            deadline: Duration::from_secs(1),
+        }),
+        ..fast()
+    };
+    let image = resolved(&registry, "team/app:v1", &options);
+    registry.set_faults(Faults {
+        drip: Some(Duration::from_millis(100)),
+        ..Faults::default()
+    });
+    let start = std::time::Instant::now();
+    let place = format!("{}/team/app", registry.host());
+    let blob = &image.layers[0].digest;
+    let manifest = failure(&registry, "team/app:v1", &options);
+    let range = fetched(&image.layers[0], 0, 4000)
+        .expect_err("a range in 1 s at 10 bytes/s")
+        .to_string();
+    let stream = streamed(&image.layers[0], 0)
+        .expect_err("a stream in 1 s at 10 bytes/s")
+        .to_string();
+    for (message, what) in [
+        (&manifest, "v1"),
+        (&range, blob.as_str()),
+        (&stream, blob.as_str()),
+    ] {
+        assert!(
+            message.contains(&place)
+                && message.contains(what)
+                && message.contains("deadline")
+                && message.contains("gave up after 2 attempts"),
+            "{message}"
+        );
+    }
+    // Two attempts of 1 s for each of three fetches, and slack for a
+    // loaded machine; without the deadline, 20 s would not fetch one.
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]

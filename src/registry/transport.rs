@@ -1,5 +1,6 @@
 //! HTTP for registries: one pooled agent with the timeouts a registry
-//! client wants, and every transport failure and status code sorted into
+//! client wants (a deadline for the whole of each request, body included,
+//! besides those for connecting and for each read), and every transport failure and status code sorted into
 //! final or worth retrying.
 
 use std::io::Read;
@@ -28,10 +29,13 @@ pub(crate) struct Http {
 }
 
 impl Http {
-    pub fn new() -> Http {
+    /// An agent whose every request, redirects and body included, must
+    /// be over within `deadline`.
+    pub fn new(deadline: Duration) -> Http {
         let config = ureq::Agent::config_builder()
             // Statuses are sorted here, with the registry's headers at hand.
             .http_status_as_error(false)
+            .timeout_global(Some(deadline))
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_per_read(Some(READ_TIMEOUT))
             .max_redirects(MAX_REDIRECTS)
@@ -101,12 +105,32 @@ fn classify(error: ureq::Error, place: &str, what: &str) -> Failure {
             Failure::transient(unreachable(e.to_string()))
         }
         ureq::Error::Io(e) => Failure::transient(transport(e.to_string())),
+        ureq::Error::Timeout(ureq::Timeout::Global) => {
+            Failure::transient(transport(PASSED_DEADLINE.into()))
+        }
         ureq::Error::Timeout(t) => Failure::transient(transport(format!("timed out ({t})"))),
         ureq::Error::BodyStalled => Failure::transient(transport("the body stalled".into())),
         e @ (ureq::Error::Tls(_) | ureq::Error::Rustls(_)) => {
             unreachable(format!("TLS: {e}")).into()
         }
         e => transport(e.to_string()).into(),
+    }
+}
+
+/// What a request that passed its deadline failed with: ureq's own
+/// "timeout: global" says neither which deadline nor how to change it.
+const PASSED_DEADLINE: &str =
+    "no complete answer within the deadline of one request (LAYERFS_HTTP_DEADLINE_SECS)";
+
+/// What to say of a body that could not be read to its end.
+pub(crate) fn body_error(error: &std::io::Error) -> String {
+    let inner = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<ureq::Error>());
+    if matches!(inner, Some(ureq::Error::Timeout(ureq::Timeout::Global))) {
+        PASSED_DEADLINE.to_string()
+    } else {
+        error.to_string()
     }
 }
 
@@ -169,7 +193,7 @@ pub(crate) fn read_small(
             Failure::transient(RegistryError::Transport {
                 place: place.to_string(),
                 what: what.to_string(),
-                reason: format!("reading the body: {e}"),
+                reason: format!("reading the body: {}", body_error(&e)),
             })
         })?;
     if body.len() as u64 > limit {

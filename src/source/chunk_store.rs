@@ -13,11 +13,13 @@
 //! blobs' files are deleted, least recently used first, until the rest
 //! fits; while it is open, it stops storing chunks once the bound is met.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+
+use crate::cache::private;
 
 /// Default bound on the chunk directory's size.
 pub(crate) const DEFAULT_MAX_BYTES: u64 = 2 << 30;
@@ -44,20 +46,12 @@ impl ChunkStore {
         chunk: u64,
         max_bytes: u64,
     ) -> io::Result<ChunkStore> {
-        fs::create_dir_all(dir)?;
+        private::own_dir(dir)?;
         let data_path = dir.join(format!("{hex}.chunks"));
         let have_path = dir.join(format!("{hex}.have"));
         let used = trim(dir, hex, max_bytes)?;
-        let open = |path: &PathBuf| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-        };
-        let data = open(&data_path)?;
-        let have_file = open(&have_path)?;
+        let data = open_own(&data_path)?;
+        let have_file = open_own(&have_path)?;
         let count = usize::try_from(len.div_ceil(chunk)).map_err(io::Error::other)?;
         let mut marks = vec![0u8; count];
         // A map of another length is of another blob or damaged: start over.
@@ -118,6 +112,24 @@ impl ChunkStore {
             mark.store(0, Ordering::Relaxed);
             let _ = self.have_file.write_all_at(&[0], k);
         }
+    }
+}
+
+/// Opens (creating) one of the store's files. Something else under its
+/// name (a symlink, a FIFO, another user's file: see `cache/private.rs`)
+/// is removed with a warning and a fresh file made in its place: its
+/// marks are then of another length, so the store starts over.
+fn open_own(path: &Path) -> io::Result<File> {
+    match private::open_write(path) {
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            log::warn!(
+                "{}: {e}; removed, the blob's chunks will be fetched again",
+                path.display()
+            );
+            fs::remove_file(path)?;
+            private::open_write(path)
+        }
+        opened => opened,
     }
 }
 
@@ -191,5 +203,30 @@ mod tests {
         // No room left: nothing is stored.
         small.put(0, &[3u8; 4096]);
         assert!(!small.get(0, &mut buf));
+    }
+
+    #[test]
+    fn the_store_is_private_and_never_follows_what_it_finds() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let chunks = dir.path().join("chunks");
+        // Someone's file the names are pointed at: left untouched.
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        fs::create_dir(&chunks).unwrap();
+        std::os::unix::fs::symlink(&victim, chunks.join("aa.chunks")).unwrap();
+        std::os::unix::fs::symlink(&victim, chunks.join("aa.have")).unwrap();
+        let store = ChunkStore::open(&chunks, "aa", 10_000, 4096, 1 << 20).unwrap();
+        store.put(0, &[5u8; 4096]);
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&chunks), 0o700);
+        for name in ["aa.chunks", "aa.have"] {
+            let path = chunks.join(name);
+            assert!(fs::symlink_metadata(&path).unwrap().is_file(), "{name}");
+            assert_eq!(mode(&path), 0o600, "{name}");
+        }
+        let mut buf = vec![0u8; 4096];
+        assert!(store.get(0, &mut buf));
     }
 }

@@ -6,7 +6,7 @@
 //! and refuse non-UTF-8 on some platforms), because several tests exist
 //! precisely to feed such raw names to layerfs.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use tar::{Builder, EntryType, Header};
@@ -556,4 +556,16 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// Appends a regular file `name` (mode 0644) of `len` bytes read from
+/// `data` to `builder`: for members streamed rather than held (a gigabyte
+/// of zeros in a bomb).
+pub fn append_streamed(builder: &mut Builder<impl Write>, name: &str, len: u64, data: impl Read) {
+    let mut header = Header::new_gnu();
+    header.set_path(name).expect("path");
+    header.set_mode(0o644);
+    header.set_size(len);
+    header.set_cksum();
+    builder.append(&header, data).expect("append");
 }
