@@ -47,7 +47,12 @@ const TREE_MAGIC: &[u8; 12] = b"LAYERFS-TRE\0";
 /// rebuilt, never read.
 /// 3: the layer body's head has its own checksum; the tree body is laid out
 /// in fixed-size records (`Tree::encode`).
-pub(super) const VERSION: u32 = 3;
+/// 4: layers are read as Go's archive/tar reads them (header-only types,
+/// extension header order, global headers), and the merge resolves opaque
+/// markers through symlinks, keeps a file that a member lies under and
+/// reads `user.overlay.*` as ordinary in tars: an entry of 3 may describe
+/// another tree.
+pub(super) const VERSION: u32 = 4;
 /// Magic, version, body length, checksum.
 pub(super) const HEADER_LEN: usize = 12 + 4 + 8 + 4;
 
