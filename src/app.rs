@@ -660,6 +660,32 @@ pub fn create(request: &CreateRequest) -> Result<(), AppError> {
     written.run(&scan, &selection)
 }
 
+/// What `layerfs commit` was asked to do.
+#[derive(Debug)]
+pub struct CommitRequest {
+    /// The overlayfs upper directory.
+    pub upper: PathBuf,
+    /// Where the layer goes.
+    pub output: LayerDestination,
+    /// `--mtime`: no time later than this many seconds since the epoch.
+    pub clamp_mtime: Option<i64>,
+    /// No progress bar, and no digests on stderr.
+    pub quiet: bool,
+}
+
+/// `layerfs commit`: an overlayfs upper directory as one OCI layer (its
+/// whiteouts and opaque directories as OCI markers), then its digests.
+pub fn commit(request: &CommitRequest) -> Result<(), AppError> {
+    let (scan, selection) = author::scan_upper(&request.upper)?;
+    let written = LayerWrite {
+        label: progress::label("commit", &[&request.upper]),
+        output: &request.output,
+        clamp_mtime: request.clamp_mtime,
+        quiet: request.quiet,
+    };
+    written.run(&scan, &selection)
+}
+
 /// What `layerfs diff` was asked to do.
 #[derive(Debug)]
 pub struct DiffRequest {

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 use layerfs::app::{
-    self, CacheChoice, CreateRequest, DiffRequest, ExportRequest, IndexExportRequest,
-    InspectRequest, LayerDestination, ListRequest, MountRequest,
+    self, CacheChoice, CommitRequest, CreateRequest, DiffRequest, ExportRequest,
+    IndexExportRequest, InspectRequest, LayerDestination, ListRequest, MountRequest,
 };
 use layerfs::inputs::LayerInputs;
 use layerfs::list::ListFormat;
@@ -124,6 +124,17 @@ enum Command {
         whiteouts: bool,
         /// The directory.
         dir: PathBuf,
+    },
+    /// Write an overlayfs upper directory (as `mount --upper` leaves it) as one layer, and print its digests.
+    Commit {
+        #[command(flatten)]
+        output: OutputArgs,
+        /// No time later than SECONDS since the epoch (later ones become SECONDS).
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+        mtime: Option<i64>,
+        /// The upper directory.
+        #[arg(value_name = "UPPER")]
+        upper: PathBuf,
     },
     /// Write the layer that turns the merged tree of LAYER... into DIR, and print its digests.
     Diff {
@@ -392,6 +403,16 @@ fn main() -> ExitCode {
             output: output.destination(),
             clamp_mtime: mtime,
             whiteouts,
+            quiet: cli.quiet,
+        }),
+        Command::Commit {
+            output,
+            mtime,
+            upper,
+        } => app::commit(&CommitRequest {
+            upper,
+            output: output.destination(),
+            clamp_mtime: mtime,
             quiet: cli.quiet,
         }),
         Command::Diff {

@@ -7,9 +7,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::oci::{manifest_descriptor, sha256, Layout, REF_NAME};
+use common::oci::umoci_rootfs;
 use common::raw;
 use common::tree::{snapshot, Fields, Mtime};
 use common::{assert_tree, Expected, Mount};
@@ -18,34 +17,7 @@ use common::{assert_tree, Expected, Mount};
 /// it alone.
 fn assert_reads_as_umoci(name: &str, layer: &[u8]) {
     let work = tempfile::tempdir().expect("tempdir");
-    let layout = Layout::new(&work.path().join("image"));
-    let (digest, size) = layout.blob(layer);
-    let config = serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [sha256(layer)]},
-    });
-    let media = "application/vnd.oci.image.layer.v1.tar".to_string();
-    let (manifest, manifest_size) = layout.image_manifest(&config, &[(media, digest, size)]);
-    layout.index(serde_json::json!([manifest_descriptor(
-        &manifest,
-        manifest_size,
-        serde_json::json!({"annotations": {REF_NAME: "t"}}),
-    )]));
-    let bundle = work.path().join("bundle");
-    let out = Command::new("umoci")
-        .arg("unpack")
-        .arg("--image")
-        .arg(format!("{}:t", layout.dir.display()))
-        .arg(&bundle)
-        .output()
-        .expect("run umoci (CI installs it)");
-    assert!(
-        out.status.success(),
-        "{name}: umoci unpack failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reference = snapshot(&bundle.join("rootfs"));
+    let reference = snapshot(&umoci_rootfs(work.path(), &[layer]));
     let path: PathBuf = work.path().join(format!("{name}.tar"));
     std::fs::write(&path, layer).expect("write layer");
     let mount = Mount::new(&[path]);

@@ -35,7 +35,7 @@ use crate::stack::StackError;
 pub use create::everything;
 pub use diff::plan_diff;
 pub use emit::{clamp, emit, Emitted, Selection};
-pub use scan::{read as scan, read_layer as scan_layer};
+pub use scan::{read as scan, read_layer as scan_layer, read_upper as scan_upper};
 
 use crate::dir::DirError;
 
@@ -52,6 +52,15 @@ pub enum AuthorError {
     /// as an ordinary entry.
     #[error("{}: {what} cannot be stored in a layer as an entry (`layerfs create --whiteouts` writes what the mount reads it as)", path.display())]
     Unrepresentable {
+        /// The path on disk.
+        path: PathBuf,
+        /// What it is.
+        what: &'static str,
+    },
+    /// An entry of an overlayfs upper directory that no OCI layer can
+    /// express.
+    #[error("{}: {what} cannot be committed as a layer", path.display())]
+    NotCommittable {
         /// The path on disk.
         path: PathBuf,
         /// What it is.

@@ -46,6 +46,57 @@ pub fn read(root: &Path) -> Result<Scan, AuthorError> {
 /// whiteout) is left out; everything else is chosen as it is.
 pub fn read_layer(root: &Path) -> Result<(Scan, Selection), AuthorError> {
     let mut scan = Scan::read(root)?;
+    let selection = select_as_layer(&scan);
+    // The opaque xattr is now a marker; any other overlayfs xattr is still
+    // worth a warning.
+    let opaque = |i: usize| selection.opaque.get(i).copied().unwrap_or(false);
+    drop_overlay_xattrs(&mut scan, |i| selection.writes(i) && !opaque(i));
+    Ok((scan, selection))
+}
+
+/// Reads an overlayfs upper directory for `layerfs commit`: as a directory
+/// layer ([`read_layer`]), but only overlayfs' own forms are markers. A
+/// `.wh.` name there is a file someone made through the mount, which no
+/// OCI layer can hold; a redirect or metacopy xattr means the mount stored
+/// a rename or a copy-up by reference to the lower layers, which a layer
+/// cannot express either (`layerfs mount --upper` keeps both features
+/// off). overlayfs' bookkeeping xattrs (origin, impure, ...) go silently.
+pub fn read_upper(root: &Path) -> Result<(Scan, Selection), AuthorError> {
+    let mut scan = Scan::read(root)?;
+    for (i, entry) in scan.entries().iter().enumerate() {
+        let what = if is_marker_name(entry.name()) {
+            "a whiteout name (.wh.*) made through the mount"
+        } else if let Some(feature) = entry.xattrs.iter().find_map(|(name, _)| by_reference(name)) {
+            feature
+        } else {
+            continue;
+        };
+        return Err(AuthorError::NotCommittable {
+            path: scan.disk_path(i),
+            what,
+        });
+    }
+    let selection = select_as_layer(&scan);
+    drop_overlay_xattrs(&mut scan, |_| false);
+    Ok((scan, selection))
+}
+
+/// The overlayfs feature an xattr of an upper entry stands for, when that
+/// feature stores the entry by reference to the lower layers.
+fn by_reference(name: &[u8]) -> Option<&'static str> {
+    let own = name
+        .strip_prefix(b"trusted.overlay.")
+        .or_else(|| name.strip_prefix(b"user.overlay."))?;
+    match own {
+        b"redirect" => Some("an overlayfs redirect (a directory renamed with redirect_dir=on)"),
+        b"metacopy" => Some("an overlayfs metacopy (a copy-up of metadata only, metacopy=on)"),
+        _ => None,
+    }
+}
+
+/// Chooses every entry of a directory layer by the merge's own rules, its
+/// markers becoming whiteouts and opaque directories.
+fn select_as_layer(scan: &Scan) -> Selection {
     let mut selection = Selection::none(scan.entries().len());
     for (i, entry) in scan.entries().iter().enumerate() {
         // A walk's paths are already normal: no `.`, `..` or empty names.
@@ -79,11 +130,7 @@ pub fn read_layer(root: &Path) -> Result<(Scan, Selection), AuthorError> {
         names.sort();
         names.dedup();
     }
-    // The opaque xattr is now a marker; any other overlayfs xattr is still
-    // worth a warning.
-    let opaque = |i: usize| selection.opaque.get(i).copied().unwrap_or(false);
-    drop_overlay_xattrs(&mut scan, |i| selection.writes(i) && !opaque(i));
-    Ok((scan, selection))
+    selection
 }
 
 fn set_opaque(selection: &mut Selection, index: usize) {

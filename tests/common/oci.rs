@@ -168,3 +168,45 @@ pub fn manifest_descriptor(
     }
     d
 }
+
+/// umoci's unpack of an image made of the uncompressed `layers` (bottom
+/// first), written under `work`: the reference tree of a runtime that
+/// reads layers with Go's archive/tar. Fails the test if umoci fails or is
+/// missing (CI installs it).
+pub fn umoci_rootfs(work: &Path, layers: &[&[u8]]) -> PathBuf {
+    let layout = Layout::new(&work.join("image"));
+    let media = "application/vnd.oci.image.layer.v1.tar";
+    let descriptors: Vec<(String, String, usize)> = layers
+        .iter()
+        .map(|layer| {
+            let (digest, size) = layout.blob(layer);
+            (media.to_string(), digest, size)
+        })
+        .collect();
+    let diff_ids: Vec<String> = layers.iter().map(|layer| sha256(layer)).collect();
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let (manifest, manifest_size) = layout.image_manifest(&config, &descriptors);
+    layout.index(serde_json::json!([manifest_descriptor(
+        &manifest,
+        manifest_size,
+        serde_json::json!({"annotations": {REF_NAME: "t"}}),
+    )]));
+    let bundle = work.join("bundle");
+    let out = std::process::Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:t", layout.dir.display()))
+        .arg(&bundle)
+        .output()
+        .expect("run umoci (CI installs it)");
+    assert!(
+        out.status.success(),
+        "umoci unpack failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bundle.join("rootfs")
+}
