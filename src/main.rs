@@ -49,7 +49,7 @@ enum Command {
         /// Mount writable: a kernel overlay over the stack, changes kept in DIR (created if missing).
         #[arg(long, value_name = "DIR", conflicts_with = "foreground")]
         upper: Option<PathBuf>,
-        /// The overlay's work directory, on DIR's filesystem (default: .NAME.layerfs-work beside DIR).
+        /// The overlay's work directory, on the upper's filesystem (default: .UPPER.layerfs-work beside the upper).
         #[arg(long, value_name = "DIR", requires = "upper")]
         work: Option<PathBuf>,
         #[command(flatten)]
