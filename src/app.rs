@@ -296,11 +296,13 @@ pub fn mount(request: &MountRequest) -> Result<(), AppError> {
 
 /// The parent's side of `mount --upper`: the stack mounted read-only at
 /// the private lower by a background daemon, then the kernel overlay at
-/// `mountpoint`. If the overlay is refused, the lower is taken down again
-/// (its daemon ends) and its directory removed: nothing stays mounted.
+/// `mountpoint`. If either fails, the lower is taken down again (its
+/// daemon ends) and the directories made for the mount removed: nothing
+/// stays mounted or created.
 fn mount_writable(writable: &Writable, mountpoint: &Path) -> Result<(), AppError> {
     if let Err(e) = daemon::start_in_background(&writable.lower) {
         upper::remove_lower(&writable.lower);
+        writable.discard();
         return Err(e.into());
     }
     let Err(refused) = upper::mount_overlay(writable, mountpoint) else {
@@ -312,6 +314,7 @@ fn mount_writable(writable: &Writable, mountpoint: &Path) -> Result<(), AppError
         return Ok(());
     };
     take_down_lower(&writable.lower, false);
+    writable.discard();
     Err(refused.into())
 }
 

@@ -76,6 +76,25 @@ pub struct Writable {
     pub work: PathBuf,
     /// Where the stack is mounted read-only.
     pub lower: PathBuf,
+    /// The directories [`prepare`] created, newest last: a mount that
+    /// fails removes them again (see [`Writable::discard`]).
+    created: Vec<PathBuf>,
+}
+
+impl Writable {
+    /// After a failed mount: removes the directories [`prepare`] created,
+    /// as long as they are empty (a failed mount wrote nothing to them), so
+    /// that a mistyped command leaves no litter.
+    pub fn discard(&self) {
+        for dir in self.created.iter().rev() {
+            if mountinfo::is_mountpoint(dir).unwrap_or(true) {
+                continue;
+            }
+            if let Err(e) = std::fs::remove_dir(dir) {
+                log::warn!("{}: cannot remove it: {e}", dir.display());
+            }
+        }
+    }
 }
 
 /// A hidden sibling of `upper` (canonical): `.NAME.layerfs-SUFFIX`.
@@ -106,10 +125,26 @@ pub fn prepare(
             mountpoint: mountpoint.to_path_buf(),
         });
     }
-    let upper = directory("--upper", upper)?;
+    let mut created = Vec::new();
+    let result = prepare_dirs(upper, work, &mut created);
+    if result.is_err() {
+        for dir in created.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    result
+}
+
+/// [`prepare`]'s checks, each directory it creates pushed on `created`.
+fn prepare_dirs(
+    upper: &Path,
+    work: Option<&Path>,
+    created: &mut Vec<PathBuf>,
+) -> Result<Writable, UpperError> {
+    let upper = directory("--upper", upper, created)?;
     let work = match work {
-        Some(work) => directory("--work", work)?,
-        None => directory("--work", &sibling(&upper, "work"))?,
+        Some(work) => directory("--work", work, created)?,
+        None => directory("--work", &sibling(&upper, "work"), created)?,
     };
     let device = |what, path: &Path| {
         std::fs::metadata(path)
@@ -153,7 +188,12 @@ pub fn prepare(
             })
         }
     }
-    Ok(Writable { upper, work, lower })
+    Ok(Writable {
+        upper,
+        work,
+        lower,
+        created: std::mem::take(created),
+    })
 }
 
 fn bad(what: &'static str, path: &Path, reason: String) -> UpperError {
@@ -165,19 +205,28 @@ fn bad(what: &'static str, path: &Path, reason: String) -> UpperError {
 }
 
 /// `path` as an existing directory, canonical; created (one level) if
-/// missing.
-fn directory(what: &'static str, path: &Path) -> Result<PathBuf, UpperError> {
-    match std::fs::create_dir(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+/// missing, and then pushed on `created`.
+fn directory(
+    what: &'static str,
+    path: &Path,
+    created: &mut Vec<PathBuf>,
+) -> Result<PathBuf, UpperError> {
+    let made = match std::fs::create_dir(path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
         Err(e) => return Err(bad(what, path, e.to_string())),
+    };
+    let canonical = path
+        .canonicalize()
+        .map_err(|e| bad(what, path, e.to_string()))?;
+    if made {
+        created.push(canonical.clone());
     }
-    let meta = std::fs::metadata(path).map_err(|e| bad(what, path, e.to_string()))?;
+    let meta = std::fs::metadata(&canonical).map_err(|e| bad(what, path, e.to_string()))?;
     if !meta.is_dir() {
         return Err(bad(what, path, "not a directory".into()));
     }
-    path.canonicalize()
-        .map_err(|e| bad(what, path, e.to_string()))
+    Ok(canonical)
 }
 
 /// Mounts the kernel overlay at `mountpoint` over `writable`'s lower.
@@ -315,6 +364,7 @@ mod tests {
             upper: "/u,p".into(),
             work: "/w".into(),
             lower: "/a:b\\c".into(),
+            created: Vec::new(),
         };
         assert_eq!(
             overlay_data(&writable),

@@ -353,6 +353,49 @@ fn an_upper_that_is_a_file_fails_with_nothing_mounted() {
     w.assert_nothing_mounted();
 }
 
+/// Whether `root` holds exactly `names` (hidden ones included).
+fn assert_holds(root: &Path, names: &[&str]) {
+    let mut found: Vec<String> = std::fs::read_dir(root)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    assert_eq!(found, names, "left in {}", root.display());
+}
+
+#[test]
+fn a_bad_layer_fails_with_nothing_mounted_or_created() {
+    let mut layers = stack();
+    layers.add_bytes(b"not a tar at all");
+    let w = Writable::new();
+    let run = layerfs(w.mount_args(&w.upper(), &layers.paths));
+    assert!(!run.status.success(), "a bad layer was mounted");
+    assert!(run.stderr.contains("not a tar"), "{}", run.stderr);
+    w.assert_nothing_mounted();
+    assert_holds(&w.root(), &["mnt"]);
+}
+
+#[test]
+fn without_root_it_says_what_is_missing_and_mounts_nothing() {
+    let layers = stack();
+    let w = Writable::new();
+    for dir in [w.root(), layers.dir().to_path_buf()] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()])
+        .args(w.mount_args(&w.upper(), &layers.paths));
+    let run = run_captured(&mut cmd);
+    assert!(!run.status.success(), "mounted without root");
+    assert!(
+        run.stderr.contains("needs root") && run.stderr.contains("userxattr"),
+        "{}",
+        run.stderr
+    );
+    w.assert_nothing_mounted();
+    assert_holds(&w.root(), &["mnt"]);
+}
+
 #[test]
 fn a_refused_overlay_takes_the_lower_down_again() {
     // An overlay is refused as the upper of another (EINVAL): only the
@@ -380,6 +423,10 @@ fn a_refused_overlay_takes_the_lower_down_again() {
             .all(|pid| !is_alive(pid))
     });
     assert!(ended, "the lower's daemon is still running");
+    assert!(
+        !outer.mnt().join("up").exists(),
+        "the upper made for it is left"
+    );
     outer.umount();
 }
 
