@@ -269,7 +269,7 @@ fn overlay_data(writable: &Writable) -> String {
 
 /// If the mount at `target` (as the mount table spells it) is the overlay
 /// of a writable mount, its lower mountpoint: the first `lowerdir=` of its
-/// super options, when that is itself a FUSE mount. Read from the mount
+/// super options, when that is named as ours and is a FUSE mount. Read from the mount
 /// table only, so a dead or stopped daemon below is never asked anything.
 pub fn writable_lower(target: &Path) -> Result<Option<PathBuf>, UpperError> {
     let table_error = |source| UpperError::Io {
@@ -286,10 +286,13 @@ pub fn writable_lower(target: &Path) -> Result<Option<PathBuf>, UpperError> {
     let Some(lower) = first_lowerdir(&entry.super_options) else {
         return Ok(None);
     };
-    let lower_is_fuse = mountinfo::entry(&lower)
-        .map_err(table_error)?
-        .is_some_and(|e| e.fs_type == "fuse" || e.fs_type.starts_with("fuse."));
-    Ok(lower_is_fuse.then_some(lower))
+    // Another overlay over a layerfs mount is the user's own: its lower
+    // is not taken down with it.
+    let ours = is_private_lower(&lower)
+        && mountinfo::entry(&lower)
+            .map_err(table_error)?
+            .is_some_and(|e| e.fs_type == "fuse" || e.fs_type.starts_with("fuse."));
+    Ok(ours.then_some(lower))
 }
 
 /// The first lower directory named by an overlay's (escaped) super
@@ -311,6 +314,14 @@ fn first_lowerdir(options: &[u8]) -> Option<PathBuf> {
     (!first.is_empty()).then(|| PathBuf::from(OsString::from_vec(first)))
 }
 
+/// Whether `path` is named as [`lower_of_upper`] names a lower mountpoint.
+fn is_private_lower(path: &Path) -> bool {
+    path.file_name().is_some_and(|name| {
+        let name = name.as_bytes();
+        name.starts_with(b".") && name.ends_with(b".layerfs-lower")
+    })
+}
+
 /// Unmounts the overlay at `target`.
 pub fn unmount_overlay(target: &Path, lazy: bool) -> Result<(), UpperError> {
     sys::umount(target, lazy).map_err(|source| UpperError::Io {
@@ -327,10 +338,7 @@ pub fn unmount_overlay(target: &Path, lazy: bool) -> Result<(), UpperError> {
 /// Removes the private lower mountpoint once nothing is mounted there;
 /// only an empty directory named as ours is ever removed.
 pub fn remove_lower(lower: &Path) {
-    let ours = lower.file_name().is_some_and(|n| {
-        n.as_bytes().starts_with(b".") && n.as_bytes().ends_with(b".layerfs-lower")
-    });
-    if !ours || mountinfo::is_mountpoint(lower).unwrap_or(true) {
+    if !is_private_lower(lower) || mountinfo::is_mountpoint(lower).unwrap_or(true) {
         return;
     }
     if let Err(e) = std::fs::remove_dir(lower) {
@@ -356,6 +364,8 @@ mod tests {
             sibling(upper, "work"),
             Path::new("/srv/.changes.layerfs-work")
         );
+        assert!(is_private_lower(&lower_of_upper(upper)));
+        assert!(!is_private_lower(Path::new("/srv/lower")));
     }
 
     #[test]

@@ -468,3 +468,31 @@ fn the_stack_answers_the_file_flag_ioctls_of_copy_up_with_enotty() {
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!logged.contains("ioctl"), "the daemon logged: {logged}");
 }
+
+#[test]
+fn umount_of_a_users_own_overlay_leaves_the_layerfs_mount_below() {
+    let layers = stack();
+    let below = layers.mount();
+    let w = Writable::new();
+    for dir in ["up", "work"] {
+        std::fs::create_dir(w.root().join(dir)).expect("mkdir");
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        below.path().display(),
+        w.upper().display(),
+        w.root().join("work").display()
+    );
+    let status = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &data])
+        .arg(w.mnt())
+        .status()
+        .expect("mount -t overlay");
+    assert!(status.success(), "mount -t overlay failed");
+    layerfs([OsStr::new("umount"), w.mnt().as_os_str()]).expect_success("layerfs umount");
+    assert!(!is_mounted(&w.mnt()), "the overlay is still mounted");
+    assert!(
+        is_mounted(below.path()),
+        "the user's layerfs mount went too"
+    );
+}
