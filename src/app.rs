@@ -18,6 +18,7 @@ use crate::plural::counted;
 use crate::progress::{self, MeterBar, Progress};
 use crate::source::ReadMeter;
 use crate::stack::{self, LayerSpec, Stack, StackError, StackOptions};
+use crate::upper::{self, UpperError, Writable};
 
 /// Any failure of a command; each message names the file or mountpoint.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,9 @@ pub enum AppError {
     /// Mounting or unmounting failed.
     #[error(transparent)]
     Mount(#[from] MountError),
+    /// A writable mount (`--upper`) could not be set up or taken down.
+    #[error(transparent)]
+    Upper(#[from] UpperError),
     /// A `-o` option was refused.
     #[error(transparent)]
     Option(#[from] OptionError),
@@ -168,6 +172,11 @@ pub struct MountRequest {
     /// The mount's source in the mount table, unless `-o fsname=` says
     /// (default: [`fuse::stack_source`] of the layer arguments).
     pub fsname: Option<String>,
+    /// Mount writable: the kernel overlay over the stack, with this upper
+    /// directory (see [`crate::upper`]).
+    pub upper: Option<PathBuf>,
+    /// The overlay's work directory (default: beside the upper).
+    pub work: Option<PathBuf>,
 }
 
 /// Where layer indexes are kept between mounts.
@@ -243,9 +252,22 @@ pub fn mount(request: &MountRequest) -> Result<(), AppError> {
         options.set_threads(threads);
     }
     // Before anything is indexed or started: a mistake costs nothing.
-    let mountpoint = fuse::check_mountpoint(&request.mountpoint)?;
+    let mut mountpoint = fuse::check_mountpoint(&request.mountpoint)?;
     if !daemon::is_child() {
         warn_if_not_empty(&mountpoint);
+    }
+    if let Some(upper_dir) = &request.upper {
+        if !daemon::is_child() {
+            let writable = upper::prepare(upper_dir, request.work.as_deref(), &mountpoint)?;
+            return mount_writable(&writable, &mountpoint);
+        }
+        // The background child serves the stack at the private lower.
+        let upper_dir = upper_dir.canonicalize().map_err(|e| UpperError::BadDir {
+            what: "--upper",
+            path: upper_dir.clone(),
+            reason: e.to_string(),
+        })?;
+        mountpoint = fuse::check_mountpoint(&upper::lower_of_upper(&upper_dir))?;
     }
     if !request.foreground && !daemon::is_child() {
         return Ok(daemon::start_in_background(&mountpoint)?);
@@ -270,6 +292,41 @@ pub fn mount(request: &MountRequest) -> Result<(), AppError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// The parent's side of `mount --upper`: the stack mounted read-only at
+/// the private lower by a background daemon, then the kernel overlay at
+/// `mountpoint`. If either fails, the lower is taken down again (its
+/// daemon ends) and the directories made for the mount removed: nothing
+/// stays mounted or created.
+fn mount_writable(writable: &Writable, mountpoint: &Path) -> Result<(), AppError> {
+    if let Err(e) = daemon::start_in_background(&writable.lower) {
+        upper::remove_lower(&writable.lower);
+        writable.discard();
+        return Err(e.into());
+    }
+    let Err(refused) = upper::mount_overlay(writable, mountpoint) else {
+        log::info!(
+            "mounted at {} (upper {})",
+            mountpoint.display(),
+            writable.upper.display()
+        );
+        return Ok(());
+    };
+    take_down_lower(&writable.lower, false);
+    writable.discard();
+    Err(refused.into())
+}
+
+/// Unmounts a writable mount's lower, ends its daemon and removes its
+/// directory; a failure is only logged (the caller has its own error, or
+/// the overlay is already gone).
+fn take_down_lower(lower: &Path, lazy: bool) {
+    match fuse::unmount(lower, lazy) {
+        Ok(unmounted) => daemon::release_stopped(&unmounted, lazy),
+        Err(e) => log::warn!("taking down the lower mount: {e}"),
+    }
+    upper::remove_lower(lower);
 }
 
 /// Says that mounting on a directory that holds something hides it, as
@@ -297,7 +354,15 @@ pub fn mount_helper(args: crate::fstab::HelperArgs, fake: bool) -> Result<(), Ap
 }
 
 /// `layerfs umount`.
+/// The overlay of a writable mount goes first, then its lower (found in
+/// the mount table, so that a dead daemon below changes nothing).
 pub fn umount(mountpoint: &Path, lazy: bool) -> Result<(), AppError> {
+    let target = fuse::resolve_parent(mountpoint)?;
+    if let Some(lower) = upper::writable_lower(&target)? {
+        upper::unmount_overlay(&target, lazy)?;
+        take_down_lower(&lower, lazy);
+        return Ok(());
+    }
     let unmounted = fuse::unmount(mountpoint, lazy)?;
     daemon::release_stopped(&unmounted, lazy);
     Ok(())

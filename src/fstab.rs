@@ -107,6 +107,8 @@ pub fn mount_request(args: HelperArgs) -> Result<MountRequest, FstabError> {
         cache: default_cache(),
         quiet: false,
         fsname: Some(args.source.to_string_lossy().into_owned()),
+        upper: None,
+        work: None,
     };
     for option in args.options.iter().flat_map(|list| list.split(',')) {
         apply(&mut request, option, args.sloppy)?;

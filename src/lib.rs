@@ -63,3 +63,4 @@ pub mod stack;
 mod sys;
 pub mod tar;
 pub mod tree;
+pub mod upper;

@@ -46,6 +46,12 @@ enum Command {
         /// Where the background daemon writes its log (default: syslog).
         #[arg(long, value_name = "FILE")]
         log_file: Option<PathBuf>,
+        /// Mount writable: a kernel overlay over the stack, changes kept in DIR (created if missing).
+        #[arg(long, value_name = "DIR", conflicts_with = "foreground")]
+        upper: Option<PathBuf>,
+        /// The overlay's work directory, on the upper's filesystem (default: .UPPER.layerfs-work beside the upper).
+        #[arg(long, value_name = "DIR", requires = "upper")]
+        work: Option<PathBuf>,
         #[command(flatten)]
         cache: CacheArgs,
         #[command(flatten)]
@@ -349,6 +355,8 @@ fn main() -> ExitCode {
             options,
             threads,
             log_file,
+            upper,
+            work,
             cache,
             image,
             layers,
@@ -363,6 +371,8 @@ fn main() -> ExitCode {
             cache: cache.choice(),
             quiet: cli.quiet,
             fsname: None,
+            upper,
+            work,
         }),
         Command::Ls {
             long,

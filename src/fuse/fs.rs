@@ -454,6 +454,26 @@ impl Filesystem for LayerFs {
     fn removexattr(&self, _: &Request, _: INodeNo, _: &OsStr, reply: ReplyEmpty) {
         reply.error(Errno::EROFS);
     }
+
+    /// No ioctl is known here, and ENOTTY says so. fuser's default,
+    /// ENOSYS, is taken by the kernel as a failure of the call itself:
+    /// overlayfs' copy-up asks the lower for the file flags
+    /// (FS_IOC_GETFLAGS, FS_IOC_FSGETXATTR) and, on 5.15 and later, aborts
+    /// every copy-up of a `mount --upper` on ENOSYS, where ENOTTY reads as
+    /// "no flags".
+    fn ioctl(
+        &self,
+        _: &Request,
+        _: INodeNo,
+        _: FileHandle,
+        _: fuser::IoctlFlags,
+        _: u32,
+        _: &[u8],
+        _: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
 }
 
 /// Answers a getxattr/listxattr: the size when asked for it, the bytes when

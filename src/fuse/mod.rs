@@ -4,7 +4,7 @@
 
 mod faults;
 mod fs;
-mod mountinfo;
+pub mod mountinfo;
 mod options;
 mod source;
 
@@ -296,7 +296,7 @@ pub fn unmount(path: &Path, lazy: bool) -> Result<PathBuf, MountError> {
 /// `path` made absolute with its parent directory resolved (symlinks,
 /// `..`) and its last component as given: the mount table's spelling of a
 /// mountpoint, found without looking at the mountpoint itself.
-fn resolve_parent(path: &Path) -> Result<PathBuf, MountError> {
+pub fn resolve_parent(path: &Path) -> Result<PathBuf, MountError> {
     let bad = |e: io::Error| MountError::BadMountpoint {
         path: path.to_path_buf(),
         reason: e.to_string(),
