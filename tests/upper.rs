@@ -1,7 +1,7 @@
 //! `layerfs mount --upper`: the stack as the lower of a kernel overlay.
 //! Every kind of change made through the writable mount lands in the upper
 //! in overlayfs' forms, survives a remount over the same upper, and (as a
-//! layer made by `create --whiteouts`) gives back the writable view; a
+//! layer made by `layerfs commit`) gives back the writable view; a
 //! killed daemon or a refused overlay leaves nothing mounted.
 
 mod common;
@@ -300,13 +300,12 @@ fn changes_land_in_the_upper_in_overlay_forms_and_survive_remount_and_create() {
     // The upper as a layer on top of the stack, mounted read-only.
     let changes = layers.dir().join("changes.tar");
     layerfs([
-        OsStr::new("create"),
-        OsStr::new("--whiteouts"),
+        OsStr::new("commit"),
         up.as_os_str(),
         OsStr::new("-o"),
         changes.as_os_str(),
     ])
-    .expect_success("layerfs create --whiteouts");
+    .expect_success("layerfs commit");
     let mut stacked = layers.paths.clone();
     stacked.push(changes);
     let read_only = Mount::new(&stacked);
