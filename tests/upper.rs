@@ -495,3 +495,98 @@ fn umount_of_a_users_own_overlay_leaves_the_layerfs_mount_below() {
         "the user's layerfs mount went too"
     );
 }
+
+/// A root holding a shell, `mkdir` and `rm`, and the libraries they load
+/// (as `ldd` lists them), enough to `chroot` into.
+fn shell_root(root: &Path) {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for program in ["/bin/dash", "/bin/mkdir", "/bin/rm"] {
+        files.push(PathBuf::from(program));
+        let ldd = Command::new("ldd").arg(program).output().expect("run ldd");
+        assert!(ldd.status.success(), "ldd {program}");
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
+            // "/lib64/ld-linux-x86-64.so.2 (0x...)".
+            let path = line.split("=>").last().unwrap_or("").trim();
+            if let Some(path) = path
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/'))
+            {
+                files.push(PathBuf::from(path));
+            }
+        }
+    }
+    for file in files {
+        let inside = root.join(file.strip_prefix("/").expect("absolute"));
+        std::fs::create_dir_all(inside.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(&file, &inside).expect("copy into the root");
+    }
+    std::os::unix::fs::symlink("dash", root.join("bin/sh")).expect("sh link");
+}
+
+/// A program run in a chroot of the writable mount writes 10,000 files
+/// and removes one of the stack's; the upper, committed, stacks to the
+/// same result.
+#[test]
+fn a_chroot_of_the_writable_mount_writes_many_files_that_survive_commit() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = work.path().join("root");
+    shell_root(&root);
+    std::fs::write(root.join("motd"), "remove me").expect("write motd");
+    let base = work.path().join("base.tar");
+    layerfs([
+        OsStr::new("create"),
+        root.as_os_str(),
+        OsStr::new("-o"),
+        base.as_os_str(),
+    ])
+    .expect_success("layerfs create");
+
+    let w = Writable::new();
+    w.mount(std::slice::from_ref(&base));
+    let out = Command::new("chroot")
+        .arg(w.mnt())
+        .args(["/bin/sh", "-ec"])
+        .arg(
+            "mkdir /data; i=0
+             while [ $i -lt 10000 ]; do echo $i > /data/f$i; i=$((i+1)); done
+             rm /motd; echo done > /status",
+        )
+        .output()
+        .expect("run chroot");
+    assert!(
+        out.status.success(),
+        "chroot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    w.umount();
+
+    let changes = work.path().join("changes.tar");
+    layerfs([
+        OsStr::new("commit"),
+        w.upper().as_os_str(),
+        OsStr::new("-o"),
+        changes.as_os_str(),
+    ])
+    .expect_success("layerfs commit");
+    let stacked = Mount::new(&[base, changes]);
+    let data = std::fs::read_dir(stacked.path().join("data")).expect("read data");
+    assert_eq!(data.count(), 10_000);
+    assert_eq!(
+        std::fs::read(stacked.path().join("data/f9999")).expect("f9999"),
+        b"9999\n"
+    );
+    assert_eq!(
+        std::fs::read(stacked.path().join("status")).expect("status"),
+        b"done\n"
+    );
+    assert!(
+        !stacked.path().join("motd").exists(),
+        "the removal survives"
+    );
+    assert!(
+        stacked.path().join("bin/dash").exists(),
+        "the stack is under it"
+    );
+}
