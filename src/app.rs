@@ -102,6 +102,17 @@ pub enum AppError {
     /// Writing the listing failed.
     #[error("writing the listing: {0}")]
     Output(std::io::Error),
+    /// `cat` or `get` could not write its output.
+    #[error(transparent)]
+    Extract(#[from] crate::extract::ExtractError),
+    /// Some paths given to `cat` or `get` failed (each already reported).
+    #[error("{command}: {} failed", counted(*failed, "path or entry", "paths or entries"))]
+    Incomplete {
+        /// The command.
+        command: &'static str,
+        /// How many failed.
+        failed: u64,
+    },
     /// The log file could not be opened.
     #[error("{}: {source}", path.display())]
     LogFile {
@@ -142,6 +153,7 @@ impl AppError {
         match self {
             AppError::Write(e) => e.is_broken_pipe(),
             AppError::Bundle(e) => e.is_broken_pipe(),
+            AppError::Extract(e) => e.is_broken_pipe(),
             AppError::Output(e) | AppError::Digests(e) => {
                 e.kind() == std::io::ErrorKind::BrokenPipe
             }
@@ -556,6 +568,78 @@ pub fn export(request: &ExportRequest) -> Result<(), AppError> {
         written.blob_bytes,
     );
     Ok(())
+}
+
+/// What `layerfs cat` and `layerfs get` were asked to do.
+#[derive(Debug)]
+pub struct ExtractRequest {
+    /// Layer files and images, bottom first.
+    pub layers: LayerInputs,
+    /// Paths in the merged tree.
+    pub paths: Vec<PathBuf>,
+    /// `get`'s destination directory (`cat` writes to stdout).
+    pub dir: PathBuf,
+    /// Where layer indexes are cached.
+    pub cache: CacheChoice,
+    /// No progress bar while indexing.
+    pub quiet: bool,
+}
+
+impl ExtractRequest {
+    fn tree_paths(&self) -> Vec<Vec<u8>> {
+        use std::os::unix::ffi::OsStrExt;
+        self.paths
+            .iter()
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .collect()
+    }
+}
+
+/// Prints a path that `cat` or `get` could not do, and goes on.
+fn report_path(command: &str, e: &crate::extract::ExtractError) {
+    eprintln!("layerfs: {command}: {e}");
+}
+
+/// `layerfs cat`: the files at the paths, in order, to stdout; a path
+/// that fails is reported and the others still written (exit status 1).
+pub fn cat(request: &ExtractRequest) -> Result<(), AppError> {
+    let (stack, _) = request
+        .cache
+        .open_stack(&request.layers, false, request.quiet)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let failed = crate::extract::cat(&stack, &request.tree_paths(), &mut out, &mut |e| {
+        report_path("cat", e);
+    })?;
+    match failed {
+        0 => Ok(()),
+        n => Err(AppError::Incomplete {
+            command: "cat",
+            failed: n as u64,
+        }),
+    }
+}
+
+/// `layerfs get`: the paths, with their subtrees, made below the
+/// directory; what fails is reported and the rest still made (exit 1).
+pub fn get(request: &ExtractRequest) -> Result<(), AppError> {
+    let (stack, _) = request
+        .cache
+        .open_stack(&request.layers, false, request.quiet)?;
+    let got = crate::extract::get(&stack, &request.tree_paths(), &request.dir, &mut |e| {
+        report_path("get", e);
+    })?;
+    log::info!(
+        "{}: {}",
+        request.dir.display(),
+        counted(got.entries, "entry", "entries")
+    );
+    match got.failed {
+        0 => Ok(()),
+        failed => Err(AppError::Incomplete {
+            command: "get",
+            failed,
+        }),
+    }
 }
 
 /// What `layerfs inspect` was asked to do.

@@ -20,7 +20,7 @@ use crate::tar::{archived_regions, EntryHeader, FirstNames, SparseSegment, TarWr
 use crate::tree::{Ino, Node, NodeKind, Tree};
 
 /// Bytes read from a layer per copy step.
-const COPY_BUFFER: usize = 1 << 20;
+pub(crate) const COPY_BUFFER: usize = 1 << 20;
 
 /// What can go wrong while exporting.
 #[derive(Debug, thiserror::Error)]
@@ -153,44 +153,75 @@ impl<W: Write> Exporter<'_, W> {
         path: &[u8],
         range: &SparseSegment,
     ) -> Result<(), ExportError> {
-        let end = range.offset.saturating_add(range.len);
+        let writer = &mut *self.writer;
+        let done = &mut self.done;
+        let progress = &mut *self.progress;
+        let files_done = self.files_done;
         let mut pos = range.offset;
-        while pos < end {
-            let want = usize::try_from(end - pos)
-                .map_or(self.buffer.len(), |left| left.min(self.buffer.len()));
-            let buffer = self.buffer.get_mut(..want).unwrap_or_default();
-            let n = self
-                .stack
-                .read(ino, pos, buffer)
-                .map_err(|source| self.read_error(node, path, source))?;
-            if n == 0 {
-                let short = StackError::ShortFile {
-                    expected: node.size,
-                    got: pos,
-                };
-                return Err(self.read_error(node, path, short));
-            }
-            let chunk = self.buffer.get(..n).unwrap_or_default();
-            self.writer.data(chunk)?;
-            pos += n as u64;
-            self.done.data_bytes += n as u64;
-            (self.progress)(self.files_done + pos);
-        }
-        Ok(())
+        let file = FileRef { ino, node, path };
+        copy_range(self.stack, &file, range, &mut self.buffer, &mut |chunk| {
+            writer.data(chunk)?;
+            pos += chunk.len() as u64;
+            done.data_bytes += chunk.len() as u64;
+            progress(files_done + pos);
+            Ok(())
+        })
     }
+}
 
-    fn read_error(&self, node: &Node, path: &[u8], source: StackError) -> ExportError {
-        let layer_path = self
-            .stack
-            .layers()
-            .get(node.layer as usize)
-            .map(|l| l.path().to_path_buf())
-            .unwrap_or_default();
-        ExportError::Read {
-            path: path.to_vec(),
-            layer_path,
-            layer: node.layer + 1,
-            source: Box::new(source),
+/// A regular file of the tree, as the readers below name it in errors.
+pub(crate) struct FileRef<'a> {
+    /// Its inode.
+    pub ino: Ino,
+    /// Its node.
+    pub node: &'a Node,
+    /// Its path in the tree.
+    pub path: &'a [u8],
+}
+
+/// Reads the file's bytes in `range` through the stack (which fetches
+/// lazily: only those bytes of its layer are read) into `sink`, one
+/// `buffer` at a time. Shared by `export`, `cat` and `get`, so that a file
+/// is read the same way wherever it goes; a sink's error is a
+/// [`ExportError::Write`].
+pub(crate) fn copy_range(
+    stack: &Stack,
+    file: &FileRef<'_>,
+    range: &SparseSegment,
+    buffer: &mut [u8],
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> Result<(), ExportError> {
+    let end = range.offset.saturating_add(range.len);
+    let mut pos = range.offset;
+    while pos < end {
+        let want = usize::try_from(end - pos).map_or(buffer.len(), |left| left.min(buffer.len()));
+        let chunk = buffer.get_mut(..want).unwrap_or_default();
+        let n = stack
+            .read(file.ino, pos, chunk)
+            .map_err(|source| read_error(stack, file, source))?;
+        if n == 0 {
+            let short = StackError::ShortFile {
+                expected: file.node.size,
+                got: pos,
+            };
+            return Err(read_error(stack, file, short));
         }
+        sink(chunk.get(..n).unwrap_or_default())?;
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+fn read_error(stack: &Stack, file: &FileRef<'_>, source: StackError) -> ExportError {
+    let layer_path = stack
+        .layers()
+        .get(file.node.layer as usize)
+        .map(|l| l.path().to_path_buf())
+        .unwrap_or_default();
+    ExportError::Read {
+        path: file.path.to_vec(),
+        layer_path,
+        layer: file.node.layer + 1,
+        source: Box::new(source),
     }
 }

@@ -23,6 +23,8 @@
 //!   beside an image (`layerfs index export` / `import`);
 //! - [`fuse`]: serves a [`stack::Stack`] through FUSE;
 //! - [`export`]: streams the merged tree as one tar;
+//! - [`extract`]: chosen paths of the merged tree, to stdout (`cat`) or a
+//!   directory (`get`);
 //! - [`author`]: writes a layer from a directory, whole (`create`) or as
 //!   the changes from a stack's tree (`diff`);
 //! - [`inspect`]: an image's layers: sizes, digests, entries, what each hides;
@@ -47,6 +49,7 @@ pub mod daemon;
 pub mod dir;
 pub mod escape;
 pub mod export;
+pub mod extract;
 pub mod fstab;
 pub mod fuse;
 pub mod image;

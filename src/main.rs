@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 use layerfs::app::{
-    self, CacheChoice, CommitRequest, CreateRequest, DiffRequest, ExportRequest,
+    self, CacheChoice, CommitRequest, CreateRequest, DiffRequest, ExportRequest, ExtractRequest,
     IndexExportRequest, InspectRequest, LayerDestination, ListRequest, MountRequest,
 };
 use layerfs::inputs::LayerInputs;
@@ -99,6 +99,40 @@ enum Command {
         /// Layer files, directories or images, bottom first.
         #[arg(required = true, value_name = "LAYER")]
         layers: Vec<PathBuf>,
+    },
+    /// Write the files at PATH... of the merged tree of LAYER... to stdout, in order (symlinks followed inside the tree).
+    Cat {
+        #[command(flatten)]
+        cache: CacheArgs,
+        #[command(flatten)]
+        image: ImageArgs,
+        /// Layer files, directories or images, bottom first.
+        #[arg(required = true, value_name = "LAYER")]
+        layers: Vec<PathBuf>,
+        /// Paths in the merged tree (after `--`).
+        #[arg(last = true, required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Extract PATH... of the merged tree of LAYER... (directories with their subtrees) into DIR, at their place in the tree.
+    Get {
+        /// The directory to extract into (default: the current one); nothing is written outside it.
+        #[arg(
+            short = 'C',
+            long = "directory",
+            value_name = "DIR",
+            default_value = "."
+        )]
+        dir: PathBuf,
+        #[command(flatten)]
+        cache: CacheArgs,
+        #[command(flatten)]
+        image: ImageArgs,
+        /// Layer files, directories or images, bottom first.
+        #[arg(required = true, value_name = "LAYER")]
+        layers: Vec<PathBuf>,
+        /// Paths in the merged tree (after `--`).
+        #[arg(last = true, required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
     },
     /// Show an image's layers: media type, sizes, digest, entries and how many entries below each hides.
     Inspect {
@@ -400,6 +434,31 @@ fn main() -> ExitCode {
         } => app::export(&ExportRequest {
             layers: image.inputs(layers),
             output: output.destination(),
+            cache: cache.choice(),
+            quiet: cli.quiet,
+        }),
+        Command::Cat {
+            cache,
+            image,
+            layers,
+            paths,
+        } => app::cat(&ExtractRequest {
+            layers: image.inputs(layers),
+            paths,
+            dir: PathBuf::new(),
+            cache: cache.choice(),
+            quiet: cli.quiet,
+        }),
+        Command::Get {
+            dir,
+            cache,
+            image,
+            layers,
+            paths,
+        } => app::get(&ExtractRequest {
+            layers: image.inputs(layers),
+            paths,
+            dir,
             cache: cache.choice(),
             quiet: cli.quiet,
         }),

@@ -35,7 +35,7 @@
 //! - Symlink targets themselves are kept and shown exactly as stored.
 
 mod build;
-mod path;
+pub mod path;
 mod persist;
 mod removal;
 mod table;
