@@ -106,10 +106,12 @@ pub enum AppError {
     #[error(transparent)]
     Extract(#[from] crate::extract::ExtractError),
     /// Some paths given to `cat` or `get` failed (each already reported).
-    #[error("{command}: {} failed", counted(*failed, "path or entry", "paths or entries"))]
+    #[error("{command}: {} failed", counted(*failed, what.0, what.1))]
     Incomplete {
         /// The command.
         command: &'static str,
+        /// What failed, singular and plural.
+        what: (&'static str, &'static str),
         /// How many failed.
         failed: u64,
     },
@@ -614,6 +616,7 @@ pub fn cat(request: &ExtractRequest) -> Result<(), AppError> {
         0 => Ok(()),
         n => Err(AppError::Incomplete {
             command: "cat",
+            what: ("path", "paths"),
             failed: n as u64,
         }),
     }
@@ -637,6 +640,7 @@ pub fn get(request: &ExtractRequest) -> Result<(), AppError> {
         0 => Ok(()),
         failed => Err(AppError::Incomplete {
             command: "get",
+            what: ("path or entry", "paths or entries"),
             failed,
         }),
     }

@@ -190,3 +190,92 @@ pub fn cat(
     out.flush().map_err(ExtractError::Output)?;
     Ok(failed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tar::{LayerIndex, Member, MemberKind};
+
+    /// etc/{a, rel -> a, abs -> /etc/a, up -> ../../../etc/a, dir -> /etc,
+    /// loop -> loop, dangling -> /nowhere}.
+    fn tree() -> Tree {
+        let member = |path: &str, kind, target: &str| Member {
+            link_target: target.as_bytes().to_vec(),
+            ..Member::bare(path.as_bytes(), kind)
+        };
+        let members = vec![
+            member("etc", MemberKind::Directory, ""),
+            member("etc/a", MemberKind::Regular, ""),
+            member("etc/rel", MemberKind::Symlink, "a"),
+            member("etc/abs", MemberKind::Symlink, "/etc/a"),
+            member("etc/up", MemberKind::Symlink, "../../../etc/a"),
+            member("etc/dir", MemberKind::Symlink, "/etc"),
+            member("etc/loop", MemberKind::Symlink, "loop"),
+            member("etc/dangling", MemberKind::Symlink, "/nowhere"),
+        ];
+        Tree::build([LayerIndex { members }]).0
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_tree() {
+        let tree = tree();
+        let a = tree.lookup_path(b"etc/a");
+        for path in [
+            "etc/a",
+            "/etc/a",
+            "etc/rel",
+            "etc/abs",
+            "etc/up",
+            "etc/dir/a",
+            "etc/dir/dir/rel",
+            "../etc/./a",
+        ] {
+            assert_eq!(resolve(&tree, path.as_bytes(), true).ok(), a, "{path}");
+        }
+        assert_eq!(resolve(&tree, b"", true).ok(), Some(ROOT_INO));
+        assert_eq!(
+            resolve(&tree, b"etc/dir/", true).ok(),
+            tree.lookup_path(b"etc")
+        );
+    }
+
+    #[test]
+    fn the_last_symlink_is_kept_unless_followed() {
+        let tree = tree();
+        assert_eq!(
+            resolve(&tree, b"etc/abs", false).ok(),
+            tree.lookup_path(b"etc/abs")
+        );
+        // Only the last component is kept: etc/dir on the way is followed.
+        assert_eq!(
+            resolve(&tree, b"etc/dir/rel", false).ok(),
+            tree.lookup_path(b"etc/rel")
+        );
+    }
+
+    #[test]
+    fn missing_loops_and_files_as_directories_are_refused() {
+        let tree = tree();
+        let refused = |path: &str| resolve(&tree, path.as_bytes(), true).err();
+        assert!(matches!(
+            refused("etc/b"),
+            Some(ExtractError::NotFound { .. })
+        ));
+        assert!(matches!(
+            refused("etc/dangling"),
+            Some(ExtractError::NotFound { .. })
+        ));
+        assert!(matches!(
+            refused("etc/loop"),
+            Some(ExtractError::Loop { .. })
+        ));
+        assert!(matches!(
+            refused("etc/a/b"),
+            Some(ExtractError::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            refused("etc/rel/b"),
+            Some(ExtractError::NotADirectory { .. })
+        ));
+    }
+}
