@@ -4,12 +4,17 @@
 //! what the merged tree holds.
 
 mod common;
+#[allow(dead_code)]
+#[path = "registry/fixtures.rs"]
+mod fixtures;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::layer::Format;
 use common::mount::{layerfs, run_captured, Run};
+use common::proxy::Proxy;
+use common::registry::Registry;
 use common::tree::{snapshot, Fields};
 use common::{assert_tree, Expected, Layer, Layers};
 
@@ -211,4 +216,85 @@ fn get_never_writes_through_a_symlink_out_of_the_destination() {
     get(&layers.paths, &fresh, &["etc/x"]).expect_success("get etc/x");
     assert_eq!(std::fs::read(fresh.join("etc/x")).unwrap(), b"hostile");
     assert!(common::names(outside.path()).is_empty());
+}
+
+/// Blob bytes of the layer `digest` the proxy served.
+fn fetched(proxy: &Proxy, digest: &str) -> u64 {
+    proxy
+        .blob_exchanges()
+        .iter()
+        .filter(|e| e.path.ends_with(digest))
+        .map(|e| e.body_bytes)
+        .sum()
+}
+
+#[test]
+fn cat_and_get_of_one_small_file_fetch_a_few_spans_of_a_registry_layer() {
+    let big = fixtures::big();
+    let registry = Registry::start();
+    let proxy = Proxy::start(&registry.addr());
+    registry.push(
+        &fixtures::oci_source(&big.layout, fixtures::BIG_TAG),
+        "big:1",
+        &[],
+    );
+    let reference = format!("{}/big:1", proxy.addr());
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    // The first run indexes the layer (reads it all); later ones use the
+    // stored index and must fetch only the needle's spans.
+    let first = layerfs([
+        "cat",
+        "--cache-dir",
+        cache_dir,
+        &reference,
+        "--",
+        fixtures::NEEDLE,
+    ]);
+    first.expect_success("cat");
+    assert_eq!(first.stdout.as_bytes(), fixtures::NEEDLE_CONTENT);
+
+    let few = 8 << 20;
+    proxy.clear();
+    let again = layerfs([
+        "cat",
+        "--cache-dir",
+        cache_dir,
+        &reference,
+        "--",
+        fixtures::NEEDLE,
+    ]);
+    again.expect_success("cat");
+    assert_eq!(again.stdout.as_bytes(), fixtures::NEEDLE_CONTENT);
+    let bytes = fetched(&proxy, &big.digest);
+    assert!(
+        bytes <= few && bytes * 8 < big.size,
+        "cat fetched {bytes} of {} bytes",
+        big.size
+    );
+
+    proxy.clear();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().to_str().unwrap();
+    let got = layerfs([
+        "get",
+        "--cache-dir",
+        cache_dir,
+        "-C",
+        dest,
+        &reference,
+        "--",
+        fixtures::NEEDLE,
+    ]);
+    got.expect_success("get");
+    assert_eq!(
+        std::fs::read(out.path().join(fixtures::NEEDLE)).unwrap(),
+        fixtures::NEEDLE_CONTENT
+    );
+    let bytes = fetched(&proxy, &big.digest);
+    assert!(
+        bytes <= few && bytes * 8 < big.size,
+        "get fetched {bytes} of {} bytes",
+        big.size
+    );
 }
