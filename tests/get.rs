@@ -127,6 +127,9 @@ fn ssl_stack() -> Layers {
             .char_dev("etc/ssl/null", 1, 3)
             .block_dev("etc/ssl/loop9", 7, 9)
             .fifo("etc/ssl/fifo")
+            .xattr("trusted.kind", "fifo")
+            .symlink("etc/ssl/trusted-link", "fifo")
+            .xattr("trusted.kind", "link")
             .dir("etc/ssl/private")
             .mode(0o500),
     );
@@ -169,6 +172,9 @@ fn get_of_a_subtree_equals_gnu_tars_extraction_of_the_export() {
     let out = layers.dir().join("out");
     std::fs::create_dir(&out).unwrap();
     get(&layers.paths, &out, &["etc/ssl"]).expect_success("get");
+    assert_tree(&out.join("etc/ssl"), &expected);
+    // Again over what is there: replaced, the same tree.
+    get(&layers.paths, &out, &["etc/ssl"]).expect_success("get again");
     assert_tree(&out.join("etc/ssl"), &expected);
     // Only what was asked for: etc/hosts stays behind.
     assert_eq!(common::names(&out.join("etc")), ["ssl"]);

@@ -175,3 +175,26 @@ pub fn set_xattr(fd: BorrowedFd<'_>, name: &[u8], value: &[u8]) -> io::Result<()
         )
     })
 }
+
+/// Sets one extended attribute of `name` in `dir`, a symlink itself rather
+/// than its target (through `/proc/self/fd`: there is no `lsetxattrat`).
+pub fn set_xattr_at(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    xattr: &[u8],
+    value: &[u8],
+) -> io::Result<()> {
+    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    path.extend_from_slice(name);
+    let (path, xattr) = (c_name(&path)?, c_name(xattr)?);
+    // SAFETY: `path` and `xattr` are C strings, `value` valid for its length.
+    check(unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            xattr.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+}

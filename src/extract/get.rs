@@ -189,7 +189,7 @@ impl Getter<'_> {
             NodeKind::Symlink => {
                 let target = tree.symlink_target(ino).unwrap_or_default();
                 at::symlink(target, dir, name).map_err(io)?;
-                self.finish_at(dir, name, node, false).map_err(io)
+                self.finish_at(dir, name, ino, node, false).map_err(io)
             }
             kind => {
                 let type_bits = match kind {
@@ -198,7 +198,7 @@ impl Getter<'_> {
                     _ => libc::S_IFIFO,
                 };
                 at::mknod(dir, name, type_bits | (node.mode & 0o7777), node.rdev()).map_err(io)?;
-                self.finish_at(dir, name, node, true).map_err(io)
+                self.finish_at(dir, name, ino, node, true).map_err(io)
             }
         }
     }
@@ -260,12 +260,13 @@ impl Getter<'_> {
         Ok(())
     }
 
-    /// Owner, mode (`chmod`: not for a symlink) and time of `name` in
-    /// `dir`, which was just made and cannot be opened to write.
+    /// Owner, mode (`chmod`: not for a symlink), xattrs and time of
+    /// `name` in `dir`, which was just made and cannot be opened to write.
     fn finish_at(
         &self,
         dir: BorrowedFd<'_>,
         name: &[u8],
+        ino: Ino,
         node: &Node,
         chmod: bool,
     ) -> io::Result<()> {
@@ -274,6 +275,9 @@ impl Getter<'_> {
         }
         if chmod {
             at::chmod(dir, name, node.mode & 0o7777)?;
+        }
+        for (xattr, value) in self.tree.xattrs(ino) {
+            at::set_xattr_at(dir, name, xattr, value)?;
         }
         at::set_mtime(dir, name, node.mtime, node.mtime_nsec)
     }
