@@ -485,7 +485,7 @@ pub fn compare(request: &CompareRequest) -> Result<bool, AppError> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut summary = Summary::default();
     let format = request.format;
-    let differ = compare::compare(&old, &new, request.options, &mut |change| {
+    let outcome = compare::compare(&old, &new, request.options, &mut |change| {
         if request.summary {
             summary.add(change);
             Ok(())
@@ -503,7 +503,11 @@ pub fn compare(request: &CompareRequest) -> Result<bool, AppError> {
             .map_err(AppError::Output)?;
     }
     out.flush().map_err(AppError::Output)?;
-    Ok(differ)
+    log::info!(
+        "compare: read {} bytes of file contents",
+        outcome.bytes_read
+    );
+    Ok(outcome.changed)
 }
 
 /// What `layerfs index export` was asked to do.

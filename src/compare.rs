@@ -107,24 +107,34 @@ pub struct CompareOptions {
     pub recursive: bool,
 }
 
+/// What a comparison found, and what it cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether any path differs.
+    pub changed: bool,
+    /// Bytes of file contents read, both sides together: the cost that
+    /// shared layers and size checks exist to avoid (logged with `-v`).
+    pub bytes_read: u64,
+}
+
 /// Walks `old` and `new` together and passes each difference to `emit`,
-/// in listing order; returns whether there was any.
+/// in listing order.
 pub fn compare(
     old: &Stack,
     new: &Stack,
     options: CompareOptions,
     emit: &mut dyn FnMut(&Change<'_>) -> io::Result<()>,
-) -> Result<bool, CompareError> {
+) -> Result<Outcome, CompareError> {
     let mut walk = Walk {
         old,
         new,
         options,
         emit,
         path: Vec::new(),
-        changed: false,
+        outcome: Outcome::default(),
     };
     walk.directory(ROOT_INO, ROOT_INO)?;
-    Ok(walk.changed)
+    Ok(walk.outcome)
 }
 
 /// The state of one comparison.
@@ -135,7 +145,7 @@ struct Walk<'a, 'e> {
     emit: &'e mut dyn FnMut(&Change<'_>) -> io::Result<()>,
     /// The path of the entry being compared.
     path: Vec<u8>,
-    changed: bool,
+    outcome: Outcome,
 }
 
 /// Which tree a lone subtree is in.
@@ -287,7 +297,13 @@ impl Walk<'_, '_> {
 
     /// Whether two regular files hold the same bytes: by size, then by
     /// where they are stored, then by reading both until they differ.
-    fn same_contents(&self, old: Ino, o: &Node, new: Ino, n: &Node) -> Result<bool, CompareError> {
+    fn same_contents(
+        &mut self,
+        old: Ino,
+        o: &Node,
+        new: Ino,
+        n: &Node,
+    ) -> Result<bool, CompareError> {
         if o.size != n.size {
             return Ok(false);
         }
@@ -316,12 +332,18 @@ impl Walk<'_, '_> {
     }
 
     /// Reads a file of one side, naming its layer in an error.
-    fn read(&self, side: Side, ino: Ino, pos: u64, buf: &mut [u8]) -> Result<usize, CompareError> {
+    fn read(
+        &mut self,
+        side: Side,
+        ino: Ino,
+        pos: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, CompareError> {
         let stack = match side {
             Side::Old => self.old,
             Side::New => self.new,
         };
-        stack.read(ino, pos, buf).map_err(|source| {
+        let got = stack.read(ino, pos, buf).map_err(|source| {
             let layer = stack
                 .tree()
                 .node(ino)
@@ -333,7 +355,9 @@ impl Walk<'_, '_> {
                 path: self.path.clone(),
                 source: Box::new(source),
             }
-        })
+        })?;
+        self.outcome.bytes_read += got as u64;
+        Ok(got)
     }
 
     fn report(
@@ -342,7 +366,7 @@ impl Walk<'_, '_> {
         old_size: Option<u64>,
         new_size: Option<u64>,
     ) -> Result<(), CompareError> {
-        self.changed = true;
+        self.outcome.changed = true;
         (self.emit)(&Change {
             status,
             path: &self.path,
@@ -496,7 +520,75 @@ impl Summary {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::stack::StackOptions;
+
+    /// A plain tar of regular files, written to `dir/name`.
+    fn layer(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
+        let mut tar = tar::Builder::new(Vec::new());
+        for &(path, data) in files {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, path, data).expect("append");
+        }
+        let path = dir.join(name);
+        std::fs::write(&path, tar.into_inner().expect("finish")).expect("write layer");
+        path
+    }
+
+    fn open(layers: &[PathBuf]) -> Stack {
+        Stack::open(layers, &StackOptions::default()).expect("open stack")
+    }
+
+    /// Compares and collects the lines.
+    fn lines(old: &Stack, new: &Stack) -> (Vec<String>, Outcome) {
+        let mut lines = Vec::new();
+        let outcome = compare(old, new, CompareOptions::default(), &mut |change| {
+            lines.push(format!(
+                "{}\t{}",
+                change.status.code(),
+                Escaped(change.path)
+            ));
+            Ok(())
+        })
+        .expect("compare");
+        (lines, outcome)
+    }
+
+    #[test]
+    fn a_shared_layer_is_not_read_and_a_changed_file_only_up_to_its_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = vec![7u8; 100_000];
+        let base = layer(dir.path(), "base", &[("big", &shared), ("same", b"abc")]);
+        let a = layer(dir.path(), "a", &[("x", b"1"), ("same", b"abc")]);
+        let b = layer(dir.path(), "b", &[("x", b"2")]);
+        let (old, new) = (open(&[base.clone(), a]), open(&[base, b]));
+        let (lines, outcome) = self::lines(&old, &new);
+        assert_eq!(lines, ["M\tx"]);
+        // `x` on both sides, `same` (from different layers) on both sides;
+        // nothing of `big`.
+        assert_eq!(
+            outcome,
+            Outcome {
+                changed: true,
+                bytes_read: 2 + 6
+            }
+        );
+    }
+
+    #[test]
+    fn identical_stacks_read_nothing_and_differ_in_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = layer(dir.path(), "base", &[("f", b"contents")]);
+        let stack = open(std::slice::from_ref(&base));
+        let (lines, outcome) = self::lines(&stack, &open(&[base]));
+        assert!(lines.is_empty(), "{lines:?}");
+        assert_eq!(outcome, Outcome::default());
+    }
 
     #[test]
     fn text_lines_escape_names_and_show_absent_sizes_as_dashes() {
