@@ -476,16 +476,28 @@ pub struct CompareRequest {
 /// `layerfs compare`: prints how the merged tree of `old` differs from
 /// that of `new`; returns whether it does (diff(1)'s exit status 1).
 pub fn compare(request: &CompareRequest) -> Result<bool, AppError> {
-    let (old, _) = request
+    let (old_specs, _) = inputs::resolve(&request.old)?;
+    let old = request
         .cache
-        .open_stack(&request.old, false, request.quiet)?;
-    let (new, _) = request
+        .open_specs(&old_specs, &request.old.args, false, request.quiet)?;
+    let (new_specs, _) = inputs::resolve(&request.new)?;
+    let new = request
         .cache
-        .open_stack(&request.new, false, request.quiet)?;
+        .open_specs(&new_specs, &request.new.args, false, request.quiet)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut summary = Summary::default();
     let format = request.format;
-    let outcome = compare::compare(&old, &new, request.options, &mut |change| {
+    let (old, new) = (
+        compare::Side {
+            stack: &old,
+            specs: &old_specs,
+        },
+        compare::Side {
+            stack: &new,
+            specs: &new_specs,
+        },
+    );
+    let outcome = compare::compare(old, new, request.options, &mut |change| {
         if request.summary {
             summary.add(change);
             Ok(())

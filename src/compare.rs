@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use crate::escape::Escaped;
 use crate::list::json_string;
-use crate::stack::{Stack, StackError};
+use crate::stack::{LayerSpec, Stack, StackError};
 use crate::tree::{Ino, Node, NodeKind, Tree, ROOT_INO};
 
 /// Extended attributes that belong to the overlay filesystem holding a
@@ -117,17 +117,46 @@ pub struct Outcome {
     pub bytes_read: u64,
 }
 
+/// One side of a comparison: a stack, and the layers it was opened from
+/// (which say when two layers are the same bytes).
+#[derive(Clone, Copy, Debug)]
+pub struct Side<'a> {
+    /// The layers and their merged tree.
+    pub stack: &'a Stack,
+    /// What each layer of `stack` was opened from, bottom first.
+    pub specs: &'a [LayerSpec],
+}
+
+/// Whether two layers are the same stream of bytes, so that a member at
+/// the same offset of both is the same file: the same blob digest (of an
+/// image's layer, or given with `--digest`), or else the same file (and
+/// range of it), directory or registry blob.
+fn same_stream(a: &LayerSpec, b: &LayerSpec) -> bool {
+    let digest = |spec: &LayerSpec| {
+        spec.remote
+            .as_ref()
+            .map(|remote| remote.digest.clone())
+            .or_else(|| spec.verify.clone())
+    };
+    if let (Some(a), Some(b)) = (digest(a), digest(b)) {
+        return a == b;
+    }
+    a.path == b.path && a.range == b.range && a.directory == b.directory && a.remote == b.remote
+}
+
 /// Walks `old` and `new` together and passes each difference to `emit`,
 /// in listing order.
 pub fn compare(
-    old: &Stack,
-    new: &Stack,
+    old: Side<'_>,
+    new: Side<'_>,
     options: CompareOptions,
     emit: &mut dyn FnMut(&Change<'_>) -> io::Result<()>,
 ) -> Result<Outcome, CompareError> {
     let mut walk = Walk {
-        old,
-        new,
+        old: old.stack,
+        new: new.stack,
+        old_specs: old.specs,
+        new_specs: new.specs,
         options,
         emit,
         path: Vec::new(),
@@ -141,6 +170,8 @@ pub fn compare(
 struct Walk<'a, 'e> {
     old: &'a Stack,
     new: &'a Stack,
+    old_specs: &'a [LayerSpec],
+    new_specs: &'a [LayerSpec],
     options: CompareOptions,
     emit: &'e mut dyn FnMut(&Change<'_>) -> io::Result<()>,
     /// The path of the entry being compared.
@@ -150,7 +181,7 @@ struct Walk<'a, 'e> {
 
 /// Which tree a lone subtree is in.
 #[derive(Clone, Copy)]
-enum Side {
+enum Which {
     Old,
     New,
 }
@@ -191,8 +222,8 @@ impl Walk<'_, '_> {
             }
             self.path.extend_from_slice(name);
             match (old_ino, new_ino) {
-                (Some(o), None) => self.lone(Side::Old, o)?,
-                (None, Some(n)) => self.lone(Side::New, n)?,
+                (Some(o), None) => self.lone(Which::Old, o)?,
+                (None, Some(n)) => self.lone(Which::New, n)?,
                 (Some(o), Some(n)) => {
                     if let Some(both) = self.pair(o, n)? {
                         open.push((both.0, both.1, self.path.len(), 0, 0));
@@ -206,18 +237,18 @@ impl Walk<'_, '_> {
 
     /// Reports an entry found on one side only (with its subtree if
     /// `--recursive`).
-    fn lone(&mut self, side: Side, ino: Ino) -> Result<(), CompareError> {
+    fn lone(&mut self, side: Which, ino: Ino) -> Result<(), CompareError> {
         let (tree, status) = match side {
-            Side::Old => (self.old.tree(), Status::Deleted),
-            Side::New => (self.new.tree(), Status::Added),
+            Which::Old => (self.old.tree(), Status::Deleted),
+            Which::New => (self.new.tree(), Status::Added),
         };
         let Some(node) = tree.node(ino) else {
             return Ok(());
         };
         let size = Some(node.size);
         let (old_size, new_size) = match side {
-            Side::Old => (size, None),
-            Side::New => (None, size),
+            Which::Old => (size, None),
+            Which::New => (None, size),
         };
         self.report(status, old_size, new_size)?;
         if self.options.recursive && node.kind() == NodeKind::Directory {
@@ -228,10 +259,10 @@ impl Walk<'_, '_> {
 
     /// Reports everything below directory `ino` of one side as added or
     /// deleted.
-    fn subtree(&mut self, side: Side, ino: Ino) -> Result<(), CompareError> {
+    fn subtree(&mut self, side: Which, ino: Ino) -> Result<(), CompareError> {
         let (tree, status) = match side {
-            Side::Old => (self.old.tree(), Status::Deleted),
-            Side::New => (self.new.tree(), Status::Added),
+            Which::Old => (self.old.tree(), Status::Deleted),
+            Which::New => (self.new.tree(), Status::Added),
         };
         let base = self.path.clone();
         let emit = &mut *self.emit;
@@ -241,8 +272,8 @@ impl Walk<'_, '_> {
             path.extend_from_slice(below);
             let size = Some(node.size);
             let (old_size, new_size) = match side {
-                Side::Old => (size, None),
-                Side::New => (None, size),
+                Which::Old => (size, None),
+                Which::New => (None, size),
             };
             emit(&Change {
                 status,
@@ -265,10 +296,10 @@ impl Walk<'_, '_> {
             self.report(Status::Type, sizes.0, sizes.1)?;
             if self.options.recursive {
                 if o.kind() == NodeKind::Directory {
-                    self.subtree(Side::Old, old)?;
+                    self.subtree(Which::Old, old)?;
                 }
                 if n.kind() == NodeKind::Directory {
-                    self.subtree(Side::New, new)?;
+                    self.subtree(Which::New, new)?;
                 }
             }
             return Ok(None);
@@ -307,13 +338,12 @@ impl Walk<'_, '_> {
         if o.size != n.size {
             return Ok(false);
         }
-        let old_layer = self.old.layers().get(o.layer as usize);
-        let new_layer = self.new.layers().get(n.layer as usize);
+        let old_spec = self.old_specs.get(o.layer as usize);
+        let new_spec = self.new_specs.get(n.layer as usize);
         let old_data = self.old.tree().file_data(old);
         let new_data = self.new.tree().file_data(new);
-        if let (Some(ol), Some(nl), Some(od), Some(nd)) = (old_layer, new_layer, old_data, new_data)
-        {
-            if ol.path() == nl.path() && od.offset == nd.offset && od.sparse == nd.sparse {
+        if let (Some(os), Some(ns), Some(od), Some(nd)) = (old_spec, new_spec, old_data, new_data) {
+            if od.offset == nd.offset && od.sparse == nd.sparse && same_stream(os, ns) {
                 return Ok(true);
             }
         }
@@ -321,8 +351,8 @@ impl Walk<'_, '_> {
         let mut new_buf = old_buf.clone();
         let mut pos = 0;
         while pos < o.size {
-            let got = self.read(Side::Old, old, pos, &mut old_buf)?;
-            let got_new = self.read(Side::New, new, pos, &mut new_buf[..got])?;
+            let got = self.read(Which::Old, old, pos, &mut old_buf)?;
+            let got_new = self.read(Which::New, new, pos, &mut new_buf[..got])?;
             if got == 0 || got_new != got || old_buf[..got] != new_buf[..got] {
                 return Ok(got == 0 && got_new == 0);
             }
@@ -334,14 +364,14 @@ impl Walk<'_, '_> {
     /// Reads a file of one side, naming its layer in an error.
     fn read(
         &mut self,
-        side: Side,
+        side: Which,
         ino: Ino,
         pos: u64,
         buf: &mut [u8],
     ) -> Result<usize, CompareError> {
         let stack = match side {
-            Side::Old => self.old,
-            Side::New => self.new,
+            Which::Old => self.old,
+            Which::New => self.new,
         };
         let got = stack.read(ino, pos, buf).map_err(|source| {
             let layer = stack
@@ -540,21 +570,34 @@ mod tests {
         path
     }
 
-    fn open(layers: &[PathBuf]) -> Stack {
-        Stack::open(layers, &StackOptions::default()).expect("open stack")
+    fn open(layers: &[PathBuf]) -> (Stack, Vec<LayerSpec>) {
+        let specs: Vec<LayerSpec> = layers.iter().map(LayerSpec::file).collect();
+        let stack = Stack::open_specs(&specs, &StackOptions::default()).expect("open stack");
+        (stack, specs)
     }
 
     /// Compares and collects the lines.
-    fn lines(old: &Stack, new: &Stack) -> (Vec<String>, Outcome) {
+    fn lines(
+        old: &(Stack, Vec<LayerSpec>),
+        new: &(Stack, Vec<LayerSpec>),
+    ) -> (Vec<String>, Outcome) {
+        fn side((stack, specs): &(Stack, Vec<LayerSpec>)) -> Side<'_> {
+            Side { stack, specs }
+        }
         let mut lines = Vec::new();
-        let outcome = compare(old, new, CompareOptions::default(), &mut |change| {
-            lines.push(format!(
-                "{}\t{}",
-                change.status.code(),
-                Escaped(change.path)
-            ));
-            Ok(())
-        })
+        let outcome = compare(
+            side(old),
+            side(new),
+            CompareOptions::default(),
+            &mut |change| {
+                lines.push(format!(
+                    "{}\t{}",
+                    change.status.code(),
+                    Escaped(change.path)
+                ));
+                Ok(())
+            },
+        )
         .expect("compare");
         (lines, outcome)
     }
@@ -578,6 +621,34 @@ mod tests {
                 bytes_read: 2 + 6
             }
         );
+    }
+
+    #[test]
+    fn layers_are_one_stream_by_digest_else_by_file_and_range() {
+        let range = |offset| LayerSpec {
+            range: Some((offset, 10)),
+            ..LayerSpec::file("image.tar")
+        };
+        // Two layers of one docker save archive are not one stream.
+        assert!(same_stream(&range(0), &range(0)));
+        assert!(!same_stream(&range(0), &range(512)));
+        let digest = |path: &str, digest: &str| LayerSpec {
+            verify: Some(digest.to_string()),
+            ..LayerSpec::file(path)
+        };
+        // The same blob in two OCI layouts is; two blobs of one file are not.
+        assert!(same_stream(
+            &digest("a/blob", "sha256:1"),
+            &digest("b/blob", "sha256:1")
+        ));
+        assert!(!same_stream(
+            &digest("a/blob", "sha256:1"),
+            &digest("a/blob", "sha256:2")
+        ));
+        assert!(!same_stream(
+            &LayerSpec::file("x"),
+            &LayerSpec::directory("x")
+        ));
     }
 
     #[test]
