@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::author::{self, AuthorError, Emitted, Selection};
 use crate::cache::{self, IndexCache};
+use crate::compare::{self, CompareError, CompareFormat, CompareOptions, Summary};
 use crate::daemon::{self, DaemonError};
 use crate::dir::Scan;
 use crate::export::{self, ExportError};
@@ -96,6 +97,9 @@ pub enum AppError {
     /// A layer could not be made from a directory.
     #[error(transparent)]
     Author(#[from] AuthorError),
+    /// Two trees could not be compared.
+    #[error(transparent)]
+    Compare(CompareError),
     /// The digests of a written layer could not be printed.
     #[error("printing the digests: {0}")]
     Digests(std::io::Error),
@@ -462,6 +466,74 @@ pub fn list(request: &ListRequest) -> Result<(), AppError> {
     written
         .and_then(|()| std::io::Write::flush(&mut out))
         .map_err(AppError::Output)
+}
+
+/// What `layerfs compare` was asked to do.
+#[derive(Debug)]
+pub struct CompareRequest {
+    /// The first stack (the one before), bottom first.
+    pub old: LayerInputs,
+    /// The second stack (the one after), bottom first.
+    pub new: LayerInputs,
+    /// What counts as a difference.
+    pub options: CompareOptions,
+    /// How each difference is printed.
+    pub format: CompareFormat,
+    /// Counts and bytes per status instead of the differences.
+    pub summary: bool,
+    /// Where layer indexes are cached.
+    pub cache: CacheChoice,
+    /// No progress bar while indexing.
+    pub quiet: bool,
+}
+
+/// `layerfs compare`: prints how the merged tree of `old` differs from
+/// that of `new`; returns whether it does (diff(1)'s exit status 1).
+pub fn compare(request: &CompareRequest) -> Result<bool, AppError> {
+    let (old_specs, _) = inputs::resolve(&request.old)?;
+    let old = request
+        .cache
+        .open_specs(&old_specs, &request.old.args, false, request.quiet)?;
+    let (new_specs, _) = inputs::resolve(&request.new)?;
+    let new = request
+        .cache
+        .open_specs(&new_specs, &request.new.args, false, request.quiet)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut summary = Summary::default();
+    let format = request.format;
+    let (old, new) = (
+        compare::Side {
+            stack: &old,
+            specs: &old_specs,
+        },
+        compare::Side {
+            stack: &new,
+            specs: &new_specs,
+        },
+    );
+    let outcome = compare::compare(old, new, request.options, &mut |change| {
+        if request.summary {
+            summary.add(change);
+            Ok(())
+        } else {
+            compare::write_change(change, format, &mut out)
+        }
+    })
+    .map_err(|e| match e {
+        CompareError::Output(e) => AppError::Output(e),
+        e => AppError::Compare(e),
+    })?;
+    if request.summary {
+        summary
+            .write(format.json, &mut out)
+            .map_err(AppError::Output)?;
+    }
+    out.flush().map_err(AppError::Output)?;
+    log::info!(
+        "compare: read {} bytes of file contents",
+        outcome.bytes_read
+    );
+    Ok(outcome.changed)
 }
 
 /// What `layerfs index export` was asked to do.

@@ -45,6 +45,7 @@ pub mod app;
 pub mod author;
 pub mod bundle;
 pub mod cache;
+pub mod compare;
 pub mod daemon;
 pub mod dir;
 pub mod escape;

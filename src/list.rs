@@ -346,7 +346,7 @@ fn write_json(entry: &Entry<'_>, out: &mut dyn Write) -> io::Result<()> {
 /// each byte of an invalid sequence becomes U+DC80+byte, the "surrogate
 /// escape" Python uses for undecodable file names, so no name is lost or
 /// confused with another.
-fn json_string(bytes: &[u8], out: &mut dyn Write) -> io::Result<()> {
+pub(crate) fn json_string(bytes: &[u8], out: &mut dyn Write) -> io::Result<()> {
     out.write_all(b"\"")?;
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {

@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 use layerfs::app::{
-    self, CacheChoice, CommitRequest, CreateRequest, DiffRequest, ExportRequest, ExtractRequest,
-    IndexExportRequest, InspectRequest, LayerDestination, ListRequest, MountRequest,
+    self, CacheChoice, CommitRequest, CompareRequest, CreateRequest, DiffRequest, ExportRequest,
+    ExtractRequest, IndexExportRequest, InspectRequest, LayerDestination, ListRequest,
+    MountRequest,
 };
+use layerfs::compare::{CompareFormat, CompareOptions};
 use layerfs::inputs::LayerInputs;
 use layerfs::list::ListFormat;
 use layerfs::output::{Compression, Target};
@@ -134,6 +136,34 @@ enum Command {
         #[arg(last = true, required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Print how the merged tree of A... differs from that of B...: `STATUS<TAB>PATH` per path (A added, D deleted, M contents, m metadata, T type); exit 0 if the same, 1 if not, 2 on trouble.
+    Compare {
+        /// Sizes before and after, between the status and the path.
+        #[arg(short, long)]
+        long: bool,
+        /// One JSON object per line.
+        #[arg(long, conflicts_with = "long")]
+        json: bool,
+        /// Paths and bytes before and after per status, instead of the paths.
+        #[arg(long, conflicts_with = "long")]
+        summary: bool,
+        /// Modification times count as a metadata change.
+        #[arg(long)]
+        times: bool,
+        /// An added or deleted directory (or one that changed type) lists its whole subtree.
+        #[arg(short, long)]
+        recursive: bool,
+        #[command(flatten)]
+        cache: CacheArgs,
+        #[command(flatten)]
+        image: ImageArgs,
+        /// The first stack's layer files, directories or images, bottom first.
+        #[arg(required = true, value_name = "A")]
+        old: Vec<PathBuf>,
+        /// The second stack's, after `--`.
+        #[arg(required = true, last = true, value_name = "B")]
+        new: Vec<PathBuf>,
+    },
     /// Show an image's layers: media type, sizes, digest, entries and how many entries below each hides.
     Inspect {
         /// One JSON object per layer.
@@ -251,7 +281,7 @@ impl OutputArgs {
 }
 
 /// How images among the layer arguments are read.
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct ImageArgs {
     /// The manifest of a multi-platform image to use (default: the host's).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
@@ -508,6 +538,28 @@ fn main() -> ExitCode {
             cache: cache.choice(),
             quiet: cli.quiet,
         }),
+        Command::Compare {
+            long,
+            json,
+            summary,
+            times,
+            recursive,
+            cache,
+            image,
+            old,
+            new,
+        } => {
+            let request = CompareRequest {
+                old: image.clone().inputs(old),
+                new: image.inputs(new),
+                options: CompareOptions { times, recursive },
+                format: CompareFormat { long, json },
+                summary,
+                cache: cache.choice(),
+                quiet: cli.quiet,
+            };
+            return compare_exit(app::compare(&request));
+        }
         Command::Umount { lazy, mountpoint } => app::umount(&mountpoint, lazy),
         Command::Index(IndexCommand::Export {
             output,
@@ -539,6 +591,19 @@ fn exit(result: Result<(), app::AppError>) -> ExitCode {
                 eprintln!("layerfs: {e}");
             }
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+        }
+    }
+}
+
+/// diff(1)'s exit status: 0 the same, 1 different, 2 trouble (the error
+/// printed).
+fn compare_exit(result: Result<bool, app::AppError>) -> ExitCode {
+    match result {
+        Ok(differ) => ExitCode::from(u8::from(differ)),
+        Err(e) if e.is_broken_pipe() => layerfs::output::die_of_sigpipe(),
+        Err(e) => {
+            eprintln!("layerfs: {e}");
+            ExitCode::from(2)
         }
     }
 }
