@@ -266,7 +266,7 @@ impl Walk<'_, '_> {
         };
         let base = self.path.clone();
         let emit = &mut *self.emit;
-        walk_below(tree, ino, &mut |below, node| {
+        tree.walk_below(ino, |below, _, node| {
             let mut path = base.clone();
             path.push(b'/');
             path.extend_from_slice(below);
@@ -418,37 +418,6 @@ fn xattrs(tree: &Tree, ino: Ino) -> Vec<(&[u8], &[u8])> {
     all
 }
 
-/// Visits every name below directory `dir`, depth first, names in byte
-/// order, with its path relative to `dir`.
-fn walk_below(
-    tree: &Tree,
-    dir: Ino,
-    visit: &mut dyn FnMut(&[u8], &Node) -> io::Result<()>,
-) -> io::Result<()> {
-    let mut path: Vec<u8> = Vec::new();
-    let mut open: Vec<(Ino, usize, usize)> = vec![(dir, 0, 0)];
-    while let Some(top) = open.last_mut() {
-        let (at, prefix, next) = *top;
-        let Some(entry) = tree.entries(at).get(next) else {
-            open.pop();
-            continue;
-        };
-        top.2 += 1;
-        path.truncate(prefix);
-        if prefix > 0 {
-            path.push(b'/');
-        }
-        path.extend_from_slice(tree.name(entry));
-        let Some(node) = tree.node(entry.ino) else {
-            continue;
-        };
-        visit(&path, node)?;
-        if node.kind() == NodeKind::Directory {
-            open.push((entry.ino, path.len(), 0));
-        }
-    }
-    Ok(())
-}
 
 /// How differences are printed.
 #[derive(Clone, Copy, Debug, Default)]

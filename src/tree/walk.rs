@@ -15,9 +15,21 @@ impl Tree {
         if let Some(root) = self.node(ROOT_INO) {
             visit(b"", ROOT_INO, root)?;
         }
+        self.walk_below(ROOT_INO, visit)
+    }
+
+    /// Visits every name below directory `dir`, depth first, each
+    /// directory before what it holds, names in byte order, with its path
+    /// relative to `dir` (`ssl/certs` below `etc`). The first error stops
+    /// the walk.
+    pub fn walk_below<E>(
+        &self,
+        dir: Ino,
+        mut visit: impl FnMut(&[u8], Ino, &Node) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut path: Vec<u8> = Vec::new();
         // (directory, length of `path` that names it, next entry index)
-        let mut open: Vec<(Ino, usize, usize)> = vec![(ROOT_INO, 0, 0)];
+        let mut open: Vec<(Ino, usize, usize)> = vec![(dir, 0, 0)];
         while let Some(top) = open.last_mut() {
             let (dir, prefix, next) = *top;
             let Some(entry) = self.entries(dir).get(next) else {
