@@ -418,7 +418,6 @@ fn xattrs(tree: &Tree, ino: Ino) -> Vec<(&[u8], &[u8])> {
     all
 }
 
-
 /// How differences are printed.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CompareFormat {

@@ -105,15 +105,7 @@ enum Command {
     /// Write the files at PATH... of the merged tree of LAYER... to stdout, in order (symlinks followed inside the tree).
     Cat {
         #[command(flatten)]
-        cache: CacheArgs,
-        #[command(flatten)]
-        image: ImageArgs,
-        /// Layer files, directories or images, bottom first.
-        #[arg(required = true, value_name = "LAYER")]
-        layers: Vec<PathBuf>,
-        /// Paths in the merged tree (after `--`).
-        #[arg(last = true, required = true, value_name = "PATH")]
-        paths: Vec<PathBuf>,
+        stack: StackPaths,
     },
     /// Extract PATH... of the merged tree of LAYER... (directories with their subtrees) into DIR, at their place in the tree.
     Get {
@@ -126,15 +118,7 @@ enum Command {
         )]
         dir: PathBuf,
         #[command(flatten)]
-        cache: CacheArgs,
-        #[command(flatten)]
-        image: ImageArgs,
-        /// Layer files, directories or images, bottom first.
-        #[arg(required = true, value_name = "LAYER")]
-        layers: Vec<PathBuf>,
-        /// Paths in the merged tree (after `--`).
-        #[arg(last = true, required = true, value_name = "PATH")]
-        paths: Vec<PathBuf>,
+        stack: StackPaths,
     },
     /// Print how the merged tree of A... differs from that of B...: `STATUS<TAB>PATH` per path (A added, D deleted, M contents, m metadata, T type); exit 0 if the same, 1 if not, 2 on trouble.
     Compare {
@@ -261,6 +245,34 @@ enum IndexCommand {
 }
 
 /// Where a written layer goes (`create`, `diff`).
+/// What `cat` and `get` read: paths of a stack's merged tree.
+#[derive(Args)]
+struct StackPaths {
+    #[command(flatten)]
+    cache: CacheArgs,
+    #[command(flatten)]
+    image: ImageArgs,
+    /// Layer files, directories or images, bottom first.
+    #[arg(required = true, value_name = "LAYER")]
+    layers: Vec<PathBuf>,
+    /// Paths in the merged tree (after `--`).
+    #[arg(last = true, required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+impl StackPaths {
+    /// The request `cat` (no `dir`) or `get` makes of these.
+    fn request(self, dir: PathBuf, quiet: bool) -> ExtractRequest {
+        ExtractRequest {
+            layers: self.image.inputs(self.layers),
+            paths: self.paths,
+            dir,
+            cache: self.cache.choice(),
+            quiet,
+        }
+    }
+}
+
 #[derive(Args)]
 struct OutputArgs {
     /// Write here instead of stdout (`-`: stdout): a file replaced only once complete, a device or FIFO written into.
@@ -467,31 +479,8 @@ fn main() -> ExitCode {
             cache: cache.choice(),
             quiet: cli.quiet,
         }),
-        Command::Cat {
-            cache,
-            image,
-            layers,
-            paths,
-        } => app::cat(&ExtractRequest {
-            layers: image.inputs(layers),
-            paths,
-            dir: PathBuf::new(),
-            cache: cache.choice(),
-            quiet: cli.quiet,
-        }),
-        Command::Get {
-            dir,
-            cache,
-            image,
-            layers,
-            paths,
-        } => app::get(&ExtractRequest {
-            layers: image.inputs(layers),
-            paths,
-            dir,
-            cache: cache.choice(),
-            quiet: cli.quiet,
-        }),
+        Command::Cat { stack } => app::cat(&stack.request(PathBuf::new(), cli.quiet)),
+        Command::Get { dir, stack } => app::get(&stack.request(dir, cli.quiet)),
         Command::Create {
             output,
             mtime,

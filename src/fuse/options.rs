@@ -183,9 +183,15 @@ impl MountOptions {
 /// a ',' (or the `\:` of a ':' in a layer name) reaches the mount table
 /// as given.
 fn escape_for_fusermount(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if matches!(c, '\\' | ',') {
+    backslash_escaped(name, &['\\', ','])
+}
+
+/// `text` with a `\` put before each of the `special` characters: the
+/// escaping of fusermount3's options and of fstab's SOURCE alike.
+pub(super) fn backslash_escaped(text: &str, special: &[char]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if special.contains(&c) {
             out.push('\\');
         }
         out.push(c);

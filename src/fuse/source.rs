@@ -54,14 +54,7 @@ fn absolute(arg: &Path) -> PathBuf {
 
 /// `\` and `:` escaped with `\`, as fstab's SOURCE splits on `:`.
 fn escape(path: &Path) -> String {
-    let mut out = String::new();
-    for c in path.to_string_lossy().chars() {
-        if matches!(c, '\\' | ':') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
+    super::options::backslash_escaped(&path.to_string_lossy(), &['\\', ':'])
 }
 
 #[cfg(test)]
