@@ -39,7 +39,13 @@
 //! - [`app`] and [`daemon`]: the commands behind the CLI, and running a
 //!   mount in the background;
 //! - [`fstab`]: layerfs as mount(8)'s `mount.fuse.layerfs` helper.
+//!
+//! `unsafe` code is denied everywhere but in the three modules that wrap C
+//! calls, each of which allows it for itself: `sys` (the system calls the
+//! standard library does not wrap), `source::zlib` (zlib's raw inflate) and
+//! `extract::at` (the directory-relative calls `get` writes with).
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod app;
 pub mod author;

@@ -1,4 +1,5 @@
 //! The `layerfs` command line: parsing only; the work is in the library.
+#![deny(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,5 +1,6 @@
 //! The few system calls the standard library does not wrap. Every `unsafe`
-//! block of layerfs is in this file, each with the reason it is sound.
+//! block for them is in this file, each with the reason it is sound.
+#![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::io;

@@ -2,6 +2,8 @@
 //! created or opened relative to a directory descriptor, and nothing below
 //! the destination is ever reached through a symlink (`O_NOFOLLOW`,
 //! `AT_SYMLINK_NOFOLLOW`), so a tree cannot steer a write out of it.
+//! Every `unsafe` block of `get` is in this file.
+#![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::fs::File;

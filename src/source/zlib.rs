@@ -6,6 +6,7 @@
 //! (see `gzip.rs`).
 //!
 //! All of layerfs's `unsafe` code for zlib lives in this file.
+#![allow(unsafe_code)]
 
 use std::ffi::CStr;
 use std::io;
