@@ -153,7 +153,7 @@ fn damage_found_on_read_fails_that_read_alone() {
     let errors: Vec<&str> = logged.lines().filter(|l| l.contains("ERROR")).collect();
     // Logged once, however often the kernel retries the read.
     let want = format!(
-        "[ERROR] read of inode 3 at byte 0: {}: zstd stream is corrupt near decompressed offset {}: Unknown frame descriptor (logged once per layer and kind of failure; reads that fail the same way get EIO silently)",
+        "[ERROR] read of inode 3 at byte 0: {}: zstd stream is corrupt near decompressed offset {}: Unknown frame descriptor (logged once per layer and kind of failure; reads that fail the same way fail silently)",
         layer.display(),
         1024 + LEN
     );

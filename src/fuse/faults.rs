@@ -34,7 +34,7 @@ impl FaultLog {
             .insert((layer.to_path_buf(), kind));
         if first {
             log::error!(
-                "read of inode {ino} at byte {offset}: {error} (logged once per layer and kind of failure; reads that fail the same way get EIO silently)"
+                "read of inode {ino} at byte {offset}: {error} (logged once per layer and kind of failure; reads that fail the same way fail silently)"
             );
         } else {
             log::debug!("read of inode {ino} at byte {offset}: {error}");

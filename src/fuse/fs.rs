@@ -17,7 +17,7 @@ use fuser::{
 };
 
 use super::faults::FaultLog;
-use crate::stack::Stack;
+use crate::stack::{Stack, StackError};
 use crate::tree::{Ino, Node, NodeKind};
 
 /// How long the kernel may cache entries and attributes: the tree is
@@ -234,7 +234,7 @@ impl Filesystem for LayerFs {
                 Ok(n) => reply.data(&buf[..n]),
                 Err(e) => {
                     self.faults.report(ino.0, offset, &e);
-                    reply.error(Errno::EIO);
+                    reply.error(read_errno(&e));
                 }
             }
         });
@@ -491,6 +491,15 @@ fn reply_sized(reply: ReplyXattr, size: u32, bytes: &[u8]) {
 /// access(2) for a read-only tree: writing is never allowed; otherwise the
 /// owner/group/other bits decide, and root may do anything but execute a
 /// file that no one may execute.
+/// The errno a failed read answers with: the layer's own error knows
+/// ([`crate::source::SourceError::errno`]); anything else here is a bug, EIO.
+fn read_errno(error: &StackError) -> Errno {
+    match error {
+        StackError::Source(e) => Errno::from_i32(e.errno()),
+        _ => Errno::EIO,
+    }
+}
+
 fn check_access(node: &Node, uid: u32, gid: u32, mask: AccessFlags) -> Result<(), Errno> {
     if mask.contains(AccessFlags::W_OK) {
         return Err(Errno::EROFS);
@@ -590,5 +599,15 @@ mod tests {
             UNIX_EPOCH - Duration::from_millis(1250)
         );
         assert_eq!(to_system_time(10, 5), UNIX_EPOCH + Duration::new(10, 5));
+    }
+
+    #[test]
+    fn a_failed_read_answers_with_its_source_errno() {
+        let full = StackError::Source(crate::source::SourceError::Cache {
+            path: "layer.tar.zst".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        });
+        assert_eq!(read_errno(&full), Errno::from_i32(libc::ENOSPC));
+        assert_eq!(read_errno(&StackError::NotAFile(7)), Errno::EIO);
     }
 }

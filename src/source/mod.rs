@@ -186,9 +186,30 @@ pub enum SourceError {
 }
 
 impl SourceError {
-    /// The errno a filesystem read should fail with.
+    /// The errno a filesystem read should fail with: the OS's own where
+    /// the layer file or the cache failed with one (a reader is better
+    /// told ENOSPC or EACCES than EIO), EIO for data that is damaged,
+    /// changed or missing. A registry's socket errors (ECONNRESET, EPIPE)
+    /// mean something else on a file, and EINTR or EAGAIN would ask a
+    /// reader to retry what will not succeed: those are EIO too.
     pub fn errno(&self) -> i32 {
-        libc::EIO
+        match self {
+            SourceError::Io { source, .. } | SourceError::Cache { source, .. } => {
+                match os_errno(source) {
+                    Some(libc::EINTR | libc::EAGAIN) | None => libc::EIO,
+                    Some(errno) => errno,
+                }
+            }
+            SourceError::UnsupportedCodec { .. }
+            | SourceError::NotALayer { .. }
+            | SourceError::PastEnd { .. }
+            | SourceError::NotIndexed { .. }
+            | SourceError::Truncated { .. }
+            | SourceError::Modified { .. }
+            | SourceError::Changed { .. }
+            | SourceError::Remote { .. }
+            | SourceError::Corrupt { .. } => libc::EIO,
+        }
     }
 
     /// The layer file the error is about.
@@ -227,6 +248,22 @@ impl SourceError {
     }
 }
 
+/// The OS's errno behind `e`, looking through the errors that wrap one (a
+/// [`SpillError`] adds the cache directory around what the OS said).
+fn os_errno(e: &io::Error) -> Option<i32> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = cause {
+        let errno = error
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error);
+        if errno.is_some() {
+            return errno;
+        }
+        cause = error.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +280,49 @@ mod tests {
         // A position set past the end skips nothing and never underflows.
         stream.set_position(100);
         assert_eq!(stream.skip(1).expect("skip"), 0);
+    }
+
+    #[test]
+    fn reads_fail_with_the_os_errno_else_eio() {
+        let path = || PathBuf::from("layer.tar");
+        let io = |errno| SourceError::Io {
+            path: path(),
+            source: io::Error::from_raw_os_error(errno),
+        };
+        // As the spill cache reports it: naming its directory.
+        let cache = |errno| SourceError::Cache {
+            path: path(),
+            source: io::Error::other(SpillError {
+                dir: "/var/cache/layerfs".into(),
+                source: io::Error::from_raw_os_error(errno),
+            }),
+        };
+        assert_eq!(io(libc::EACCES).errno(), libc::EACCES);
+        assert_eq!(cache(libc::ENOSPC).errno(), libc::ENOSPC);
+        // Retry-me errnos would send a reader round a loop.
+        assert_eq!(io(libc::EINTR).errno(), libc::EIO);
+        assert_eq!(cache(libc::EAGAIN).errno(), libc::EIO);
+        let no_errno = SourceError::Io {
+            path: path(),
+            source: io::Error::other("short read"),
+        };
+        assert_eq!(no_errno.errno(), libc::EIO);
+        let socket = SourceError::Remote {
+            path: path(),
+            source: io::Error::from_raw_os_error(libc::ECONNRESET),
+        };
+        assert_eq!(socket.errno(), libc::EIO);
+        let corrupt = SourceError::Corrupt {
+            path: path(),
+            codec: "gzip",
+            offset: 0,
+            source: io::Error::from_raw_os_error(libc::EACCES),
+        };
+        assert_eq!(corrupt.errno(), libc::EIO);
+        let gone = SourceError::Changed {
+            path: path(),
+            why: "it is gone".into(),
+        };
+        assert_eq!(gone.errno(), libc::EIO);
     }
 }
