@@ -160,6 +160,7 @@ fn sample_dir(scratch: &Path) -> PathBuf {
 
 #[test]
 fn create_mounts_as_the_directory_in_every_compression() {
+    require!(Fuse, Tool("bsdtar"));
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = sample_dir(scratch.path());
     for name in ["layer.tar", "layer.tar.gz", "layer.tar.zst"] {
@@ -196,6 +197,7 @@ fn create_mounts_as_the_directory_in_every_compression() {
 
 #[test]
 fn create_is_reproducible_and_to_stdout_reports_on_stderr() {
+    require!(Fuse);
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = sample_dir(scratch.path());
     let mut outputs = Vec::new();
@@ -228,6 +230,7 @@ fn create_is_reproducible_and_to_stdout_reports_on_stderr() {
 
 #[test]
 fn create_mtime_clamps_every_later_time() {
+    require!(Fuse);
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = sample_dir(scratch.path());
     let limit: i64 = 1_600_000_000;
@@ -337,6 +340,7 @@ fn diff_args(layers: &[PathBuf], dir: &Path, out: &Path) -> Vec<std::ffi::OsStri
 
 #[test]
 fn lower_layers_plus_a_diff_mount_as_the_changed_directory() {
+    require!(Fuse);
     let stack = base_stack();
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = copy_of(&stack.paths, scratch.path());
@@ -374,6 +378,7 @@ fn lower_layers_plus_a_diff_mount_as_the_changed_directory() {
 
 #[test]
 fn a_diff_against_an_unchanged_copy_is_empty() {
+    require!(Fuse);
     let stack = base_stack();
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = copy_of(&stack.paths, scratch.path());
@@ -433,6 +438,7 @@ fn hand_made_layer_dir(scratch: &Path) -> PathBuf {
 
 #[test]
 fn create_whiteouts_writes_a_layer_dir_as_the_mount_reads_it() {
+    require!(Fuse);
     let scratch = tempfile::tempdir().expect("tempdir");
     let lower = Layer::new(Format::Pax)
         .dir("etc")

@@ -57,6 +57,7 @@ fn cache_entries(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn remount_uses_the_stored_index_without_reading_the_layer() {
+    require!(Fuse);
     let work = tempfile::tempdir().expect("tempdir");
     let layer = work.path().join("layer.tar");
     let cache = work.path().join("cache");
@@ -96,6 +97,7 @@ fn remount_uses_the_stored_index_without_reading_the_layer() {
 
 #[test]
 fn a_changed_layer_gets_a_new_index() {
+    require!(Fuse);
     let work = tempfile::tempdir().expect("tempdir");
     let layer = work.path().join("layer.tar");
     let cache = work.path().join("cache");
@@ -117,6 +119,7 @@ fn a_changed_layer_gets_a_new_index() {
 
 #[test]
 fn a_corrupt_index_or_tree_is_rebuilt_not_trusted() {
+    require!(Fuse);
     for damaged in ["idx", "tree"] {
         let work = tempfile::tempdir().expect("tempdir");
         let layer = work.path().join("layer.tar");
@@ -153,6 +156,7 @@ fn a_corrupt_index_or_tree_is_rebuilt_not_trusted() {
 /// showed: every kind, whiteouts applied, hardlinks, xattrs.
 #[test]
 fn a_stored_tree_mounts_as_the_merged_stack() {
+    require!(Fuse);
     let mut layers = common::Layers::new();
     layers
         .add(
@@ -201,6 +205,7 @@ fn a_stored_tree_mounts_as_the_merged_stack() {
 
 #[test]
 fn an_unusable_cache_directory_degrades_to_no_cache() {
+    require!(Fuse);
     let work = tempfile::tempdir().expect("tempdir");
     let layer = work.path().join("layer.tar");
     fs::write(&layer, layer_with_middle("mid1")).expect("write layer");
@@ -276,6 +281,7 @@ fn chmod(path: &Path, mode: u32) {
 /// with SIGBUS, leaving "Transport endpoint is not connected").
 #[test]
 fn an_entry_others_could_truncate_is_never_mapped() {
+    require!(Fuse);
     use std::os::unix::process::CommandExt;
     let (work, layer, cache, entries) = cached_layer();
     chmod(work.path(), 0o755);
@@ -325,6 +331,7 @@ fn an_entry_others_could_truncate_is_never_mapped() {
 /// `mount` warn, rebuild the entry and finish.
 #[test]
 fn a_fifo_entry_is_ignored_not_waited_on() {
+    require!(Fuse);
     let (_work, layer, cache, entries) = cached_layer();
     for entry in &entries {
         fs::remove_file(entry).expect("remove entry");
@@ -369,6 +376,7 @@ fn a_fifo_entry_is_ignored_not_waited_on() {
 /// is reported and replaced, and what it pointed to is left alone.
 #[test]
 fn a_symlinked_entry_is_not_followed() {
+    require!(Fuse);
     let (work, layer, cache, entries) = cached_layer();
     let elsewhere = work.path().join("elsewhere");
     fs::create_dir(&elsewhere).expect("mkdir");
@@ -456,6 +464,7 @@ fn entry_head(real: &[u8], len: u64) -> Vec<u8> {
 /// A member claiming 1 TiB the bundle does not hold is refused too.
 #[test]
 fn a_bundle_member_costs_what_it_holds_and_its_claimed_size_is_checked_first() {
+    require!(Fuse);
     use std::io::Read;
     const STREAMED: u64 = 128 << 20;
     // Just over the cache's default bound of 1 GiB.

@@ -282,6 +282,7 @@ fn unpack(work: &Path, layers: &[Layer]) -> Snapshot {
 
 #[test]
 fn compare_agrees_with_the_difference_of_umoci_unpacks() {
+    require!(Tool("umoci"), Root);
     let work = tempfile::tempdir().expect("tempdir");
     let old = unpack(&work.path().join("a"), &[base(), top_a()]);
     let new = unpack(&work.path().join("b"), &[base(), top_b()]);

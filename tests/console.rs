@@ -51,6 +51,7 @@ fn layerfs_at_once(args: &[&std::ffi::OsStr]) -> Run {
 
 #[test]
 fn no_progress_bar_when_stderr_is_not_a_terminal() {
+    require!(Fuse);
     let layers = Layers::new();
     let (layer, digest) = slow_layer(layers.dir());
     let run = layerfs_at_once(&[
@@ -73,12 +74,8 @@ fn no_progress_bar_when_stderr_is_not_a_terminal() {
 }
 
 /// Runs `layerfs ARGS` on a pseudo-terminal through util-linux `script`
-/// and returns what the terminal received; `None` without `script`.
-fn on_a_terminal(args: &[&str]) -> Option<String> {
-    let script = Command::new("script").arg("--version").output().ok()?;
-    if !script.status.success() {
-        return None;
-    }
+/// and returns what the terminal received.
+fn on_a_terminal(args: &[&str]) -> String {
     let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
     let mut line = format!("LAYERFS_PROGRESS_AFTER=0 {}", quote(common::mount::bin()));
     for arg in args {
@@ -88,18 +85,16 @@ fn on_a_terminal(args: &[&str]) -> Option<String> {
     line.push_str(" >/dev/null");
     let run = run_captured(Command::new("script").args(["-qec", &line, "/dev/null"]));
     run.expect_success("script -c layerfs");
-    Some(run.stdout)
+    run.stdout
 }
 
 #[test]
 fn on_a_terminal_the_bar_shows_while_indexing_and_is_erased() {
+    require!(Tool("script"));
     let layers = Layers::new();
     let (layer, digest) = slow_layer(layers.dir());
     let layer = layer.to_str().expect("utf-8 temp path");
-    let Some(screen) = on_a_terminal(&["ls", "--no-cache", "--digest", &digest, layer]) else {
-        eprintln!("skipped: util-linux script(1) is not installed");
-        return;
-    };
+    let screen = on_a_terminal(&["ls", "--no-cache", "--digest", &digest, layer]);
     let last = screen
         .rfind("index big.tar [")
         .unwrap_or_else(|| panic!("no progress bar on the terminal: {screen:?}"));
@@ -112,7 +107,6 @@ fn on_a_terminal_the_bar_shows_while_indexing_and_is_erased() {
     );
 
     let quiet = on_a_terminal(&["-q", "ls", "--no-cache", "--digest", &digest, layer]);
-    let quiet = quiet.expect("script ran a moment ago");
     assert!(
         !quiet.contains("index big.tar ["),
         "-q drew a bar: {quiet:?}"
@@ -165,6 +159,7 @@ impl Drop for FakeSyslog {
 
 #[test]
 fn a_background_daemon_without_a_log_file_logs_to_syslog() {
+    require!(Fuse);
     let Some(syslog) = FakeSyslog::bind() else {
         eprintln!("skipped: /dev/log exists; its daemon, not this test, gets the messages");
         return;

@@ -22,6 +22,7 @@ fn ustar_long_path() -> String {
 
 #[test]
 fn ustar_members_including_prefix_split_names() {
+    require!(Fuse);
     let long = ustar_long_path();
     let layer = Layer::new(Format::Ustar)
         .dir("etc")
@@ -78,18 +79,21 @@ fn long_names_layer(format: Format) -> (Layer, Expected) {
 
 #[test]
 fn gnu_long_names_and_long_link_names() {
+    require!(Fuse);
     let (layer, expected) = long_names_layer(Format::Gnu);
     assert_merge(&[layer], &expected);
 }
 
 #[test]
 fn pax_path_and_linkpath_records_for_long_names() {
+    require!(Fuse);
     let (layer, expected) = long_names_layer(Format::Pax);
     assert_merge(&[layer], &expected);
 }
 
 #[test]
 fn gnu_base256_uid_gid_and_mtime() {
+    require!(Fuse);
     const BIG_MTIME: u64 = 10_000_000_000; // beyond 11 octal digits
     let layer = Layer::new(Format::Gnu)
         .file("big", "ids")
@@ -107,6 +111,7 @@ fn gnu_base256_uid_gid_and_mtime() {
 
 #[test]
 fn gnu_base256_negative_mtime() {
+    require!(Fuse);
     let layer = Layer::new(Format::Gnu).file("old", "1969").tweak(|h| {
         // Two's complement base-256: the sign bit doubles as the marker.
         let field = &mut h.as_old_mut().mtime;
@@ -119,6 +124,7 @@ fn gnu_base256_negative_mtime() {
 
 #[test]
 fn old_and_contiguous_typeflags_are_regular_files() {
+    require!(Fuse);
     let layer = Layer::default()
         .file("nul-typeflag", "v7 regular")
         .tweak(|h| h.as_old_mut().linkflag = [0])
@@ -132,6 +138,7 @@ fn old_and_contiguous_typeflags_are_regular_files() {
 
 #[test]
 fn pax_records_override_header_fields() {
+    require!(Fuse);
     let layer = Layer::new(Format::Pax)
         .file("decoy-name", "12345")
         .pax("path", "real/name.txt")
@@ -174,6 +181,7 @@ const FILE_CAPS: [u8; 20] = [
 
 #[test]
 fn pax_schily_xattrs_are_extended_attributes() {
+    require!(Fuse);
     let layer = Layer::new(Format::Pax)
         .dir("d")
         .xattr("user.dir", "on a dir")
@@ -204,6 +212,7 @@ fn pax_schily_xattrs_are_extended_attributes() {
 
 #[test]
 fn pax_global_headers_are_not_entries() {
+    require!(Fuse);
     let layer = Layer::new(Format::Pax)
         .global_header(&[("comment", "4b825dc642cb6eb9a060e54bf8d69288fbee4904")])
         .file("a", "a")
@@ -228,12 +237,14 @@ fn mount_bytes_and_check(bytes: &[u8], expected: &Expected) {
 
 #[test]
 fn layer_without_end_of_archive_blocks() {
+    require!(Fuse);
     let (layer, expected) = small_layer();
     mount_bytes_and_check(&layer.to_tar_unterminated(), &expected);
 }
 
 #[test]
 fn last_member_data_not_padded_to_a_block() {
+    require!(Fuse);
     let (layer, expected) = small_layer();
     let mut tar = layer.to_tar_unterminated();
     let padding = 1024 - 700;
@@ -244,6 +255,7 @@ fn last_member_data_not_padded_to_a_block() {
 
 #[test]
 fn dot_slash_prefixes_and_trailing_slashes_are_normalised() {
+    require!(Fuse);
     let lower = Layer::default()
         .dir("./")
         .dir("./a/")
@@ -268,6 +280,7 @@ fn dot_slash_prefixes_and_trailing_slashes_are_normalised() {
 /// root, but nothing else.
 #[test]
 fn dotdot_member_names_never_escape() {
+    require!(Fuse);
     let layer = Layer::default()
         .file("../escape", "e")
         .file("../../deeper/z", "z");
@@ -295,6 +308,7 @@ fn dotdot_member_names_never_escape() {
 
 #[test]
 fn duplicate_member_in_one_layer_last_wins() {
+    require!(Fuse);
     let layer = Layer::default()
         .file("x", "first")
         .mode(0o600)
@@ -317,6 +331,7 @@ fn duplicate_member_in_one_layer_last_wins() {
 
 #[test]
 fn implied_directories_are_0755_root_owned() {
+    require!(Fuse);
     let lower = Layer::default()
         .file("deep/a/b/file", "f")
         .dir("x")
@@ -339,6 +354,7 @@ fn implied_directories_are_0755_root_owned() {
 
 #[test]
 fn non_utf8_names_pass_through_exactly() {
+    require!(Fuse);
     let long: Vec<u8> = [b"d\xff/".as_slice(), &[0xe9; 150]].concat();
     let layer = Layer::default()
         .file(b"caf\xe9", "latin-1 name")
@@ -462,11 +478,13 @@ fn check_tool(cmd: &str, args: &[&str], beyond_ustar: bool, fields: Fields) {
 
 #[test]
 fn gnu_tar_gnu_format_matches_source_tree() {
+    require!(Fuse);
     check_tool("tar", &["--format=gnu", "-c"], true, PRE_PAX);
 }
 
 #[test]
 fn gnu_tar_posix_format_with_xattrs_matches_source_tree() {
+    require!(Fuse);
     check_tool(
         "tar",
         &["--format=posix", "--xattrs", "-c"],
@@ -477,11 +495,13 @@ fn gnu_tar_posix_format_with_xattrs_matches_source_tree() {
 
 #[test]
 fn gnu_tar_ustar_format_matches_source_tree() {
+    require!(Fuse);
     check_tool("tar", &["--format=ustar", "-c"], false, PRE_PAX);
 }
 
 #[test]
 fn bsdtar_pax_format_matches_source_tree() {
+    require!(Fuse, Tool("bsdtar"));
     check_tool("bsdtar", &["--format=pax", "-c"], true, Fields::ALL);
 }
 
@@ -510,6 +530,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn gnu_sparse_old_format_reads_back_exact_bytes() {
+    require!(Fuse);
     check_sparse(
         &["--format=gnu", "--sparse"],
         has_old_gnu_sparse_header,
@@ -520,6 +541,7 @@ fn gnu_sparse_old_format_reads_back_exact_bytes() {
 
 #[test]
 fn pax_sparse_v0_0_reads_back_exact_bytes() {
+    require!(Fuse);
     check_sparse(
         &["--format=pax", "--sparse-version=0.0"],
         |tar| contains(tar, b"GNU.sparse.offset="),
@@ -530,6 +552,7 @@ fn pax_sparse_v0_0_reads_back_exact_bytes() {
 
 #[test]
 fn pax_sparse_v0_1_reads_back_exact_bytes() {
+    require!(Fuse);
     check_sparse(
         &["--format=pax", "--sparse-version=0.1"],
         |tar| contains(tar, b"GNU.sparse.map="),
@@ -540,6 +563,7 @@ fn pax_sparse_v0_1_reads_back_exact_bytes() {
 
 #[test]
 fn pax_sparse_v1_0_reads_back_exact_bytes() {
+    require!(Fuse);
     check_sparse(
         &["--format=pax", "--sparse-version=1.0"],
         |tar| contains(tar, b"GNU.sparse.major=1"),
@@ -550,6 +574,7 @@ fn pax_sparse_v1_0_reads_back_exact_bytes() {
 
 #[test]
 fn sparse_files_in_compressed_layers() {
+    require!(Fuse);
     check_sparse(
         &["--format=gnu", "--sparse"],
         has_old_gnu_sparse_header,

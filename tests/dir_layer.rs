@@ -200,6 +200,7 @@ impl Upper {
 
 #[test]
 fn an_overlayfs_upper_dir_on_a_tar_shows_what_the_kernel_overlay_shows() {
+    require!(Fuse);
     let upper = Upper::new();
     let kernel = upper.kernel_view();
     for gone in [
@@ -238,6 +239,7 @@ fn an_overlayfs_upper_dir_on_a_tar_shows_what_the_kernel_overlay_shows() {
 
 #[test]
 fn an_export_of_a_stack_with_an_upper_dir_extracts_to_the_kernel_overlay() {
+    require!(Root);
     let upper = Upper::new();
     let kernel = upper.kernel_view();
     let flat = upper.path("flat.tar");
@@ -271,6 +273,7 @@ fn middle_layer() -> Layer {
 
 #[test]
 fn an_extracted_layer_in_the_middle_merges_like_the_same_layer_as_a_tar() {
+    require!(Fuse);
     let tmp = tempdir();
     let base = base_layer().write(tmp.path(), "base.tar", common::Codec::Gzip);
     let mid_tar = middle_layer().write(tmp.path(), "mid.tar", common::Codec::Plain);
@@ -311,6 +314,7 @@ fn an_extracted_layer_in_the_middle_merges_like_the_same_layer_as_a_tar() {
 
 #[test]
 fn a_directory_of_every_kind_of_entry_mounts_as_itself() {
+    require!(Fuse);
     let tmp = tempdir();
     let dir = tmp.path().join("layer");
     fs::create_dir_all(dir.join("a/b")).expect("mkdir");
@@ -354,6 +358,7 @@ fn a_directory_of_every_kind_of_entry_mounts_as_itself() {
 
 #[test]
 fn a_file_changed_after_mounting_reads_eio_once_logged() {
+    require!(Fuse);
     let tmp = tempdir();
     let dir = tmp.path().join("layer");
     fs::create_dir(&dir).expect("mkdir");
@@ -409,6 +414,7 @@ fn a_file_changed_after_mounting_reads_eio_once_logged() {
 
 #[test]
 fn missing_and_unreadable_directories_are_one_clear_line() {
+    require!(Fuse);
     let tmp = tempdir();
     let base = Layer::new(Format::Ustar).file("f", "f").write(
         tmp.path(),
@@ -483,6 +489,7 @@ fn missing_and_unreadable_directories_are_one_clear_line() {
 /// (`tests/umoci.rs`), and hides nothing.
 #[test]
 fn user_overlay_opaque_counts_in_a_directory_layer_not_in_a_tar() {
+    require!(Fuse);
     let tmp = tempdir();
     let lower = Layer::default().dir("d").file("d/old", "old").write(
         tmp.path(),

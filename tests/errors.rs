@@ -82,11 +82,13 @@ fn sample_tar() -> Vec<u8> {
 
 #[test]
 fn layer_that_is_not_a_tar() {
+    require!(Fuse);
     expect_bad_layer(&b"this is plain text, not a tar archive\n".repeat(40));
 }
 
 #[test]
 fn xz_magic_then_garbage() {
+    require!(Fuse);
     let mut bytes = vec![0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00];
     bytes.extend(std::iter::repeat_n(0x11, 2000));
     expect_bad_layer(&bytes);
@@ -94,6 +96,7 @@ fn xz_magic_then_garbage() {
 
 #[test]
 fn bzip2_magic_then_garbage() {
+    require!(Fuse);
     let mut bytes = b"BZh91AY&SY".to_vec();
     bytes.extend(std::iter::repeat_n(0x22, 2000));
     expect_bad_layer(&bytes);
@@ -101,6 +104,7 @@ fn bzip2_magic_then_garbage() {
 
 #[test]
 fn lz4_magic_then_garbage() {
+    require!(Fuse);
     let mut bytes = vec![0x04, 0x22, 0x4d, 0x18, 0x64, 0x40];
     bytes.extend(std::iter::repeat_n(0x33, 2000));
     expect_bad_layer(&bytes);
@@ -108,6 +112,7 @@ fn lz4_magic_then_garbage() {
 
 #[test]
 fn lzma_layer_is_unsupported() {
+    require!(Fuse);
     let mut bytes = vec![0x5d, 0x00, 0x00, 0x80, 0x00];
     bytes.extend(std::iter::repeat_n(0x44, 2000));
     expect_bad_layer(&bytes);
@@ -115,6 +120,7 @@ fn lzma_layer_is_unsupported() {
 
 #[test]
 fn bzip2_xz_and_lz4_streams_truncated() {
+    require!(Fuse);
     for codec in [Codec::XzMultiBlock, Codec::Lz4, Codec::Bzip2] {
         let bytes = codec.encode(&sample_tar());
         expect_bad_layer(&bytes[..bytes.len() / 2]);
@@ -123,12 +129,14 @@ fn bzip2_xz_and_lz4_streams_truncated() {
 
 #[test]
 fn tar_truncated_inside_member_data() {
+    require!(Fuse);
     let tar = sample_tar();
     expect_bad_layer(&tar[..512 + 1000]);
 }
 
 #[test]
 fn tar_truncated_inside_a_header() {
+    require!(Fuse);
     let tar = sample_tar();
     // first header + 3000 bytes padded to 3072, then half of the next header
     expect_bad_layer(&tar[..512 + 3072 + 200]);
@@ -136,18 +144,21 @@ fn tar_truncated_inside_a_header() {
 
 #[test]
 fn gzip_stream_truncated() {
+    require!(Fuse);
     let gz = Codec::Gzip.encode(&sample_tar());
     expect_bad_layer(&gz[..gz.len() / 2]);
 }
 
 #[test]
 fn zstd_stream_truncated() {
+    require!(Fuse);
     let zst = Codec::Zstd.encode(&sample_tar());
     expect_bad_layer(&zst[..zst.len() / 2]);
 }
 
 #[test]
 fn gzip_header_with_corrupt_deflate_data() {
+    require!(Fuse);
     let mut gz = Codec::Gzip.encode(&sample_tar());
     for b in &mut gz[10..40] {
         *b ^= 0x5a;
@@ -165,16 +176,19 @@ fn corrupt_header_at(offset: usize) -> Vec<u8> {
 
 #[test]
 fn bad_checksum_in_first_header() {
+    require!(Fuse);
     expect_bad_layer(&corrupt_header_at(0));
 }
 
 #[test]
 fn bad_checksum_in_a_later_header() {
+    require!(Fuse);
     expect_bad_layer(&corrupt_header_at(512 + 3072));
 }
 
 #[test]
 fn missing_layer_file() {
+    require!(Fuse);
     let mut stack = Layers::new();
     let good = good_layer(&mut stack);
     let missing = stack.dir().join("does-not-exist.tar");
@@ -191,6 +205,7 @@ fn missing_layer_file() {
 /// that is gone is neither, and is named.
 #[test]
 fn layer_that_is_a_dangling_symlink() {
+    require!(Fuse);
     let mut stack = Layers::new();
     let good = good_layer(&mut stack);
     let link = stack.dir().join("a-directory");
@@ -201,6 +216,7 @@ fn layer_that_is_a_dangling_symlink() {
 
 #[test]
 fn bad_middle_layer_is_the_one_named() {
+    require!(Fuse);
     let mut stack = Layers::new();
     stack
         .add(&Layer::default().file("a", "a"))
@@ -213,6 +229,7 @@ fn bad_middle_layer_is_the_one_named() {
 
 #[test]
 fn missing_mountpoint() {
+    require!(Fuse);
     let mut stack = Layers::new();
     good_layer(&mut stack);
     let mountpoint = stack.dir().join("no-such-dir");
@@ -225,6 +242,7 @@ fn missing_mountpoint() {
 
 #[test]
 fn mountpoint_that_is_a_file() {
+    require!(Fuse);
     let mut stack = Layers::new();
     good_layer(&mut stack);
     let mountpoint = stack.dir().join("plain-file");
@@ -234,6 +252,7 @@ fn mountpoint_that_is_a_file() {
 
 #[test]
 fn mountpoint_already_mounted() {
+    require!(Fuse);
     let mut stack = Layers::new();
     good_layer(&mut stack);
     let existing = stack.mount();
@@ -249,6 +268,7 @@ fn mountpoint_already_mounted() {
 /// kernel escapes the mountpoint (space as `\040`, backslash as `\134`).
 #[test]
 fn escaped_mountpoint_already_mounted() {
+    require!(Fuse);
     let mut stack = Layers::new();
     good_layer(&mut stack);
     let existing = Mount::fresh_named("with space\\and backslash");
@@ -313,6 +333,7 @@ fn with_field(range: std::ops::Range<usize>, value: &[u8]) -> Vec<u8> {
 
 #[test]
 fn exact_errors_for_truncation_checksums_and_non_layers() {
+    require!(Fuse);
     let tar = sample_tar();
     expect_error_line(
         &tar[..512 + 1000],
@@ -334,6 +355,7 @@ fn exact_errors_for_truncation_checksums_and_non_layers() {
 
 #[test]
 fn exact_errors_for_absurd_and_negative_numbers() {
+    require!(Fuse);
     let cases: [(std::ops::Range<usize>, Vec<u8>, &str); 6] = [
         // 2^93 bytes, and -1 bytes.
         (124..136, base256(1 << 93, 12), "size"),
@@ -354,6 +376,7 @@ fn exact_errors_for_absurd_and_negative_numbers() {
 /// A negative base-256 mtime is a well-defined time before 1970.
 #[test]
 fn negative_mtime_is_a_time_before_the_epoch() {
+    require!(Fuse);
     use std::os::unix::fs::MetadataExt;
     let mut stack = Layers::new();
     stack.add_bytes(&with_field(136..148, &base256(-100, 12)));
@@ -364,6 +387,7 @@ fn negative_mtime_is_a_time_before_the_epoch() {
 
 #[test]
 fn exact_errors_for_bad_pax_records() {
+    require!(Fuse);
     let pax = |records: &[u8]| {
         let mut tar = raw_member("first", b'0', b"", |_| {});
         tar.extend(raw_member("pax", b'x', records, |_| {}));
@@ -393,6 +417,7 @@ fn exact_errors_for_bad_pax_records() {
 
 #[test]
 fn exact_errors_for_oversized_and_endless_extension_headers() {
+    require!(Fuse);
     // A GNU long name claiming 1 GiB: refused before any of it is read.
     let mut tar = raw_member("././@LongLink", b'L', b"", |h| {
         h[124..136].copy_from_slice(b"10000000000\0")
@@ -415,6 +440,7 @@ fn exact_errors_for_oversized_and_endless_extension_headers() {
 
 #[test]
 fn exact_errors_for_absurd_sparse_maps() {
+    require!(Fuse);
     // A PAX 1.0 map claiming more segments than any file has.
     let mut tar = raw_member(
         "pax",
@@ -448,6 +474,7 @@ fn exact_errors_for_absurd_sparse_maps() {
 
 #[test]
 fn exact_errors_for_damaged_compressed_streams() {
+    require!(Fuse);
     let tar = sample_tar();
     let gz = Codec::Gzip.encode(&tar);
     let mut bad_crc = gz.clone();

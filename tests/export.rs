@@ -134,6 +134,7 @@ fn mounted_snapshot(layers: &[PathBuf]) -> Snapshot {
 
 #[test]
 fn gnu_tar_and_bsdtar_extract_the_export_to_the_mounted_tree() {
+    require!(Fuse, Tool("bsdtar"));
     let layers = rich_stack();
     let reference = mounted_snapshot(&layers.paths);
     let archive = layers.dir().join("flat.tar");
@@ -152,6 +153,7 @@ fn gnu_tar_and_bsdtar_extract_the_export_to_the_mounted_tree() {
 
 #[test]
 fn the_export_mounts_back_as_the_same_tree_in_every_compression() {
+    require!(Fuse);
     let layers = rich_stack();
     let reference = mounted_snapshot(&layers.paths);
     let expected = Expected::from_snapshot(&reference, Fields::ALL);
@@ -381,6 +383,7 @@ fn blocks(path: &Path) -> u64 {
 
 #[test]
 fn sparse_files_export_as_their_data_and_extract_to_the_same_files() {
+    require!(Fuse, Tool("bsdtar"));
     let layers = gnu_sparse_stack();
     let reference = mounted_snapshot(&layers.paths);
     let expected = Expected::from_snapshot(&reference, Fields::ALL);
@@ -413,6 +416,7 @@ fn sparse_files_export_as_their_data_and_extract_to_the_same_files() {
 
 #[test]
 fn stat_through_the_mount_counts_the_stored_blocks() {
+    require!(Fuse);
     let layers = gnu_sparse_stack();
     let archive = layers.dir().join("flat.tar");
     export(&layers.paths, &[], &archive).expect_success("export");
@@ -478,6 +482,7 @@ fn export_capped(layers: &[PathBuf], extra: &[&str], limit: u64) -> Vec<u8> {
 
 #[test]
 fn a_huge_sparse_file_exports_in_a_moment_to_a_small_archive() {
+    require!(Fuse, Tool("bsdtar"));
     const SIZE: u64 = 1 << 40;
     let head = pseudo_random(700, 1);
     let tail = pseudo_random(1000, 2);
@@ -541,6 +546,7 @@ fn a_huge_sparse_file_exports_in_a_moment_to_a_small_archive() {
 /// bytes the mount shows.
 #[test]
 fn umoci_unpacks_an_exported_sparse_file_to_the_same_bytes() {
+    require!(Fuse, Tool("umoci"));
     let regions = [
         (100, pseudo_random(700, 1)),
         (5_000, pseudo_random(3, 2)),

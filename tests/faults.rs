@@ -142,16 +142,19 @@ const MODIFIED: &str = "modified after it was indexed";
 
 #[test]
 fn a_truncated_plain_layer_fails_past_the_cut_only() {
+    require!(Fuse);
     check_damage(Codec::Plain, truncate_to_half, true, TRUNCATED);
 }
 
 #[test]
 fn a_truncated_gzip_layer_fails_past_the_cut_only() {
+    require!(Fuse);
     check_damage(Codec::Gzip, truncate_to_half, true, TRUNCATED);
 }
 
 #[test]
 fn a_truncated_zstd_layer_fails_past_the_cut_only() {
+    require!(Fuse);
     check_damage(Codec::Zstd, truncate_to_half, true, TRUNCATED);
 }
 
@@ -159,16 +162,19 @@ fn a_truncated_zstd_layer_fails_past_the_cut_only() {
 
 #[test]
 fn a_plain_layer_overwritten_in_place_gives_eio() {
+    require!(Fuse);
     check_damage(Codec::Plain, overwrite_the_middle, false, MODIFIED);
 }
 
 #[test]
 fn a_gzip_layer_overwritten_in_place_gives_eio() {
+    require!(Fuse);
     check_damage(Codec::Gzip, overwrite_the_middle, false, MODIFIED);
 }
 
 #[test]
 fn a_zstd_layer_overwritten_in_place_gives_eio() {
+    require!(Fuse);
     check_damage(Codec::Zstd, overwrite_the_middle, false, MODIFIED);
 }
 
@@ -176,6 +182,7 @@ fn a_zstd_layer_overwritten_in_place_gives_eio() {
 /// name, or deleting it, leaves the inode it indexed, which it serves.
 #[test]
 fn a_replaced_or_deleted_layer_keeps_serving_its_bytes() {
+    require!(Fuse);
     for codec in [Codec::Plain, Codec::Gzip, Codec::Zstd] {
         for replace in [true, false] {
             let layers = stack(codec);
@@ -201,6 +208,7 @@ fn a_replaced_or_deleted_layer_keeps_serving_its_bytes() {
 /// and mountable, again.
 #[test]
 fn umount_clears_the_mount_of_a_killed_daemon() {
+    require!(Fuse);
     let layers = stack(Codec::Plain);
     let mount = Mount::with_args(&["--no-cache"], &layers.paths);
     let busy = File::open(mount.join("other/o")).expect("open a file in the mount");
@@ -281,6 +289,7 @@ impl Drop for FullDisk {
 /// layer, whose decompressed bytes would be spilled there, is read right.
 #[test]
 fn a_full_cache_disk_degrades_to_no_cache() {
+    require!(Fuse);
     let disk = FullDisk::new();
     let layers = stack(Codec::Zstd);
     let mount = Mount::fresh();
@@ -341,6 +350,7 @@ impl Drop for Stopped {
 /// failure.
 #[test]
 fn a_blocked_read_does_not_stall_other_requests() {
+    require!(Fuse);
     // The inner layer: a file far from any header, so that indexing it
     // leaves none of its bytes in the page cache of the outer mount.
     let pad = 8 << 20;

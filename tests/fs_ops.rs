@@ -22,6 +22,7 @@ use common::{assert_merge, assert_tree, Codec, Expected, Layer, Layers, Mount};
 
 #[test]
 fn every_entry_kind_shows_its_tar_metadata() {
+    require!(Fuse);
     let layer = Layer::default()
         .file("suid", "#!/bin/sh\n")
         .mode(0o4755)
@@ -167,11 +168,13 @@ fn check_reads(codec: Codec, size: usize) {
 
 #[test]
 fn reads_at_arbitrary_offsets_return_exact_bytes() {
+    require!(Fuse);
     check_reads(Codec::Gzip, 3 << 20);
 }
 
 #[test]
 fn reads_at_arbitrary_offsets_in_every_codec() {
+    require!(Fuse);
     for codec in Codec::ALL {
         check_reads(codec, (1 << 20) + 12_345);
     }
@@ -179,6 +182,7 @@ fn reads_at_arbitrary_offsets_in_every_codec() {
 
 #[test]
 fn mmap_and_sequential_read_return_exact_bytes() {
+    require!(Fuse);
     let content = pseudo_random(1 << 20, 5);
     let mut stack = Layers::new();
     stack.add_encoded(&Layer::default().file("f", &content), Codec::Zstd);
@@ -197,6 +201,7 @@ fn mmap_and_sequential_read_return_exact_bytes() {
 
 #[test]
 fn statfs_works_on_the_mount() {
+    require!(Fuse);
     let mut stack = Layers::new();
     stack.add(&Layer::default().file("f", "x"));
     let mount = stack.mount();
@@ -218,6 +223,7 @@ fn statfs_works_on_the_mount() {
 
 #[test]
 fn inode_numbers_are_stable_and_match_readdir() {
+    require!(Fuse);
     let mut stack = Layers::new();
     stack
         .add(&Layer::default().dir("d").file("d/a", "a").file("top", "t"))
@@ -268,6 +274,7 @@ fn big_dir_entry(i: usize) -> String {
 /// come back through readdir, which the kernel requests in many batches.
 #[test]
 fn large_directory_merged_from_layers_lists_every_entry() {
+    require!(Fuse);
     let lower = (0..2000).fold(Layer::default().dir("big"), |l, i| {
         l.file(big_dir_entry(i), i.to_string())
     });
@@ -307,6 +314,7 @@ fn cvt(rc: libc::c_int) -> std::io::Result<()> {
 
 #[test]
 fn every_modification_fails_with_erofs() {
+    require!(Fuse);
     let layer = Layer::default()
         .dir("d")
         .file("d/f", "data")
@@ -376,6 +384,7 @@ fn one_file_stack() -> Layers {
 
 #[test]
 fn background_daemon_exits_after_umount() {
+    require!(Fuse);
     let stack = one_file_stack();
     let mount = stack.mount();
     assert_eq!(std::fs::read(mount.join("f")).unwrap(), b"data");
@@ -398,6 +407,7 @@ fn background_daemon_exits_after_umount() {
 
 #[test]
 fn lazy_umount_detaches_a_busy_mount() {
+    require!(Fuse);
     let stack = one_file_stack();
     let mount = stack.mount();
     let busy = std::fs::File::open(mount.join("f")).unwrap();
@@ -413,6 +423,7 @@ fn lazy_umount_detaches_a_busy_mount() {
 
 #[test]
 fn foreground_mount_exits_when_unmounted() {
+    require!(Fuse);
     let stack = one_file_stack();
     let mut fg = Foreground::start(&stack.paths);
     assert_eq!(std::fs::read(fg.mount.join("f")).unwrap(), b"data");
@@ -439,11 +450,13 @@ fn check_signal_unmounts(signal: i32) {
 
 #[test]
 fn foreground_mount_unmounts_cleanly_on_sigterm() {
+    require!(Fuse);
     check_signal_unmounts(libc::SIGTERM);
 }
 
 #[test]
 fn foreground_mount_unmounts_cleanly_on_sigint() {
+    require!(Fuse);
     check_signal_unmounts(libc::SIGINT);
 }
 
@@ -451,6 +464,7 @@ fn foreground_mount_unmounts_cleanly_on_sigint() {
 /// not keep the caller's stdout/stderr pipes open.
 #[test]
 fn background_mount_releases_stdout_and_stderr() {
+    require!(Fuse);
     let stack = one_file_stack();
     let mount = Mount::fresh();
     let mut cmd = Command::new(bin());
@@ -474,6 +488,7 @@ fn background_mount_releases_stdout_and_stderr() {
 
 #[test]
 fn two_mounts_of_the_same_layers_are_independent() {
+    require!(Fuse);
     let stack = one_file_stack();
     let first = stack.mount();
     let second = stack.mount();
@@ -485,6 +500,7 @@ fn two_mounts_of_the_same_layers_are_independent() {
 /// The daemon must not depend on the caller's working directory.
 #[test]
 fn relative_layer_and_mountpoint_paths() {
+    require!(Fuse);
     let mount = Mount::fresh();
     let cwd = mount.path().parent().unwrap();
     Layer::default()
@@ -503,6 +519,7 @@ fn relative_layer_and_mountpoint_paths() {
 
 #[test]
 fn mount_options_reach_the_kernel() {
+    require!(Fuse);
     let stack = one_file_stack();
     let mount = Mount::with_args(
         &["-o", "ro", "-o", "fsname=layerfs-test-fs,noexec"],
@@ -527,6 +544,7 @@ fn mount_options_reach_the_kernel() {
 /// name, absent ones with ENODATA.
 #[test]
 fn xattrs_are_unsupported_only_where_the_tree_has_none() {
+    require!(Fuse);
     let mut plain = Layers::new();
     plain.add(&Layer::default().file("f", "x"));
     let mount = plain.mount();
@@ -561,6 +579,7 @@ fn xattrs_are_unsupported_only_where_the_tree_has_none() {
 /// stack as fstab spells it: absolute paths joined by ':'.
 #[test]
 fn the_mount_table_shows_fuse_layerfs_and_the_whole_stack() {
+    require!(Fuse);
     let mount = Mount::fresh();
     let cwd = mount.path().parent().unwrap();
     for (name, file) in [("lower.tar", "f"), ("up:per.tar", "g")] {
@@ -591,6 +610,7 @@ fn the_mount_table_shows_fuse_layerfs_and_the_whole_stack() {
 /// names the directory; an empty one mounts silently.
 #[test]
 fn mounting_over_a_non_empty_directory_warns() {
+    require!(Fuse);
     let stack = one_file_stack();
     let mount = Mount::fresh();
     std::fs::write(mount.path().join("hidden"), "x").unwrap();
@@ -615,6 +635,7 @@ fn mounting_over_a_non_empty_directory_warns() {
 /// (the layer here is not even a tar).
 #[test]
 fn a_bad_mountpoint_is_named_as_the_mountpoint() {
+    require!(Root);
     let dir = tempfile::tempdir().unwrap();
     let layer = dir.path().join("layer.tar.gz");
     std::fs::write(&layer, "not a tar").unwrap();
@@ -713,10 +734,12 @@ fn check_umount_with_a_stopped_daemon(extra: &[&str]) {
 
 #[test]
 fn umount_returns_when_the_daemon_is_stopped() {
+    require!(Fuse);
     check_umount_with_a_stopped_daemon(&[]);
 }
 
 #[test]
 fn lazy_umount_returns_when_the_daemon_is_stopped() {
+    require!(Fuse);
     check_umount_with_a_stopped_daemon(&["-l"]);
 }

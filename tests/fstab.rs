@@ -140,6 +140,7 @@ fn helper_and_stack() -> (HelperLink, Layers, Mount) {
 
 #[test]
 fn mount_t_fuse_layerfs_mounts_a_stack_and_umount_ends_it() {
+    require!(Fuse);
     let (_helper, layers, mount) = helper_and_stack();
     let cache = layers.dir().join("cache");
     let src = source(&layers.paths);
@@ -178,6 +179,7 @@ fn mount_t_fuse_layerfs_mounts_a_stack_and_umount_ends_it() {
 
 #[test]
 fn an_fstab_line_mounts_by_mountpoint_and_mount_a_does_not_mount_twice() {
+    require!(Fuse);
     let (_helper, mut layers, mount) = helper_and_stack();
     // A layer whose name has a ':' in it, escaped in SOURCE as "\:".
     let colon = layers.dir().join("with:colon.tar");
@@ -208,6 +210,7 @@ fn an_fstab_line_mounts_by_mountpoint_and_mount_a_does_not_mount_twice() {
 
 #[test]
 fn a_bad_source_or_option_is_refused_by_name_and_nothing_is_mounted() {
+    require!(Fuse);
     let (_helper, layers, mount) = helper_and_stack();
     let missing = layers.dir().join("missing.tar");
     let src = source(&[layers.paths[0].clone(), missing.clone()]);
@@ -241,6 +244,7 @@ fn a_bad_source_or_option_is_refused_by_name_and_nothing_is_mounted() {
 
 #[test]
 fn the_helper_answers_to_mount_layerfs_too_and_f_mounts_nothing() {
+    require!(Fuse);
     let mut layers = Layers::new();
     stack_in(&mut layers);
     let helper = layers.dir().join("mount.layerfs");

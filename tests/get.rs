@@ -150,6 +150,7 @@ fn ssl_stack() -> Layers {
 
 #[test]
 fn get_of_a_subtree_equals_gnu_tars_extraction_of_the_export() {
+    require!(Root);
     let layers = ssl_stack();
     let archive = layers.dir().join("export.tar");
     let mut args: Vec<std::ffi::OsString> = vec!["export".into(), "--no-cache".into()];
@@ -236,6 +237,7 @@ fn fetched(proxy: &Proxy, digest: &str) -> u64 {
 
 #[test]
 fn cat_and_get_of_one_small_file_fetch_a_few_spans_of_a_registry_layer() {
+    require!(Tool("docker-registry"), Tool("skopeo"));
     let big = fixtures::big();
     let registry = Registry::start();
     let proxy = Proxy::start(&registry.addr());

@@ -47,6 +47,7 @@ fn spill_files_allocated(pid: u32, dir: &Path) -> Vec<u64> {
 /// file. Reading the file after the zeros decodes all of them.
 #[test]
 fn a_zero_bomb_costs_bounded_memory_and_no_disk() {
+    require!(Fuse);
     const ZEROS: u64 = 1 << 30;
     let stack_dir = Layers::new();
     let layer = stack_dir.dir().join("bomb.tar.zst");
@@ -100,6 +101,7 @@ fn a_zero_bomb_costs_bounded_memory_and_no_disk() {
 /// EIO, and the daemon logs it naming the layer.
 #[test]
 fn damage_found_on_read_fails_that_read_alone() {
+    require!(Fuse);
     const LEN: u64 = 100 * 1024;
     let files: Vec<Vec<u8>> = (0..3)
         .map(|i| common::layer::pseudo_random(LEN as usize, 11 + i))
@@ -223,6 +225,7 @@ fn xattr_bomb(dir: &Path, name: &str, files: usize, value_len: usize) -> std::pa
 /// `mount`, which leaves nothing mounted.
 #[test]
 fn xattr_bombs_are_refused_at_bounded_cost() {
+    require!(Fuse);
     let dir = Layers::new();
     for (name, value_len, complaint) in [
         (

@@ -53,61 +53,73 @@ fn check_codec(codec: Codec) {
 
 #[test]
 fn plain_tar_layers() {
+    require!(Fuse);
     check_codec(Codec::Plain);
 }
 
 #[test]
 fn gzip_layers() {
+    require!(Fuse);
     check_codec(Codec::Gzip);
 }
 
 #[test]
 fn gzip_multi_member_layers() {
+    require!(Fuse);
     check_codec(Codec::GzipMultiMember);
 }
 
 #[test]
 fn zstd_layers() {
+    require!(Fuse);
     check_codec(Codec::Zstd);
 }
 
 #[test]
 fn zstd_layers_with_leading_skippable_frame() {
+    require!(Fuse);
     check_codec(Codec::ZstdSkippableFirst);
 }
 
 #[test]
 fn bzip2_layers() {
+    require!(Fuse);
     check_codec(Codec::Bzip2);
 }
 
 #[test]
 fn bzip2_multi_stream_layers() {
+    require!(Fuse);
     check_codec(Codec::Bzip2MultiStream);
 }
 
 #[test]
 fn xz_layers() {
+    require!(Fuse);
     check_codec(Codec::Xz);
 }
 
 #[test]
 fn xz_multi_block_layers() {
+    require!(Fuse);
     check_codec(Codec::XzMultiBlock);
 }
 
 #[test]
 fn lz4_layers() {
+    require!(Fuse);
     check_codec(Codec::Lz4);
 }
 
 #[test]
 fn lz4_multi_frame_layers() {
+    require!(Fuse);
     check_codec(Codec::Lz4MultiFrame);
 }
 
 #[test]
 fn mixed_codecs_in_one_stack_and_misleading_file_names() {
+    require!(Fuse);
     let (layers, expected) = sample_stack();
     let mut stack = Layers::new();
     // Names promise one codec, bytes hold another: only magic may count.
@@ -141,6 +153,7 @@ fn compress_with(tool: &str, args: &[&str], input: &Path, output: &Path) -> Path
 
 #[test]
 fn layers_compressed_by_the_cli_compressors() {
+    require!(Fuse);
     let (layers, expected) = sample_stack();
     let stack = Layers::new();
     let dir = stack.dir();
@@ -177,6 +190,7 @@ fn layers_compressed_by_the_cli_compressors() {
 
 #[test]
 fn hundred_layers_stacked() {
+    require!(Fuse);
     const N: usize = 100;
     let mut stack = Layers::new();
     let mut expected = Expected::new().dir("added").dir("o");
@@ -208,6 +222,7 @@ fn hundred_layers_stacked() {
 /// metadata-only steps) contributes nothing, in any encoding.
 #[test]
 fn empty_layers_contribute_nothing() {
+    require!(Fuse);
     let (layers, expected) = sample_stack();
     let empty_tar = Layer::default().to_tar();
     let mut stack = Layers::new();
@@ -249,6 +264,7 @@ fn text(len: usize, seed: u64) -> Vec<u8> {
 /// are what was packed, and the pass did not fall back to one core.
 #[test]
 fn a_big_gzip_layer_inflated_on_every_core() {
+    require!(Fuse);
     let mut layer = Layer::default().dir("d");
     let mut expected = Expected::new().dir("d");
     for i in 0..60u64 {
@@ -302,6 +318,7 @@ fn debug_listing(layer: &Path) -> String {
 /// reader at once; the tree and every byte are still what was packed.
 #[test]
 fn a_big_plain_layer_of_small_files_is_read_by_two_readers() {
+    require!(Fuse);
     let mut layer = Layer::default().dir("d");
     let mut expected = Expected::new().dir("d");
     for i in 0..8_000u64 {
@@ -327,6 +344,7 @@ fn a_big_plain_layer_of_small_files_is_read_by_two_readers() {
 /// the second reader reads none of it.
 #[test]
 fn a_plain_layer_of_big_files_gets_no_second_reader() {
+    require!(Fuse);
     let mut layer = Layer::default().dir("d");
     let mut expected = Expected::new().dir("d");
     for i in 0..2u64 {

@@ -114,6 +114,7 @@ fn listed(stdout: &str) -> BTreeMap<String, Seen> {
 
 #[test]
 fn json_listing_matches_the_mount() {
+    require!(Fuse);
     let layers = stack();
     let run = run_on(&["ls", "--json", "--no-cache"], &layers.paths);
     run.expect_success("layerfs ls --json");
@@ -249,6 +250,7 @@ fn all_lists_each_removal_and_what_it_hid() {
 
 #[test]
 fn all_as_json_gives_one_object_per_removal() {
+    require!(Fuse);
     let layers = removals_stack();
     let lines = ls_lines(&["ls", "--all", "--json", "--no-cache"], &layers.paths);
     let values: Vec<serde_json::Value> = lines
@@ -358,6 +360,7 @@ fn long_listing_pads_every_column_shows_links_and_escapes_names() {
 
 #[test]
 fn json_gives_exact_names_and_one_inode_per_hardlink_group() {
+    require!(Fuse);
     let layers = rough_stack();
     let lines = ls_lines(&["ls", "--json", "--no-cache"], &layers.paths);
     let values: BTreeMap<String, serde_json::Value> = lines

@@ -134,6 +134,7 @@ fn completion_scripts_are_generated_for_each_shell() {
 /// ones layerfs checks itself alike, each with one line on stderr.
 #[test]
 fn every_usage_error_exits_2() {
+    require!(Root);
     let mut layers = Layers::new();
     layers.add(&Layer::default().file("f", "x"));
     let layer = layers.paths[0].to_str().expect("utf-8 temp path");

@@ -12,6 +12,7 @@ use common::{assert_merge, assert_tree, Expected, Layer, Layers, Mount};
 
 #[test]
 fn whiteout_removes_lower_path_and_its_subtree() {
+    require!(Fuse);
     let lower = Layer::default()
         .dir("a")
         .file("a/keep", "k")
@@ -30,6 +31,7 @@ fn whiteout_removes_lower_path_and_its_subtree() {
 
 #[test]
 fn path_whited_out_then_added_again_has_only_new_content() {
+    require!(Fuse);
     let l1 = Layer::default().dir("a").file("a/x", "x").file("a/y", "y");
     let l2 = Layer::default().whiteout("a");
     let l3 = Layer::default().dir("a").mode(0o700).file("a/z", "z");
@@ -39,6 +41,7 @@ fn path_whited_out_then_added_again_has_only_new_content() {
 
 #[test]
 fn opaque_marker_hides_lower_children_whatever_its_position() {
+    require!(Fuse);
     let lower = Layer::default()
         .dir("d")
         .file("d/old", "old")
@@ -71,6 +74,7 @@ fn opaque_marker_hides_lower_children_whatever_its_position() {
 
 #[test]
 fn opaque_marker_at_root_hides_every_lower_entry() {
+    require!(Fuse);
     let lower = Layer::default()
         .dir("etc")
         .file("etc/passwd", "root")
@@ -81,6 +85,7 @@ fn opaque_marker_at_root_hides_every_lower_entry() {
 
 #[test]
 fn overlay_char_device_tombstone_removes_path() {
+    require!(Fuse);
     let lower = Layer::default()
         .dir("a")
         .file("a/x", "x")
@@ -97,6 +102,7 @@ fn overlay_char_device_tombstone_removes_path() {
 
 #[test]
 fn overlay_opaque_xattr_dir_hides_lower_children_and_the_xattr() {
+    require!(Fuse);
     let lower = Layer::default().dir("o").file("o/old", "old");
     let upper = Layer::default()
         .overlay_opaque_dir("o")
@@ -119,6 +125,7 @@ fn overlay_opaque_xattr_dir_hides_lower_children_and_the_xattr() {
 
 #[test]
 fn whiteout_never_removes_what_its_own_layer_adds() {
+    require!(Fuse);
     let lower = Layer::default().file("a/x", "old x").file("b/y", "old y");
     let upper = Layer::default()
         .file("a/x", "new x")
@@ -135,6 +142,7 @@ fn whiteout_never_removes_what_its_own_layer_adds() {
 
 #[test]
 fn markers_and_aufs_leftovers_never_appear() {
+    require!(Fuse);
     let lower = Layer::default().file("keep", "k").dir("d").file("d/x", "x");
     let upper = Layer::default()
         .dir(".wh..wh.plnk")
@@ -150,6 +158,7 @@ fn markers_and_aufs_leftovers_never_appear() {
 
 #[test]
 fn file_replaced_by_directory_in_higher_layer() {
+    require!(Fuse);
     let lower = Layer::default().file("p", "file p");
     let upper = Layer::default().dir("p").mode(0o711).file("p/child", "c");
     let expected = Expected::new().dir("p").mode(0o711).file("p/child", "c");
@@ -171,6 +180,7 @@ fn merge_warnings(args: &[&str], layers: &[PathBuf]) -> Vec<String> {
 
 #[test]
 fn a_member_under_a_file_is_left_out_with_a_warning_and_the_file_kept() {
+    require!(Fuse);
     // Under its own layer's file, GNU tar refuses `f/under` ("Not a
     // directory"); under a lower layer's file, umoci and containerd fail
     // the whole unpack (`tests/umoci.rs`). The file is never turned into a
@@ -215,6 +225,7 @@ fn a_member_under_a_file_is_left_out_with_a_warning_and_the_file_kept() {
 
 #[test]
 fn whiteout_and_new_children_in_one_layer_replace_the_directory() {
+    require!(Fuse);
     let lower = Layer::default().dir("a").mode(0o700).file("a/old", "old");
     let upper = Layer::default().file("a/new", "new").whiteout("a");
     let expected = Expected::new().implied_dir("a").file("a/new", "new");
@@ -223,6 +234,7 @@ fn whiteout_and_new_children_in_one_layer_replace_the_directory() {
 
 #[test]
 fn directory_replaced_by_file_or_symlink_drops_lower_subtree() {
+    require!(Fuse);
     let lower = Layer::default()
         .dir("p")
         .file("p/a", "a")
@@ -237,6 +249,7 @@ fn directory_replaced_by_file_or_symlink_drops_lower_subtree() {
 
 #[test]
 fn higher_layer_replaces_entry_of_any_kind() {
+    require!(Fuse);
     let lower = Layer::default()
         .file("f", "file")
         .symlink("s", "target")
@@ -262,6 +275,7 @@ fn higher_layer_replaces_entry_of_any_kind() {
 
 #[test]
 fn directory_in_two_layers_merges_children_and_takes_upper_metadata() {
+    require!(Fuse);
     let lower = Layer::default().dir("d").file("d/a", "a");
     let upper = Layer::default()
         .dir("d")
@@ -281,6 +295,7 @@ fn directory_in_two_layers_merges_children_and_takes_upper_metadata() {
 
 #[test]
 fn hardlinks_within_a_layer_share_inode_and_link_count() {
+    require!(Fuse);
     let layer = Layer::default()
         .file("a", "data")
         .mode(0o640)
@@ -304,6 +319,7 @@ fn hardlinks_within_a_layer_share_inode_and_link_count() {
 
 #[test]
 fn hardlink_to_lower_layer_member_shares_its_inode() {
+    require!(Fuse);
     let lower = Layer::default().file("t", "lower data").owner(7, 7);
     let upper = Layer::default().hardlink("l", "t");
     let expected = Expected::new()
@@ -315,6 +331,7 @@ fn hardlink_to_lower_layer_member_shares_its_inode() {
 
 #[test]
 fn hardlink_keeps_original_data_after_target_removed_or_replaced() {
+    require!(Fuse);
     let l1 = Layer::default()
         .file("a", "A")
         .file("b", "B")
@@ -340,6 +357,7 @@ fn hardlink_keeps_original_data_after_target_removed_or_replaced() {
 
 #[test]
 fn hardlink_chain_across_layers_survives_its_origin() {
+    require!(Fuse);
     let l1 = Layer::default().file("a", "data").mode(0o600);
     let l2 = Layer::default().hardlink("b", "a");
     let l3 = Layer::default().whiteout("a");
@@ -353,6 +371,7 @@ fn hardlink_chain_across_layers_survives_its_origin() {
 
 #[test]
 fn link_counts_follow_whiteouts_and_replacements() {
+    require!(Fuse);
     let l1 = Layer::default()
         .file("a", "1")
         .hardlink("b", "a")
@@ -369,6 +388,7 @@ fn link_counts_follow_whiteouts_and_replacements() {
 
 #[test]
 fn hardlink_group_rebuilt_in_higher_layer() {
+    require!(Fuse);
     let lower = Layer::default().file("f", "old").hardlink("g", "f");
     let upper = Layer::default().file("f", "new").hardlink("g", "f");
     let expected = Expected::new().file("f", "new").hardlink("g", "f");
@@ -382,6 +402,7 @@ fn hardlink_group_rebuilt_in_higher_layer() {
 
 #[test]
 fn hardlinks_to_symlinks_devices_and_fifos() {
+    require!(Fuse);
     let layer = Layer::default()
         .symlink("s", "target")
         .hardlink("s2", "s")
@@ -401,6 +422,7 @@ fn hardlinks_to_symlinks_devices_and_fifos() {
 
 #[test]
 fn member_below_lower_symlink_lands_in_link_target() {
+    require!(Fuse);
     let lower = Layer::default()
         .dir("usr")
         .dir("usr/bin")
@@ -425,6 +447,7 @@ fn member_below_lower_symlink_lands_in_link_target() {
 
 #[test]
 fn hardlink_target_below_lower_symlink_resolves_through_it() {
+    require!(Fuse);
     let lower = Layer::default()
         .dir("usr")
         .dir("usr/bin")
@@ -442,6 +465,7 @@ fn hardlink_target_below_lower_symlink_resolves_through_it() {
 
 #[test]
 fn whiteout_below_lower_symlink_removes_entry_in_link_target() {
+    require!(Fuse);
     let lower = Layer::default()
         .dir("usr")
         .dir("usr/bin")
@@ -459,6 +483,7 @@ fn whiteout_below_lower_symlink_removes_entry_in_link_target() {
 
 #[test]
 fn symlink_pointing_outside_cannot_place_anything_outside_the_tree() {
+    require!(Fuse);
     let lower = Layer::default()
         .symlink("evil", "../../..")
         .symlink("abs", "/")

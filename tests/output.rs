@@ -19,11 +19,6 @@ use common::mount::{bin, layerfs, run_captured, wait_for, Run};
 use common::{names, Format, Layer};
 use tempfile::TempDir;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// The inputs every command reads: a directory, a layer file holding an
 /// older version of it, and an index cache.
 struct Inputs {
@@ -202,10 +197,7 @@ fn directory(cmd: Cmd, inputs: &Inputs, dir: &Path, _expected: &[u8]) {
 
 #[test]
 fn every_output_treats_devices_fifos_symlinks_and_directories_as_tar_does() {
-    if !is_root() {
-        eprintln!("skipped: mknod needs root");
-        return;
-    }
+    require!(Root);
     let inputs = Inputs::new();
     let cases: [(&str, Case); 5] = [
         ("char device", char_device),

@@ -86,6 +86,7 @@ fn open_parent(mount: &Mount) -> &Mount {
 
 #[test]
 fn by_default_no_other_user_sees_the_tree() {
+    require!(Fuse);
     let stack = stack();
     let mount = stack.mount();
     open_parent(&mount);
@@ -105,6 +106,7 @@ fn by_default_no_other_user_sees_the_tree() {
 
 #[test]
 fn allow_other_lets_each_files_mode_decide() {
+    require!(Fuse);
     let stack = stack();
     let mount = Mount::with_args(&["-o", "allow_other"], &stack.paths);
     open_parent(&mount);
@@ -124,6 +126,7 @@ fn allow_other_lets_each_files_mode_decide() {
 
 #[test]
 fn no_default_permissions_opens_every_file_to_whoever_sees_the_tree() {
+    require!(Fuse);
     let stack = stack();
     let mount = Mount::with_args(&["-o", "allow_other,no_default_permissions"], &stack.paths);
     open_parent(&mount);
@@ -157,6 +160,7 @@ fn mount_options(path: &Path) -> (Vec<String>, Vec<String>) {
 
 #[test]
 fn nosuid_nodev_and_permission_checks_by_default_and_changed_by_options() {
+    require!(Fuse);
     let stack = stack();
     let has = |list: &[String], o: &str| list.iter().any(|x| x == o);
     let mount = stack.mount();

@@ -2,8 +2,9 @@
 //! loopback (Debian's `docker-registry`, the CNCF distribution registry)
 //! with a counting, fault-injecting proxy in front of it in this process.
 //! Images are pushed with skopeo; umoci's unpack of the same image is the
-//! reference tree. The registry, umoci and skopeo are required, never
-//! skipped: `.ci/run` installs them.
+//! reference tree. A test that needs the registry, umoci or skopeo is
+//! skipped, with a line saying so, where it is missing (`.ci/run` installs
+//! them, and fails rather than skips).
 //!
 //! The `harness_` tests check the registry, the proxy and the fixtures on
 //! their own (with std::net and skopeo), so a failure in the others is
@@ -265,6 +266,7 @@ fn harness_base64_matches_rfc_4648_vectors() {
 
 #[test]
 fn harness_registry_serves_pushes_logs_and_restarts_on_its_storage() {
+    require!(Tool("umoci"), Root, Tool("docker-registry"), Tool("skopeo"));
     let mut registry = Registry::start();
     let source = oci_source(&images().cross, CROSS_TAG);
     let digest = registry.push(&source, "cross:gz", &[]);
@@ -293,6 +295,7 @@ fn harness_registry_serves_pushes_logs_and_restarts_on_its_storage() {
 
 #[test]
 fn harness_fixtures_are_what_the_tests_assume() {
+    require!(Tool("umoci"), Root, Tool("docker-registry"), Tool("skopeo"));
     let images = images();
     let registry = Registry::start();
     let addr = registry.addr();
@@ -365,6 +368,7 @@ fn harness_fixtures_are_what_the_tests_assume() {
 /// where the bytes come from.
 #[test]
 fn harness_local_layouts_mount_as_their_references() {
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"));
     let images = images();
     let local = |dir: &Path, tag: &str| PathBuf::from(format!("{}:{tag}", dir.display()));
     let plain = Mount::with_args(&["--no-cache"], &[local(&images.plain, PLAIN_TAG)]);
@@ -385,6 +389,7 @@ fn harness_local_layouts_mount_as_their_references() {
 
 #[test]
 fn harness_proxy_forwards_and_counts_bytes_and_ranges() {
+    require!(Tool("umoci"), Root, Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     rig.push_cross();
     let proxy = rig.proxy.addr();
@@ -428,6 +433,7 @@ fn harness_proxy_forwards_and_counts_bytes_and_ranges() {
 
 #[test]
 fn harness_proxy_injects_each_fault() {
+    require!(Tool("umoci"), Root, Tool("docker-registry"), Tool("skopeo"));
     let mut rig = Rig::new();
     rig.push_cross();
     let proxy = rig.proxy.addr().to_string();
@@ -494,6 +500,7 @@ fn harness_proxy_injects_each_fault() {
 
 #[test]
 fn harness_proxy_token_flow_serves_a_real_client() {
+    require!(Tool("umoci"), Root, Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     rig.push_cross();
     rig.proxy.require_token(Some(("alice", "s3cret")));
@@ -549,6 +556,7 @@ fn harness_proxy_token_flow_serves_a_real_client() {
 
 #[test]
 fn a_gzip_image_mounts_by_tag_and_by_digest_as_umoci_unpacks_it() {
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     let digest = rig.push_cross();
     assert_mounts_as_cross_rootfs(&rig, &["cross:gz".into(), format!("cross@{digest}")]);
@@ -556,6 +564,7 @@ fn a_gzip_image_mounts_by_tag_and_by_digest_as_umoci_unpacks_it() {
 
 #[test]
 fn a_plain_layer_image_mounts_by_tag_and_by_digest_as_umoci_unpacks_it() {
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"));
     let rig = Rig::new();
     let digest = rig.push_plain();
     assert_mounts_as_cross_rootfs(&rig, &["plain:1".into(), format!("plain@{digest}")]);
@@ -573,6 +582,7 @@ fn assert_mounts_as_cross_rootfs(rig: &Rig, names: &[String]) {
 
 #[test]
 fn a_multi_platform_index_mounts_the_platform_asked_for_or_the_hosts() {
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     let source = oci_source(&images().multi, MULTI_TAG);
     let index_digest = rig.registry.push(&source, "multi:1", &["--all"]);
@@ -606,6 +616,7 @@ fn a_multi_platform_index_mounts_the_platform_asked_for_or_the_hosts() {
 
 #[test]
 fn ls_and_inspect_of_a_reference_match_those_of_the_local_layout() {
+    require!(Tool("umoci"), Root, Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     rig.push_cross();
     let reference = rig.via_proxy("cross:gz");
@@ -619,6 +630,13 @@ fn ls_and_inspect_of_a_reference_match_those_of_the_local_layout() {
 
 #[test]
 fn export_of_a_reference_extracts_as_umoci_unpacks_it() {
+    require!(
+        Tool("umoci"),
+        Root,
+        Tool("docker-registry"),
+        Tool("skopeo"),
+        Tool("bsdtar")
+    );
     let rig = Rig::new();
     rig.push_cross();
     let work = tempfile::tempdir().expect("work dir");
@@ -671,6 +689,7 @@ fn export_of_a_reference_extracts_as_umoci_unpacks_it() {
 
 #[test]
 fn with_a_stored_index_a_read_near_the_end_of_a_big_layer_fetches_a_few_spans() {
+    require!(Fuse, Tool("docker-registry"), Tool("skopeo"));
     let big = big();
     let rig = Rig::new();
     rig.registry
@@ -712,6 +731,7 @@ fn with_a_stored_index_a_read_near_the_end_of_a_big_layer_fetches_a_few_spans() 
 
 #[test]
 fn peek_fetches_only_the_bytes_asked_for() {
+    require!(Tool("docker-registry"), Tool("skopeo"));
     let big = big();
     let rig = Rig::new();
     rig.registry
@@ -737,6 +757,7 @@ fn peek_fetches_only_the_bytes_asked_for() {
 
 #[test]
 fn an_unreachable_registry_fails_the_mount_with_one_line_naming_it() {
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     rig.push_cross();
     rig.proxy.refuse_all(true);
@@ -754,6 +775,7 @@ fn an_unreachable_registry_fails_the_mount_with_one_line_naming_it() {
 
 #[test]
 fn a_token_protected_registry_needs_creds_and_takes_them() {
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     rig.push_cross();
     rig.proxy.require_token(Some(("alice", "s3cret")));
@@ -786,6 +808,7 @@ fn a_token_protected_registry_needs_creds_and_takes_them() {
 
 #[test]
 fn a_missing_tag_is_named() {
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     rig.push_cross();
     let (run, guard) = try_mount(&rig.cached(), &rig.via_proxy("cross:nope"), &[]);
@@ -801,6 +824,7 @@ fn a_missing_tag_is_named() {
 
 #[test]
 fn a_range_answered_with_the_whole_blob_fails_the_mount_clearly() {
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     rig.push_cross();
     rig.proxy.set_range_as_full(true);
@@ -820,6 +844,7 @@ fn a_range_answered_with_the_whole_blob_fails_the_mount_clearly() {
 
 #[test]
 fn transient_503_and_429_are_retried() {
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     rig.push_cross();
     let expected = expected_from(&images().cross_rootfs);
@@ -850,6 +875,7 @@ fn transient_503_and_429_are_retried() {
 
 #[test]
 fn an_index_bundle_lets_another_machine_mount_without_reading_blobs() {
+    require!(Fuse, Tool("docker-registry"), Tool("skopeo"));
     let big = big();
     let rig = Rig::new();
     rig.registry
@@ -915,6 +941,7 @@ fn an_index_bundle_lets_another_machine_mount_without_reading_blobs() {
 
 #[test]
 fn a_truncated_body_is_resumed_and_the_content_is_right() {
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     rig.push_cross();
     rig.proxy.truncate_blobs(100, 1);
@@ -929,6 +956,7 @@ fn a_truncated_body_is_resumed_and_the_content_is_right() {
 
 #[test]
 fn another_blobs_bytes_fail_the_first_mount_naming_the_digest() {
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     rig.push_cross();
     let layers = layer_digests(&images().cross, CROSS_TAG);
@@ -943,6 +971,7 @@ fn another_blobs_bytes_fail_the_first_mount_naming_the_digest() {
 
 #[test]
 fn a_corrupted_plain_layer_fails_the_first_mount_with_a_digest_mismatch() {
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"));
     let rig = Rig::new();
     rig.push_plain();
     let (layer, size) = corrupt_plain_bottom_layer(&rig.proxy);
@@ -961,6 +990,7 @@ fn a_corrupted_plain_layer_fails_the_first_mount_with_a_digest_mismatch() {
 
 #[test]
 fn wrong_bytes_after_a_stored_index_are_eio_never_served() {
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"));
     let rig = Rig::new();
     rig.push_plain();
     let reference = rig.via_proxy("plain:1");
@@ -975,6 +1005,7 @@ fn wrong_bytes_after_a_stored_index_are_eio_never_served() {
 
 #[test]
 fn a_registry_stopped_under_a_mount_gives_eio_then_recovers() {
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let mut rig = Rig::new();
     rig.push_cross();
     // Straight to the registry: it is the registry's going away under
@@ -1038,6 +1069,7 @@ fn start_dripping_registry(len: usize) -> String {
 /// line naming the registry and the manifest; it waited past 75 s before.
 #[test]
 fn a_registry_that_drips_fails_at_the_request_deadline() {
+    require!(Tool("docker-registry"));
     let addr = start_dripping_registry(1000);
     let reference = format!("{addr}/team/app:v1");
     let start = std::time::Instant::now();

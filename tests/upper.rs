@@ -249,6 +249,7 @@ fn assert_same(root: &Path, expected: &Expected) {
 
 #[test]
 fn changes_land_in_the_upper_in_overlay_forms_and_survive_remount_and_create() {
+    require!(Fuse);
     let layers = stack();
     let w = Writable::new();
     w.mount(&layers.paths);
@@ -314,6 +315,7 @@ fn changes_land_in_the_upper_in_overlay_forms_and_survive_remount_and_create() {
 
 #[test]
 fn umount_takes_both_mounts_down_after_the_daemon_was_killed() {
+    require!(Root);
     let layers = stack();
     let w = Writable::new();
     w.mount(&layers.paths);
@@ -336,6 +338,7 @@ fn umount_takes_both_mounts_down_after_the_daemon_was_killed() {
 
 #[test]
 fn an_upper_that_is_a_file_fails_with_nothing_mounted() {
+    require!(Root);
     let layers = stack();
     let w = Writable::new();
     let file = w.root().join("up");
@@ -364,6 +367,7 @@ fn assert_holds(root: &Path, names: &[&str]) {
 
 #[test]
 fn a_bad_layer_fails_with_nothing_mounted_or_created() {
+    require!(Root);
     let mut layers = stack();
     layers.add_bytes(b"not a tar at all");
     let w = Writable::new();
@@ -376,6 +380,7 @@ fn a_bad_layer_fails_with_nothing_mounted_or_created() {
 
 #[test]
 fn without_root_it_says_what_is_missing_and_mounts_nothing() {
+    require!(Root);
     let layers = stack();
     let w = Writable::new();
     for dir in [w.root(), layers.dir().to_path_buf()] {
@@ -397,6 +402,7 @@ fn without_root_it_says_what_is_missing_and_mounts_nothing() {
 
 #[test]
 fn a_refused_overlay_takes_the_lower_down_again() {
+    require!(Fuse);
     // An overlay is refused as the upper of another (EINVAL): only the
     // kernel can say no there, after the lower is mounted.
     let layers = stack();
@@ -431,6 +437,7 @@ fn a_refused_overlay_takes_the_lower_down_again() {
 
 #[test]
 fn the_stack_answers_the_file_flag_ioctls_of_copy_up_with_enotty() {
+    require!(Fuse);
     // What overlayfs' copy-up asks the lower; ENOSYS there would fail it.
     const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
     const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801c_581f;
@@ -470,6 +477,7 @@ fn the_stack_answers_the_file_flag_ioctls_of_copy_up_with_enotty() {
 
 #[test]
 fn umount_of_a_users_own_overlay_leaves_the_layerfs_mount_below() {
+    require!(Fuse);
     let layers = stack();
     let below = layers.mount();
     let w = Writable::new();
@@ -530,6 +538,7 @@ fn shell_root(root: &Path) {
 /// same result.
 #[test]
 fn a_chroot_of_the_writable_mount_writes_many_files_that_survive_commit() {
+    require!(Fuse);
     let work = tempfile::tempdir().expect("tempdir");
     let root = work.path().join("root");
     shell_root(&root);

@@ -7,7 +7,9 @@
 //! * `oci`: writes OCI image layouts by hand;
 //! * `raw`: tar layers block by block, and the cases tar readers disagree on;
 //! * `registry`, `proxy`, `http`: a real registry on loopback and a
-//!   counting, fault-injecting proxy in front of it.
+//!   counting, fault-injecting proxy in front of it;
+//! * `needs`: `require!(Fuse)` and the like, which skip a test (or, in CI,
+//!   fail it) on a machine without root, `/dev/fuse` or a tool.
 //!
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -15,6 +17,7 @@
 pub mod http;
 pub mod layer;
 pub mod mount;
+pub mod needs;
 pub mod oci;
 pub mod proxy;
 pub mod raw;

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::needs::{self, Need};
+
 /// The binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_layerfs")
@@ -240,6 +242,7 @@ impl Mount {
     /// Like `fresh`, with a chosen last path component (e.g. one with
     /// characters that /proc/self/mountinfo escapes).
     pub fn fresh_named(name: &str) -> Mount {
+        needs::declared(Need::Fuse);
         let dir = tempfile::Builder::new()
             .prefix("layerfs-mnt")
             .tempdir()
@@ -256,6 +259,7 @@ impl Mount {
 
     /// Guards a mountpoint the test created itself.
     pub fn guard(mountpoint: &Path) -> Mount {
+        needs::declared(Need::Fuse);
         Mount {
             mountpoint: mountpoint.to_path_buf(),
             _dir: None,

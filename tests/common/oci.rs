@@ -196,6 +196,9 @@ pub fn umoci_rootfs(work: &Path, layers: &[&[u8]]) -> PathBuf {
         serde_json::json!({"annotations": {REF_NAME: "t"}}),
     )]));
     let bundle = work.join("bundle");
+    // umoci unpacks only as root (it chowns the rootfs).
+    super::needs::declared(super::needs::Need::Root);
+    super::needs::declared(super::needs::Need::Tool("umoci"));
     let out = std::process::Command::new("umoci")
         .arg("unpack")
         .arg("--image")

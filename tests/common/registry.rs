@@ -19,6 +19,7 @@ use tempfile::TempDir;
 
 use super::http;
 use super::mount::{run_captured, wait_for};
+use super::needs::{self, Need};
 use super::oci::{Layout, MANIFEST};
 
 /// The registry binary; `.ci/run` installs its Debian package.
@@ -60,10 +61,7 @@ fn free_port() -> u16 {
 impl Registry {
     /// Starts a registry with empty storage and waits until it answers.
     pub fn start() -> Registry {
-        assert!(
-            Path::new(BINARY).exists(),
-            "{BINARY} is missing: install the Debian package docker-registry (.ci/run does)"
-        );
+        needs::declared(Need::Tool("docker-registry"));
         let dir = tempfile::Builder::new()
             .prefix("layerfs-registry")
             .tempdir()
@@ -178,6 +176,7 @@ impl Registry {
     /// `REPO:TAG` here with `skopeo copy EXTRA...`; returns the digest of
     /// the manifest (or index) pushed.
     pub fn push(&self, source: &str, name: &str, extra: &[&str]) -> String {
+        needs::declared(Need::Tool("skopeo"));
         let digest_file = self.dir.path().join("pushed.digest");
         let run = run_captured(
             Command::new("skopeo")

@@ -77,7 +77,10 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The umoci images; umoci unpacks only as root.
 pub fn images() -> &'static Images {
+    crate::common::needs::declared(crate::common::needs::Need::Root);
+    crate::common::needs::declared(crate::common::needs::Need::Tool("umoci"));
     static IMAGES: OnceLock<Images> = OnceLock::new();
     IMAGES.get_or_init(|| build_images(&scratch("registry-images")))
 }
