@@ -160,7 +160,7 @@ fn sample_dir(scratch: &Path) -> PathBuf {
 
 #[test]
 fn create_mounts_as_the_directory_in_every_compression() {
-    require!(Fuse, Tool("bsdtar"));
+    require!(Fuse, Tool("bsdtar"), Tool("zstd"));
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = sample_dir(scratch.path());
     for name in ["layer.tar", "layer.tar.gz", "layer.tar.zst"] {

@@ -140,7 +140,7 @@ fn view(root: &Path) -> Snapshot {
 
 #[test]
 fn a_committed_upper_mounts_as_the_overlay_showed_it() {
-    require!(Fuse, Tool("umoci"));
+    require!(Fuse, Tool("umoci"), Tool("setfattr"));
     let work = tempfile::tempdir().expect("tempdir");
     let at = |name: &str| work.path().join(name);
     for dir in ["lower", "upper", "work", "merged"] {
@@ -205,7 +205,7 @@ fn a_committed_upper_mounts_as_the_overlay_showed_it() {
 
 #[test]
 fn entries_no_layer_can_hold_are_refused_by_name() {
-    require!(Root);
+    require!(Root, Tool("setfattr"));
     let work = tempfile::tempdir().expect("tempdir");
     let upper = work.path().join("upper");
     fs::create_dir_all(upper.join("d")).expect("mkdir");

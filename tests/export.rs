@@ -153,7 +153,7 @@ fn gnu_tar_and_bsdtar_extract_the_export_to_the_mounted_tree() {
 
 #[test]
 fn the_export_mounts_back_as_the_same_tree_in_every_compression() {
-    require!(Fuse);
+    require!(Fuse, Tool("zstd"));
     let layers = rich_stack();
     let reference = mounted_snapshot(&layers.paths);
     let expected = Expected::from_snapshot(&reference, Fields::ALL);
