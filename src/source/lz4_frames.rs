@@ -360,11 +360,7 @@ mod tests {
     fn indexed(bytes: &[u8], expect: &[u8]) -> (Box<dyn Access>, Lz4Index, Arc<DecodeCounter>) {
         let file = Arc::new(temp_file(bytes));
         let len = bytes.len() as u64;
-        let mut pass = index_pass(Arc::clone(&file), len);
-        let mut all = Vec::new();
-        pass.read_to_end(&mut all).expect("pass");
-        assert_eq!(all, expect);
-        let SeekIndex::Lz4(index) = pass.finish().expect("finish") else {
+        let SeekIndex::Lz4(index) = index_of(index_pass, &file, len, expect) else {
             panic!("not an lz4 index")
         };
         let counter = Arc::new(DecodeCounter::default());

@@ -1,9 +1,11 @@
 //! Helpers for the codec tests of this module.
 
 use super::region::Region;
-use std::io::{self, Seek, Write};
+use std::io::{self, Read, Seek, Write};
+use std::sync::Arc;
 
-use super::access::{Access, DecodeCounter};
+use super::access::{Access, DecodeCounter, IndexingDecoder};
+use super::seek::SeekIndex;
 
 /// An unlinked temporary file holding `bytes`.
 pub(super) fn temp_file(bytes: &[u8]) -> Region {
@@ -11,6 +13,21 @@ pub(super) fn temp_file(bytes: &[u8]) -> Region {
     file.write_all(bytes).expect("write");
     file.rewind().expect("rewind");
     Region::whole(file).expect("temp file length")
+}
+
+/// Runs a codec's indexing pass over `file` (`len` bytes), checks that it
+/// hands out exactly `expect`, and returns the index it built.
+pub(super) fn index_of(
+    index_pass: fn(Arc<Region>, u64) -> Box<dyn IndexingDecoder>,
+    file: &Arc<Region>,
+    len: u64,
+    expect: &[u8],
+) -> SeekIndex {
+    let mut pass = index_pass(Arc::clone(file), len);
+    let mut all = Vec::new();
+    pass.read_to_end(&mut all).expect("pass");
+    assert!(all == expect, "pass output differs");
+    pass.finish().expect("finish")
 }
 
 /// `len` bytes that compress about 2:1 and never repeat, so that a byte

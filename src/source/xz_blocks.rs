@@ -447,11 +447,7 @@ mod tests {
     fn indexed(bytes: &[u8], expect: &[u8]) -> (Box<dyn Access>, XzIndex, Arc<DecodeCounter>) {
         let file = Arc::new(temp_file(bytes));
         let len = bytes.len() as u64;
-        let mut pass = index_pass(Arc::clone(&file), len);
-        let mut all = Vec::new();
-        pass.read_to_end(&mut all).expect("pass");
-        assert_eq!(all, expect);
-        let SeekIndex::Xz(index) = pass.finish().expect("finish") else {
+        let SeekIndex::Xz(index) = index_of(index_pass, &file, len, expect) else {
             panic!("not an xz index")
         };
         let mut encoded = Vec::new();

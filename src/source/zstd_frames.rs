@@ -270,11 +270,7 @@ mod tests {
     ) -> (Box<dyn Access>, ZstdIndex, Arc<DecodeCounter>) {
         let file = Arc::new(temp_file(bytes));
         let len = bytes.len() as u64;
-        let mut pass = index_pass(Arc::clone(&file), len);
-        let mut all = Vec::new();
-        pass.read_to_end(&mut all).expect("pass");
-        assert_eq!(all, expect);
-        let SeekIndex::Zstd(index) = pass.finish().expect("finish") else {
+        let SeekIndex::Zstd(index) = index_of(index_pass, &file, len, expect) else {
             panic!("not a zstd index")
         };
         let counter = Arc::new(DecodeCounter::default());
