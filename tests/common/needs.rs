@@ -55,6 +55,14 @@ pub fn met(needs: &[Need]) -> bool {
     let Some(why) = needs.iter().find_map(|&need| missing(need)) else {
         return true;
     };
+    skip(&why);
+    false
+}
+
+/// Says that the running test is skipped, and why; panics instead when
+/// [`REQUIRE_ALL`] is set. For a condition no [`Need`] describes: the
+/// caller returns from the test after it.
+pub fn skip(why: &str) {
     let test = std::thread::current()
         .name()
         .unwrap_or("this test")
@@ -76,7 +84,6 @@ pub fn met(needs: &[Need]) -> bool {
         std::io::stderr(),
         "SKIPPED tests/{binary}.rs {test}: {why}; {REQUIRE_ALL}=1 makes this a failure"
     );
-    false
 }
 
 /// Why the machine lacks `need`, if it does.
