@@ -273,6 +273,20 @@ impl Rig {
         )
     }
 
+    /// Asserts containerd's content store holds none of `image`'s layers:
+    /// the snapshotter answered each Prepare of the lazy pull with
+    /// AlreadyExists, so containerd fetched and unpacked nothing.
+    fn assert_no_layer_in_content_store(&self, image: &Image) {
+        let content = self.containerd.ctr_ok(&["content", "ls", "-q"]);
+        for digest in image.layer_digests() {
+            assert!(
+                !content.contains(&digest),
+                "the lazy pull downloaded layer {digest} into containerd's content store\n{}",
+                self.logs()
+            );
+        }
+    }
+
     /// The snapshot names `ctr snapshots --snapshotter layerfs ls` lists.
     fn layerfs_snapshots(&self) -> Vec<String> {
         let out = self
@@ -313,6 +327,12 @@ fn overlayfs_pulls_and_runs_the_gzip_and_zstd_images() {
     for (n, image) in [busybox_gzip(), busybox_zstd()].into_iter().enumerate() {
         let reference = rig.push(image, "busybox");
         rig.pull(false, &reference);
+        // What `assert_no_layer_in_content_store` looks for is there
+        // after an ordinary pull.
+        let content = rig.containerd.ctr_ok(&["content", "ls", "-q"]);
+        for digest in image.layer_digests() {
+            assert!(content.contains(&digest), "{digest} not in {content}");
+        }
         let out = rig.run(false, &reference, &format!("c{n}"), &image.check_script());
         assert_eq!(out, image.check_output(), "{reference} with overlayfs");
     }
@@ -358,6 +378,7 @@ fn rpull_then_run_shows_the_image_files_exactly() {
     for (n, image) in [busybox_gzip(), busybox_zstd()].into_iter().enumerate() {
         let reference = rig.push(image, "busybox");
         rig.rpull(&reference);
+        rig.assert_no_layer_in_content_store(image);
         let out = rig.run(true, &reference, &format!("c{n}"), &image.check_script());
         assert_eq!(out, image.check_output(), "{reference} with layerfs");
     }
@@ -641,6 +662,7 @@ fn with_a_stored_index_pull_and_run_fetch_under_a_tenth_of_the_blobs() {
     rig.proxy.clear();
 
     rig.rpull(&reference);
+    rig.assert_no_layer_in_content_store(image);
     let out = rig.run(true, &reference, "reader", &image.check_script());
     assert_eq!(out, image.check_output());
     let fetched = rig.proxy.blob_bytes();

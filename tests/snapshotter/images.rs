@@ -66,6 +66,19 @@ impl Image {
         format!("oci:{}:{}", self.layout.display(), self.tag)
     }
 
+    /// The digests of the image's layer blobs, bottom first.
+    pub fn layer_digests(&self) -> Vec<String> {
+        let layout = Layout {
+            dir: self.layout.clone(),
+        };
+        let manifest = layout.tagged(self.tag);
+        layout
+            .layers(&manifest)
+            .into_iter()
+            .map(|(_, digest, _)| digest)
+            .collect()
+    }
+
     /// The paths of `files`, space-separated, for a shell command.
     pub fn paths(&self) -> String {
         let paths: Vec<&str> = self.files.iter().map(|(p, _)| p.as_str()).collect();
