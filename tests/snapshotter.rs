@@ -368,6 +368,62 @@ fn overlayfs_fails_to_unpack_the_file_to_directory_image() {
     );
 }
 
+/// The guard's `Drop` leaves nothing behind with a container running,
+/// whether containerd still answers (tasks killed, containers removed) or
+/// was killed first (its shims and their containers killed by pid).
+#[test]
+fn harness_containerd_drop_leaves_no_process_mount_or_state() {
+    let registry = Registry::start();
+    let image = busybox_gzip();
+    registry.push(&image.source(), "busybox:gzip", &[]);
+    let reference = registry.reference("busybox:gzip");
+    for kill_containerd_first in [false, true] {
+        let mut containerd = Containerd::start();
+        containerd.ctr_ok(&["image", "pull", "--plain-http", &reference]);
+        containerd.ctr_ok(&["run", "-d", &reference, "sleeper", "sleep", "600"]);
+        let address = containerd.address();
+        let dir = containerd.dir().to_path_buf();
+        let namespace = containerd.namespace().to_string();
+        let shims = processes_mentioning(address.as_os_str().as_encoded_bytes());
+        assert!(!shims.is_empty(), "no shim names {}", address.display());
+        assert!(
+            !mounts_below(&dir).is_empty(),
+            "the container has no rootfs mount"
+        );
+        if kill_containerd_first {
+            let pid = containerd.pid().expect("containerd pid");
+            // SAFETY: kill(2) on the containerd this test started.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+            assert!(wait_for(Duration::from_secs(10), || !containerd.is_running()));
+        }
+        drop(containerd);
+        let what = if kill_containerd_first {
+            "after containerd was killed"
+        } else {
+            "with containerd answering"
+        };
+        assert!(
+            shims.iter().all(|pid| !is_alive(*pid)),
+            "shims {shims:?} outlived the guard {what}"
+        );
+        assert_eq!(mounts_below(&dir), vec![], "mounts left {what}");
+        assert!(!dir.exists(), "{} left {what}", dir.display());
+        let runc = Path::new("/run/containerd/runc").join(&namespace);
+        assert!(!runc.exists(), "{} left {what}", runc.display());
+        let cgroups: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|h| h.path().join(&namespace))
+            .chain([Path::new("/sys/fs/cgroup").join(&namespace)])
+            .filter(|p| p.exists())
+            .collect();
+        assert_eq!(cgroups, Vec::<PathBuf>::new(), "cgroups left {what}");
+    }
+}
+
 // ---------------------------------------------------------------------
 // The layerfs snapshotter.
 // ---------------------------------------------------------------------
