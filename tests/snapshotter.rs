@@ -695,6 +695,18 @@ fn a_snapshotter_restart_does_not_disturb_a_running_container() {
     );
     // The restarted snapshotter still serves containerd: a new container
     // of the image starts and sees it intact.
+    // containerd's proxy client redials a vanished socket with a backoff
+    // of at most 3 s: requests in that window fail with "unavailable".
+    let reconnected = wait_for(Duration::from_secs(10), || {
+        rig.containerd
+            .ctr(&["snapshots", "--snapshotter", SNAPSHOTTER, "ls"])
+            .status
+            .success()
+    });
+    assert!(
+        reconnected,
+        "containerd did not reconnect to the restarted snapshotter"
+    );
     let out = rig.run(true, &reference, "after-restart", &image.check_script());
     assert_eq!(out, image.check_output());
 }

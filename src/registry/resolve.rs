@@ -44,29 +44,22 @@ pub(super) fn resolve(
     let expected = match &reference.target {
         Target::Digest(digest) => Some(digest.as_str()),
         Target::Tag(_) => None,
+        Target::Blob(digest) => {
+            let layer = resolver
+                .lone_blob(digest)?
+                .ok_or_else(|| RegistryError::NotFound {
+                    place: resolver.place(),
+                    what: format!("blob {digest}"),
+                })?;
+            return Ok(RemoteImage {
+                name: reference.name.clone(),
+                manifest_digest: digest.clone(),
+                layers: vec![layer],
+                bytes_received: client.received().clone(),
+            });
+        }
     };
-    let (manifest_digest, manifest) =
-        match resolver.manifest(reference.target.as_str(), expected, 1) {
-            Ok(found) => found,
-            // A digest that names no manifest may name one layer blob of the
-            // repository (a layer digest from `inspect`, or a snapshotter's
-            // layer): that one layer is the image.
-            Err(RegistryError::NotFound { place, what }) => match expected {
-                Some(digest) => match resolver.lone_blob(digest)? {
-                    Some(layer) => {
-                        return Ok(RemoteImage {
-                            name: reference.name.clone(),
-                            manifest_digest: digest.to_string(),
-                            layers: vec![layer],
-                            bytes_received: client.received().clone(),
-                        })
-                    }
-                    None => return Err(RegistryError::NotFound { place, what }),
-                },
-                None => return Err(RegistryError::NotFound { place, what }),
-            },
-            Err(e) => return Err(e),
-        };
+    let (manifest_digest, manifest) = resolver.manifest(reference.target.as_str(), expected, 1)?;
     let layers = manifest
         .layers
         .iter()
@@ -264,7 +257,7 @@ impl Resolver<'_> {
 impl Resolver<'_> {
     /// The blob `digest` of the repository as a layer of unknown media
     /// type (its codec is then told by its first bytes), if there is such
-    /// a blob: its size is read from the `Content-Range` of a one-byte
+    /// a blob (`None`: 404): its size is read from the `Content-Range` of a one-byte
     /// range request, which every registry layerfs reads from must honour.
     fn lone_blob(&self, digest: &str) -> Result<Option<RemoteLayer>, RegistryError> {
         let what = format!("blob {digest}");

@@ -24,7 +24,7 @@ use crate::fuse::{self, mountinfo};
 /// One layer of a chain, as `layerfs mount` takes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChainLayer {
-    /// A registry blob (`docker://HOST/REPO@sha256:…`).
+    /// A registry blob (`https://HOST/v2/REPO/blobs/sha256:…`).
     Remote(String),
     /// A committed snapshot's directory.
     Dir(PathBuf),
@@ -200,7 +200,7 @@ mod tests {
     #[test]
     fn a_chain_is_named_by_its_layers_in_order() {
         let chains = Chains::new("/r/mounts".into(), "/bin/layerfs".into(), Vec::new());
-        let a = ChainLayer::Remote("docker://h/r@sha256:aa".into());
+        let a = ChainLayer::Remote("https://h/v2/r/blobs/sha256:aa".into());
         let b = ChainLayer::Dir("/r/snapshots/3/fs".into());
         let ab = chains.mountpoint(&[a.clone(), b.clone()]);
         assert_eq!(ab, chains.mountpoint(&[a.clone(), b.clone()]));

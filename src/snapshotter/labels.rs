@@ -27,7 +27,8 @@ const LAYER_DIGEST: [&str; 2] = [
 pub struct LazyLayer {
     /// The committed snapshot to create.
     pub target: String,
-    /// The blob as `layerfs mount` takes it: `docker://HOST/REPO@DIGEST`.
+    /// The blob as `layerfs mount` takes it, by its URL:
+    /// `https://HOST/v2/REPO/blobs/DIGEST`.
     pub reference: String,
     /// The blob's digest.
     pub digest: String,
@@ -40,11 +41,16 @@ pub fn lazy_layer(labels: &BTreeMap<String, String>) -> Option<LazyLayer> {
     let target = labels.get(TARGET)?;
     let image = first(IMAGE_REF)?;
     let digest = first(LAYER_DIGEST)?;
-    let reference = format!("docker://{}@{digest}", repository_of(image));
-    match registry::parse(&reference) {
-        Ok(Some(_)) => Some(LazyLayer {
+    let image_digest = format!("docker://{}@{digest}", repository_of(image));
+    match registry::parse(&image_digest) {
+        Ok(Some(parsed)) => Some(LazyLayer {
             target: target.clone(),
-            reference,
+            // Plain HTTP where the registry options say so (loopback,
+            // --insecure), whatever the scheme here.
+            reference: format!(
+                "https://{}/v2/{}/blobs/{digest}",
+                parsed.registry, parsed.repository
+            ),
             digest: digest.clone(),
         }),
         _ => {
@@ -101,7 +107,7 @@ mod tests {
                 lazy_layer(&labels),
                 Some(LazyLayer {
                     target: "sha256:chain".into(),
-                    reference: format!("docker://127.0.0.1:5000/img@{DIGEST}"),
+                    reference: format!("https://127.0.0.1:5000/v2/img/blobs/{DIGEST}"),
                     digest: DIGEST.into(),
                 })
             );

@@ -32,8 +32,8 @@ pub enum Kind {
 /// lazy path commits in place of unpacking it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteLayer {
-    /// The blob as a layer argument of `layerfs mount`
-    /// (`docker://HOST/REPO@sha256:…`).
+    /// The blob as a layer argument of `layerfs mount`, its URL
+    /// (`https://HOST/v2/REPO/blobs/sha256:…`).
     pub reference: String,
     /// The blob's digest.
     pub digest: String,
