@@ -73,7 +73,7 @@ enum Command {
         /// Where snapshots, their metadata and the layer mounts live.
         #[arg(long, value_name = "DIR")]
         root: PathBuf,
-        /// Where the snapshotter and its mounts log (default: stderr, and syslog for the mounts).
+        /// Where the snapshotter and its mounts log (default: standard error, and syslog for the mounts).
         #[arg(long, value_name = "FILE")]
         log_file: Option<PathBuf>,
         /// Speak plain HTTP to a registry that is not on loopback.
