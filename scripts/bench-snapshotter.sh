@@ -186,6 +186,12 @@ start_snapshotter() {
     --cache-dir "$WORK/snapshotter/cache" --log-file "$WORK/snapshotter/log" &
   SNAP_PID=$!
   for _ in $(seq 300); do [[ -S $SOCK ]] && break; sleep 0.1; done
+  # containerd redials a socket that went away with a backoff of up to 3 s;
+  # requests fail meanwhile: wait until it answers through the snapshotter.
+  for _ in $(seq 100); do
+    ctr --address "$ADDR" --namespace "$NS" snapshots --snapshotter layerfs ls >/dev/null 2>&1 && break
+    sleep 0.1
+  done
 }
 
 # Pulls with `$1` (a pull command) and runs the container (`$2`: extra

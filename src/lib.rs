@@ -38,7 +38,9 @@
 //!   daemon;
 //! - [`app`] and [`daemon`]: the commands behind the CLI, and running a
 //!   mount in the background;
-//! - [`fstab`]: layerfs as mount(8)'s `mount.fuse.layerfs` helper.
+//! - [`fstab`]: layerfs as mount(8)'s `mount.fuse.layerfs` helper;
+//! - [`snapshotter`]: containerd's snapshots service, containers started
+//!   on layerfs mounts of images that were never pulled.
 #![deny(missing_docs)]
 
 pub mod app;

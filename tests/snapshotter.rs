@@ -33,7 +33,7 @@ use common::containerd::{
 use common::mount::{bin, is_alive, run_captured, wait_for};
 use common::proxy::Proxy;
 use common::registry::Registry;
-use images::{big, busybox_gzip, busybox_zstd, skel, Image};
+use images::{big, busybox_gzip, busybox_zstd, patched, skel, Image};
 use tempfile::TempDir;
 
 /// How long the snapshotter may take to listen on its socket.
@@ -496,6 +496,24 @@ fn a_write_lands_in_the_containers_upper_only() {
 }
 
 #[test]
+fn a_layer_unpacked_over_lazy_layers_runs_on_one_mount_of_both() {
+    let rig = Rig::new();
+    let lazy = busybox_gzip();
+    let reference = rig.push(lazy, "busybox");
+    rig.rpull(&reference);
+    // Its bottom two layers are busybox's, already there as registry
+    // layers: containerd unpacks only the patch, over a layerfs mount of
+    // them, and the container's lower is one mount of all three.
+    let image = patched();
+    let patched_reference = rig.push(image, "patched");
+    rig.pull(true, &patched_reference);
+    let out = rig.run(true, &patched_reference, "mixed", &image.check_script());
+    assert_eq!(out, image.check_output());
+    let out = rig.run(true, &reference, "lazy", &lazy.check_script());
+    assert_eq!(out, lazy.check_output());
+}
+
+#[test]
 fn the_file_to_directory_image_runs_with_the_right_tree() {
     let rig = Rig::new();
     let image = skel();
@@ -528,6 +546,55 @@ fn an_ordinary_pull_runs_with_the_layerfs_snapshotter() {
     assert_eq!(out, "x\n");
     let out = rig.run(true, &reference, "ordinary-again", &image.check_script());
     assert_eq!(out, image.check_output());
+}
+
+#[test]
+fn after_a_reboot_style_restart_a_container_mounts_its_chain_again() {
+    let mut rig = Rig::new();
+    let image = busybox_gzip();
+    let reference = rig.push(image, "busybox");
+    rig.rpull(&reference);
+    // The container's snapshot exists (and its chain is mounted) before
+    // its task starts.
+    rig.containerd.ctr_ok(&[
+        "containers",
+        "create",
+        "--snapshotter",
+        SNAPSHOTTER,
+        &reference,
+        "rebooted",
+        "--",
+        "sh",
+        "-c",
+        &image.check_script(),
+    ]);
+    assert!(!rig.snapshotter().mounts_of_type("fuse.layerfs").is_empty());
+    // As after a reboot: the snapshotter gone and every mount with it.
+    rig.snapshotter().stop(libc::SIGTERM);
+    for mount in rig.snapshotter().mounts_of_type("fuse.layerfs") {
+        let status = Command::new("umount")
+            .arg(&mount)
+            .status()
+            .expect("run umount");
+        assert!(status.success(), "umount {}", mount.display());
+    }
+    assert!(rig.snapshotter().mounts_of_type("fuse.layerfs").is_empty());
+    rig.snapshotter().launch();
+    let reconnected = wait_for(Duration::from_secs(10), || {
+        rig.containerd
+            .ctr(&["snapshots", "--snapshotter", SNAPSHOTTER, "ls"])
+            .status
+            .success()
+    });
+    assert!(
+        reconnected,
+        "containerd did not reconnect to the snapshotter"
+    );
+    // Starting the task asks for the snapshot's mounts: the chain is
+    // mounted again.
+    let out = rig.containerd.ctr_ok(&["tasks", "start", "rebooted"]);
+    assert_eq!(out, image.check_output());
+    rig.containerd.ctr_ok(&["containers", "delete", "rebooted"]);
 }
 
 #[test]

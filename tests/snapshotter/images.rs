@@ -136,6 +136,14 @@ pub fn big() -> &'static Image {
     IMAGE.get_or_init(|| build_big(&scratch("snapshotter-big")))
 }
 
+/// busybox's bottom two layers (the same blobs) and a patch layer of its
+/// own: pulled the ordinary way after busybox was pulled lazily, its patch
+/// is unpacked over registry layers.
+pub fn patched() -> &'static Image {
+    static IMAGE: OnceLock<Image> = OnceLock::new();
+    IMAGE.get_or_init(|| build_patched(&scratch("snapshotter-patched")))
+}
+
 fn busybox_images() -> &'static (Image, Image) {
     static IMAGES: OnceLock<(Image, Image)> = OnceLock::new();
     IMAGES.get_or_init(|| build_busybox(&scratch("snapshotter-busybox")))
@@ -205,17 +213,22 @@ fn image(layout: &Layout, tag: &str, layers: &[(&Layer, Codec)]) -> (serde_json:
     (descriptor, blob_bytes)
 }
 
-fn build_busybox(dir: &Path) -> (Image, Image) {
-    let layout = Layout::new(dir);
-    let random = pseudo_random(300_000, 18);
-    let data = Layer::default()
+/// busybox's data layer.
+fn data_layer(random: &[u8]) -> Layer {
+    Layer::default()
         .dir("data")
         .file("data/one.txt", "one\n")
         .file("data/random.bin", &random)
         .file("data/replaced.txt", "first version\n")
         .file("data/gone.txt", "whited out above\n")
         .dir("data/sub")
-        .file("data/sub/deep.txt", "deep\n");
+        .file("data/sub/deep.txt", "deep\n")
+}
+
+fn build_busybox(dir: &Path) -> (Image, Image) {
+    let layout = Layout::new(dir);
+    let random = pseudo_random(300_000, 18);
+    let data = data_layer(&random);
     let top = Layer::default()
         .dir("data")
         .file("data/replaced.txt", "second version, from the top layer\n")
@@ -260,6 +273,43 @@ fn build_busybox(dir: &Path) -> (Image, Image) {
         blob_bytes,
     };
     (image("gzip", gzip_bytes), image("zstd", zstd_bytes))
+}
+
+fn build_patched(dir: &Path) -> Image {
+    let layout = Layout::new(dir);
+    let random = pseudo_random(300_000, 18);
+    let patch = Layer::default()
+        .dir("data")
+        .whiteout("data/one.txt")
+        .file("data/patch.txt", "patch\n")
+        .dir("data/sub")
+        .file("data/sub/deep.txt", "patched deep\n");
+    let (descriptor, blob_bytes) = image(
+        &layout,
+        "patched",
+        &[
+            (&base_layer(), Codec::Gzip),
+            (&data_layer(&random), Codec::Gzip),
+            (&patch, Codec::Gzip),
+        ],
+    );
+    layout.index(serde_json::json!([descriptor]));
+    Image {
+        layout: dir.to_path_buf(),
+        tag: "patched",
+        files: vec![
+            ("/bin/busybox".to_string(), busybox_bytes()),
+            ("/data/patch.txt".to_string(), b"patch\n".to_vec()),
+            ("/data/random.bin".to_string(), random),
+            (
+                "/data/replaced.txt".to_string(),
+                b"first version\n".to_vec(),
+            ),
+            ("/data/sub/deep.txt".to_string(), b"patched deep\n".to_vec()),
+        ],
+        gone: Some("/data/one.txt"),
+        blob_bytes,
+    }
 }
 
 fn build_skel(dir: &Path) -> Image {
