@@ -53,6 +53,9 @@ pub enum AppError {
     /// mount(8)'s SOURCE or options field was refused.
     #[error(transparent)]
     Fstab(#[from] crate::fstab::FstabError),
+    /// The snapshotter could not start or stopped.
+    #[error(transparent)]
+    Snapshotter(#[from] crate::snapshotter::SnapshotterError),
     /// The background process failed (it has printed its own error).
     #[error(transparent)]
     Daemon(#[from] DaemonError),
@@ -369,6 +372,11 @@ pub fn mount_helper(args: crate::fstab::HelperArgs, fake: bool) -> Result<(), Ap
         return Ok(());
     }
     mount(&request)
+}
+
+/// `layerfs snapshotter`: serves containerd until SIGINT or SIGTERM.
+pub fn snapshotter(options: &crate::snapshotter::SnapshotterOptions) -> Result<(), AppError> {
+    Ok(crate::snapshotter::run(options)?)
 }
 
 /// `layerfs umount`.

@@ -170,7 +170,8 @@ pub fn resolve(inputs: &LayerInputs) -> Result<(Vec<LayerSpec>, Vec<Image>), Inp
 }
 
 /// The image `arg` names in a registry, if it is a registry reference:
-/// `docker://…` always; `HOST/REPO…` only when nothing by that name exists
+/// `docker://…` and a blob's URL (`https://HOST/v2/REPO/blobs/DIGEST`)
+/// always; `HOST/REPO…` only when nothing by that name exists
 /// here (a local path always wins).
 fn remote_image(
     arg: &Path,
@@ -180,7 +181,9 @@ fn remote_image(
     let Some(text) = arg.to_str() else {
         return Ok(None);
     };
-    let explicit = text.starts_with("docker://");
+    let explicit = ["docker://", "http://", "https://"]
+        .iter()
+        .any(|scheme| text.starts_with(scheme));
     if !explicit && (std::fs::symlink_metadata(arg).is_ok() || local_image_exists(arg)) {
         return Ok(None);
     }

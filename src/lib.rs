@@ -38,7 +38,9 @@
 //!   daemon;
 //! - [`app`] and [`daemon`]: the commands behind the CLI, and running a
 //!   mount in the background;
-//! - [`fstab`]: layerfs as mount(8)'s `mount.fuse.layerfs` helper.
+//! - [`fstab`]: layerfs as mount(8)'s `mount.fuse.layerfs` helper;
+//! - [`snapshotter`]: containerd's snapshots service, containers started
+//!   on layerfs mounts of images that were never pulled.
 //!
 //! `unsafe` code is denied everywhere but in the three modules that wrap C
 //! calls, each of which allows it for itself: `sys` (the system calls the
@@ -68,6 +70,7 @@ pub mod output;
 pub mod plural;
 pub mod progress;
 pub mod registry;
+pub mod snapshotter;
 pub mod source;
 pub mod stack;
 mod sys;

@@ -66,6 +66,23 @@ enum Command {
         #[arg(value_name = "MOUNTPOINT")]
         mountpoint: PathBuf,
     },
+    /// Serve containerd's snapshots API on SOCKET (a proxy plugin): containers start from registry images without pulling them; runs in the foreground.
+    Snapshotter {
+        /// The unix socket containerd's [proxy_plugins] entry names.
+        #[arg(long, value_name = "SOCKET")]
+        address: PathBuf,
+        /// Where snapshots, their metadata and the layer mounts live.
+        #[arg(long, value_name = "DIR")]
+        root: PathBuf,
+        /// Where the snapshotter and its mounts log (default: standard error, and syslog for the mounts).
+        #[arg(long, value_name = "FILE")]
+        log_file: Option<PathBuf>,
+        /// Speak plain HTTP to a registry that is not on loopback.
+        #[arg(long)]
+        insecure: bool,
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
     /// List the merged tree of LAYER... (each path with the layer providing it), or one layer as stored.
     Ls {
         /// Long format: mode, owner, size, mtime, layer, path and link target.
@@ -451,6 +468,27 @@ fn main() -> ExitCode {
             upper,
             work,
         }),
+        Command::Snapshotter {
+            address,
+            root,
+            log_file,
+            insecure,
+            cache,
+        } => {
+            let (cache_dir, no_cache) = match cache.choice() {
+                CacheChoice::Off => (None, true),
+                CacheChoice::Dir(dir) => (Some(dir), false),
+                CacheChoice::Default => (None, false),
+            };
+            app::snapshotter(&layerfs::snapshotter::SnapshotterOptions {
+                address,
+                root,
+                cache_dir,
+                no_cache,
+                log_file,
+                insecure,
+            })
+        }
         Command::Ls {
             long,
             json,

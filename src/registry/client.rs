@@ -38,7 +38,7 @@ impl Client {
     /// registry with TLS would need a certificate the machine trusts for
     /// `localhost`, which none has) and with `insecure`; HTTPS otherwise.
     pub fn new(reference: &Reference, options: &RegistryOptions) -> Result<Client, RegistryError> {
-        let scheme = if options.insecure || reference.is_loopback() {
+        let scheme = if options.insecure || reference.plain_http || reference.is_loopback() {
             "http"
         } else {
             "https"

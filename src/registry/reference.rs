@@ -29,8 +29,10 @@ pub struct Reference {
     pub registry: String,
     /// `library/ubuntu`, `team/app`, …
     pub repository: String,
-    /// The tag or digest the manifest is asked for by.
+    /// The tag or digest the manifest is asked for by, or the one blob.
     pub target: Target,
+    /// Given as an `http://` URL: plain HTTP even if not on loopback.
+    pub plain_http: bool,
 }
 
 /// What names a manifest within a repository.
@@ -40,6 +42,13 @@ pub enum Target {
     Tag(String),
     /// A digest (`sha256:<hex>`): the manifest's bytes must hash to it.
     Digest(String),
+    /// A layer blob, named by its URL in the distribution API
+    /// (`https://HOST/v2/REPO/blobs/sha256:<hex>`): that one blob is the
+    /// image's only layer. A containerd snapshotter's layers are such
+    /// blobs; a digest reference cannot name one, since registries answer
+    /// a blob digest asked for as a manifest in their own ways (500 from
+    /// distribution).
+    Blob(String),
 }
 
 impl Target {
@@ -47,16 +56,24 @@ impl Target {
     pub fn as_str(&self) -> &str {
         match self {
             Target::Tag(tag) => tag,
-            Target::Digest(digest) => digest,
+            Target::Digest(digest) | Target::Blob(digest) => digest,
         }
     }
 }
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let separator = match self.target {
+        let separator = match &self.target {
             Target::Tag(_) => ':',
             Target::Digest(_) => '@',
+            Target::Blob(digest) => {
+                let scheme = if self.plain_http { "http" } else { "https" };
+                return write!(
+                    f,
+                    "{scheme}://{}/v2/{}/blobs/{digest}",
+                    self.registry, self.repository
+                );
+            }
         };
         write!(
             f,
@@ -97,6 +114,11 @@ pub fn parse(arg: &str) -> Result<Option<Reference>, RegistryError> {
     };
     if let Some(rest) = arg.strip_prefix("docker://") {
         return parse_docker(arg, rest).map(Some).map_err(bad);
+    }
+    for (scheme, plain_http) in [("http://", true), ("https://", false)] {
+        if let Some(rest) = arg.strip_prefix(scheme) {
+            return parse_blob_url(arg, rest, plain_http).map(Some).map_err(bad);
+        }
     }
     let Some((first, _)) = arg.split_once('/') else {
         return Ok(None);
@@ -158,6 +180,25 @@ fn parse_docker(arg: &str, text: &str) -> Result<Reference, String> {
         registry,
         repository,
         target,
+        plain_http: false,
+    })
+}
+
+/// `HOST/v2/REPO/blobs/DIGEST`, the rest of a blob's URL.
+fn parse_blob_url(arg: &str, rest: &str, plain_http: bool) -> Result<Reference, String> {
+    let shape = "expected a blob URL, SCHEME://HOST/v2/REPO/blobs/sha256:<hex>";
+    let (registry, path) = rest.split_once('/').ok_or(shape)?;
+    check_host(registry)?;
+    let path = path.strip_prefix("v2/").ok_or(shape)?;
+    let (repository, digest) = path.rsplit_once("/blobs/").ok_or(shape)?;
+    check_repository(repository)?;
+    check_digest(digest)?;
+    Ok(Reference {
+        name: arg.to_string(),
+        registry: registry.to_string(),
+        repository: repository.to_string(),
+        target: Target::Blob(digest.to_string()),
+        plain_http,
     })
 }
 

@@ -44,6 +44,20 @@ pub(super) fn resolve(
     let expected = match &reference.target {
         Target::Digest(digest) => Some(digest.as_str()),
         Target::Tag(_) => None,
+        Target::Blob(digest) => {
+            let layer = resolver
+                .lone_blob(digest)?
+                .ok_or_else(|| RegistryError::NotFound {
+                    place: resolver.place(),
+                    what: format!("blob {digest}"),
+                })?;
+            return Ok(RemoteImage {
+                name: reference.name.clone(),
+                manifest_digest: digest.clone(),
+                layers: vec![layer],
+                bytes_received: client.received().clone(),
+            });
+        }
     };
     let (manifest_digest, manifest) = resolver.manifest(reference.target.as_str(), expected, 1)?;
     let layers = manifest
@@ -237,6 +251,46 @@ impl Resolver<'_> {
             media_type: d.media_type.clone(),
             blob: Arc::new(RegistryBlob::new(Arc::clone(self.client), &d.digest, size)),
         })
+    }
+}
+
+impl Resolver<'_> {
+    /// The blob `digest` of the repository as a layer of unknown media
+    /// type (its codec is then told by its first bytes), if there is such
+    /// a blob (`None`: 404): its size is read from the `Content-Range` of a one-byte
+    /// range request, which every registry layerfs reads from must honour.
+    fn lone_blob(&self, digest: &str) -> Result<Option<RemoteLayer>, RegistryError> {
+        let what = format!("blob {digest}");
+        let url = self.client.url(&format!("/blobs/{digest}"));
+        let place = self.place();
+        let answer = self.client.retry().run(|| {
+            let response = self
+                .client
+                .attempt(&url, &[("Range", "bytes=0-0")], &what)?;
+            Ok(transport::header(&response, "content-range").map(str::to_string))
+        });
+        let content_range = match answer {
+            Ok(content_range) => content_range,
+            Err(RegistryError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let size = content_range
+            .as_deref()
+            .and_then(|range| range.strip_prefix("bytes 0-0/"))
+            .and_then(|total| total.trim().parse::<u64>().ok())
+            .ok_or_else(|| RegistryError::BadRange {
+                name: format!("{place}@{digest}"),
+                reason: format!(
+                    "asked for bytes=0-0, got Content-Range {:?}",
+                    content_range.as_deref().unwrap_or("")
+                ),
+            })?;
+        Ok(Some(RemoteLayer {
+            digest: digest.to_string(),
+            size,
+            media_type: String::new(),
+            blob: Arc::new(RegistryBlob::new(Arc::clone(self.client), digest, size)),
+        }))
     }
 }
 

@@ -10,10 +10,13 @@
 //!   counting, fault-injecting proxy in front of it;
 //! * `needs`: `require!(Fuse)` and the like, which skip a test (or, in CI,
 //!   fail it) on a machine without root, `/dev/fuse` or a tool.
+//! * `containerd`: a private containerd (and `ctr`, `ctr-remote`) for the
+//!   snapshotter tests.
 //!
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod containerd;
 pub mod http;
 pub mod layer;
 pub mod mount;
@@ -120,6 +123,18 @@ pub fn assert_merge(layers: &[Layer], expected: &Expected) {
         "GNU tar warned on the export: {warnings:?}"
     );
     assert_tree(&extracted, expected);
+}
+
+/// A fresh, empty directory `name` under Cargo's per-target scratch
+/// directory, for fixtures built once per test process (wiped first, so
+/// nothing carries over between runs).
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("clear {}: {e}", dir.display()));
+    }
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
 }
 
 /// The names in `dir`, sorted.

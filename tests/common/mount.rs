@@ -20,7 +20,7 @@ pub fn bin() -> &'static str {
 }
 
 /// Undoes the octal escapes (`\040` for space, ...) of /proc mount tables.
-fn unescape_mount_field(field: &[u8]) -> Vec<u8> {
+pub fn unescape_mount_field(field: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while i < field.len() {

@@ -25,6 +25,7 @@ use crate::common::mount::{bin, run_captured};
 use crate::common::oci::{
     digest_of, gunzip, manifest_descriptor, sha256, Layout, INDEX, REF_NAME, TAR, TAR_GZIP,
 };
+use crate::common::scratch;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/umoci-crosscheck.sh");
 
@@ -65,16 +66,6 @@ pub struct Big {
 /// A skopeo source for `tag` of `layout`.
 pub fn oci_source(layout: &Path, tag: &str) -> String {
     format!("oci:{}:{tag}", layout.display())
-}
-
-/// A fresh, empty scratch directory for fixtures named `name`.
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    if dir.exists() {
-        fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("clear {}: {e}", dir.display()));
-    }
-    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-    dir
 }
 
 /// The umoci images; umoci unpacks only as root.
