@@ -62,6 +62,7 @@ pub mod output;
 pub mod plural;
 pub mod progress;
 pub mod registry;
+pub mod remote_index;
 pub mod source;
 pub mod stack;
 mod sys;
