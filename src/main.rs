@@ -213,12 +213,12 @@ enum Command {
         /// The mountpoint.
         mountpoint: PathBuf,
     },
-    /// Ship stored indexes: pack a stack's into one bundle file, or put a bundle's into the cache.
+    /// Ship stored indexes: pack a stack's into one bundle file, put a bundle's into the cache, or push an image's to its registry.
     #[command(subcommand)]
     Index(IndexCommand),
 }
 
-/// `layerfs index export|import`.
+/// `layerfs index export|push|import`.
 #[derive(Subcommand)]
 enum IndexCommand {
     /// Index LAYER... (or find them stored) and write their stored indexes and merged tree to FILE.
