@@ -632,6 +632,8 @@ pub fn index_push(request: &IndexPushRequest) -> Result<(), AppError> {
         false,
         request.quiet,
     )?;
+    // The stack took the cache with it: opened again, to read what it
+    // stored.
     let cache = request.cache.open_required("index push")?;
     let pushed = crate::remote_index::push(&cache, remote)?;
     let tag = pushed

@@ -62,7 +62,7 @@ pub enum RemoteIndexError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     /// A layer's index is not in the cache to be pushed.
-    #[error("{image}: layer {number} ({digest}) has no stored index in {}", dir.display())]
+    #[error("{image}: layer {number} ({digest}) has no stored index in {} (a registry layer indexed with --no-verify is not stored)", dir.display())]
     Missing {
         /// The image.
         image: String,

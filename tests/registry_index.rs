@@ -373,3 +373,25 @@ fn an_index_of_another_layer_is_refused_by_its_echoed_key() {
     run_captured(&mut cmd).expect_success("layerfs mount");
     assert_tree(guard.path(), &expected_cross());
 }
+
+#[test]
+fn index_push_takes_a_registry_image_only() {
+    let dir = TempDir::new().expect("temp dir");
+    let layer = dir.path().join("layer.tar");
+    std::fs::write(&layer, [0u8; 1024]).expect("write an empty tar");
+    let cache = dir.path().join("cache");
+    let run = layerfs([
+        "index",
+        "push",
+        "--cache-dir",
+        cache.to_str().expect("utf-8"),
+        layer.to_str().expect("utf-8"),
+    ]);
+    assert!(!run.status.success(), "{run:?}");
+    assert!(
+        run.stderr.contains("index push takes one registry image"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("layer.tar"), "{}", run.stderr);
+}
