@@ -395,3 +395,34 @@ fn index_push_takes_a_registry_image_only() {
     );
     assert!(run.stderr.contains("layer.tar"), "{}", run.stderr);
 }
+
+#[test]
+fn index_push_and_the_lookup_log_in_to_a_token_registry() {
+    let rig = Rig::new();
+    rig.proxy.require_token(None);
+    let cache = TempDir::new().expect("cache dir");
+    let run = layerfs([
+        "index",
+        "push",
+        "--cache-dir",
+        path(&cache),
+        &rig.via_proxy(),
+    ]);
+    run.expect_success("layerfs index push through a token registry");
+    assert_eq!(rig.listed_artifacts().len(), 1, "{}", rig.fallback_index());
+    // The manifest PUTs went through the proxy, which takes none without
+    // the token.
+    let puts: Vec<u16> = rig
+        .proxy
+        .exchanges()
+        .iter()
+        .filter(|e| e.method == "PUT" && e.path.contains("/manifests/"))
+        .map(|e| e.status)
+        .collect();
+    assert!(puts.contains(&201), "{puts:?}");
+    rig.proxy.clear();
+    let listed = ls(&rig, &[]);
+    listed.expect_success("layerfs ls through a token registry");
+    assert_eq!(index_warnings(&listed.stderr), Vec::<&str>::new());
+    assert_eq!(rig.layer_bytes_served(), 0, "{:#?}", rig.proxy.exchanges());
+}

@@ -61,6 +61,9 @@ struct State {
     /// By tag and by digest: media type and body.
     manifests: HashMap<String, (String, Vec<u8>)>,
     blobs: HashMap<String, Vec<u8>>,
+    /// The referrers API's answers by subject digest; with none, the API
+    /// is unknown here (404), as on the distribution registry 2.8.
+    referrers: HashMap<String, Vec<u8>>,
     login: Login,
     faults: Faults,
     tokens: Vec<String>,
@@ -158,6 +161,15 @@ impl TestRegistry {
             .lock()
             .manifests
             .insert(key.to_string(), (media_type.to_string(), body.to_vec()));
+    }
+
+    /// Answers `GET /v2/REPO/referrers/SUBJECT` with `listing` (an image
+    /// index), whatever the query: a registry with the referrers API.
+    pub fn put_referrers(&self, subject: &str, listing: &[u8]) {
+        self.shared
+            .lock()
+            .referrers
+            .insert(subject.to_string(), listing.to_vec());
     }
 
     pub fn set_login(&self, login: Login) {
@@ -333,6 +345,14 @@ fn respond(shared: &Shared, seen: &Seen) -> Reply {
                     digest(if state.faults.false_digest { b"" } else { body }),
                 ),
             None => Reply::error("404 Not Found", "MANIFEST_UNKNOWN"),
+        };
+    }
+    if let Some((_, subject)) = rest.rsplit_once("/referrers/") {
+        let subject = subject.split('?').next().unwrap_or(subject);
+        return match state.referrers.get(subject) {
+            Some(body) => Reply::new("200 OK", body.clone())
+                .header("Content-Type", "application/vnd.oci.image.index.v1+json"),
+            None => Reply::error("404 Not Found", "NAME_UNKNOWN"),
         };
     }
     if let Some((_, digest)) = rest.rsplit_once("/blobs/") {
