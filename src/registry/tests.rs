@@ -669,3 +669,53 @@ fn referrers_come_from_the_api_else_from_the_fallback_tag() {
     let asked = server.count(&format!("/referrers/{subject}?artifactType="));
     assert!(asked >= 1, "{:?}", server.seen());
 }
+
+#[test]
+fn a_referrer_is_pushed_with_a_token_that_may_push() {
+    for no_scope in [false, true] {
+        let server = TestRegistry::start();
+        server.set_login(Login::Bearer(None));
+        server.set_faults(Faults {
+            no_scope,
+            ..Faults::default()
+        });
+        let layer = server.put_blob(b"layer");
+        let body = manifest_json(OCI_MANIFEST, &[(&layer, 5, GZIP_LAYER)]);
+        let subject = server.put_manifest(Some("v1"), OCI_MANIFEST, &body);
+        let reference = parse(&format!("{}/repo:v1", server.host()))
+            .expect("parse")
+            .expect("a reference");
+        let image = resolve(&reference, &fast()).expect("resolve");
+        let repository = &image.repository;
+
+        let blob = repository.push_blob(b"an index").expect("push a blob");
+        assert_eq!(blob, digest(b"an index"));
+        let artifact = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": "application/vnd.example",
+            "layers": [{"mediaType": "application/octet-stream", "digest": blob, "size": 8}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": body.len()},
+        }))
+        .expect("json");
+        let pushed = repository
+            .push_referrer(&artifact, &subject, "application/vnd.example", &json!({}))
+            .unwrap_or_else(|e| panic!("push (challenge without scope: {no_scope}): {e}"));
+        assert_eq!(pushed.digest, digest(&artifact));
+        let tag = subject.replacen(':', "-", 1);
+        assert_eq!(pushed.fallback_tag.as_deref(), Some(tag.as_str()));
+        // The blob is not uploaded again.
+        let uploads = server.count("/blobs/uploads/");
+        repository.push_blob(b"an index").expect("push again");
+        assert_eq!(server.count("/blobs/uploads/"), uploads);
+        let found = repository
+            .referrers(&subject, "application/vnd.example")
+            .expect("lookup");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].digest, pushed.digest);
+        assert_eq!(
+            repository.blob(&blob, 8).expect("fetch the blob"),
+            b"an index"
+        );
+    }
+}
