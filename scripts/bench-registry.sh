@@ -10,7 +10,10 @@
 #   - layerfs: the first mount (which streams each blob once to index it),
 #     a remount with the stored index, then on that mount the first byte of
 #     one file near the end of the big layer, `ls -lR`, and a read of every
-#     file.
+#     file;
+#   - layerfs' own index in the registry (issue 19): `layerfs index push`,
+#     then first mounts with an empty cache, with and without the pushed
+#     index (--no-remote-index), each to the first byte of that file.
 # Bytes are those the registry's access log says it sent for blob GETs.
 #
 # Usage: scripts/bench-registry.sh [--work DIR] [--delay MS]
@@ -31,7 +34,7 @@ for tool in docker-registry skopeo pigz python3; do
   command -v "$tool" >/dev/null || { echo "$0: $tool is needed (apt-get install docker-registry skopeo pigz)" >&2; exit 1; }
 done
 cargo build --release -q
-LAYERFS=$PWD/target/release/layerfs
+LAYERFS=${CARGO_TARGET_DIR:-$PWD/target}/release/layerfs
 mkdir -p "$WORK"
 MNT=$WORK/mnt
 REG_PID=
@@ -162,3 +165,19 @@ row "  ls -lR" "$(elapsed "$t0" "$t1")" "$(blob_bytes)"
 t0=$(now); find "$MNT" -type f -print0 | xargs -0 cat >/dev/null; t1=$(now)
 row "  read every file" "$(elapsed "$t0" "$t1")" "$(blob_bytes)"
 "$LAYERFS" umount "$MNT"
+
+# --- layerfs' own index in the registry --------------------------------------
+# Bytes here are blob GETs, the index artifact's blobs included.
+t0=$(now); "$LAYERFS" index push -q --cache-dir "$CACHE" "$REF" 2>/dev/null; t1=$(now)
+row "layerfs index push (from the stored index)" "$(elapsed "$t0" "$t1")" "$(blob_bytes)"
+for mode in --no-remote-index --remote-index; do
+  EMPTY=$WORK/cache-empty; rm -rf "$EMPTY"
+  flag=(); [[ $mode == --no-remote-index ]] && flag=(--no-remote-index)
+  drop
+  t0=$(now); "$LAYERFS" mount -q --cache-dir "$EMPTY" "${flag[@]}" "$REF" "$MNT"; t1=$(now)
+  row "first mount, empty cache, ${mode#--}" "$(elapsed "$t0" "$t1")" "$(blob_bytes)"
+  t0=$(now); head -c1 "$MNT/$LAST" >/dev/null; t1=$(now)
+  row "  first byte of one file" "$(elapsed "$t0" "$t1")" "$(blob_bytes)"
+  "$LAYERFS" umount "$MNT"
+done
+rm -rf "$WORK/cache-empty"

@@ -30,6 +30,17 @@ pub enum AppError {
     /// An index bundle could not be written or read.
     #[error(transparent)]
     Bundle(#[from] crate::bundle::BundleError),
+    /// A layerfs index artifact could not be pushed.
+    #[error(transparent)]
+    RemoteIndex(#[from] crate::remote_index::RemoteIndexError),
+    /// `index push` was given something other than one registry image.
+    #[error(
+        "{arg}: index push takes one registry image (HOST/REPO[:TAG|@DIGEST] or docker://REF)"
+    )]
+    NotRemote {
+        /// What was given.
+        arg: String,
+    },
     /// `layerfs index` needs an index cache, and none could be opened.
     #[error("{command} needs an index cache: {why}")]
     NoCache {
@@ -586,6 +597,66 @@ pub fn index_export(request: &IndexExportRequest) -> Result<(), AppError> {
     Ok(())
 }
 
+/// What `layerfs index push` was asked to do.
+#[derive(Debug)]
+pub struct IndexPushRequest {
+    /// The registry image (one argument).
+    pub image: LayerInputs,
+    /// The index cache the entries come from (indexing what is missing).
+    pub cache: CacheChoice,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+/// `layerfs index push`: indexes the image's layers (or finds them
+/// stored) and uploads their indexes to its registry as an artifact that
+/// refers to the image (see [`crate::remote_index`]); prints what it
+/// pushed.
+pub fn index_push(request: &IndexPushRequest) -> Result<(), AppError> {
+    let not_remote = || AppError::NotRemote {
+        arg: request
+            .image
+            .args
+            .iter()
+            .map(|a| a.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    if request.image.args.len() != 1 {
+        return Err(not_remote());
+    }
+    let (specs, _, remotes) = inputs::resolve_all(&request.image)?;
+    let [remote] = remotes.as_slice() else {
+        return Err(not_remote());
+    };
+    let cache = request.cache.open_required("index push")?;
+    if request.image.remote_index {
+        crate::remote_index::fetch(&cache, remote);
+    }
+    open_specs_in(
+        Some(cache),
+        &specs,
+        &request.image.args,
+        false,
+        request.quiet,
+    )?;
+    // The stack took the cache with it: opened again, to read what it
+    // stored.
+    let cache = request.cache.open_required("index push")?;
+    let pushed = crate::remote_index::push(&cache, remote)?;
+    let tag = pushed
+        .fallback_tag
+        .map(|tag| format!(", listed in the referrers tag {tag}"))
+        .unwrap_or_default();
+    eprintln!(
+        "{}: layerfs index {} pushed ({}){tag}",
+        remote.name,
+        pushed.digest,
+        counted(remote.layers.len(), "layer", "layers"),
+    );
+    Ok(())
+}
+
 /// `layerfs index import`: puts each bundle's entries into the cache.
 pub fn index_import(bundles: &[PathBuf], cache: &CacheChoice) -> Result<(), AppError> {
     let cache = cache.open_required("index import")?;
@@ -829,8 +900,14 @@ impl CacheChoice {
         record_removals: bool,
         quiet: bool,
     ) -> Result<(Stack, Vec<Image>), AppError> {
-        let (specs, images) = inputs::resolve(layers)?;
-        let stack = self.open_specs(&specs, &layers.args, record_removals, quiet)?;
+        let (specs, images, remotes) = inputs::resolve_all(layers)?;
+        let cache = self.open();
+        if let (Some(cache), true) = (&cache, layers.remote_index) {
+            for remote in &remotes {
+                crate::remote_index::fetch(cache, remote);
+            }
+        }
+        let stack = open_specs_in(cache, &specs, &layers.args, record_removals, quiet)?;
         Ok((stack, images))
     }
 
@@ -843,20 +920,32 @@ impl CacheChoice {
         record_removals: bool,
         quiet: bool,
     ) -> Result<Stack, AppError> {
-        let meter = Arc::new(ReadMeter::default());
-        let bar = MeterBar::follow(&progress::label("index", args), &meter, quiet);
-        let stack = Stack::open_specs(
-            specs,
-            &StackOptions {
-                cache: self.open(),
-                spill_dir: None,
-                record_removals,
-                meter: Some(meter),
-            },
-        );
-        bar.finish();
-        Ok(stack?)
+        open_specs_in(self.open(), specs, args, record_removals, quiet)
     }
+}
+
+/// Opens and merges `specs` (resolved from `args`, which the progress bar
+/// names) with `cache`.
+fn open_specs_in(
+    cache: Option<IndexCache>,
+    specs: &[LayerSpec],
+    args: &[PathBuf],
+    record_removals: bool,
+    quiet: bool,
+) -> Result<Stack, AppError> {
+    let meter = Arc::new(ReadMeter::default());
+    let bar = MeterBar::follow(&progress::label("index", args), &meter, quiet);
+    let stack = Stack::open_specs(
+        specs,
+        &StackOptions {
+            cache,
+            spill_dir: None,
+            record_removals,
+            meter: Some(meter),
+        },
+    );
+    bar.finish();
+    Ok(stack?)
 }
 
 /// What `layerfs create` was asked to do.

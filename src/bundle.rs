@@ -14,7 +14,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::cache::{private, CacheError, IndexCache, LayerKey};
+use crate::cache::{CacheError, IndexCache, LayerKey};
 use crate::output::{OutputError, OutputFile};
 use crate::source::{LayerSource, SourceError};
 use crate::tar::{self, EntryHeader, MemberKind, TarError, TarWriter};
@@ -132,17 +132,10 @@ pub fn export(
 
 /// Reads the cache entry `name`; `None` if there is none.
 fn read_entry(cache: &IndexCache, name: &str) -> Result<Option<Vec<u8>>, BundleError> {
-    use std::io::Read;
-    let path = cache.dir().join(name);
-    let read = private::open_read(&path).and_then(|mut file| {
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map(|_| bytes)
-    });
-    match read {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(BundleError::Io { path, source }),
-    }
+    cache.entry_bytes(name).map_err(|source| BundleError::Io {
+        path: cache.dir().join(name),
+        source,
+    })
 }
 
 /// Writes `entries` as a tar at `out`, as every `-o` output is written

@@ -157,6 +157,7 @@ fn apply(request: &mut MountRequest, option: &str, sloppy: bool) -> Result<(), F
         "no_cache" if value.is_none() => request.cache = CacheChoice::Off,
         "log_file" => request.log_file = Some(path(value)?),
         "no_verify" if value.is_none() => request.layers.verify = false,
+        "no_remote_index" if value.is_none() => request.layers.remote_index = false,
         "platform" => match value {
             Some(v) if !v.is_empty() => request.layers.platform = Some(v.to_string()),
             _ => return Err(bad("expects OS/ARCH[/VARIANT]")),
@@ -336,11 +337,18 @@ mod tests {
         assert_eq!(r.log_file.as_deref(), Some(Path::new("/var/log/l.log")));
         assert_eq!(r.threads, Some(3));
         assert!(!r.layers.verify);
+        assert!(r.layers.remote_index);
         assert_eq!(r.layers.platform.as_deref(), Some("linux/arm64"));
         assert!(r.options.is_empty());
         assert_eq!(
             request("no_cache").expect("accepted").cache,
             CacheChoice::Off
+        );
+        assert!(
+            !request("no_remote_index")
+                .expect("accepted")
+                .layers
+                .remote_index
         );
     }
 

@@ -36,6 +36,9 @@ pub struct LayerInputs {
     pub insecure: bool,
     /// `--creds USER:PASS` for registries (else `docker login`'s).
     pub creds: Option<String>,
+    /// Look for a layerfs index artifact in the registry for registry
+    /// layers with no stored index (`--no-remote-index` turns it off).
+    pub remote_index: bool,
 }
 
 impl LayerInputs {
@@ -48,6 +51,7 @@ impl LayerInputs {
             digests: Vec::new(),
             insecure: false,
             creds: None,
+            remote_index: true,
         }
     }
 }
@@ -87,6 +91,16 @@ pub enum InputError {
 /// The layers to open, bottom first, and the images among the arguments
 /// (for `inspect`).
 pub fn resolve(inputs: &LayerInputs) -> Result<(Vec<LayerSpec>, Vec<Image>), InputError> {
+    let (specs, images, _) = resolve_all(inputs)?;
+    Ok((specs, images))
+}
+
+/// What [`resolve_all`] finds: the layers, the images, and the registry
+/// images among them (for the index artifacts that refer to them).
+pub type Resolved = (Vec<LayerSpec>, Vec<Image>, Vec<RemoteImage>);
+
+/// [`resolve`], and the registry images among the arguments.
+pub fn resolve_all(inputs: &LayerInputs) -> Result<Resolved, InputError> {
     let selection = Selection {
         platform: inputs
             .platform
@@ -96,6 +110,7 @@ pub fn resolve(inputs: &LayerInputs) -> Result<(Vec<LayerSpec>, Vec<Image>), Inp
     };
     let mut specs = Vec::new();
     let mut images = Vec::new();
+    let mut remotes = Vec::new();
     for arg in &inputs.args {
         if let Some(remote) = remote_image(arg, inputs, &selection)? {
             specs.extend(remote.layers.iter().map(|layer| LayerSpec {
@@ -123,6 +138,7 @@ pub fn resolve(inputs: &LayerInputs) -> Result<(Vec<LayerSpec>, Vec<Image>), Inp
                     })
                     .collect(),
             });
+            remotes.push(remote);
             continue;
         }
         match image::open(arg, &selection)? {
@@ -166,7 +182,7 @@ pub fn resolve(inputs: &LayerInputs) -> Result<(Vec<LayerSpec>, Vec<Image>), Inp
             spec.verify = Some(digest.to_string());
         }
     }
-    Ok((specs, images))
+    Ok((specs, images, remotes))
 }
 
 /// The image `arg` names in a registry, if it is a registry reference:

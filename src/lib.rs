@@ -70,6 +70,7 @@ pub mod output;
 pub mod plural;
 pub mod progress;
 pub mod registry;
+pub mod remote_index;
 pub mod snapshotter;
 pub mod source;
 pub mod stack;

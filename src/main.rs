@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 use layerfs::app::{
     self, CacheChoice, CommitRequest, CompareRequest, CreateRequest, DiffRequest, ExportRequest,
-    ExtractRequest, IndexExportRequest, InspectRequest, LayerDestination, ListRequest,
-    MountRequest,
+    ExtractRequest, IndexExportRequest, IndexPushRequest, InspectRequest, LayerDestination,
+    ListRequest, MountRequest,
 };
 use layerfs::compare::{CompareFormat, CompareOptions};
 use layerfs::inputs::LayerInputs;
@@ -231,12 +231,12 @@ enum Command {
         /// The mountpoint.
         mountpoint: PathBuf,
     },
-    /// Ship stored indexes: pack a stack's into one bundle file, or put a bundle's into the cache.
+    /// Ship stored indexes: pack a stack's into one bundle file, put a bundle's into the cache, or push an image's to its registry.
     #[command(subcommand)]
     Index(IndexCommand),
 }
 
-/// `layerfs index export|import`.
+/// `layerfs index export|push|import`.
 #[derive(Subcommand)]
 enum IndexCommand {
     /// Index LAYER... (or find them stored) and write their stored indexes and merged tree to FILE.
@@ -251,6 +251,16 @@ enum IndexCommand {
         /// Layer files or images (a registry reference), bottom first.
         #[arg(required = true, value_name = "LAYER")]
         layers: Vec<PathBuf>,
+    },
+    /// Index the registry image REF (or find its indexes stored) and push them to its registry as an artifact referring to the image.
+    Push {
+        #[command(flatten)]
+        cache: IndexCacheArgs,
+        #[command(flatten)]
+        image: ImageArgs,
+        /// The registry image (HOST/REPO[:TAG|@DIGEST] or docker://REF).
+        #[arg(value_name = "REF")]
+        image_ref: PathBuf,
     },
     /// Put the indexes of each BUNDLE into the index cache.
     Import {
@@ -328,6 +338,9 @@ struct ImageArgs {
     /// Registry credentials (default: `docker login`'s, from ~/.docker/config.json).
     #[arg(long, value_name = "USER:PASS")]
     creds: Option<String>,
+    /// Do not look in the registry for a layerfs index of a registry image (pushed by `index push`).
+    #[arg(long)]
+    no_remote_index: bool,
 }
 
 impl ImageArgs {
@@ -339,6 +352,7 @@ impl ImageArgs {
             digests: self.digest,
             insecure: self.insecure,
             creds: self.creds,
+            remote_index: !self.no_remote_index,
         }
     }
 }
@@ -597,6 +611,15 @@ fn main() -> ExitCode {
         }) => app::index_export(&IndexExportRequest {
             layers: image.inputs(layers),
             output,
+            cache: cache.choice(),
+            quiet: cli.quiet,
+        }),
+        Command::Index(IndexCommand::Push {
+            cache,
+            image,
+            image_ref,
+        }) => app::index_push(&IndexPushRequest {
+            image: image.inputs(vec![image_ref]),
             cache: cache.choice(),
             quiet: cli.quiet,
         }),

@@ -261,6 +261,35 @@ impl IndexCache {
         })
     }
 
+    /// Puts the index of the layer with `key` from elsewhere (a registry
+    /// artifact) into the cache: `bytes` must be a whole layer entry of this
+    /// version for exactly that key, and decode, before anything is
+    /// stored; what is refused says why.
+    pub fn import_layer(&self, key: &LayerKey, bytes: &[u8]) -> Result<(), CacheError> {
+        let name = key.file_name();
+        format::decode(bytes, &key.identity()).map_err(|e| CacheError::Foreign {
+            name: name.clone(),
+            reason: e.to_string(),
+        })?;
+        self.store_entry(self.dir.join(name), bytes)
+    }
+
+    /// The bytes of the entry `name` as stored, unchecked (what a bundle
+    /// or an artifact ships, to be checked where it is loaded); `None` if
+    /// there is none.
+    pub fn entry_bytes(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        let read = private::open_read(&self.dir.join(name)).and_then(|mut file| {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map(|_| bytes)
+        });
+        match read {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The stored index of the layer with `key`, if there is a valid one.
     ///
     /// A missing entry is a silent miss. An entry that cannot be read or
@@ -513,9 +542,8 @@ impl IndexCache {
     }
 }
 
-/// The entry format's version, for tests that craft entries.
-#[cfg(test)]
-pub(crate) fn format_version() -> u32 {
+/// The entry format's version: what a shipped entry must have to be read.
+pub fn format_version() -> u32 {
     format::VERSION
 }
 

@@ -93,8 +93,9 @@ struct TokenAnswer {
 pub(crate) struct Auth {
     /// `REGISTRY/REPO`, for messages.
     place: String,
-    /// The scope to ask a token for when the challenge names none.
-    default_scope: String,
+    /// The repository, for the scope to ask a token for when the
+    /// challenge names none.
+    repository: String,
     creds: Option<Credentials>,
     /// Where a login would have come from, for messages about having none.
     config_path: Option<String>,
@@ -118,7 +119,7 @@ impl Auth {
     ) -> Auth {
         Auth {
             place,
-            default_scope: format!("repository:{repository}:pull"),
+            repository: repository.to_string(),
             creds,
             config_path,
             state: Mutex::new(State::default()),
@@ -144,9 +145,18 @@ impl Auth {
         }
     }
 
-    /// Answers a 401 that came back for a request that carried `sent`:
-    /// sets what the next attempt sends, or fails when nothing new can be
-    /// tried. A token that another thread refreshed meanwhile is reused.
+    /// The scope to ask a token for when the challenge names none: pull,
+    /// or pull and push for a request that writes (a token for pull alone
+    /// would be refused again at once).
+    fn default_scope(&self, push: bool) -> String {
+        let actions = if push { "pull,push" } else { "pull" };
+        format!("repository:{}:{actions}", self.repository)
+    }
+
+    /// Answers a 401 that came back for a request that carried `sent`
+    /// (`push`: one that writes): sets what the next attempt sends, or
+    /// fails when nothing new can be tried. A token that another thread
+    /// refreshed meanwhile is reused.
     pub fn answer(
         &self,
         http: &Http,
@@ -154,6 +164,7 @@ impl Auth {
         challenge: Option<&str>,
         sent: Option<&str>,
         what: &str,
+        push: bool,
     ) -> Result<(), Failure> {
         let unauthorized = || RegistryError::Unauthorized {
             place: self.place.clone(),
@@ -174,7 +185,7 @@ impl Auth {
                 service,
                 scope,
             } => {
-                let scope = scope.unwrap_or_else(|| self.default_scope.clone());
+                let scope = scope.unwrap_or_else(|| self.default_scope(push));
                 let cached = state.tokens.get(&scope).map(|t| format!("Bearer {t}"));
                 match cached {
                     Some(cached) if Some(cached.as_str()) != sent => cached,

@@ -11,7 +11,7 @@ use ureq::Body;
 use super::auth::Auth;
 use super::creds;
 use super::retry::{Failure, RetryPolicy};
-use super::transport::{self, Http};
+use super::transport::{self, Http, Method, Request};
 use super::{Reference, RegistryError, RegistryOptions};
 
 /// How often one request may be answered 401 before giving up: once to
@@ -84,6 +84,23 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
+    /// `location` (a `Location` header: a URL, or a path on the
+    /// registry) as a URL.
+    pub fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            return location.to_string();
+        }
+        let origin = self
+            .base
+            .find("/v2/")
+            .map_or(&*self.base, |at| &self.base[..at]);
+        if location.starts_with('/') {
+            format!("{origin}{location}")
+        } else {
+            format!("{origin}/{location}")
+        }
+    }
+
     /// One GET, logging in as the registry asks; a successful response or
     /// a failure sorted for [`RetryPolicy::run`].
     pub fn attempt(
@@ -92,17 +109,42 @@ impl Client {
         headers: &[(&str, &str)],
         what: &str,
     ) -> Result<Response<Body>, Failure> {
+        self.attempt_with(Method::Get, url, headers, what)
+    }
+
+    /// [`Client::attempt`] of any method. A request that writes (POST,
+    /// PUT) asks for a token with push rights when the registry's
+    /// challenge names no scope.
+    pub fn attempt_with(
+        &self,
+        method: Method<'_>,
+        url: &str,
+        headers: &[(&str, &str)],
+        what: &str,
+    ) -> Result<Response<Body>, Failure> {
+        let push = matches!(method, Method::Post(_) | Method::Put(_));
         let mut rounds = 0;
         loop {
             let sent = self.auth.header();
-            let response = self
-                .http
-                .get(url, &[], sent.as_deref(), headers, &self.place, what)?;
+            let request = Request {
+                method,
+                url,
+                query: &[],
+                authorization: sent.as_deref(),
+                headers,
+            };
+            let response = self.http.send(&request, &self.place, what)?;
             match response.status().as_u16() {
                 401 if rounds < AUTH_ROUNDS => {
                     let challenge = transport::header(&response, "www-authenticate");
-                    self.auth
-                        .answer(&self.http, &self.retry, challenge, sent.as_deref(), what)?;
+                    self.auth.answer(
+                        &self.http,
+                        &self.retry,
+                        challenge,
+                        sent.as_deref(),
+                        what,
+                        push,
+                    )?;
                     rounds += 1;
                 }
                 401 => {

@@ -204,6 +204,17 @@ pub enum RegistryError {
         /// What came back instead.
         reason: String,
     },
+    /// An answer that breaks the protocol (an upload with no `Location`,
+    /// a referrers index that is not an index).
+    #[error("{place}: {what}: {reason}")]
+    BadAnswer {
+        /// `REGISTRY/REPO`.
+        place: String,
+        /// What was asked for.
+        what: String,
+        /// What is wrong with the answer.
+        reason: String,
+    },
     /// A response body shorter than it said it would be.
     #[error("{name}: the body ended after {got} of {wanted} bytes")]
     Truncated {

@@ -15,6 +15,7 @@ mod client;
 mod creds;
 mod error;
 mod reference;
+mod referrers;
 mod resolve;
 mod retry;
 #[cfg(test)]
@@ -26,6 +27,7 @@ mod transport;
 pub use blob::RegistryBlob;
 pub use error::RegistryError;
 pub use reference::{parse, Reference, Target};
+pub use referrers::{Pushed, Referrer, Repository, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
 pub use retry::RetryPolicy;
 
 use std::path::PathBuf;
@@ -60,8 +62,15 @@ pub struct RemoteImage {
     /// The digest of the image manifest the layers come from (for an
     /// index, the platform's manifest, not the index).
     pub manifest_digest: String,
+    /// That manifest's media type (OCI or Docker), for descriptors of it;
+    /// empty for a blob given by its URL, which has no manifest.
+    pub manifest_media_type: String,
+    /// That manifest's size in bytes.
+    pub manifest_size: u64,
     /// The layers, bottom first.
     pub layers: Vec<RemoteLayer>,
+    /// The repository, for the artifacts that refer to the manifest.
+    pub repository: Repository,
     /// Blob bytes received from the registry so far, for all the layers
     /// together (retried bytes included): for logs and figures.
     pub bytes_received: Arc<AtomicU64>,

@@ -11,7 +11,7 @@ use super::blob::RegistryBlob;
 use super::client::Client;
 use super::reference::{check_digest, Target};
 use super::transport;
-use super::{Reference, RegistryError, RegistryOptions, RemoteImage, RemoteLayer};
+use super::{Reference, RegistryError, RegistryOptions, RemoteImage, RemoteLayer, Repository};
 use crate::image::manifest::{self, Descriptor, Index, Kind, LayerType, Manifest};
 use crate::image::{platforms, Platform};
 use crate::output::Sha256Digest;
@@ -20,7 +20,7 @@ use crate::output::Sha256Digest;
 const MAX_DEPTH: usize = 4;
 
 /// The largest manifest a registry accepts (distribution's own limit).
-const MAX_MANIFEST: u64 = 4 << 20;
+pub(super) const MAX_MANIFEST: u64 = 4 << 20;
 
 /// Every manifest kind layerfs reads; a registry converts or refuses the
 /// rest (and this keeps it from falling back to schema 1).
@@ -51,15 +51,19 @@ pub(super) fn resolve(
                     place: resolver.place(),
                     what: format!("blob {digest}"),
                 })?;
+            // No manifest: nothing refers to it (an empty media type says so).
             return Ok(RemoteImage {
                 name: reference.name.clone(),
                 manifest_digest: digest.clone(),
+                manifest_media_type: String::new(),
+                manifest_size: 0,
                 layers: vec![layer],
+                repository: Repository::new(Arc::clone(&client)),
                 bytes_received: client.received().clone(),
             });
         }
     };
-    let (manifest_digest, manifest) = resolver.manifest(reference.target.as_str(), expected, 1)?;
+    let (subject, manifest) = resolver.manifest(reference.target.as_str(), expected, 1)?;
     let layers = manifest
         .layers
         .iter()
@@ -68,8 +72,11 @@ pub(super) fn resolve(
         .collect::<Result<_, _>>()?;
     Ok(RemoteImage {
         name: reference.name.clone(),
-        manifest_digest,
+        manifest_digest: subject.digest,
+        manifest_media_type: subject.media_type,
+        manifest_size: subject.size,
         layers,
+        repository: Repository::new(Arc::clone(&client)),
         bytes_received: client.received().clone(),
     })
 }
@@ -81,6 +88,13 @@ struct Envelope {
     schema_version: Option<u64>,
     #[serde(rename = "mediaType", default)]
     media_type: Option<String>,
+}
+
+/// The descriptor of the image manifest resolved to.
+struct Subject {
+    digest: String,
+    media_type: String,
+    size: u64,
 }
 
 /// A manifest or index as fetched.
@@ -108,27 +122,12 @@ impl Resolver<'_> {
     /// `Docker-Content-Digest` for a tag.
     fn document(&self, target: &str, expected: Option<&str>) -> Result<Document, RegistryError> {
         let what = format!("manifest {target}");
-        let url = self.client.url(&format!("/manifests/{target}"));
         let place = self.place();
-        let (content_type, claimed, body) = self.client.retry().run(|| {
-            let mut response = self.client.attempt(&url, &[("Accept", ACCEPT)], &what)?;
-            let header = |name| transport::header(&response, name).map(str::to_string);
-            let (content_type, claimed) = (header("content-type"), header("docker-content-digest"));
-            let body = transport::read_small(&mut response, MAX_MANIFEST, &place, &what)?;
-            Ok((content_type, claimed, body))
-        })?;
-        let digest = Sha256Digest(Sha256::digest(&body).into()).to_string();
-        let claimed = claimed.filter(|c| c.starts_with("sha256:"));
-        if let Some(expected) = expected.or(claimed.as_deref()) {
-            if expected != digest {
-                return Err(RegistryError::DigestMismatch {
-                    place,
-                    what,
-                    expected: expected.to_string(),
-                    actual: digest,
-                });
-            }
-        }
+        let Fetched {
+            content_type,
+            body,
+            digest,
+        } = fetch_manifest(self.client, target, expected, ACCEPT, &what)?;
         let envelope: Envelope = parse(&place, &what, &body)?;
         let header_type = content_type
             .as_deref()
@@ -152,13 +151,13 @@ impl Resolver<'_> {
     }
 
     /// The image manifest `target` is, or leads to through indexes, and
-    /// its digest.
+    /// what describes it.
     fn manifest(
         &self,
         target: &str,
         expected: Option<&str>,
         depth: usize,
-    ) -> Result<(String, Manifest), RegistryError> {
+    ) -> Result<(Subject, Manifest), RegistryError> {
         if depth > MAX_DEPTH {
             return Err(RegistryError::TooDeep {
                 place: self.place(),
@@ -169,7 +168,12 @@ impl Resolver<'_> {
         match manifest::kind(&document.media_type) {
             Kind::Manifest => {
                 let manifest = parse(&self.place(), &document.what, &document.body)?;
-                Ok((document.digest, manifest))
+                let subject = Subject {
+                    size: document.body.len() as u64,
+                    digest: document.digest,
+                    media_type: document.media_type,
+                };
+                Ok((subject, manifest))
             }
             Kind::Index => {
                 let index: Index = parse(&self.place(), &document.what, &document.body)?;
@@ -294,8 +298,59 @@ impl Resolver<'_> {
     }
 }
 
+/// A manifest or index as the registry sent it.
+pub(super) struct Fetched {
+    /// The response's `Content-Type`, parameters and all.
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    /// `sha256:` of the body, checked where a digest was expected.
+    pub digest: String,
+}
+
+/// Fetches the manifest `target` (a tag or a digest) of one of the media
+/// types `accept` lists, as `what`, and checks its digest against
+/// `expected`, or against the registry's `Docker-Content-Digest` for a tag.
+pub(super) fn fetch_manifest(
+    client: &Client,
+    target: &str,
+    expected: Option<&str>,
+    accept: &str,
+    what: &str,
+) -> Result<Fetched, RegistryError> {
+    let url = client.url(&format!("/manifests/{target}"));
+    let place = client.place();
+    let (content_type, claimed, body) = client.retry().run(|| {
+        let mut response = client.attempt(&url, &[("Accept", accept)], what)?;
+        let header = |name| transport::header(&response, name).map(str::to_string);
+        let (content_type, claimed) = (header("content-type"), header("docker-content-digest"));
+        let body = transport::read_small(&mut response, MAX_MANIFEST, place, what)?;
+        Ok((content_type, claimed, body))
+    })?;
+    let digest = Sha256Digest(Sha256::digest(&body).into()).to_string();
+    let claimed = claimed.filter(|c| c.starts_with("sha256:"));
+    if let Some(expected) = expected.or(claimed.as_deref()) {
+        if expected != digest {
+            return Err(RegistryError::DigestMismatch {
+                place: place.to_string(),
+                what: what.to_string(),
+                expected: expected.to_string(),
+                actual: digest,
+            });
+        }
+    }
+    Ok(Fetched {
+        content_type,
+        body,
+        digest,
+    })
+}
+
 /// Parses a JSON document fetched as `what`.
-fn parse<T: DeserializeOwned>(place: &str, what: &str, body: &[u8]) -> Result<T, RegistryError> {
+pub(super) fn parse<T: DeserializeOwned>(
+    place: &str,
+    what: &str,
+    body: &[u8],
+) -> Result<T, RegistryError> {
     serde_json::from_slice(body).map_err(|source| RegistryError::Json {
         place: place.to_string(),
         what: what.to_string(),

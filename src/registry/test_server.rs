@@ -3,7 +3,7 @@
 //! on request (ignore Range, cut a body short, be busy, throttle, drip).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -45,15 +45,22 @@ pub(crate) struct Faults {
     /// Every body sent one byte per this interval, until the client
     /// hangs up: a server that is never quite silent.
     pub drip: Option<Duration>,
+    /// Bearer challenges name no scope: the client must know which to
+    /// ask for.
+    pub no_scope: bool,
 }
 
 /// One request the registry saw.
 #[derive(Clone, Debug)]
 pub(crate) struct Seen {
+    /// `GET`, `HEAD`, `POST` or `PUT`.
+    pub method: String,
     /// Path and query.
     pub path: String,
     /// Headers, names in lowercase.
     pub headers: HashMap<String, String>,
+    /// The request body (of its `Content-Length`).
+    pub body: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -61,9 +68,13 @@ struct State {
     /// By tag and by digest: media type and body.
     manifests: HashMap<String, (String, Vec<u8>)>,
     blobs: HashMap<String, Vec<u8>>,
+    /// The referrers API's answers by subject digest; with none, the API
+    /// is unknown here (404), as on the distribution registry 2.8.
+    referrers: HashMap<String, Vec<u8>>,
     login: Login,
     faults: Faults,
-    tokens: Vec<String>,
+    /// Tokens issued, with the scope each was asked for.
+    tokens: Vec<(String, String)>,
     issued: u32,
     seen: Vec<Seen>,
 }
@@ -160,6 +171,15 @@ impl TestRegistry {
             .insert(key.to_string(), (media_type.to_string(), body.to_vec()));
     }
 
+    /// Answers `GET /v2/REPO/referrers/SUBJECT` with `listing` (an image
+    /// index), whatever the query: a registry with the referrers API.
+    pub fn put_referrers(&self, subject: &str, listing: &[u8]) {
+        self.shared
+            .lock()
+            .referrers
+            .insert(subject.to_string(), listing.to_vec());
+    }
+
     pub fn set_login(&self, login: Login) {
         self.shared.lock().login = login;
     }
@@ -249,6 +269,7 @@ fn serve(shared: &Shared, stream: TcpStream) {
     if reader.read_line(&mut line).is_err() {
         return;
     }
+    let method = line.split_whitespace().next().unwrap_or("").to_string();
     let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
     let mut headers = HashMap::new();
     loop {
@@ -263,7 +284,20 @@ fn serve(shared: &Shared, stream: TcpStream) {
             }
         }
     }
-    let seen = Seen { path, headers };
+    let length = headers
+        .get("content-length")
+        .and_then(|l| l.parse::<u64>().ok())
+        .unwrap_or(0);
+    let mut body = Vec::new();
+    if (&mut reader).take(length).read_to_end(&mut body).is_err() {
+        return;
+    }
+    let seen = Seen {
+        method,
+        path,
+        headers,
+        body,
+    };
     let reply = respond(shared, &seen);
     let drip = {
         let mut state = shared.lock();
@@ -324,6 +358,9 @@ fn respond(shared: &Shared, seen: &Seen) -> Reply {
     if let Some(refused) = check_login(&state, shared.addr, rest, seen) {
         return refused;
     }
+    if seen.method != "GET" {
+        return write(&mut state, rest, seen);
+    }
     if let Some((_, reference)) = rest.rsplit_once("/manifests/") {
         return match state.manifests.get(reference) {
             Some((media_type, body)) => Reply::new("200 OK", body.clone())
@@ -333,6 +370,14 @@ fn respond(shared: &Shared, seen: &Seen) -> Reply {
                     digest(if state.faults.false_digest { b"" } else { body }),
                 ),
             None => Reply::error("404 Not Found", "MANIFEST_UNKNOWN"),
+        };
+    }
+    if let Some((_, subject)) = rest.rsplit_once("/referrers/") {
+        let subject = subject.split('?').next().unwrap_or(subject);
+        return match state.referrers.get(subject) {
+            Some(body) => Reply::new("200 OK", body.clone())
+                .header("Content-Type", "application/vnd.oci.image.index.v1+json"),
+            None => Reply::error("404 Not Found", "NAME_UNKNOWN"),
         };
     }
     if let Some((_, digest)) = rest.rsplit_once("/blobs/") {
@@ -346,6 +391,47 @@ fn respond(shared: &Shared, seen: &Seen) -> Reply {
     Reply::error("404 Not Found", "NAME_UNKNOWN")
 }
 
+/// `HEAD` of a blob, and the writes of a push: `POST` starts an upload,
+/// `PUT` ends it with the whole blob, or stores a manifest.
+fn write(state: &mut State, rest: &str, seen: &Seen) -> Reply {
+    let blob_digest = rest.rsplit_once("/blobs/").map(|(_, d)| d);
+    match (seen.method.as_str(), blob_digest) {
+        ("HEAD", Some(digest)) if state.blobs.contains_key(digest) => {
+            Reply::new("200 OK", Vec::new())
+        }
+        ("HEAD", _) => Reply::new("404 Not Found", Vec::new()),
+        ("POST", Some(uploads)) if uploads.starts_with("uploads") => {
+            let repository = rest.split("/blobs/").next().unwrap_or(rest);
+            Reply::new("202 Accepted", Vec::new()).header(
+                "Location",
+                format!("/v2/{repository}/blobs/uploads/1?_state=x"),
+            )
+        }
+        ("PUT", Some(upload)) => match upload.split_once("digest=") {
+            Some((_, wanted)) if wanted.replace("%3A", ":") == digest(&seen.body) => {
+                state.blobs.insert(digest(&seen.body), seen.body.clone());
+                Reply::new("201 Created", Vec::new())
+            }
+            _ => Reply::error("400 Bad Request", "DIGEST_INVALID"),
+        },
+        ("PUT", None) => match rest.rsplit_once("/manifests/") {
+            Some((_, reference)) => {
+                let media_type = seen
+                    .headers
+                    .get("content-type")
+                    .cloned()
+                    .unwrap_or_default();
+                let entry = (media_type, seen.body.clone());
+                state.manifests.insert(reference.to_string(), entry.clone());
+                state.manifests.insert(digest(&seen.body), entry);
+                Reply::new("201 Created", Vec::new())
+            }
+            None => Reply::error("404 Not Found", "NAME_UNKNOWN"),
+        },
+        _ => Reply::error("405 Method Not Allowed", "UNSUPPORTED"),
+    }
+}
+
 /// A 401 with the challenge the login wants, unless the request has it.
 fn check_login(state: &State, addr: SocketAddr, rest: &str, seen: &Seen) -> Option<Reply> {
     let sent = seen.headers.get("authorization");
@@ -356,15 +442,26 @@ fn check_login(state: &State, addr: SocketAddr, rest: &str, seen: &Seen) -> Opti
     let challenge = match &state.login {
         Login::Anonymous => return None,
         Login::Bearer(_) => {
+            // Writing takes a token with push rights.
+            let push = seen.method == "POST" || seen.method == "PUT";
+            let actions = if push { "pull,push" } else { "pull" };
             let valid = sent
                 .and_then(|s| s.strip_prefix("Bearer "))
-                .is_some_and(|t| state.tokens.iter().any(|k| k == t));
+                .is_some_and(|t| {
+                    state
+                        .tokens
+                        .iter()
+                        .any(|(k, scope)| k == t && (!push || scope.ends_with(":pull,push")))
+                });
             if valid {
                 return None;
             }
-            format!(
-                r#"Bearer realm="http://{addr}/token",service="test-registry",scope="repository:{repository}:pull""#
-            )
+            let mut challenge =
+                format!(r#"Bearer realm="http://{addr}/token",service="test-registry""#);
+            if !state.faults.no_scope {
+                challenge.push_str(&format!(r#",scope="repository:{repository}:{actions}""#));
+            }
+            challenge
         }
         Login::Basic(user, password) => {
             if sent == Some(&basic(user, password)) {
@@ -386,7 +483,14 @@ fn token(state: &mut State, seen: &Seen) -> Reply {
     }
     state.issued += 1;
     let token = format!("token-{}", state.issued);
-    state.tokens.push(token.clone());
+    let scope = seen
+        .path
+        .split_once("scope=")
+        .map(|(_, rest)| rest.split('&').next().unwrap_or(rest))
+        .unwrap_or_default()
+        .replace("%3A", ":")
+        .replace("%2C", ",");
+    state.tokens.push((token.clone(), scope));
     let field = if state.issued % 2 == 1 {
         "token"
     } else {

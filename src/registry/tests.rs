@@ -620,3 +620,102 @@ fn an_unreachable_registry_is_named() {
     );
     assert!(message.contains("gave up after 4 attempts"), "{message}");
 }
+
+/// A listing of referrers of `subject`: (digest, artifact type) each.
+fn referrer_listing(entries: &[(&str, &str)]) -> Vec<u8> {
+    let manifests: Vec<_> = entries
+        .iter()
+        .map(|(digest, artifact_type)| {
+            json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": 10, "artifactType": artifact_type})
+        })
+        .collect();
+    serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}))
+        .expect("json")
+}
+
+#[test]
+fn referrers_come_from_the_api_else_from_the_fallback_tag() {
+    let server = TestRegistry::start();
+    let layer = server.put_blob(b"layer");
+    let body = manifest_json(OCI_MANIFEST, &[(&layer, 5, GZIP_LAYER)]);
+    let subject = server.put_manifest(Some("v1"), OCI_MANIFEST, &body);
+    let ours = "application/vnd.example.ours";
+    let reference = parse(&format!("{}/repo:v1", server.host()))
+        .expect("parse")
+        .expect("a reference");
+    let image = resolve(&reference, &fast()).expect("resolve");
+    let (a, b) = (digest(b"a"), digest(b"b"));
+
+    // Neither: no referrers, and the fallback tag was asked for.
+    let found = image.repository.referrers(&subject, ours).expect("lookup");
+    assert!(found.is_empty());
+    assert_eq!(server.count("/manifests/sha256-"), 1);
+
+    // The fallback tag, filtered by artifact type.
+    let tag = subject.replacen(':', "-", 1);
+    let listing = referrer_listing(&[(&a, ours), (&b, "application/other")]);
+    server.put_manifest(Some(&tag), OCI_INDEX, &listing);
+    let found = image.repository.referrers(&subject, ours).expect("lookup");
+    let digests: Vec<_> = found.iter().map(|r| r.digest.as_str()).collect();
+    assert_eq!(digests, [a.as_str()]);
+
+    // The API, when the registry has it, and then no fallback tag.
+    server.put_referrers(&subject, &referrer_listing(&[(&b, ours)]));
+    let before = server.count("/manifests/sha256-");
+    let found = image.repository.referrers(&subject, ours).expect("lookup");
+    let digests: Vec<_> = found.iter().map(|r| r.digest.as_str()).collect();
+    assert_eq!(digests, [b.as_str()]);
+    assert_eq!(server.count("/manifests/sha256-"), before);
+    let asked = server.count(&format!("/referrers/{subject}?artifactType="));
+    assert!(asked >= 1, "{:?}", server.seen());
+}
+
+#[test]
+fn a_referrer_is_pushed_with_a_token_that_may_push() {
+    for no_scope in [false, true] {
+        let server = TestRegistry::start();
+        server.set_login(Login::Bearer(None));
+        server.set_faults(Faults {
+            no_scope,
+            ..Faults::default()
+        });
+        let layer = server.put_blob(b"layer");
+        let body = manifest_json(OCI_MANIFEST, &[(&layer, 5, GZIP_LAYER)]);
+        let subject = server.put_manifest(Some("v1"), OCI_MANIFEST, &body);
+        let reference = parse(&format!("{}/repo:v1", server.host()))
+            .expect("parse")
+            .expect("a reference");
+        let image = resolve(&reference, &fast()).expect("resolve");
+        let repository = &image.repository;
+
+        let blob = repository.push_blob(b"an index").expect("push a blob");
+        assert_eq!(blob, digest(b"an index"));
+        let artifact = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": "application/vnd.example",
+            "layers": [{"mediaType": "application/octet-stream", "digest": blob, "size": 8}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": body.len()},
+        }))
+        .expect("json");
+        let pushed = repository
+            .push_referrer(&artifact, &subject, "application/vnd.example", &json!({}))
+            .unwrap_or_else(|e| panic!("push (challenge without scope: {no_scope}): {e}"));
+        assert_eq!(pushed.digest, digest(&artifact));
+        let tag = subject.replacen(':', "-", 1);
+        assert_eq!(pushed.fallback_tag.as_deref(), Some(tag.as_str()));
+        // The blob is not uploaded again.
+        let uploads = server.count("/blobs/uploads/");
+        repository.push_blob(b"an index").expect("push again");
+        assert_eq!(server.count("/blobs/uploads/"), uploads);
+        let found = repository
+            .referrers(&subject, "application/vnd.example")
+            .expect("lookup");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].digest, pushed.digest);
+        assert_eq!(
+            repository.blob(&blob, 8).expect("fetch the blob"),
+            b"an index"
+        );
+    }
+}

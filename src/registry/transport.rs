@@ -59,18 +59,66 @@ impl Http {
         place: &str,
         what: &str,
     ) -> Result<Response<Body>, Failure> {
-        let mut request = self.agent.get(url);
-        for (key, value) in query {
-            request = request.query(*key, *value);
-        }
-        if let Some(authorization) = authorization {
-            request = request.header("Authorization", authorization);
-        }
-        for (key, value) in headers {
-            request = request.header(*key, *value);
-        }
-        request.call().map_err(|e| classify(e, place, what))
+        let request = Request {
+            method: Method::Get,
+            url,
+            query,
+            authorization,
+            headers,
+        };
+        self.send(&request, place, what)
     }
+
+    /// One request of any method, sorted as [`Http::get`] sorts a GET.
+    pub fn send(
+        &self,
+        request: &Request<'_>,
+        place: &str,
+        what: &str,
+    ) -> Result<Response<Body>, Failure> {
+        let mut extra: Vec<(&str, &str)> = Vec::with_capacity(request.headers.len() + 1);
+        extra.extend(request.authorization.map(|a| ("Authorization", a)));
+        extra.extend_from_slice(request.headers);
+        macro_rules! prepared {
+            ($builder:expr) => {{
+                let mut builder = $builder;
+                for (key, value) in request.query {
+                    builder = builder.query(*key, *value);
+                }
+                for (key, value) in &extra {
+                    builder = builder.header(*key, *value);
+                }
+                builder
+            }};
+        }
+        let sent = match request.method {
+            Method::Get => prepared!(self.agent.get(request.url)).call(),
+            Method::Head => prepared!(self.agent.head(request.url)).call(),
+            Method::Post(body) => prepared!(self.agent.post(request.url)).send(body),
+            Method::Put(body) => prepared!(self.agent.put(request.url)).send(body),
+        };
+        sent.map_err(|e| classify(e, place, what))
+    }
+}
+
+/// An HTTP method, with the body of those that carry one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Method<'a> {
+    Get,
+    Head,
+    Post(&'a [u8]),
+    Put(&'a [u8]),
+}
+
+/// One request to send with [`Http::send`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Request<'a> {
+    pub method: Method<'a>,
+    pub url: &'a str,
+    pub query: &'a [(&'a str, &'a str)],
+    /// The `Authorization` value, if any.
+    pub authorization: Option<&'a str>,
+    pub headers: &'a [(&'a str, &'a str)],
 }
 
 /// Sorts a transport error: no connection at all is `Unreachable`;

@@ -1,0 +1,430 @@
+//! layerfs' own indexes, shipped through the registry beside the image
+//! they index, so that the first mount of a registry image on any machine
+//! reads no blob to index it: `layerfs index push` uploads them as an OCI
+//! artifact that refers to the image manifest, and a mount whose layers
+//! have no stored index looks for one before it streams the blobs.
+//!
+//! The artifact (OCI image spec 1.1, an image manifest):
+//!
+//! ```text
+//! artifactType  application/vnd.layerfs.index.v1
+//! config        the empty descriptor (application/vnd.oci.empty.v1+json, `{}`)
+//! subject       the image manifest (the platform's, for an index)
+//! layers        one per distinct image layer: media type
+//!               application/vnd.layerfs.index.layer.v1, the layer's index
+//!               cache entry as stored, annotated with
+//!               dev.layerfs.layer.digest  the layer blob's digest
+//!               dev.layerfs.layer.size    the layer blob's size
+//!               dev.layerfs.index.format  the cache entry format version
+//! ```
+//!
+//! Nothing fetched is trusted beyond what is checked: the manifest and
+//! each blob against their digests, the subject against the image, each
+//! entry against the layer it must index (the entry echoes the blob digest
+//! and size it was built from, and must decode whole) before it enters the
+//! cache. What the entry says of the blob's bytes is then checked as any
+//! stored index is: every chunk read from the blob against the chunk sums
+//! the index carries.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::cache::{self, CacheError, IndexCache, LayerKey};
+use crate::registry::{Pushed, RegistryError, RemoteImage, RemoteLayer, MANIFEST_MEDIA_TYPE};
+
+/// The artifact type of a layerfs index artifact.
+pub const ARTIFACT_TYPE: &str = "application/vnd.layerfs.index.v1";
+
+/// The media type of one layer's index in the artifact: a cache entry.
+pub const LAYER_MEDIA_TYPE: &str = "application/vnd.layerfs.index.layer.v1";
+
+/// Annotation of an index blob: the digest of the layer blob it indexes.
+const LAYER_DIGEST: &str = "dev.layerfs.layer.digest";
+/// Annotation of an index blob: the size of the layer blob it indexes.
+const LAYER_SIZE: &str = "dev.layerfs.layer.size";
+/// Annotation of an index blob: the cache entry format version.
+const FORMAT: &str = "dev.layerfs.index.format";
+
+/// The OCI empty descriptor's media type, digest and bytes (`{}`).
+const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+const EMPTY_DIGEST: &str =
+    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+const EMPTY_JSON: &[u8] = b"{}";
+
+/// The largest index blob taken from a registry: it is held in memory
+/// while checked, and an index of 200k files takes 7 MB.
+const MAX_INDEX_BLOB: u64 = 256 << 20;
+
+/// What can go wrong pushing or fetching an index artifact.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteIndexError {
+    /// The registry refused or failed a request.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A layer's index is not in the cache to be pushed.
+    #[error("{image}: layer {number} ({digest}) has no stored index in {} (a registry layer indexed with --no-verify is not stored)", dir.display())]
+    Missing {
+        /// The image.
+        image: String,
+        /// The layer (1 = bottom).
+        number: usize,
+        /// Its blob digest.
+        digest: String,
+        /// The cache directory.
+        dir: std::path::PathBuf,
+    },
+    /// A blob given by its URL has no manifest for an artifact to refer to.
+    #[error("{image}: a blob, not an image: an index artifact refers to an image manifest")]
+    NoManifest {
+        /// The blob's URL.
+        image: String,
+    },
+    /// A cache entry could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The entry.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The artifact found is not one this layerfs can use.
+    #[error("{place}: layerfs index {digest}: {reason}")]
+    Unusable {
+        /// `REGISTRY/REPO`.
+        place: String,
+        /// The artifact manifest's digest.
+        digest: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An index from the artifact was refused by the cache.
+    #[error("{place}: layerfs index {digest}: {source}")]
+    Cache {
+        /// `REGISTRY/REPO`.
+        place: String,
+        /// The artifact manifest's digest.
+        digest: String,
+        /// Why.
+        source: CacheError,
+    },
+}
+
+/// Uploads the stored indexes of `image`'s layers as an artifact referring
+/// to its manifest (see the module docs); every layer must have one.
+pub fn push(cache: &IndexCache, image: &RemoteImage) -> Result<Pushed, RemoteIndexError> {
+    if image.manifest_media_type.is_empty() {
+        return Err(RemoteIndexError::NoManifest {
+            image: image.name.clone(),
+        });
+    }
+    let repository = &image.repository;
+    let mut layers = Vec::new();
+    for (n, layer) in distinct(&image.layers) {
+        let name = LayerKey::of_blob(&layer.digest, layer.size).file_name();
+        let bytes = cache
+            .entry_bytes(&name)
+            .map_err(|source| RemoteIndexError::Io {
+                path: cache.dir().join(&name),
+                source,
+            })?
+            .ok_or_else(|| RemoteIndexError::Missing {
+                image: image.name.clone(),
+                number: n + 1,
+                digest: layer.digest.clone(),
+                dir: cache.dir().to_path_buf(),
+            })?;
+        let digest = repository.push_blob(&bytes)?;
+        layers.push(json!({
+            "mediaType": LAYER_MEDIA_TYPE,
+            "digest": digest,
+            "size": bytes.len(),
+            "annotations": {
+                LAYER_DIGEST: layer.digest,
+                LAYER_SIZE: layer.size.to_string(),
+                FORMAT: cache::format_version().to_string(),
+            },
+        }));
+    }
+    repository.push_blob(EMPTY_JSON)?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": ARTIFACT_TYPE,
+        "config": {
+            "mediaType": EMPTY_MEDIA_TYPE,
+            "digest": EMPTY_DIGEST,
+            "size": EMPTY_JSON.len(),
+            "data": "e30=",
+        },
+        "layers": layers,
+        "subject": {
+            "mediaType": image.manifest_media_type,
+            "digest": image.manifest_digest,
+            "size": image.manifest_size,
+        },
+    });
+    let body = serde_json::to_vec(&manifest).map_err(|source| RegistryError::Json {
+        place: repository.place().to_string(),
+        what: "the layerfs index manifest".into(),
+        source,
+    })?;
+    Ok(repository.push_referrer(&body, &image.manifest_digest, ARTIFACT_TYPE, &json!({}))?)
+}
+
+/// The layers of `layers` with their numbers (from 0), each blob once.
+fn distinct(layers: &[RemoteLayer]) -> Vec<(usize, &RemoteLayer)> {
+    let mut seen = std::collections::HashSet::new();
+    layers
+        .iter()
+        .enumerate()
+        .filter(|(_, layer)| seen.insert((&layer.digest, layer.size)))
+        .collect()
+}
+
+/// What [`fetch`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fetched {
+    /// Every layer had a stored index: nothing was asked of the registry.
+    NotNeeded,
+    /// The registry has no layerfs index for the image.
+    None,
+    /// This many layer indexes were put into the cache.
+    Imported(usize),
+    /// The registry could not be asked, or what it had was unusable
+    /// (warned about).
+    Failed,
+}
+
+/// Puts the indexes of `image`'s layers that the cache lacks into it from
+/// a layerfs index artifact in the registry, if there is one. A missing
+/// artifact is only logged; a lookup that fails or an artifact that cannot
+/// be used costs one warning. Either way the mount goes on, indexing what
+/// is still missing as usual.
+pub fn fetch(cache: &IndexCache, image: &RemoteImage) -> Fetched {
+    let missing: Vec<(usize, &RemoteLayer)> = distinct(&image.layers)
+        .into_iter()
+        .filter(|(_, layer)| {
+            cache
+                .load_seek(&LayerKey::of_blob(&layer.digest, layer.size))
+                .is_none()
+        })
+        .collect();
+    if missing.is_empty() {
+        return Fetched::NotNeeded;
+    }
+    if image.manifest_media_type.is_empty() {
+        // A blob given by its URL: no manifest, so no artifact refers to it.
+        return Fetched::None;
+    }
+    let repository = &image.repository;
+    let subject = &image.manifest_digest;
+    let referrers = match repository.referrers(subject, ARTIFACT_TYPE) {
+        Ok(referrers) => referrers,
+        Err(e) => {
+            log::warn!(
+                "{}: looking for a layerfs index of {subject}: {e}; indexing the layers as usual",
+                image.name
+            );
+            return Fetched::Failed;
+        }
+    };
+    // The latest listed first: the fallback tag's index lists the last
+    // one pushed last.
+    let mut failure = None;
+    for referrer in referrers.iter().rev() {
+        match import(cache, image, &referrer.digest, referrer.size, &missing) {
+            Ok(count) => {
+                log::info!(
+                    "{}: {} taken from the registry (layerfs index {})",
+                    image.name,
+                    crate::plural::counted(count, "layer index", "layer indexes"),
+                    referrer.digest
+                );
+                return Fetched::Imported(count);
+            }
+            Err(e) => {
+                log::debug!("{e}");
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    match failure {
+        Some(e) => {
+            log::warn!("{}: {e}; indexing the layers as usual", image.name);
+            Fetched::Failed
+        }
+        None => {
+            log::debug!(
+                "{}: the registry has no layerfs index of {subject}",
+                image.name
+            );
+            Fetched::None
+        }
+    }
+}
+
+/// An artifact manifest, as far as it is read.
+#[derive(Deserialize)]
+struct Artifact {
+    #[serde(rename = "artifactType", default)]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    subject: Option<Blob>,
+    #[serde(default)]
+    layers: Vec<Blob>,
+}
+
+/// A descriptor, as far as it is read.
+#[derive(Deserialize)]
+struct Blob {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
+    annotations: std::collections::HashMap<String, String>,
+}
+
+/// Fetches the artifact `digest` and puts the indexes of the `missing`
+/// layers from it into the cache, each checked first; returns how many.
+fn import(
+    cache: &IndexCache,
+    image: &RemoteImage,
+    digest: &str,
+    size: Option<u64>,
+    missing: &[(usize, &RemoteLayer)],
+) -> Result<usize, RemoteIndexError> {
+    let repository = &image.repository;
+    let unusable = |reason: String| RemoteIndexError::Unusable {
+        place: repository.place().to_string(),
+        digest: digest.to_string(),
+        reason,
+    };
+    let body = repository.manifest(digest)?;
+    if size.is_some_and(|size| size != body.len() as u64) {
+        return Err(unusable("its size is not the one its listing gives".into()));
+    }
+    let artifact: Artifact = serde_json::from_slice(&body)
+        .map_err(|e| unusable(format!("not a valid manifest: {e}")))?;
+    if artifact.artifact_type.as_deref() != Some(ARTIFACT_TYPE) {
+        return Err(unusable(format!(
+            "its artifact type is {:?}, not {ARTIFACT_TYPE}",
+            artifact.artifact_type.unwrap_or_default()
+        )));
+    }
+    let subject = artifact.subject.map(|s| s.digest).unwrap_or_default();
+    if subject != image.manifest_digest {
+        return Err(unusable(format!(
+            "it refers to {subject:?}, not to the image {}",
+            image.manifest_digest
+        )));
+    }
+    let mut imported = 0;
+    for (n, layer) in missing {
+        let blob = artifact
+            .layers
+            .iter()
+            .find(|b| b.annotations.get(LAYER_DIGEST) == Some(&layer.digest))
+            .ok_or_else(|| {
+                unusable(format!(
+                    "it has no index of layer {} ({})",
+                    n + 1,
+                    layer.digest
+                ))
+            })?;
+        let what = format!("the index of layer {} ({})", n + 1, layer.digest);
+        check_blob(blob, layer.size).map_err(|reason| unusable(format!("{what}: {reason}")))?;
+        let blob_size = blob.size.unwrap_or_default();
+        let bytes = repository.blob(&blob.digest, blob_size)?;
+        cache
+            .import_layer(&LayerKey::of_blob(&layer.digest, layer.size), &bytes)
+            .map_err(|source| RemoteIndexError::Cache {
+                place: repository.place().to_string(),
+                digest: digest.to_string(),
+                source,
+            })?;
+        imported += 1;
+    }
+    Ok(imported)
+}
+
+/// Why the descriptor `blob` cannot be the index of a layer blob of
+/// `layer_size` bytes, if it cannot.
+fn check_blob(blob: &Blob, layer_size: u64) -> Result<(), String> {
+    if blob.media_type != LAYER_MEDIA_TYPE {
+        return Err(format!(
+            "media type {:?}, not {LAYER_MEDIA_TYPE}",
+            blob.media_type
+        ));
+    }
+    let size = blob.annotations.get(LAYER_SIZE).map(String::as_str);
+    if size != Some(layer_size.to_string().as_str()) {
+        return Err(format!(
+            "made for a blob of {} bytes, the layer has {layer_size}",
+            size.unwrap_or("unknown"),
+        ));
+    }
+    let version = cache::format_version().to_string();
+    let format = blob.annotations.get(FORMAT).map(String::as_str);
+    if format != Some(version.as_str()) {
+        return Err(format!(
+            "index format {}, this layerfs reads {version}",
+            format.unwrap_or("unknown")
+        ));
+    }
+    match blob.size {
+        None => Err("its descriptor gives no size".into()),
+        Some(size) if size > MAX_INDEX_BLOB => Err(format!(
+            "{size} bytes, more than the {MAX_INDEX_BLOB} an index may take"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(media_type: &str, size: &str, format: &str, blob_size: u64) -> Blob {
+        Blob {
+            media_type: media_type.into(),
+            digest: "sha256:11".into(),
+            size: Some(blob_size),
+            annotations: [
+                (LAYER_DIGEST.to_string(), "sha256:00".to_string()),
+                (LAYER_SIZE.to_string(), size.to_string()),
+                (FORMAT.to_string(), format.to_string()),
+            ]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn an_index_blob_must_be_for_this_layer_and_this_format() {
+        let version = cache::format_version().to_string();
+        let good = blob(LAYER_MEDIA_TYPE, "100", &version, 10);
+        assert_eq!(check_blob(&good, 100), Ok(()));
+        let refused = [
+            blob("application/octet-stream", "100", &version, 10),
+            blob(LAYER_MEDIA_TYPE, "101", &version, 10),
+            blob(LAYER_MEDIA_TYPE, "100", "1", 10),
+            blob(LAYER_MEDIA_TYPE, "100", &version, MAX_INDEX_BLOB + 1),
+        ];
+        for b in &refused {
+            assert!(
+                check_blob(b, 100).is_err(),
+                "{:?} {:?}",
+                b.media_type,
+                b.annotations
+            );
+        }
+    }
+
+    #[test]
+    fn the_empty_descriptor_is_the_empty_json() {
+        use sha2::{Digest, Sha256};
+        let digest = crate::output::Sha256Digest(Sha256::digest(EMPTY_JSON).into()).to_string();
+        assert_eq!(digest, EMPTY_DIGEST);
+    }
+}
