@@ -353,3 +353,38 @@ pub fn write_json(usage: &Usage, out: &mut dyn Write) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_top_keeps_the_largest_ties_by_path_without_the_rest() {
+        let mut top = Top::new(3);
+        for (bytes, path) in [(5, "e"), (9, "b"), (5, "a"), (1, "z"), (9, "a"), (5, "c")] {
+            top.offer(bytes, path.as_bytes(), 1);
+        }
+        assert_eq!(top.heap.len(), 3);
+        let sorted: Vec<(u64, Vec<u8>)> = top
+            .into_sorted()
+            .into_iter()
+            .map(|l| (l.bytes, l.path))
+            .collect();
+        assert_eq!(
+            sorted,
+            [(9, b"a".to_vec()), (9, b"b".to_vec()), (5, b"a".to_vec())]
+        );
+        let mut none = Top::new(0);
+        none.offer(1, b"x", 1);
+        assert!(none.into_sorted().is_empty());
+    }
+
+    #[test]
+    fn percentages_round_to_a_tenth_and_nothing_is_none() {
+        assert_eq!(Percent(0, 0).to_string(), "0.0%");
+        assert_eq!(Percent(1, 3).to_string(), "33.3%");
+        assert_eq!(Percent(2, 3).to_string(), "66.7%");
+        assert_eq!(Percent(5, 5).to_string(), "100.0%");
+        assert_eq!(Percent(u64::MAX, u64::MAX).to_string(), "100.0%");
+    }
+}
