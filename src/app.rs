@@ -100,6 +100,9 @@ pub enum AppError {
         /// What was given.
         arg: String,
     },
+    /// `inspect` without `--usage` was given more than one argument.
+    #[error("inspect takes one image; several images or layer files only with --usage")]
+    InspectOneImage,
     /// `--peek` was given more than one layer.
     #[error(
         "--peek lists one layer as stored; {count} layers were given (pick one with --layer N)"
@@ -156,6 +159,7 @@ impl AppError {
             | AppError::NoSuchLayer { .. }
             | AppError::BadSize { .. }
             | AppError::PeekOneLayer { .. }
+            | AppError::InspectOneImage
             | AppError::Inputs(InputError::DigestArg { .. }) => USAGE,
             _ => 1,
         }
@@ -800,10 +804,13 @@ pub fn get(request: &ExtractRequest) -> Result<(), AppError> {
 /// What `layerfs inspect` was asked to do.
 #[derive(Debug)]
 pub struct InspectRequest {
-    /// The image (exactly one argument), `--platform`, `--no-verify`.
+    /// The image (exactly one argument, unless `usage`), `--platform`,
+    /// `--no-verify`.
     pub image: LayerInputs,
-    /// One JSON object per layer instead of a table.
+    /// JSON lines instead of tables.
     pub json: bool,
+    /// `--usage`, with how many directories and files to list (`--top`).
+    pub usage: Option<usize>,
     /// Where layer indexes are cached.
     pub cache: CacheChoice,
     /// No progress bar while indexing.
@@ -813,9 +820,15 @@ pub struct InspectRequest {
 /// `layerfs inspect`: indexes (or loads) and merges the image's layers,
 /// recording what each whiteout hides, and prints one line per layer.
 pub fn inspect(request: &InspectRequest) -> Result<(), AppError> {
+    if request.usage.is_none() && request.image.args.len() != 1 {
+        return Err(AppError::InspectOneImage);
+    }
     let (stack, images) = request
         .cache
         .open_stack(&request.image, true, request.quiet)?;
+    if let Some(top) = request.usage {
+        return inspect_usage(&stack, &images, top, request.json);
+    }
     let [image] = images.as_slice() else {
         return Err(AppError::NotAnImage {
             arg: request
@@ -838,6 +851,29 @@ pub fn inspect(request: &InspectRequest) -> Result<(), AppError> {
         crate::inspect::write_json(&reports, &mut out)
     } else {
         crate::inspect::write_text(&reports, &mut out)
+    };
+    written.and_then(|()| out.flush()).map_err(AppError::Output)
+}
+
+/// `layerfs inspect --usage`: where the bytes of the layers go. Layers
+/// are named by the digests their images give when every argument is an
+/// image, else by their files.
+fn inspect_usage(stack: &Stack, images: &[Image], top: usize, json: bool) -> Result<(), AppError> {
+    let digests: Vec<Option<String>> = images
+        .iter()
+        .flat_map(|image| image.layers.iter().map(|layer| layer.digest.clone()))
+        .collect();
+    let digests = if digests.len() == stack.layers().len() {
+        digests
+    } else {
+        Vec::new()
+    };
+    let usage = crate::usage::usage(stack, &digests, top);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = if json {
+        crate::usage::write_json(&usage, &mut out)
+    } else {
+        crate::usage::write_text(&usage, &mut out)
     };
     written.and_then(|()| out.flush()).map_err(AppError::Output)
 }

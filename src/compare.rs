@@ -1,13 +1,15 @@
 //! `layerfs compare`: the difference of two merged trees, path by path.
 //!
-//! Both trees are walked together, directory by directory, names in byte
-//! order (the order `ls` lists them), so the comparison costs one pass over
-//! the two indexes and no memory beyond the open directories. A file's
+//! Both trees are walked together, directory by directory, paths in byte
+//! order (as `sort` orders them: `a.txt` before `a/b`), so the comparison
+//! costs one pass over the two indexes and no memory beyond the open
+//! directories and the subdirectories each has yet to enter. A file's
 //! bytes are read only when its size is the same on both sides and it does
 //! not come from the same member of the same layer file on both: two
 //! images sharing a layer read nothing of it, and a changed file is read
 //! only up to its first differing chunk.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use std::path::PathBuf;
 use crate::escape::Escaped;
 use crate::list::json_string;
 use crate::stack::{LayerSpec, Stack, StackError};
-use crate::tree::{Ino, Node, NodeKind, Tree, ROOT_INO};
+use crate::tree::{DirEntry, Ino, Node, NodeKind, Tree, ROOT_INO};
 
 /// Extended attributes that belong to the overlay filesystem holding a
 /// layer, not to the file, and so are no difference between two images.
@@ -145,7 +147,7 @@ fn same_stream(a: &LayerSpec, b: &LayerSpec) -> bool {
 }
 
 /// Walks `old` and `new` together and passes each difference to `emit`,
-/// in listing order.
+/// in byte order of their paths.
 pub fn compare(
     old: Side<'_>,
     new: Side<'_>,
@@ -186,64 +188,104 @@ enum Which {
     New,
 }
 
+/// A directory being compared: present on one side or both (one side
+/// only below a directory added, deleted or retyped, with `--recursive`).
+struct Open {
+    old: Option<Ino>,
+    new: Option<Ino>,
+    /// The length of `Walk::path` that names it.
+    prefix: usize,
+    /// The next entry of each side.
+    next: (usize, usize),
+    /// Subdirectories met and not yet entered, by name and a `/`: a path
+    /// below `a` sorts after a sibling `a.txt` ('.' < '/'), so each is
+    /// entered only once the siblings sorting before its key are done.
+    later: BTreeMap<Vec<u8>, Below>,
+}
+
+/// A directory to descend into, on the old side, the new, or both.
+type Below = (Option<Ino>, Option<Ino>);
+
+impl Open {
+    fn new(old: Option<Ino>, new: Option<Ino>, prefix: usize) -> Open {
+        Open {
+            old,
+            new,
+            prefix,
+            next: (0, 0),
+            later: BTreeMap::new(),
+        }
+    }
+}
+
 impl Walk<'_, '_> {
     /// Compares the entries of two directories present on both sides, and
-    /// below them. Directories still open are kept on an explicit stack, so
-    /// a deep tree cannot overflow the thread's.
+    /// below them, in byte order of the whole path. Directories still open
+    /// are kept on an explicit stack, so a deep tree cannot overflow the
+    /// thread's.
     fn directory(&mut self, old_root: Ino, new_root: Ino) -> Result<(), CompareError> {
-        // (old dir, new dir, length of `path` naming them, next old entry,
-        // next new entry)
-        let mut open = vec![(old_root, new_root, 0usize, 0usize, 0usize)];
+        let mut open = vec![Open::new(Some(old_root), Some(new_root), 0)];
         while let Some(top) = open.last_mut() {
-            let (old_dir, new_dir, prefix, i, j) = *top;
-            let old_entry = self.old.tree().entries(old_dir).get(i);
-            let new_entry = self.new.tree().entries(new_dir).get(j);
+            let (old_tree, new_tree) = (self.old.tree(), self.new.tree());
+            let old_entry = entries(old_tree, top.old).get(top.next.0);
+            let new_entry = entries(new_tree, top.new).get(top.next.1);
             let (old_ino, new_ino, name) = match (old_entry, new_entry) {
-                (None, None) => {
-                    open.pop();
-                    continue;
-                }
-                (Some(o), None) => (Some(o.ino), None, self.old.tree().name(o)),
-                (None, Some(n)) => (None, Some(n.ino), self.new.tree().name(n)),
+                (None, None) => (None, None, None),
+                (Some(o), None) => (Some(o.ino), None, Some(old_tree.name(o))),
+                (None, Some(n)) => (None, Some(n.ino), Some(new_tree.name(n))),
                 (Some(o), Some(n)) => {
-                    let (old_name, new_name) = (self.old.tree().name(o), self.new.tree().name(n));
+                    let (old_name, new_name) = (old_tree.name(o), new_tree.name(n));
                     match old_name.cmp(new_name) {
-                        std::cmp::Ordering::Less => (Some(o.ino), None, old_name),
-                        std::cmp::Ordering::Greater => (None, Some(n.ino), new_name),
-                        std::cmp::Ordering::Equal => (Some(o.ino), Some(n.ino), old_name),
+                        std::cmp::Ordering::Less => (Some(o.ino), None, Some(old_name)),
+                        std::cmp::Ordering::Greater => (None, Some(n.ino), Some(new_name)),
+                        std::cmp::Ordering::Equal => (Some(o.ino), Some(n.ino), Some(old_name)),
                     }
                 }
             };
-            top.3 += usize::from(old_ino.is_some());
-            top.4 += usize::from(new_ino.is_some());
-            self.path.truncate(prefix);
-            if prefix > 0 {
+            self.path.truncate(top.prefix);
+            if let Some(first) = top.later.first_entry() {
+                if name.is_none_or(|name| first.key().as_slice() < name) {
+                    let (key, (old_dir, new_dir)) = first.remove_entry();
+                    if top.prefix > 0 {
+                        self.path.push(b'/');
+                    }
+                    self.path.extend_from_slice(&key[..key.len() - 1]);
+                    open.push(Open::new(old_dir, new_dir, self.path.len()));
+                    continue;
+                }
+            }
+            let Some(name) = name else {
+                open.pop();
+                continue;
+            };
+            top.next.0 += usize::from(old_ino.is_some());
+            top.next.1 += usize::from(new_ino.is_some());
+            if top.prefix > 0 {
                 self.path.push(b'/');
             }
             self.path.extend_from_slice(name);
-            match (old_ino, new_ino) {
+            let below = match (old_ino, new_ino) {
                 (Some(o), None) => self.lone(Which::Old, o)?,
                 (None, Some(n)) => self.lone(Which::New, n)?,
-                (Some(o), Some(n)) => {
-                    if let Some(both) = self.pair(o, n)? {
-                        open.push((both.0, both.1, self.path.len(), 0, 0));
-                    }
-                }
-                (None, None) => {}
+                (Some(o), Some(n)) => self.pair(o, n)?,
+                (None, None) => None,
+            };
+            if let (Some(dirs), Some(top)) = (below, open.last_mut()) {
+                top.later.insert([name, b"/"].concat(), dirs);
             }
         }
         Ok(())
     }
 
-    /// Reports an entry found on one side only (with its subtree if
-    /// `--recursive`).
-    fn lone(&mut self, side: Which, ino: Ino) -> Result<(), CompareError> {
+    /// Reports an entry found on one side only; returns it to descend into
+    /// if it is a directory and `--recursive` lists its subtree.
+    fn lone(&mut self, side: Which, ino: Ino) -> Result<Option<Below>, CompareError> {
         let (tree, status) = match side {
             Which::Old => (self.old.tree(), Status::Deleted),
             Which::New => (self.new.tree(), Status::Added),
         };
         let Some(node) = tree.node(ino) else {
-            return Ok(());
+            return Ok(None);
         };
         let size = Some(node.size);
         let (old_size, new_size) = match side {
@@ -251,65 +293,32 @@ impl Walk<'_, '_> {
             Which::New => (None, size),
         };
         self.report(status, old_size, new_size)?;
-        if self.options.recursive && node.kind() == NodeKind::Directory {
-            self.subtree(side, ino)?;
-        }
-        Ok(())
+        let below = self.options.recursive && node.kind() == NodeKind::Directory;
+        Ok(below.then_some(match side {
+            Which::Old => (Some(ino), None),
+            Which::New => (None, Some(ino)),
+        }))
     }
 
-    /// Reports everything below directory `ino` of one side as added or
-    /// deleted.
-    fn subtree(&mut self, side: Which, ino: Ino) -> Result<(), CompareError> {
-        let (tree, status) = match side {
-            Which::Old => (self.old.tree(), Status::Deleted),
-            Which::New => (self.new.tree(), Status::Added),
-        };
-        let base = self.path.clone();
-        let emit = &mut *self.emit;
-        tree.walk_below(ino, |below, _, node| {
-            let mut path = base.clone();
-            path.push(b'/');
-            path.extend_from_slice(below);
-            let size = Some(node.size);
-            let (old_size, new_size) = match side {
-                Which::Old => (size, None),
-                Which::New => (None, size),
-            };
-            emit(&Change {
-                status,
-                path: &path,
-                old_size,
-                new_size,
-            })
-        })?;
-        Ok(())
-    }
-
-    /// Compares one name present on both sides; returns the two
-    /// directories to descend into if both are directories.
-    fn pair(&mut self, old: Ino, new: Ino) -> Result<Option<(Ino, Ino)>, CompareError> {
+    /// Compares one name present on both sides; returns the directories
+    /// to descend into: both if both are, the one a type change left or
+    /// made if `--recursive` lists its subtree.
+    fn pair(&mut self, old: Ino, new: Ino) -> Result<Option<Below>, CompareError> {
         let (Some(o), Some(n)) = (self.old.tree().node(old), self.new.tree().node(new)) else {
             return Ok(None);
         };
         let sizes = (Some(o.size), Some(n.size));
         if o.kind() != n.kind() {
             self.report(Status::Type, sizes.0, sizes.1)?;
-            if self.options.recursive {
-                if o.kind() == NodeKind::Directory {
-                    self.subtree(Which::Old, old)?;
-                }
-                if n.kind() == NodeKind::Directory {
-                    self.subtree(Which::New, new)?;
-                }
-            }
-            return Ok(None);
+            let dir = |node: &Node, ino| (node.kind() == NodeKind::Directory).then_some(ino);
+            return Ok(self.options.recursive.then(|| (dir(o, old), dir(n, new))));
         }
         if o.kind() == NodeKind::File && !self.same_contents(old, o, new, n)? {
             self.report(Status::Modified, sizes.0, sizes.1)?;
         } else if !self.same_metadata(old, o, new, n) {
             self.report(Status::Metadata, sizes.0, sizes.1)?;
         }
-        Ok((o.kind() == NodeKind::Directory).then_some((old, new)))
+        Ok((o.kind() == NodeKind::Directory).then_some((Some(old), Some(new))))
     }
 
     /// Whether everything but the contents agrees: permissions, owner,
@@ -405,6 +414,11 @@ impl Walk<'_, '_> {
         })?;
         Ok(())
     }
+}
+
+/// The entries of a directory present on this side; none if absent.
+fn entries(tree: &Tree, dir: Option<Ino>) -> &[DirEntry] {
+    dir.map_or(&[], |dir| tree.entries(dir))
 }
 
 /// A node's extended attributes but the overlay's, sorted: layers may give

@@ -28,6 +28,8 @@
 //! - [`author`]: writes a layer from a directory, whole (`create`) or as
 //!   the changes from a stack's tree (`diff`);
 //! - [`inspect`]: an image's layers: sizes, digests, entries, what each hides;
+//! - [`usage`]: where a stack's bytes go: each layer's added and wasted
+//!   file data, the largest directories and files (`inspect --usage`);
 //! - [`list`]: lists the merged tree or one layer as stored, names shown
 //!   through [`escape`];
 //! - [`output`]: where a written layer goes: framed compression, digests,
@@ -78,3 +80,4 @@ mod sys;
 pub mod tar;
 pub mod tree;
 pub mod upper;
+pub mod usage;

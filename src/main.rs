@@ -166,18 +166,24 @@ enum Command {
         #[arg(required = true, last = true, value_name = "B")]
         new: Vec<PathBuf>,
     },
-    /// Show an image's layers: media type, sizes, digest, entries and how many entries below each hides.
+    /// Show an image's layers: media type, sizes, digest, entries and how many entries below each hides; with --usage, where the bytes go.
     Inspect {
-        /// One JSON object per layer.
+        /// One JSON object per layer (with --usage, per layer, total, directory and file).
         #[arg(long)]
         json: bool,
+        /// Where the bytes go: per layer, bytes of files added and bytes of files (its own or below) it hides, still shipped but not shown (wasted); then the largest directories and files of the merged tree. Takes layer files and several images too.
+        #[arg(long)]
+        usage: bool,
+        /// With --usage, how many directories and files to list.
+        #[arg(long, value_name = "N", default_value_t = layerfs::usage::DEFAULT_TOP, requires = "usage")]
+        top: usize,
         #[command(flatten)]
         cache: CacheArgs,
         #[command(flatten)]
         image: ImageArgs,
-        /// An OCI layout directory (DIR, DIR:TAG, DIR@DIGEST), OCI archive, docker save archive or registry reference (HOST/REPO[:TAG|@DIGEST], docker://REF).
-        #[arg(value_name = "IMAGE")]
-        image_path: PathBuf,
+        /// An OCI layout directory (DIR, DIR:TAG, DIR@DIGEST), OCI archive, docker save archive or registry reference (HOST/REPO[:TAG|@DIGEST], docker://REF); with --usage, also layer files and directories, bottom first.
+        #[arg(value_name = "IMAGE", required = true)]
+        image_path: Vec<PathBuf>,
     },
     /// Print a shell completion script (e.g. `layerfs completions bash > /etc/bash_completion.d/layerfs`).
     Completions {
@@ -571,12 +577,15 @@ fn main() -> ExitCode {
         }),
         Command::Inspect {
             json,
+            usage,
+            top,
             cache,
             image,
             image_path,
         } => app::inspect(&InspectRequest {
-            image: image.inputs(vec![image_path]),
+            image: image.inputs(image_path),
             json,
+            usage: usage.then_some(top),
             cache: cache.choice(),
             quiet: cli.quiet,
         }),

@@ -10,7 +10,7 @@ use crate::cache::{IndexCache, LayerEntry, LayerKey};
 use crate::dir::{DirError, DirLayer};
 use crate::source::{BlobFetch, Codec, LayerHead, LayerSource, ReadMeter, SeekIndex, SourceError};
 use crate::tar::{self, LayerIndex, Member, TarError};
-use crate::tree::{BottomLayer, Ino, LayerKind, MergeWarning, NodeKind, Removal, Tree};
+use crate::tree::{BottomLayer, Ino, LayerBytes, LayerKind, MergeWarning, NodeKind, Removal, Tree};
 
 /// Members the bottom layer's pass hands to the merge at once: enough that
 /// the channel costs nothing per member, few enough that the batches in
@@ -297,6 +297,7 @@ pub struct Stack {
     tree: Tree,
     removals: Vec<Removal>,
     stats: Vec<LayerStats>,
+    bytes: Vec<LayerBytes>,
 }
 
 impl Stack {
@@ -348,6 +349,7 @@ impl Stack {
                     tree,
                     removals: Vec::new(),
                     stats: Vec::new(),
+                    bytes: Vec::new(),
                 });
             }
         }
@@ -355,7 +357,7 @@ impl Stack {
         let meter = options.meter.as_ref();
         let (merged, origins, stats) =
             index_and_merge(&layers, &verify, keyed, options.record_removals, meter)?;
-        let (tree, warnings, removals) = merged;
+        let (tree, warnings, removals, bytes) = merged;
         log_tree(&layers, &tree);
         // The member lists and the tree under construction were freed, and
         // were several times what the frozen tree keeps: hand that back
@@ -389,6 +391,7 @@ impl Stack {
             tree,
             removals,
             stats,
+            bytes,
         })
     }
 
@@ -403,6 +406,13 @@ impl Stack {
     /// stack was opened with [`StackOptions::record_removals`]; else empty.
     pub fn removals(&self) -> &[Removal] {
         &self.removals
+    }
+
+    /// Each layer's file data, stored and hidden by the merge, bottom
+    /// first, if the stack was opened with
+    /// [`StackOptions::record_removals`]; else empty.
+    pub fn layer_bytes(&self) -> &[LayerBytes] {
+        &self.bytes
     }
 
     /// What each layer's index says about it, bottom first; empty if the
@@ -632,9 +642,9 @@ struct Indexed {
     stats: LayerStats,
 }
 
-/// What merging gives: the tree, what could not be placed, and what was
-/// removed (if recorded).
-type Merged = (Tree, Vec<MergeWarning>, Vec<Removal>);
+/// What merging gives: the tree, what could not be placed, what was
+/// removed and each layer's file data stored and hidden (if recorded).
+type Merged = (Tree, Vec<MergeWarning>, Vec<Removal>, Vec<LayerBytes>);
 
 /// Indexes every layer (through the cache, with each layer's key, if
 /// given) and merges them. The bottom layer's members go to the merge
@@ -675,7 +685,9 @@ fn index_and_merge(
             all_stats.push(upper.stats);
             merge.apply(upper.index, layer.kind());
         }
-        Ok((merge.finish(), origins, all_stats))
+        let bytes = merge.layer_bytes();
+        let (tree, warnings, removals) = merge.finish();
+        Ok(((tree, warnings, removals, bytes), origins, all_stats))
     })
 }
 

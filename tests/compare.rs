@@ -21,6 +21,7 @@ fn base() -> Layer {
         .file("old/x", "x")
         .dir("old/sub")
         .file("old/sub/y", "y")
+        .file("old/sub.txt", "s")
         .file("f2d", "a file")
         .dir("d2f")
         .file("d2f/inner", "inner")
@@ -49,6 +50,8 @@ fn top_a() -> Layer {
 fn top_b() -> Layer {
     Layer::new(Format::Pax)
         .file("new.txt", "added")
+        .file("etc.conf", "e")
+        .file("old-notes", "n")
         .whiteout("old")
         .file("etc/passwd", "root:x:0:0:changed\n")
         .whiteout("f2d")
@@ -70,12 +73,13 @@ fn top_b() -> Layer {
         .mode(0o600)
 }
 
-/// What `compare` prints for the two stacks: depth first, names in byte
-/// order.
+/// What `compare` prints for the two stacks: paths in byte order ('.' and
+/// '-' before '/').
 const EXPECTED: &str = "\
 m\tattr
 m\tchmod
 T\td2f
+A\tetc.conf
 M\tetc/passwd
 T\tf2d
 M\thl
@@ -84,6 +88,7 @@ m\tlink
 A\tnew.txt
 m\tnull
 D\told
+A\told-notes
 D\topq/b
 m\town
 ";
@@ -142,13 +147,17 @@ fn recursive_lists_the_subtrees_of_added_removed_and_retyped_directories() {
         "A\tf2d/child",
         "D\told",
         "D\told/sub",
+        "D\told/sub.txt",
         "D\told/sub/y",
         "D\told/x",
     ] {
         assert!(lines.contains(&want), "no {want:?} in:\n{}", run.stdout);
     }
-    // Those 5 lines below directories, and the rest as without -r.
-    assert_eq!(lines.len(), EXPECTED.lines().count() + 5);
+    // Those 6 lines below directories, and the rest as without -r; paths
+    // in byte order, within a listed subtree and around it.
+    assert_eq!(lines.len(), EXPECTED.lines().count() + 6);
+    let paths: Vec<&str> = lines.iter().map(|l| &l[2..]).collect();
+    assert!(paths.is_sorted(), "not in byte order:\n{}", run.stdout);
 }
 
 #[test]
@@ -195,7 +204,7 @@ fn long_json_and_summary_formats() {
         assert_eq!(count, count_of(status), "{status} in {}", summary.stdout);
     }
     assert!(
-        summary.stdout.lines().any(|l| l == "A\t1\t0\t5"),
+        summary.stdout.lines().any(|l| l == "A\t3\t0\t7"),
         "{}",
         summary.stdout
     );
@@ -252,7 +261,7 @@ fn status(old: Option<&Node>, new: Option<&Node>) -> Option<char> {
 /// an added, deleted or retyped directory is not listed.
 fn expected_lines(old: &Snapshot, new: &Snapshot) -> Vec<String> {
     let mut paths: Vec<&Vec<u8>> = old.keys().chain(new.keys()).collect();
-    paths.sort_by_key(|p| p.split(|&b| b == b'/').collect::<Vec<_>>());
+    paths.sort();
     paths.dedup();
     let mut lines = Vec::new();
     let mut covered: Vec<Vec<u8>> = Vec::new();

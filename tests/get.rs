@@ -200,11 +200,13 @@ fn get_never_writes_through_a_symlink_out_of_the_destination() {
     let out = layers.dir().join("out");
     std::fs::create_dir(&out).unwrap();
     let run = get(&layers.paths, &out, &["etc", "etc/x"]);
-    // etc is extracted as the symlink it is; etc/x then finds it in the
-    // way and is refused rather than followed.
+    // etc is extracted as the symlink it is; etc/x is below a symlink of
+    // the tree and refused, as tar finds no etc/x in an export.
     assert_eq!(run.status.code(), Some(1), "stderr:\n{}", run.stderr);
     assert!(
-        run.stderr.contains("a symlink is in the way"),
+        run.stderr.contains(&format!(
+            "etc/x: etc is a symbolic link in the tree (to {target})"
+        )),
         "{}",
         run.stderr
     );
@@ -212,17 +214,98 @@ fn get_never_writes_through_a_symlink_out_of_the_destination() {
     assert_eq!(link, Path::new(&target));
     assert!(common::names(outside.path()).is_empty());
 
-    // A symlink already in the destination is refused the same way.
-    let run = get(&layers.paths, &out, &["etc/x"]);
+    // Where the tree has x, a real directory: a symlink already in the
+    // destination on the way there is refused, not followed.
+    let inside = target.trim_start_matches('/');
+    let (top, _) = inside.split_once('/').unwrap_or((inside, ""));
+    std::os::unix::fs::symlink(&target, out.join(top)).unwrap();
+    let x = format!("{inside}/x");
+    let run = get(&layers.paths, &out, &[x.as_str()]);
     assert_eq!(run.status.code(), Some(1), "stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("a symlink is in the way"),
+        "{}",
+        run.stderr
+    );
     assert!(common::names(outside.path()).is_empty());
 
-    // Into a fresh destination, etc/x is made where the tree has it.
+    // Into a fresh destination, x is made where the tree has it.
     let fresh = layers.dir().join("fresh");
     std::fs::create_dir(&fresh).unwrap();
-    get(&layers.paths, &fresh, &["etc/x"]).expect_success("get etc/x");
-    assert_eq!(std::fs::read(fresh.join("etc/x")).unwrap(), b"hostile");
+    get(&layers.paths, &fresh, &[x.as_str()]).expect_success("get x");
+    assert_eq!(std::fs::read(fresh.join(&x)).unwrap(), b"hostile");
     assert!(common::names(outside.path()).is_empty());
+}
+
+/// Extracts `paths` from `archive` into `dir` with GNU tar; its status.
+fn tar_x(archive: &Path, dir: &Path, paths: &[&str]) -> Run {
+    std::fs::create_dir(dir).unwrap();
+    run_captured(
+        Command::new("tar")
+            .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf"])
+            .arg(archive)
+            .arg("-C")
+            .arg(dir)
+            .args(paths),
+    )
+}
+
+#[test]
+fn get_below_a_symlink_of_the_tree_does_what_gnu_tar_does_with_the_export() {
+    let mut layers = Layers::new();
+    layers.add(
+        &Layer::new(Format::Pax)
+            .dir("usr/lib/app")
+            .file("usr/lib/app/conf", "conf")
+            .symlink("lib", "usr/lib")
+            .symlink("abs", "/usr/lib"),
+    );
+    let archive = layers.dir().join("export.tar");
+    let mut args: Vec<std::ffi::OsString> = vec!["export".into(), "--no-cache".into()];
+    args.extend(layers.paths.iter().map(Into::into));
+    args.extend(["-o".into(), archive.clone().into()]);
+    layerfs(args).expect_success("export");
+
+    for (n, path) in ["lib/app", "lib/app/conf", "abs/app", "./lib/../lib/app"]
+        .into_iter()
+        .enumerate()
+    {
+        // GNU tar finds no such member in the export and makes nothing.
+        let reference = layers.dir().join(format!("ref{n}"));
+        let tar = tar_x(&archive, &reference, &[path]);
+        assert_eq!(tar.status.code(), Some(2), "tar -x {path}: {}", tar.stderr);
+        assert!(
+            tar.stderr.contains("Not found in archive"),
+            "{}",
+            tar.stderr
+        );
+        assert!(common::names(&reference).is_empty());
+
+        let out = layers.dir().join(format!("out{n}"));
+        std::fs::create_dir(&out).unwrap();
+        let run = get(&layers.paths, &out, &[path]);
+        assert_eq!(run.status.code(), Some(1), "get {path}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("is a symbolic link in the tree"),
+            "{path}: {}",
+            run.stderr
+        );
+        assert!(common::names(&out).is_empty(), "get {path} made something");
+    }
+
+    // The link and what it leads to, asked for by their own paths: as tar.
+    let reference = layers.dir().join("ref");
+    tar_x(&archive, &reference, &["lib", "usr/lib/app"]).expect_success("tar -x");
+    let out = layers.dir().join("out");
+    std::fs::create_dir(&out).unwrap();
+    get(&layers.paths, &out, &["lib", "usr/lib/app"]).expect_success("get");
+    // (The parents both make, usr and usr/lib, are timed when made.)
+    let expected = Expected::from_snapshot(&snapshot(&reference.join("usr/lib/app")), Fields::ALL);
+    assert_tree(&out.join("usr/lib/app"), &expected);
+    assert_eq!(
+        std::fs::read_link(out.join("lib")).unwrap(),
+        std::fs::read_link(reference.join("lib")).unwrap()
+    );
 }
 
 /// Blob bytes of the layer `digest` the proxy served.

@@ -4,7 +4,8 @@
 //! Everything is created relative to an open directory descriptor, each
 //! directory opened with `O_NOFOLLOW`: a symlink already in the way, or
 //! one the tree itself extracts, is refused, never followed, so nothing
-//! is written outside the destination. A node with several names inside
+//! is written outside the destination. A path asked for below a symlink
+//! of the tree is refused: GNU tar finds no such member in an export. A node with several names inside
 //! what is extracted keeps them as hardlinks. A directory's mode and time
 //! are set once its entries are in, so that a read-only directory can
 //! still be filled and its time stays as stored.
@@ -21,7 +22,7 @@ use super::{at, resolve, ExtractError};
 use crate::export::{copy_range, ExportError, FileRef, COPY_BUFFER};
 use crate::stack::Stack;
 use crate::tar::SparseSegment;
-use crate::tree::{path, Ino, Node, NodeKind, Tree};
+use crate::tree::{path, Ino, Node, NodeKind, Tree, ROOT_INO};
 
 /// Counts of what `get` did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,10 +98,14 @@ impl Getter<'_> {
     }
 
     /// One path asked for: its parents made (or opened, never through a
-    /// symlink), then its subtree.
+    /// symlink), then its subtree. A path below a symlink of the tree is
+    /// refused, as GNU tar finds nothing at it in an export.
     fn path(&mut self, wanted: &[u8]) -> Result<(), ExtractError> {
-        let ino = resolve(self.tree, wanted, false)?;
         let comps = path::components(wanted);
+        self.no_symlink_parent(wanted, &comps)?;
+        // With no symlink among the parents, `..` means the same lexically
+        // as in the tree: the path is looked up as `comps` places it.
+        let ino = resolve(self.tree, &comps.join(&b'/'), false)?;
         let Some((name, parents)) = comps.split_last() else {
             // The root: its entries go straight into the destination.
             let root = self.root;
@@ -136,6 +141,27 @@ impl Getter<'_> {
         rel.extend_from_slice(name);
         let here = dir.as_ref().map_or(self.root.as_fd(), |d| d.as_fd());
         self.entry(here, name, ino, &rel);
+        Ok(())
+    }
+
+    /// Refuses `wanted` if one of its parents (`comps` but the last) is a
+    /// symlink in the tree.
+    fn no_symlink_parent(&self, wanted: &[u8], comps: &[&[u8]]) -> Result<(), ExtractError> {
+        let tree = self.tree;
+        let mut here = ROOT_INO;
+        for (n, name) in comps.iter().enumerate().take(comps.len().saturating_sub(1)) {
+            let Some(ino) = tree.lookup(here, name) else {
+                return Ok(());
+            };
+            if let Some(target) = tree.symlink_target(ino) {
+                return Err(ExtractError::ThroughSymlink {
+                    path: wanted.to_vec(),
+                    link: comps[..=n].join(&b'/'),
+                    target: target.to_vec(),
+                });
+            }
+            here = ino;
+        }
         Ok(())
     }
 

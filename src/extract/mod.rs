@@ -38,6 +38,24 @@ pub enum ExtractError {
         /// The path asked for.
         path: Vec<u8>,
     },
+    /// `get` of a path below a symlink of the tree: an export holds the
+    /// link, not a directory, so GNU tar extracting the path from it finds
+    /// nothing there; making a real directory instead would put the files
+    /// where neither the tree nor tar has them.
+    #[error(
+        "{}: {} is a symbolic link in the tree (to {}), not followed: ask for the path it leads to",
+        shown(path),
+        shown(link),
+        shown(target)
+    )]
+    ThroughSymlink {
+        /// The path asked for.
+        path: Vec<u8>,
+        /// The symlink among its parents.
+        link: Vec<u8>,
+        /// Its target, as stored.
+        target: Vec<u8>,
+    },
     /// Symlinks that lead to each other.
     #[error("{}: too many levels of symbolic links in the tree", shown(path))]
     Loop {

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::bytes::ByteCount;
 use super::path::{components, is_absolute, push_components};
 use super::whiteout::{classify, is_visible_xattr, Action, LayerKind};
 use super::{Hidden, MergeWarning, NodeKind, Removal, RemovalKind};
@@ -81,6 +82,8 @@ pub(super) struct Builder {
     pub warnings: Vec<MergeWarning>,
     /// What each removal hid, if asked for; `None` costs nothing.
     pub removals: Option<Vec<Removal>>,
+    /// Each layer's file data, stored and hidden, kept when removals are.
+    pub bytes: Option<ByteCount>,
     /// What the current layer's whiteouts removed, by normalised path: an
     /// unpacker applying the archive in order would still find these for a
     /// hardlink that comes before the whiteout in the archive.
@@ -155,6 +158,7 @@ impl Builder {
             }],
             warnings: Vec::new(),
             removals: record.then(Vec::new),
+            bytes: record.then(ByteCount::default),
             removed_by_layer: HashMap::new(),
             kind,
         }
@@ -166,6 +170,9 @@ impl Builder {
     pub fn apply_layer(&mut self, layer: u32, index: LayerIndex, kind: LayerKind) {
         self.removed_by_layer.clear();
         self.kind = kind;
+        if let Some(bytes) = &mut self.bytes {
+            bytes.start(layer, &self.nodes);
+        }
         self.nodes.reserve(index.members.len());
         for member in &index.members {
             let comps = components(&member.path);
@@ -191,8 +198,14 @@ impl Builder {
         for member in index.members {
             let comps = components(&member.path);
             match classify(&member, &comps, kind) {
-                Action::Add | Action::AddOpaqueDir => self.add(layer, &member, &comps),
-                Action::Remove { .. } | Action::MakeOpaque { .. } | Action::Ignore => {}
+                Action::Add | Action::AddOpaqueDir => {
+                    self.stored(&member, true);
+                    self.add(layer, &member, &comps);
+                }
+                Action::Remove { .. } | Action::MakeOpaque { .. } | Action::Ignore => {
+                    self.stored(&member, false);
+                    self.unplaced(&member, false);
+                }
             }
         }
     }
@@ -208,7 +221,13 @@ impl Builder {
         let comps = components(&member.path);
         let comps = &comps[..];
         let nothing = std::iter::empty::<(&[u8], NodeId)>();
-        match classify(member, comps, self.kind) {
+        let action = classify(member, comps, self.kind);
+        let shows = matches!(action, Action::Add | Action::AddOpaqueDir);
+        self.stored(member, shows);
+        if !shows {
+            self.unplaced(member, false);
+        }
+        match action {
             Action::Remove { dir, by, .. } => self.record(0, member, by, dir, nothing),
             Action::MakeOpaque { dir } => {
                 self.record(0, member, RemovalKind::Opaque, dir, nothing);
@@ -222,6 +241,37 @@ impl Builder {
         }
     }
 
+    /// Counts a regular member's data as stored by its layer, if counting;
+    /// `file`: a file to show, not a marker.
+    fn stored(&mut self, member: &Member, file: bool) {
+        if let (Some(bytes), MemberKind::Regular) = (&mut self.bytes, member.kind) {
+            bytes.stored(member.data.size, file);
+        }
+    }
+
+    /// Counts a regular member's data as hidden by its own layer: a marker
+    /// (not a `file`), or a file the merge left out.
+    fn unplaced(&mut self, member: &Member, file: bool) {
+        if let (Some(bytes), MemberKind::Regular) = (&mut self.bytes, member.kind) {
+            bytes.unplaced(member.data.size, file);
+        }
+    }
+
+    /// The name of node `id` (and its subtree's) left the tree.
+    fn unnamed(&mut self, id: NodeId) {
+        if let Some(bytes) = &mut self.bytes {
+            bytes.unnamed(id, &self.nodes);
+        }
+    }
+
+    /// The per-layer counts of the `layers` layers applied, if kept.
+    pub fn layer_bytes(&mut self, layers: usize) -> Vec<super::LayerBytes> {
+        match &mut self.bytes {
+            Some(bytes) => bytes.finish(layers, &self.nodes),
+            None => Vec::new(),
+        }
+    }
+
     /// Removes `dir/name` with its subtree, if it exists; returns it.
     fn remove(&mut self, dir: &[&[u8]], name: &[u8]) -> Option<NodeId> {
         let parent = self.resolve_dir(dir, None).ok()?;
@@ -230,6 +280,7 @@ impl Builder {
         };
         let id = children.remove(name)?;
         self.removed_by_layer.insert(joined(dir, name), id);
+        self.unnamed(id);
         Some(id)
     }
 
@@ -263,10 +314,14 @@ impl Builder {
     }
 
     fn take_children(&mut self, id: NodeId) -> BTreeMap<Box<[u8]>, NodeId> {
-        match &mut self.nodes[id].content {
+        let children = match &mut self.nodes[id].content {
             Content::Dir(children) => std::mem::take(children),
             _ => BTreeMap::new(),
+        };
+        for &child in children.values() {
+            self.unnamed(child);
         }
+        children
     }
 
     /// Keeps what `member` removed from directory `dir` (each child by name
@@ -363,8 +418,15 @@ impl Builder {
             }
             MemberKind::Fifo => self.push_node(layer, member, NodeKind::Fifo, Content::Special),
         };
-        if let Content::Dir(children) = &mut self.nodes[parent].content {
-            children.insert(name.into(), id);
+        let replaced = match &mut self.nodes[parent].content {
+            Content::Dir(children) => children.insert(name.into(), id),
+            _ => None,
+        };
+        if let Some(bytes) = &mut self.bytes {
+            bytes.named(id);
+        }
+        if let Some(replaced) = replaced {
+            self.unnamed(replaced);
         }
     }
 
@@ -540,6 +602,7 @@ impl Builder {
     }
 
     fn warn(&mut self, layer: u32, member: &Member, problem: &'static str) {
+        self.unplaced(member, true);
         self.warnings
             .push(MergeWarning::new(layer, &member.path, problem));
     }

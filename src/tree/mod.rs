@@ -35,6 +35,7 @@
 //! - Symlink targets themselves are kept and shown exactly as stored.
 
 mod build;
+mod bytes;
 pub mod path;
 mod persist;
 mod removal;
@@ -50,6 +51,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::tar::{DataLayout, LayerIndex, Member, MemberKind, SparseSegment};
 use build::{BuildNode, Builder, Content, NodeId, ROOT};
+pub use bytes::LayerBytes;
 pub use persist::{TreeDecodeError, ALIGN as ENCODING_ALIGN};
 pub use removal::{Hidden, Removal, RemovalKind};
 pub use table::Backing;
@@ -502,6 +504,12 @@ impl TreeBuilder {
     pub fn apply(&mut self, index: LayerIndex, kind: LayerKind) {
         self.builder.apply_layer(self.next, index, kind);
         self.next = self.next.saturating_add(1);
+    }
+
+    /// Each layer's file data, stored and hidden, bottom first, once the
+    /// last layer is applied (empty unless recording).
+    pub fn layer_bytes(&mut self) -> Vec<LayerBytes> {
+        self.builder.layer_bytes(self.next as usize)
     }
 
     /// The merged tree, what could not be placed, and what was removed
