@@ -108,6 +108,7 @@ pub fn resolve(inputs: &LayerInputs) -> Result<(Vec<LayerSpec>, Vec<Image>), Inp
                     digest: layer.digest.clone(),
                     codec: codec_of_media_type(&layer.media_type),
                 }),
+                toc: layer.toc.clone(),
             }));
             images.push(Image {
                 name: remote.name.clone(),
@@ -120,6 +121,7 @@ pub fn resolve(inputs: &LayerInputs) -> Result<(Vec<LayerSpec>, Vec<Image>), Inp
                         len: layer.size,
                         digest: Some(layer.digest.clone()),
                         media_type: layer.media_type.clone(),
+                        toc: layer.toc.clone(),
                     })
                     .collect(),
             });
@@ -133,6 +135,7 @@ pub fn resolve(inputs: &LayerInputs) -> Result<(Vec<LayerSpec>, Vec<Image>), Inp
                     range: Some((layer.offset, layer.len)),
                     verify: layer.digest.clone().filter(|_| inputs.verify),
                     remote: None,
+                    toc: layer.toc.clone(),
                 }));
                 images.push(image);
             }

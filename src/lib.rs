@@ -66,5 +66,6 @@ pub mod source;
 pub mod stack;
 mod sys;
 pub mod tar;
+pub mod toc;
 pub mod tree;
 pub mod upper;

@@ -10,6 +10,7 @@ use crate::cache::{IndexCache, LayerEntry, LayerKey};
 use crate::dir::{DirError, DirLayer};
 use crate::source::{BlobFetch, Codec, LayerHead, LayerSource, ReadMeter, SeekIndex, SourceError};
 use crate::tar::{self, LayerIndex, Member, TarError};
+use crate::toc::{self as layer_toc, TocRef};
 use crate::tree::{BottomLayer, Ino, LayerKind, MergeWarning, NodeKind, Removal, Tree};
 
 /// Members the bottom layer's pass hands to the merge at once: enough that
@@ -126,6 +127,9 @@ pub struct LayerSpec {
     /// The layer is a registry blob, fetched on demand; `path` is then
     /// only its name for messages.
     pub remote: Option<RemoteSpec>,
+    /// The table of contents the layer's descriptor announces: it is
+    /// indexed from that, not from a pass over it.
+    pub toc: Option<TocRef>,
 }
 
 /// A layer that is a blob in a registry.
@@ -158,6 +162,7 @@ impl LayerSpec {
             range: None,
             verify: None,
             remote: None,
+            toc: None,
         }
     }
 
@@ -334,6 +339,7 @@ impl Stack {
             .collect::<Result<Vec<_>, StackError>>()?;
         let cache = options.cache.as_ref();
         let verify: Vec<Option<&str>> = specs.iter().map(|s| s.verify.as_deref()).collect();
+        let tocs: Vec<Option<&TocRef>> = specs.iter().map(|s| s.toc.as_ref()).collect();
         // A directory has no key (nothing identifies its contents short of
         // reading them all), so neither has a stack holding one: its tree
         // is never stored, and no stored tree can stand for it.
@@ -353,8 +359,14 @@ impl Stack {
         }
         let keyed = cache.zip(each_key.as_deref());
         let meter = options.meter.as_ref();
-        let (merged, origins, stats) =
-            index_and_merge(&layers, &verify, keyed, options.record_removals, meter)?;
+        let (merged, origins, stats) = index_and_merge(
+            &layers,
+            &verify,
+            &tocs,
+            keyed,
+            options.record_removals,
+            meter,
+        )?;
         let (tree, warnings, removals) = merged;
         log_tree(&layers, &tree);
         // The member lists and the tree under construction were freed, and
@@ -458,6 +470,7 @@ pub fn layer_index(
     let job = LayerJob {
         n,
         verify,
+        toc: spec.toc.as_ref(),
         keyed: cache.zip(key.as_ref()),
         meter,
     };
@@ -645,6 +658,7 @@ type Merged = (Tree, Vec<MergeWarning>, Vec<Removal>);
 fn index_and_merge(
     layers: &[Layer],
     verify: &[Option<&str>],
+    tocs: &[Option<&TocRef>],
     keyed: Option<(&IndexCache, &[Option<LayerKey>])>,
     record: bool,
     meter: Option<&Arc<ReadMeter>>,
@@ -652,15 +666,15 @@ fn index_and_merge(
     let bottom = layers.first().ok_or(StackError::NoLayers)?;
     std::thread::scope(|scope| {
         let (batches, received) = mpsc::sync_channel::<Vec<Member>>(BATCHES_IN_FLIGHT);
-        let job = LayerJob::of(0, verify, keyed, meter);
+        let job = LayerJob::of(0, verify, tocs, keyed, meter);
         let pass = scope.spawn(move || {
             index_layer(bottom, job, BATCH, &mut |batch| {
                 // Only a merge that panicked stops taking batches.
                 let _ = batches.send(batch);
             })
         });
-        let uppers =
-            (layers.len() > 1).then(|| scope.spawn(|| index_all(layers, 1, verify, keyed, meter)));
+        let uppers = (layers.len() > 1)
+            .then(|| scope.spawn(|| index_all(layers, 1, verify, tocs, keyed, meter)));
         let mut merge = BottomLayer::new(record, bottom.kind());
         for batch in received {
             merge.push(batch);
@@ -692,6 +706,7 @@ fn index_all(
     layers: &[Layer],
     first: usize,
     verify: &[Option<&str>],
+    tocs: &[Option<&TocRef>],
     keyed: Option<(&IndexCache, &[Option<LayerKey>])>,
     meter: Option<&Arc<ReadMeter>>,
 ) -> Result<Vec<Indexed>, StackError> {
@@ -707,7 +722,7 @@ fn index_all(
             scope.spawn(|| loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let Some(layer) = layers.get(n) else { break };
-                let result = index_layer_whole(layer, LayerJob::of(n, verify, keyed, meter));
+                let result = index_layer_whole(layer, LayerJob::of(n, verify, tocs, keyed, meter));
                 let failed = result.is_err();
                 let mut results = results.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(slot) = results.get_mut(n - first) {
@@ -745,6 +760,7 @@ fn index_all(
 struct LayerJob<'a> {
     n: usize,
     verify: Option<&'a str>,
+    toc: Option<&'a TocRef>,
     keyed: Option<(&'a IndexCache, &'a LayerKey)>,
     meter: Option<&'a Arc<ReadMeter>>,
 }
@@ -754,12 +770,14 @@ impl<'a> LayerJob<'a> {
     fn of(
         n: usize,
         verify: &[Option<&'a str>],
+        tocs: &[Option<&'a TocRef>],
         keyed: Option<(&'a IndexCache, &'a [Option<LayerKey>])>,
         meter: Option<&'a Arc<ReadMeter>>,
     ) -> LayerJob<'a> {
         LayerJob {
             n,
             verify: verify.get(n).copied().flatten(),
+            toc: tocs.get(n).copied().flatten(),
             keyed: keyed.and_then(|(cache, keys)| Some((cache, keys.get(n)?.as_ref()?))),
             meter,
         }
@@ -833,6 +851,7 @@ fn load_or_index(
     let LayerJob {
         n,
         verify,
+        toc,
         keyed,
         meter,
     } = job;
@@ -857,6 +876,11 @@ fn load_or_index(
             }
         }
     }
+    if let Some(toc) = toc {
+        if let Some(stats) = from_toc(layer, job, toc, sink) {
+            return Ok((IndexOrigin::Indexed, stats));
+        }
+    }
     // A remote blob is hashed by its pass, as it streams by: fetching it
     // twice is what lazy mounting avoids.
     let hash_first = verify.filter(|_| !layer.is_remote());
@@ -871,7 +895,12 @@ fn load_or_index(
     // themselves go on to `sink`.
     let mut entry = keyed.map(|_| LayerEntry::default());
     let started = std::time::Instant::now();
-    let seek = index_one(layer, n, verify, meter, batch, &mut |members| {
+    let seek = index_one(layer, n, verify, meter, batch, &mut |mut members| {
+        // The format's bookkeeping (eStargz's TOC and landmarks) is in the
+        // tar, but no part of the layer's tree.
+        if let Some(toc) = toc {
+            members.retain(|m| !toc.hides(&m.path));
+        }
         stats.add(&members);
         if let Some(entry) = &mut entry {
             entry.push(&members);
@@ -889,22 +918,75 @@ fn load_or_index(
     // Only a checked remote blob's index is stored: its key is the digest,
     // which every later mount, here or elsewhere, takes on trust.
     let storable = !layer.is_remote() || verify.is_some();
-    if let (Some((cache, key)), Some(entry), true) = (keyed, entry, storable) {
-        // A layer rewritten while it was indexed must not be stored under
-        // the key of what it was before.
-        match tar_key(layer, verify) {
-            Some(now) if now == *key => {
-                if let Err(e) = cache.store_entry_of(key, entry, &seek) {
-                    log::warn!("index cache: {e}");
-                }
-            }
-            _ => log::warn!(
-                "{}: the layer changed while it was indexed; its index is not cached",
-                layer.path().display()
-            ),
-        }
+    if let (Some(entry), true) = (entry, storable) {
+        store_entry(layer, job, entry, &seek);
     }
     Ok((IndexOrigin::Indexed, stats))
+}
+
+/// Stores a layer's index under its key, unless the layer was rewritten
+/// while it was indexed (then the key is of what it was before).
+fn store_entry(layer: &LayerSource, job: LayerJob<'_>, entry: LayerEntry, seek: &SeekIndex) {
+    let Some((cache, key)) = job.keyed else {
+        return;
+    };
+    match tar_key(layer, job.verify) {
+        Some(now) if now == *key => {
+            if let Err(e) = cache.store_entry_of(key, entry, seek) {
+                log::warn!("index cache: {e}");
+            }
+        }
+        _ => log::warn!(
+            "{}: the layer changed while it was indexed; its index is not cached",
+            layer.path().display()
+        ),
+    }
+}
+
+/// Indexes the layer from the table of contents `toc` (see [`layer_toc`]),
+/// reading that alone; `None`, after a warning, if the table is missing or
+/// fails its check, for the caller to index the layer by a pass. No digest
+/// of the whole blob is checked: the table's digest, from the manifest,
+/// is, and every chunk read later is checked against its digest in the
+/// table. So the index is stored as a checked one would be.
+fn from_toc(
+    layer: &LayerSource,
+    job: LayerJob<'_>,
+    toc: &TocRef,
+    sink: &mut dyn FnMut(Vec<Member>),
+) -> Option<LayerStats> {
+    let started = std::time::Instant::now();
+    let index = layer_toc::index(layer, toc).and_then(|index| {
+        layer.attach(index.seek.clone())?;
+        Ok(index)
+    });
+    let index = match index {
+        Ok(index) => index,
+        Err(e) => {
+            log::warn!(
+                "{e} (layer {}); indexing the layer by a pass over it",
+                job.n + 1
+            );
+            return None;
+        }
+    };
+    let mut stats = LayerStats::EMPTY;
+    stats.add(&index.members);
+    log::info!(
+        "{} (layer {}): {} members indexed from its {} table of contents in {:.2?}",
+        layer.path().display(),
+        job.n + 1,
+        stats.entries,
+        toc.format(),
+        started.elapsed()
+    );
+    if job.keyed.is_some() {
+        let mut entry = LayerEntry::default();
+        entry.push(&index.members);
+        store_entry(layer, job, entry, &index.seek);
+    }
+    sink(index.members);
+    Some(stats)
 }
 
 /// Hashes the layer's bytes and compares them with `expected`. A plain

@@ -236,6 +236,7 @@ impl Resolver<'_> {
             size,
             media_type: d.media_type.clone(),
             blob: Arc::new(RegistryBlob::new(Arc::clone(self.client), &d.digest, size)),
+            toc: crate::toc::TocRef::from_annotations(&d.annotations),
         })
     }
 }
