@@ -6,8 +6,8 @@
 //! starts in the blob and what its bytes hash to. Nothing says where the
 //! contents lie in the decompressed tar stream, though, and learning that
 //! would cost the pass the table of contents exists to avoid. So the layer
-//! gets a stream of its own making: each file's contents are laid out back
-//! to back (at 512-byte boundaries, as in a tar), and a read at an offset
+//! gets a stream of its own making: each file's contents are placed where
+//! a tar of plain ustar headers would hold them, and a read at an offset
 //! of that stream finds the chunk holding it, fetches the chunk's
 //! compressed bytes alone, decodes them, and checks them against the
 //! chunk's digest before serving any of them. Bytes between files belong

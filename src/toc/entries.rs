@@ -91,7 +91,14 @@ pub(super) fn index(
             finish(&file)?;
         }
         let hidden = hides(entry.name.as_bytes());
-        let member = member(entry, pos)?;
+        // The layer's stream is laid out as a tar of ustar headers would
+        // be (a header block, then the contents padded to a block), so its
+        // length is about the tar's: what `inspect` shows as uncompressed.
+        let header = pos;
+        pos = pos
+            .checked_add(512)
+            .ok_or_else(|| "the files' sizes overflow".to_string())?;
+        let member = member(entry, header, pos)?;
         if member.kind == MemberKind::Regular && entry.size > 0 {
             let mut file = OpenFile {
                 name: entry.name.clone(),
@@ -109,10 +116,10 @@ pub(super) fn index(
             let first = chunk(&mut file, entry, comp_end)?;
             if !hidden {
                 chunks.push(first);
-                pos = pos
-                    .checked_add(entry.size.next_multiple_of(512))
-                    .ok_or_else(|| "the files' sizes overflow".to_string())?;
             }
+            pos = pos
+                .checked_add(entry.size.next_multiple_of(512))
+                .ok_or_else(|| "the files' sizes overflow".to_string())?;
             open = Some(file);
         }
         if !hidden {
@@ -214,8 +221,9 @@ fn sha256(name: &str, text: &str) -> Result<[u8; 32], String> {
     Ok(out)
 }
 
-/// The member an entry describes, its contents (if any) at `pos`.
-fn member(e: &Entry, pos: u64) -> Result<Member, String> {
+/// The member an entry describes, its header at `header` and its
+/// contents (if any) at `pos`.
+fn member(e: &Entry, header: u64, pos: u64) -> Result<Member, String> {
     let name = &e.name;
     let kind = match &e.kind[..] {
         "reg" => MemberKind::Regular,
@@ -270,7 +278,7 @@ fn member(e: &Entry, pos: u64) -> Result<Member, String> {
             },
             sparse: None,
         },
-        header_offset: pos,
+        header_offset: header,
     })
 }
 
@@ -317,7 +325,12 @@ mod tests {
             members[1].xattrs,
             vec![(b"user.a".to_vec(), b"hi".to_vec())]
         );
-        assert_eq!((members[1].data.offset, members[2].data.offset), (0, 1024));
+        // Past the hidden landmark (header and one block), the directory's
+        // header, the file's header: 2048; then 512 for the second file's.
+        assert_eq!(
+            (members[1].data.offset, members[2].data.offset),
+            (2048, 3584)
+        );
         assert_eq!(members[3].link_target, b"etc/big");
         assert_eq!((members[4].dev_major, members[4].dev_minor), (1, 3));
         let spans: Vec<(u64, u64, u64, u64, u64)> = table
@@ -330,9 +343,9 @@ mod tests {
         assert_eq!(
             spans,
             [
-                (0, 600, 200, 300, 0),
-                (600, 100, 300, 10_000, 0),
-                (1024, 3, 300, 10_000, 100)
+                (2048, 600, 200, 300, 0),
+                (2648, 100, 300, 10_000, 0),
+                (3584, 3, 300, 10_000, 100)
             ]
         );
         assert!(table.chunks.iter().all(|c| c.digest == Some([0xaa; 32])));

@@ -211,3 +211,46 @@ fn read_stored(
 /// The largest table of contents read, compressed or not: a million files
 /// take about 300 MB of JSON.
 const MAX_TOC: u64 = 1 << 30;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotations(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn annotations_announce_a_table_of_contents() {
+        let esgz = annotations(&[(ESTARGZ_TOC_DIGEST, "sha256:ab")]);
+        assert_eq!(
+            TocRef::from_annotations(&esgz),
+            Some(TocRef::Estargz {
+                digest: "sha256:ab".into()
+            })
+        );
+        for prefix in ZSTD_CHUNKED_PREFIXES {
+            let zc = annotations(&[
+                (&format!("{prefix}manifest-checksum"), "sha256:cd"),
+                (&format!("{prefix}manifest-position"), "1:2:3:1"),
+            ]);
+            assert_eq!(
+                TocRef::from_annotations(&zc),
+                Some(TocRef::ZstdChunked {
+                    checksum: "sha256:cd".into(),
+                    position: "1:2:3:1".into()
+                })
+            );
+        }
+        // A checksum without a position (or the reverse) is no table.
+        let half = annotations(&[(
+            "io.github.containers.zstd-chunked.manifest-checksum",
+            "sha256:cd",
+        )]);
+        assert_eq!(TocRef::from_annotations(&half), None);
+        assert_eq!(TocRef::from_annotations(&HashMap::new()), None);
+    }
+}
