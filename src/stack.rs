@@ -343,7 +343,7 @@ impl Stack {
         // A directory has no key (nothing identifies its contents short of
         // reading them all), so neither has a stack holding one: its tree
         // is never stored, and no stored tree can stand for it.
-        let each_key = cache.map(|_| layer_keys(&layers, &verify));
+        let each_key = cache.map(|_| layer_keys(&layers, &verify, &tocs));
         let keys = each_key.clone().and_then(all_keys);
         if let (Some(cache), Some(keys), false) = (cache, &keys, options.record_removals) {
             if let Some(tree) = stored_tree(&layers, cache, keys) {
@@ -378,7 +378,7 @@ impl Stack {
             // Only a stack whose layers did not change while they were
             // indexed, and that merged without warnings (which a stored
             // tree could not repeat), is stored.
-            if all_keys(layer_keys(&layers, &verify)).as_ref() == Some(keys) {
+            if all_keys(layer_keys(&layers, &verify, &tocs)).as_ref() == Some(keys) {
                 if let Err(e) = cache.store_tree(keys, &tree) {
                     log::warn!("index cache: {e}");
                 }
@@ -408,7 +408,8 @@ impl Stack {
     /// what the stack was opened from: what its stored entries are named by.
     pub fn cache_keys(&self, specs: &[LayerSpec]) -> Vec<Option<LayerKey>> {
         let verify: Vec<Option<&str>> = specs.iter().map(|s| s.verify.as_deref()).collect();
-        layer_keys(&self.layers, &verify)
+        let tocs: Vec<Option<&TocRef>> = specs.iter().map(|s| s.toc.as_ref()).collect();
+        layer_keys(&self.layers, &verify, &tocs)
     }
 
     /// What each whiteout, opaque marker and tombstone removed, if the
@@ -465,7 +466,7 @@ pub fn layer_index(
 ) -> Result<LayerIndex, StackError> {
     let layer = spec.open(number)?;
     let verify = spec.verify.as_deref();
-    let key = cache.and_then(|_| layer_key(&layer, verify));
+    let key = cache.and_then(|_| layer_key(&layer, verify, spec.toc.as_ref()));
     let n = number.saturating_sub(1);
     let job = LayerJob {
         n,
@@ -530,10 +531,15 @@ fn peek_head(mut head: LayerHead, path: &Path, number: usize) -> Result<LayerPee
 
 /// Each layer's cache key; `None` for a directory, and (with a warning)
 /// for a layer whose key cannot be computed.
-fn layer_keys(layers: &[Layer], verify: &[Option<&str>]) -> Vec<Option<LayerKey>> {
+fn layer_keys(
+    layers: &[Layer],
+    verify: &[Option<&str>],
+    tocs: &[Option<&TocRef>],
+) -> Vec<Option<LayerKey>> {
     let numbered: Vec<usize> = (0..layers.len()).collect();
     map_in_parallel(&numbered, |&n| {
-        layer_key(layers.get(n)?, verify.get(n).copied().flatten())
+        let toc = tocs.get(n).copied().flatten();
+        layer_key(layers.get(n)?, verify.get(n).copied().flatten(), toc)
     })
 }
 
@@ -544,25 +550,34 @@ fn all_keys(keys: Vec<Option<LayerKey>>) -> Option<Vec<LayerKey>> {
 }
 
 /// The layer's cache key (of its range of the file, and marked with the
-/// digest it is checked against); `None` for a directory, and (with a
-/// warning) if it cannot be computed.
-fn layer_key(layer: &Layer, verify: Option<&str>) -> Option<LayerKey> {
+/// digest it is checked against, or the table of contents it is indexed
+/// from); `None` for a directory, and (with a warning) if it cannot be
+/// computed.
+fn layer_key(layer: &Layer, verify: Option<&str>, toc: Option<&TocRef>) -> Option<LayerKey> {
     let layer = layer.tar()?;
-    tar_key(layer, verify)
+    tar_key(layer, verify, toc)
 }
 
 /// [`layer_key`] of a tar layer. A remote blob is identified by its digest
 /// and size alone, so its stored index serves every machine that shares
-/// the cache directory.
-fn tar_key(layer: &LayerSource, verify: Option<&str>) -> Option<LayerKey> {
+/// the cache directory. A layer indexed from its table of contents is
+/// marked with that table's digest instead of the blob's, which was never
+/// checked: its entry is found only by a mount that trusts the same table,
+/// never by one that takes the blob's digest alone for proof of its tree.
+fn tar_key(layer: &LayerSource, verify: Option<&str>, toc: Option<&TocRef>) -> Option<LayerKey> {
     let Some(file) = layer.file() else {
         let digest = layer.blob_digest()?;
-        return Some(LayerKey::of_blob(digest, layer.file_len()));
+        let key = LayerKey::of_blob(digest, layer.file_len());
+        return Some(match toc {
+            Some(toc) => key.with_verified(toc.tag()),
+            None => key,
+        });
     };
     match LayerKey::of_range(file, layer.offset(), layer.file_len()) {
-        Ok(key) => Some(match verify {
-            Some(digest) => key.with_verified(digest),
-            None => key,
+        Ok(key) => Some(match (toc, verify) {
+            (Some(toc), _) => key.with_verified(toc.tag()),
+            (None, Some(digest)) => key.with_verified(digest),
+            (None, None) => key,
         }),
         Err(e) => {
             log::warn!(
@@ -892,8 +907,12 @@ fn load_or_index(
         check_digest(layer, n, digest, meter)?;
     }
     // Only the members' encoding stays behind for the cache; the members
-    // themselves go on to `sink`.
-    let mut entry = keyed.map(|_| LayerEntry::default());
+    // themselves go on to `sink`. A layer whose table of contents failed is
+    // keyed by that table, which its pass did not check: its index is not
+    // stored, and every mount indexes it again.
+    let mut entry = keyed
+        .filter(|_| toc.is_none())
+        .map(|_| LayerEntry::default());
     let started = std::time::Instant::now();
     let seek = index_one(layer, n, verify, meter, batch, &mut |mut members| {
         // The format's bookkeeping (eStargz's TOC and landmarks) is in the
@@ -930,7 +949,7 @@ fn store_entry(layer: &LayerSource, job: LayerJob<'_>, entry: LayerEntry, seek: 
     let Some((cache, key)) = job.keyed else {
         return;
     };
-    match tar_key(layer, job.verify) {
+    match tar_key(layer, job.verify, job.toc) {
         Some(now) if now == *key => {
             if let Err(e) = cache.store_entry_of(key, entry, seek) {
                 log::warn!("index cache: {e}");

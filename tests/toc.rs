@@ -460,3 +460,64 @@ fn registry_estargz_and_zstd_chunked_mount_after_fetching_a_small_part() {
         );
     }
 }
+
+#[test]
+fn an_index_from_a_toc_serves_no_image_that_does_not_announce_the_toc() {
+    let work = tempfile::tempdir().expect("work");
+    let copy = work.path().join("two-manifests");
+    run_captured(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&images().estargz)
+            .arg(&copy),
+    )
+    .expect_success("cp -a");
+    // The same blobs under a second manifest without the annotations.
+    let layout = Layout { dir: copy.clone() };
+    let announced = layout.tagged(ESTARGZ_TAG);
+    let announced_size = std::fs::metadata(layout.blob_path(&announced))
+        .expect("manifest")
+        .len() as usize;
+    let mut manifest = layout.json_blob(&announced);
+    for layer in manifest["layers"].as_array_mut().expect("layers") {
+        layer
+            .as_object_mut()
+            .expect("descriptor")
+            .remove("annotations");
+    }
+    let (bare, bare_size) = layout.blob(manifest.to_string().as_bytes());
+    layout.index(serde_json::json!([
+        manifest_descriptor(
+            &announced,
+            announced_size,
+            serde_json::json!({"annotations": {REF_NAME: ESTARGZ_TAG}})
+        ),
+        manifest_descriptor(
+            &bare,
+            bare_size,
+            serde_json::json!({"annotations": {REF_NAME: "bare"}})
+        ),
+    ]));
+    let cache = tempfile::tempdir().expect("cache");
+    let first = ls(&format!("{}:{ESTARGZ_TAG}", copy.display()), cache.path());
+    first.expect_success("layerfs ls, announced");
+    assert!(
+        !first.stdout.contains("stargz.index.json"),
+        "{}",
+        first.stdout
+    );
+    // Nothing says the bare image's blobs are eStargz: its layers are
+    // passed over (the TOC-made indexes are not its), and the TOC shows.
+    let second = ls(&format!("{}:bare", copy.display()), cache.path());
+    second.expect_success("layerfs ls, bare");
+    assert!(
+        !second.stderr.contains("loaded from the cache"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        second.stdout.contains("stargz.index.json"),
+        "{}",
+        second.stdout
+    );
+}

@@ -76,6 +76,18 @@ impl TocRef {
         }
     }
 
+    /// What the layer's cache key is marked with (see `stack.rs`): the
+    /// table's format and digest, which the index it gives is only as good
+    /// as.
+    pub fn tag(&self) -> String {
+        match self {
+            TocRef::Estargz { digest } => format!("estargz:{digest}"),
+            TocRef::ZstdChunked { checksum, position } => {
+                format!("zstd:chunked:{checksum}@{position}")
+            }
+        }
+    }
+
     /// Whether a member named `path` is the format's own bookkeeping, not
     /// part of the layer's tree: eStargz's TOC entry and its prefetch
     /// landmarks, which an ordinary pass over the blob meets as members.
