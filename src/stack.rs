@@ -501,7 +501,17 @@ pub fn peek_layer(path: &Path, number: usize, limit: u64) -> Result<LayerPeek, S
 
 /// [`peek_layer`] of any layer: a file's, or a remote blob's, of which
 /// only the first `limit` bytes are fetched. A directory has no head.
+/// An eStargz layer's TOC entry and landmarks are left out, as from its
+/// index.
 pub fn peek_spec(spec: &LayerSpec, number: usize, limit: u64) -> Result<LayerPeek, StackError> {
+    let mut peek = peek_any(spec, number, limit)?;
+    if let Some(toc) = &spec.toc {
+        peek.index.members.retain(|m| !toc.hides(&m.path));
+    }
+    Ok(peek)
+}
+
+fn peek_any(spec: &LayerSpec, number: usize, limit: u64) -> Result<LayerPeek, StackError> {
     match &spec.remote {
         Some(remote) => {
             let head = LayerHead::of_blob(Arc::clone(&remote.fetch), limit)?;

@@ -333,6 +333,13 @@ fn local_estargz_and_zstd_chunked_mount_as_umoci_unpacks_the_source() {
             "both layers from the TOC:\n{}",
             listed.stderr
         );
+        // A peek at the head reads the tar, landmark first in eStargz,
+        // and leaves it out as the index does.
+        let peek =
+            run_captured(Command::new(bin()).args(["ls", "--layer", "1", "--peek", "64K", &image]));
+        peek.expect_success("layerfs ls --peek");
+        assert!(peek.stdout.contains("etc/hello"), "{}", peek.stdout);
+        assert!(!peek.stdout.contains("landmark"), "{}", peek.stdout);
         // The stored indexes serve the mount; its tree is umoci's, with
         // no TOC entry or landmark in the root.
         let m = mount(&image, &cached(cache.path()));
