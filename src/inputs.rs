@@ -123,6 +123,7 @@ pub fn resolve_all(inputs: &LayerInputs) -> Result<Resolved, InputError> {
                     digest: layer.digest.clone(),
                     codec: codec_of_media_type(&layer.media_type),
                 }),
+                toc: layer.toc.clone(),
             }));
             images.push(Image {
                 name: remote.name.clone(),
@@ -135,6 +136,7 @@ pub fn resolve_all(inputs: &LayerInputs) -> Result<Resolved, InputError> {
                         len: layer.size,
                         digest: Some(layer.digest.clone()),
                         media_type: layer.media_type.clone(),
+                        toc: layer.toc.clone(),
                     })
                     .collect(),
             });
@@ -149,6 +151,7 @@ pub fn resolve_all(inputs: &LayerInputs) -> Result<Resolved, InputError> {
                     range: Some((layer.offset, layer.len)),
                     verify: layer.digest.clone().filter(|_| inputs.verify),
                     remote: None,
+                    toc: layer.toc.clone(),
                 }));
                 images.push(image);
             }

@@ -78,6 +78,7 @@ pub mod source;
 pub mod stack;
 mod sys;
 pub mod tar;
+pub mod toc;
 pub mod tree;
 pub mod upper;
 pub mod usage;

@@ -10,6 +10,7 @@ use crate::cache::{IndexCache, LayerEntry, LayerKey};
 use crate::dir::{DirError, DirLayer};
 use crate::source::{BlobFetch, Codec, LayerHead, LayerSource, ReadMeter, SeekIndex, SourceError};
 use crate::tar::{self, LayerIndex, Member, TarError};
+use crate::toc::{self as layer_toc, TocRef};
 use crate::tree::{BottomLayer, Ino, LayerBytes, LayerKind, MergeWarning, NodeKind, Removal, Tree};
 
 /// Members the bottom layer's pass hands to the merge at once: enough that
@@ -126,6 +127,9 @@ pub struct LayerSpec {
     /// The layer is a registry blob, fetched on demand; `path` is then
     /// only its name for messages.
     pub remote: Option<RemoteSpec>,
+    /// The table of contents the layer's descriptor announces: it is
+    /// indexed from that, not from a pass over it.
+    pub toc: Option<TocRef>,
 }
 
 /// A layer that is a blob in a registry.
@@ -158,6 +162,7 @@ impl LayerSpec {
             range: None,
             verify: None,
             remote: None,
+            toc: None,
         }
     }
 
@@ -335,10 +340,11 @@ impl Stack {
             .collect::<Result<Vec<_>, StackError>>()?;
         let cache = options.cache.as_ref();
         let verify: Vec<Option<&str>> = specs.iter().map(|s| s.verify.as_deref()).collect();
+        let tocs: Vec<Option<&TocRef>> = specs.iter().map(|s| s.toc.as_ref()).collect();
         // A directory has no key (nothing identifies its contents short of
         // reading them all), so neither has a stack holding one: its tree
         // is never stored, and no stored tree can stand for it.
-        let each_key = cache.map(|_| layer_keys(&layers, &verify));
+        let each_key = cache.map(|_| layer_keys(&layers, &verify, &tocs));
         let keys = each_key.clone().and_then(all_keys);
         if let (Some(cache), Some(keys), false) = (cache, &keys, options.record_removals) {
             if let Some(tree) = stored_tree(&layers, cache, keys) {
@@ -355,8 +361,14 @@ impl Stack {
         }
         let keyed = cache.zip(each_key.as_deref());
         let meter = options.meter.as_ref();
-        let (merged, origins, stats) =
-            index_and_merge(&layers, &verify, keyed, options.record_removals, meter)?;
+        let (merged, origins, stats) = index_and_merge(
+            &layers,
+            &verify,
+            &tocs,
+            keyed,
+            options.record_removals,
+            meter,
+        )?;
         let (tree, warnings, removals, bytes) = merged;
         log_tree(&layers, &tree);
         // The member lists and the tree under construction were freed, and
@@ -368,7 +380,7 @@ impl Stack {
             // Only a stack whose layers did not change while they were
             // indexed, and that merged without warnings (which a stored
             // tree could not repeat), is stored.
-            if all_keys(layer_keys(&layers, &verify)).as_ref() == Some(keys) {
+            if all_keys(layer_keys(&layers, &verify, &tocs)).as_ref() == Some(keys) {
                 if let Err(e) = cache.store_tree(keys, &tree) {
                     log::warn!("index cache: {e}");
                 }
@@ -399,7 +411,8 @@ impl Stack {
     /// what the stack was opened from: what its stored entries are named by.
     pub fn cache_keys(&self, specs: &[LayerSpec]) -> Vec<Option<LayerKey>> {
         let verify: Vec<Option<&str>> = specs.iter().map(|s| s.verify.as_deref()).collect();
-        layer_keys(&self.layers, &verify)
+        let tocs: Vec<Option<&TocRef>> = specs.iter().map(|s| s.toc.as_ref()).collect();
+        layer_keys(&self.layers, &verify, &tocs)
     }
 
     /// What each whiteout, opaque marker and tombstone removed, if the
@@ -463,11 +476,12 @@ pub fn layer_index(
 ) -> Result<LayerIndex, StackError> {
     let layer = spec.open(number)?;
     let verify = spec.verify.as_deref();
-    let key = cache.and_then(|_| layer_key(&layer, verify));
+    let key = cache.and_then(|_| layer_key(&layer, verify, spec.toc.as_ref()));
     let n = number.saturating_sub(1);
     let job = LayerJob {
         n,
         verify,
+        toc: spec.toc.as_ref(),
         keyed: cache.zip(key.as_ref()),
         meter,
     };
@@ -497,7 +511,17 @@ pub fn peek_layer(path: &Path, number: usize, limit: u64) -> Result<LayerPeek, S
 
 /// [`peek_layer`] of any layer: a file's, or a remote blob's, of which
 /// only the first `limit` bytes are fetched. A directory has no head.
+/// An eStargz layer's TOC entry and landmarks are left out, as from its
+/// index.
 pub fn peek_spec(spec: &LayerSpec, number: usize, limit: u64) -> Result<LayerPeek, StackError> {
+    let mut peek = peek_any(spec, number, limit)?;
+    if let Some(toc) = &spec.toc {
+        peek.index.members.retain(|m| !toc.hides(&m.path));
+    }
+    Ok(peek)
+}
+
+fn peek_any(spec: &LayerSpec, number: usize, limit: u64) -> Result<LayerPeek, StackError> {
     match &spec.remote {
         Some(remote) => {
             let head = LayerHead::of_blob(Arc::clone(&remote.fetch), limit)?;
@@ -527,10 +551,15 @@ fn peek_head(mut head: LayerHead, path: &Path, number: usize) -> Result<LayerPee
 
 /// Each layer's cache key; `None` for a directory, and (with a warning)
 /// for a layer whose key cannot be computed.
-fn layer_keys(layers: &[Layer], verify: &[Option<&str>]) -> Vec<Option<LayerKey>> {
+fn layer_keys(
+    layers: &[Layer],
+    verify: &[Option<&str>],
+    tocs: &[Option<&TocRef>],
+) -> Vec<Option<LayerKey>> {
     let numbered: Vec<usize> = (0..layers.len()).collect();
     map_in_parallel(&numbered, |&n| {
-        layer_key(layers.get(n)?, verify.get(n).copied().flatten())
+        let toc = tocs.get(n).copied().flatten();
+        layer_key(layers.get(n)?, verify.get(n).copied().flatten(), toc)
     })
 }
 
@@ -541,25 +570,34 @@ fn all_keys(keys: Vec<Option<LayerKey>>) -> Option<Vec<LayerKey>> {
 }
 
 /// The layer's cache key (of its range of the file, and marked with the
-/// digest it is checked against); `None` for a directory, and (with a
-/// warning) if it cannot be computed.
-fn layer_key(layer: &Layer, verify: Option<&str>) -> Option<LayerKey> {
+/// digest it is checked against, or the table of contents it is indexed
+/// from); `None` for a directory, and (with a warning) if it cannot be
+/// computed.
+fn layer_key(layer: &Layer, verify: Option<&str>, toc: Option<&TocRef>) -> Option<LayerKey> {
     let layer = layer.tar()?;
-    tar_key(layer, verify)
+    tar_key(layer, verify, toc)
 }
 
 /// [`layer_key`] of a tar layer. A remote blob is identified by its digest
 /// and size alone, so its stored index serves every machine that shares
-/// the cache directory.
-fn tar_key(layer: &LayerSource, verify: Option<&str>) -> Option<LayerKey> {
+/// the cache directory. A layer indexed from its table of contents is
+/// marked with that table's digest instead of the blob's, which was never
+/// checked: its entry is found only by a mount that trusts the same table,
+/// never by one that takes the blob's digest alone for proof of its tree.
+fn tar_key(layer: &LayerSource, verify: Option<&str>, toc: Option<&TocRef>) -> Option<LayerKey> {
     let Some(file) = layer.file() else {
         let digest = layer.blob_digest()?;
-        return Some(LayerKey::of_blob(digest, layer.file_len()));
+        let key = LayerKey::of_blob(digest, layer.file_len());
+        return Some(match toc {
+            Some(toc) => key.with_verified(toc.tag()),
+            None => key,
+        });
     };
     match LayerKey::of_range(file, layer.offset(), layer.file_len()) {
-        Ok(key) => Some(match verify {
-            Some(digest) => key.with_verified(digest),
-            None => key,
+        Ok(key) => Some(match (toc, verify) {
+            (Some(toc), _) => key.with_verified(toc.tag()),
+            (None, Some(digest)) => key.with_verified(digest),
+            (None, None) => key,
         }),
         Err(e) => {
             log::warn!(
@@ -655,6 +693,7 @@ type Merged = (Tree, Vec<MergeWarning>, Vec<Removal>, Vec<LayerBytes>);
 fn index_and_merge(
     layers: &[Layer],
     verify: &[Option<&str>],
+    tocs: &[Option<&TocRef>],
     keyed: Option<(&IndexCache, &[Option<LayerKey>])>,
     record: bool,
     meter: Option<&Arc<ReadMeter>>,
@@ -662,15 +701,15 @@ fn index_and_merge(
     let bottom = layers.first().ok_or(StackError::NoLayers)?;
     std::thread::scope(|scope| {
         let (batches, received) = mpsc::sync_channel::<Vec<Member>>(BATCHES_IN_FLIGHT);
-        let job = LayerJob::of(0, verify, keyed, meter);
+        let job = LayerJob::of(0, verify, tocs, keyed, meter);
         let pass = scope.spawn(move || {
             index_layer(bottom, job, BATCH, &mut |batch| {
                 // Only a merge that panicked stops taking batches.
                 let _ = batches.send(batch);
             })
         });
-        let uppers =
-            (layers.len() > 1).then(|| scope.spawn(|| index_all(layers, 1, verify, keyed, meter)));
+        let uppers = (layers.len() > 1)
+            .then(|| scope.spawn(|| index_all(layers, 1, verify, tocs, keyed, meter)));
         let mut merge = BottomLayer::new(record, bottom.kind());
         for batch in received {
             merge.push(batch);
@@ -704,6 +743,7 @@ fn index_all(
     layers: &[Layer],
     first: usize,
     verify: &[Option<&str>],
+    tocs: &[Option<&TocRef>],
     keyed: Option<(&IndexCache, &[Option<LayerKey>])>,
     meter: Option<&Arc<ReadMeter>>,
 ) -> Result<Vec<Indexed>, StackError> {
@@ -719,7 +759,7 @@ fn index_all(
             scope.spawn(|| loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let Some(layer) = layers.get(n) else { break };
-                let result = index_layer_whole(layer, LayerJob::of(n, verify, keyed, meter));
+                let result = index_layer_whole(layer, LayerJob::of(n, verify, tocs, keyed, meter));
                 let failed = result.is_err();
                 let mut results = results.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(slot) = results.get_mut(n - first) {
@@ -757,6 +797,7 @@ fn index_all(
 struct LayerJob<'a> {
     n: usize,
     verify: Option<&'a str>,
+    toc: Option<&'a TocRef>,
     keyed: Option<(&'a IndexCache, &'a LayerKey)>,
     meter: Option<&'a Arc<ReadMeter>>,
 }
@@ -766,12 +807,14 @@ impl<'a> LayerJob<'a> {
     fn of(
         n: usize,
         verify: &[Option<&'a str>],
+        tocs: &[Option<&'a TocRef>],
         keyed: Option<(&'a IndexCache, &'a [Option<LayerKey>])>,
         meter: Option<&'a Arc<ReadMeter>>,
     ) -> LayerJob<'a> {
         LayerJob {
             n,
             verify: verify.get(n).copied().flatten(),
+            toc: tocs.get(n).copied().flatten(),
             keyed: keyed.and_then(|(cache, keys)| Some((cache, keys.get(n)?.as_ref()?))),
             meter,
         }
@@ -845,6 +888,7 @@ fn load_or_index(
     let LayerJob {
         n,
         verify,
+        toc,
         keyed,
         meter,
     } = job;
@@ -869,6 +913,11 @@ fn load_or_index(
             }
         }
     }
+    if let Some(toc) = toc {
+        if let Some(stats) = from_toc(layer, job, toc, sink) {
+            return Ok((IndexOrigin::Indexed, stats));
+        }
+    }
     // A remote blob is hashed by its pass, as it streams by: fetching it
     // twice is what lazy mounting avoids.
     let hash_first = verify.filter(|_| !layer.is_remote());
@@ -880,10 +929,19 @@ fn load_or_index(
         check_digest(layer, n, digest, meter)?;
     }
     // Only the members' encoding stays behind for the cache; the members
-    // themselves go on to `sink`.
-    let mut entry = keyed.map(|_| LayerEntry::default());
+    // themselves go on to `sink`. A layer whose table of contents failed is
+    // keyed by that table, which its pass did not check: its index is not
+    // stored, and every mount indexes it again.
+    let mut entry = keyed
+        .filter(|_| toc.is_none())
+        .map(|_| LayerEntry::default());
     let started = std::time::Instant::now();
-    let seek = index_one(layer, n, verify, meter, batch, &mut |members| {
+    let seek = index_one(layer, n, verify, meter, batch, &mut |mut members| {
+        // The format's bookkeeping (eStargz's TOC and landmarks) is in the
+        // tar, but no part of the layer's tree.
+        if let Some(toc) = toc {
+            members.retain(|m| !toc.hides(&m.path));
+        }
         stats.add(&members);
         if let Some(entry) = &mut entry {
             entry.push(&members);
@@ -901,22 +959,75 @@ fn load_or_index(
     // Only a checked remote blob's index is stored: its key is the digest,
     // which every later mount, here or elsewhere, takes on trust.
     let storable = !layer.is_remote() || verify.is_some();
-    if let (Some((cache, key)), Some(entry), true) = (keyed, entry, storable) {
-        // A layer rewritten while it was indexed must not be stored under
-        // the key of what it was before.
-        match tar_key(layer, verify) {
-            Some(now) if now == *key => {
-                if let Err(e) = cache.store_entry_of(key, entry, &seek) {
-                    log::warn!("index cache: {e}");
-                }
-            }
-            _ => log::warn!(
-                "{}: the layer changed while it was indexed; its index is not cached",
-                layer.path().display()
-            ),
-        }
+    if let (Some(entry), true) = (entry, storable) {
+        store_entry(layer, job, entry, &seek);
     }
     Ok((IndexOrigin::Indexed, stats))
+}
+
+/// Stores a layer's index under its key, unless the layer was rewritten
+/// while it was indexed (then the key is of what it was before).
+fn store_entry(layer: &LayerSource, job: LayerJob<'_>, entry: LayerEntry, seek: &SeekIndex) {
+    let Some((cache, key)) = job.keyed else {
+        return;
+    };
+    match tar_key(layer, job.verify, job.toc) {
+        Some(now) if now == *key => {
+            if let Err(e) = cache.store_entry_of(key, entry, seek) {
+                log::warn!("index cache: {e}");
+            }
+        }
+        _ => log::warn!(
+            "{}: the layer changed while it was indexed; its index is not cached",
+            layer.path().display()
+        ),
+    }
+}
+
+/// Indexes the layer from the table of contents `toc` (see [`layer_toc`]),
+/// reading that alone; `None`, after a warning, if the table is missing or
+/// fails its check, for the caller to index the layer by a pass. No digest
+/// of the whole blob is checked: the table's digest, from the manifest,
+/// is, and every chunk read later is checked against its digest in the
+/// table. So the index is stored as a checked one would be.
+fn from_toc(
+    layer: &LayerSource,
+    job: LayerJob<'_>,
+    toc: &TocRef,
+    sink: &mut dyn FnMut(Vec<Member>),
+) -> Option<LayerStats> {
+    let started = std::time::Instant::now();
+    let index = layer_toc::index(layer, toc).and_then(|index| {
+        layer.attach(index.seek.clone())?;
+        Ok(index)
+    });
+    let index = match index {
+        Ok(index) => index,
+        Err(e) => {
+            log::warn!(
+                "{e} (layer {}); indexing the layer by a pass over it",
+                job.n + 1
+            );
+            return None;
+        }
+    };
+    let mut stats = LayerStats::EMPTY;
+    stats.add(&index.members);
+    log::info!(
+        "{} (layer {}): {} members indexed from its {} table of contents in {:.2?}",
+        layer.path().display(),
+        job.n + 1,
+        stats.entries,
+        toc.format(),
+        started.elapsed()
+    );
+    if job.keyed.is_some() {
+        let mut entry = LayerEntry::default();
+        entry.push(&index.members);
+        store_entry(layer, job, entry, &index.seek);
+    }
+    sink(index.members);
+    Some(stats)
 }
 
 /// Hashes the layer's bytes and compares them with `expected`. A plain

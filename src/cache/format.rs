@@ -52,7 +52,10 @@ const TREE_MAGIC: &[u8; 12] = b"LAYERFS-TRE\0";
 /// markers through symlinks, keeps a file that a member lies under and
 /// reads `user.overlay.*` as ordinary in tars: an entry of 3 may describe
 /// another tree.
-pub(super) const VERSION: u32 = 4;
+/// 5: an eStargz layer's TOC entry and prefetch landmarks are left out of
+/// its members, and a layer indexed from its table of contents has a
+/// chunk table for its seek index: an entry of 4 may list them.
+pub(super) const VERSION: u32 = 5;
 /// Magic, version, body length, checksum.
 pub(super) const HEADER_LEN: usize = 12 + 4 + 8 + 4;
 

@@ -139,6 +139,14 @@ impl LayerKey {
                 out.push(IDENTITY_DIGEST);
                 out.extend_from_slice(&self.size.to_le_bytes());
                 out.extend_from_slice(digest.as_bytes());
+                // A blob checked against something other than its own
+                // digest (the table of contents it was indexed from) is
+                // another entry; keys checked against the digest stay
+                // what they were.
+                if let Some(verified) = self.verified.as_ref().filter(|v| *v != digest) {
+                    out.push(b'V');
+                    out.extend_from_slice(verified.as_bytes());
+                }
             }
             None => {
                 out.push(IDENTITY_STAT);
@@ -323,6 +331,12 @@ mod tests {
         assert_eq!(key_a.identity(), key_b.identity());
         let other = key_b.clone().with_digest("sha256:4567");
         assert_ne!(other.file_name(), key_a.file_name());
+        // Checked against its digest, the same entry; against a table of
+        // contents, another.
+        let checked = key_a.clone().with_verified(digest);
+        assert_eq!(checked.file_name(), key_a.file_name());
+        let by_toc = key_a.clone().with_verified("estargz:sha256:89ab");
+        assert_ne!(by_toc.file_name(), key_a.file_name());
         assert!(key_a.file_name().ends_with(".idx"));
     }
 }

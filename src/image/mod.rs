@@ -37,6 +37,9 @@ pub struct ImageLayer {
     pub digest: Option<String>,
     /// The layer's media type, as the manifest gives it.
     pub media_type: String,
+    /// The table of contents its annotations announce (eStargz,
+    /// zstd:chunked), if any.
+    pub toc: Option<crate::toc::TocRef>,
 }
 
 /// An image argument, resolved to one manifest's layers.

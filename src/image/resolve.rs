@@ -204,6 +204,7 @@ impl Resolver<'_> {
             len,
             digest: Some(d.digest.clone()),
             media_type: d.media_type.clone(),
+            toc: crate::toc::TocRef::from_annotations(&d.annotations),
         })
     }
 
@@ -282,6 +283,7 @@ impl Resolver<'_> {
             len,
             digest,
             media_type: media_type.to_string(),
+            toc: None,
         })
     }
 }

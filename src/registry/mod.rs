@@ -88,6 +88,9 @@ pub struct RemoteLayer {
     pub media_type: String,
     /// The blob's bytes, fetched on demand.
     pub blob: Arc<dyn BlobFetch>,
+    /// The table of contents its annotations announce (eStargz,
+    /// zstd:chunked), if any.
+    pub toc: Option<crate::toc::TocRef>,
 }
 
 /// Resolves `reference` to the layers of its manifest: the platform's

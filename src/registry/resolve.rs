@@ -254,6 +254,7 @@ impl Resolver<'_> {
             size,
             media_type: d.media_type.clone(),
             blob: Arc::new(RegistryBlob::new(Arc::clone(self.client), &d.digest, size)),
+            toc: crate::toc::TocRef::from_annotations(&d.annotations),
         })
     }
 }
@@ -293,6 +294,7 @@ impl Resolver<'_> {
             digest: digest.to_string(),
             size,
             media_type: String::new(),
+            toc: None,
             blob: Arc::new(RegistryBlob::new(Arc::clone(self.client), digest, size)),
         }))
     }

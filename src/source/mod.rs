@@ -10,6 +10,7 @@ mod access;
 mod blob;
 mod bzip2_streams;
 mod chunk_store;
+mod chunk_table;
 mod codec;
 mod deflate_scan;
 mod drop_behind;
@@ -36,6 +37,7 @@ mod zstd_frames;
 
 pub use access::DecodeCounter;
 pub use blob::BlobFetch;
+pub use chunk_table::{ChunkTable, TableChunk};
 pub use codec::Codec;
 pub use gzip::GzipIndex;
 pub use head::LayerHead;

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
 use super::chunk_store::DEFAULT_MAX_BYTES as CHUNK_STORE_BYTES;
+use super::chunk_table::{self, ChunkCodec};
 use super::codec::{sniff, Codec, Sniffed};
 use super::drop_behind::DropBehind;
 use super::gzip;
@@ -212,6 +213,24 @@ impl LayerSource {
         Ok(hasher.finalize().into())
     }
 
+    /// Fills `buf` with the layer's own (compressed, as stored) bytes at
+    /// `offset`: a table of contents read in place, by range for a remote
+    /// blob.
+    pub fn read_stored(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|source| match self.is_remote() {
+                true => SourceError::Remote {
+                    path: self.path.clone(),
+                    source,
+                },
+                false => SourceError::Io {
+                    path: self.path.clone(),
+                    source,
+                },
+            })
+    }
+
     /// The codec recognised from the file's magic bytes.
     pub fn codec(&self) -> Codec {
         self.codec
@@ -298,6 +317,8 @@ impl LayerSource {
                 }
                 *inner
             }
+            // Each chunk is checked against its own digest instead.
+            seek @ SeekIndex::Chunks(_) => seek,
             seek => {
                 if self.is_remote() {
                     log::warn!(
@@ -322,6 +343,12 @@ impl LayerSource {
             }
             (Codec::Lz4, SeekIndex::Lz4(index)) => {
                 lz4_frames::access(file(), len, index, counter(), spill)
+            }
+            (Codec::Gzip, SeekIndex::Chunks(table)) => {
+                chunk_table::access(file(), len, table, ChunkCodec::Gzip, counter())
+            }
+            (Codec::Zstd, SeekIndex::Chunks(table)) => {
+                chunk_table::access(file(), len, table, ChunkCodec::Zstd, counter())
             }
             (codec, seek) => {
                 return Err(SourceError::NotALayer {

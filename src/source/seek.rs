@@ -2,6 +2,7 @@
 //! reads can start near the bytes they want instead of at the start.
 
 use super::bzip2_streams::Bzip2Index;
+use super::chunk_table::ChunkTable;
 use super::gzip::GzipIndex;
 use super::lz4_frames::Lz4Index;
 use super::remote::SpanSums;
@@ -27,6 +28,9 @@ pub enum SeekIndex {
     /// A remote blob's seek index, with the sums of its chunks that every
     /// later fetch is checked against.
     Summed(Box<SeekIndex>, SpanSums),
+    /// A gzip or zstd layer indexed from its table of contents: each
+    /// file's chunks, read and checked one by one.
+    Chunks(ChunkTable),
 }
 
 /// Why a stored [`SeekIndex`] could not be decoded.
@@ -43,6 +47,7 @@ const TAG_BZIP2: u8 = 4;
 const TAG_XZ: u8 = 5;
 const TAG_LZ4: u8 = 6;
 const TAG_SUMMED: u8 = 7;
+const TAG_CHUNKS: u8 = 8;
 
 impl SeekIndex {
     /// Appends a self-describing encoding of this index to `out`.
@@ -74,6 +79,10 @@ impl SeekIndex {
                 sums.encode(out);
                 inner.encode(out);
             }
+            SeekIndex::Chunks(table) => {
+                out.push(TAG_CHUNKS);
+                table.encode(out);
+            }
         }
     }
 
@@ -94,6 +103,7 @@ impl SeekIndex {
             Some((&TAG_BZIP2, rest)) => Ok(SeekIndex::Bzip2(Bzip2Index::decode(rest)?)),
             Some((&TAG_XZ, rest)) => Ok(SeekIndex::Xz(XzIndex::decode(rest)?)),
             Some((&TAG_LZ4, rest)) => Ok(SeekIndex::Lz4(Lz4Index::decode(rest)?)),
+            Some((&TAG_CHUNKS, rest)) => Ok(SeekIndex::Chunks(ChunkTable::decode(rest)?)),
             Some((&TAG_SUMMED, rest)) => {
                 let (sums, rest) =
                     SpanSums::decode(rest).ok_or(SeekDecodeError("bad chunk sums"))?;
@@ -145,6 +155,7 @@ mod tests {
             SeekIndex::Lz4(Lz4Index(frames)),
             SeekIndex::Xz(xz),
             SeekIndex::Xz(XzIndex::default()),
+            SeekIndex::Chunks(ChunkTable::default()),
             SeekIndex::Summed(
                 Box::new(SeekIndex::Plain),
                 SpanSums {
@@ -162,7 +173,7 @@ mod tests {
         assert!(SeekIndex::decode(&[TAG_PLAIN, 1]).is_err());
         assert!(SeekIndex::decode(&[TAG_GZIP]).is_err());
         assert!(SeekIndex::decode(&[TAG_SUMMED, 1]).is_err());
-        for tag in [TAG_ZSTD, TAG_BZIP2, TAG_XZ, TAG_LZ4] {
+        for tag in [TAG_ZSTD, TAG_BZIP2, TAG_XZ, TAG_LZ4, TAG_CHUNKS] {
             assert!(SeekIndex::decode(&[tag]).is_err());
             assert!(SeekIndex::decode(&[tag, 1, 2, 3]).is_err());
         }
