@@ -372,8 +372,8 @@ impl IndexCache {
         seek: &SeekIndex,
     ) -> Result<(), CacheError> {
         let path = self.dir.join(key.file_name());
-        let bytes = entry.0.finish(&key.identity(), seek);
-        self.store_entry(path, &bytes)
+        let parts = entry.0.finish_parts(&key.identity(), seek);
+        self.store_entry(path, &parts)
     }
 
     /// Stores the merged tree of the stack of layers with `keys` (bottom
@@ -389,8 +389,9 @@ impl IndexCache {
         })
     }
 
-    fn store_entry(&self, path: PathBuf, bytes: &[u8]) -> Result<(), CacheError> {
-        let size = bytes.len() as u64;
+    /// Stores an entry made of `parts`, written one after the other.
+    fn store_entry(&self, path: PathBuf, parts: &[Vec<u8>]) -> Result<(), CacheError> {
+        let size = parts.iter().map(|part| part.len() as u64).sum();
         if size > self.max_bytes {
             return Err(CacheError::TooLarge {
                 path,
@@ -399,7 +400,10 @@ impl IndexCache {
             });
         }
         self.store_with(path, |mut file| {
-            file.write_all(bytes).map(|()| size).map_err(Fill::Write)
+            for part in parts {
+                file.write_all(part).map_err(Fill::Write)?;
+            }
+            Ok(size)
         })
     }
 

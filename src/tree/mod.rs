@@ -35,6 +35,7 @@
 //! - Symlink targets themselves are kept and shown exactly as stored.
 
 mod build;
+mod names;
 pub mod path;
 mod persist;
 mod removal;
@@ -49,7 +50,8 @@ use std::fmt;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::tar::{DataLayout, LayerIndex, Member, MemberKind, SparseSegment};
-use build::{BuildNode, Builder, Content, NodeId, ROOT};
+use build::{Builder, NodeId, ROOT};
+use names::{Link, NONE};
 pub use persist::{TreeDecodeError, ALIGN as ENCODING_ALIGN};
 pub use removal::{Hidden, Removal, RemovalKind};
 pub use table::Backing;
@@ -543,143 +545,128 @@ impl BottomLayer {
     }
 }
 
-/// Numbers the reachable nodes breadth first in name order and lays them,
-/// their entries and their bytes out flat. Nodes a later layer removed are
-/// unreachable and dropped here.
+/// Numbers the reachable nodes breadth first in name order and lays out
+/// their entries, each directory's sorted by name. Nodes and links a later
+/// layer removed are unreachable and dropped here.
+///
+/// Both arrays are reordered in place and the links become the entries in
+/// their own memory, so that at no point does the tree exist twice: the
+/// work arrays are 12 bytes per node and link.
 fn freeze(builder: Builder) -> Tree {
-    let mut built = builder.nodes;
-    // Per built node, 32 bits each (as `Node::parent`): these arrays live
-    // beside both the built nodes and the frozen ones, at the peak of a
-    // first mount's memory.
-    let mut ino_of: Vec<u32> = vec![0; built.len()];
-    let mut names: Vec<u32> = vec![0; built.len()];
-    let mut order: Vec<u32> = Vec::with_capacity(built.len());
-    order.push(ROOT as u32);
-    let mut parent_of: Vec<u32> = vec![ROOT_INO as u32; built.len()];
-    let mut dir_span: Vec<(u32, u32)> = vec![(0, 0); built.len()];
-    let mut subdirs: Vec<u32> = vec![0; built.len()];
+    let Builder {
+        mut nodes,
+        names,
+        extras,
+        xattrs,
+        segments,
+        ..
+    } = builder;
+    let (bytes, mut links, heads) = names.into_parts();
+    let name = |link: &Link| {
+        let start = usize::try_from(link.start).unwrap_or(usize::MAX);
+        bytes
+            .get(start..start.saturating_add(link.len as usize))
+            .unwrap_or(&[])
+    };
+    // Per node: its inode number (0 until reached); per link: its place
+    // among the entries (NONE until listed).
+    let mut ino_of: Vec<u32> = vec![0; nodes.len()];
+    let mut slot: Vec<u32> = vec![NONE; links.len()];
+    let mut order: Vec<u32> = vec![ROOT as u32];
     ino_of[ROOT] = ROOT_INO as u32;
-    // Reserved once for every node built (reachable or not), so no array
-    // is ever copied to grow: a doubling vector holds its old and new
-    // buffers at once, which was the peak of a whole mount's memory.
-    let capacity = FrozenCapacity::of(&built);
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut extras: Vec<Extra> = Vec::new();
-    let mut entries = Vec::with_capacity(capacity.entries);
-    let mut xattrs: Vec<[Span; 2]> = Vec::with_capacity(capacity.xattrs);
-    let mut segments: Vec<[u64; 2]> = Vec::new();
-    let mut bytes = Vec::with_capacity(capacity.bytes);
-    let mut file_bytes = 0;
+    nodes[ROOT].parent = ROOT_INO as u32;
+    let mut listing: Vec<u32> = Vec::new();
+    let mut entries = 0u32;
     let mut next = 0;
-    while next < order.len() {
-        let id = order[next] as NodeId;
+    while let Some(&id) = order.get(next) {
+        let id = id as NodeId;
         next += 1;
-        // Each directory's map is read once, here, and freed right away:
-        // its names now live in the arena.
-        let children = match &mut built[id].content {
-            Content::Dir(children) => std::mem::take(children),
-            _ => continue,
-        };
-        let first = entries.len();
-        for (name, &child) in &children {
+        if nodes[id].kind() != NodeKind::Directory {
+            continue;
+        }
+        listing.clear();
+        let mut l = heads.get(id).copied().unwrap_or(NONE);
+        while l != NONE {
+            let link = &links[l as usize];
+            if link.node != NONE {
+                listing.push(l);
+            }
+            l = link.next;
+        }
+        listing.sort_unstable_by(|&a, &b| name(&links[a as usize]).cmp(name(&links[b as usize])));
+        let first = entries;
+        let mut subdirs = 0;
+        for &l in &listing {
+            let child = links[l as usize].node as NodeId;
             if ino_of[child] == 0 {
                 order.push(child as u32);
                 ino_of[child] = order.len() as u32;
-                parent_of[child] = ino_of[id];
-                if built[child].kind == NodeKind::Directory {
-                    subdirs[id] += 1;
+                nodes[child].parent = ino_of[id];
+                nodes[child].nlink = 0;
+                if nodes[child].kind() == NodeKind::Directory {
+                    subdirs += 1;
                 }
             }
-            names[child] += 1;
-            let span = push_bytes(&mut bytes, name);
-            entries.push(DirEntry {
-                name: span,
-                ino: Ino::from(ino_of[child]),
-            });
+            nodes[child].nlink += 1;
+            slot[l as usize] = entries;
+            entries += 1;
         }
-        dir_span[id] = (first as u32, (entries.len() - first) as u32);
+        let node = &mut nodes[id];
+        (node.at, node.count) = (first.into(), entries - first);
+        // A directory has one name (hardlinks to directories are refused).
+        node.nlink = 2 + subdirs;
     }
-    drop(ino_of);
-    // The directory maps and their names, freed above, are small blocks
-    // inside the heap that the nodes' array below cannot reuse: hand them
-    // back first, or they count towards the peak until the merge is done.
-    crate::sys::release_free_memory();
-    // Exact sizes: a doubling vector would leave up to half of each array
-    // unused for the life of the mount.
-    nodes.reserve_exact(order.len());
+    let reachable = order.len();
+    drop((order, heads, listing));
+    // The entries: each listed link moved to its slot and turned into an
+    // entry where it lies (same size: the vector's memory is reused).
+    let listed = entries as usize;
+    let mut spare = listed as u32;
+    for s in &mut slot {
+        if *s == NONE {
+            (*s, spare) = (spare, spare + 1);
+        }
+    }
+    permute(&mut links, &mut slot);
+    drop(slot);
+    links.truncate(listed);
+    let mut entries: Vec<DirEntry> = links
+        .into_iter()
+        .map(|link| DirEntry {
+            name: Span {
+                start: usize::try_from(link.start).unwrap_or(usize::MAX),
+                len: link.len as usize,
+            },
+            ino: Ino::from(ino_of[link.node as usize]),
+        })
+        .collect();
     entries.shrink_to_fit();
-    for &id in &order {
-        let id = id as NodeId;
-        let node = &mut built[id];
-        let mut extra = Extra::default();
-        let mut flags = 0;
-        let ((at, count), size) = match std::mem::replace(&mut node.content, Content::Special) {
-            Content::Dir(_) => {
-                let (first, count) = dir_span[id];
-                ((first.into(), count), DIR_SIZE)
+    // The nodes, in inode order; the unreachable ones after them, dropped.
+    let mut spare = reachable as u32;
+    for ino in &mut ino_of {
+        *ino = match ino.checked_sub(1) {
+            Some(index) => index,
+            None => {
+                spare += 1;
+                spare - 1
             }
-            Content::File(data) => {
-                file_bytes += data.size;
-                if let Some(map) = &data.sparse {
-                    flags |= SPARSE;
-                    // A sparse map is bounded far below 2^32 segments
-                    // when it is parsed (`tar::sparse`).
-                    extra.sparse = [
-                        u32::try_from(segments.len()).unwrap_or(u32::MAX),
-                        u32::try_from(map.len()).unwrap_or(u32::MAX),
-                    ];
-                    segments.extend(map.iter().map(|s| [s.offset, s.len]));
-                }
-                ((data.offset, 0), data.size)
-            }
-            Content::Symlink(target) => {
-                let span = push_bytes(&mut bytes, &target);
-                ((span.start as u64, 0), target.len() as u64)
-            }
-            Content::Special => ((0, 0), 0),
         };
-        // Inode numbers and xattr counts fit 32 bits in any tree that fits
-        // in memory (see `Node::parent`).
-        extra.xattrs = [
-            u32::try_from(xattrs.len()).unwrap_or(0),
-            u32::try_from(node.xattrs.len()).unwrap_or(0),
-        ];
-        for (name, value) in &node.xattrs {
-            let name = push_bytes(&mut bytes, name);
-            let value = push_bytes(&mut bytes, value);
-            xattrs.push([name, value]);
-        }
-        let extra = if flags & SPARSE != 0 || !node.xattrs.is_empty() {
-            extras.push(extra);
-            u32::try_from(extras.len()).unwrap_or(0)
-        } else {
-            0
-        };
-        let nlink = match node.kind {
-            NodeKind::Directory => 2 + subdirs[id],
-            _ => names[id],
-        };
-        nodes.push(Node {
-            kind: kind_code(node.kind),
-            flags,
-            padding: [0; 2],
-            mode: node.mode,
-            uid: node.uid,
-            gid: node.gid,
-            mtime: node.mtime,
-            mtime_nsec: node.mtime_nsec,
-            nlink,
-            size,
-            rdev: [node.rdev.0, node.rdev.1],
-            layer: node.layer,
-            parent: parent_of[id],
-            at,
-            count,
-            extra,
-        });
     }
-    xattrs.shrink_to_fit();
+    permute(&mut nodes, &mut ino_of);
+    drop(ino_of);
+    nodes.truncate(reachable);
+    nodes.shrink_to_fit();
+    let file_bytes = nodes
+        .iter()
+        .filter(|node| node.kind() == NodeKind::File)
+        .map(|node| node.size)
+        .sum();
+    let mut bytes = bytes;
     bytes.shrink_to_fit();
+    let (mut extras, mut xattrs, mut segments) = (extras, xattrs, segments);
+    extras.shrink_to_fit();
+    xattrs.shrink_to_fit();
+    segments.shrink_to_fit();
     Tree {
         nodes: Table::Owned(nodes),
         extras: Table::Owned(extras),
@@ -691,46 +678,17 @@ fn freeze(builder: Builder) -> Tree {
     }
 }
 
-/// Upper bounds of the frozen arrays' lengths: what every built node would
-/// need if all were reachable.
-struct FrozenCapacity {
-    entries: usize,
-    xattrs: usize,
-    bytes: usize,
-}
-
-impl FrozenCapacity {
-    fn of(built: &[BuildNode]) -> FrozenCapacity {
-        let mut capacity = FrozenCapacity {
-            entries: 0,
-            xattrs: 0,
-            bytes: 0,
-        };
-        for node in built {
-            match &node.content {
-                Content::Dir(children) => {
-                    capacity.entries += children.len();
-                    capacity.bytes += children.keys().map(|name| name.len()).sum::<usize>();
-                }
-                Content::Symlink(target) => capacity.bytes += target.len(),
-                Content::File(_) | Content::Special => {}
+/// Moves `items[i]` to `items[to[i]]` for every `i`, in place; `to` is a
+/// permutation of the indexes (and is left as the identity).
+fn permute<T>(items: &mut [T], to: &mut [u32]) {
+    for i in 0..items.len().min(to.len()) {
+        loop {
+            let t = to[i] as usize;
+            if t == i || t >= items.len() {
+                break;
             }
-            capacity.xattrs += node.xattrs.len();
-            capacity.bytes += node
-                .xattrs
-                .iter()
-                .map(|(name, value)| name.len() + value.len())
-                .sum::<usize>();
+            items.swap(i, t);
+            to.swap(i, t);
         }
-        capacity
     }
-}
-
-fn push_bytes(arena: &mut Vec<u8>, bytes: &[u8]) -> Span {
-    let span = Span {
-        start: arena.len(),
-        len: bytes.len(),
-    };
-    arena.extend_from_slice(bytes);
-    span
 }

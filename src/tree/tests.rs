@@ -872,3 +872,12 @@ fn a_tree_stored_with_another_record_layout_is_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn permute_moves_every_item_to_its_place() {
+    let mut items = vec!['a', 'b', 'c', 'd', 'e'];
+    let mut to = vec![3, 0, 4, 1, 2];
+    super::permute(&mut items, &mut to);
+    assert_eq!(items, ['b', 'd', 'e', 'a', 'c']);
+    assert_eq!(to, [0, 1, 2, 3, 4]);
+}
