@@ -25,6 +25,9 @@ pub enum StackError {
     /// No layer files were given.
     #[error("no layers given")]
     NoLayers,
+    /// More layers than a tree can number (`tree::MAX_LAYERS`).
+    #[error("{0} layers given; at most {max} can be stacked", max = crate::tree::MAX_LAYERS - 1)]
+    TooManyLayers(usize),
     /// A layer file could not be opened or read, or is not a layer.
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -314,6 +317,9 @@ impl Stack {
         if specs.is_empty() {
             return Err(StackError::NoLayers);
         }
+        if specs.len() >= crate::tree::MAX_LAYERS {
+            return Err(StackError::TooManyLayers(specs.len()));
+        }
         let spill_dir = options
             .spill_dir
             .clone()
@@ -435,7 +441,7 @@ impl Stack {
         debug_assert_eq!(node.kind(), NodeKind::File);
         let layer = self
             .layers
-            .get(node.layer as usize)
+            .get(node.layer() as usize)
             .ok_or(StackError::NotAFile(ino))?;
         Ok(data.read_at(pos, buf, |offset, dst| layer.read_exact_at(offset, dst))?)
     }

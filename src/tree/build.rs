@@ -272,7 +272,7 @@ impl Builder {
             .map(|(name, id)| Hidden {
                 path: joined(dir, name),
                 kind: nodes[id].kind(),
-                layer: nodes[id].layer,
+                layer: nodes[id].layer(),
                 entries: subtree_entries(nodes, names, id),
             })
             .collect();
@@ -334,7 +334,7 @@ impl Builder {
                     ];
                     self.segments.extend(map.iter().map(|s| [s.offset, s.len]));
                     self.extra_mut(id).sparse = sparse;
-                    self.nodes[id].flags |= SPARSE;
+                    self.nodes[id].set_flags(SPARSE);
                 }
                 id
             }
@@ -343,8 +343,14 @@ impl Builder {
                 let at = (target.start as u64, target.len as u64);
                 self.push_node(layer, member, NodeKind::Symlink, at)
             }
-            MemberKind::CharDevice => self.push_node(layer, member, NodeKind::CharDevice, (0, 0)),
-            MemberKind::BlockDevice => self.push_node(layer, member, NodeKind::BlockDevice, (0, 0)),
+            MemberKind::CharDevice => {
+                let rdev = device(member);
+                self.push_node(layer, member, NodeKind::CharDevice, (rdev, 0))
+            }
+            MemberKind::BlockDevice => {
+                let rdev = device(member);
+                self.push_node(layer, member, NodeKind::BlockDevice, (rdev, 0))
+            }
             MemberKind::Fifo => self.push_node(layer, member, NodeKind::Fifo, (0, 0)),
         };
         self.names.insert(parent, name, id);
@@ -484,12 +490,10 @@ impl Builder {
         (at, size): (u64, u64),
     ) -> NodeId {
         let id = self.nodes.len();
-        self.nodes.push(Node {
-            at,
-            size,
-            kind: kind_code(kind),
-            ..implied_dir_node(layer)
-        });
+        let mut node = implied_dir_node(layer);
+        (node.at, node.size) = (at, size);
+        node.layer_kind = pack_layer_kind(layer, kind);
+        self.nodes.push(node);
         self.set_attributes(id, layer, member);
         id
     }
@@ -502,8 +506,7 @@ impl Builder {
         node.gid = member.gid;
         node.mtime = member.mtime;
         node.mtime_nsec = member.mtime_nsec;
-        node.rdev = [member.dev_major, member.dev_minor];
-        node.layer = layer;
+        node.set_layer(layer);
         let first = u32::try_from(self.xattrs.len()).unwrap_or(0);
         for (name, value) in member
             .xattrs
@@ -578,13 +581,21 @@ fn implied_dir_node(layer: u32) -> Node {
         gid: 0,
         mtime_nsec: 0,
         nlink: 0,
-        layer,
         parent: 0,
-        count: 0,
         extra: 0,
-        rdev: [0, 0],
-        kind: kind_code(NodeKind::Directory),
-        flags: 0,
-        padding: [0; 2],
+        layer_kind: pack_layer_kind(layer, NodeKind::Directory),
     }
+}
+
+/// [`Node`]'s `layer_kind` of a node of `kind` from `layer`, without
+/// flags. Layer numbers are below [`super::MAX_LAYERS`] (`Stack` refuses
+/// more layers).
+fn pack_layer_kind(layer: u32, kind: NodeKind) -> u32 {
+    (layer << 8) | u32::from(kind_code(kind))
+}
+
+/// A device member's major (high 32 bits) and minor numbers, as a
+/// device [`Node`] keeps them.
+fn device(member: &Member) -> u64 {
+    (u64::from(member.dev_major) << 32) | u64::from(member.dev_minor)
 }

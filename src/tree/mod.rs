@@ -178,8 +178,10 @@ pub struct Node {
     pub mtime: i64,
     /// Size in bytes (a symlink's is its target's length).
     pub size: u64,
-    /// A directory's first entry, a file's data offset, the start of a
-    /// symlink's target in the arena; 0 otherwise.
+    /// A directory's first entry (low 32 bits) and number of entries
+    /// (high 32 bits), a file's data offset, the start of a symlink's
+    /// target in the arena, a device's major (high 32 bits) and minor
+    /// number; 0 for a fifo.
     at: u64,
     /// Permission bits, with setuid, setgid and sticky.
     pub mode: u32,
@@ -191,28 +193,27 @@ pub struct Node {
     pub mtime_nsec: u32,
     /// Number of names: for directories 2 plus the subdirectories.
     pub nlink: u32,
-    /// The layer that provided this node (0 = bottom).
-    pub layer: u32,
     /// The inode of the directory holding this node; see [`Node::parent`].
-    /// 32 bits, like `count` and `extra`: a tree cannot hold 2^32 nodes in
-    /// memory, and the bytes saved are per node.
+    /// 32 bits, like `extra` and a directory's entries: a tree cannot hold
+    /// 2^32 nodes in memory, and the bytes saved are per node (56 bytes a
+    /// node, at a million entries the larger part of a mount's memory).
     parent: u32,
-    /// A directory's number of entries; 0 otherwise.
-    count: u32,
     /// 1 + the index of this node's [`Extra`] in `Tree::extras`; 0 if it
     /// has none.
     extra: u32,
-    /// Device major and minor numbers.
-    rdev: [u32; 2],
-    /// [`NodeKind`], as `kind_code` numbers it.
-    kind: u8,
-    /// [`SPARSE`] for a file with a sparse map.
-    flags: u8,
-    padding: [u8; 2],
+    /// The layer that provided this node (0 = bottom) above 8 bits of
+    /// [`NodeKind`] (as `kind_code` numbers it, low 4 bits) and flags
+    /// ([`SPARSE`], high 4 bits); see [`MAX_LAYERS`].
+    layer_kind: u32,
 }
 
-/// [`Node::flags`]: the file has a sparse map (possibly empty).
+/// [`Node`]'s flags: the file has a sparse map (possibly empty).
 const SPARSE: u8 = 1;
+
+/// Most layers a tree can have: a node keeps its layer's number in 24
+/// bits. Each layer is an open file and an index in memory, so no stack
+/// comes near.
+pub const MAX_LAYERS: usize = 1 << 24;
 
 /// What a node has beyond [`Node`]'s numbers, when it has any.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -227,12 +228,38 @@ struct Extra {
 impl Node {
     /// What it is.
     pub fn kind(&self) -> NodeKind {
-        kind_of(self.kind).unwrap_or(NodeKind::Fifo)
+        kind_of(self.kind_bits()).unwrap_or(NodeKind::Fifo)
     }
 
-    /// Device major and minor numbers.
+    /// The layer that provided this node (0 = bottom).
+    pub fn layer(&self) -> u32 {
+        self.layer_kind >> 8
+    }
+
+    /// Device major and minor numbers (0 for other kinds).
     pub fn rdev(&self) -> (u32, u32) {
-        (self.rdev[0], self.rdev[1])
+        match self.kind() {
+            NodeKind::CharDevice | NodeKind::BlockDevice => {
+                ((self.at >> 32) as u32, self.at as u32)
+            }
+            _ => (0, 0),
+        }
+    }
+
+    fn kind_bits(&self) -> u8 {
+        (self.layer_kind & 0x0f) as u8
+    }
+
+    fn flags(&self) -> u8 {
+        ((self.layer_kind >> 4) & 0x0f) as u8
+    }
+
+    fn set_layer(&mut self, layer: u32) {
+        self.layer_kind = (layer << 8) | (self.layer_kind & 0xff);
+    }
+
+    fn set_flags(&mut self, flags: u8) {
+        self.layer_kind = (self.layer_kind & !0xf0) | (u32::from(flags & 0x0f) << 4);
     }
 
     /// The directory holding this node (the root's is the root); for a
@@ -245,8 +272,8 @@ impl Node {
         let index = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         match self.kind() {
             NodeKind::Directory => Payload::Dir {
-                first: index(self.at),
-                count: self.count as usize,
+                first: index(self.at & 0xffff_ffff),
+                count: index(self.at >> 32),
             },
             NodeKind::File => Payload::File {
                 offset: self.at,
@@ -289,10 +316,24 @@ fn kind_of(code: u8) -> Option<NodeKind> {
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct DirEntry {
-    name: Span,
+    /// Where the name starts in the arena (low 56 bits) and its length
+    /// (high 8 bits: a name is at most `NAME_MAX`, 255 bytes).
+    name: u64,
     /// The node the name refers to.
     pub ino: Ino,
 }
+
+impl DirEntry {
+    fn name_span(&self) -> Span {
+        Span {
+            start: usize::try_from(self.name & NAME_START).unwrap_or(usize::MAX),
+            len: (self.name >> 56) as usize,
+        }
+    }
+}
+
+/// The bits of [`DirEntry::name`] that hold the name's start.
+const NAME_START: u64 = (1 << 56) - 1;
 
 /// The merged tree; see the module docs.
 #[derive(Debug)]
@@ -364,14 +405,14 @@ impl Tree {
 
     /// The name of a directory entry.
     pub fn name(&self, entry: &DirEntry) -> &[u8] {
-        self.span(entry.name)
+        self.span(entry.name_span())
     }
 
     /// Finds `name` in directory `dir`.
     pub fn lookup(&self, dir: Ino, name: &[u8]) -> Option<Ino> {
         let entries = self.entries(dir);
         entries
-            .binary_search_by(|e| self.span(e.name).cmp(name))
+            .binary_search_by(|e| self.name(e).cmp(name))
             .ok()
             .map(|i| entries[i].ino)
     }
@@ -398,7 +439,7 @@ impl Tree {
         let Payload::File { offset, size } = node.payload() else {
             return None;
         };
-        let sparse = (node.flags & SPARSE != 0).then(|| {
+        let sparse = (node.flags() & SPARSE != 0).then(|| {
             let [first, count] = self.extra(node).sparse;
             let (first, count) = (first as usize, count as usize);
             let segments = first
@@ -561,13 +602,8 @@ fn freeze(builder: Builder) -> Tree {
         segments,
         ..
     } = builder;
-    let (bytes, mut links, heads) = names.into_parts();
-    let name = |link: &Link| {
-        let start = usize::try_from(link.start).unwrap_or(usize::MAX);
-        bytes
-            .get(start..start.saturating_add(link.len as usize))
-            .unwrap_or(&[])
-    };
+    let (bytes, mut links, next_link, heads) = names.into_parts();
+    let name = |link: &Link| names::name_of(&bytes, link);
     // Per node: its inode number (0 until reached); per link: its place
     // among the entries (NONE until listed).
     let mut ino_of: Vec<u32> = vec![0; nodes.len()];
@@ -587,11 +623,10 @@ fn freeze(builder: Builder) -> Tree {
         listing.clear();
         let mut l = heads.get(id).copied().unwrap_or(NONE);
         while l != NONE {
-            let link = &links[l as usize];
-            if link.node != NONE {
+            if links[l as usize].node != NONE {
                 listing.push(l);
             }
-            l = link.next;
+            l = next_link[l as usize];
         }
         listing.sort_unstable_by(|&a, &b| name(&links[a as usize]).cmp(name(&links[b as usize])));
         let first = entries;
@@ -612,12 +647,12 @@ fn freeze(builder: Builder) -> Tree {
             entries += 1;
         }
         let node = &mut nodes[id];
-        (node.at, node.count) = (first.into(), entries - first);
+        node.at = u64::from(first) | (u64::from(entries - first) << 32);
         // A directory has one name (hardlinks to directories are refused).
         node.nlink = 2 + subdirs;
     }
     let reachable = order.len();
-    drop((order, heads, listing));
+    drop((order, heads, next_link, listing));
     // The entries: each listed link moved to its slot and turned into an
     // entry where it lies (same size: the vector's memory is reused).
     let listed = entries as usize;
@@ -633,10 +668,7 @@ fn freeze(builder: Builder) -> Tree {
     let mut entries: Vec<DirEntry> = links
         .into_iter()
         .map(|link| DirEntry {
-            name: Span {
-                start: usize::try_from(link.start).unwrap_or(usize::MAX),
-                len: link.len as usize,
-            },
+            name: link.name,
             ino: Ino::from(ino_of[link.node as usize]),
         })
         .collect();

@@ -17,24 +17,22 @@ use std::hash::{BuildHasher, RandomState};
 use hashbrown::HashTable;
 
 use super::build::NodeId;
-use super::Span;
+use super::{Span, NAME_START};
 
 /// No link, or no node: the end of a chain, a dead link.
 pub(super) const NONE: u32 = u32::MAX;
 
-/// One name in a directory.
+/// One name in a directory: the size of a frozen [`super::DirEntry`],
+/// which it becomes in place.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Link {
-    /// Where the name's bytes start in the arena.
-    pub start: u64,
-    /// The name's length (at most `NAME_MAX`).
-    pub len: u32,
+    /// Where the name's bytes start in the arena (low 56 bits) and its
+    /// length (high 8 bits: at most `NAME_MAX`), as in a `DirEntry`.
+    pub name: u64,
     /// The directory holding the name.
     pub dir: u32,
     /// The node it names; [`NONE`] once removed.
     pub node: u32,
-    /// The directory's previous link, or [`NONE`].
-    pub next: u32,
 }
 
 /// Every directory's names, and the byte arena of the tree.
@@ -43,6 +41,8 @@ pub(super) struct Names {
     pub bytes: Vec<u8>,
     /// Every link ever made, dead ones included.
     pub links: Vec<Link>,
+    /// For each link, its directory's previous link, or [`NONE`].
+    pub next: Vec<u32>,
     /// Each directory's last link (by node), or [`NONE`].
     pub heads: Vec<u32>,
     /// The live links, by directory and name: each a [`Slot`].
@@ -55,6 +55,7 @@ impl Names {
         Names {
             bytes: Vec::new(),
             links: Vec::new(),
+            next: Vec::new(),
             heads: Vec::new(),
             table: HashTable::new(),
             hasher: RandomState::new(),
@@ -110,12 +111,11 @@ impl Names {
         let id = as_u32(self.links.len());
         let span = self.push_bytes(name);
         self.links.push(Link {
-            start: span.start as u64,
-            len: as_u32(span.len),
+            name: (span.start as u64 & NAME_START) | ((span.len.min(255) as u64) << 56),
             dir: dir_u32,
             node,
-            next: self.heads[dir],
         });
+        self.next.push(self.heads[dir]);
         self.heads[dir] = id;
         let slot = slot_of(hash, id);
         self.table.insert_unique(slot_hash(&slot), slot, slot_hash);
@@ -140,7 +140,7 @@ impl Names {
             if link.node != NONE {
                 taken.push((self.name(&link).into(), self.kill(l)));
             }
-            l = link.next;
+            l = self.next[l as usize];
         }
         taken.sort_unstable_by(|a: &(Box<[u8]>, NodeId), b| a.0.cmp(&b.0));
         taken
@@ -153,7 +153,7 @@ impl Names {
             while l != NONE {
                 let at = l;
                 let link = &self.links[at as usize];
-                l = link.next;
+                l = self.next[at as usize];
                 if link.node != NONE {
                     return Some(at);
                 }
@@ -162,10 +162,10 @@ impl Names {
         })
     }
 
-    /// The arena, the links and the directories' chains, without the
-    /// table: what freezing the tree needs.
-    pub fn into_parts(self) -> (Vec<u8>, Vec<Link>, Vec<u32>) {
-        (self.bytes, self.links, self.heads)
+    /// The arena, the links and the directories' chains (`next` and
+    /// `heads`), without the table: what freezing the tree needs.
+    pub fn into_parts(self) -> (Vec<u8>, Vec<Link>, Vec<u32>, Vec<u32>) {
+        (self.bytes, self.links, self.next, self.heads)
     }
 
     fn find(&self, dir: NodeId, name: &[u8]) -> Option<u32> {
@@ -200,10 +200,11 @@ impl Names {
     }
 }
 
-fn name_of<'a>(bytes: &'a [u8], link: &Link) -> &'a [u8] {
-    let start = usize::try_from(link.start).unwrap_or(usize::MAX);
+/// A link's name in `bytes`, the arena.
+pub(super) fn name_of<'a>(bytes: &'a [u8], link: &Link) -> &'a [u8] {
+    let start = usize::try_from(link.name & NAME_START).unwrap_or(usize::MAX);
     start
-        .checked_add(link.len as usize)
+        .checked_add((link.name >> 56) as usize)
         .and_then(|end| bytes.get(start..end))
         .unwrap_or(&[])
 }

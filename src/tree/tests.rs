@@ -154,8 +154,8 @@ fn whiteout_does_not_remove_its_own_layers_entry_in_either_order() {
         ]),
     ]);
     assert_eq!(paths(&tree), ["a", "a/x", "a/y"]);
-    assert_eq!(node(&tree, "a/x").layer, 1);
-    assert_eq!(node(&tree, "a/y").layer, 1);
+    assert_eq!(node(&tree, "a/x").layer(), 1);
+    assert_eq!(node(&tree, "a/y").layer(), 1);
 }
 
 #[test]
@@ -225,7 +225,7 @@ fn directory_over_directory_keeps_children_and_takes_new_attributes() {
     let tree = build([layer(vec![dir("d"), file("d/x", 0)]), layer(vec![upper])]);
     assert_eq!(paths(&tree), ["d", "d/x"]);
     let d = node(&tree, "d");
-    assert_eq!((d.mode, d.uid, d.layer), (0o700, 42, 1));
+    assert_eq!((d.mode, d.uid, d.layer()), (0o700, 42, 1));
 }
 
 #[test]
@@ -454,7 +454,7 @@ fn a_member_under_a_file_is_left_out_and_the_file_kept() {
     ]);
     assert_eq!(paths(&tree), ["dev", "f", "lower", "to-file"]);
     assert_eq!(node(&tree, "f").kind(), NodeKind::File);
-    assert_eq!(node(&tree, "lower").layer, 0);
+    assert_eq!(node(&tree, "lower").layer(), 0);
     let skipped: Vec<(u32, &[u8], &str)> = warnings
         .iter()
         .map(|w| (w.layer, &w.path[..], w.problem))
@@ -566,7 +566,7 @@ fn user_overlay_xattrs_are_overlayfs_own_only_in_a_directory_layer() {
     assert_eq!(paths(&tree), ["d", "d/old", "gone"]);
     let xattrs: Vec<_> = tree.xattrs(node_ino(&tree, "d")).collect();
     assert_eq!(xattrs, [(&b"user.overlay.opaque"[..], &b"y"[..])]);
-    assert_eq!(node(&tree, "gone").layer, 1);
+    assert_eq!(node(&tree, "gone").layer(), 1);
     // The bottom layer's kind counts too.
     let tree = build_kinds(vec![(upper(), LayerKind::Directory)]);
     assert_eq!(paths(&tree), ["d"]);
