@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
-use crate::cache::{IndexCache, LayerEntry, LayerKey};
+use crate::cache::{IndexCache, LayerKey};
 use crate::dir::{DirError, DirLayer};
 use crate::source::{BlobFetch, Codec, LayerHead, LayerSource, ReadMeter, SeekIndex, SourceError};
 use crate::tar::{self, LayerIndex, Member, TarError};
@@ -875,7 +875,7 @@ fn load_or_index(
     }
     // Only the members' encoding stays behind for the cache; the members
     // themselves go on to `sink`.
-    let mut entry = keyed.map(|_| LayerEntry::default());
+    let mut entry = keyed.map(|(cache, _)| cache.new_entry());
     let started = std::time::Instant::now();
     let seek = index_one(layer, n, verify, meter, batch, &mut |members| {
         stats.add(&members);

@@ -123,6 +123,10 @@ pub(super) struct MemberEncoder {
     out: Vec<u8>,
     count: u64,
     prev: Previous,
+    /// Bytes of the encoding already handed to [`MemberEncoder::spill_to`],
+    /// and their checksum.
+    spilled: u64,
+    spilled_crc: crc32fast::Hasher,
 }
 
 impl MemberEncoder {
@@ -135,6 +139,22 @@ impl MemberEncoder {
         self.count += members.len() as u64;
     }
 
+    /// Bytes of encoding held in memory.
+    pub(super) fn held(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Writes the encoding held so far to `out`, which then comes between
+    /// the head and the rest in the entry (see
+    /// [`MemberEncoder::finish_parts`]); holds nothing more once written.
+    pub(super) fn spill_to(&mut self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        out.write_all(&self.out)?;
+        self.spilled += self.out.len() as u64;
+        self.spilled_crc.update(&self.out);
+        self.out.clear();
+        Ok(())
+    }
+
     /// The whole entry: `identity` (see [`super::LayerKey`]), the seek
     /// index, and the members pushed so far.
     #[cfg(test)]
@@ -144,8 +164,8 @@ impl MemberEncoder {
         head
     }
 
-    /// [`MemberEncoder::finish`] in two parts to be written one after the
-    /// other: the head, and the members' encoding as it was built. Joining
+    /// [`MemberEncoder::finish`] in two parts: the head, then (after what
+    /// was spilled, if anything) the rest of the members' encoding. Joining
     /// them would copy the members' encoding, held twice at the end of a
     /// layer's pass (19 MB each at a million members).
     pub(super) fn finish_parts(self, identity: &[u8], seek: &SeekIndex) -> [Vec<u8>; 2] {
@@ -159,10 +179,11 @@ impl MemberEncoder {
         put_u64(&mut head, self.count);
         let mut crc = crc32fast::Hasher::new();
         crc.update(head.get(HEADER_LEN..).unwrap_or_default());
+        crc.combine(&self.spilled_crc);
         crc.update(&self.out);
-        let body_len = head.len() - HEADER_LEN + self.out.len();
+        let body_len = (head.len() - HEADER_LEN + self.out.len()) as u64 + self.spilled;
         if let Some(header) = head.get_mut(..HEADER_LEN) {
-            fill_header(header, body_len as u64, crc.finalize());
+            fill_header(header, body_len, crc.finalize());
         }
         [head, self.out]
     }
