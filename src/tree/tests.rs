@@ -881,3 +881,15 @@ fn permute_moves_every_item_to_its_place() {
     assert_eq!(items, ['b', 'd', 'e', 'a', 'c']);
     assert_eq!(to, [0, 1, 2, 3, 4]);
 }
+
+/// The record sizes that a million entries' memory rests on; a link must
+/// stay the size of an entry, or freezing silently allocates the entries
+/// anew beside the links instead of turning them into entries in place.
+#[test]
+fn nodes_entries_and_links_keep_their_sizes() {
+    use std::mem::{align_of, size_of};
+    assert_eq!(size_of::<super::Node>(), 56);
+    assert_eq!(size_of::<super::DirEntry>(), 16);
+    assert_eq!(size_of::<super::Link>(), size_of::<super::DirEntry>());
+    assert_eq!(align_of::<super::Link>(), align_of::<super::DirEntry>());
+}
