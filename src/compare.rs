@@ -347,8 +347,8 @@ impl Walk<'_, '_> {
         if o.size != n.size {
             return Ok(false);
         }
-        let old_spec = self.old_specs.get(o.layer as usize);
-        let new_spec = self.new_specs.get(n.layer as usize);
+        let old_spec = self.old_specs.get(o.layer() as usize);
+        let new_spec = self.new_specs.get(n.layer() as usize);
         let old_data = self.old.tree().file_data(old);
         let new_data = self.new.tree().file_data(new);
         if let (Some(os), Some(ns), Some(od), Some(nd)) = (old_spec, new_spec, old_data, new_data) {
@@ -386,7 +386,7 @@ impl Walk<'_, '_> {
             let layer = stack
                 .tree()
                 .node(ino)
-                .and_then(|node| stack.layers().get(node.layer as usize))
+                .and_then(|node| stack.layers().get(node.layer() as usize))
                 .map(|layer| layer.path().to_path_buf())
                 .unwrap_or_default();
             CompareError::Read {

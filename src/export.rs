@@ -215,13 +215,13 @@ pub(crate) fn copy_range(
 fn read_error(stack: &Stack, file: &FileRef<'_>, source: StackError) -> ExportError {
     let layer_path = stack
         .layers()
-        .get(file.node.layer as usize)
+        .get(file.node.layer() as usize)
         .map(|l| l.path().to_path_buf())
         .unwrap_or_default();
     ExportError::Read {
         path: file.path.to_vec(),
         layer_path,
-        layer: file.node.layer + 1,
+        layer: file.node.layer() + 1,
         source: Box::new(source),
     }
 }

@@ -61,7 +61,7 @@ impl<'a> Entry<'a> {
             size: node.size,
             mtime: node.mtime,
             link: tree.symlink_target(ino),
-            layer: node.layer + 1,
+            layer: node.layer() + 1,
             inode: Some((ino, node.nlink)),
         }
     }

@@ -26,6 +26,9 @@ pub enum StackError {
     /// No layer files were given.
     #[error("no layers given")]
     NoLayers,
+    /// More layers than a tree can number (`tree::MAX_LAYERS`).
+    #[error("{0} layers given; at most {max} can be stacked", max = crate::tree::MAX_LAYERS - 1)]
+    TooManyLayers(usize),
     /// A layer file could not be opened or read, or is not a layer.
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -320,6 +323,9 @@ impl Stack {
         if specs.is_empty() {
             return Err(StackError::NoLayers);
         }
+        if specs.len() >= crate::tree::MAX_LAYERS {
+            return Err(StackError::TooManyLayers(specs.len()));
+        }
         let spill_dir = options
             .spill_dir
             .clone()
@@ -458,7 +464,7 @@ impl Stack {
         debug_assert_eq!(node.kind(), NodeKind::File);
         let layer = self
             .layers
-            .get(node.layer as usize)
+            .get(node.layer() as usize)
             .ok_or(StackError::NotAFile(ino))?;
         Ok(data.read_at(pos, buf, |offset, dst| layer.read_exact_at(offset, dst))?)
     }
@@ -934,7 +940,7 @@ fn load_or_index(
     // stored, and every mount indexes it again.
     let mut entry = keyed
         .filter(|_| toc.is_none())
-        .map(|_| LayerEntry::default());
+        .map(|(cache, _)| cache.new_entry());
     let started = std::time::Instant::now();
     let seek = index_one(layer, n, verify, meter, batch, &mut |mut members| {
         // The format's bookkeeping (eStargz's TOC and landmarks) is in the

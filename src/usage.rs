@@ -103,7 +103,7 @@ pub fn usage(stack: &Stack, digests: &[Option<String>], top: usize) -> Usage {
                 directories.offer(bytes, path, 0);
             }
             NodeKind::File if node.nlink <= 1 || seen_links.insert(ino) => {
-                files.offer(node.size, path, node.layer as usize + 1);
+                files.offer(node.size, path, node.layer() as usize + 1);
             }
             _ => {}
         }

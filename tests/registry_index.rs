@@ -177,12 +177,7 @@ fn index_warnings(stderr: &str) -> Vec<&str> {
 
 #[test]
 fn a_pushed_index_mounts_with_an_empty_cache_without_reading_a_layer_blob() {
-    require!(
-        Fuse,
-        Tool("umoci"),
-        Tool("docker-registry"),
-        Tool("skopeo")
-    );
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     let pushed = rig.push_index();
     assert!(
@@ -211,12 +206,7 @@ fn a_pushed_index_mounts_with_an_empty_cache_without_reading_a_layer_blob() {
 
 #[test]
 fn the_artifact_refers_to_the_image_and_pushing_again_keeps_one() {
-    require!(
-        Fuse,
-        Tool("umoci"),
-        Tool("docker-registry"),
-        Tool("skopeo")
-    );
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     // Another tool's referrer of the same image, which must survive.
     let other = json!({
@@ -281,12 +271,7 @@ fn the_artifact_refers_to_the_image_and_pushing_again_keeps_one() {
 
 #[test]
 fn no_remote_index_skips_the_lookup_and_streams_the_layers() {
-    require!(
-        Fuse,
-        Tool("umoci"),
-        Tool("docker-registry"),
-        Tool("skopeo")
-    );
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     rig.push_index();
     rig.proxy.clear();
@@ -315,12 +300,7 @@ fn no_remote_index_skips_the_lookup_and_streams_the_layers() {
 
 #[test]
 fn an_image_without_an_index_costs_no_warning() {
-    require!(
-        Fuse,
-        Tool("umoci"),
-        Tool("docker-registry"),
-        Tool("skopeo")
-    );
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     let run = ls(&rig, &[]);
     run.expect_success("layerfs ls");
@@ -329,12 +309,7 @@ fn an_image_without_an_index_costs_no_warning() {
 
 #[test]
 fn a_corrupt_index_blob_costs_one_warning_and_the_ordinary_pass() {
-    require!(
-        Fuse,
-        Tool("umoci"),
-        Tool("docker-registry"),
-        Tool("skopeo")
-    );
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     let baseline = ls(&rig, &["--no-remote-index"]);
     baseline.expect_success("layerfs ls --no-remote-index");
@@ -357,12 +332,7 @@ fn a_corrupt_index_blob_costs_one_warning_and_the_ordinary_pass() {
 
 #[test]
 fn an_index_of_another_layer_is_refused_by_its_echoed_key() {
-    require!(
-        Fuse,
-        Tool("umoci"),
-        Tool("docker-registry"),
-        Tool("skopeo")
-    );
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     rig.push_index();
     // The same artifact with the indexes of two layers swapped: every blob
@@ -412,12 +382,7 @@ fn an_index_of_another_layer_is_refused_by_its_echoed_key() {
 
 #[test]
 fn index_push_takes_a_registry_image_only() {
-    require!(
-        Fuse,
-        Tool("umoci"),
-        Tool("docker-registry"),
-        Tool("skopeo")
-    );
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let dir = TempDir::new().expect("temp dir");
     let layer = dir.path().join("layer.tar");
     std::fs::write(&layer, [0u8; 1024]).expect("write an empty tar");
@@ -440,12 +405,7 @@ fn index_push_takes_a_registry_image_only() {
 
 #[test]
 fn index_push_and_the_lookup_log_in_to_a_token_registry() {
-    require!(
-        Fuse,
-        Tool("umoci"),
-        Tool("docker-registry"),
-        Tool("skopeo")
-    );
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
     let rig = Rig::new();
     rig.proxy.require_token(None);
     let cache = TempDir::new().expect("cache dir");

@@ -312,7 +312,7 @@ impl Comparer<'_> {
 }
 
 fn lower_error(stack: &Stack, path: &[u8], ino: Ino, source: StackError) -> AuthorError {
-    let layer = stack.tree().node(ino).map_or(0, |n| n.layer);
+    let layer = stack.tree().node(ino).map_or(0, |n| n.layer());
     let layer_path = stack
         .layers()
         .get(layer as usize)

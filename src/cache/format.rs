@@ -55,7 +55,7 @@ const TREE_MAGIC: &[u8; 12] = b"LAYERFS-TRE\0";
 /// 5: an eStargz layer's TOC entry and prefetch landmarks are left out of
 /// its members, and a layer indexed from its table of contents has a
 /// chunk table for its seek index: an entry of 4 may list them.
-pub(super) const VERSION: u32 = 5;
+pub(super) const VERSION: u32 = 6;
 /// Magic, version, body length, checksum.
 pub(super) const HEADER_LEN: usize = 12 + 4 + 8 + 4;
 
@@ -126,6 +126,10 @@ pub(super) struct MemberEncoder {
     out: Vec<u8>,
     count: u64,
     prev: Previous,
+    /// Bytes of the encoding already handed to [`MemberEncoder::spill_to`],
+    /// and their checksum.
+    spilled: u64,
+    spilled_crc: crc32fast::Hasher,
 }
 
 impl MemberEncoder {
@@ -138,22 +142,53 @@ impl MemberEncoder {
         self.count += members.len() as u64;
     }
 
+    /// Bytes of encoding held in memory.
+    pub(super) fn held(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Writes the encoding held so far to `out`, which then comes between
+    /// the head and the rest in the entry (see
+    /// [`MemberEncoder::finish_parts`]); holds nothing more once written.
+    pub(super) fn spill_to(&mut self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        out.write_all(&self.out)?;
+        self.spilled += self.out.len() as u64;
+        self.spilled_crc.update(&self.out);
+        self.out.clear();
+        Ok(())
+    }
+
     /// The whole entry: `identity` (see [`super::LayerKey`]), the seek
     /// index, and the members pushed so far.
+    #[cfg(test)]
     pub(super) fn finish(self, identity: &[u8], seek: &SeekIndex) -> Vec<u8> {
+        let [mut head, members] = self.finish_parts(identity, seek);
+        head.extend_from_slice(&members);
+        head
+    }
+
+    /// [`MemberEncoder::finish`] in two parts: the head, then (after what
+    /// was spilled, if anything) the rest of the members' encoding. Joining
+    /// them would copy the members' encoding, held twice at the end of a
+    /// layer's pass (19 MB each at a million members).
+    pub(super) fn finish_parts(self, identity: &[u8], seek: &SeekIndex) -> [Vec<u8>; 2] {
         let mut blob = Vec::new();
         seek.encode(&mut blob);
-        let mut out = start(
-            MAGIC,
-            HEADER_LEN + identity.len() + blob.len() + 30 + self.out.len(),
-        );
-        put_bytes(&mut out, identity);
-        put_bytes(&mut out, &blob);
-        let head_crc = crc32fast::hash(out.get(HEADER_LEN..).unwrap_or_default());
-        out.extend_from_slice(&head_crc.to_le_bytes());
-        put_u64(&mut out, self.count);
-        out.extend_from_slice(&self.out);
-        seal(out)
+        let mut head = start(MAGIC, HEADER_LEN + identity.len() + blob.len() + 30);
+        put_bytes(&mut head, identity);
+        put_bytes(&mut head, &blob);
+        let head_crc = crc32fast::hash(head.get(HEADER_LEN..).unwrap_or_default());
+        head.extend_from_slice(&head_crc.to_le_bytes());
+        put_u64(&mut head, self.count);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(head.get(HEADER_LEN..).unwrap_or_default());
+        crc.combine(&self.spilled_crc);
+        crc.update(&self.out);
+        let body_len = (head.len() - HEADER_LEN + self.out.len()) as u64 + self.spilled;
+        if let Some(header) = head.get_mut(..HEADER_LEN) {
+            fill_header(header, body_len, crc.finalize());
+        }
+        [head, self.out]
     }
 }
 
@@ -209,13 +244,6 @@ fn start(magic: &[u8; 12], capacity: usize) -> Vec<u8> {
     out.extend_from_slice(magic);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&[0; 12]);
-    out
-}
-
-/// Fills in the header's body length and checksum.
-fn seal(mut out: Vec<u8>) -> Vec<u8> {
-    let (header, body) = out.split_at_mut(HEADER_LEN);
-    fill_header(header, body.len() as u64, crc32fast::hash(body));
     out
 }
 

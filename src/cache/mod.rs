@@ -28,7 +28,7 @@ pub use key::LayerKey;
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -133,14 +133,41 @@ fn dir_from(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Option<
 
 /// A layer's cache entry being written while the layer is indexed (see
 /// [`IndexCache::store_entry_of`]): the members go to the merge as they
-/// are read, and only their encoding stays behind.
+/// are read, and only their encoding stays behind, in a file once there
+/// is [`SPILL_AT`] of it (see [`IndexCache::new_entry`]).
 #[derive(Default)]
-pub struct LayerEntry(format::MemberEncoder);
+pub struct LayerEntry {
+    members: format::MemberEncoder,
+    /// An unnamed file in the cache directory for the encoding, if one
+    /// could be made; else it stays in memory.
+    spill: Option<File>,
+    /// Why the spill file could not be written: the entry is not stored.
+    failed: Option<io::Error>,
+}
+
+/// Bytes of a layer entry's encoding held in memory before they go to its
+/// spill file: the encoding is a tenth of the members' size, but at a
+/// million members that is 19 MB, at the peak of a first mount's memory.
+const SPILL_AT: usize = 1 << 20;
 
 impl LayerEntry {
     /// Adds the next members of the layer, in archive order.
     pub fn push(&mut self, members: &[Member]) {
-        self.0.push(members);
+        if self.failed.is_some() {
+            return;
+        }
+        self.members.push(members);
+        if self.members.held() < SPILL_AT {
+            return;
+        }
+        if let Some(file) = &mut self.spill {
+            if let Err(e) = self.members.spill_to(file) {
+                // What was spilled is lost, so is the entry; the mount
+                // goes on without it.
+                (self.members, self.spill) = (format::MemberEncoder::default(), None);
+                self.failed = Some(e);
+            }
+        }
     }
 }
 
@@ -271,7 +298,7 @@ impl IndexCache {
             name: name.clone(),
             reason: e.to_string(),
         })?;
-        self.store_entry(self.dir.join(name), bytes)
+        self.store_entry(self.dir.join(name), &[bytes.to_vec()])
     }
 
     /// The bytes of the entry `name` as stored, unchecked (what a bundle
@@ -401,8 +428,41 @@ impl IndexCache {
         seek: &SeekIndex,
     ) -> Result<(), CacheError> {
         let path = self.dir.join(key.file_name());
-        let bytes = entry.0.finish(&key.identity(), seek);
-        self.store_entry(path, &bytes)
+        if let Some(source) = entry.failed {
+            return Err(self.failed(path, source));
+        }
+        let [head, rest] = entry.members.finish_parts(&key.identity(), seek);
+        let Some(mut spilled) = entry.spill else {
+            return self.store_entry(path, &[head, rest]);
+        };
+        let size = spilled
+            .stream_position()
+            .map_err(|source| self.failed(path.clone(), source))?
+            + (head.len() + rest.len()) as u64;
+        if size > self.max_bytes {
+            return Err(CacheError::TooLarge {
+                path,
+                size,
+                max_bytes: self.max_bytes,
+            });
+        }
+        self.store_with(path, |mut file| {
+            file.write_all(&head).map_err(Fill::Write)?;
+            spilled.rewind().map_err(Fill::Write)?;
+            io::copy(&mut spilled, &mut file).map_err(Fill::Write)?;
+            file.write_all(&rest).map_err(Fill::Write)?;
+            Ok(size)
+        })
+    }
+
+    /// A new [`LayerEntry`] for [`IndexCache::store_entry_of`], whose
+    /// encoding goes to an unnamed file in the cache directory as it
+    /// grows (or stays in memory if no such file can be made).
+    pub fn new_entry(&self) -> LayerEntry {
+        LayerEntry {
+            spill: tempfile::tempfile_in(&self.dir).ok(),
+            ..LayerEntry::default()
+        }
     }
 
     /// Stores the merged tree of the stack of layers with `keys` (bottom
@@ -418,8 +478,9 @@ impl IndexCache {
         })
     }
 
-    fn store_entry(&self, path: PathBuf, bytes: &[u8]) -> Result<(), CacheError> {
-        let size = bytes.len() as u64;
+    /// Stores an entry made of `parts`, written one after the other.
+    fn store_entry(&self, path: PathBuf, parts: &[Vec<u8>]) -> Result<(), CacheError> {
+        let size = parts.iter().map(|part| part.len() as u64).sum();
         if size > self.max_bytes {
             return Err(CacheError::TooLarge {
                 path,
@@ -428,7 +489,10 @@ impl IndexCache {
             });
         }
         self.store_with(path, |mut file| {
-            file.write_all(bytes).map(|()| size).map_err(Fill::Write)
+            for part in parts {
+                file.write_all(part).map_err(Fill::Write)?;
+            }
+            Ok(size)
         })
     }
 

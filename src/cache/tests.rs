@@ -71,6 +71,58 @@ fn stored_indexes_load_back_exactly() {
     assert_eq!(names_in(dir.path()).len(), 2, "{:?}", names_in(dir.path()));
 }
 
+#[test]
+fn an_entry_spilled_to_a_file_as_it_grows_loads_back_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = cache_in(dir.path(), DEFAULT_MAX_BYTES);
+    // Varied names and sizes: several spills of SPILL_AT, then a rest.
+    let members: Vec<Member> = (0..150_000u64)
+        .map(|i| {
+            let mut m = Member::bare(
+                format!("d{}/f-{i:x}", i % 97).as_bytes(),
+                MemberKind::Regular,
+            );
+            m.data = DataLayout {
+                offset: i * 1536,
+                size: i % 5000,
+                sparse: None,
+            };
+            m.mtime = 1_700_000_000 + (i % 13) as i64;
+            m
+        })
+        .collect();
+    let key = fake_key(7);
+    let mut entry = cache.new_entry();
+    assert!(
+        entry.spill.is_some(),
+        "the cache directory takes a spill file"
+    );
+    for batch in members.chunks(4096) {
+        entry.push(batch);
+    }
+    assert!(
+        entry.members.held() < SPILL_AT,
+        "most of it went to the file"
+    );
+    cache
+        .store_entry_of(&key, entry, &SeekIndex::Plain)
+        .expect("store");
+    let (back, _) = cache.load(&key).expect("hit");
+    assert!(back.members == members, "members differ after the spill");
+    // The same members stored whole make the same bytes.
+    let whole_key = fake_key(8);
+    let index = LayerIndex { members };
+    cache
+        .store(&whole_key, &index, &SeekIndex::Plain)
+        .expect("store");
+    let spilled = fs::read(entry_path(&cache, &key)).expect("read");
+    let whole = fs::read(entry_path(&cache, &whole_key)).expect("read");
+    // Only the identity (in the head) differs: compare from the members.
+    assert_eq!(spilled.len(), whole.len());
+    let tail = whole.len() - 1_000_000;
+    assert_eq!(spilled[tail..], whole[tail..]);
+}
+
 /// A layer with every member kind, a non-UTF-8 name and xattrs.
 fn sample_tar() -> (Vec<u8>, Vec<u8>) {
     let contents: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();

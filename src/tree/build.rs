@@ -10,13 +10,17 @@
 //! same node, and removing one name of a hardlinked file leaves the other
 //! showing the same data.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use super::bytes::ByteCount;
+use super::names::Names;
 use super::path::{components, is_absolute, push_components};
 use super::whiteout::{classify, is_visible_xattr, Action, LayerKind};
-use super::{Hidden, MergeWarning, NodeKind, Removal, RemovalKind};
-use crate::tar::{DataLayout, LayerIndex, Member, MemberKind};
+use super::{
+    kind_code, Extra, Hidden, MergeWarning, Node, NodeKind, Removal, RemovalKind, Span, DIR_SIZE,
+    SPARSE,
+};
+use crate::tar::{LayerIndex, Member, MemberKind};
 
 /// Index of a node in [`Builder::nodes`].
 pub(super) type NodeId = usize;
@@ -49,36 +53,21 @@ const MAX_PATH: usize = 4095;
 /// Mode of a directory that only exists because a path goes through it.
 const IMPLIED_DIR_MODE: u32 = 0o755;
 
-/// A node of the tree under construction.
-pub(super) struct BuildNode {
-    pub kind: NodeKind,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub mtime: i64,
-    pub mtime_nsec: u32,
-    pub rdev: (u32, u32),
-    /// Which layer provided this node (0 = bottom).
-    pub layer: u32,
-    pub content: Content,
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// What a node holds beyond its attributes.
-pub(super) enum Content {
-    /// A directory's entries, in byte order of their names.
-    Dir(BTreeMap<Box<[u8]>, NodeId>),
-    /// Where a regular file's bytes lie in its layer.
-    File(DataLayout),
-    /// A symlink's target, as stored.
-    Symlink(Vec<u8>),
-    /// Devices and fifos: attributes only.
-    Special,
-}
-
 /// The tree under construction, and the problems met so far.
+///
+/// Nodes are the frozen tree's own records from the start, so that
+/// freezing reorders them in place instead of copying every node into a
+/// second array (which was the peak of a first mount's memory): a
+/// directory's `at` and `count`, and every node's `parent` and `nlink`,
+/// are only set then. Symlink targets and xattrs go to the arena, and
+/// xattrs and sparse maps to their tables, as they come; what a later
+/// layer replaces stays there unused, bounded by what the layers hold.
 pub(super) struct Builder {
-    pub nodes: Vec<BuildNode>,
+    pub nodes: Vec<Node>,
+    pub names: Names,
+    pub extras: Vec<Extra>,
+    pub xattrs: Vec<[Span; 2]>,
+    pub segments: Vec<[u64; 2]>,
     pub warnings: Vec<MergeWarning>,
     /// What each removal hid, if asked for; `None` costs nothing.
     pub removals: Option<Vec<Removal>>,
@@ -144,18 +133,11 @@ impl Builder {
     /// is what the first layer is read from.
     pub fn new(record: bool, kind: LayerKind) -> Builder {
         Builder {
-            nodes: vec![BuildNode {
-                kind: NodeKind::Directory,
-                mode: IMPLIED_DIR_MODE,
-                uid: 0,
-                gid: 0,
-                mtime: 0,
-                mtime_nsec: 0,
-                rdev: (0, 0),
-                layer: 0,
-                content: Content::Dir(BTreeMap::new()),
-                xattrs: Vec::new(),
-            }],
+            nodes: vec![implied_dir_node(0)],
+            names: Names::new(),
+            extras: Vec::new(),
+            xattrs: Vec::new(),
+            segments: Vec::new(),
             warnings: Vec::new(),
             removals: record.then(Vec::new),
             bytes: record.then(ByteCount::default),
@@ -174,6 +156,7 @@ impl Builder {
             bytes.start(layer, &self.nodes);
         }
         self.nodes.reserve(index.members.len());
+        self.names.reserve(index.members.len());
         for member in &index.members {
             let comps = components(&member.path);
             let comps = &comps[..];
@@ -184,12 +167,12 @@ impl Builder {
                 }
                 Action::MakeOpaque { dir } => {
                     let hidden = self.make_opaque(dir);
-                    let children = hidden.iter().map(|(name, &id)| (&name[..], id));
+                    let children = hidden.iter().map(|(name, id)| (&name[..], *id));
                     self.record(layer, member, RemovalKind::Opaque, dir, children);
                 }
                 Action::AddOpaqueDir => {
                     let hidden = self.make_replaced_dir_opaque(comps);
-                    let children = hidden.iter().map(|(name, &id)| (&name[..], id));
+                    let children = hidden.iter().map(|(name, id)| (&name[..], *id));
                     self.record(layer, member, RemovalKind::Opaque, comps, children);
                 }
                 Action::Add | Action::Ignore => {}
@@ -260,7 +243,7 @@ impl Builder {
     /// The name of node `id` (and its subtree's) left the tree.
     fn unnamed(&mut self, id: NodeId) {
         if let Some(bytes) = &mut self.bytes {
-            bytes.unnamed(id, &self.nodes);
+            bytes.unnamed(id, &self.nodes, &self.names);
         }
     }
 
@@ -275,10 +258,10 @@ impl Builder {
     /// Removes `dir/name` with its subtree, if it exists; returns it.
     fn remove(&mut self, dir: &[&[u8]], name: &[u8]) -> Option<NodeId> {
         let parent = self.resolve_dir(dir, None).ok()?;
-        let Content::Dir(children) = &mut self.nodes[parent].content else {
+        if self.nodes[parent].kind() != NodeKind::Directory {
             return None;
-        };
-        let id = children.remove(name)?;
+        }
+        let id = self.names.remove(parent, name)?;
         self.removed_by_layer.insert(joined(dir, name), id);
         self.unnamed(id);
         Some(id)
@@ -290,35 +273,36 @@ impl Builder {
     /// as a whiteout's is, through symlinks: umoci and containerd resolve
     /// the parent of every member that way, so `bin/.wh..wh..opq` over
     /// `bin -> usr/bin` makes `usr/bin` opaque.
-    fn make_opaque(&mut self, dir: &[&[u8]]) -> BTreeMap<Box<[u8]>, NodeId> {
+    fn make_opaque(&mut self, dir: &[&[u8]]) -> Vec<(Box<[u8]>, NodeId)> {
         match self.resolve_dir(dir, None) {
             Ok(id) => self.take_children(id),
-            Err(_) => BTreeMap::new(),
+            Err(_) => Vec::new(),
         }
     }
 
     /// [`Builder::make_opaque`] for a directory member that is opaque by
     /// its xattr: the member itself is at `dir`, so a symlink there is
     /// not followed but replaced, and has no children to hide.
-    fn make_replaced_dir_opaque(&mut self, dir: &[&[u8]]) -> BTreeMap<Box<[u8]>, NodeId> {
+    fn make_replaced_dir_opaque(&mut self, dir: &[&[u8]]) -> Vec<(Box<[u8]>, NodeId)> {
         let Some((name, parents)) = dir.split_last() else {
             return self.take_children(ROOT);
         };
         let Ok(parent) = self.resolve_dir(parents, None) else {
-            return BTreeMap::new();
+            return Vec::new();
         };
         match self.child(parent, name) {
             Some(id) => self.take_children(id),
-            None => BTreeMap::new(),
+            None => Vec::new(),
         }
     }
 
-    fn take_children(&mut self, id: NodeId) -> BTreeMap<Box<[u8]>, NodeId> {
-        let children = match &mut self.nodes[id].content {
-            Content::Dir(children) => std::mem::take(children),
-            _ => BTreeMap::new(),
+    /// A directory's children, in byte order of their names, removed.
+    fn take_children(&mut self, id: NodeId) -> Vec<(Box<[u8]>, NodeId)> {
+        let children = match self.nodes[id].kind() {
+            NodeKind::Directory => self.names.take(id),
+            _ => Vec::new(),
         };
-        for &child in children.values() {
+        for &(_, child) in &children {
             self.unnamed(child);
         }
         children
@@ -337,14 +321,14 @@ impl Builder {
         let Some(removals) = &mut self.removals else {
             return;
         };
-        let nodes = &self.nodes;
+        let (nodes, names) = (&self.nodes, &self.names);
         let hides = removed
             .into_iter()
             .map(|(name, id)| Hidden {
                 path: joined(dir, name),
-                kind: nodes[id].kind,
-                layer: nodes[id].layer,
-                entries: subtree_entries(nodes, id),
+                kind: nodes[id].kind(),
+                layer: nodes[id].layer(),
+                entries: subtree_entries(nodes, names, id),
             })
             .collect();
         removals.push(Removal {
@@ -384,44 +368,47 @@ impl Builder {
         let existing = self.child(parent, name);
         let id = match member.kind {
             MemberKind::Directory => {
-                match existing.filter(|&id| self.nodes[id].kind == NodeKind::Directory) {
+                match existing.filter(|&id| self.nodes[id].kind() == NodeKind::Directory) {
                     Some(dir) => return self.set_attributes(dir, layer, member),
-                    None => self.push_node(
-                        layer,
-                        member,
-                        NodeKind::Directory,
-                        Content::Dir(BTreeMap::new()),
-                    ),
+                    None => self.push_node(layer, member, NodeKind::Directory, (0, DIR_SIZE)),
                 }
             }
             MemberKind::Hardlink => match self.hardlink_target(&member.link_target) {
                 Ok(target) => target,
                 Err(why) => return self.warn(layer, member, why),
             },
-            MemberKind::Regular => self.push_node(
-                layer,
-                member,
-                NodeKind::File,
-                Content::File(member.data.clone()),
-            ),
-            MemberKind::Symlink => self.push_node(
-                layer,
-                member,
-                NodeKind::Symlink,
-                Content::Symlink(member.link_target.clone()),
-            ),
+            MemberKind::Regular => {
+                let data = (member.data.offset, member.data.size);
+                let id = self.push_node(layer, member, NodeKind::File, data);
+                if let Some(map) = &member.data.sparse {
+                    // A sparse map is bounded far below 2^32 segments
+                    // when it is parsed (`tar::sparse`).
+                    let sparse = [
+                        u32::try_from(self.segments.len()).unwrap_or(u32::MAX),
+                        u32::try_from(map.len()).unwrap_or(u32::MAX),
+                    ];
+                    self.segments.extend(map.iter().map(|s| [s.offset, s.len]));
+                    self.extra_mut(id).sparse = sparse;
+                    self.nodes[id].set_flags(SPARSE);
+                }
+                id
+            }
+            MemberKind::Symlink => {
+                let target = self.names.push_bytes(&member.link_target);
+                let at = (target.start as u64, target.len as u64);
+                self.push_node(layer, member, NodeKind::Symlink, at)
+            }
             MemberKind::CharDevice => {
-                self.push_node(layer, member, NodeKind::CharDevice, Content::Special)
+                let rdev = device(member);
+                self.push_node(layer, member, NodeKind::CharDevice, (rdev, 0))
             }
             MemberKind::BlockDevice => {
-                self.push_node(layer, member, NodeKind::BlockDevice, Content::Special)
+                let rdev = device(member);
+                self.push_node(layer, member, NodeKind::BlockDevice, (rdev, 0))
             }
-            MemberKind::Fifo => self.push_node(layer, member, NodeKind::Fifo, Content::Special),
+            MemberKind::Fifo => self.push_node(layer, member, NodeKind::Fifo, (0, 0)),
         };
-        let replaced = match &mut self.nodes[parent].content {
-            Content::Dir(children) => children.insert(name.into(), id),
-            _ => None,
-        };
+        let replaced = self.names.insert(parent, name, id);
         if let Some(bytes) = &mut self.bytes {
             bytes.named(id);
         }
@@ -442,7 +429,7 @@ impl Builder {
             Err(_) => None,
         };
         match found.or_else(|| self.removed_by_layer.get(&comps.join(&b'/')).copied()) {
-            Some(id) if self.nodes[id].kind == NodeKind::Directory => {
+            Some(id) if self.nodes[id].kind() == NodeKind::Directory => {
                 Err("hardlink to a directory")
             }
             Some(id) => Ok(id),
@@ -495,9 +482,14 @@ impl Builder {
         let mut cur = ROOT;
         for (i, &name) in comps.iter().enumerate() {
             cur = match self.child(cur, name) {
-                Some(id) => match &self.nodes[id].content {
-                    Content::Dir(_) => id,
-                    Content::Symlink(target) => {
+                Some(id) => match self.nodes[id].kind() {
+                    NodeKind::Directory => id,
+                    NodeKind::Symlink => {
+                        let node = &self.nodes[id];
+                        let target = self.names.span(Span {
+                            start: usize::try_from(node.at).unwrap_or(usize::MAX),
+                            len: usize::try_from(node.size).unwrap_or(usize::MAX),
+                        });
                         if target.len() > MAX_FOLLOWED_TARGET {
                             return Err(Unresolved::TargetTooLong);
                         }
@@ -516,7 +508,10 @@ impl Builder {
                     // one: umoci, containerd and GNU tar all fail on it
                     // ("not a directory"); the file is kept, the member
                     // left out.
-                    Content::File(_) | Content::Special => {
+                    NodeKind::File
+                    | NodeKind::CharDevice
+                    | NodeKind::BlockDevice
+                    | NodeKind::Fifo => {
                         return Err(Unresolved::NotADirectory);
                     }
                 },
@@ -534,51 +529,32 @@ impl Builder {
     /// 0755 and owned by root, as the common unpackers make it.
     fn implied_dir(&mut self, parent: NodeId, name: &[u8], layer: u32) -> NodeId {
         let id = self.nodes.len();
-        self.nodes.push(BuildNode {
-            kind: NodeKind::Directory,
-            mode: IMPLIED_DIR_MODE,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            mtime_nsec: 0,
-            rdev: (0, 0),
-            layer,
-            content: Content::Dir(BTreeMap::new()),
-            xattrs: Vec::new(),
-        });
-        if let Content::Dir(children) = &mut self.nodes[parent].content {
-            children.insert(name.into(), id);
-        }
+        self.nodes.push(implied_dir_node(layer));
+        self.names.insert(parent, name, id);
         id
     }
 
     fn child(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
-        match &self.nodes[dir].content {
-            Content::Dir(children) => children.get(name).copied(),
+        match self.nodes[dir].kind() {
+            NodeKind::Directory => self.names.get(dir, name),
             _ => None,
         }
     }
 
+    /// A new node of `kind` for `member`, holding `(at, size)` (see
+    /// [`Node`]).
     fn push_node(
         &mut self,
         layer: u32,
         member: &Member,
         kind: NodeKind,
-        content: Content,
+        (at, size): (u64, u64),
     ) -> NodeId {
         let id = self.nodes.len();
-        self.nodes.push(BuildNode {
-            kind,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            mtime_nsec: 0,
-            rdev: (0, 0),
-            layer,
-            content,
-            xattrs: Vec::new(),
-        });
+        let mut node = implied_dir_node(layer);
+        (node.at, node.size) = (at, size);
+        node.layer_kind = pack_layer_kind(layer, kind);
+        self.nodes.push(node);
         self.set_attributes(id, layer, member);
         id
     }
@@ -591,14 +567,33 @@ impl Builder {
         node.gid = member.gid;
         node.mtime = member.mtime;
         node.mtime_nsec = member.mtime_nsec;
-        node.rdev = (member.dev_major, member.dev_minor);
-        node.layer = layer;
-        node.xattrs = member
+        node.set_layer(layer);
+        let first = u32::try_from(self.xattrs.len()).unwrap_or(0);
+        for (name, value) in member
             .xattrs
             .iter()
             .filter(|(name, _)| is_visible_xattr(name, kind))
-            .cloned()
-            .collect();
+        {
+            let name = self.names.push_bytes(name);
+            let value = self.names.push_bytes(value);
+            self.xattrs.push([name, value]);
+        }
+        let count = u32::try_from(self.xattrs.len()).unwrap_or(0) - first;
+        // Xattrs counts fit 32 bits in any tree that fits in memory (see
+        // `Node::parent`).
+        if count > 0 || self.nodes[id].extra != 0 {
+            self.extra_mut(id).xattrs = [first, count];
+        }
+    }
+
+    /// The node's [`Extra`], made if it has none.
+    fn extra_mut(&mut self, id: NodeId) -> &mut Extra {
+        if self.nodes[id].extra == 0 {
+            self.extras.push(Extra::default());
+            self.nodes[id].extra = u32::try_from(self.extras.len()).unwrap_or(0);
+        }
+        let index = self.nodes[id].extra as usize - 1;
+        &mut self.extras[index]
     }
 
     fn warn(&mut self, layer: u32, member: &Member, problem: &'static str) {
@@ -619,14 +614,50 @@ fn joined(dir: &[&[u8]], name: &[u8]) -> Vec<u8> {
 }
 
 /// How many names the subtree at `id` holds, `id` itself included.
-fn subtree_entries(nodes: &[BuildNode], id: NodeId) -> u64 {
+fn subtree_entries(nodes: &[Node], names: &Names, id: NodeId) -> u64 {
     let mut count = 0;
     let mut todo = vec![id];
     while let Some(id) = todo.pop() {
         count += 1;
-        if let Content::Dir(children) = &nodes[id].content {
-            todo.extend(children.values());
+        if nodes[id].kind() == NodeKind::Directory {
+            todo.extend(
+                names
+                    .children(id)
+                    .map(|l| names.links[l as usize].node as NodeId),
+            );
         }
     }
     count
+}
+
+/// A directory that no member lists but a path goes through: 0755 and
+/// owned by root, as the common unpackers make it; also what every other
+/// node starts from before its member's attributes are set.
+fn implied_dir_node(layer: u32) -> Node {
+    Node {
+        mtime: 0,
+        size: DIR_SIZE,
+        at: 0,
+        mode: IMPLIED_DIR_MODE,
+        uid: 0,
+        gid: 0,
+        mtime_nsec: 0,
+        nlink: 0,
+        parent: 0,
+        extra: 0,
+        layer_kind: pack_layer_kind(layer, NodeKind::Directory),
+    }
+}
+
+/// [`Node`]'s `layer_kind` of a node of `kind` from `layer`, without
+/// flags. Layer numbers are below [`super::MAX_LAYERS`] (`Stack` refuses
+/// more layers).
+fn pack_layer_kind(layer: u32, kind: NodeKind) -> u32 {
+    (layer << 8) | u32::from(kind_code(kind))
+}
+
+/// A device member's major (high 32 bits) and minor numbers, as a
+/// device [`Node`] keeps them.
+fn device(member: &Member) -> u64 {
+    (u64::from(member.dev_major) << 32) | u64::from(member.dev_minor)
 }

@@ -10,7 +10,9 @@
 //! directory, a member of any type over it (or over a directory holding
 //! it), or the same path stored twice in one layer.
 
-use super::build::{BuildNode, Content, NodeId};
+use super::build::NodeId;
+use super::names::Names;
+use super::{Node, NodeKind};
 
 /// One layer's file data, as stored and as hidden by the merge.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,7 +50,7 @@ pub(super) struct ByteCount {
 impl ByteCount {
     /// Layer `layer` starts: what the one before it left without a name is
     /// hidden for good (nothing can name it again) and charged to it.
-    pub fn start(&mut self, layer: u32, nodes: &[BuildNode]) {
+    pub fn start(&mut self, layer: u32, nodes: &[Node]) {
         self.settle(nodes);
         self.layer = layer;
     }
@@ -80,12 +82,12 @@ impl ByteCount {
     /// The name of node `id` is gone, and with it the names of everything
     /// below it if it is a directory (a directory has one name, so its
     /// subtree is unreachable from now on).
-    pub fn unnamed(&mut self, id: NodeId, nodes: &[BuildNode]) {
+    pub fn unnamed(&mut self, id: NodeId, nodes: &[Node], links: &Names) {
         let mut todo = vec![id];
         while let Some(id) = todo.pop() {
-            match &nodes[id].content {
-                Content::Dir(children) => todo.extend(children.values()),
-                Content::File(_) => {
+            match nodes[id].kind() {
+                NodeKind::Directory => todo.extend(links.child_nodes(id)),
+                NodeKind::File => {
                     if let Some(names) = self.names.get_mut(id) {
                         *names = names.saturating_sub(1);
                         if *names == 0 {
@@ -93,14 +95,14 @@ impl ByteCount {
                         }
                     }
                 }
-                Content::Symlink(_) | Content::Special => {}
+                _ => {}
             }
         }
     }
 
     /// The counts of the `layers` layers applied, bottom first, once the
     /// last one is.
-    pub fn finish(&mut self, layers: usize, nodes: &[BuildNode]) -> Vec<LayerBytes> {
+    pub fn finish(&mut self, layers: usize, nodes: &[Node]) -> Vec<LayerBytes> {
         self.settle(nodes);
         let mut counts = std::mem::take(&mut self.layers);
         counts.resize(layers.max(counts.len()), LayerBytes::default());
@@ -108,7 +110,7 @@ impl ByteCount {
     }
 
     /// Charges the current layer with the files it left without a name.
-    fn settle(&mut self, nodes: &[BuildNode]) {
+    fn settle(&mut self, nodes: &[Node]) {
         let mut orphans = std::mem::take(&mut self.orphans);
         orphans.sort_unstable();
         orphans.dedup();
@@ -116,8 +118,8 @@ impl ByteCount {
             if self.names.get(id).copied().unwrap_or(0) != 0 {
                 continue;
             }
-            if let Content::File(data) = &nodes[id].content {
-                let size = data.size;
+            if nodes[id].kind() == NodeKind::File {
+                let size = nodes[id].size;
                 let slot = self.slot();
                 slot.hidden = slot.hidden.saturating_add(size);
                 slot.hidden_files += 1;

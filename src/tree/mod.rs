@@ -36,6 +36,7 @@
 
 mod build;
 mod bytes;
+mod names;
 pub mod path;
 mod persist;
 mod removal;
@@ -50,8 +51,9 @@ use std::fmt;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::tar::{DataLayout, LayerIndex, Member, MemberKind, SparseSegment};
-use build::{BuildNode, Builder, Content, NodeId, ROOT};
+use build::{Builder, NodeId, ROOT};
 pub use bytes::LayerBytes;
+use names::{Link, NONE};
 pub use persist::{TreeDecodeError, ALIGN as ENCODING_ALIGN};
 pub use removal::{Hidden, Removal, RemovalKind};
 pub use table::Backing;
@@ -178,8 +180,10 @@ pub struct Node {
     pub mtime: i64,
     /// Size in bytes (a symlink's is its target's length).
     pub size: u64,
-    /// A directory's first entry, a file's data offset, the start of a
-    /// symlink's target in the arena; 0 otherwise.
+    /// A directory's first entry (low 32 bits) and number of entries
+    /// (high 32 bits), a file's data offset, the start of a symlink's
+    /// target in the arena, a device's major (high 32 bits) and minor
+    /// number; 0 for a fifo.
     at: u64,
     /// Permission bits, with setuid, setgid and sticky.
     pub mode: u32,
@@ -191,28 +195,27 @@ pub struct Node {
     pub mtime_nsec: u32,
     /// Number of names: for directories 2 plus the subdirectories.
     pub nlink: u32,
-    /// The layer that provided this node (0 = bottom).
-    pub layer: u32,
     /// The inode of the directory holding this node; see [`Node::parent`].
-    /// 32 bits, like `count` and `extra`: a tree cannot hold 2^32 nodes in
-    /// memory, and the bytes saved are per node.
+    /// 32 bits, like `extra` and a directory's entries: a tree cannot hold
+    /// 2^32 nodes in memory, and the bytes saved are per node (56 bytes a
+    /// node, at a million entries the larger part of a mount's memory).
     parent: u32,
-    /// A directory's number of entries; 0 otherwise.
-    count: u32,
     /// 1 + the index of this node's [`Extra`] in `Tree::extras`; 0 if it
     /// has none.
     extra: u32,
-    /// Device major and minor numbers.
-    rdev: [u32; 2],
-    /// [`NodeKind`], as `kind_code` numbers it.
-    kind: u8,
-    /// [`SPARSE`] for a file with a sparse map.
-    flags: u8,
-    padding: [u8; 2],
+    /// The layer that provided this node (0 = bottom) above 8 bits of
+    /// [`NodeKind`] (as `kind_code` numbers it, low 4 bits) and flags
+    /// ([`SPARSE`], high 4 bits); see [`MAX_LAYERS`].
+    layer_kind: u32,
 }
 
-/// [`Node::flags`]: the file has a sparse map (possibly empty).
+/// [`Node`]'s flags: the file has a sparse map (possibly empty).
 const SPARSE: u8 = 1;
+
+/// Most layers a tree can have: a node keeps its layer's number in 24
+/// bits. Each layer is an open file and an index in memory, so no stack
+/// comes near.
+pub const MAX_LAYERS: usize = 1 << 24;
 
 /// What a node has beyond [`Node`]'s numbers, when it has any.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -227,12 +230,38 @@ struct Extra {
 impl Node {
     /// What it is.
     pub fn kind(&self) -> NodeKind {
-        kind_of(self.kind).unwrap_or(NodeKind::Fifo)
+        kind_of(self.kind_bits()).unwrap_or(NodeKind::Fifo)
     }
 
-    /// Device major and minor numbers.
+    /// The layer that provided this node (0 = bottom).
+    pub fn layer(&self) -> u32 {
+        self.layer_kind >> 8
+    }
+
+    /// Device major and minor numbers (0 for other kinds).
     pub fn rdev(&self) -> (u32, u32) {
-        (self.rdev[0], self.rdev[1])
+        match self.kind() {
+            NodeKind::CharDevice | NodeKind::BlockDevice => {
+                ((self.at >> 32) as u32, self.at as u32)
+            }
+            _ => (0, 0),
+        }
+    }
+
+    fn kind_bits(&self) -> u8 {
+        (self.layer_kind & 0x0f) as u8
+    }
+
+    fn flags(&self) -> u8 {
+        ((self.layer_kind >> 4) & 0x0f) as u8
+    }
+
+    fn set_layer(&mut self, layer: u32) {
+        self.layer_kind = (layer << 8) | (self.layer_kind & 0xff);
+    }
+
+    fn set_flags(&mut self, flags: u8) {
+        self.layer_kind = (self.layer_kind & !0xf0) | (u32::from(flags & 0x0f) << 4);
     }
 
     /// The directory holding this node (the root's is the root); for a
@@ -245,8 +274,8 @@ impl Node {
         let index = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         match self.kind() {
             NodeKind::Directory => Payload::Dir {
-                first: index(self.at),
-                count: self.count as usize,
+                first: index(self.at & 0xffff_ffff),
+                count: index(self.at >> 32),
             },
             NodeKind::File => Payload::File {
                 offset: self.at,
@@ -289,10 +318,24 @@ fn kind_of(code: u8) -> Option<NodeKind> {
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct DirEntry {
-    name: Span,
+    /// Where the name starts in the arena (low 56 bits) and its length
+    /// (high 8 bits: a name is at most `NAME_MAX`, 255 bytes).
+    name: u64,
     /// The node the name refers to.
     pub ino: Ino,
 }
+
+impl DirEntry {
+    fn name_span(&self) -> Span {
+        Span {
+            start: usize::try_from(self.name & NAME_START).unwrap_or(usize::MAX),
+            len: (self.name >> 56) as usize,
+        }
+    }
+}
+
+/// The bits of [`DirEntry::name`] that hold the name's start.
+const NAME_START: u64 = (1 << 56) - 1;
 
 /// The merged tree; see the module docs.
 #[derive(Debug)]
@@ -364,14 +407,14 @@ impl Tree {
 
     /// The name of a directory entry.
     pub fn name(&self, entry: &DirEntry) -> &[u8] {
-        self.span(entry.name)
+        self.span(entry.name_span())
     }
 
     /// Finds `name` in directory `dir`.
     pub fn lookup(&self, dir: Ino, name: &[u8]) -> Option<Ino> {
         let entries = self.entries(dir);
         entries
-            .binary_search_by(|e| self.span(e.name).cmp(name))
+            .binary_search_by(|e| self.name(e).cmp(name))
             .ok()
             .map(|i| entries[i].ino)
     }
@@ -398,7 +441,7 @@ impl Tree {
         let Payload::File { offset, size } = node.payload() else {
             return None;
         };
-        let sparse = (node.flags & SPARSE != 0).then(|| {
+        let sparse = (node.flags() & SPARSE != 0).then(|| {
             let [first, count] = self.extra(node).sparse;
             let (first, count) = (first as usize, count as usize);
             let segments = first
@@ -551,143 +594,119 @@ impl BottomLayer {
     }
 }
 
-/// Numbers the reachable nodes breadth first in name order and lays them,
-/// their entries and their bytes out flat. Nodes a later layer removed are
-/// unreachable and dropped here.
+/// Numbers the reachable nodes breadth first in name order and lays out
+/// their entries, each directory's sorted by name. Nodes and links a later
+/// layer removed are unreachable and dropped here.
+///
+/// Both arrays are reordered in place and the links become the entries in
+/// their own memory, so that at no point does the tree exist twice: the
+/// work arrays are 12 bytes per node and link.
 fn freeze(builder: Builder) -> Tree {
-    let mut built = builder.nodes;
-    // Per built node, 32 bits each (as `Node::parent`): these arrays live
-    // beside both the built nodes and the frozen ones, at the peak of a
-    // first mount's memory.
-    let mut ino_of: Vec<u32> = vec![0; built.len()];
-    let mut names: Vec<u32> = vec![0; built.len()];
-    let mut order: Vec<u32> = Vec::with_capacity(built.len());
-    order.push(ROOT as u32);
-    let mut parent_of: Vec<u32> = vec![ROOT_INO as u32; built.len()];
-    let mut dir_span: Vec<(u32, u32)> = vec![(0, 0); built.len()];
-    let mut subdirs: Vec<u32> = vec![0; built.len()];
+    let Builder {
+        mut nodes,
+        names,
+        extras,
+        xattrs,
+        segments,
+        ..
+    } = builder;
+    let (bytes, mut links, next_link, heads) = names.into_parts();
+    let name = |link: &Link| names::name_of(&bytes, link);
+    // Per node: its inode number (0 until reached); per link: its place
+    // among the entries (NONE until listed).
+    let mut ino_of: Vec<u32> = vec![0; nodes.len()];
+    let mut slot: Vec<u32> = vec![NONE; links.len()];
+    let mut order: Vec<u32> = vec![ROOT as u32];
     ino_of[ROOT] = ROOT_INO as u32;
-    // Reserved once for every node built (reachable or not), so no array
-    // is ever copied to grow: a doubling vector holds its old and new
-    // buffers at once, which was the peak of a whole mount's memory.
-    let capacity = FrozenCapacity::of(&built);
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut extras: Vec<Extra> = Vec::new();
-    let mut entries = Vec::with_capacity(capacity.entries);
-    let mut xattrs: Vec<[Span; 2]> = Vec::with_capacity(capacity.xattrs);
-    let mut segments: Vec<[u64; 2]> = Vec::new();
-    let mut bytes = Vec::with_capacity(capacity.bytes);
-    let mut file_bytes = 0;
+    nodes[ROOT].parent = ROOT_INO as u32;
+    let mut listing: Vec<u32> = Vec::new();
+    let mut entries = 0u32;
     let mut next = 0;
-    while next < order.len() {
-        let id = order[next] as NodeId;
+    while let Some(&id) = order.get(next) {
+        let id = id as NodeId;
         next += 1;
-        // Each directory's map is read once, here, and freed right away:
-        // its names now live in the arena.
-        let children = match &mut built[id].content {
-            Content::Dir(children) => std::mem::take(children),
-            _ => continue,
-        };
-        let first = entries.len();
-        for (name, &child) in &children {
+        if nodes[id].kind() != NodeKind::Directory {
+            continue;
+        }
+        listing.clear();
+        let mut l = heads.get(id).copied().unwrap_or(NONE);
+        while l != NONE {
+            if links[l as usize].node != NONE {
+                listing.push(l);
+            }
+            l = next_link[l as usize];
+        }
+        listing.sort_unstable_by(|&a, &b| name(&links[a as usize]).cmp(name(&links[b as usize])));
+        let first = entries;
+        let mut subdirs = 0;
+        for &l in &listing {
+            let child = links[l as usize].node as NodeId;
             if ino_of[child] == 0 {
                 order.push(child as u32);
                 ino_of[child] = order.len() as u32;
-                parent_of[child] = ino_of[id];
-                if built[child].kind == NodeKind::Directory {
-                    subdirs[id] += 1;
+                nodes[child].parent = ino_of[id];
+                nodes[child].nlink = 0;
+                if nodes[child].kind() == NodeKind::Directory {
+                    subdirs += 1;
                 }
             }
-            names[child] += 1;
-            let span = push_bytes(&mut bytes, name);
-            entries.push(DirEntry {
-                name: span,
-                ino: Ino::from(ino_of[child]),
-            });
+            nodes[child].nlink += 1;
+            slot[l as usize] = entries;
+            entries += 1;
         }
-        dir_span[id] = (first as u32, (entries.len() - first) as u32);
+        let node = &mut nodes[id];
+        node.at = u64::from(first) | (u64::from(entries - first) << 32);
+        // A directory has one name (hardlinks to directories are refused).
+        node.nlink = 2 + subdirs;
     }
-    drop(ino_of);
-    // The directory maps and their names, freed above, are small blocks
-    // inside the heap that the nodes' array below cannot reuse: hand them
-    // back first, or they count towards the peak until the merge is done.
-    crate::sys::release_free_memory();
-    // Exact sizes: a doubling vector would leave up to half of each array
-    // unused for the life of the mount.
-    nodes.reserve_exact(order.len());
+    let reachable = order.len();
+    drop((order, heads, next_link, listing));
+    // The entries: each listed link moved to its slot and turned into an
+    // entry where it lies (same size: the vector's memory is reused).
+    let listed = entries as usize;
+    let mut spare = listed as u32;
+    for s in &mut slot {
+        if *s == NONE {
+            (*s, spare) = (spare, spare + 1);
+        }
+    }
+    permute(&mut links, &mut slot);
+    drop(slot);
+    links.truncate(listed);
+    let mut entries: Vec<DirEntry> = links
+        .into_iter()
+        .map(|link| DirEntry {
+            name: link.name,
+            ino: Ino::from(ino_of[link.node as usize]),
+        })
+        .collect();
     entries.shrink_to_fit();
-    for &id in &order {
-        let id = id as NodeId;
-        let node = &mut built[id];
-        let mut extra = Extra::default();
-        let mut flags = 0;
-        let ((at, count), size) = match std::mem::replace(&mut node.content, Content::Special) {
-            Content::Dir(_) => {
-                let (first, count) = dir_span[id];
-                ((first.into(), count), DIR_SIZE)
+    // The nodes, in inode order; the unreachable ones after them, dropped.
+    let mut spare = reachable as u32;
+    for ino in &mut ino_of {
+        *ino = match ino.checked_sub(1) {
+            Some(index) => index,
+            None => {
+                spare += 1;
+                spare - 1
             }
-            Content::File(data) => {
-                file_bytes += data.size;
-                if let Some(map) = &data.sparse {
-                    flags |= SPARSE;
-                    // A sparse map is bounded far below 2^32 segments
-                    // when it is parsed (`tar::sparse`).
-                    extra.sparse = [
-                        u32::try_from(segments.len()).unwrap_or(u32::MAX),
-                        u32::try_from(map.len()).unwrap_or(u32::MAX),
-                    ];
-                    segments.extend(map.iter().map(|s| [s.offset, s.len]));
-                }
-                ((data.offset, 0), data.size)
-            }
-            Content::Symlink(target) => {
-                let span = push_bytes(&mut bytes, &target);
-                ((span.start as u64, 0), target.len() as u64)
-            }
-            Content::Special => ((0, 0), 0),
         };
-        // Inode numbers and xattr counts fit 32 bits in any tree that fits
-        // in memory (see `Node::parent`).
-        extra.xattrs = [
-            u32::try_from(xattrs.len()).unwrap_or(0),
-            u32::try_from(node.xattrs.len()).unwrap_or(0),
-        ];
-        for (name, value) in &node.xattrs {
-            let name = push_bytes(&mut bytes, name);
-            let value = push_bytes(&mut bytes, value);
-            xattrs.push([name, value]);
-        }
-        let extra = if flags & SPARSE != 0 || !node.xattrs.is_empty() {
-            extras.push(extra);
-            u32::try_from(extras.len()).unwrap_or(0)
-        } else {
-            0
-        };
-        let nlink = match node.kind {
-            NodeKind::Directory => 2 + subdirs[id],
-            _ => names[id],
-        };
-        nodes.push(Node {
-            kind: kind_code(node.kind),
-            flags,
-            padding: [0; 2],
-            mode: node.mode,
-            uid: node.uid,
-            gid: node.gid,
-            mtime: node.mtime,
-            mtime_nsec: node.mtime_nsec,
-            nlink,
-            size,
-            rdev: [node.rdev.0, node.rdev.1],
-            layer: node.layer,
-            parent: parent_of[id],
-            at,
-            count,
-            extra,
-        });
     }
-    xattrs.shrink_to_fit();
+    permute(&mut nodes, &mut ino_of);
+    drop(ino_of);
+    nodes.truncate(reachable);
+    nodes.shrink_to_fit();
+    let file_bytes = nodes
+        .iter()
+        .filter(|node| node.kind() == NodeKind::File)
+        .map(|node| node.size)
+        .sum();
+    let mut bytes = bytes;
     bytes.shrink_to_fit();
+    let (mut extras, mut xattrs, mut segments) = (extras, xattrs, segments);
+    extras.shrink_to_fit();
+    xattrs.shrink_to_fit();
+    segments.shrink_to_fit();
     Tree {
         nodes: Table::Owned(nodes),
         extras: Table::Owned(extras),
@@ -699,46 +718,17 @@ fn freeze(builder: Builder) -> Tree {
     }
 }
 
-/// Upper bounds of the frozen arrays' lengths: what every built node would
-/// need if all were reachable.
-struct FrozenCapacity {
-    entries: usize,
-    xattrs: usize,
-    bytes: usize,
-}
-
-impl FrozenCapacity {
-    fn of(built: &[BuildNode]) -> FrozenCapacity {
-        let mut capacity = FrozenCapacity {
-            entries: 0,
-            xattrs: 0,
-            bytes: 0,
-        };
-        for node in built {
-            match &node.content {
-                Content::Dir(children) => {
-                    capacity.entries += children.len();
-                    capacity.bytes += children.keys().map(|name| name.len()).sum::<usize>();
-                }
-                Content::Symlink(target) => capacity.bytes += target.len(),
-                Content::File(_) | Content::Special => {}
+/// Moves `items[i]` to `items[to[i]]` for every `i`, in place; `to` is a
+/// permutation of the indexes (and is left as the identity).
+fn permute<T>(items: &mut [T], to: &mut [u32]) {
+    for i in 0..items.len().min(to.len()) {
+        loop {
+            let t = to[i] as usize;
+            if t == i || t >= items.len() {
+                break;
             }
-            capacity.xattrs += node.xattrs.len();
-            capacity.bytes += node
-                .xattrs
-                .iter()
-                .map(|(name, value)| name.len() + value.len())
-                .sum::<usize>();
+            items.swap(i, t);
+            to.swap(i, t);
         }
-        capacity
     }
-}
-
-fn push_bytes(arena: &mut Vec<u8>, bytes: &[u8]) -> Span {
-    let span = Span {
-        start: arena.len(),
-        len: bytes.len(),
-    };
-    arena.extend_from_slice(bytes);
-    span
 }

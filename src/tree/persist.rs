@@ -177,8 +177,9 @@ impl Tree {
 
     fn check_nodes(&self) -> Result<(), TreeDecodeError> {
         for node in self.nodes.as_slice() {
-            let kind = kind_of(node.kind).ok_or(TreeDecodeError("unknown node kind"))?;
-            if node.flags & !SPARSE != 0 || (node.flags != 0 && kind != NodeKind::File) {
+            let kind = kind_of(node.kind_bits()).ok_or(TreeDecodeError("unknown node kind"))?;
+            let flags = node.flags();
+            if flags & !SPARSE != 0 || (flags != 0 && kind != NodeKind::File) {
                 return Err(TreeDecodeError("unknown node flags"));
             }
             let payload_fits = match node.payload() {
@@ -221,7 +222,7 @@ impl Tree {
     }
 
     fn check_entries(&self) -> Result<(), TreeDecodeError> {
-        let valid = |e: &DirEntry| self.in_arena(e.name) && self.is_node(e.ino);
+        let valid = |e: &DirEntry| self.in_arena(e.name_span()) && self.is_node(e.ino);
         if self.entries.as_slice().iter().all(valid) {
             Ok(())
         } else {
@@ -255,7 +256,7 @@ impl Tree {
         let (nodes, entries) = (self.nodes.as_slice(), self.entries.as_slice());
         let node = |ino: u64| nodes.get(usize::try_from(ino.checked_sub(1)?).ok()?);
         let directory = kind_code(NodeKind::Directory);
-        if node(super::ROOT_INO).map(|root| root.kind) != Some(directory) {
+        if node(super::ROOT_INO).map(Node::kind_bits) != Some(directory) {
             return Err(TreeDecodeError("the root is not a directory"));
         }
         let mut seen = vec![false; nodes.len()];
@@ -273,7 +274,7 @@ impl Tree {
                 let Some(child) = node(entry.ino) else {
                     return Err(TreeDecodeError("entry out of range"));
                 };
-                if child.kind != directory {
+                if child.kind_bits() != directory {
                     continue;
                 }
                 let index = (entry.ino - 1) as usize;

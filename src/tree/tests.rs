@@ -154,8 +154,8 @@ fn whiteout_does_not_remove_its_own_layers_entry_in_either_order() {
         ]),
     ]);
     assert_eq!(paths(&tree), ["a", "a/x", "a/y"]);
-    assert_eq!(node(&tree, "a/x").layer, 1);
-    assert_eq!(node(&tree, "a/y").layer, 1);
+    assert_eq!(node(&tree, "a/x").layer(), 1);
+    assert_eq!(node(&tree, "a/y").layer(), 1);
 }
 
 #[test]
@@ -225,7 +225,7 @@ fn directory_over_directory_keeps_children_and_takes_new_attributes() {
     let tree = build([layer(vec![dir("d"), file("d/x", 0)]), layer(vec![upper])]);
     assert_eq!(paths(&tree), ["d", "d/x"]);
     let d = node(&tree, "d");
-    assert_eq!((d.mode, d.uid, d.layer), (0o700, 42, 1));
+    assert_eq!((d.mode, d.uid, d.layer()), (0o700, 42, 1));
 }
 
 #[test]
@@ -454,7 +454,7 @@ fn a_member_under_a_file_is_left_out_and_the_file_kept() {
     ]);
     assert_eq!(paths(&tree), ["dev", "f", "lower", "to-file"]);
     assert_eq!(node(&tree, "f").kind(), NodeKind::File);
-    assert_eq!(node(&tree, "lower").layer, 0);
+    assert_eq!(node(&tree, "lower").layer(), 0);
     let skipped: Vec<(u32, &[u8], &str)> = warnings
         .iter()
         .map(|w| (w.layer, &w.path[..], w.problem))
@@ -566,7 +566,7 @@ fn user_overlay_xattrs_are_overlayfs_own_only_in_a_directory_layer() {
     assert_eq!(paths(&tree), ["d", "d/old", "gone"]);
     let xattrs: Vec<_> = tree.xattrs(node_ino(&tree, "d")).collect();
     assert_eq!(xattrs, [(&b"user.overlay.opaque"[..], &b"y"[..])]);
-    assert_eq!(node(&tree, "gone").layer, 1);
+    assert_eq!(node(&tree, "gone").layer(), 1);
     // The bottom layer's kind counts too.
     let tree = build_kinds(vec![(upper(), LayerKind::Directory)]);
     assert_eq!(paths(&tree), ["d"]);
@@ -871,4 +871,25 @@ fn a_tree_stored_with_another_record_layout_is_refused() {
         error.to_string().contains("another record layout"),
         "{error}"
     );
+}
+
+#[test]
+fn permute_moves_every_item_to_its_place() {
+    let mut items = vec!['a', 'b', 'c', 'd', 'e'];
+    let mut to = vec![3, 0, 4, 1, 2];
+    super::permute(&mut items, &mut to);
+    assert_eq!(items, ['b', 'd', 'e', 'a', 'c']);
+    assert_eq!(to, [0, 1, 2, 3, 4]);
+}
+
+/// The record sizes that a million entries' memory rests on; a link must
+/// stay the size of an entry, or freezing silently allocates the entries
+/// anew beside the links instead of turning them into entries in place.
+#[test]
+fn nodes_entries_and_links_keep_their_sizes() {
+    use std::mem::{align_of, size_of};
+    assert_eq!(size_of::<super::Node>(), 56);
+    assert_eq!(size_of::<super::DirEntry>(), 16);
+    assert_eq!(size_of::<super::Link>(), size_of::<super::DirEntry>());
+    assert_eq!(align_of::<super::Link>(), align_of::<super::DirEntry>());
 }

@@ -218,7 +218,7 @@ fn data_layer(random: &[u8]) -> Layer {
     Layer::default()
         .dir("data")
         .file("data/one.txt", "one\n")
-        .file("data/random.bin", &random)
+        .file("data/random.bin", random)
         .file("data/replaced.txt", "first version\n")
         .file("data/gone.txt", "whited out above\n")
         .dir("data/sub")
