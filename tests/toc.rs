@@ -295,6 +295,14 @@ fn mount(image: &str, args: &[&str]) -> Mount {
 
 #[test]
 fn producers_wrote_the_annotations_the_tests_rely_on() {
+    require!(
+        Fuse,
+        Tool("umoci"),
+        Tool("skopeo"),
+        Tool("containerd"),
+        Tool("ctr-remote"),
+        Tool("docker-registry")
+    );
     let esgz = layer_descriptors(&images().estargz, ESTARGZ_TAG);
     assert_eq!(esgz.len(), 2);
     for layer in &esgz {
@@ -318,6 +326,14 @@ fn producers_wrote_the_annotations_the_tests_rely_on() {
 
 #[test]
 fn local_estargz_and_zstd_chunked_mount_as_umoci_unpacks_the_source() {
+    require!(
+        Fuse,
+        Tool("umoci"),
+        Tool("skopeo"),
+        Tool("containerd"),
+        Tool("ctr-remote"),
+        Tool("docker-registry")
+    );
     for (layout, tag, format) in [
         (&images().estargz, ESTARGZ_TAG, "eStargz"),
         (&images().zstd_chunked, ZSTD_CHUNKED_TAG, "zstd:chunked"),
@@ -370,6 +386,14 @@ fn with_annotations(from: &Path, tag: &str, to: &Path, edit: impl Fn(&mut serde_
 
 #[test]
 fn a_toc_that_fails_its_digest_is_not_used_and_the_pass_gives_the_same_tree() {
+    require!(
+        Fuse,
+        Tool("umoci"),
+        Tool("skopeo"),
+        Tool("containerd"),
+        Tool("ctr-remote"),
+        Tool("docker-registry")
+    );
     let work = tempfile::tempdir().expect("work");
     let lying = work.path().join("lying");
     with_annotations(&images().estargz, ESTARGZ_TAG, &lying, |a| {
@@ -402,6 +426,14 @@ fn a_toc_that_fails_its_digest_is_not_used_and_the_pass_gives_the_same_tree() {
 
 #[test]
 fn a_damaged_chunk_reads_eio_and_the_other_files_read() {
+    require!(
+        Fuse,
+        Tool("umoci"),
+        Tool("skopeo"),
+        Tool("containerd"),
+        Tool("ctr-remote"),
+        Tool("docker-registry")
+    );
     let work = tempfile::tempdir().expect("work");
     let copy = work.path().join("damaged");
     run_captured(
@@ -439,6 +471,14 @@ fn a_damaged_chunk_reads_eio_and_the_other_files_read() {
 
 #[test]
 fn registry_estargz_and_zstd_chunked_mount_after_fetching_a_small_part() {
+    require!(
+        Fuse,
+        Tool("umoci"),
+        Tool("skopeo"),
+        Tool("containerd"),
+        Tool("ctr-remote"),
+        Tool("docker-registry")
+    );
     let registry = Registry::start();
     let proxy = Proxy::start(&registry.addr());
     for (layout, tag, format) in [
@@ -470,6 +510,14 @@ fn registry_estargz_and_zstd_chunked_mount_after_fetching_a_small_part() {
 
 #[test]
 fn an_index_from_a_toc_serves_no_image_that_does_not_announce_the_toc() {
+    require!(
+        Fuse,
+        Tool("umoci"),
+        Tool("skopeo"),
+        Tool("containerd"),
+        Tool("ctr-remote"),
+        Tool("docker-registry")
+    );
     let work = tempfile::tempdir().expect("work");
     let copy = work.path().join("two-manifests");
     run_captured(
