@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The snapshotter's directories.
@@ -31,6 +31,10 @@ impl Layout {
         for dir in [layout.root.clone(), layout.snapshots(), layout.mounts()] {
             std::fs::create_dir_all(&dir)?;
         }
+        // Containers' files, uppers included: for root only, as
+        // containerd keeps its own root (the kernel's overlay reaches the
+        // lowers with the mounter's credentials).
+        std::fs::set_permissions(&layout.root, std::fs::Permissions::from_mode(0o700))?;
         Ok(layout)
     }
 
@@ -141,6 +145,8 @@ mod tests {
     fn cleanup_removes_only_unowned_snapshot_directories() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::create(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "the root is root's only");
         layout.make_snapshot(1).unwrap();
         layout.make_snapshot(2).unwrap();
         std::fs::create_dir(dir.path().join("snapshots/not-ours")).unwrap();
