@@ -9,8 +9,8 @@
 #     unpack of it (what reading one file takes without layerfs);
 #   - layerfs: the first mount (which streams each blob once to index it),
 #     a remount with the stored index, then on that mount the first byte of
-#     one file near the end of the big layer, `ls -lR`, and a read of every
-#     file;
+#     one file near the end of the big layer and of one in its middle,
+#     `ls -lR`, and a read of every file;
 #   - layerfs' own index in the registry (issue 19): `layerfs index push`,
 #     then first mounts with an empty cache, with and without the pushed
 #     index (--no-remote-index);
@@ -21,7 +21,7 @@
 #     --dest-compress-format zstd:chunked`, each pushed under a tag of its
 #     own and mounted by reference with an empty cache.
 # Each first mount with an empty cache is measured to ready, then the first
-# byte of that file, then a read of every file.
+# byte of those two files, then a read of every file.
 # Bytes are those the registry's access log says it sent for blob GETs.
 # The converted layouts are kept in the work directory, as the source is.
 #
@@ -166,8 +166,12 @@ if [[ ! -f $ZSTD_CHUNKED/index.json ]]; then
   skopeo copy -q --dest-compress-format zstd:chunked --dest-compress \
     "oci:$LAYOUT:bench" "oci:$ZSTD_CHUNKED:zstd-chunked"
 fi
-LAST=$(find /usr/share -type f | LC_ALL=C sort | tail -1)
-LAST=${LAST#/}
+# Two files of the big layer: the last in name order (deep in a plain blob,
+# but in the tail a TOC is read from), and the middle one.
+mapfile -t SHARE < <(find /usr/share -type f | LC_ALL=C sort)
+LAST=${SHARE[-1]#/}
+MID=${SHARE[${#SHARE[@]} / 2]#/}
+unset SHARE
 
 # --- the registry ----------------------------------------------------------
 PORT=$((20000 + RANDOM % 10000))
@@ -220,11 +224,13 @@ EOF
 BLOBS=$(blob_total "$LAYOUT" bench)
 blob_bytes >/dev/null
 
-# The first byte of the one file, then the rest of it, on the mount.
+# The first byte of the last file, then of the middle one, on the mount.
 first_byte() {
   local t0 t1
   t0=$(now); head -c1 "$MNT/$LAST" >/dev/null; t1=$(now)
   row "  first byte of one file" "$(elapsed "$t0" "$t1")" "$(blob_bytes)"
+  t0=$(now); head -c1 "$MNT/$MID" >/dev/null; t1=$(now)
+  row "  first byte of the middle file" "$(elapsed "$t0" "$t1")" "$(blob_bytes)"
 }
 read_every_file() {
   local t0 t1
@@ -250,7 +256,7 @@ first_mount() {
 }
 
 echo "image: 2 gzip layers, $BLOBS bytes of blobs; registry on loopback, delay ${DELAY} ms"
-echo "one file: /$LAST"
+echo "one file: /$LAST; the middle file: /$MID"
 printf '%-42s %12s %20s\n' step time "blob bytes fetched"
 
 CACHE=$WORK/cache; rm -rf "$CACHE"; mkdir -p "$MNT"
