@@ -194,7 +194,22 @@ impl Rig {
     fn new() -> Rig {
         let mut rig = Rig::without_layerfs();
         rig.snapshotter = Some(Snapshotter::start(&rig.containerd.snapshotter_socket()));
+        rig.await_containerd();
         rig
+    }
+
+    /// Waits until containerd reaches the snapshotter. containerd dials its
+    /// proxy plugin's socket when it starts, before the snapshotter
+    /// listens, and again after a restart, with a backoff of up to 3 s:
+    /// requests in that window fail with "unavailable".
+    fn await_containerd(&self) {
+        let reached = wait_for(Duration::from_secs(15), || {
+            self.containerd
+                .ctr(&["snapshots", "--snapshotter", SNAPSHOTTER, "ls"])
+                .status
+                .success()
+        });
+        assert!(reached, "containerd did not reach the layerfs snapshotter");
     }
 
     fn snapshotter(&mut self) -> &mut Snapshotter {
@@ -661,16 +676,7 @@ fn after_a_reboot_style_restart_a_container_mounts_its_chain_again() {
     }
     assert!(rig.snapshotter().mounts_of_type("fuse.layerfs").is_empty());
     rig.snapshotter().launch();
-    let reconnected = wait_for(Duration::from_secs(10), || {
-        rig.containerd
-            .ctr(&["snapshots", "--snapshotter", SNAPSHOTTER, "ls"])
-            .status
-            .success()
-    });
-    assert!(
-        reconnected,
-        "containerd did not reconnect to the snapshotter"
-    );
+    rig.await_containerd();
     // Starting the task asks for the snapshot's mounts: the chain is
     // mounted again.
     let out = rig.containerd.ctr_ok(&["tasks", "start", "rebooted"]);
@@ -861,18 +867,7 @@ fn a_snapshotter_restart_does_not_disturb_a_running_container() {
     );
     // The restarted snapshotter still serves containerd: a new container
     // of the image starts and sees it intact.
-    // containerd's proxy client redials a vanished socket with a backoff
-    // of at most 3 s: requests in that window fail with "unavailable".
-    let reconnected = wait_for(Duration::from_secs(10), || {
-        rig.containerd
-            .ctr(&["snapshots", "--snapshotter", SNAPSHOTTER, "ls"])
-            .status
-            .success()
-    });
-    assert!(
-        reconnected,
-        "containerd did not reconnect to the restarted snapshotter"
-    );
+    rig.await_containerd();
     let out = rig.run(true, &reference, "after-restart", &image.check_script());
     assert_eq!(out, image.check_output());
 }
