@@ -64,3 +64,48 @@ pub(super) fn map_in_parallel<T: Sync, R: Send>(
         Err(never) => match never {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_come_back_in_item_order() {
+        let items: Vec<u64> = (0..200).collect();
+        let squares = map_in_parallel(&items, |i, &item| {
+            assert_eq!(i as u64, item);
+            item * item
+        });
+        assert_eq!(squares, items.iter().map(|i| i * i).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_first_failing_item_wins_and_later_ones_are_not_started() {
+        let items: Vec<usize> = (0..1000).collect();
+        let started = AtomicUsize::new(0);
+        let result = try_map_in_parallel(&items, |_, &item| {
+            started.fetch_add(1, Ordering::Relaxed);
+            match item {
+                // A later failure that finishes first must not win.
+                700 => Err(item),
+                20 => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    Err(item)
+                }
+                _ => Ok(item),
+            }
+        });
+        assert_eq!(result, Err(20));
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert!(started.load(Ordering::Relaxed) <= 700 + cores);
+    }
+
+    #[test]
+    fn no_items_no_work() {
+        let items: [u8; 0] = [];
+        assert_eq!(
+            try_map_in_parallel(&items, |_, _| Err::<u8, ()>(())),
+            Ok(vec![])
+        );
+    }
+}
