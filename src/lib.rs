@@ -18,7 +18,8 @@
 //! - [`registry`]: an image in a registry resolved to its layers, each a
 //!   blob read lazily by HTTP Range requests;
 //! - [`inputs`]: a command's layer arguments, images expanded, as layers to open;
-//! - [`stack`]: opens and indexes a list of layer files and builds their tree;
+//! - [`stack`]: opens and indexes a list of layer files and builds their tree
+//!   (specs and opening, the stack itself, indexing, one work queue);
 //! - [`bundle`]: a stack's stored indexes packed into one file to ship
 //!   beside an image (`layerfs index export` / `import`);
 //! - [`fuse`]: serves a [`stack::Stack`] through FUSE;
