@@ -76,7 +76,7 @@ impl TocRef {
         }
     }
 
-    /// What the layer's cache key is marked with (see `stack.rs`): the
+    /// What the layer's cache key is marked with (see `stack/keys.rs`): the
     /// table's format and digest, which the index it gives is only as good
     /// as.
     pub fn tag(&self) -> String {
