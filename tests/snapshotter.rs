@@ -24,6 +24,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use common::containerd::{
@@ -176,11 +177,26 @@ struct Rig {
     snapshotter: Option<Snapshotter>,
     proxy: Proxy,
     registry: Registry,
+    /// Held until everything above is gone: see [`one_at_a_time`].
+    _serial: MutexGuard<'static, ()>,
+}
+
+/// The tests of this file run one at a time. Each starts containerd,
+/// shims, runc and mount daemons, and its guards find and kill strays by
+/// scanning /proc. With two rigs at once on a loaded machine, a rig's
+/// snapshotter twice stopped answering right after it had served
+/// containerd ("connection refused", nothing in its log): a stray-killing
+/// guard of the other rig hitting a reused pid (they wrap at 32768 here)
+/// is the likeliest cause. One rig at a time never showed it.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Rig {
     /// Everything but the layerfs snapshotter: the `overlayfs_` tests.
     fn without_layerfs() -> Rig {
+        let serial = one_at_a_time();
         let registry = Registry::start();
         let proxy = Proxy::start(&registry.addr());
         Rig {
@@ -188,6 +204,7 @@ impl Rig {
             snapshotter: None,
             proxy,
             registry,
+            _serial: serial,
         }
     }
 
@@ -415,6 +432,7 @@ fn harness_containerd_drop_leaves_no_process_mount_or_state() {
         Tool("skopeo"),
         Tool("/bin/busybox")
     );
+    let _serial = one_at_a_time();
     let registry = Registry::start();
     let image = busybox_gzip();
     registry.push(&image.source(), "busybox:gzip", &[]);
