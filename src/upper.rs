@@ -26,7 +26,7 @@ use crate::sys;
 /// overlayfs' features that would put changes in forms that are not a
 /// plain OCI layer (redirects, metadata-only copies, inode index): all off,
 /// so that the upper can be committed as a layer.
-const FEATURES_OFF: &str = "index=off,nfs_export=off,redirect_dir=off,metacopy=off";
+pub const FEATURES_OFF: &str = "index=off,nfs_export=off,redirect_dir=off,metacopy=off";
 
 /// What can go wrong setting up or taking down a writable mount.
 #[derive(Debug, thiserror::Error)]

@@ -258,13 +258,7 @@ impl IndexCache {
             _ => return Err(foreign("not an entry name".into())),
         };
         let path = self.dir.join(name);
-        if len > self.max_bytes {
-            return Err(CacheError::TooLarge {
-                path,
-                size: len,
-                max_bytes: self.max_bytes,
-            });
-        }
+        self.within_bound(&path, len)?;
         let read_error = |e: io::Error| foreign(format!("cannot read it: {e}"));
         let mut head = [0u8; format::HEADER_LEN];
         let head_len = head.len().min(usize::try_from(len).unwrap_or(usize::MAX));
@@ -298,7 +292,7 @@ impl IndexCache {
             name: name.clone(),
             reason: e.to_string(),
         })?;
-        self.store_entry(self.dir.join(name), &[bytes.to_vec()])
+        self.store_entry(self.dir.join(name), &[bytes])
     }
 
     /// The bytes of the entry `name` as stored, unchecked (what a bundle
@@ -433,19 +427,13 @@ impl IndexCache {
         }
         let [head, rest] = entry.members.finish_parts(&key.identity(), seek);
         let Some(mut spilled) = entry.spill else {
-            return self.store_entry(path, &[head, rest]);
+            return self.store_entry(path, &[&head, &rest]);
         };
         let size = spilled
             .stream_position()
             .map_err(|source| self.failed(path.clone(), source))?
             + (head.len() + rest.len()) as u64;
-        if size > self.max_bytes {
-            return Err(CacheError::TooLarge {
-                path,
-                size,
-                max_bytes: self.max_bytes,
-            });
-        }
+        self.within_bound(&path, size)?;
         self.store_with(path, |mut file| {
             file.write_all(&head).map_err(Fill::Write)?;
             spilled.rewind().map_err(Fill::Write)?;
@@ -479,21 +467,27 @@ impl IndexCache {
     }
 
     /// Stores an entry made of `parts`, written one after the other.
-    fn store_entry(&self, path: PathBuf, parts: &[Vec<u8>]) -> Result<(), CacheError> {
+    fn store_entry(&self, path: PathBuf, parts: &[&[u8]]) -> Result<(), CacheError> {
         let size = parts.iter().map(|part| part.len() as u64).sum();
-        if size > self.max_bytes {
-            return Err(CacheError::TooLarge {
-                path,
-                size,
-                max_bytes: self.max_bytes,
-            });
-        }
+        self.within_bound(&path, size)?;
         self.store_with(path, |mut file| {
             for part in parts {
                 file.write_all(part).map_err(Fill::Write)?;
             }
             Ok(size)
         })
+    }
+
+    /// Refuses an entry of `size` bytes at `path` over the cache's bound.
+    fn within_bound(&self, path: &Path, size: u64) -> Result<(), CacheError> {
+        if size > self.max_bytes {
+            return Err(CacheError::TooLarge {
+                path: path.to_path_buf(),
+                size,
+                max_bytes: self.max_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// Writes an entry with `write` (which returns its length) under a
@@ -510,13 +504,7 @@ impl IndexCache {
             .create_temp()
             .map_err(|e| self.failed(path.clone(), e))?;
         let placed = write(&file).and_then(|size| {
-            if size > self.max_bytes {
-                return Err(Fill::Refused(CacheError::TooLarge {
-                    path: path.clone(),
-                    size,
-                    max_bytes: self.max_bytes,
-                }));
-            }
+            self.within_bound(&path, size).map_err(Fill::Refused)?;
             fs::rename(&temp, &path).map_err(Fill::Write)
         });
         match placed {

@@ -24,16 +24,7 @@ use super::labels;
 use super::layout::{self, Layout};
 use super::store::{Kind, RemoteLayer, Snapshot, Store, StoreError, Usage};
 use crate::registry::{self, RegistryOptions};
-
-/// overlayfs' features that would put changes in forms that are not a
-/// plain layer directory (redirects, metadata-only copies, inode index):
-/// off, so that a committed snapshot stays a layer layerfs can read.
-const OVERLAY_FEATURES_OFF: [&str; 4] = [
-    "index=off",
-    "nfs_export=off",
-    "redirect_dir=off",
-    "metacopy=off",
-];
+use crate::upper;
 
 /// A mount for containerd to make: what its `Mount` message carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -225,8 +216,10 @@ impl Snapshotter {
             options: vec![mode.to_string(), "rbind".into()],
         };
         let overlay = |lowers: String, writable: bool| {
+            // Off as for `mount --upper`, so that a committed snapshot stays
+            // a layer directory layerfs reads.
             let mut options: Vec<String> =
-                OVERLAY_FEATURES_OFF.iter().map(|o| o.to_string()).collect();
+                upper::FEATURES_OFF.split(',').map(str::to_string).collect();
             if writable {
                 options.push(format!("workdir={work}"));
                 options.push(format!("upperdir={fs}"));
