@@ -3,6 +3,8 @@
 //! The data flows through one module per stage, each depending only on the
 //! ones before it:
 //!
+//! - [`digest`]: content digests, parsed once where they enter (the OCI
+//!   rule) and passed on as [`digest::Digest`]; the sha256 that makes one;
 //! - [`source`]: a layer file's bytes, plain or decompressed, by offset;
 //! - [`tar`]: one pass over a layer's tar stream, recording each member's
 //!   metadata and where its data lies (all tar dialect handling lives here);
@@ -58,6 +60,7 @@ pub mod bundle;
 pub mod cache;
 pub mod compare;
 pub mod daemon;
+pub mod digest;
 pub mod dir;
 pub mod escape;
 pub mod export;

@@ -424,7 +424,8 @@ mod tests {
     #[test]
     fn the_empty_descriptor_is_the_empty_json() {
         use sha2::{Digest, Sha256};
-        let digest = crate::output::Sha256Digest(Sha256::digest(EMPTY_JSON).into()).to_string();
+        let digest =
+            crate::digest::Digest::from_sha256(Sha256::digest(EMPTY_JSON).into()).to_string();
         assert_eq!(digest, EMPTY_DIGEST);
     }
 }

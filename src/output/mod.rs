@@ -16,7 +16,9 @@ use std::fmt;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
 
 mod file;
 mod frames;
@@ -155,32 +157,15 @@ impl fmt::Display for Target {
     }
 }
 
-/// A sha256 digest.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Sha256Digest(pub [u8; 32]);
-
-impl fmt::Display for Sha256Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("sha256:")?;
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-    }
-}
-
-impl fmt::Debug for Sha256Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
 /// What was written, once it is complete.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written {
     /// sha256 of the uncompressed tar: the OCI `diff_id` (unless skipped).
-    pub diff_id: Option<Sha256Digest>,
+    pub diff_id: Option<Digest>,
     /// Bytes of uncompressed tar.
     pub tar_bytes: u64,
     /// sha256 of the bytes written: the OCI blob digest (unless skipped).
-    pub blob: Option<Sha256Digest>,
+    pub blob: Option<Digest>,
     /// Bytes written.
     pub blob_bytes: u64,
 }
@@ -312,9 +297,14 @@ impl LayerOutput {
         };
         result.map_err(io_error)?;
         let written = Written {
-            diff_id: self.tar_hash.map(|h| Sha256Digest(h.finalize().into())),
+            diff_id: self
+                .tar_hash
+                .map(|h| Digest::from_sha256(h.finalize().into())),
             tar_bytes: self.tar_bytes,
-            blob: self.sink.hash.map(|h| Sha256Digest(h.finalize().into())),
+            blob: self
+                .sink
+                .hash
+                .map(|h| Digest::from_sha256(h.finalize().into())),
             blob_bytes: self.sink.bytes,
         };
         let destination = self
@@ -406,7 +396,7 @@ mod tests {
         assert!(back == data);
         assert_eq!(gz.tar_bytes, data.len() as u64);
         assert_eq!(gz.blob_bytes, bytes.len() as u64);
-        let digest = |bytes: &[u8]| Some(Sha256Digest(Sha256::digest(bytes).into()));
+        let digest = |bytes: &[u8]| Some(Digest::sha256(bytes));
         assert_eq!(gz.blob, digest(&bytes));
         assert_eq!(gz.diff_id, digest(&data));
 

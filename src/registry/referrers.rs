@@ -18,7 +18,7 @@ use super::resolve::{fetch_manifest, parse, MAX_MANIFEST};
 use super::retry::Failure;
 use super::transport::{self, Method};
 use super::RegistryError;
-use crate::output::Sha256Digest;
+use crate::digest::Digest as BlobDigest;
 
 /// An OCI image index: what the referrers API answers and the fallback tag
 /// holds.
@@ -338,7 +338,7 @@ fn fallback_what(subject: &str) -> String {
 
 /// `sha256:` of `bytes`.
 fn sha256(bytes: &[u8]) -> String {
-    Sha256Digest(Sha256::digest(bytes).into()).to_string()
+    BlobDigest::from_sha256(Sha256::digest(bytes).into()).to_string()
 }
 
 /// `text` escaped for a URL's query: what is not unreserved (RFC 3986) or

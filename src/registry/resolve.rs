@@ -12,9 +12,9 @@ use super::client::Client;
 use super::reference::{check_digest, Target};
 use super::transport;
 use super::{Reference, RegistryError, RegistryOptions, RemoteImage, RemoteLayer, Repository};
+use crate::digest::Digest as BlobDigest;
 use crate::image::manifest::{self, Descriptor, Index, Kind, LayerType, Manifest};
 use crate::image::{platforms, Platform};
-use crate::output::Sha256Digest;
 
 /// How deep indexes may nest (real images: one level).
 const MAX_DEPTH: usize = 4;
@@ -328,7 +328,7 @@ pub(super) fn fetch_manifest(
         let body = transport::read_small(&mut response, MAX_MANIFEST, place, what)?;
         Ok((content_type, claimed, body))
     })?;
-    let digest = Sha256Digest(Sha256::digest(&body).into()).to_string();
+    let digest = BlobDigest::from_sha256(Sha256::digest(&body).into()).to_string();
     let claimed = claimed.filter(|c| c.starts_with("sha256:"));
     if let Some(expected) = expected.or(claimed.as_deref()) {
         if expected != digest {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::creds::Credentials;
-use crate::output::Sha256Digest;
+use crate::digest::Digest as BlobDigest;
 
 /// What the registry demands before it serves `/v2/`.
 #[derive(Clone, Debug, Default)]
@@ -100,7 +100,7 @@ pub(crate) struct TestRegistry {
 
 /// The `sha256:` digest of `bytes`.
 pub(crate) fn digest(bytes: &[u8]) -> String {
-    Sha256Digest(Sha256::digest(bytes).into()).to_string()
+    BlobDigest::from_sha256(Sha256::digest(bytes).into()).to_string()
 }
 
 impl TestRegistry {

@@ -120,7 +120,7 @@ impl SpanSums {
 
     /// The digest as an image names it: `sha256:<hex>`.
     pub fn digest_string(&self) -> String {
-        crate::output::Sha256Digest(self.digest).to_string()
+        crate::digest::Digest::from_sha256(self.digest).to_string()
     }
 }
 

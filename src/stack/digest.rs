@@ -24,7 +24,7 @@ pub(super) fn check_digest(
         });
     }
     let started = std::time::Instant::now();
-    let actual = crate::output::Sha256Digest(layer.sha256(meter)?).to_string();
+    let actual = crate::digest::Digest::from_sha256(layer.sha256(meter)?).to_string();
     log::info!(
         "{} (layer {}): {} bytes hashed in {:.2?}",
         layer.path().display(),

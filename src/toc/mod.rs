@@ -184,7 +184,7 @@ fn check_sha256(bytes: &[u8], expected: &str, what: &str) -> Result<(), TocFault
             "cannot check the {what} digest {expected}: only sha256 is supported"
         ))
     })?;
-    let actual = crate::output::Sha256Digest(Sha256::digest(bytes).into()).to_string();
+    let actual = crate::digest::Digest::from_sha256(Sha256::digest(bytes).into()).to_string();
     if actual.strip_prefix("sha256:") != Some(&hex.to_ascii_lowercase()) {
         return Err(TocFault::new(format!(
             "the {what} hashes to {actual}, the annotation says {expected}"
