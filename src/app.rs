@@ -859,7 +859,7 @@ pub fn inspect(request: &InspectRequest) -> Result<(), AppError> {
 /// are named by the digests their images give when every argument is an
 /// image, else by their files.
 fn inspect_usage(stack: &Stack, images: &[Image], top: usize, json: bool) -> Result<(), AppError> {
-    let digests: Vec<Option<String>> = images
+    let digests: Vec<Option<crate::digest::Digest>> = images
         .iter()
         .flat_map(|image| image.layers.iter().map(|layer| layer.digest.clone()))
         .collect();

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::digest::Digest;
 use crate::image::{self, Image, ImageError, ImageLayer, Platform, Selection};
 use crate::registry::{self, RegistryError, RegistryOptions, RemoteImage};
 use crate::source::Codec;
@@ -166,6 +167,8 @@ pub fn resolve_all(inputs: &LayerInputs) -> Result<Resolved, InputError> {
             text: text.clone(),
             why: why.to_string(),
         };
+        // The layer number first: a digest for no layer is the mistake
+        // to name, whatever the digest.
         let (number, digest) = text
             .split_once('=')
             .ok_or_else(|| bad("expected N=sha256:<hex>, N the layer (1 = bottom)"))?;
@@ -181,8 +184,9 @@ pub fn resolve_all(inputs: &LayerInputs) -> Result<Resolved, InputError> {
                 spec.path.display()
             )));
         }
+        let digest = Digest::parse(digest).map_err(|e| bad(&e.to_string()))?;
         if inputs.verify {
-            spec.verify = Some(digest.to_string());
+            spec.verify = Some(digest);
         }
     }
     Ok((specs, images, remotes))

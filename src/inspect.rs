@@ -6,6 +6,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use crate::digest::Digest;
 use crate::escape::Escaped;
 use crate::image::Image;
 use crate::stack::Stack;
@@ -25,7 +26,7 @@ pub struct LayerReport {
     /// [`crate::stack::LayerStats::tar_bytes`]).
     pub uncompressed_bytes: u64,
     /// The digest the image gives, if any.
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
     /// Members of the layer's tar.
     pub entries: u64,
     /// Names of the layers below that this layer's whiteouts, opaque
@@ -79,8 +80,8 @@ pub fn write_text(reports: &[LayerReport], out: &mut dyn Write) -> io::Result<()
                 r.entries.to_string(),
                 r.hides.to_string(),
                 r.digest
-                    .as_deref()
-                    .map_or_else(|| "-".to_string(), |d| Escaped(d.as_bytes()).to_string()),
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), Digest::to_string),
             ]
         })
         .collect();
@@ -154,7 +155,7 @@ mod tests {
             codec: "gzip".to_string(),
             compressed_bytes: sizes[0],
             uncompressed_bytes: sizes[1],
-            digest: digest.map(str::to_string),
+            digest: digest.map(|d| d.parse().expect("digest")),
             entries: sizes[2],
             hides: sizes[3],
         }
@@ -162,26 +163,32 @@ mod tests {
 
     #[test]
     fn the_table_lines_up_under_its_headings() {
+        let (aa, bb) = (
+            format!("sha256:{}", "a".repeat(64)),
+            format!("sha256:{}", "b".repeat(64)),
+        );
         let reports = [
             report(
                 1,
                 "application/vnd.oci.image.layer.v1.tar+gzip",
                 [123, 10_240, 7, 0],
-                Some("sha256:aa"),
+                Some(&aa),
             ),
             report(2, "x/y", [98_765_432_100, 3, 12_345_678, 1], None),
-            report(10, "evil\nLAYER", [1, 2, 3, 4], Some("sha256:bb")),
+            report(10, "evil\nLAYER", [1, 2, 3, 4], Some(&bb)),
         ];
         let mut out = Vec::new();
         write_text(&reports, &mut out).expect("write");
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "\
+            format!(
+                "\
 LAYER  MEDIA TYPE                                    COMPRESSED  UNCOMPRESSED   ENTRIES  HIDES  DIGEST
-    1  application/vnd.oci.image.layer.v1.tar+gzip          123         10240         7      0  sha256:aa
+    1  application/vnd.oci.image.layer.v1.tar+gzip          123         10240         7      0  {aa}
     2  x/y                                          98765432100             3  12345678      1  -
-   10  evil\\nLAYER                                            1             2         3      4  sha256:bb
+   10  evil\\nLAYER                                            1             2         3      4  {bb}
 "
+            )
         );
     }
 }

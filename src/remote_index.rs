@@ -30,6 +30,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::cache::{self, CacheError, IndexCache, LayerKey};
+use crate::digest::Digest;
 use crate::registry::{Pushed, RegistryError, RemoteImage, RemoteLayer, MANIFEST_MEDIA_TYPE};
 
 /// The artifact type of a layerfs index artifact.
@@ -69,7 +70,7 @@ pub enum RemoteIndexError {
         /// The layer (1 = bottom).
         number: usize,
         /// Its blob digest.
-        digest: String,
+        digest: Digest,
         /// The cache directory.
         dir: std::path::PathBuf,
     },
@@ -93,7 +94,7 @@ pub enum RemoteIndexError {
         /// `REGISTRY/REPO`.
         place: String,
         /// The artifact manifest's digest.
-        digest: String,
+        digest: Digest,
         /// What is wrong with it.
         reason: String,
     },
@@ -103,7 +104,7 @@ pub enum RemoteIndexError {
         /// `REGISTRY/REPO`.
         place: String,
         /// The artifact manifest's digest.
-        digest: String,
+        digest: Digest,
         /// Why.
         source: CacheError,
     },
@@ -279,7 +280,7 @@ struct Artifact {
 struct Blob {
     #[serde(rename = "mediaType", default)]
     media_type: String,
-    digest: String,
+    digest: Digest,
     #[serde(default)]
     size: Option<u64>,
     #[serde(default)]
@@ -291,14 +292,14 @@ struct Blob {
 fn import(
     cache: &IndexCache,
     image: &RemoteImage,
-    digest: &str,
+    digest: &Digest,
     size: Option<u64>,
     missing: &[(usize, &RemoteLayer)],
 ) -> Result<usize, RemoteIndexError> {
     let repository = &image.repository;
     let unusable = |reason: String| RemoteIndexError::Unusable {
         place: repository.place().to_string(),
-        digest: digest.to_string(),
+        digest: digest.clone(),
         reason,
     };
     let body = repository.manifest(digest)?;
@@ -313,10 +314,11 @@ fn import(
             artifact.artifact_type.unwrap_or_default()
         )));
     }
-    let subject = artifact.subject.map(|s| s.digest).unwrap_or_default();
-    if subject != image.manifest_digest {
+    let subject = artifact.subject.map(|s| s.digest);
+    if subject.as_ref() != Some(&image.manifest_digest) {
         return Err(unusable(format!(
-            "it refers to {subject:?}, not to the image {}",
+            "it refers to {}, not to the image {}",
+            subject.map_or_else(|| "nothing".to_string(), |s| s.to_string()),
             image.manifest_digest
         )));
     }
@@ -325,7 +327,9 @@ fn import(
         let blob = artifact
             .layers
             .iter()
-            .find(|b| b.annotations.get(LAYER_DIGEST) == Some(&layer.digest))
+            .find(|b| {
+                b.annotations.get(LAYER_DIGEST).map(String::as_str) == Some(layer.digest.as_str())
+            })
             .ok_or_else(|| {
                 unusable(format!(
                     "it has no index of layer {} ({})",
@@ -341,7 +345,7 @@ fn import(
             .import_layer(&LayerKey::of_blob(&layer.digest, layer.size), &bytes)
             .map_err(|source| RemoteIndexError::Cache {
                 place: repository.place().to_string(),
-                digest: digest.to_string(),
+                digest: digest.clone(),
                 source,
             })?;
         imported += 1;
@@ -389,7 +393,7 @@ mod tests {
     fn blob(media_type: &str, size: &str, format: &str, blob_size: u64) -> Blob {
         Blob {
             media_type: media_type.into(),
-            digest: "sha256:11".into(),
+            digest: Digest::sha256(b"11"),
             size: Some(blob_size),
             annotations: [
                 (LAYER_DIGEST.to_string(), "sha256:00".to_string()),
@@ -423,9 +427,6 @@ mod tests {
 
     #[test]
     fn the_empty_descriptor_is_the_empty_json() {
-        use sha2::{Digest, Sha256};
-        let digest =
-            crate::digest::Digest::from_sha256(Sha256::digest(EMPTY_JSON).into()).to_string();
-        assert_eq!(digest, EMPTY_DIGEST);
+        assert_eq!(Digest::sha256(EMPTY_JSON).as_str(), EMPTY_DIGEST);
     }
 }

@@ -9,6 +9,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::io::{self, Write};
 
+use crate::digest::Digest;
 use crate::escape::Escaped;
 use crate::list::json_string;
 use crate::stack::Stack;
@@ -23,7 +24,7 @@ pub struct LayerUsage {
     /// 1 = bottom.
     pub layer: usize,
     /// The digest the image gives, if any.
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
     /// The layer's file (a registry blob's name), for layers without one.
     pub path: String,
     /// Bytes of regular files it stores, and how many.
@@ -75,7 +76,7 @@ impl Usage {
 /// recorded (that is when the merge counts each layer's bytes); `digests`
 /// names its layers, bottom first, where known; `top` directories and
 /// files are listed.
-pub fn usage(stack: &Stack, digests: &[Option<String>], top: usize) -> Usage {
+pub fn usage(stack: &Stack, digests: &[Option<Digest>], top: usize) -> Usage {
     let layers = stack
         .layers()
         .iter()
@@ -215,9 +216,8 @@ pub fn write_text(usage: &Usage, out: &mut dyn Write) -> io::Result<()> {
                 l.wasted.0.to_string(),
                 l.wasted.1.to_string(),
                 l.digest
-                    .as_deref()
-                    .map_or_else(|| Escaped(l.path.as_bytes()), |d| Escaped(d.as_bytes()))
-                    .to_string(),
+                    .as_ref()
+                    .map_or_else(|| Escaped(l.path.as_bytes()).to_string(), Digest::to_string),
             ]
         })
         .collect();
@@ -321,7 +321,7 @@ pub fn write_json(usage: &Usage, out: &mut dyn Write) -> io::Result<()> {
             l.layer
         )?;
         match &l.digest {
-            Some(digest) => json_string(digest.as_bytes(), out)?,
+            Some(digest) => json_string(digest.as_str().as_bytes(), out)?,
             None => out.write_all(b"null")?,
         }
         out.write_all(b",\"path\":")?;

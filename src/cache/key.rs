@@ -7,6 +7,8 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
+use crate::digest::Digest;
+
 /// How much of each end of the file goes into [`LayerKey::ends_hash`].
 /// Layers rewritten in place with the same size and a restored mtime almost
 /// always differ in their first or last bytes (tar headers, the gzip
@@ -101,7 +103,7 @@ impl LayerKey {
     /// The key of a remote blob: its digest and size alone, so that its
     /// stored index serves every machine sharing the cache. An entry is
     /// stored under it only once the blob was checked against the digest.
-    pub fn of_blob(digest: &str, size: u64) -> LayerKey {
+    pub fn of_blob(digest: &Digest, size: u64) -> LayerKey {
         LayerKey {
             size,
             mtime_ns: 0,

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::digest::{Digest, DigestError};
 use crate::source::SourceError;
 
 /// Why an image argument could not be resolved; each message names the
@@ -82,7 +83,7 @@ pub enum ImageError {
     MissingBlob {
         /// The image.
         image: String,
-        /// The blob's digest.
+        /// The blob's digest, or its member name in a `docker save` archive.
         digest: String,
         /// What it is (a layer number, a manifest, …).
         what: String,
@@ -95,7 +96,7 @@ pub enum ImageError {
         /// 1 = bottom.
         number: usize,
         /// The blob's digest.
-        digest: String,
+        digest: Digest,
         /// Where the manifest says it can be fetched.
         urls: String,
     },
@@ -107,7 +108,7 @@ pub enum ImageError {
         /// 1 = bottom.
         number: usize,
         /// The blob's digest.
-        digest: String,
+        digest: Digest,
         /// The media type.
         media_type: String,
     },
@@ -119,18 +120,19 @@ pub enum ImageError {
         /// The image.
         image: String,
         /// The descriptor's digest.
-        digest: String,
+        digest: Digest,
         /// The media type.
         media_type: String,
     },
-    /// A digest that is not `sha256:` and 64 lower-case hex digits (or
-    /// another algorithm's well-formed digest).
-    #[error("{image}: {digest:?} is not a valid digest")]
+    /// A digest that breaks the OCI rule (see [`crate::digest`]).
+    #[error("{image}: {what}: {source}")]
     BadDigest {
         /// The image.
         image: String,
-        /// What was found.
-        digest: String,
+        /// Where the digest was found.
+        what: String,
+        /// What is wrong with it.
+        source: DigestError,
     },
     /// Indexes nested deeper than any real image.
     #[error("{image}: indexes are nested more than {limit} deep")]

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use crate::digest::Digest;
+
 /// The annotation that tags a manifest in a layout's `index.json`.
 pub(super) const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -26,7 +28,8 @@ pub(crate) struct Manifest {
 pub(crate) struct Descriptor {
     #[serde(rename = "mediaType", default)]
     pub media_type: String,
-    pub digest: String,
+    /// Parsed with the document: a malformed digest fails it, naming it.
+    pub digest: Digest,
     /// The blob's length; a layout's blob files tell it anyway, a
     /// registry's blobs only through here.
     #[serde(default)]
@@ -70,7 +73,7 @@ pub(super) struct Config {
 #[derive(Debug, Deserialize)]
 pub(super) struct RootFs {
     #[serde(default)]
-    pub diff_ids: Vec<String>,
+    pub diff_ids: Vec<Digest>,
 }
 
 /// What a descriptor points to.

@@ -30,11 +30,10 @@ pub struct ImageLayer {
     pub offset: u64,
     /// The blob's length in bytes (compressed, as stored).
     pub len: u64,
-    /// The digest the blob's bytes must have (`sha256:<hex>`), when the
-    /// image says (a `docker save` layer of the legacy format names only
+    /// The digest the blob's bytes must have, when the image says (a `docker save` layer of the legacy format names only
     /// the digest of its uncompressed tar, which a compressed blob's bytes
     /// cannot be checked against).
-    pub digest: Option<String>,
+    pub digest: Option<crate::digest::Digest>,
     /// The layer's media type, as the manifest gives it.
     pub media_type: String,
     /// The table of contents its annotations announce (eStargz,
@@ -67,7 +66,7 @@ pub struct Selection {
 /// manifest; anything else is left to be read as a layer, so a loose plain
 /// tar costs one peek at its first header.
 pub fn open(arg: &Path, selection: &Selection) -> Result<Option<Image>, ImageError> {
-    let (base, selector) = match store::split_selector(arg) {
+    let (base, selector) = match store::split_selector(arg)? {
         Some((base, selector)) => (base, Some(selector)),
         None => (arg.to_path_buf(), None),
     };

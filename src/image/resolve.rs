@@ -3,6 +3,7 @@
 
 use serde::de::DeserializeOwned;
 
+use crate::digest::Digest;
 use crate::source::{Codec, LayerSource};
 
 use super::manifest::{self, Config, Descriptor, DockerEntry, Index, Kind, LayerType, Manifest};
@@ -58,25 +59,17 @@ impl Resolver<'_> {
         })
     }
 
-    /// The blob name of `digest`, refusing malformed digests.
-    fn blob(&self, digest: &str) -> Result<String, ImageError> {
-        blob_name(digest).ok_or_else(|| ImageError::BadDigest {
-            image: self.image.to_string(),
-            digest: digest.to_string(),
-        })
-    }
-
     /// Parses the JSON blob a descriptor points to.
     fn blob_document<T: DeserializeOwned>(
         &self,
         descriptor: &Descriptor,
         what: &str,
     ) -> Result<T, ImageError> {
-        let name = self.blob(&descriptor.digest)?;
+        let name = blob_name(&descriptor.digest);
         if !self.store.has(&name) {
             return Err(ImageError::MissingBlob {
                 image: self.image.to_string(),
-                digest: descriptor.digest.clone(),
+                digest: descriptor.digest.to_string(),
                 what: what.to_string(),
             });
         }
@@ -177,7 +170,7 @@ impl Resolver<'_> {
                 media_type: d.media_type.clone(),
             });
         }
-        let found = self.store.locate(&self.blob(&d.digest)?);
+        let found = self.store.locate(&blob_name(&d.digest));
         let Some(Located { path, offset, len }) = found else {
             return Err(if kind == LayerType::Nondistributable {
                 ImageError::Nondistributable {
@@ -193,7 +186,7 @@ impl Resolver<'_> {
             } else {
                 ImageError::MissingBlob {
                     image: self.image.to_string(),
-                    digest: d.digest.clone(),
+                    digest: d.digest.to_string(),
                     what: format!("layer {number}"),
                 }
             });
@@ -256,7 +249,7 @@ impl Resolver<'_> {
         &self,
         number: usize,
         name: &str,
-        diff_id: Option<&String>,
+        diff_id: Option<&Digest>,
     ) -> Result<ImageLayer, ImageError> {
         let Located { path, offset, len } =
             self.store
@@ -269,7 +262,16 @@ impl Resolver<'_> {
         let named = name
             .strip_prefix("blobs/")
             .and_then(|rest| rest.split_once('/'))
-            .map(|(algorithm, hex)| format!("{algorithm}:{hex}"));
+            .map(|(algorithm, hex)| {
+                Digest::parse(&format!("{algorithm}:{hex}")).map_err(|source| {
+                    ImageError::BadDigest {
+                        image: self.image.to_string(),
+                        what: format!("layer {number} ({name})"),
+                        source,
+                    }
+                })
+            })
+            .transpose()?;
         let plain = LayerSource::open_range(&path, offset, len)?.codec() == Codec::Plain;
         let digest = named.or_else(|| diff_id.filter(|_| plain).cloned());
         let media_type = if plain {
@@ -296,7 +298,7 @@ fn describe<'d>(descriptors: impl IntoIterator<Item = &'d Descriptor>) -> String
             |d| match (d.annotations.get(manifest::REF_NAME), &d.platform) {
                 (Some(tag), _) => format!("tag {tag}"),
                 (None, Some(p)) => format!("{} for {}/{}", d.digest, p.os, p.architecture),
-                (None, None) => d.digest.clone(),
+                (None, None) => d.digest.to_string(),
             },
         )
         .collect();

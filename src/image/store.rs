@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::archive::{self, Members};
 use super::manifest::DockerEntry;
 use super::ImageError;
+use crate::digest::Digest;
 
 /// The largest JSON document (index, manifest, config) read.
 const MAX_DOCUMENT: u64 = 16 << 20;
@@ -143,7 +144,7 @@ impl Store {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Selector {
     Tag(String),
-    Digest(String),
+    Digest(Digest),
 }
 
 impl std::fmt::Display for Selector {
@@ -156,35 +157,44 @@ impl std::fmt::Display for Selector {
 }
 
 /// Splits `IMAGE@DIGEST` or `IMAGE:TAG` when the whole argument names no
-/// file but the part before the separator does; `None` otherwise (a file
-/// named `a:b` is taken as it is).
-pub(super) fn split_selector(arg: &Path) -> Option<(PathBuf, Selector)> {
+/// file but the part before the separator does; `Ok(None)` otherwise (a
+/// file named `a:b` is taken as it is). A digest that is split off is
+/// parsed here, where it enters.
+pub(super) fn split_selector(arg: &Path) -> Result<Option<(PathBuf, Selector)>, ImageError> {
     if arg.symlink_metadata().is_ok() {
-        return None;
+        return Ok(None);
     }
-    let text = arg.to_str()?;
-    let (base, selector) = if let Some((base, digest)) = text.rsplit_once('@') {
-        (base, Selector::Digest(digest.to_string()))
-    } else {
-        let (base, tag) = text.rsplit_once(':')?;
-        (base, Selector::Tag(tag.to_string()))
+    let Some(text) = arg.to_str() else {
+        return Ok(None);
+    };
+    let (base, digest, tag) = match (text.rsplit_once('@'), text.rsplit_once(':')) {
+        (Some((base, digest)), _) => (base, Some(digest), None),
+        (None, Some((base, tag))) => (base, None, Some(tag)),
+        (None, None) => return Ok(None),
     };
     let base = PathBuf::from(base);
-    base.exists().then_some((base, selector))
+    if !base.exists() {
+        return Ok(None);
+    }
+    let selector = match (digest, tag) {
+        (Some(digest), _) => {
+            Selector::Digest(
+                Digest::parse(digest).map_err(|source| ImageError::BadDigest {
+                    image: text.to_string(),
+                    what: "the digest asked for".into(),
+                    source,
+                })?,
+            )
+        }
+        (None, tag) => Selector::Tag(tag.unwrap_or_default().to_string()),
+    };
+    Ok(Some((base, selector)))
 }
 
-/// The name of the blob with `digest` in an OCI layout (`blobs/ALG/HEX`),
-/// or `None` if the digest is malformed: nothing from a digest reaches a
-/// path unless it is an algorithm name and hex digits.
-pub(super) fn blob_name(digest: &str) -> Option<String> {
-    let (algorithm, hex) = digest.split_once(':')?;
-    let algorithm_ok = !algorithm.is_empty()
-        && algorithm
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
-        && !algorithm.starts_with('.');
-    let hex_ok = hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit());
-    (algorithm_ok && hex_ok).then(|| format!("blobs/{algorithm}/{hex}"))
+/// The name of the blob with `digest` in an OCI layout (`blobs/ALG/HEX`):
+/// a parsed digest is an algorithm name and hex digits, safe in a path.
+pub(super) fn blob_name(digest: &Digest) -> String {
+    format!("blobs/{}/{}", digest.algorithm(), digest.hex())
 }
 
 #[cfg(test)]
@@ -192,21 +202,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn digests_become_blob_names_only_when_well_formed() {
+    fn digests_become_blob_names() {
         let hex = "a".repeat(64);
-        assert_eq!(
-            blob_name(&format!("sha256:{hex}")),
-            Some(format!("blobs/sha256/{hex}"))
-        );
-        for bad in [
-            "sha256".to_string(),
-            format!("sha256:../{hex}"),
-            format!("../x:{hex}"),
-            "sha256:abc".to_string(),
-            format!(":{hex}"),
-        ] {
-            assert_eq!(blob_name(&bad), None, "{bad}");
-        }
+        let digest = Digest::parse(&format!("sha256:{hex}")).expect("digest");
+        assert_eq!(blob_name(&digest), format!("blobs/sha256/{hex}"));
     }
 
     #[test]
@@ -215,15 +214,27 @@ mod tests {
         let layout = dir.path().join("img");
         std::fs::create_dir(&layout).expect("mkdir");
         let arg = |s: &str| PathBuf::from(format!("{}{s}", layout.display()));
+        let split = |arg: &Path| split_selector(arg).expect("split");
         assert_eq!(
-            split_selector(&arg(":v1")),
+            split(&arg(":v1")),
             Some((layout.clone(), Selector::Tag("v1".into())))
         );
+        let digest = format!("sha256:{}", "0".repeat(64));
         assert_eq!(
-            split_selector(&arg("@sha256:00")),
-            Some((layout.clone(), Selector::Digest("sha256:00".into())))
+            split(&arg(&format!("@{digest}"))),
+            Some((
+                layout.clone(),
+                Selector::Digest(digest.parse().expect("digest"))
+            ))
         );
-        assert_eq!(split_selector(&layout), None);
-        assert_eq!(split_selector(&dir.path().join("nothing:v1")), None);
+        assert_eq!(split(&layout), None);
+        assert_eq!(split(&dir.path().join("nothing:v1")), None);
+        assert_eq!(split(&dir.path().join("nothing@sha256:00")), None);
+        let bad = split_selector(&arg("@sha256:00")).expect_err("short digest");
+        assert!(
+            bad.to_string()
+                .contains("\"sha256:00\" is not a valid digest"),
+            "{bad}"
+        );
     }
 }

@@ -11,6 +11,7 @@ use super::client::Client;
 use super::retry::Failure;
 use super::transport;
 use super::RegistryError;
+use crate::digest::Digest;
 use crate::source::BlobFetch;
 
 /// One blob of one repository. Cheap to clone: the client (and its
@@ -29,7 +30,7 @@ pub struct RegistryBlob {
 
 impl RegistryBlob {
     /// The blob `digest` of `size` bytes in the client's repository.
-    pub(crate) fn new(client: Arc<Client>, digest: &str, size: u64) -> RegistryBlob {
+    pub(crate) fn new(client: Arc<Client>, digest: &Digest, size: u64) -> RegistryBlob {
         RegistryBlob {
             name: format!("{}@{digest}", client.place()),
             what: format!("blob {digest}"),

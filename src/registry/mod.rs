@@ -61,7 +61,7 @@ pub struct RemoteImage {
     pub name: String,
     /// The digest of the image manifest the layers come from (for an
     /// index, the platform's manifest, not the index).
-    pub manifest_digest: String,
+    pub manifest_digest: crate::digest::Digest,
     /// That manifest's media type (OCI or Docker), for descriptors of it;
     /// empty for a blob given by its URL, which has no manifest.
     pub manifest_media_type: String,
@@ -79,9 +79,9 @@ pub struct RemoteImage {
 /// One layer of a [`RemoteImage`].
 #[derive(Clone, Debug)]
 pub struct RemoteLayer {
-    /// The blob's digest (`sha256:<hex>`), as the manifest gives it; the
+    /// The blob's digest (a sha256 one), as the manifest gives it; the
     /// bytes are not checked against it here.
-    pub digest: String,
+    pub digest: crate::digest::Digest,
     /// The blob's size, as the manifest gives it.
     pub size: u64,
     /// The layer's media type, as the manifest gives it.

@@ -5,6 +5,7 @@
 use std::fmt;
 
 use super::RegistryError;
+use crate::digest::{Algorithm, Digest};
 
 /// Where Docker Hub's API lives; `docker.io` is only its name.
 const DOCKER_HUB: &str = "registry-1.docker.io";
@@ -41,14 +42,14 @@ pub enum Target {
     /// A tag: the registry says which manifest it points to now.
     Tag(String),
     /// A digest (`sha256:<hex>`): the manifest's bytes must hash to it.
-    Digest(String),
+    Digest(Digest),
     /// A layer blob, named by its URL in the distribution API
     /// (`https://HOST/v2/REPO/blobs/sha256:<hex>`): that one blob is the
     /// image's only layer. A containerd snapshotter's layers are such
     /// blobs; a digest reference cannot name one, since registries answer
     /// a blob digest asked for as a manifest in their own ways (500 from
     /// distribution).
-    Blob(String),
+    Blob(Digest),
 }
 
 impl Target {
@@ -56,7 +57,7 @@ impl Target {
     pub fn as_str(&self) -> &str {
         match self {
             Target::Tag(tag) => tag,
-            Target::Digest(digest) | Target::Blob(digest) => digest,
+            Target::Digest(digest) | Target::Blob(digest) => digest.as_str(),
         }
     }
 }
@@ -165,10 +166,7 @@ fn parse_docker(arg: &str, text: &str) -> Result<Reference, String> {
         return Err(format!("the name is longer than {MAX_NAME} characters"));
     }
     let target = match (digest, tag) {
-        (Some(digest), _) => {
-            check_digest(digest)?;
-            Target::Digest(digest.to_string())
-        }
+        (Some(digest), _) => Target::Digest(verifiable(digest)?),
         (None, Some(tag)) => {
             check_tag(tag)?;
             Target::Tag(tag.to_string())
@@ -192,12 +190,12 @@ fn parse_blob_url(arg: &str, rest: &str, plain_http: bool) -> Result<Reference, 
     let path = path.strip_prefix("v2/").ok_or(shape)?;
     let (repository, digest) = path.rsplit_once("/blobs/").ok_or(shape)?;
     check_repository(repository)?;
-    check_digest(digest)?;
+    let digest = verifiable(digest)?;
     Ok(Reference {
         name: arg.to_string(),
         registry: registry.to_string(),
         repository: repository.to_string(),
-        target: Target::Blob(digest.to_string()),
+        target: Target::Blob(digest),
         plain_http,
     })
 }
@@ -298,20 +296,21 @@ fn check_tag(tag: &str) -> Result<(), String> {
     }
 }
 
-/// `sha256:` and 64 lowercase hex digits: the only digest layerfs can
-/// verify a manifest by.
-pub(crate) fn check_digest(digest: &str) -> Result<(), String> {
-    match digest.split_once(':') {
-        Some(("sha256", hex))
-            if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
-        {
-            Ok(())
-        }
-        Some((algorithm, _)) if algorithm != "sha256" => Err(format!(
-            "{digest:?}: only sha256 digests are supported, not {algorithm:?}"
-        )),
-        _ => Err(format!(
-            "{digest:?} is not a valid digest (sha256: and 64 lowercase hex digits)"
+/// The digest of a reference, parsed: one layerfs can check what it
+/// fetches against, which is a sha256 one.
+fn verifiable(text: &str) -> Result<Digest, String> {
+    let digest = Digest::parse(text).map_err(|e| e.to_string())?;
+    verify_sha256(&digest)?;
+    Ok(digest)
+}
+
+/// Refuses a well-formed digest layerfs cannot check fetched bytes
+/// against: manifests and blobs are hashed with sha256 only.
+pub(crate) fn verify_sha256(digest: &Digest) -> Result<(), String> {
+    match digest.algorithm() {
+        Algorithm::Sha256 => Ok(()),
+        other => Err(format!(
+            "{digest}: only sha256 digests can be verified, not {other}"
         )),
     }
 }
@@ -321,6 +320,10 @@ mod tests {
     use super::*;
 
     const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn digest() -> Digest {
+        format!("sha256:{HEX}").parse().expect("digest")
+    }
 
     fn parsed(arg: &str) -> Reference {
         match parse(arg) {
@@ -362,11 +365,11 @@ mod tests {
         assert_eq!(r.to_string(), "127.0.0.1:5000/team/app:v1.2_3");
         let r = parsed(&format!("localhost/app@sha256:{HEX}"));
         assert_eq!(r.registry, "localhost");
-        assert_eq!(r.target, Target::Digest(format!("sha256:{HEX}")));
+        assert_eq!(r.target, Target::Digest(digest()));
         assert!(r.is_loopback());
         // A digest wins over a tag, as with docker.
         let r = parsed(&format!("ghcr.io/o/a:tag@sha256:{HEX}"));
-        assert_eq!(r.target, Target::Digest(format!("sha256:{HEX}")));
+        assert_eq!(r.target, Target::Digest(digest()));
         assert!(!r.is_loopback());
         assert!(parsed("[::1]:5000/a").is_loopback());
         assert!(!parsed("docker://quay.io/a/b").is_loopback());
@@ -394,6 +397,8 @@ mod tests {
 
     #[test]
     fn bad_references_say_why() {
+        let sha512 = format!("example.com/a@sha512:{HEX}{HEX}");
+        let upper = format!("example.com/a@sha256:{}", HEX.to_uppercase());
         for (arg, why) in [
             ("docker://Ubuntu", "repository name"),
             ("example.com/App", "repository name"),
@@ -402,7 +407,10 @@ mod tests {
             ("example.com/a:-x", "tag"),
             ("example.com/a:", "tag"),
             ("example.com/a@sha256:abc", "digest"),
-            ("example.com/a@sha512:abc", "only sha256"),
+            ("example.com/a@sha512:abc", "128 lowercase hex digits"),
+            ("example.com/a@md5:abc", "cannot verify"),
+            (sha512.as_str(), "only sha256"),
+            (upper.as_str(), "64 lowercase hex digits"),
             ("docker://exa_mple.com:99999/a", "host"),
         ] {
             match parse(arg) {

@@ -10,15 +10,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use super::client::Client;
-use super::reference::check_digest;
 use super::resolve::{fetch_manifest, parse, MAX_MANIFEST};
 use super::retry::Failure;
 use super::transport::{self, Method};
 use super::RegistryError;
-use crate::digest::Digest as BlobDigest;
+use crate::digest::Digest;
 
 /// An OCI image index: what the referrers API answers and the fallback tag
 /// holds.
@@ -33,8 +31,8 @@ pub struct Referrer {
     /// The referrer's own media type (an image manifest).
     #[serde(rename = "mediaType", default)]
     pub media_type: String,
-    /// The referrer manifest's digest.
-    pub digest: String,
+    /// The referrer manifest's digest, parsed with the listing.
+    pub digest: Digest,
     /// Its size.
     #[serde(default)]
     pub size: Option<u64>,
@@ -56,7 +54,7 @@ struct Listing {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pushed {
     /// The referrer manifest's digest.
-    pub digest: String,
+    pub digest: Digest,
     /// Whether the fallback tag was written (the registry did not say it
     /// took the subject, so its referrers API may not list the manifest).
     pub fallback_tag: Option<String>,
@@ -85,7 +83,7 @@ impl Repository {
     /// fallback tag does; none if neither lists any.
     pub fn referrers(
         &self,
-        subject: &str,
+        subject: &Digest,
         artifact_type: &str,
     ) -> Result<Vec<Referrer>, RegistryError> {
         let listing = match self.referrers_api(subject, artifact_type)? {
@@ -110,10 +108,9 @@ impl Repository {
     /// such API (it answers 404, as the spec says it must, or 400/405).
     fn referrers_api(
         &self,
-        subject: &str,
+        subject: &Digest,
         artifact_type: &str,
     ) -> Result<Option<Listing>, RegistryError> {
-        check_digest(subject).map_err(|reason| self.bad(subject, reason))?;
         let what = format!("the referrers of {subject}");
         let url = self.client.url(&format!(
             "/referrers/{subject}?artifactType={}",
@@ -135,8 +132,8 @@ impl Repository {
 
     /// The fallback tag's index of the referrers of `subject`, as stored;
     /// `None` if there is none.
-    fn fallback(&self, subject: &str) -> Result<Option<Vec<u8>>, RegistryError> {
-        let tag = fallback_tag(subject).map_err(|reason| self.bad(subject, reason))?;
+    fn fallback(&self, subject: &Digest) -> Result<Option<Vec<u8>>, RegistryError> {
+        let tag = fallback_tag(subject);
         let what = fallback_what(subject);
         match fetch_manifest(&self.client, &tag, None, INDEX_MEDIA_TYPE, &what) {
             Ok(fetched) => Ok(Some(fetched.body)),
@@ -146,12 +143,11 @@ impl Repository {
     }
 
     /// The image manifest `digest`, its bytes checked against it.
-    pub fn manifest(&self, digest: &str) -> Result<Vec<u8>, RegistryError> {
-        check_digest(digest).map_err(|reason| self.bad(digest, reason))?;
+    pub fn manifest(&self, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
         let what = format!("manifest {digest}");
         fetch_manifest(
             &self.client,
-            digest,
+            digest.as_str(),
             Some(digest),
             MANIFEST_MEDIA_TYPE,
             &what,
@@ -161,8 +157,7 @@ impl Repository {
 
     /// The whole blob `digest` of `size` bytes (a small one: it is held in
     /// memory), its bytes checked against the digest.
-    pub fn blob(&self, digest: &str, size: u64) -> Result<Vec<u8>, RegistryError> {
-        check_digest(digest).map_err(|reason| self.bad(digest, reason))?;
+    pub fn blob(&self, digest: &Digest, size: u64) -> Result<Vec<u8>, RegistryError> {
         let what = format!("blob {digest}");
         let url = self.client.url(&format!("/blobs/{digest}"));
         let body = self.client.retry().run(|| {
@@ -178,13 +173,13 @@ impl Repository {
                 wanted: size,
             });
         }
-        let actual = sha256(&body);
-        if actual != digest {
+        let actual = Digest::sha256(&body);
+        if actual != *digest {
             return Err(RegistryError::DigestMismatch {
                 place: self.place().to_string(),
                 what,
                 expected: digest.to_string(),
-                actual,
+                actual: actual.to_string(),
             });
         }
         Ok(body)
@@ -192,8 +187,8 @@ impl Repository {
 
     /// Uploads `bytes` as a blob unless the repository has it already
     /// (`HEAD` first), in one `POST` and one `PUT`; returns its digest.
-    pub fn push_blob(&self, bytes: &[u8]) -> Result<String, RegistryError> {
-        let digest = sha256(bytes);
+    pub fn push_blob(&self, bytes: &[u8]) -> Result<Digest, RegistryError> {
+        let digest = Digest::sha256(bytes);
         let what = format!("blob {digest}");
         let url = self.client.url(&format!("/blobs/{digest}"));
         let head = self
@@ -216,7 +211,7 @@ impl Repository {
             let mut target = self.client.absolute(location);
             target.push(if target.contains('?') { '&' } else { '?' });
             target.push_str("digest=");
-            target.push_str(&query_escape(&digest));
+            target.push_str(&query_escape(digest.as_str()));
             let headers = [("Content-Type", "application/octet-stream")];
             self.client
                 .attempt_with(Method::Put(bytes), &target, &headers, &what)?;
@@ -234,14 +229,13 @@ impl Repository {
     pub fn push_referrer(
         &self,
         manifest: &[u8],
-        subject: &str,
+        subject: &Digest,
         artifact_type: &str,
         annotations: &Value,
     ) -> Result<Pushed, RegistryError> {
-        check_digest(subject).map_err(|reason| self.bad(subject, reason))?;
-        let digest = sha256(manifest);
-        let taken = self.put_manifest(&digest, MANIFEST_MEDIA_TYPE, manifest)?;
-        if taken.as_deref() == Some(subject) {
+        let digest = Digest::sha256(manifest);
+        let taken = self.put_manifest(digest.as_str(), MANIFEST_MEDIA_TYPE, manifest)?;
+        if taken.as_deref() == Some(subject.as_str()) {
             return Ok(Pushed {
                 digest,
                 fallback_tag: None,
@@ -278,7 +272,7 @@ impl Repository {
             what: what.clone(),
             source,
         })?;
-        let tag = fallback_tag(subject).map_err(|reason| self.bad(subject, reason))?;
+        let tag = fallback_tag(subject);
         self.put_manifest(&tag, INDEX_MEDIA_TYPE, &body)?;
         Ok(Pushed {
             digest,
@@ -305,14 +299,6 @@ impl Repository {
         })
     }
 
-    fn bad(&self, what: &str, reason: String) -> RegistryError {
-        RegistryError::BadDescriptor {
-            place: self.place().to_string(),
-            what: what.to_string(),
-            reason,
-        }
-    }
-
     fn answer(&self, what: &str, reason: &str) -> RegistryError {
         RegistryError::BadAnswer {
             place: self.place().to_string(),
@@ -324,21 +310,13 @@ impl Repository {
 
 /// The fallback tag of the referrers of `subject` (`ALG:HEX`): `ALG-HEX`,
 /// the reference cut to 64 characters as the spec says.
-fn fallback_tag(subject: &str) -> Result<String, String> {
-    let (algorithm, reference) = subject
-        .split_once(':')
-        .ok_or_else(|| format!("{subject:?} is not a digest"))?;
-    let reference = reference.get(..64).unwrap_or(reference);
-    Ok(format!("{algorithm}-{reference}"))
+fn fallback_tag(subject: &Digest) -> String {
+    let hex = subject.hex();
+    format!("{}-{}", subject.algorithm(), hex.get(..64).unwrap_or(hex))
 }
 
-fn fallback_what(subject: &str) -> String {
+fn fallback_what(subject: &Digest) -> String {
     format!("the referrers tag of {subject}")
-}
-
-/// `sha256:` of `bytes`.
-fn sha256(bytes: &[u8]) -> String {
-    BlobDigest::from_sha256(Sha256::digest(bytes).into()).to_string()
 }
 
 /// `text` escaped for a URL's query: what is not unreserved (RFC 3986) or
@@ -361,17 +339,17 @@ mod tests {
 
     #[test]
     fn fallback_tags_follow_the_spec() {
+        let digest = |text: String| text.parse::<Digest>().expect("digest");
         let hex = "a".repeat(64);
         assert_eq!(
-            fallback_tag(&format!("sha256:{hex}")),
-            Ok(format!("sha256-{hex}"))
+            fallback_tag(&digest(format!("sha256:{hex}"))),
+            format!("sha256-{hex}")
         );
         let long = "b".repeat(128);
         assert_eq!(
-            fallback_tag(&format!("sha512:{long}")),
-            Ok(format!("sha512-{}", &long[..64]))
+            fallback_tag(&digest(format!("sha512:{long}"))),
+            format!("sha512-{}", &long[..64])
         );
-        assert!(fallback_tag("latest").is_err());
     }
 
     #[test]

@@ -5,14 +5,13 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::blob::RegistryBlob;
 use super::client::Client;
-use super::reference::{check_digest, Target};
+use super::reference::{verify_sha256, Target};
 use super::transport;
 use super::{Reference, RegistryError, RegistryOptions, RemoteImage, RemoteLayer, Repository};
-use crate::digest::Digest as BlobDigest;
+use crate::digest::Digest;
 use crate::image::manifest::{self, Descriptor, Index, Kind, LayerType, Manifest};
 use crate::image::{platforms, Platform};
 
@@ -42,7 +41,7 @@ pub(super) fn resolve(
         platform: &platform,
     };
     let expected = match &reference.target {
-        Target::Digest(digest) => Some(digest.as_str()),
+        Target::Digest(digest) => Some(digest),
         Target::Tag(_) => None,
         Target::Blob(digest) => {
             let layer = resolver
@@ -92,7 +91,7 @@ struct Envelope {
 
 /// The descriptor of the image manifest resolved to.
 struct Subject {
-    digest: String,
+    digest: Digest,
     media_type: String,
     size: u64,
 }
@@ -103,7 +102,7 @@ struct Document {
     media_type: String,
     body: Vec<u8>,
     /// `sha256:` of the body, verified where a digest was expected.
-    digest: String,
+    digest: Digest,
     what: String,
 }
 
@@ -120,7 +119,7 @@ impl Resolver<'_> {
     /// Fetches the manifest or index `target` (a tag or a digest) and
     /// checks its digest against `expected`, or against the registry's
     /// `Docker-Content-Digest` for a tag.
-    fn document(&self, target: &str, expected: Option<&str>) -> Result<Document, RegistryError> {
+    fn document(&self, target: &str, expected: Option<&Digest>) -> Result<Document, RegistryError> {
         let what = format!("manifest {target}");
         let place = self.place();
         let Fetched {
@@ -155,7 +154,7 @@ impl Resolver<'_> {
     fn manifest(
         &self,
         target: &str,
-        expected: Option<&str>,
+        expected: Option<&Digest>,
         depth: usize,
     ) -> Result<(Subject, Manifest), RegistryError> {
         if depth > MAX_DEPTH {
@@ -178,12 +177,12 @@ impl Resolver<'_> {
             Kind::Index => {
                 let index: Index = parse(&self.place(), &document.what, &document.body)?;
                 let next = self.for_platform(&index.manifests)?;
-                check_digest(&next.digest).map_err(|reason| RegistryError::BadDescriptor {
+                verify_sha256(&next.digest).map_err(|reason| RegistryError::BadDescriptor {
                     place: self.place(),
                     what: format!("{} (an entry)", document.what),
                     reason,
                 })?;
-                self.manifest(&next.digest, Some(&next.digest), depth + 1)
+                self.manifest(next.digest.as_str(), Some(&next.digest), depth + 1)
             }
             Kind::Other => Err(RegistryError::MediaType {
                 place: self.place(),
@@ -245,7 +244,7 @@ impl Resolver<'_> {
             what: what.clone(),
             reason,
         };
-        check_digest(&d.digest).map_err(bad)?;
+        verify_sha256(&d.digest).map_err(bad)?;
         let size = d
             .size
             .ok_or_else(|| bad("the descriptor gives no size".into()))?;
@@ -264,7 +263,7 @@ impl Resolver<'_> {
     /// type (its codec is then told by its first bytes), if there is such
     /// a blob (`None`: 404): its size is read from the `Content-Range` of a one-byte
     /// range request, which every registry layerfs reads from must honour.
-    fn lone_blob(&self, digest: &str) -> Result<Option<RemoteLayer>, RegistryError> {
+    fn lone_blob(&self, digest: &Digest) -> Result<Option<RemoteLayer>, RegistryError> {
         let what = format!("blob {digest}");
         let url = self.client.url(&format!("/blobs/{digest}"));
         let place = self.place();
@@ -291,7 +290,7 @@ impl Resolver<'_> {
                 ),
             })?;
         Ok(Some(RemoteLayer {
-            digest: digest.to_string(),
+            digest: digest.clone(),
             size,
             media_type: String::new(),
             toc: None,
@@ -306,16 +305,17 @@ pub(super) struct Fetched {
     pub content_type: Option<String>,
     pub body: Vec<u8>,
     /// `sha256:` of the body, checked where a digest was expected.
-    pub digest: String,
+    pub digest: Digest,
 }
 
 /// Fetches the manifest `target` (a tag or a digest) of one of the media
 /// types `accept` lists, as `what`, and checks its digest against
-/// `expected`, or against the registry's `Docker-Content-Digest` for a tag.
+/// `expected`, or against the registry's `Docker-Content-Digest` for a tag
+/// (a sha256 one: a header of another algorithm cannot be checked).
 pub(super) fn fetch_manifest(
     client: &Client,
     target: &str,
-    expected: Option<&str>,
+    expected: Option<&Digest>,
     accept: &str,
     what: &str,
 ) -> Result<Fetched, RegistryError> {
@@ -328,15 +328,24 @@ pub(super) fn fetch_manifest(
         let body = transport::read_small(&mut response, MAX_MANIFEST, place, what)?;
         Ok((content_type, claimed, body))
     })?;
-    let digest = BlobDigest::from_sha256(Sha256::digest(&body).into()).to_string();
-    let claimed = claimed.filter(|c| c.starts_with("sha256:"));
-    if let Some(expected) = expected.or(claimed.as_deref()) {
-        if expected != digest {
+    let digest = Digest::sha256(&body);
+    let claimed = claimed
+        .filter(|c| c.starts_with("sha256:"))
+        .map(|c| {
+            Digest::parse(&c).map_err(|e| RegistryError::BadAnswer {
+                place: place.to_string(),
+                what: what.to_string(),
+                reason: format!("its Docker-Content-Digest header {e}"),
+            })
+        })
+        .transpose()?;
+    if let Some(expected) = expected.or(claimed.as_ref()) {
+        if *expected != digest {
             return Err(RegistryError::DigestMismatch {
                 place: place.to_string(),
                 what: what.to_string(),
                 expected: expected.to_string(),
-                actual: digest,
+                actual: digest.to_string(),
             });
         }
     }

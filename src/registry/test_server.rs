@@ -10,10 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::creds::Credentials;
-use crate::digest::Digest as BlobDigest;
 
 /// What the registry demands before it serves `/v2/`.
 #[derive(Clone, Debug, Default)]
@@ -100,7 +97,7 @@ pub(crate) struct TestRegistry {
 
 /// The `sha256:` digest of `bytes`.
 pub(crate) fn digest(bytes: &[u8]) -> String {
-    BlobDigest::from_sha256(Sha256::digest(bytes).into()).to_string()
+    crate::digest::Digest::sha256(bytes).to_string()
 }
 
 impl TestRegistry {

@@ -104,12 +104,12 @@ fn a_tag_resolves_to_layers_read_by_range_and_stream() {
     let registry = TestRegistry::start();
     let (blobs, manifest) = image(&registry);
     let image = resolved(&registry, "team/app:v1", &fast());
-    assert_eq!(image.manifest_digest, manifest);
+    assert_eq!(image.manifest_digest.as_str(), manifest);
     assert_eq!(image.layers.len(), 2);
     let layer = &image.layers[0];
     assert_eq!(layer.size, 5000);
     assert_eq!(layer.media_type, GZIP_LAYER);
-    assert_eq!(layer.digest, digest(&blobs[0]));
+    assert_eq!(layer.digest.as_str(), digest(&blobs[0]));
     assert_eq!(layer.blob.len(), 5000);
     assert_eq!(
         layer.blob.name(),
@@ -172,7 +172,7 @@ fn a_digest_reference_must_match_the_bytes_served() {
     let registry = TestRegistry::start();
     let (_, manifest) = image(&registry);
     let good = resolved(&registry, &format!("team/app@{manifest}"), &fast());
-    assert_eq!(good.manifest_digest, manifest);
+    assert_eq!(good.manifest_digest.as_str(), manifest);
 
     let other = manifest_json(DOCKER_MANIFEST, &[]);
     registry.put_manifest_as(&manifest, DOCKER_MANIFEST, &other);
@@ -218,13 +218,15 @@ fn an_index_resolves_to_the_platforms_manifest() {
     let mut options = fast();
     options.platform = Some(Platform::parse("linux/arm64").expect("platform"));
     let image = resolved(&registry, "team/app:multi", &options);
-    assert_eq!(image.manifest_digest, arm);
+    assert_eq!(image.manifest_digest.as_str(), arm);
     assert_eq!(image.layers.len(), 1);
     assert_eq!(fetched(&image.layers[0], 0, 9).expect("read"), b"arm layer");
 
     options.platform = Some(Platform::parse("linux/amd64").expect("platform"));
     assert_eq!(
-        resolved(&registry, "team/app:multi", &options).manifest_digest,
+        resolved(&registry, "team/app:multi", &options)
+            .manifest_digest
+            .as_str(),
         amd64
     );
 
@@ -324,7 +326,7 @@ fn missing_manifests_and_blobs_are_404_at_once() {
         std::sync::Arc::new(
             super::client::Client::new(&reference(&registry, "team/app"), &fast()).expect("client"),
         ),
-        &digest(b"absent"),
+        &crate::digest::Digest::sha256(b"absent"),
         6,
     );
     let error = absent.fetch(0, &mut [0; 6]).expect_err("404");
@@ -443,7 +445,10 @@ fn a_registry_that_ignores_range_is_refused_except_for_the_whole_blob() {
         message.contains("ignores Range requests (answered 200 with the whole blob)"),
         "{message}"
     );
-    assert!(message.contains(&image.layers[0].digest), "{message}");
+    assert!(
+        message.contains(image.layers[0].digest.as_str()),
+        "{message}"
+    );
     assert_eq!(registry.count("/blobs/"), 1, "not retried");
     assert_eq!(fetched(&image.layers[0], 0, 5000).expect("whole"), blobs[0]);
     assert_eq!(streamed(&image.layers[0], 0).expect("whole"), blobs[0]);
@@ -638,7 +643,10 @@ fn referrers_come_from_the_api_else_from_the_fallback_tag() {
     let server = TestRegistry::start();
     let layer = server.put_blob(b"layer");
     let body = manifest_json(OCI_MANIFEST, &[(&layer, 5, GZIP_LAYER)]);
-    let subject = server.put_manifest(Some("v1"), OCI_MANIFEST, &body);
+    let subject: crate::digest::Digest = server
+        .put_manifest(Some("v1"), OCI_MANIFEST, &body)
+        .parse()
+        .expect("digest");
     let ours = "application/vnd.example.ours";
     let reference = parse(&format!("{}/repo:v1", server.host()))
         .expect("parse")
@@ -652,7 +660,7 @@ fn referrers_come_from_the_api_else_from_the_fallback_tag() {
     assert_eq!(server.count("/manifests/sha256-"), 1);
 
     // The fallback tag, filtered by artifact type.
-    let tag = subject.replacen(':', "-", 1);
+    let tag = subject.as_str().replacen(':', "-", 1);
     let listing = referrer_listing(&[(&a, ours), (&b, "application/other")]);
     server.put_manifest(Some(&tag), OCI_INDEX, &listing);
     let found = image.repository.referrers(&subject, ours).expect("lookup");
@@ -660,7 +668,7 @@ fn referrers_come_from_the_api_else_from_the_fallback_tag() {
     assert_eq!(digests, [a.as_str()]);
 
     // The API, when the registry has it, and then no fallback tag.
-    server.put_referrers(&subject, &referrer_listing(&[(&b, ours)]));
+    server.put_referrers(subject.as_str(), &referrer_listing(&[(&b, ours)]));
     let before = server.count("/manifests/sha256-");
     let found = image.repository.referrers(&subject, ours).expect("lookup");
     let digests: Vec<_> = found.iter().map(|r| r.digest.as_str()).collect();
@@ -681,7 +689,10 @@ fn a_referrer_is_pushed_with_a_token_that_may_push() {
         });
         let layer = server.put_blob(b"layer");
         let body = manifest_json(OCI_MANIFEST, &[(&layer, 5, GZIP_LAYER)]);
-        let subject = server.put_manifest(Some("v1"), OCI_MANIFEST, &body);
+        let subject: crate::digest::Digest = server
+            .put_manifest(Some("v1"), OCI_MANIFEST, &body)
+            .parse()
+            .expect("digest");
         let reference = parse(&format!("{}/repo:v1", server.host()))
             .expect("parse")
             .expect("a reference");
@@ -689,7 +700,7 @@ fn a_referrer_is_pushed_with_a_token_that_may_push() {
         let repository = &image.repository;
 
         let blob = repository.push_blob(b"an index").expect("push a blob");
-        assert_eq!(blob, digest(b"an index"));
+        assert_eq!(blob.as_str(), digest(b"an index"));
         let artifact = serde_json::to_vec(&json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -701,8 +712,8 @@ fn a_referrer_is_pushed_with_a_token_that_may_push() {
         let pushed = repository
             .push_referrer(&artifact, &subject, "application/vnd.example", &json!({}))
             .unwrap_or_else(|e| panic!("push (challenge without scope: {no_scope}): {e}"));
-        assert_eq!(pushed.digest, digest(&artifact));
-        let tag = subject.replacen(':', "-", 1);
+        assert_eq!(pushed.digest.as_str(), digest(&artifact));
+        let tag = subject.as_str().replacen(':', "-", 1);
         assert_eq!(pushed.fallback_tag.as_deref(), Some(tag.as_str()));
         // The blob is not uploaded again.
         let uploads = server.count("/blobs/uploads/");

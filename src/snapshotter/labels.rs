@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::registry;
+use crate::digest::Digest;
+use crate::registry::{self, Target};
 
 /// The committed snapshot name containerd will look for.
 pub const TARGET: &str = "containerd.io/snapshot.ref";
@@ -31,7 +32,7 @@ pub struct LazyLayer {
     /// `https://HOST/v2/REPO/blobs/DIGEST`.
     pub reference: String,
     /// The blob's digest.
-    pub digest: String,
+    pub digest: Digest,
 }
 
 /// The lazy layer the labels ask for, if they name one completely and
@@ -43,18 +44,24 @@ pub fn lazy_layer(labels: &BTreeMap<String, String>) -> Option<LazyLayer> {
     let digest = first(LAYER_DIGEST)?;
     let image_digest = format!("docker://{}@{digest}", repository_of(image));
     match registry::parse(&image_digest) {
-        Ok(Some(parsed)) => Some(LazyLayer {
+        Ok(Some(registry::Reference {
+            registry,
+            repository,
+            target: Target::Digest(digest),
+            ..
+        })) => Some(LazyLayer {
             target: target.clone(),
             // Plain HTTP where the registry options say so (loopback,
             // --insecure), whatever the scheme here.
-            reference: format!(
-                "https://{}/v2/{}/blobs/{digest}",
-                parsed.registry, parsed.repository
-            ),
-            digest: digest.clone(),
+            reference: format!("https://{registry}/v2/{repository}/blobs/{digest}"),
+            digest,
         }),
-        _ => {
+        Ok(_) => {
             log::warn!("{image} / {digest}: not a registry blob layerfs can read; unpacking it");
+            None
+        }
+        Err(e) => {
+            log::warn!("{image} / {digest}: {e}; unpacking the layer");
             None
         }
     }
@@ -108,7 +115,7 @@ mod tests {
                 Some(LazyLayer {
                     target: "sha256:chain".into(),
                     reference: format!("https://127.0.0.1:5000/v2/img/blobs/{DIGEST}"),
-                    digest: DIGEST.into(),
+                    digest: DIGEST.parse().expect("digest"),
                 })
             );
         }

@@ -14,6 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Digest;
+
 /// The metadata file under the root.
 const FILE: &str = "metadata.json";
 
@@ -35,8 +37,8 @@ pub struct RemoteLayer {
     /// The blob as a layer argument of `layerfs mount`, its URL
     /// (`https://HOST/v2/REPO/blobs/sha256:…`).
     pub reference: String,
-    /// The blob's digest.
-    pub digest: String,
+    /// The blob's digest (parsed again when the store is read back).
+    pub digest: Digest,
 }
 
 /// Disk use of a snapshot's own directory.

@@ -5,6 +5,8 @@ use std::io::{self, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use crate::digest::Digest;
+
 use super::access::{Access, DecodeCounter, IndexingDecoder};
 use super::chunk_store::DEFAULT_MAX_BYTES as CHUNK_STORE_BYTES;
 use super::chunk_table::{self, ChunkCodec};
@@ -51,7 +53,7 @@ pub struct LayerSource {
     /// Where decompressed bytes of layers without resume points are cached.
     spill_dir: PathBuf,
     /// A remote blob's digest from its manifest; `None` for a file.
-    blob_digest: Option<String>,
+    blob_digest: Option<Digest>,
     /// Where a remote blob's fetched chunks are kept, if anywhere.
     chunk_dir: Option<PathBuf>,
 }
@@ -114,7 +116,7 @@ impl LayerSource {
     /// index is stored fetches nothing of the blob before serving).
     pub fn open_blob(
         fetch: Arc<dyn BlobFetch>,
-        digest: String,
+        digest: Digest,
         codec: Option<Codec>,
     ) -> Result<LayerSource, SourceError> {
         let path = PathBuf::from(fetch.name());
@@ -148,8 +150,8 @@ impl LayerSource {
     }
 
     /// A remote blob's digest, as its manifest names it.
-    pub fn blob_digest(&self) -> Option<&str> {
-        self.blob_digest.as_deref()
+    pub fn blob_digest(&self) -> Option<&Digest> {
+        self.blob_digest.as_ref()
     }
 
     /// Whether the layer is a remote blob.

@@ -21,7 +21,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
 
 use super::blob::BlobFetch;
 use super::chunk_store::ChunkStore;
@@ -119,8 +121,8 @@ impl SpanSums {
     }
 
     /// The digest as an image names it: `sha256:<hex>`.
-    pub fn digest_string(&self) -> String {
-        crate::digest::Digest::from_sha256(self.digest).to_string()
+    pub fn blob_digest(&self) -> Digest {
+        Digest::from_sha256(self.digest)
     }
 }
 
@@ -192,9 +194,7 @@ impl RemoteBlob {
         let Some(sums) = self.sums.get() else {
             return Ok(());
         };
-        let hex = sums.digest_string();
-        let hex = hex.trim_start_matches("sha256:");
-        let store = ChunkStore::open(dir, hex, self.len, CHUNK, max_bytes)?;
+        let store = ChunkStore::open(dir, sums.blob_digest().hex(), self.len, CHUNK, max_bytes)?;
         let _ = self.disk.set(store);
         Ok(())
     }

@@ -87,9 +87,9 @@ impl SeekIndex {
     }
 
     /// The digest of a remote blob, as its indexing pass hashed it.
-    pub fn blob_digest(&self) -> Option<String> {
+    pub fn blob_digest(&self) -> Option<crate::digest::Digest> {
         match self {
-            SeekIndex::Summed(_, sums) => Some(sums.digest_string()),
+            SeekIndex::Summed(_, sums) => Some(sums.blob_digest()),
             _ => None,
         }
     }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::digest::{Algorithm, Digest};
 use crate::source::{LayerSource, ReadMeter};
 
 use super::StackError;
@@ -13,18 +14,18 @@ use super::StackError;
 pub(super) fn check_digest(
     layer: &LayerSource,
     n: usize,
-    expected: &str,
+    expected: &Digest,
     meter: Option<&Arc<ReadMeter>>,
 ) -> Result<(), StackError> {
-    if !expected.starts_with("sha256:") {
+    if expected.algorithm() != Algorithm::Sha256 {
         return Err(StackError::DigestAlgorithm {
             path: layer.path().to_path_buf(),
             number: n + 1,
-            digest: expected.to_string(),
+            digest: expected.clone(),
         });
     }
     let started = std::time::Instant::now();
-    let actual = crate::digest::Digest::from_sha256(layer.sha256(meter)?).to_string();
+    let actual = Digest::from_sha256(layer.sha256(meter)?);
     log::info!(
         "{} (layer {}): {} bytes hashed in {:.2?}",
         layer.path().display(),
@@ -40,10 +41,10 @@ pub(super) fn check_digest(
 pub(super) fn compare_digest(
     layer: &LayerSource,
     n: usize,
-    expected: &str,
-    actual: String,
+    expected: &Digest,
+    actual: Digest,
 ) -> Result<(), StackError> {
-    if actual == expected.to_ascii_lowercase() {
+    if actual == *expected {
         return Ok(());
     }
     Err(StackError::Digest {
@@ -51,7 +52,7 @@ pub(super) fn compare_digest(
         number: n + 1,
         offset: layer.offset(),
         len: layer.file_len(),
-        expected: expected.to_string(),
+        expected: expected.clone(),
         actual,
     })
 }

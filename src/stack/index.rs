@@ -3,6 +3,7 @@
 use std::sync::{mpsc, Arc};
 
 use crate::cache::{IndexCache, LayerKey};
+use crate::digest::Digest;
 use crate::source::ReadMeter;
 use crate::tar::{LayerIndex, Member};
 use crate::toc::TocRef;
@@ -31,7 +32,7 @@ pub fn layer_index(
     meter: Option<&Arc<ReadMeter>>,
 ) -> Result<LayerIndex, StackError> {
     let layer = spec.open(number)?;
-    let verify = spec.verify.as_deref();
+    let verify = spec.verify.as_ref();
     let key = cache.and_then(|_| layer_key(&layer, verify, spec.toc.as_ref()));
     let n = number.saturating_sub(1);
     let job = LayerJob {
@@ -63,7 +64,7 @@ type Merged = (Tree, Vec<MergeWarning>, Vec<Removal>, Vec<LayerBytes>);
 /// the bottom one is in. The first error, bottom first, wins.
 pub(super) fn index_and_merge(
     layers: &[Layer],
-    verify: &[Option<&str>],
+    verify: &[Option<&Digest>],
     tocs: &[Option<&TocRef>],
     keyed: Option<(&IndexCache, &[Option<LayerKey>])>,
     record: bool,
@@ -113,7 +114,7 @@ fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
 fn index_all(
     layers: &[Layer],
     first: usize,
-    verify: &[Option<&str>],
+    verify: &[Option<&Digest>],
     tocs: &[Option<&TocRef>],
     keyed: Option<(&IndexCache, &[Option<LayerKey>])>,
     meter: Option<&Arc<ReadMeter>>,

@@ -2,6 +2,7 @@
 //! in the index cache.
 
 use crate::cache::{IndexCache, LayerKey};
+use crate::digest::Digest;
 use crate::source::LayerSource;
 use crate::toc::TocRef;
 use crate::tree::Tree;
@@ -13,7 +14,7 @@ use super::Layer;
 /// for a layer whose key cannot be computed.
 pub(super) fn layer_keys(
     layers: &[Layer],
-    verify: &[Option<&str>],
+    verify: &[Option<&Digest>],
     tocs: &[Option<&TocRef>],
 ) -> Vec<Option<LayerKey>> {
     map_in_parallel(layers, |n, layer| {
@@ -34,7 +35,7 @@ pub(super) fn all_keys(keys: Vec<Option<LayerKey>>) -> Option<Vec<LayerKey>> {
 /// computed.
 pub(super) fn layer_key(
     layer: &Layer,
-    verify: Option<&str>,
+    verify: Option<&Digest>,
     toc: Option<&TocRef>,
 ) -> Option<LayerKey> {
     let layer = layer.tar()?;
@@ -49,7 +50,7 @@ pub(super) fn layer_key(
 /// never by one that takes the blob's digest alone for proof of its tree.
 pub(super) fn tar_key(
     layer: &LayerSource,
-    verify: Option<&str>,
+    verify: Option<&Digest>,
     toc: Option<&TocRef>,
 ) -> Option<LayerKey> {
     let Some(file) = layer.file() else {
@@ -63,7 +64,7 @@ pub(super) fn tar_key(
     match LayerKey::of_range(file, layer.offset(), layer.file_len()) {
         Ok(key) => Some(match (toc, verify) {
             (Some(toc), _) => key.with_verified(toc.tag()),
-            (None, Some(digest)) => key.with_verified(digest),
+            (None, Some(digest)) => key.with_verified(digest.as_str()),
             (None, None) => key,
         }),
         Err(e) => {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::cache::{IndexCache, LayerEntry, LayerKey};
+use crate::digest::Digest;
 use crate::source::{LayerSource, ReadMeter, SeekIndex, SourceError};
 use crate::tar::{self, Member};
 use crate::toc::{self as layer_toc, TocRef};
@@ -62,7 +63,7 @@ impl LayerStats {
 #[derive(Clone, Copy)]
 pub(super) struct LayerJob<'a> {
     pub(super) n: usize,
-    pub(super) verify: Option<&'a str>,
+    pub(super) verify: Option<&'a Digest>,
     pub(super) toc: Option<&'a TocRef>,
     pub(super) keyed: Option<(&'a IndexCache, &'a LayerKey)>,
     pub(super) meter: Option<&'a Arc<ReadMeter>>,
@@ -72,7 +73,7 @@ impl<'a> LayerJob<'a> {
     /// Layer `n`'s job in a stack's lists of digests and keys.
     pub(super) fn of(
         n: usize,
-        verify: &[Option<&'a str>],
+        verify: &[Option<&'a Digest>],
         tocs: &[Option<&'a TocRef>],
         keyed: Option<(&'a IndexCache, &'a [Option<LayerKey>])>,
         meter: Option<&'a Arc<ReadMeter>>,
@@ -251,7 +252,7 @@ fn from_toc(
 fn index_one(
     layer: &LayerSource,
     n: usize,
-    verify: Option<&str>,
+    verify: Option<&Digest>,
     meter: Option<&Arc<ReadMeter>>,
     batch: usize,
     sink: &mut dyn FnMut(Vec<Member>),

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cache::LayerKey;
+use crate::digest::Digest;
 use crate::toc::TocRef;
 use crate::tree::{Ino, LayerBytes, NodeKind, Removal, Tree};
 
@@ -59,7 +60,7 @@ impl Stack {
             })
             .collect::<Result<Vec<_>, StackError>>()?;
         let cache = options.cache.as_ref();
-        let verify: Vec<Option<&str>> = specs.iter().map(|s| s.verify.as_deref()).collect();
+        let verify: Vec<Option<&Digest>> = specs.iter().map(|s| s.verify.as_ref()).collect();
         let tocs: Vec<Option<&TocRef>> = specs.iter().map(|s| s.toc.as_ref()).collect();
         // A directory has no key (nothing identifies its contents short of
         // reading them all), so neither has a stack holding one: its tree
@@ -130,7 +131,7 @@ impl Stack {
     /// Each layer's index cache key (`None` for a directory), `specs` being
     /// what the stack was opened from: what its stored entries are named by.
     pub fn cache_keys(&self, specs: &[LayerSpec]) -> Vec<Option<LayerKey>> {
-        let verify: Vec<Option<&str>> = specs.iter().map(|s| s.verify.as_deref()).collect();
+        let verify: Vec<Option<&Digest>> = specs.iter().map(|s| s.verify.as_ref()).collect();
         let tocs: Vec<Option<&TocRef>> = specs.iter().map(|s| s.toc.as_ref()).collect();
         layer_keys(&self.layers, &verify, &tocs)
     }

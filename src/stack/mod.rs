@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cache::IndexCache;
+use crate::digest::Digest;
 use crate::dir::DirError;
 use crate::source::{ReadMeter, SourceError};
 use crate::tar::TarError;
@@ -85,9 +86,9 @@ pub enum StackError {
         /// The layer's length.
         len: u64,
         /// The digest the image gives.
-        expected: String,
+        expected: Digest,
         /// The digest of the bytes.
-        actual: String,
+        actual: Digest,
     },
     /// A digest of an algorithm layerfs cannot check.
     #[error("{} (layer {number}): cannot check digest {digest}: only sha256 is supported (--no-verify skips the check)", path.display())]
@@ -97,7 +98,7 @@ pub enum StackError {
         /// Its position in the stack, 1 = bottom.
         number: usize,
         /// The digest given.
-        digest: String,
+        digest: Digest,
     },
     /// A file's data ended before its size (the layer is damaged).
     #[error("the data ends at byte {got} of a file of {expected} bytes")]

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::digest::Digest;
 use crate::dir::DirLayer;
 use crate::source::{BlobFetch, Codec, LayerSource, SourceError};
 use crate::toc::TocRef;
@@ -23,10 +24,10 @@ pub struct LayerSpec {
     pub directory: bool,
     /// `(offset, length)` of the layer in the file; `None`: all of it.
     pub range: Option<(u64, u64)>,
-    /// The digest (`sha256:<hex>`) the layer's bytes are checked against
-    /// when it is first indexed; a stored index remembers that the check
-    /// passed, so later opens do not hash the layer again.
-    pub verify: Option<String>,
+    /// The digest the layer's bytes are checked against when it is first
+    /// indexed; a stored index remembers that the check passed, so later
+    /// opens do not hash the layer again.
+    pub verify: Option<Digest>,
     /// The layer is a registry blob, fetched on demand; `path` is then
     /// only its name for messages.
     pub remote: Option<RemoteSpec>,
@@ -42,7 +43,7 @@ pub struct RemoteSpec {
     pub fetch: Arc<dyn BlobFetch>,
     /// The blob's digest from the manifest: what the layer's stored index
     /// is found by, on any machine.
-    pub digest: String,
+    pub digest: Digest,
     /// The codec the media type names, if it names one.
     pub codec: Option<Codec>,
 }

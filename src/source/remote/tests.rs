@@ -168,7 +168,7 @@ fn a_remote_gzip_layer_is_streamed_once_then_read_by_a_few_chunks() {
     use crate::source::{Codec, LayerSource, SeekIndex, SourceError};
     let data = crate::source::test_support::far_data(24 << 20);
     let blob = gzip(&data);
-    let digest = crate::digest::Digest::from_sha256(Sha256::digest(&blob).into()).to_string();
+    let digest = crate::digest::Digest::sha256(&blob);
     let memory = MemoryBlob::new(blob.clone());
     let first = LayerSource::open_blob(memory.clone(), digest.clone(), Some(Codec::Gzip)).unwrap();
     let mut pass = first.index_pass();
@@ -232,7 +232,7 @@ fn a_remote_multi_frame_zstd_layer_reads_only_the_frames_it_needs() {
         .chunks(1 << 20)
         .flat_map(|frame| zstd::encode_all(frame, 3).unwrap())
         .collect();
-    let digest = crate::digest::Digest::from_sha256(Sha256::digest(&blob).into()).to_string();
+    let digest = crate::digest::Digest::sha256(&blob);
     let memory = MemoryBlob::new(blob.clone());
     // Without a codec from the media type, the first bytes tell.
     let first = LayerSource::open_blob(memory.clone(), digest.clone(), None).unwrap();
