@@ -148,6 +148,18 @@ impl Digest {
         Digest::from_sha256(sha2::Sha256::digest(bytes).into())
     }
 
+    /// The 32 bytes of a sha256 digest; `None` for another algorithm.
+    pub fn sha256_bytes(&self) -> Option<[u8; 32]> {
+        if self.algorithm != Algorithm::Sha256 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(self.hex().as_bytes().chunks(2)) {
+            *byte = pair.iter().fold(0, |acc, &d| acc << 4 | hex_value(d));
+        }
+        Some(out)
+    }
+
     /// The algorithm.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
@@ -170,6 +182,14 @@ fn algorithm_ok(algorithm: &str) -> bool {
     algorithm
         .split(['.', '+', '_', '-'])
         .all(|component| !component.is_empty() && component.bytes().all(alnum))
+}
+
+/// The value of a lowercase hex digit (which a parsed digest holds only).
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'a'..=b'f' => digit - b'a' + 10,
+        _ => digit.wrapping_sub(b'0'),
+    }
 }
 
 /// `[a-zA-Z0-9=_-]+`.
@@ -312,6 +332,11 @@ mod tests {
             Digest::from_sha256([0xab; 32]).hex(),
             "ab".repeat(32).as_str()
         );
+        let hash: [u8; 32] = std::array::from_fn(|i| (i * 8) as u8);
+        let digest = Digest::from_sha256(hash);
+        assert_eq!(digest.sha256_bytes(), Some(hash));
+        let sha512 = Digest::parse(&format!("sha512:{}", "0".repeat(128))).expect("sha512");
+        assert_eq!(sha512.sha256_bytes(), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde::Deserialize;
 
+use crate::digest::Digest;
 use crate::source::{ChunkTable, TableChunk};
 use crate::tar::{DataLayout, Member, MemberKind};
 
@@ -208,17 +209,10 @@ fn finish(file: &OpenFile) -> Result<(), String> {
 
 /// The 32 bytes of `sha256:<hex>`.
 fn sha256(name: &str, text: &str) -> Result<[u8; 32], String> {
-    let bad = || format!("{name}: bad digest {text:?} (only sha256 is supported)");
-    let hex = text
-        .strip_prefix("sha256:")
-        .filter(|h| h.len() == 64)
-        .ok_or_else(bad)?;
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(i * 2..i * 2 + 2).ok_or_else(bad)?, 16)
-            .map_err(|_| bad())?;
-    }
-    Ok(out)
+    let digest = Digest::parse(text).map_err(|e| format!("{name}: bad digest: {e}"))?;
+    digest
+        .sha256_bytes()
+        .ok_or_else(|| format!("{name}: bad digest {digest} (only sha256 is supported)"))
 }
 
 /// The member an entry describes, its header at `header` and its

@@ -5,6 +5,7 @@
 use std::io::Read;
 
 use super::{check_sha256, read_stored, TocFault, MAX_TOC};
+use crate::digest::Digest;
 use crate::source::LayerSource;
 
 /// The TOC's name in its tar.
@@ -59,7 +60,7 @@ fn toc_offset(tail: &[u8]) -> Result<(u64, usize), TocFault> {
 
 /// The TOC JSON, checked against `digest`, and where the members before
 /// it end (the TOC's own offset).
-pub(super) fn read_toc(layer: &LayerSource, digest: &str) -> Result<(Vec<u8>, u64), TocFault> {
+pub(super) fn read_toc(layer: &LayerSource, digest: &Digest) -> Result<(Vec<u8>, u64), TocFault> {
     let len = layer.file_len();
     let tail_len = len.min(FOOTER as u64);
     let tail = read_stored(layer, len - tail_len, tail_len, MAX_TOC, "footer")?;

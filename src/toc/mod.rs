@@ -19,6 +19,7 @@ mod zstd_chunked;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use crate::digest::{Algorithm, Digest};
 use crate::source::{Codec, LayerSource, SeekIndex, SourceError};
 use crate::tar::Member;
 
@@ -39,12 +40,12 @@ pub enum TocRef {
     /// An eStargz layer: the sha256 of its `stargz.index.json`.
     Estargz {
         /// `sha256:<hex>` of the TOC JSON.
-        digest: String,
+        digest: Digest,
     },
     /// A zstd:chunked layer.
     ZstdChunked {
         /// `sha256:<hex>` of the manifest as stored (compressed).
-        checksum: String,
+        checksum: Digest,
         /// `offset:compressed length:length:type` of the manifest.
         position: String,
     },
@@ -52,18 +53,29 @@ pub enum TocRef {
 
 impl TocRef {
     /// The table of contents a layer descriptor's annotations announce, if
-    /// any.
+    /// any. A digest annotation that is not a valid digest announces none
+    /// (with a warning): the layer is then read by a pass, as one without.
     pub fn from_annotations(annotations: &HashMap<String, String>) -> Option<TocRef> {
+        let parsed = |key: &str, text: &str| {
+            Digest::parse(text)
+                .map_err(|e| {
+                    log::warn!("annotation {key}: {e}; the layer's table of contents is not used")
+                })
+                .ok()
+        };
         if let Some(digest) = annotations.get(ESTARGZ_TOC_DIGEST) {
             return Some(TocRef::Estargz {
-                digest: digest.clone(),
+                digest: parsed(ESTARGZ_TOC_DIGEST, digest)?,
             });
         }
         ZSTD_CHUNKED_PREFIXES.iter().find_map(|prefix| {
-            let get = |key: &str| annotations.get(&format!("{prefix}{key}")).cloned();
+            let key = |name: &str| format!("{prefix}{name}");
+            let get = |name: &str| annotations.get(&key(name)).cloned();
+            let checksum = get("manifest-checksum")?;
+            let position = get("manifest-position")?;
             Some(TocRef::ZstdChunked {
-                checksum: get("manifest-checksum")?,
-                position: get("manifest-position")?,
+                checksum: parsed(&key("manifest-checksum"), &checksum)?,
+                position,
             })
         })
     }
@@ -176,16 +188,15 @@ impl From<SourceError> for TocFault {
     }
 }
 
-/// Checks that `bytes` hash to `expected` (`sha256:<hex>`).
-fn check_sha256(bytes: &[u8], expected: &str, what: &str) -> Result<(), TocFault> {
-    use sha2::{Digest, Sha256};
-    let hex = expected.strip_prefix("sha256:").ok_or_else(|| {
-        TocFault::new(format!(
+/// Checks that `bytes` hash to `expected` (a sha256 digest).
+fn check_sha256(bytes: &[u8], expected: &Digest, what: &str) -> Result<(), TocFault> {
+    if expected.algorithm() != Algorithm::Sha256 {
+        return Err(TocFault::new(format!(
             "cannot check the {what} digest {expected}: only sha256 is supported"
-        ))
-    })?;
-    let actual = crate::digest::Digest::from_sha256(Sha256::digest(bytes).into()).to_string();
-    if actual.strip_prefix("sha256:") != Some(&hex.to_ascii_lowercase()) {
+        )));
+    }
+    let actual = Digest::sha256(bytes);
+    if actual != *expected {
         return Err(TocFault::new(format!(
             "the {what} hashes to {actual}, the annotation says {expected}"
         )));
@@ -237,31 +248,34 @@ mod tests {
 
     #[test]
     fn annotations_announce_a_table_of_contents() {
-        let esgz = annotations(&[(ESTARGZ_TOC_DIGEST, "sha256:ab")]);
+        let (ab, cd) = (
+            format!("sha256:{}", "ab".repeat(32)),
+            format!("sha256:{}", "cd".repeat(32)),
+        );
+        let esgz = annotations(&[(ESTARGZ_TOC_DIGEST, &ab)]);
         assert_eq!(
             TocRef::from_annotations(&esgz),
             Some(TocRef::Estargz {
-                digest: "sha256:ab".into()
+                digest: ab.parse().expect("digest")
             })
         );
+        let bad = annotations(&[(ESTARGZ_TOC_DIGEST, "sha256:ab")]);
+        assert_eq!(TocRef::from_annotations(&bad), None);
         for prefix in ZSTD_CHUNKED_PREFIXES {
             let zc = annotations(&[
-                (&format!("{prefix}manifest-checksum"), "sha256:cd"),
+                (&format!("{prefix}manifest-checksum"), &cd),
                 (&format!("{prefix}manifest-position"), "1:2:3:1"),
             ]);
             assert_eq!(
                 TocRef::from_annotations(&zc),
                 Some(TocRef::ZstdChunked {
-                    checksum: "sha256:cd".into(),
+                    checksum: cd.parse().expect("digest"),
                     position: "1:2:3:1".into()
                 })
             );
         }
         // A checksum without a position (or the reverse) is no table.
-        let half = annotations(&[(
-            "io.github.containers.zstd-chunked.manifest-checksum",
-            "sha256:cd",
-        )]);
+        let half = annotations(&[("io.github.containers.zstd-chunked.manifest-checksum", &cd)]);
         assert_eq!(TocRef::from_annotations(&half), None);
         assert_eq!(TocRef::from_annotations(&HashMap::new()), None);
     }

@@ -6,6 +6,7 @@
 use std::io::Read;
 
 use super::{check_sha256, read_stored, TocFault, MAX_TOC};
+use crate::digest::Digest;
 use crate::source::LayerSource;
 
 /// The only manifest type there is (`ManifestTypeCRFS`).
@@ -30,7 +31,7 @@ fn position(text: &str) -> Result<(u64, u64, u64), TocFault> {
 /// frames end (the manifest's skippable frame starts 8 bytes before it).
 pub(super) fn read_manifest(
     layer: &LayerSource,
-    checksum: &str,
+    checksum: &Digest,
     position_text: &str,
 ) -> Result<(Vec<u8>, u64), TocFault> {
     let (offset, compressed_len, len) = position(position_text)?;
