@@ -420,6 +420,74 @@ fn missing_non_distributable_and_unknown_layers_are_refused_by_name() {
 }
 
 #[test]
+fn bad_digests_are_refused_in_one_line_naming_where_they_come_from() {
+    let work = tempfile::tempdir().expect("work dir");
+    let (layout, digest) = tamperable(&work.path().join("img"));
+    let blob = layout.blob_path(&digest);
+    let upper = digest.to_uppercase().replacen("SHA256", "sha256", 1);
+    let fail = |args: &[&std::ffi::OsStr], wants: &[&str]| {
+        let mut all = vec!["ls".as_ref(), "--no-cache".as_ref()];
+        all.extend_from_slice(args);
+        let run = layerfs(&all);
+        assert!(!run.status.success(), "{args:?} succeeded");
+        assert_eq!(run.stderr.trim_end().lines().count(), 1, "{}", run.stderr);
+        for want in wants {
+            assert!(run.stderr.contains(want), "{args:?}: {}", run.stderr);
+        }
+    };
+    // On the command line: `--digest`, uppercase hex or an unknown algorithm.
+    let arg = format!("1={upper}");
+    fail(
+        &["--digest".as_ref(), arg.as_ref(), blob.as_os_str()],
+        &["--digest", &upper, "64 lowercase hex digits"],
+    );
+    let md5 = format!("1=md5:{}", "0".repeat(32));
+    fail(
+        &["--digest".as_ref(), md5.as_ref(), blob.as_os_str()],
+        &["--digest", "\"md5\"", "cannot verify"],
+    );
+    // `IMAGE@DIGEST`.
+    let short = format!("{}@sha256:00", layout.dir.display());
+    fail(
+        &[short.as_ref()],
+        &[
+            &short,
+            "the digest asked for",
+            "\"sha256:00\" is not a valid digest",
+        ],
+    );
+    // In the image's JSON: an index entry, a layer descriptor.
+    let dir = work.path().join("bad-index");
+    let bad_index = Layout::new(&dir);
+    bad_index.index(serde_json::json!([manifest_descriptor(
+        &upper,
+        10,
+        serde_json::json!({})
+    )]));
+    fail(
+        &[dir.as_os_str()],
+        &[&dir.display().to_string(), "index.json", &upper],
+    );
+    let dir = work.path().join("bad-layer");
+    let bad_layer = Layout::new(&dir);
+    let short = format!("{digest}0");
+    let (manifest, size) = bad_layer.manifest(&[(TAR.to_string(), short.clone(), 10)]);
+    bad_layer.index(serde_json::json!([manifest_descriptor(
+        &manifest,
+        size,
+        serde_json::json!({})
+    )]));
+    fail(
+        &[dir.as_os_str()],
+        &[
+            &dir.display().to_string(),
+            manifest.trim_start_matches("sha256:"),
+            &short,
+        ],
+    );
+}
+
+#[test]
 fn an_image_and_a_loose_layer_stack_in_order() {
     require!(Fuse);
     let work = tempfile::tempdir().expect("work dir");
