@@ -39,6 +39,9 @@ pub(crate) struct Faults {
     pub redirect_blobs: bool,
     /// Manifests served with a `Docker-Content-Digest` of other bytes.
     pub false_digest: bool,
+    /// Manifests served with a `Docker-Content-Digest` that is no digest
+    /// (their own, in uppercase).
+    pub malformed_digest: bool,
     /// Every body sent one byte per this interval, until the client
     /// hangs up: a server that is never quite silent.
     pub drip: Option<Duration>,
@@ -360,12 +363,16 @@ fn respond(shared: &Shared, seen: &Seen) -> Reply {
     }
     if let Some((_, reference)) = rest.rsplit_once("/manifests/") {
         return match state.manifests.get(reference) {
-            Some((media_type, body)) => Reply::new("200 OK", body.clone())
-                .header("Content-Type", media_type.clone())
-                .header(
-                    "Docker-Content-Digest",
-                    digest(if state.faults.false_digest { b"" } else { body }),
-                ),
+            Some((media_type, body)) => {
+                let claimed = digest(if state.faults.false_digest { b"" } else { body });
+                let claimed = match state.faults.malformed_digest {
+                    true => claimed.to_uppercase().replacen("SHA256", "sha256", 1),
+                    false => claimed,
+                };
+                Reply::new("200 OK", body.clone())
+                    .header("Content-Type", media_type.clone())
+                    .header("Docker-Content-Digest", claimed)
+            }
             None => Reply::error("404 Not Found", "MANIFEST_UNKNOWN"),
         };
     }

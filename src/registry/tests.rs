@@ -193,6 +193,18 @@ fn a_digest_reference_must_match_the_bytes_served() {
         )),
         "{message}"
     );
+
+    registry.set_faults(Faults {
+        malformed_digest: true,
+        ..Faults::default()
+    });
+    let message = failure(&registry, "team/app:v1", &fast());
+    assert!(
+        message.contains("manifest v1: ")
+            && message.contains("Docker-Content-Digest header")
+            && message.contains("64 lowercase hex digits"),
+        "{message}"
+    );
 }
 
 #[test]
