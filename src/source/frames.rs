@@ -31,6 +31,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
+use super::cursor::ByteCursor;
 use super::seek::{SeekDecodeError, SeekIndex};
 use super::spill::{FrameOpener, SegmentSpec, SpillCache};
 
@@ -82,23 +83,19 @@ impl FrameTable {
     /// decompressed offset 0, offsets not strictly ascending, `end` before
     /// the last frame.
     pub(super) fn decode(bytes: &[u8]) -> Result<FrameTable, SeekDecodeError> {
-        let mut words = bytes.chunks_exact(8).map(|w| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(w);
-            u64::from_le_bytes(b)
-        });
         if bytes.len() % 8 != 0 {
             return Err(SeekDecodeError("frame table length not a multiple of 8"));
         }
-        let (Some(count), Some(end)) = (words.next(), words.next()) else {
+        let mut r = ByteCursor::new(bytes);
+        let (Some(count), Some(end)) = (r.u64(), r.u64()) else {
             return Err(SeekDecodeError("frame table header missing"));
         };
-        let pairs = (bytes.len() / 8 - 2) / 2;
-        if bytes.len() / 8 % 2 != 0 || count != pairs as u64 || pairs > MAX_FRAMES {
+        let pairs = r.len() / 16;
+        if r.len() % 16 != 0 || count != pairs as u64 || pairs > MAX_FRAMES {
             return Err(SeekDecodeError("frame count does not match the table"));
         }
         let mut frames = Vec::with_capacity(pairs);
-        while let (Some(comp), Some(decomp)) = (words.next(), words.next()) {
+        while let (Some(comp), Some(decomp)) = (r.u64(), r.u64()) {
             frames.push(FrameStart { comp, decomp });
         }
         let table = FrameTable { frames, end };

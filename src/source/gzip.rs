@@ -29,6 +29,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
+use super::cursor::ByteCursor;
 use super::gzip_parallel::{self, BlockEnd, Next, Output, Speculation};
 use super::positioned::PositionedReader;
 use super::seek::{SeekDecodeError, SeekIndex};
@@ -150,23 +151,24 @@ impl GzipIndex {
     /// inconsistent; sizes are checked against the bytes present before
     /// anything is allocated.
     pub(super) fn decode(bytes: &[u8]) -> Result<GzipIndex, SeekDecodeError> {
-        let mut r = Bytes(bytes);
-        if r.u8()? != FORMAT {
+        const TRUNCATED: SeekDecodeError = SeekDecodeError("truncated gzip index");
+        let mut r = ByteCursor::new(bytes);
+        if r.u8().ok_or(TRUNCATED)? != FORMAT {
             return Err(SeekDecodeError("unknown gzip index version"));
         }
-        let end = r.u64()?.checked_sub(1);
-        let count = r.u64()?;
-        if count > (r.0.len() / Checkpoint::ENCODED_FIXED) as u64 {
+        let end = r.u64().ok_or(TRUNCATED)?.checked_sub(1);
+        let count = r.u64().ok_or(TRUNCATED)?;
+        if count > (r.len() / Checkpoint::ENCODED_FIXED) as u64 {
             return Err(SeekDecodeError("gzip checkpoint count exceeds the data"));
         }
         let mut checkpoints: Vec<Checkpoint> = Vec::with_capacity(count as usize);
         for _ in 0..count {
-            let out = r.u64()?;
-            let input = r.u64()?;
-            let bits = r.u8()?;
-            let window_len = r.u32()?;
-            let zlen = r.u32()?;
-            let window = r.take(zlen as usize)?.to_vec();
+            let out = r.u64().ok_or(TRUNCATED)?;
+            let input = r.u64().ok_or(TRUNCATED)?;
+            let bits = r.u8().ok_or(TRUNCATED)?;
+            let window_len = r.u32().ok_or(TRUNCATED)?;
+            let zlen = r.u32().ok_or(TRUNCATED)?;
+            let window = r.take(zlen as usize).ok_or(TRUNCATED)?.to_vec();
             if let Some(prev) = checkpoints.last() {
                 if out <= prev.out || input < prev.input {
                     return Err(SeekDecodeError("gzip checkpoints out of order"));
@@ -186,7 +188,7 @@ impl GzipIndex {
                 window,
             });
         }
-        if !r.0.is_empty() {
+        if !r.is_empty() {
             return Err(SeekDecodeError("trailing bytes after a gzip index"));
         }
         if let (Some(end), Some(last)) = (end, checkpoints.last()) {
@@ -201,38 +203,6 @@ impl GzipIndex {
     fn checkpoint_before(&self, offset: u64) -> Option<&Checkpoint> {
         let after = self.checkpoints.partition_point(|c| c.out <= offset);
         after.checked_sub(1).map(|i| &self.checkpoints[i])
-    }
-}
-
-/// A cursor over an encoded index that fails instead of panicking.
-struct Bytes<'a>(&'a [u8]);
-
-impl<'a> Bytes<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], SeekDecodeError> {
-        if n > self.0.len() {
-            return Err(SeekDecodeError("truncated gzip index"));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], SeekDecodeError> {
-        let mut a = [0; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-
-    fn u8(&mut self) -> Result<u8, SeekDecodeError> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, SeekDecodeError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, SeekDecodeError> {
-        Ok(u64::from_le_bytes(self.array()?))
     }
 }
 

@@ -12,6 +12,7 @@ mod bzip2_streams;
 mod chunk_store;
 mod chunk_table;
 mod codec;
+mod cursor;
 mod deflate_scan;
 mod drop_behind;
 mod frames;

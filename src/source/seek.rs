@@ -34,7 +34,7 @@ pub enum SeekIndex {
 }
 
 /// Why a stored [`SeekIndex`] could not be decoded.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Copy, Debug, thiserror::Error)]
 #[error("bad seek index: {0}")]
 pub struct SeekDecodeError(pub &'static str);
 

@@ -1,0 +1,87 @@
+//! The one reader of the binary indexes layerfs stores (gzip checkpoints,
+//! frame and block tables, chunk tables, chunk sums).
+//!
+//! Those bytes come back from a cache directory or a shipped bundle, so
+//! they are untrusted: every read checks what is left and says `None`
+//! rather than panicking, and each decoder turns that into its own error
+//! (what it was reading is what the message should name). Integers are
+//! little-endian, as every encoder here writes them.
+
+/// A position in encoded bytes that only moves forward.
+#[derive(Debug)]
+pub(super) struct ByteCursor<'a>(&'a [u8]);
+
+impl<'a> ByteCursor<'a> {
+    /// A cursor at the start of `bytes`.
+    pub(super) fn new(bytes: &'a [u8]) -> ByteCursor<'a> {
+        ByteCursor(bytes)
+    }
+
+    /// The next `n` bytes, if there are that many.
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    /// The next `N` bytes as an array.
+    pub(super) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+
+    /// The next byte.
+    pub(super) fn u8(&mut self) -> Option<u8> {
+        self.array::<1>().map(|[b]| b)
+    }
+
+    /// The next four bytes as a little-endian integer.
+    pub(super) fn u32(&mut self) -> Option<u32> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    /// The next eight bytes as a little-endian integer.
+    pub(super) fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_le_bytes)
+    }
+
+    /// The bytes not read yet.
+    pub(super) fn rest(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// How many bytes are left: what a count read from the bytes is
+    /// checked against before anything is allocated for it.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether everything was read (trailing bytes are refused).
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_little_endian_and_refuses_to_run_past_the_end() {
+        let bytes = [7, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 9, 9];
+        let mut r = ByteCursor::new(&bytes);
+        assert_eq!(r.u8(), Some(7));
+        assert_eq!(r.u32(), Some(1));
+        assert_eq!(r.u64(), Some(2));
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.u32(), None);
+        // A failed read takes nothing.
+        assert_eq!(r.rest(), &[9, 9]);
+        assert_eq!(r.take(3), None);
+        assert_eq!(r.array::<2>(), Some([9, 9]));
+        assert!(r.is_empty());
+        assert_eq!(r.u8(), None);
+        assert_eq!(r.take(0), Some(&[][..]));
+    }
+}
