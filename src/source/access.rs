@@ -12,6 +12,9 @@ use super::SeekIndex;
 /// decoder's per-call cost does not show.
 const SKIP_SCRATCH: usize = 64 * 1024;
 
+/// Scratch a read decodes the bytes before its offset into.
+const SKIP_BUFFER: usize = 128 * 1024;
+
 /// Serves reads at decompressed offsets of one layer.
 pub(super) trait Access: Send + Sync + fmt::Debug {
     /// Fills `buf` from decompressed offset `offset`; `UnexpectedEof` if the
@@ -62,4 +65,29 @@ impl DecodeCounter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+}
+
+/// Decodes and discards up to `n` bytes, counting them; returns how many
+/// (fewer only at the end of the stream).
+pub(super) fn skip(decoder: &mut dyn Read, n: u64, counter: &DecodeCounter) -> io::Result<u64> {
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut buf = vec![0u8; usize::try_from(n).unwrap_or(SKIP_BUFFER).min(SKIP_BUFFER)];
+    let mut done = 0;
+    while done < n {
+        let want = usize::try_from(n - done)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        match decoder.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(k) => {
+                done += k as u64;
+                counter.add(k as u64);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }

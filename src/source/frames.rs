@@ -30,7 +30,7 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::access::{Access, DecodeCounter, IndexingDecoder};
+use super::access::{skip, Access, DecodeCounter, IndexingDecoder};
 use super::cursor::ByteCursor;
 use super::seek::{SeekDecodeError, SeekIndex};
 use super::spill::{FrameOpener, SegmentSpec, SpillCache};
@@ -43,9 +43,6 @@ pub(super) const MAX_FRAMES: usize = 1 << 22;
 
 /// How many parked decoders a layer keeps for reuse.
 const PARKED_DECODERS: usize = 4;
-
-/// Scratch buffer for decoding bytes nobody asked for.
-const SKIP_BUFFER: usize = 128 * 1024;
 
 /// Where one frame starts, in the layer file and in the decompressed stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,31 +125,6 @@ impl FrameTable {
     pub(super) fn starts(&self) -> Vec<u64> {
         self.frames.iter().map(|f| f.decomp).collect()
     }
-}
-
-/// Decodes and discards up to `n` bytes, counting them; returns how many
-/// (fewer only at the end of the stream).
-pub(super) fn skip(decoder: &mut dyn Read, n: u64, counter: &DecodeCounter) -> io::Result<u64> {
-    if n == 0 {
-        return Ok(0);
-    }
-    let mut buf = vec![0u8; usize::try_from(n).unwrap_or(SKIP_BUFFER).min(SKIP_BUFFER)];
-    let mut done = 0;
-    while done < n {
-        let want = usize::try_from(n - done)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        match decoder.read(&mut buf[..want]) {
-            Ok(0) => break,
-            Ok(k) => {
-                done += k as u64;
-                counter.add(k as u64);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 /// Random access over a frame table whose frames are each opened by

@@ -545,13 +545,13 @@ pub(super) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDe
     let workers = if file.is_remote() {
         1
     } else {
-        super::parallel::workers()
+        super::budget::workers()
     };
     let parallel = (workers > 1 && file_len >= 2 * gzip_parallel::CHUNK).then_some(Parallel {
         chunk: gzip_parallel::CHUNK,
         workers,
         marked_ahead: gzip_parallel::MARKED_AHEAD,
-        spare_core: super::parallel::spare_core,
+        spare_core: super::budget::spare_core,
     });
     index_pass_with(file, file_len, SPACING, parallel)
 }

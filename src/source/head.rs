@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::codec::Codec;
-use super::reader::{codec_of, open_file, INPUT_BUFFER, SNIFF_BYTES};
+use super::blob::BlobFetch;
+use super::codec::{codec_of, Codec, SNIFF_BYTES};
+use super::open::{open_file, INPUT_BUFFER};
 use super::{bzip2_streams, lz4_frames, xz_blocks, zstd_frames};
-use super::{BlobFetch, SourceError, Stream};
+use super::{SourceError, Stream};
 
 /// The decompressed stream of a layer's first `limit` bytes; see the
 /// module docs.

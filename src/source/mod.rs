@@ -8,6 +8,7 @@
 
 mod access;
 mod blob;
+mod budget;
 mod bzip2_streams;
 mod chunk_store;
 mod chunk_table;
@@ -21,6 +22,7 @@ mod gzip_parallel;
 mod head;
 mod lz4_frames;
 mod meter;
+mod open;
 mod parallel;
 mod positioned;
 mod reader;

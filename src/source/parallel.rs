@@ -44,10 +44,6 @@ const CHUNK: usize = 1024 * 1024;
 /// idling.
 pub(super) const JOB_BUFFER: usize = 8 * CHUNK;
 
-/// Workers decoding frames at most, whatever the core count: past this the
-/// pass is bound by reading the file and handing bytes out.
-const MAX_WORKERS: usize = 4;
-
 /// What the splitter found at a compressed offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Cut {
@@ -65,43 +61,6 @@ pub(super) type Walk = fn(file: &Region, at: u64, len: u64) -> Cut;
 
 /// Makes a fresh decoder for one frame.
 pub(super) type MakeDecoder<D> = fn() -> io::Result<D>;
-
-/// Decoding passes running in this process now (several layers are
-/// indexed at once).
-static DECODING: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts one decoding pass for as long as it lives.
-#[derive(Debug)]
-pub(super) struct Decoding(());
-
-impl Decoding {
-    pub(super) fn start() -> Decoding {
-        DECODING.fetch_add(1, Ordering::Relaxed);
-        Decoding(())
-    }
-}
-
-impl Drop for Decoding {
-    fn drop(&mut self) {
-        DECODING.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Whether the decoding passes now running leave a core idle: work that
-/// only pays on an idle core (a gzip chunk inflated ahead, partly twice)
-/// waits for one.
-pub(super) fn spare_core() -> bool {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    DECODING.load(Ordering::Relaxed) < cores
-}
-
-/// How many workers a pass gets on this machine; 1 means the one-core pass
-/// is the better choice (nobody to decode ahead).
-pub(super) fn workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(MAX_WORKERS)
-}
 
 /// One piece of work: decode `file[comp..end]` (to the file's end if
 /// `end` is `None`) and send it, in order, to `out`.

@@ -6,12 +6,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
+use super::blob::BlobFetch;
+use super::budget;
 use super::chunk_store::DEFAULT_MAX_BYTES as CHUNK_STORE_BYTES;
 use super::chunk_table::{self, ChunkCodec};
-use super::codec::{sniff, Codec, Sniffed};
+use super::codec::{codec_of, Codec, SNIFF_BYTES};
 use super::drop_behind::DropBehind;
 use super::gzip;
-use super::parallel;
+use super::meter::ReadMeter;
+use super::open::{open_file, INPUT_BUFFER};
 use super::positioned::PositionedReader;
 use super::region::Region;
 use super::remote::{is_fetch_error, PassStream, RemoteBlob};
@@ -20,12 +23,7 @@ use super::seek::SeekIndex;
 use super::spill::is_spill_error;
 use super::watch::{Drift, Watch};
 use super::{bzip2_streams, lz4_frames, xz_blocks, zstd_frames};
-use super::{BlobFetch, ReadMeter, SourceError, Stream};
-
-/// Read size from the compressed file.
-pub(super) const INPUT_BUFFER: usize = 256 * 1024;
-/// How many leading bytes tell every codec's magic apart.
-pub(super) const SNIFF_BYTES: usize = 8;
+use super::{SourceError, Stream};
 
 /// One layer file, opened, with its codec known.
 ///
@@ -275,7 +273,7 @@ impl LayerSource {
             Codec::Xz => Pass::Decoding(xz_blocks::index_pass(file, len)),
             Codec::Lz4 => Pass::Decoding(lz4_frames::index_pass(file, len)),
         };
-        let decoding = matches!(pass, Pass::Decoding(_)).then(parallel::Decoding::start);
+        let decoding = matches!(pass, Pass::Decoding(_)).then(budget::Decoding::start);
         IndexPass {
             pass,
             read: 0,
@@ -478,7 +476,7 @@ pub struct IndexPass {
     /// A remote blob's stream, hashed as the pass reads it.
     stream: Option<Arc<PassStream>>,
     /// Counted among the decoding passes while it lives.
-    _decoding: Option<parallel::Decoding>,
+    _decoding: Option<budget::Decoding>,
 }
 
 impl std::fmt::Debug for IndexPass {
@@ -556,35 +554,6 @@ impl Stream for IndexPass {
         }?;
         self.read += skipped;
         Ok(skipped)
-    }
-}
-
-/// Opens a layer file, refusing directories; returns it with its metadata.
-pub(super) fn open_file(path: &Path) -> Result<(File, std::fs::Metadata), SourceError> {
-    let io_err = |source| SourceError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(io_err)?;
-    let meta = file.metadata().map_err(io_err)?;
-    if meta.is_dir() {
-        return Err(SourceError::NotALayer {
-            path: path.to_path_buf(),
-            reason: "is a directory".into(),
-        });
-    }
-    Ok((file, meta))
-}
-
-/// The codec a layer's first bytes (up to [`SNIFF_BYTES`]) name, or why
-/// the layer cannot be read.
-pub(super) fn codec_of(path: &Path, head: &[u8]) -> Result<Codec, SourceError> {
-    match sniff(head) {
-        Sniffed::Known(codec) => Ok(codec),
-        Sniffed::Unsupported(codec) => Err(SourceError::UnsupportedCodec {
-            path: path.to_path_buf(),
-            codec,
-        }),
     }
 }
 

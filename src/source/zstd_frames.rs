@@ -17,8 +17,9 @@ use std::sync::Arc;
 use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
+use super::budget;
 use super::frames::{table_access, FailedPass, FrameTable, Step, StepDecoder, StepPass};
-use super::parallel::{self, Cut, ParallelPass};
+use super::parallel::{Cut, ParallelPass};
 use super::positioned::PositionedReader;
 use super::seek::{SeekDecodeError, SeekIndex};
 
@@ -98,7 +99,7 @@ pub(super) fn index_pass(file: Arc<Region>, _file_len: u64) -> Box<dyn IndexingD
     let workers = if file.is_remote() {
         1
     } else {
-        parallel::workers()
+        budget::workers()
     };
     index_pass_on(file, workers)
 }
