@@ -47,8 +47,9 @@
 //!
 //! `unsafe` code is denied everywhere but in the three modules that wrap C
 //! calls, each of which allows it for itself: `sys` (the system calls the
-//! standard library does not wrap), `source::zlib` (zlib's raw inflate) and
-//! `extract::at` (the directory-relative calls `get` writes with).
+//! standard library does not wrap), `source::gzip::zlib` (zlib's raw
+//! inflate) and `extract::at` (the directory-relative calls `get` writes
+//! with).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 

@@ -53,10 +53,10 @@ use std::sync::Arc;
 use bzip2::{Decompress, Status};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
-use super::cursor::ByteCursor;
+use super::cursor::{ByteCursor, SeekDecodeError};
 use super::frames::{table_access, FrameAccess, FramePolicy, FrameStart, FrameTable, MAX_FRAMES};
 use super::positioned::PositionedReader;
-use super::seek::{SeekDecodeError, SeekIndex};
+use super::seek::SeekIndex;
 use super::spill::FrameOpener;
 
 /// Streams longer than this (decompressed) are spilled, for indexes without

@@ -20,9 +20,8 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 use super::access::{Access, DecodeCounter};
-use super::cursor::ByteCursor;
+use super::cursor::{ByteCursor, SeekDecodeError};
 use super::region::Region;
-use super::seek::SeekDecodeError;
 
 /// Decoded chunks kept for the reads that follow: a file read in 128 KiB
 /// pieces decodes each chunk once, and a few files read at once do not

@@ -1,11 +1,17 @@
 //! The one reader of the binary indexes layerfs stores (gzip checkpoints,
-//! frame and block tables, chunk tables, chunk sums).
+//! frame and block tables, chunk tables, chunk sums), and the one error
+//! their decoders return.
 //!
 //! Those bytes come back from a cache directory or a shipped bundle, so
 //! they are untrusted: every read checks what is left and says `None`
 //! rather than panicking, and each decoder turns that into its own error
 //! (what it was reading is what the message should name). Integers are
 //! little-endian, as every encoder here writes them.
+
+/// Why a stored seek index (see `seek.rs`) could not be decoded.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("bad seek index: {0}")]
+pub struct SeekDecodeError(pub &'static str);
 
 /// A position in encoded bytes that only moves forward.
 #[derive(Debug)]

@@ -31,8 +31,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::access::{skip, Access, DecodeCounter, IndexingDecoder};
-use super::cursor::ByteCursor;
-use super::seek::{SeekDecodeError, SeekIndex};
+use super::cursor::{ByteCursor, SeekDecodeError};
+use super::seek::SeekIndex;
 use super::spill::{FrameOpener, SegmentSpec, SpillCache};
 
 /// At most this many frames are recorded. Past it, later frames join the

@@ -22,9 +22,10 @@ use std::sync::Arc;
 use lz4_flex::frame::FrameDecoder;
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
+use super::cursor::SeekDecodeError;
 use super::frames::{table_access, FrameStart, FrameTable, MAX_FRAMES};
 use super::positioned::PositionedReader;
-use super::seek::{SeekDecodeError, SeekIndex};
+use super::seek::SeekIndex;
 
 /// Frames longer than this (decompressed) are spilled; lz4 decodes at
 /// several GB/s.

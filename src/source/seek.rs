@@ -3,6 +3,7 @@
 
 use super::bzip2_streams::Bzip2Index;
 use super::chunk_table::ChunkTable;
+use super::cursor::SeekDecodeError;
 use super::gzip::GzipIndex;
 use super::lz4_frames::Lz4Index;
 use super::remote::SpanSums;
@@ -32,11 +33,6 @@ pub enum SeekIndex {
     /// file's chunks, read and checked one by one.
     Chunks(ChunkTable),
 }
-
-/// Why a stored [`SeekIndex`] could not be decoded.
-#[derive(Clone, Copy, Debug, thiserror::Error)]
-#[error("bad seek index: {0}")]
-pub struct SeekDecodeError(pub &'static str);
 
 /// Format tags of the encoded variants.
 const TAG_PLAIN: u8 = 0;

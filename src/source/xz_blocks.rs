@@ -25,10 +25,10 @@ use liblzma::bufread::XzDecoder;
 use liblzma::stream::{Stream, CONCATENATED};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
-use super::cursor::ByteCursor;
+use super::cursor::{ByteCursor, SeekDecodeError};
 use super::frames::{FailedPass, FrameAccess, FramePolicy, MAX_FRAMES};
 use super::positioned::PositionedReader;
-use super::seek::{SeekDecodeError, SeekIndex};
+use super::seek::SeekIndex;
 use super::spill::{FrameOpener, SpillAccess};
 
 /// Blocks longer than this (decompressed) are spilled: xz decodes at about

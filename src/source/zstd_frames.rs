@@ -18,10 +18,11 @@ use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
 use super::budget;
+use super::cursor::SeekDecodeError;
 use super::frames::{table_access, FailedPass, FrameTable, Step, StepDecoder, StepPass};
 use super::parallel::{Cut, ParallelPass};
 use super::positioned::PositionedReader;
-use super::seek::{SeekDecodeError, SeekIndex};
+use super::seek::SeekIndex;
 
 /// Frames longer than this (decompressed) are spilled. A frame decoded
 /// per read costs, on average, decoding half of it for every cold read:

@@ -1,6 +1,16 @@
+use super::access::{GzipAccess, Parking};
+use super::index::FORMAT;
+use super::parallel;
+use super::pass::{index_pass_with, GzipPass, Parallel, SPACING};
+use super::zlib::{Flush, Inflater};
 use super::*;
+use crate::source::access::{Access, DecodeCounter, IndexingDecoder};
+use crate::source::region::Region;
+use crate::source::seek::SeekIndex;
 use std::io::Write;
+use std::io::{self, Read};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Text-like data: words from a small vocabulary in pseudo-random
 /// order, which deflate compresses about 3:1 with blocks of ordinary
@@ -616,7 +626,7 @@ fn speculative_pass_streams_and_indexes_exactly_as_one_inflater() {
     }
 }
 
-const MARKED_FOR_TESTS: u64 = gzip_parallel::MARKED_AHEAD;
+const MARKED_FOR_TESTS: u64 = parallel::MARKED_AHEAD;
 
 /// Workers that wait for their window, and a second and third member
 /// (inflated by one inflater after the first) end as one inflater
