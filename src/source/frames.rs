@@ -6,7 +6,7 @@
 //! | codec | resume points | found by |
 //! | --- | --- | --- |
 //! | zstd | each frame (pzstd, seekable format, zstd:chunked) | the indexing pass, from the decoder's frame ends |
-//! | bzip2 | each block, at a bit offset, even in one stream | the indexing pass, which decodes block by block (`bzip2_streams.rs`) |
+//! | bzip2 | each block, at a bit offset, even in one stream | the indexing pass, which decodes block by block (`bzip2/`) |
 //! | lz4 | each frame | walking the frame headers during the pass |
 //! | xz | each block (`xz -T`, pixz) | the stream index at the end of the file |
 //! | gzip | (the gzip arms of `reader.rs`) | |

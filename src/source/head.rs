@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::blob::BlobFetch;
 use super::codec::{codec_of, Codec, SNIFF_BYTES};
 use super::open::{open_file, INPUT_BUFFER};
-use super::{bzip2_streams, lz4_frames, xz_blocks, zstd_frames};
+use super::remote::BlobFetch;
+use super::{bzip2, lz4, xz, zstd};
 use super::{SourceError, Stream};
 
 /// The decompressed stream of a layer's first `limit` bytes; see the
@@ -97,10 +97,10 @@ impl LayerHead {
             _ if !whole_magic => Ok(Box::new(io::empty())),
             Codec::Plain => Ok(Box::new(bytes)),
             Codec::Gzip => Ok(Box::new(flate2::bufread::MultiGzDecoder::new(bytes))),
-            Codec::Zstd => zstd_frames::stream_decoder(bytes),
-            Codec::Bzip2 => Ok(bzip2_streams::stream_decoder(bytes)),
-            Codec::Xz => xz_blocks::stream_reader(bytes),
-            Codec::Lz4 => Ok(lz4_frames::stream_decoder(bytes)),
+            Codec::Zstd => zstd::stream_decoder(bytes),
+            Codec::Bzip2 => Ok(bzip2::stream_decoder(bytes)),
+            Codec::Xz => xz::stream_reader(bytes),
+            Codec::Lz4 => Ok(lz4::stream_decoder(bytes)),
         };
         let decoder = decoder.map_err(|source| SourceError::Io {
             path: path.to_path_buf(),
@@ -230,7 +230,7 @@ mod tests {
     fn encoded(data: &[u8]) -> Vec<(Codec, Vec<u8>)> {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(data).expect("gzip");
-        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        let mut bz = ::bzip2::write::BzEncoder::new(Vec::new(), ::bzip2::Compression::fast());
         bz.write_all(data).expect("bzip2");
         let mut xz = Vec::new();
         liblzma::read::XzEncoder::new(data, 1)
@@ -248,7 +248,7 @@ mod tests {
         vec![
             (Codec::Plain, data.to_vec()),
             (Codec::Gzip, gz.finish().expect("gzip")),
-            (Codec::Zstd, zstd::encode_all(data, 3).expect("zstd")),
+            (Codec::Zstd, ::zstd::encode_all(data, 3).expect("zstd")),
             (Codec::Bzip2, bz.finish().expect("bzip2")),
             (Codec::Xz, xz),
             (Codec::Lz4, lz),
@@ -290,7 +290,7 @@ mod tests {
         // bzip2 checks each 100 kB block's CRC as the block ends, so the
         // damage is found well before the head does.
         let data = sample(600_000);
-        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        let mut bz = ::bzip2::write::BzEncoder::new(Vec::new(), ::bzip2::Compression::fast());
         bz.write_all(&data).expect("bzip2");
         let mut bytes = bz.finish().expect("bzip2");
         let third = bytes.len() / 3;

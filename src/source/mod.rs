@@ -7,10 +7,8 @@
 //! module knows whether a layer is compressed.
 
 mod access;
-mod blob;
 mod budget;
-mod bzip2_streams;
-mod chunk_store;
+mod bzip2;
 mod chunk_table;
 mod codec;
 mod cursor;
@@ -18,10 +16,9 @@ mod drop_behind;
 mod frames;
 mod gzip;
 mod head;
-mod lz4_frames;
+mod lz4;
 mod meter;
 mod open;
-mod parallel;
 mod positioned;
 mod reader;
 mod region;
@@ -32,11 +29,10 @@ mod spill;
 #[cfg(test)]
 mod test_support;
 mod watch;
-mod xz_blocks;
-mod zstd_frames;
+mod xz;
+mod zstd;
 
 pub use access::DecodeCounter;
-pub use blob::BlobFetch;
 pub use chunk_table::{ChunkTable, TableChunk};
 pub use codec::Codec;
 pub use cursor::SeekDecodeError;
@@ -44,6 +40,7 @@ pub use gzip::GzipIndex;
 pub use head::LayerHead;
 pub use meter::ReadMeter;
 pub use reader::{IndexPass, LayerSource};
+pub use remote::BlobFetch;
 pub use remote::SpanSums;
 pub use seek::SeekIndex;
 pub use spill::SpillError;

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
-use super::blob::BlobFetch;
 use super::budget;
-use super::chunk_store::DEFAULT_MAX_BYTES as CHUNK_STORE_BYTES;
 use super::chunk_table::{self, ChunkCodec};
 use super::codec::{codec_of, Codec, SNIFF_BYTES};
 use super::drop_behind::DropBehind;
@@ -17,12 +15,12 @@ use super::meter::ReadMeter;
 use super::open::{open_file, INPUT_BUFFER};
 use super::positioned::PositionedReader;
 use super::region::Region;
-use super::remote::{is_fetch_error, PassStream, RemoteBlob};
+use super::remote::{is_fetch_error, BlobFetch, PassStream, RemoteBlob, CHUNK_STORE_BYTES};
 use super::second_reader::SecondReader;
 use super::seek::SeekIndex;
 use super::spill::is_spill_error;
 use super::watch::{Drift, Watch};
-use super::{bzip2_streams, lz4_frames, xz_blocks, zstd_frames};
+use super::{bzip2, lz4, xz, zstd};
 use super::{SourceError, Stream};
 
 /// One layer file, opened, with its codec known.
@@ -268,10 +266,10 @@ impl LayerSource {
                 len,
             }),
             Codec::Gzip => Pass::Decoding(gzip::index_pass(file, len)),
-            Codec::Zstd => Pass::Decoding(zstd_frames::index_pass(file, len)),
-            Codec::Bzip2 => Pass::Decoding(bzip2_streams::index_pass(file, len)),
-            Codec::Xz => Pass::Decoding(xz_blocks::index_pass(file, len)),
-            Codec::Lz4 => Pass::Decoding(lz4_frames::index_pass(file, len)),
+            Codec::Zstd => Pass::Decoding(zstd::index_pass(file, len)),
+            Codec::Bzip2 => Pass::Decoding(bzip2::index_pass(file, len)),
+            Codec::Xz => Pass::Decoding(xz::index_pass(file, len)),
+            Codec::Lz4 => Pass::Decoding(lz4::index_pass(file, len)),
         };
         let decoding = matches!(pass, Pass::Decoding(_)).then(budget::Decoding::start);
         IndexPass {
@@ -331,16 +329,14 @@ impl LayerSource {
             (Codec::Plain, SeekIndex::Plain) => Ok(Box::new(PlainAccess(file()))),
             (Codec::Gzip, SeekIndex::Gzip(index)) => gzip::access(file(), len, index, counter()),
             (Codec::Zstd, SeekIndex::Zstd(index)) => {
-                zstd_frames::access(file(), len, index, counter(), spill)
+                zstd::access(file(), len, index, counter(), spill)
             }
             (Codec::Bzip2, SeekIndex::Bzip2(index)) => {
-                bzip2_streams::access(file(), len, index, counter(), spill)
+                bzip2::access(file(), len, index, counter(), spill)
             }
-            (Codec::Xz, SeekIndex::Xz(index)) => {
-                xz_blocks::access(file(), len, index, counter(), spill)
-            }
+            (Codec::Xz, SeekIndex::Xz(index)) => xz::access(file(), len, index, counter(), spill),
             (Codec::Lz4, SeekIndex::Lz4(index)) => {
-                lz4_frames::access(file(), len, index, counter(), spill)
+                lz4::access(file(), len, index, counter(), spill)
             }
             (Codec::Gzip, SeekIndex::Chunks(table)) => {
                 chunk_table::access(file(), len, table, ChunkCodec::Gzip, counter())

@@ -30,10 +30,10 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::access::IndexingDecoder;
-use super::frames::{FrameStart, FrameTable, StepDecoder, StepPass, MAX_FRAMES};
-use super::region::Region;
-use super::seek::SeekIndex;
+use crate::source::access::IndexingDecoder;
+use crate::source::frames::{FrameStart, FrameTable, StepDecoder, StepPass, MAX_FRAMES};
+use crate::source::region::Region;
+use crate::source::seek::SeekIndex;
 
 /// Decoded bytes per piece handed from a worker to the pass.
 const CHUNK: usize = 1024 * 1024;
@@ -508,7 +508,7 @@ fn redo<D: StepDecoder>(
 mod tests {
     use super::*;
     use crate::source::test_support::{far_data, temp_file};
-    use crate::source::zstd_frames::{new_step, wrap};
+    use crate::source::zstd::{new_step, wrap};
 
     /// The frame at `at`, found by zstd itself rather than by the walk the
     /// pass is normally given, so that these tests are of the pipeline.

@@ -45,19 +45,21 @@
 //! Indexes stored before block tables existed hold only the stream table;
 //! they still work, through stream decoders and the spill cache as before.
 
-use super::region::Region;
+use crate::source::region::Region;
 use std::io::{self, BufRead, Cursor, Read};
 use std::path::Path;
 use std::sync::Arc;
 
 use bzip2::{Decompress, Status};
 
-use super::access::{Access, DecodeCounter, IndexingDecoder};
-use super::cursor::{ByteCursor, SeekDecodeError};
-use super::frames::{table_access, FrameAccess, FramePolicy, FrameStart, FrameTable, MAX_FRAMES};
-use super::positioned::PositionedReader;
-use super::seek::SeekIndex;
-use super::spill::FrameOpener;
+use crate::source::access::{Access, DecodeCounter, IndexingDecoder};
+use crate::source::cursor::{ByteCursor, SeekDecodeError};
+use crate::source::frames::{
+    table_access, FrameAccess, FramePolicy, FrameStart, FrameTable, MAX_FRAMES,
+};
+use crate::source::positioned::PositionedReader;
+use crate::source::seek::SeekIndex;
+use crate::source::spill::FrameOpener;
 
 /// Streams longer than this (decompressed) are spilled, for indexes without
 /// a block table: pbzip2's 900 kB streams are decoded per read, a

@@ -9,20 +9,23 @@
 //! A single-frame layer, or frames too long to decode per read, are served
 //! through the spill cache (see [`super::frames`]).
 
-use super::region::Region;
 use std::io::{self, BufRead, Read};
 use std::path::Path;
 use std::sync::Arc;
 
 use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
-use super::access::{Access, DecodeCounter, IndexingDecoder};
-use super::budget;
-use super::cursor::SeekDecodeError;
-use super::frames::{table_access, FailedPass, FrameTable, Step, StepDecoder, StepPass};
-use super::parallel::{Cut, ParallelPass};
-use super::positioned::PositionedReader;
-use super::seek::SeekIndex;
+mod parallel;
+
+use parallel::{Cut, ParallelPass};
+
+use crate::source::access::{Access, DecodeCounter, IndexingDecoder};
+use crate::source::budget;
+use crate::source::cursor::SeekDecodeError;
+use crate::source::frames::{table_access, FailedPass, FrameTable, Step, StepDecoder, StepPass};
+use crate::source::positioned::PositionedReader;
+use crate::source::region::Region;
+use crate::source::seek::SeekIndex;
 
 /// Frames longer than this (decompressed) are spilled. A frame decoded
 /// per read costs, on average, decoding half of it for every cold read:

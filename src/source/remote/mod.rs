@@ -23,9 +23,13 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 
 use sha2::{Digest, Sha256};
 
-use super::blob::BlobFetch;
-use super::chunk_store::ChunkStore;
-use super::cursor::ByteCursor;
+mod blob;
+mod chunk_store;
+
+use crate::source::cursor::ByteCursor;
+pub use blob::BlobFetch;
+use chunk_store::ChunkStore;
+pub(crate) use chunk_store::DEFAULT_MAX_BYTES as CHUNK_STORE_BYTES;
 
 /// The unit of fetching, caching and checking: big enough that a request's
 /// round trip is paid for (a registry that redirects to object storage
