@@ -32,7 +32,6 @@ use std::sync::{Arc, Mutex};
 
 use super::access::{skip, Access, DecodeCounter, IndexingDecoder};
 use super::cursor::{ByteCursor, SeekDecodeError};
-use super::seek::SeekIndex;
 use super::spill::{FrameOpener, SegmentSpec, SpillCache};
 
 /// At most this many frames are recorded. Past it, later frames join the
@@ -374,17 +373,11 @@ pub(super) struct StepPass<D> {
     /// The current frame produced data and is in `table`.
     recorded: bool,
     table: FrameTable,
-    wrap: fn(FrameTable) -> SeekIndex,
 }
 
 impl<D: StepDecoder> StepPass<D> {
-    /// A pass over `file` from its start; `wrap` makes the codec's seek
-    /// index from the table.
-    pub(super) fn new(
-        file: Arc<Region>,
-        decoder: D,
-        wrap: fn(FrameTable) -> SeekIndex,
-    ) -> StepPass<D> {
+    /// A pass over `file` from its start.
+    pub(super) fn new(file: Arc<Region>, decoder: D) -> StepPass<D> {
         StepPass {
             file,
             decoder,
@@ -398,7 +391,6 @@ impl<D: StepDecoder> StepPass<D> {
             in_frame: false,
             recorded: false,
             table: FrameTable::default(),
-            wrap,
         }
     }
 
@@ -474,9 +466,10 @@ impl<D: StepDecoder> Read for StepPass<D> {
     }
 }
 
-impl<D: StepDecoder> IndexingDecoder for StepPass<D> {
-    fn finish(self: Box<Self>) -> io::Result<SeekIndex> {
-        Ok((self.wrap)(self.table))
+/// The frame table, as the codec's own index type.
+impl<D: StepDecoder, I: From<FrameTable>> IndexingDecoder<I> for StepPass<D> {
+    fn finish(self: Box<Self>) -> io::Result<I> {
+        Ok(I::from(self.table))
     }
 }
 
@@ -493,8 +486,8 @@ impl Read for FailedPass {
     }
 }
 
-impl IndexingDecoder for FailedPass {
-    fn finish(self: Box<Self>) -> io::Result<SeekIndex> {
+impl<I> IndexingDecoder<I> for FailedPass {
+    fn finish(self: Box<Self>) -> io::Result<I> {
         Err(io::Error::other("decoder could not be created"))
     }
 }

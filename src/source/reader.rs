@@ -5,7 +5,7 @@ use std::io::{self, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use super::access::{Access, DecodeCounter, IndexingDecoder};
+use super::access::{map_index, Access, DecodeCounter, IndexingDecoder};
 use super::budget;
 use super::chunk_table::{self, ChunkCodec};
 use super::codec::{codec_of, Codec, SNIFF_BYTES};
@@ -265,11 +265,13 @@ impl LayerSource {
                 ),
                 len,
             }),
-            Codec::Gzip => Pass::Decoding(gzip::index_pass(file, len)),
-            Codec::Zstd => Pass::Decoding(zstd::index_pass(file, len)),
-            Codec::Bzip2 => Pass::Decoding(bzip2::index_pass(file, len)),
-            Codec::Xz => Pass::Decoding(xz::index_pass(file, len)),
-            Codec::Lz4 => Pass::Decoding(lz4::index_pass(file, len)),
+            Codec::Gzip => Pass::Decoding(map_index(gzip::index_pass(file, len), SeekIndex::Gzip)),
+            Codec::Zstd => Pass::Decoding(map_index(zstd::index_pass(file, len), SeekIndex::Zstd)),
+            Codec::Bzip2 => {
+                Pass::Decoding(map_index(bzip2::index_pass(file, len), SeekIndex::Bzip2))
+            }
+            Codec::Xz => Pass::Decoding(map_index(xz::index_pass(file, len), SeekIndex::Xz)),
+            Codec::Lz4 => Pass::Decoding(map_index(lz4::index_pass(file, len), SeekIndex::Lz4)),
         };
         let decoding = matches!(pass, Pass::Decoding(_)).then(budget::Decoding::start);
         IndexPass {
@@ -488,7 +490,7 @@ enum Pass {
     /// A plain tar: member data is skipped by seeking.
     Plain(PlainStream),
     /// A compressed layer: data is decompressed and discarded.
-    Decoding(Box<dyn IndexingDecoder>),
+    Decoding(Box<dyn IndexingDecoder<SeekIndex>>),
 }
 
 impl IndexPass {

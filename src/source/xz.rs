@@ -28,7 +28,6 @@ use super::access::{Access, DecodeCounter, IndexingDecoder};
 use super::cursor::{ByteCursor, SeekDecodeError};
 use super::frames::{FailedPass, FrameAccess, FramePolicy, MAX_FRAMES};
 use super::positioned::PositionedReader;
-use super::seek::SeekIndex;
 use super::spill::{FrameOpener, SpillAccess};
 
 /// Blocks longer than this (decompressed) are spilled: xz decodes at about
@@ -167,8 +166,8 @@ impl Read for XzPass {
     }
 }
 
-impl IndexingDecoder for XzPass {
-    fn finish(self: Box<Self>) -> io::Result<SeekIndex> {
+impl IndexingDecoder<XzIndex> for XzPass {
+    fn finish(self: Box<Self>) -> io::Result<XzIndex> {
         let index = match read_indexes(&self.file, self.file_len) {
             Ok(index) if index.end >= self.read => index,
             Ok(index) => {
@@ -185,12 +184,12 @@ impl IndexingDecoder for XzPass {
             }
         };
         let end = index.end.max(self.read);
-        Ok(SeekIndex::Xz(XzIndex { end, ..index }))
+        Ok(XzIndex { end, ..index })
     }
 }
 
 /// The indexing pass over an xz layer.
-pub(super) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder> {
+pub(crate) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder<XzIndex>> {
     match whole_decoder(&file, file_len) {
         Ok(decoder) => Box::new(XzPass {
             file,
@@ -444,9 +443,7 @@ mod tests {
     fn indexed(bytes: &[u8], expect: &[u8]) -> (Box<dyn Access>, XzIndex, Arc<DecodeCounter>) {
         let file = Arc::new(temp_file(bytes));
         let len = bytes.len() as u64;
-        let SeekIndex::Xz(index) = index_of(index_pass, &file, len, expect) else {
-            panic!("not an xz index")
-        };
+        let index = index_of(index_pass, &file, len, expect);
         let mut encoded = Vec::new();
         index.encode(&mut encoded);
         assert_eq!(XzIndex::decode(&encoded).ok(), Some(index.clone()));

@@ -58,7 +58,6 @@ use crate::source::frames::{
     table_access, FrameAccess, FramePolicy, FrameStart, FrameTable, MAX_FRAMES,
 };
 use crate::source::positioned::PositionedReader;
-use crate::source::seek::SeekIndex;
 use crate::source::spill::FrameOpener;
 
 /// Streams longer than this (decompressed) are spilled, for indexes without
@@ -560,19 +559,19 @@ impl Read for BlockPass {
     }
 }
 
-impl IndexingDecoder for BlockPass {
-    fn finish(self: Box<Self>) -> io::Result<SeekIndex> {
+impl IndexingDecoder<Bzip2Index> for BlockPass {
+    fn finish(self: Box<Self>) -> io::Result<Bzip2Index> {
         // Every recorded block is wholly decoded, so reads may go to
         // `decomp` even if the tar parser stopped inside the last block.
-        Ok(SeekIndex::Bzip2(Bzip2Index {
+        Ok(Bzip2Index {
             streams: self.streams,
             blocks: self.blocks,
-        }))
+        })
     }
 }
 
 /// The indexing pass: decodes every block from the start, recording them.
-pub(super) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder> {
+pub(crate) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder<Bzip2Index>> {
     Box::new(BlockPass {
         file,
         file_len,

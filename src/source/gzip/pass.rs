@@ -13,7 +13,6 @@ use super::zlib::Flush;
 use crate::source::access::IndexingDecoder;
 use crate::source::budget;
 use crate::source::region::Region;
-use crate::source::seek::SeekIndex;
 
 /// Decompressed bytes between checkpoints (at least; the next block
 /// boundary after this much output is taken). The cost of a cold read is
@@ -29,7 +28,7 @@ const PASS_OUTPUT: usize = 256 * 1024;
 /// The indexing pass for a gzip layer; see [`index_pass_with`]. A local
 /// layer of at least two chunks is inflated on every core (up to four);
 /// a remote blob is streamed once, in order, on one.
-pub(crate) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder> {
+pub(crate) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder<GzipIndex>> {
     let workers = if file.is_remote() {
         1
     } else {
@@ -64,7 +63,7 @@ pub(super) fn index_pass_with(
     file_len: u64,
     spacing: u64,
     parallel: Option<Parallel>,
-) -> Box<dyn IndexingDecoder> {
+) -> Box<dyn IndexingDecoder<GzipIndex>> {
     match GzipPass::new(file, file_len, spacing, parallel) {
         Ok(pass) => Box::new(pass),
         Err(e) => Box::new(FailedPass(Some(e))),
@@ -383,7 +382,7 @@ impl Read for GzipPass {
     }
 }
 
-impl IndexingDecoder for GzipPass {
+impl IndexingDecoder<GzipIndex> for GzipPass {
     /// Drops decompressed bytes without copying them out.
     fn skip(&mut self, n: u64) -> io::Result<u64> {
         let mut done = 0;
@@ -399,11 +398,11 @@ impl IndexingDecoder for GzipPass {
     /// The index covers what was read; the tar indexer may stop at the
     /// archive's end blocks, before the stream's end, and reads beyond the
     /// last checkpoint simply inflate forward from it.
-    fn finish(self: Box<Self>) -> io::Result<SeekIndex> {
+    fn finish(self: Box<Self>) -> io::Result<GzipIndex> {
         if let Some(kind) = self.failed {
             return Err(io::Error::new(kind, "gzip stream failed during indexing"));
         }
-        Ok(SeekIndex::Gzip(self.index))
+        Ok(self.index)
     }
 }
 
@@ -419,8 +418,8 @@ impl Read for FailedPass {
     }
 }
 
-impl IndexingDecoder for FailedPass {
-    fn finish(self: Box<Self>) -> io::Result<SeekIndex> {
+impl IndexingDecoder<GzipIndex> for FailedPass {
+    fn finish(self: Box<Self>) -> io::Result<GzipIndex> {
         Err(self
             .0
             .unwrap_or_else(|| io::Error::other("gzip inflater could not be created")))

@@ -25,7 +25,6 @@ use crate::source::cursor::SeekDecodeError;
 use crate::source::frames::{table_access, FailedPass, FrameTable, Step, StepDecoder, StepPass};
 use crate::source::positioned::PositionedReader;
 use crate::source::region::Region;
-use crate::source::seek::SeekIndex;
 
 /// Frames longer than this (decompressed) are spilled. A frame decoded
 /// per read costs, on average, decoding half of it for every cold read:
@@ -90,14 +89,16 @@ pub(super) fn new_step() -> io::Result<ZstdStep> {
     new_decoder().map(ZstdStep)
 }
 
-pub(super) fn wrap(table: FrameTable) -> SeekIndex {
-    SeekIndex::Zstd(ZstdIndex(table))
+impl From<FrameTable> for ZstdIndex {
+    fn from(table: FrameTable) -> ZstdIndex {
+        ZstdIndex(table)
+    }
 }
 
 /// The indexing pass: decodes the whole layer from its start, recording
 /// frames; several frames at once when there are cores to spare (see
 /// [`super::parallel`]).
-pub(super) fn index_pass(file: Arc<Region>, _file_len: u64) -> Box<dyn IndexingDecoder> {
+pub(crate) fn index_pass(file: Arc<Region>, _file_len: u64) -> Box<dyn IndexingDecoder<ZstdIndex>> {
     // A remote blob is streamed once, in order: frames fetched at many
     // places at once would each be a request of their own.
     let workers = if file.is_remote() {
@@ -110,15 +111,15 @@ pub(super) fn index_pass(file: Arc<Region>, _file_len: u64) -> Box<dyn IndexingD
 
 /// [`index_pass`] with `workers` decoding threads; 1 decodes on the
 /// caller's thread.
-fn index_pass_on(file: Arc<Region>, workers: usize) -> Box<dyn IndexingDecoder> {
+fn index_pass_on(file: Arc<Region>, workers: usize) -> Box<dyn IndexingDecoder<ZstdIndex>> {
     if workers > 1 {
-        let pass = ParallelPass::start(Arc::clone(&file), walk, new_step, workers, wrap);
+        let pass = ParallelPass::start(Arc::clone(&file), walk, new_step, workers);
         if let Some(pass) = pass {
             return Box::new(pass);
         }
     }
     match new_step() {
-        Ok(step) => Box::new(StepPass::new(file, step, wrap)),
+        Ok(step) => Box::new(StepPass::new(file, step)),
         Err(e) => Box::new(FailedPass(Some(e))),
     }
 }
@@ -275,9 +276,7 @@ mod tests {
     ) -> (Box<dyn Access>, ZstdIndex, Arc<DecodeCounter>) {
         let file = Arc::new(temp_file(bytes));
         let len = bytes.len() as u64;
-        let SeekIndex::Zstd(index) = index_of(index_pass, &file, len, expect) else {
-            panic!("not a zstd index")
-        };
+        let index = index_of(index_pass, &file, len, expect);
         let counter = Arc::new(DecodeCounter::default());
         let access = access(file, len, index.clone(), Arc::clone(&counter), dir).expect("access");
         (access, index, counter)

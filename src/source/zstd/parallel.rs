@@ -33,7 +33,6 @@ use std::thread::JoinHandle;
 use crate::source::access::IndexingDecoder;
 use crate::source::frames::{FrameStart, FrameTable, StepDecoder, StepPass, MAX_FRAMES};
 use crate::source::region::Region;
-use crate::source::seek::SeekIndex;
 
 /// Decoded bytes per piece handed from a worker to the pass.
 const CHUNK: usize = 1024 * 1024;
@@ -117,7 +116,6 @@ struct Shared {
     /// Chunks handed out and given back, for reuse.
     spare: Mutex<Vec<Vec<u8>>>,
     spare_max: usize,
-    wrap: fn(FrameTable) -> SeekIndex,
 }
 
 impl Shared {
@@ -166,7 +164,6 @@ impl ParallelPass {
         walk: Walk,
         make: MakeDecoder<D>,
         workers: usize,
-        wrap: fn(FrameTable) -> SeekIndex,
     ) -> Option<ParallelPass> {
         let workers = workers.max(1);
         let (work_tx, work_rx) = channel::<Work>();
@@ -177,7 +174,6 @@ impl ParallelPass {
             buffered: Buffered::default(),
             spare: Mutex::new(Vec::new()),
             spare_max: workers + 2,
-            wrap,
         });
         let mut threads = Vec::new();
         for n in 0..workers {
@@ -317,7 +313,8 @@ impl Read for ParallelPass {
     }
 }
 
-impl IndexingDecoder for ParallelPass {
+/// The frame table, as the codec's own index type.
+impl<I: From<FrameTable>> IndexingDecoder<I> for ParallelPass {
     fn skip(&mut self, n: u64) -> io::Result<u64> {
         let mut done = 0;
         while done < n && self.fill()? {
@@ -330,12 +327,12 @@ impl IndexingDecoder for ParallelPass {
         Ok(done)
     }
 
-    fn finish(mut self: Box<Self>) -> io::Result<SeekIndex> {
+    fn finish(mut self: Box<Self>) -> io::Result<I> {
         if self.fill()? {
             return Err(io::Error::other("the pass was finished before its end"));
         }
         self.stop();
-        Ok((self.shared.wrap)(std::mem::take(&mut self.table)))
+        Ok(I::from(std::mem::take(&mut self.table)))
     }
 }
 
@@ -382,7 +379,7 @@ fn work<D: StepDecoder>(
         };
         let open = || -> io::Result<StepPass<D>> {
             let region = file.slice(comp, end)?;
-            Ok(StepPass::new(Arc::new(region), make()?, shared.wrap))
+            Ok(StepPass::new(Arc::new(region), make()?))
         };
         let sent = match open() {
             Ok(pass) => decode(pass, &out, shared),
@@ -508,7 +505,7 @@ fn redo<D: StepDecoder>(
 mod tests {
     use super::*;
     use crate::source::test_support::{far_data, temp_file};
-    use crate::source::zstd::{new_step, wrap};
+    use crate::source::zstd::new_step;
 
     /// The frame at `at`, found by zstd itself rather than by the walk the
     /// pass is normally given, so that these tests are of the pipeline.
@@ -523,7 +520,7 @@ mod tests {
 
     fn start(bytes: &[u8], workers: usize) -> ParallelPass {
         let file = Arc::new(temp_file(bytes));
-        ParallelPass::start(file, frame_after, new_step, workers, wrap).expect("threads")
+        ParallelPass::start(file, frame_after, new_step, workers).expect("threads")
     }
 
     /// 64 frames of 1 MiB: far more than may ever be buffered.
