@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::codec::{codec_of, Codec, SNIFF_BYTES};
+use super::dispatch;
 use super::open::{open_file, INPUT_BUFFER};
 use super::remote::BlobFetch;
-use super::{bzip2, lz4, xz, zstd};
 use super::{SourceError, Stream};
 
 /// The decompressed stream of a layer's first `limit` bytes; see the
@@ -91,16 +91,11 @@ impl LayerHead {
         let codec = codec_of(path, &head)?;
         let whole_magic = head.len() == SNIFF_BYTES;
         let bytes = BufReader::with_capacity(INPUT_BUFFER, io::Cursor::new(head).chain(raw));
-        let decoder: io::Result<Box<dyn Read + Send>> = match codec {
-            // Fewer bytes than the longest magic may have been sniffed
-            // wrongly, and hold no tar header and no codec's header either.
-            _ if !whole_magic => Ok(Box::new(io::empty())),
-            Codec::Plain => Ok(Box::new(bytes)),
-            Codec::Gzip => Ok(Box::new(flate2::bufread::MultiGzDecoder::new(bytes))),
-            Codec::Zstd => zstd::stream_decoder(bytes),
-            Codec::Bzip2 => Ok(bzip2::stream_decoder(bytes)),
-            Codec::Xz => xz::stream_reader(bytes),
-            Codec::Lz4 => Ok(lz4::stream_decoder(bytes)),
+        // Fewer bytes than the longest magic may have been sniffed
+        // wrongly, and hold no tar header and no codec's header either.
+        let decoder: io::Result<Box<dyn Read + Send>> = match whole_magic {
+            false => Ok(Box::new(io::empty())),
+            true => dispatch::stream_decoder(codec, bytes),
         };
         let decoder = decoder.map_err(|source| SourceError::Io {
             path: path.to_path_buf(),

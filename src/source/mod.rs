@@ -12,6 +12,7 @@ mod bzip2;
 mod chunk_table;
 mod codec;
 mod cursor;
+mod dispatch;
 mod drop_behind;
 mod frames;
 mod gzip;

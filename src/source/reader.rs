@@ -5,12 +5,11 @@ use std::io::{self, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use super::access::{map_index, Access, DecodeCounter, IndexingDecoder};
+use super::access::{Access, DecodeCounter, IndexingDecoder};
 use super::budget;
-use super::chunk_table::{self, ChunkCodec};
 use super::codec::{codec_of, Codec, SNIFF_BYTES};
+use super::dispatch::{self, AccessError};
 use super::drop_behind::DropBehind;
-use super::gzip;
 use super::meter::ReadMeter;
 use super::open::{open_file, INPUT_BUFFER};
 use super::positioned::PositionedReader;
@@ -20,7 +19,6 @@ use super::second_reader::SecondReader;
 use super::seek::SeekIndex;
 use super::spill::is_spill_error;
 use super::watch::{Drift, Watch};
-use super::{bzip2, lz4, xz, zstd};
 use super::{SourceError, Stream};
 
 /// One layer file, opened, with its codec known.
@@ -255,8 +253,9 @@ impl LayerSource {
             file = Arc::new(region);
             stream = Some(pass);
         }
-        let pass = match self.codec {
-            Codec::Plain => Pass::Plain(PlainStream {
+        let pass = match dispatch::index_pass(self.codec, Arc::clone(&file), len) {
+            Some(decoder) => Pass::Decoding(decoder),
+            None => Pass::Plain(PlainStream {
                 behind: DropBehind::start(&file),
                 helper: SecondReader::start(&file),
                 inner: BufReader::with_capacity(
@@ -265,13 +264,6 @@ impl LayerSource {
                 ),
                 len,
             }),
-            Codec::Gzip => Pass::Decoding(map_index(gzip::index_pass(file, len), SeekIndex::Gzip)),
-            Codec::Zstd => Pass::Decoding(map_index(zstd::index_pass(file, len), SeekIndex::Zstd)),
-            Codec::Bzip2 => {
-                Pass::Decoding(map_index(bzip2::index_pass(file, len), SeekIndex::Bzip2))
-            }
-            Codec::Xz => Pass::Decoding(map_index(xz::index_pass(file, len), SeekIndex::Xz)),
-            Codec::Lz4 => Pass::Decoding(map_index(lz4::index_pass(file, len), SeekIndex::Lz4)),
         };
         let decoding = matches!(pass, Pass::Decoding(_)).then(budget::Decoding::start);
         IndexPass {
@@ -327,35 +319,19 @@ impl LayerSource {
                 seek
             }
         };
-        let access: io::Result<Box<dyn Access>> = match (self.codec, seek) {
-            (Codec::Plain, SeekIndex::Plain) => Ok(Box::new(PlainAccess(file()))),
-            (Codec::Gzip, SeekIndex::Gzip(index)) => gzip::access(file(), len, index, counter()),
-            (Codec::Zstd, SeekIndex::Zstd(index)) => {
-                zstd::access(file(), len, index, counter(), spill)
-            }
-            (Codec::Bzip2, SeekIndex::Bzip2(index)) => {
-                bzip2::access(file(), len, index, counter(), spill)
-            }
-            (Codec::Xz, SeekIndex::Xz(index)) => xz::access(file(), len, index, counter(), spill),
-            (Codec::Lz4, SeekIndex::Lz4(index)) => {
-                lz4::access(file(), len, index, counter(), spill)
-            }
-            (Codec::Gzip, SeekIndex::Chunks(table)) => {
-                chunk_table::access(file(), len, table, ChunkCodec::Gzip, counter())
-            }
-            (Codec::Zstd, SeekIndex::Chunks(table)) => {
-                chunk_table::access(file(), len, table, ChunkCodec::Zstd, counter())
-            }
-            (codec, seek) => {
-                return Err(SourceError::NotALayer {
-                    path: self.path.clone(),
-                    reason: format!("a stored {seek:?} index does not fit a {codec} layer"),
-                })
-            }
-        };
-        let access = access.map_err(|source| SourceError::Io {
-            path: self.path.clone(),
-            source,
+        let access = dispatch::access(self.codec, seek, file(), len, counter(), spill);
+        let access = access.map_err(|e| match e {
+            AccessError::Misfit(seek) => SourceError::NotALayer {
+                path: self.path.clone(),
+                reason: format!(
+                    "a stored {seek:?} index does not fit a {} layer",
+                    self.codec
+                ),
+            },
+            AccessError::Io(source) => SourceError::Io {
+                path: self.path.clone(),
+                source,
+            },
         })?;
         let _ = self.access.set(access);
         Ok(())
@@ -453,16 +429,6 @@ impl LayerSource {
                 source: e,
             },
         }
-    }
-}
-
-/// Plain tars: the file is the stream.
-#[derive(Debug)]
-struct PlainAccess(Arc<Region>);
-
-impl Access for PlainAccess {
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.0.read_exact_at(buf, offset)
     }
 }
 
