@@ -3,7 +3,9 @@
 //! The data flows through one module per stage, each depending only on the
 //! ones before it:
 //!
-//! - [`source`]: a layer file's bytes, plain or decompressed, by offset;
+//! - [`source`]: a layer file's bytes, plain or decompressed, by offset
+//!   (codec-independent pieces below, one module per codec above them,
+//!   one dispatch on top);
 //! - [`tar`]: one pass over a layer's tar stream, recording each member's
 //!   metadata and where its data lies (all tar dialect handling lives here);
 //! - [`dir`]: a directory as a layer (an extracted layer, an overlayfs

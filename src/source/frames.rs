@@ -9,7 +9,7 @@
 //! | bzip2 | each block, at a bit offset, even in one stream | the indexing pass, which decodes block by block (`bzip2/`) |
 //! | lz4 | each frame | walking the frame headers during the pass |
 //! | xz | each block (`xz -T`, pixz) | the stream index at the end of the file |
-//! | gzip | (the gzip arms of `reader.rs`) | |
+//! | gzip | (not frames: checkpoints, see `gzip/`) | |
 //!
 //! lz4 blocks of one frame may refer to the previous block, so they are not
 //! resume points; a codec with a single frame falls back to the spill
