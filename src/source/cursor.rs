@@ -6,65 +6,77 @@
 //! they are untrusted: every read checks what is left and says `None`
 //! rather than panicking, and each decoder turns that into its own error
 //! (what it was reading is what the message should name). Integers are
-//! little-endian, as every encoder here writes them.
+//! little-endian, as every encoder here writes them; the cache's entry
+//! format (`cache/format.rs`) reads its varints through the same cursor.
 
 /// Why a stored seek index (see `seek.rs`) could not be decoded.
 #[derive(Clone, Copy, Debug, thiserror::Error)]
 #[error("bad seek index: {0}")]
 pub struct SeekDecodeError(pub &'static str);
 
-/// A position in encoded bytes that only moves forward.
+/// A position in encoded bytes that only moves forward. Its reads are
+/// `#[inline]`: the cache's varint loop calls them for every field of
+/// every member, from other modules.
 #[derive(Debug)]
-pub(super) struct ByteCursor<'a>(&'a [u8]);
+pub(crate) struct ByteCursor<'a>(&'a [u8]);
 
 impl<'a> ByteCursor<'a> {
     /// A cursor at the start of `bytes`.
-    pub(super) fn new(bytes: &'a [u8]) -> ByteCursor<'a> {
+    #[inline]
+    pub(crate) fn new(bytes: &'a [u8]) -> ByteCursor<'a> {
         ByteCursor(bytes)
     }
 
     /// The next `n` bytes, if there are that many.
-    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    #[inline]
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let (head, rest) = self.0.split_at_checked(n)?;
         self.0 = rest;
         Some(head)
     }
 
     /// The next `N` bytes as an array.
-    pub(super) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+    #[inline]
+    pub(crate) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         let (head, rest) = self.0.split_first_chunk::<N>()?;
         self.0 = rest;
         Some(*head)
     }
 
     /// The next byte.
-    pub(super) fn u8(&mut self) -> Option<u8> {
+    #[inline]
+    pub(crate) fn u8(&mut self) -> Option<u8> {
         self.array::<1>().map(|[b]| b)
     }
 
     /// The next four bytes as a little-endian integer.
-    pub(super) fn u32(&mut self) -> Option<u32> {
+    #[inline]
+    pub(crate) fn u32(&mut self) -> Option<u32> {
         self.array().map(u32::from_le_bytes)
     }
 
     /// The next eight bytes as a little-endian integer.
-    pub(super) fn u64(&mut self) -> Option<u64> {
+    #[inline]
+    pub(crate) fn u64(&mut self) -> Option<u64> {
         self.array().map(u64::from_le_bytes)
     }
 
     /// The bytes not read yet.
-    pub(super) fn rest(&self) -> &'a [u8] {
+    #[inline]
+    pub(crate) fn rest(&self) -> &'a [u8] {
         self.0
     }
 
     /// How many bytes are left: what a count read from the bytes is
     /// checked against before anything is allocated for it.
-    pub(super) fn len(&self) -> usize {
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
     /// Whether everything was read (trailing bytes are refused).
-    pub(super) fn is_empty(&self) -> bool {
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }

@@ -69,6 +69,7 @@ mod zstd;
 pub use access::DecodeCounter;
 pub use chunk_table::{ChunkTable, TableChunk};
 pub use codec::Codec;
+pub(crate) use cursor::ByteCursor;
 pub use cursor::SeekDecodeError;
 pub use gzip::GzipIndex;
 pub use head::LayerHead;
