@@ -31,9 +31,9 @@
 //!   ([`LayerHead`]).
 //!
 //! The rule, for every file: its `super::` and `crate::source::` imports
-//! name modules of its own floor or one below, never one above, and a
-//! codec never imports another codec; inside a folder the same holds
-//! among its files (each folder's `mod.rs` says its order). This file's
+//! name modules of its own floor or a lower one, never a higher one and
+//! never in a circle, and a codec never imports another codec; inside a
+//! folder the same holds among its files (`gzip/mod.rs` gives its order). This file's
 //! [`Stream`] and [`SourceError`] are for every floor; anything else is
 //! imported from the file that defines it, not through the re-exports
 //! below. Test modules may also use the module's public API
