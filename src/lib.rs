@@ -5,7 +5,9 @@
 //!
 //! - [`digest`]: content digests, parsed once where they enter (the OCI
 //!   rule) and passed on as [`digest::Digest`]; the sha256 that makes one;
-//! - [`source`]: a layer file's bytes, plain or decompressed, by offset;
+//! - [`source`]: a layer file's bytes, plain or decompressed, by offset
+//!   (codec-independent pieces below, one module per codec above them,
+//!   one dispatch on top);
 //! - [`tar`]: one pass over a layer's tar stream, recording each member's
 //!   metadata and where its data lies (all tar dialect handling lives here);
 //! - [`dir`]: a directory as a layer (an extracted layer, an overlayfs
@@ -49,8 +51,9 @@
 //!
 //! `unsafe` code is denied everywhere but in the three modules that wrap C
 //! calls, each of which allows it for itself: `sys` (the system calls the
-//! standard library does not wrap), `source::zlib` (zlib's raw inflate) and
-//! `extract::at` (the directory-relative calls `get` writes with).
+//! standard library does not wrap), `source::gzip::zlib` (zlib's raw
+//! inflate) and `extract::at` (the directory-relative calls `get` writes
+//! with).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 

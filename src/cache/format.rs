@@ -35,7 +35,7 @@
 //! member. Any failure is a [`FormatError`], which the cache turns into
 //! "index the layer again".
 
-use crate::source::{SeekDecodeError, SeekIndex};
+use crate::source::{ByteCursor, SeekDecodeError, SeekIndex};
 use crate::tar::{DataLayout, LayerIndex, Member, MemberKind, SparseSegment};
 use crate::tree::{Backing, Tree, TreeDecodeError, ENCODING_ALIGN};
 
@@ -287,7 +287,7 @@ pub(super) fn decode(
 /// `entry_len` is the file's length.
 pub(super) fn seek_head_len(prefix: &[u8], entry_len: u64) -> Result<usize, FormatError> {
     let (body, _) = check_header(prefix, MAGIC, entry_len)?;
-    let mut r = Reader(body);
+    let mut r = Reader::new(body);
     r.bytes()?;
     let seek_len = r.usize()?;
     let parsed = prefix.len() - r.0.len();
@@ -307,7 +307,7 @@ pub(super) fn decode_seek(
     identity: &[u8],
 ) -> Result<SeekIndex, FormatError> {
     let (body, _) = check_header(head, MAGIC, entry_len)?;
-    let mut r = Reader(body);
+    let mut r = Reader::new(body);
     let found = r.bytes()?;
     let seek = r.bytes()?;
     let covered = body.len() - r.0.len();
@@ -345,7 +345,7 @@ pub(super) fn decode_tree(entry: &Backing, identity: &[u8]) -> Result<Tree, Form
 }
 
 fn decode_tree_body(entry: &Backing, body: &[u8], identity: &[u8]) -> Result<Tree, FormatError> {
-    let mut r = Reader(body);
+    let mut r = Reader::new(body);
     if r.bytes()? != identity {
         return Err(FormatError::OtherLayer);
     }
@@ -363,7 +363,7 @@ fn open<'a>(bytes: &'a [u8], magic: &[u8; 12], identity: &[u8]) -> Result<Reader
     if crc32fast::hash(body) != crc {
         return Err(FormatError::Checksum);
     }
-    let mut body = Reader(body);
+    let mut body = Reader::new(body);
     if body.bytes()? != identity {
         return Err(FormatError::OtherLayer);
     }
@@ -391,7 +391,7 @@ fn check_header<'a>(
         actual: entry_len,
     };
     let (header, body) = bytes.split_at_checked(HEADER_LEN).ok_or_else(truncated)?;
-    let mut header = Reader(header);
+    let mut header = Reader::new(header);
     if header.take(magic.len())? != magic {
         return Err(FormatError::BadMagic);
     }
@@ -601,32 +601,31 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// A cursor over untrusted bytes; every read checks what is left.
-struct Reader<'a>(&'a [u8]);
+/// The source's byte cursor (one for every stored index), with this
+/// format's varints and errors on top.
+struct Reader<'a>(ByteCursor<'a>);
 
 impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader(ByteCursor::new(bytes))
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
-        let (head, rest) = self
-            .0
-            .split_at_checked(n)
-            .ok_or(FormatError::Malformed("a length runs past the end"))?;
-        self.0 = rest;
-        Ok(head)
+        self.0
+            .take(n)
+            .ok_or(FormatError::Malformed("a length runs past the end"))
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], FormatError> {
-        let mut out = [0; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
+        self.0
+            .array()
+            .ok_or(FormatError::Malformed("a length runs past the end"))
     }
 
     fn byte(&mut self) -> Result<u8, FormatError> {
-        let (&b, rest) = self
-            .0
-            .split_first()
-            .ok_or(FormatError::Malformed("ends inside a member"))?;
-        self.0 = rest;
-        Ok(b)
+        self.0
+            .u8()
+            .ok_or(FormatError::Malformed("ends inside a member"))
     }
 
     fn u64(&mut self) -> Result<u64, FormatError> {

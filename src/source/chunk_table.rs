@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 use super::access::{Access, DecodeCounter};
+use super::cursor::{ByteCursor, SeekDecodeError};
 use super::region::Region;
-use super::seek::SeekDecodeError;
 
 /// Decoded chunks kept for the reads that follow: a file read in 128 KiB
 /// pieces decodes each chunk once, and a few files read at once do not
@@ -112,41 +112,34 @@ impl ChunkTable {
 
     /// Decodes what [`ChunkTable::encode`] wrote; never trusts the bytes.
     pub(super) fn decode(bytes: &[u8]) -> Result<ChunkTable, SeekDecodeError> {
-        const FIXED: usize = 5 * 8 + 1;
-        let bad = || SeekDecodeError("truncated chunk table");
-        let (&version, mut rest) = bytes.split_first().ok_or_else(bad)?;
-        if version != FORMAT {
+        const TRUNCATED: SeekDecodeError = SeekDecodeError("truncated chunk table");
+        let mut r = ByteCursor::new(bytes);
+        if r.u8().ok_or(TRUNCATED)? != FORMAT {
             return Err(SeekDecodeError("unknown chunk table version"));
         }
-        let mut take = |n: usize| -> Result<&[u8], SeekDecodeError> {
-            if rest.len() < n {
-                return Err(SeekDecodeError("truncated chunk table"));
-            }
-            let (head, tail) = rest.split_at(n);
-            rest = tail;
-            Ok(head)
-        };
-        let u64_of = |b: &[u8]| b.try_into().map(u64::from_le_bytes).map_err(|_| bad());
-        let count = u64_of(take(8)?)?;
+        let count = r.u64().ok_or(TRUNCATED)?;
         let mut chunks = Vec::new();
         for _ in 0..count {
-            let fixed = take(FIXED)?;
-            let n = |i: usize| u64_of(&fixed[i * 8..i * 8 + 8]);
-            let digest = match fixed[40] {
+            let (Some(out), Some(len), Some(comp), Some(comp_end), Some(skip), Some(flag)) =
+                (r.u64(), r.u64(), r.u64(), r.u64(), r.u64(), r.u8())
+            else {
+                return Err(TRUNCATED);
+            };
+            let digest = match flag {
                 0 => None,
-                1 => Some(<[u8; 32]>::try_from(take(32)?).map_err(|_| bad())?),
+                1 => Some(r.array::<32>().ok_or(TRUNCATED)?),
                 _ => return Err(SeekDecodeError("bad digest flag in a chunk table")),
             };
             chunks.push(TableChunk {
-                out: n(0)?,
-                len: n(1)?,
-                comp: n(2)?,
-                comp_end: n(3)?,
-                skip: n(4)?,
+                out,
+                len,
+                comp,
+                comp_end,
+                skip,
                 digest,
             });
         }
-        if !rest.is_empty() {
+        if !r.is_empty() {
             return Err(SeekDecodeError("trailing bytes after a chunk table"));
         }
         ChunkTable::new(chunks)

@@ -1,6 +1,12 @@
 //! Recognising a layer's codec from its magic bytes.
 
 use std::fmt;
+use std::path::Path;
+
+use super::SourceError;
+
+/// How many leading bytes tell every codec's magic apart.
+pub(super) const SNIFF_BYTES: usize = 8;
 
 /// How a layer file's bytes are encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +73,18 @@ pub(crate) fn sniff(head: &[u8]) -> Sniffed {
         [0x5d, 0x00, 0x00, ..] => Sniffed::Unsupported("lzma"),
         [0x1f, 0x9d, ..] => Sniffed::Unsupported("compress (.Z)"),
         _ => Sniffed::Known(Codec::Plain),
+    }
+}
+
+/// The codec a layer's first bytes (up to [`SNIFF_BYTES`]) name, or why
+/// the layer cannot be read.
+pub(super) fn codec_of(path: &Path, head: &[u8]) -> Result<Codec, SourceError> {
+    match sniff(head) {
+        Sniffed::Known(codec) => Ok(codec),
+        Sniffed::Unsupported(codec) => Err(SourceError::UnsupportedCodec {
+            path: path.to_path_buf(),
+            codec,
+        }),
     }
 }
 

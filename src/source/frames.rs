@@ -6,10 +6,10 @@
 //! | codec | resume points | found by |
 //! | --- | --- | --- |
 //! | zstd | each frame (pzstd, seekable format, zstd:chunked) | the indexing pass, from the decoder's frame ends |
-//! | bzip2 | each block, at a bit offset, even in one stream | the indexing pass, which decodes block by block (`bzip2_streams.rs`) |
+//! | bzip2 | each block, at a bit offset, even in one stream | the indexing pass, which decodes block by block (`bzip2/`) |
 //! | lz4 | each frame | walking the frame headers during the pass |
 //! | xz | each block (`xz -T`, pixz) | the stream index at the end of the file |
-//! | gzip | (the gzip arms of `reader.rs`) | |
+//! | gzip | (not frames: checkpoints, see `gzip/`) | |
 //!
 //! lz4 blocks of one frame may refer to the previous block, so they are not
 //! resume points; a codec with a single frame falls back to the spill
@@ -30,8 +30,8 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::access::{Access, DecodeCounter, IndexingDecoder};
-use super::seek::{SeekDecodeError, SeekIndex};
+use super::access::{skip, Access, DecodeCounter, IndexingDecoder};
+use super::cursor::{ByteCursor, SeekDecodeError};
 use super::spill::{FrameOpener, SegmentSpec, SpillCache};
 
 /// At most this many frames are recorded. Past it, later frames join the
@@ -42,9 +42,6 @@ pub(super) const MAX_FRAMES: usize = 1 << 22;
 
 /// How many parked decoders a layer keeps for reuse.
 const PARKED_DECODERS: usize = 4;
-
-/// Scratch buffer for decoding bytes nobody asked for.
-const SKIP_BUFFER: usize = 128 * 1024;
 
 /// Where one frame starts, in the layer file and in the decompressed stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,23 +79,19 @@ impl FrameTable {
     /// decompressed offset 0, offsets not strictly ascending, `end` before
     /// the last frame.
     pub(super) fn decode(bytes: &[u8]) -> Result<FrameTable, SeekDecodeError> {
-        let mut words = bytes.chunks_exact(8).map(|w| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(w);
-            u64::from_le_bytes(b)
-        });
         if bytes.len() % 8 != 0 {
             return Err(SeekDecodeError("frame table length not a multiple of 8"));
         }
-        let (Some(count), Some(end)) = (words.next(), words.next()) else {
+        let mut r = ByteCursor::new(bytes);
+        let (Some(count), Some(end)) = (r.u64(), r.u64()) else {
             return Err(SeekDecodeError("frame table header missing"));
         };
-        let pairs = (bytes.len() / 8 - 2) / 2;
-        if bytes.len() / 8 % 2 != 0 || count != pairs as u64 || pairs > MAX_FRAMES {
+        let pairs = r.len() / 16;
+        if r.len() % 16 != 0 || count != pairs as u64 || pairs > MAX_FRAMES {
             return Err(SeekDecodeError("frame count does not match the table"));
         }
         let mut frames = Vec::with_capacity(pairs);
-        while let (Some(comp), Some(decomp)) = (words.next(), words.next()) {
+        while let (Some(comp), Some(decomp)) = (r.u64(), r.u64()) {
             frames.push(FrameStart { comp, decomp });
         }
         let table = FrameTable { frames, end };
@@ -131,31 +124,6 @@ impl FrameTable {
     pub(super) fn starts(&self) -> Vec<u64> {
         self.frames.iter().map(|f| f.decomp).collect()
     }
-}
-
-/// Decodes and discards up to `n` bytes, counting them; returns how many
-/// (fewer only at the end of the stream).
-pub(super) fn skip(decoder: &mut dyn Read, n: u64, counter: &DecodeCounter) -> io::Result<u64> {
-    if n == 0 {
-        return Ok(0);
-    }
-    let mut buf = vec![0u8; usize::try_from(n).unwrap_or(SKIP_BUFFER).min(SKIP_BUFFER)];
-    let mut done = 0;
-    while done < n {
-        let want = usize::try_from(n - done)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        match decoder.read(&mut buf[..want]) {
-            Ok(0) => break,
-            Ok(k) => {
-                done += k as u64;
-                counter.add(k as u64);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 /// Random access over a frame table whose frames are each opened by
@@ -405,17 +373,11 @@ pub(super) struct StepPass<D> {
     /// The current frame produced data and is in `table`.
     recorded: bool,
     table: FrameTable,
-    wrap: fn(FrameTable) -> SeekIndex,
 }
 
 impl<D: StepDecoder> StepPass<D> {
-    /// A pass over `file` from its start; `wrap` makes the codec's seek
-    /// index from the table.
-    pub(super) fn new(
-        file: Arc<Region>,
-        decoder: D,
-        wrap: fn(FrameTable) -> SeekIndex,
-    ) -> StepPass<D> {
+    /// A pass over `file` from its start.
+    pub(super) fn new(file: Arc<Region>, decoder: D) -> StepPass<D> {
         StepPass {
             file,
             decoder,
@@ -429,7 +391,6 @@ impl<D: StepDecoder> StepPass<D> {
             in_frame: false,
             recorded: false,
             table: FrameTable::default(),
-            wrap,
         }
     }
 
@@ -505,9 +466,10 @@ impl<D: StepDecoder> Read for StepPass<D> {
     }
 }
 
-impl<D: StepDecoder> IndexingDecoder for StepPass<D> {
-    fn finish(self: Box<Self>) -> io::Result<SeekIndex> {
-        Ok((self.wrap)(self.table))
+/// The frame table, as the codec's own index type.
+impl<D: StepDecoder, I: From<FrameTable>> IndexingDecoder<I> for StepPass<D> {
+    fn finish(self: Box<Self>) -> io::Result<I> {
+        Ok(I::from(self.table))
     }
 }
 
@@ -524,8 +486,8 @@ impl Read for FailedPass {
     }
 }
 
-impl IndexingDecoder for FailedPass {
-    fn finish(self: Box<Self>) -> io::Result<SeekIndex> {
+impl<I> IndexingDecoder<I> for FailedPass {
+    fn finish(self: Box<Self>) -> io::Result<I> {
         Err(io::Error::other("decoder could not be created"))
     }
 }

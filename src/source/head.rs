@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::codec::Codec;
-use super::reader::{codec_of, open_file, INPUT_BUFFER, SNIFF_BYTES};
-use super::{bzip2_streams, lz4_frames, xz_blocks, zstd_frames};
-use super::{BlobFetch, SourceError, Stream};
+use super::codec::{codec_of, Codec, SNIFF_BYTES};
+use super::dispatch;
+use super::open::{open_file, INPUT_BUFFER};
+use super::remote::BlobFetch;
+use super::{SourceError, Stream};
 
 /// The decompressed stream of a layer's first `limit` bytes; see the
 /// module docs.
@@ -90,16 +91,11 @@ impl LayerHead {
         let codec = codec_of(path, &head)?;
         let whole_magic = head.len() == SNIFF_BYTES;
         let bytes = BufReader::with_capacity(INPUT_BUFFER, io::Cursor::new(head).chain(raw));
-        let decoder: io::Result<Box<dyn Read + Send>> = match codec {
-            // Fewer bytes than the longest magic may have been sniffed
-            // wrongly, and hold no tar header and no codec's header either.
-            _ if !whole_magic => Ok(Box::new(io::empty())),
-            Codec::Plain => Ok(Box::new(bytes)),
-            Codec::Gzip => Ok(Box::new(flate2::bufread::MultiGzDecoder::new(bytes))),
-            Codec::Zstd => zstd_frames::stream_decoder(bytes),
-            Codec::Bzip2 => Ok(bzip2_streams::stream_decoder(bytes)),
-            Codec::Xz => xz_blocks::stream_reader(bytes),
-            Codec::Lz4 => Ok(lz4_frames::stream_decoder(bytes)),
+        // Fewer bytes than the longest magic may have been sniffed
+        // wrongly, and hold no tar header and no codec's header either.
+        let decoder: io::Result<Box<dyn Read + Send>> = match whole_magic {
+            false => Ok(Box::new(io::empty())),
+            true => dispatch::stream_decoder(codec, bytes),
         };
         let decoder = decoder.map_err(|source| SourceError::Io {
             path: path.to_path_buf(),
@@ -229,7 +225,7 @@ mod tests {
     fn encoded(data: &[u8]) -> Vec<(Codec, Vec<u8>)> {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(data).expect("gzip");
-        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        let mut bz = ::bzip2::write::BzEncoder::new(Vec::new(), ::bzip2::Compression::fast());
         bz.write_all(data).expect("bzip2");
         let mut xz = Vec::new();
         liblzma::read::XzEncoder::new(data, 1)
@@ -247,7 +243,7 @@ mod tests {
         vec![
             (Codec::Plain, data.to_vec()),
             (Codec::Gzip, gz.finish().expect("gzip")),
-            (Codec::Zstd, zstd::encode_all(data, 3).expect("zstd")),
+            (Codec::Zstd, ::zstd::encode_all(data, 3).expect("zstd")),
             (Codec::Bzip2, bz.finish().expect("bzip2")),
             (Codec::Xz, xz),
             (Codec::Lz4, lz),
@@ -289,7 +285,7 @@ mod tests {
         // bzip2 checks each 100 kB block's CRC as the block ends, so the
         // damage is found well before the head does.
         let data = sample(600_000);
-        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        let mut bz = ::bzip2::write::BzEncoder::new(Vec::new(), ::bzip2::Compression::fast());
         bz.write_all(&data).expect("bzip2");
         let mut bytes = bz.finish().expect("bzip2");
         let third = bytes.len() / 3;

@@ -5,22 +5,54 @@
 //! indexer one sequential pass over the decompressed stream, and serves reads
 //! at any offset of that decompressed stream afterwards. Nothing above this
 //! module knows whether a layer is compressed.
+//!
+//! # Layout
+//!
+//! Three floors, dependencies pointing down:
+//!
+//! - **Bytes and tools** (know no codec): `cursor.rs` (the one reader of
+//!   stored indexes, and [`SeekDecodeError`]), `codec.rs` (magic bytes),
+//!   `open.rs`, `meter.rs`, `budget.rs` (the process's decoding passes and
+//!   cores), `remote/` (a registry blob read by range or as one hashed
+//!   stream: `blob.rs`, `chunk_store.rs`), `region.rs` (a byte range of a
+//!   file or blob, what every codec reads through), `positioned.rs`,
+//!   `watch.rs`, `drop_behind.rs` and `second_reader.rs` (a plain tar's
+//!   pass), `access.rs` (the two interfaces every codec implements),
+//!   `spill.rs` (decoded bytes cached on disk) and `frames.rs` (frame
+//!   tables and reads through them, for codecs with independent frames).
+//! - **Codecs**, one module each, none knowing another: `gzip/`, `zstd/`
+//!   (with its multi-frame pass on several cores), `bzip2/`, `xz.rs`,
+//!   `lz4.rs`, and `chunk_table.rs` (a layer indexed from its table of
+//!   contents). Each has an indexing pass that finishes with its own index
+//!   type, random access through that index, and a streaming decoder.
+//! - **Dispatch**: `seek.rs` ([`SeekIndex`], the enum over the codecs'
+//!   indexes, and its encoding), `dispatch.rs` (the one place that names
+//!   every codec), `reader.rs` ([`LayerSource`]) and `head.rs`
+//!   ([`LayerHead`]).
+//!
+//! The rule, for every file: its `super::` and `crate::source::` imports
+//! name modules of its own floor or a lower one, never a higher one and
+//! never in a circle, and a codec never imports another codec; inside a
+//! folder the same holds among its files (`gzip/mod.rs` gives its order). This file's
+//! [`Stream`] and [`SourceError`] are for every floor; anything else is
+//! imported from the file that defines it, not through the re-exports
+//! below. Test modules may also use the module's public API
+//! ([`LayerSource`]), as its users do.
 
 mod access;
-mod blob;
-mod bzip2_streams;
-mod chunk_store;
+mod budget;
+mod bzip2;
 mod chunk_table;
 mod codec;
-mod deflate_scan;
+mod cursor;
+mod dispatch;
 mod drop_behind;
 mod frames;
 mod gzip;
-mod gzip_parallel;
 mod head;
-mod lz4_frames;
+mod lz4;
 mod meter;
-mod parallel;
+mod open;
 mod positioned;
 mod reader;
 mod region;
@@ -31,20 +63,21 @@ mod spill;
 #[cfg(test)]
 mod test_support;
 mod watch;
-mod xz_blocks;
-mod zlib;
-mod zstd_frames;
+mod xz;
+mod zstd;
 
 pub use access::DecodeCounter;
-pub use blob::BlobFetch;
 pub use chunk_table::{ChunkTable, TableChunk};
 pub use codec::Codec;
+pub(crate) use cursor::ByteCursor;
+pub use cursor::SeekDecodeError;
 pub use gzip::GzipIndex;
 pub use head::LayerHead;
 pub use meter::ReadMeter;
 pub use reader::{IndexPass, LayerSource};
+pub use remote::BlobFetch;
 pub use remote::SpanSums;
-pub use seek::{SeekDecodeError, SeekIndex};
+pub use seek::SeekIndex;
 pub use spill::SpillError;
 
 use std::io::{self, Read};

@@ -8,26 +8,20 @@ use std::sync::{Arc, OnceLock};
 use crate::digest::Digest;
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
-use super::chunk_store::DEFAULT_MAX_BYTES as CHUNK_STORE_BYTES;
-use super::chunk_table::{self, ChunkCodec};
-use super::codec::{sniff, Codec, Sniffed};
+use super::budget;
+use super::codec::{codec_of, Codec, SNIFF_BYTES};
+use super::dispatch::{self, AccessError};
 use super::drop_behind::DropBehind;
-use super::gzip;
-use super::parallel;
+use super::meter::ReadMeter;
+use super::open::{open_file, INPUT_BUFFER};
 use super::positioned::PositionedReader;
 use super::region::Region;
-use super::remote::{is_fetch_error, PassStream, RemoteBlob};
+use super::remote::{is_fetch_error, BlobFetch, PassStream, RemoteBlob, CHUNK_STORE_BYTES};
 use super::second_reader::SecondReader;
 use super::seek::SeekIndex;
 use super::spill::is_spill_error;
 use super::watch::{Drift, Watch};
-use super::{bzip2_streams, lz4_frames, xz_blocks, zstd_frames};
-use super::{BlobFetch, ReadMeter, SourceError, Stream};
-
-/// Read size from the compressed file.
-pub(super) const INPUT_BUFFER: usize = 256 * 1024;
-/// How many leading bytes tell every codec's magic apart.
-pub(super) const SNIFF_BYTES: usize = 8;
+use super::{SourceError, Stream};
 
 /// One layer file, opened, with its codec known.
 ///
@@ -261,8 +255,9 @@ impl LayerSource {
             file = Arc::new(region);
             stream = Some(pass);
         }
-        let pass = match self.codec {
-            Codec::Plain => Pass::Plain(PlainStream {
+        let pass = match dispatch::index_pass(self.codec, Arc::clone(&file), len) {
+            Some(decoder) => Pass::Decoding(decoder),
+            None => Pass::Plain(PlainStream {
                 behind: DropBehind::start(&file),
                 helper: SecondReader::start(&file),
                 inner: BufReader::with_capacity(
@@ -271,13 +266,8 @@ impl LayerSource {
                 ),
                 len,
             }),
-            Codec::Gzip => Pass::Decoding(gzip::index_pass(file, len)),
-            Codec::Zstd => Pass::Decoding(zstd_frames::index_pass(file, len)),
-            Codec::Bzip2 => Pass::Decoding(bzip2_streams::index_pass(file, len)),
-            Codec::Xz => Pass::Decoding(xz_blocks::index_pass(file, len)),
-            Codec::Lz4 => Pass::Decoding(lz4_frames::index_pass(file, len)),
         };
-        let decoding = matches!(pass, Pass::Decoding(_)).then(parallel::Decoding::start);
+        let decoding = matches!(pass, Pass::Decoding(_)).then(budget::Decoding::start);
         IndexPass {
             pass,
             read: 0,
@@ -331,37 +321,19 @@ impl LayerSource {
                 seek
             }
         };
-        let access: io::Result<Box<dyn Access>> = match (self.codec, seek) {
-            (Codec::Plain, SeekIndex::Plain) => Ok(Box::new(PlainAccess(file()))),
-            (Codec::Gzip, SeekIndex::Gzip(index)) => gzip::access(file(), len, index, counter()),
-            (Codec::Zstd, SeekIndex::Zstd(index)) => {
-                zstd_frames::access(file(), len, index, counter(), spill)
-            }
-            (Codec::Bzip2, SeekIndex::Bzip2(index)) => {
-                bzip2_streams::access(file(), len, index, counter(), spill)
-            }
-            (Codec::Xz, SeekIndex::Xz(index)) => {
-                xz_blocks::access(file(), len, index, counter(), spill)
-            }
-            (Codec::Lz4, SeekIndex::Lz4(index)) => {
-                lz4_frames::access(file(), len, index, counter(), spill)
-            }
-            (Codec::Gzip, SeekIndex::Chunks(table)) => {
-                chunk_table::access(file(), len, table, ChunkCodec::Gzip, counter())
-            }
-            (Codec::Zstd, SeekIndex::Chunks(table)) => {
-                chunk_table::access(file(), len, table, ChunkCodec::Zstd, counter())
-            }
-            (codec, seek) => {
-                return Err(SourceError::NotALayer {
-                    path: self.path.clone(),
-                    reason: format!("a stored {seek:?} index does not fit a {codec} layer"),
-                })
-            }
-        };
-        let access = access.map_err(|source| SourceError::Io {
-            path: self.path.clone(),
-            source,
+        let access = dispatch::access(self.codec, seek, file(), len, counter(), spill);
+        let access = access.map_err(|e| match e {
+            AccessError::Misfit(seek) => SourceError::NotALayer {
+                path: self.path.clone(),
+                reason: format!(
+                    "a stored {seek:?} index does not fit a {} layer",
+                    self.codec
+                ),
+            },
+            AccessError::Io(source) => SourceError::Io {
+                path: self.path.clone(),
+                source,
+            },
         })?;
         let _ = self.access.set(access);
         Ok(())
@@ -462,16 +434,6 @@ impl LayerSource {
     }
 }
 
-/// Plain tars: the file is the stream.
-#[derive(Debug)]
-struct PlainAccess(Arc<Region>);
-
-impl Access for PlainAccess {
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.0.read_exact_at(buf, offset)
-    }
-}
-
 /// The indexing pass over one layer; see [`LayerSource::index_pass`].
 pub struct IndexPass {
     pass: Pass,
@@ -480,7 +442,7 @@ pub struct IndexPass {
     /// A remote blob's stream, hashed as the pass reads it.
     stream: Option<Arc<PassStream>>,
     /// Counted among the decoding passes while it lives.
-    _decoding: Option<parallel::Decoding>,
+    _decoding: Option<budget::Decoding>,
 }
 
 impl std::fmt::Debug for IndexPass {
@@ -496,7 +458,7 @@ enum Pass {
     /// A plain tar: member data is skipped by seeking.
     Plain(PlainStream),
     /// A compressed layer: data is decompressed and discarded.
-    Decoding(Box<dyn IndexingDecoder>),
+    Decoding(Box<dyn IndexingDecoder<SeekIndex>>),
 }
 
 impl IndexPass {
@@ -558,35 +520,6 @@ impl Stream for IndexPass {
         }?;
         self.read += skipped;
         Ok(skipped)
-    }
-}
-
-/// Opens a layer file, refusing directories; returns it with its metadata.
-pub(super) fn open_file(path: &Path) -> Result<(File, std::fs::Metadata), SourceError> {
-    let io_err = |source| SourceError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(io_err)?;
-    let meta = file.metadata().map_err(io_err)?;
-    if meta.is_dir() {
-        return Err(SourceError::NotALayer {
-            path: path.to_path_buf(),
-            reason: "is a directory".into(),
-        });
-    }
-    Ok((file, meta))
-}
-
-/// The codec a layer's first bytes (up to [`SNIFF_BYTES`]) name, or why
-/// the layer cannot be read.
-pub(super) fn codec_of(path: &Path, head: &[u8]) -> Result<Codec, SourceError> {
-    match sniff(head) {
-        Sniffed::Known(codec) => Ok(codec),
-        Sniffed::Unsupported(codec) => Err(SourceError::UnsupportedCodec {
-            path: path.to_path_buf(),
-            codec,
-        }),
     }
 }
 

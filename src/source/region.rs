@@ -11,8 +11,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use super::meter::ReadMeter;
 use super::remote::{PassStream, RemoteBlob};
-use super::ReadMeter;
 
 /// Where a region's bytes are.
 #[derive(Clone, Debug)]

@@ -1,13 +1,14 @@
 //! What the indexing pass learns about a layer's compression, so that later
 //! reads can start near the bytes they want instead of at the start.
 
-use super::bzip2_streams::Bzip2Index;
+use super::bzip2::Bzip2Index;
 use super::chunk_table::ChunkTable;
+use super::cursor::SeekDecodeError;
 use super::gzip::GzipIndex;
-use super::lz4_frames::Lz4Index;
+use super::lz4::Lz4Index;
 use super::remote::SpanSums;
-use super::xz_blocks::XzIndex;
-use super::zstd_frames::ZstdIndex;
+use super::xz::XzIndex;
+use super::zstd::ZstdIndex;
 
 /// A layer's random-access map, built during the indexing pass and stored
 /// with its tar index: a remount needs no pass over the layer.
@@ -32,11 +33,6 @@ pub enum SeekIndex {
     /// file's chunks, read and checked one by one.
     Chunks(ChunkTable),
 }
-
-/// Why a stored [`SeekIndex`] could not be decoded.
-#[derive(Debug, thiserror::Error)]
-#[error("bad seek index: {0}")]
-pub struct SeekDecodeError(pub &'static str);
 
 /// Format tags of the encoded variants.
 const TAG_PLAIN: u8 = 0;
@@ -121,7 +117,7 @@ impl SeekIndex {
 mod tests {
     use super::*;
     use crate::source::frames::{FrameStart, FrameTable};
-    use crate::source::xz_blocks::XzBlock;
+    use crate::source::xz::XzBlock;
 
     #[test]
     fn encodings_round_trip_and_garbage_is_refused() {

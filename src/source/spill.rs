@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::Duration;
 
-use super::access::{Access, DecodeCounter};
+use super::access::{skip, Access, DecodeCounter};
 
 /// How far a fill runs past the offset asked for: reads come in FUSE-sized
 /// pieces (128 KiB), so this saves a lock round per piece when reading
@@ -238,7 +238,7 @@ impl SpillCache {
             Some((pos, decoder)) if pos <= rel => (pos, decoder),
             _ => (0, (self.open)(segment.spec.frame)?),
         };
-        pos += super::frames::skip(&mut decoder, rel - pos, &self.counter)?;
+        pos += skip(&mut decoder, rel - pos, &self.counter)?;
         if pos < rel {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -311,7 +311,7 @@ impl SpillCache {
             Some(decoder) => decoder,
             None => {
                 let mut decoder = (self.open)(spec.frame)?;
-                let skipped = super::frames::skip(&mut decoder, filled, &self.counter)?;
+                let skipped = skip(&mut decoder, filled, &self.counter)?;
                 if skipped < filled {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }

@@ -5,7 +5,6 @@ use std::io::{self, Read, Seek, Write};
 use std::sync::Arc;
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
-use super::seek::SeekIndex;
 
 /// An unlinked temporary file holding `bytes`.
 pub(super) fn temp_file(bytes: &[u8]) -> Region {
@@ -17,12 +16,12 @@ pub(super) fn temp_file(bytes: &[u8]) -> Region {
 
 /// Runs a codec's indexing pass over `file` (`len` bytes), checks that it
 /// hands out exactly `expect`, and returns the index it built.
-pub(super) fn index_of(
-    index_pass: fn(Arc<Region>, u64) -> Box<dyn IndexingDecoder>,
+pub(super) fn index_of<I>(
+    index_pass: fn(Arc<Region>, u64) -> Box<dyn IndexingDecoder<I>>,
     file: &Arc<Region>,
     len: u64,
     expect: &[u8],
-) -> SeekIndex {
+) -> I {
     let mut pass = index_pass(Arc::clone(file), len);
     let mut all = Vec::new();
     pass.read_to_end(&mut all).expect("pass");

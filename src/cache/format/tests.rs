@@ -169,18 +169,18 @@ fn varints_round_trip_at_the_edges() {
         put_u64(&mut out, v);
         put_i64(&mut out, v as i64);
     }
-    let mut r = Reader(&out);
+    let mut r = Reader::new(&out);
     for v in values {
         assert_eq!(r.u64().expect("u64"), v);
         assert_eq!(r.i64().expect("i64"), v as i64);
     }
     assert!(r.0.is_empty());
     // Eleven continuation bytes, and a tenth byte above the top bit.
-    assert!(Reader(&[0x80; 11]).u64().is_err());
+    assert!(Reader::new(&[0x80; 11]).u64().is_err());
     let mut over = vec![0xff; 9];
     over.push(0x02);
-    assert!(Reader(&over).u64().is_err());
-    assert!(Reader(&[0x80]).u64().is_err());
+    assert!(Reader::new(&over).u64().is_err());
+    assert!(Reader::new(&[0x80]).u64().is_err());
 }
 
 #[test]

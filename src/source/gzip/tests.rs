@@ -1,6 +1,15 @@
+use super::access::{GzipAccess, Parking};
+use super::index::FORMAT;
+use super::parallel;
+use super::pass::{index_pass_with, GzipPass, Parallel, SPACING};
+use super::zlib::{Flush, Inflater};
 use super::*;
+use crate::source::access::{Access, DecodeCounter, IndexingDecoder};
+use crate::source::region::Region;
 use std::io::Write;
+use std::io::{self, Read};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Text-like data: words from a small vocabulary in pseudo-random
 /// order, which deflate compresses about 3:1 with blocks of ordinary
@@ -80,10 +89,7 @@ fn index(file: &Arc<Region>, len: u64, spacing: u64, data: &[u8]) -> io::Result<
         all.extend_from_slice(&buf[..n]);
     }
     assert!(all == data, "the pass streams the decompressed bytes");
-    match pass.finish()? {
-        SeekIndex::Gzip(index) => Ok(index),
-        other => panic!("not a gzip index: {other:?}"),
-    }
+    pass.finish()
 }
 
 fn open(file: &Arc<Region>, len: u64, index: GzipIndex) -> (Box<dyn Access>, Arc<DecodeCounter>) {
@@ -226,9 +232,7 @@ fn a_cold_read_inflates_at_most_one_span() {
     let (_f, file, len) = temp(&gz);
     let mut pass = index_pass(Arc::clone(&file), len);
     io::copy(&mut pass, &mut io::sink()).expect("pass");
-    let SeekIndex::Gzip(index) = pass.finish().expect("finish") else {
-        panic!("not a gzip index")
-    };
+    let index = pass.finish().expect("finish");
     let spans = index.checkpoints.len();
     assert!((10..=12).contains(&spans), "{spans} checkpoints");
 
@@ -319,9 +323,7 @@ fn reads_after_a_pass_that_stopped_early() {
     let mut head = vec![0; 700_000];
     pass.read_exact(&mut head).expect("read");
     assert!(head[..] == data[..700_000]);
-    let SeekIndex::Gzip(index) = pass.finish().expect("finish") else {
-        panic!("not a gzip index")
-    };
+    let index = pass.finish().expect("finish");
     assert_eq!(index.end, None);
     let last = index.checkpoints.last().map_or(0, |c| c.out);
     assert!((500_000..=700_000).contains(&last), "{index:?}");
@@ -474,7 +476,7 @@ fn damaged_stored_indexes_are_errors() {
 
 /// Streams a pass to its end or its first error, in odd-sized reads
 /// and skips, as the tar parser does.
-fn stream(pass: &mut dyn IndexingDecoder) -> (Vec<u8>, Option<io::Error>) {
+fn stream(pass: &mut dyn IndexingDecoder<GzipIndex>) -> (Vec<u8>, Option<io::Error>) {
     let mut all = Vec::new();
     let mut buf = vec![0; 7919];
     let mut turn = 0u64;
@@ -616,7 +618,7 @@ fn speculative_pass_streams_and_indexes_exactly_as_one_inflater() {
     }
 }
 
-const MARKED_FOR_TESTS: u64 = gzip_parallel::MARKED_AHEAD;
+const MARKED_FOR_TESTS: u64 = parallel::MARKED_AHEAD;
 
 /// Workers that wait for their window, and a second and third member
 /// (inflated by one inflater after the first) end as one inflater

@@ -50,7 +50,7 @@ fn plain_gzip_and_zstd_read_the_same_bytes() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&data).expect("gzip");
     let gz = write_temp(&gz.finish().expect("gzip"));
-    let zst = write_temp(&zstd::encode_all(&data[..], 3).expect("zstd"));
+    let zst = write_temp(&::zstd::encode_all(&data[..], 3).expect("zstd"));
     for (file, codec) in [
         (&plain, Codec::Plain),
         (&gz, Codec::Gzip),
@@ -73,7 +73,7 @@ fn concatenated_gzip_members_and_zstd_frames_read_as_one_stream() {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(chunk).expect("gzip");
         gz.extend(e.finish().expect("gzip"));
-        zst.extend(zstd::encode_all(chunk, 1).expect("zstd"));
+        zst.extend(::zstd::encode_all(chunk, 1).expect("zstd"));
     }
     for bytes in [gz, zst] {
         let file = write_temp(&bytes);
@@ -89,7 +89,7 @@ fn concatenated_gzip_members_and_zstd_frames_read_as_one_stream() {
 #[test]
 fn bzip2_xz_and_lz4_read_the_same_bytes() {
     let data = sample(300_000);
-    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    let mut bz = ::bzip2::write::BzEncoder::new(Vec::new(), ::bzip2::Compression::fast());
     bz.write_all(&data).expect("bzip2");
     let bz = write_temp(&bz.finish().expect("bzip2"));
     let mut xz = Vec::new();
@@ -110,7 +110,7 @@ fn bzip2_xz_and_lz4_read_the_same_bytes() {
 #[test]
 fn an_unusable_spill_dir_falls_back_to_decoding_per_read() {
     let data = sample(100_000);
-    let zst = write_temp(&zstd::encode_all(&data[..], 3).expect("zstd"));
+    let zst = write_temp(&::zstd::encode_all(&data[..], 3).expect("zstd"));
     let mut src = LayerSource::open(zst.path()).expect("open");
     let dir = tempfile::tempdir().expect("dir");
     // A regular file where the directory should be.
@@ -153,7 +153,7 @@ fn gzip_and_zstd(data: &[u8]) -> [Vec<u8>; 2] {
     gz.write_all(data).expect("gzip");
     [
         gz.finish().expect("gzip"),
-        zstd::encode_all(data, 3).expect("zstd"),
+        ::zstd::encode_all(data, 3).expect("zstd"),
     ]
 }
 
@@ -237,7 +237,7 @@ fn a_range_of_a_file_reads_as_a_layer_of_its_own() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&data).expect("gzip");
     let gz = gz.finish().expect("gzip");
-    let zst = zstd::encode_all(&data[..], 3).expect("zstd");
+    let zst = ::zstd::encode_all(&data[..], 3).expect("zstd");
     for (layer, codec) in [
         (&data, Codec::Plain),
         (&gz, Codec::Gzip),

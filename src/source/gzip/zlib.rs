@@ -3,7 +3,7 @@
 //! many bits of the last input byte are unused there (`data_type`), and
 //! resuming mid-stream from such a point (`inflatePrime` plus
 //! `inflateSetDictionary`). Those are what gzip random access is built on
-//! (see `gzip.rs`).
+//! (see `members.rs` and `parallel.rs`).
 //!
 //! All of layerfs's `unsafe` code for zlib lives in this file.
 #![allow(unsafe_code)]

@@ -25,8 +25,13 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
 
-use super::blob::BlobFetch;
-use super::chunk_store::ChunkStore;
+mod blob;
+mod chunk_store;
+
+use crate::source::cursor::ByteCursor;
+pub use blob::BlobFetch;
+use chunk_store::ChunkStore;
+pub(crate) use chunk_store::DEFAULT_MAX_BYTES as CHUNK_STORE_BYTES;
 
 /// The unit of fetching, caching and checking: big enough that a request's
 /// round trip is paid for (a registry that redirects to object storage
@@ -95,29 +100,20 @@ impl SpanSums {
     /// Decodes what [`SpanSums::encode`] wrote at the start of `bytes`;
     /// returns it and the rest. Sums of another chunk size are refused.
     pub(super) fn decode(bytes: &[u8]) -> Option<(SpanSums, &[u8])> {
-        let (chunk, rest) = bytes.split_first_chunk::<8>()?;
-        let (count, rest) = rest.split_first_chunk::<8>()?;
-        let (digest, mut rest) = rest.split_first_chunk::<32>()?;
-        if u64::from_le_bytes(*chunk) != CHUNK {
+        let mut r = ByteCursor::new(bytes);
+        let (chunk, count, digest) = (r.u64()?, r.u64()?, r.array::<32>()?);
+        if chunk != CHUNK {
             return None;
         }
-        let count = usize::try_from(u64::from_le_bytes(*count)).ok()?;
-        if count > rest.len() / 32 {
+        let count = usize::try_from(count).ok()?;
+        if count > r.len() / 32 {
             return None;
         }
         let mut chunks = Vec::with_capacity(count);
         for _ in 0..count {
-            let (sum, tail) = rest.split_first_chunk::<32>()?;
-            chunks.push(*sum);
-            rest = tail;
+            chunks.push(r.array::<32>()?);
         }
-        Some((
-            SpanSums {
-                digest: *digest,
-                chunks,
-            },
-            rest,
-        ))
+        Some((SpanSums { digest, chunks }, r.rest()))
     }
 
     /// The digest as an image names it: `sha256:<hex>`.

@@ -6,7 +6,7 @@
 //!
 //! - The compressed member is cut into chunks of [`CHUNK`] bytes. A worker
 //!   takes the next chunk and looks for the first bit in it where a block
-//!   could start ([`super::deflate_scan`]) and a trial inflate gets through a
+//!   could start ([`deflate_scan`]) and a trial inflate gets through a
 //!   block: that is the chunk's start, found the same way by whoever asks
 //!   first.
 //! - The 32 KiB before a chunk are not known yet, so its worker inflates it
@@ -50,9 +50,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::deflate_scan;
-use super::gzip::{Input, WINDOW};
-use super::region::Region;
+use super::index::WINDOW;
+use super::input::Input;
 use super::zlib::{Flush, Inflated, Inflater};
+use crate::source::region::Region;
 
 /// Compressed bytes per chunk: enough that finding a start and the marked
 /// stretch after it are a small part of inflating it; small enough that

@@ -25,9 +25,9 @@ use liblzma::bufread::XzDecoder;
 use liblzma::stream::{Stream, CONCATENATED};
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
+use super::cursor::{ByteCursor, SeekDecodeError};
 use super::frames::{FailedPass, FrameAccess, FramePolicy, MAX_FRAMES};
 use super::positioned::PositionedReader;
-use super::seek::{SeekDecodeError, SeekIndex};
 use super::spill::{FrameOpener, SpillAccess};
 
 /// Blocks longer than this (decompressed) are spilled: xz decodes at about
@@ -84,34 +84,30 @@ impl XzIndex {
     /// Decodes what [`XzIndex::encode`] wrote; refuses wrong lengths and
     /// blocks that are not in order, overlap, or lie before their header.
     pub(super) fn decode(bytes: &[u8]) -> Result<XzIndex, SeekDecodeError> {
+        const LENGTH: SeekDecodeError = SeekDecodeError("xz index length");
         if bytes.len() % 8 != 0 || bytes.len() < 16 || (bytes.len() / 8 - 2) % 4 != 0 {
-            return Err(SeekDecodeError("xz index length"));
+            return Err(LENGTH);
         }
-        let words: Vec<u64> = bytes
-            .chunks_exact(8)
-            .map(|w| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(w);
-                u64::from_le_bytes(b)
-            })
-            .collect();
-        let count = (words.len() - 2) / 4;
-        if words[0] != count as u64 || count > MAX_FRAMES {
+        let mut r = ByteCursor::new(bytes);
+        let (Some(stored_count), Some(end)) = (r.u64(), r.u64()) else {
+            return Err(LENGTH);
+        };
+        let count = r.len() / 32;
+        if stored_count != count as u64 || count > MAX_FRAMES {
             return Err(SeekDecodeError("xz block count does not match"));
         }
-        let blocks: Vec<XzBlock> = words[2..]
-            .chunks_exact(4)
-            .map(|w| XzBlock {
-                header: w[0],
-                comp: w[1],
-                comp_end: w[2],
-                decomp: w[3],
-            })
-            .collect();
-        let index = XzIndex {
-            blocks,
-            end: words[1],
-        };
+        let mut blocks = Vec::with_capacity(count);
+        while let (Some(header), Some(comp), Some(comp_end), Some(decomp)) =
+            (r.u64(), r.u64(), r.u64(), r.u64())
+        {
+            blocks.push(XzBlock {
+                header,
+                comp,
+                comp_end,
+                decomp,
+            });
+        }
+        let index = XzIndex { blocks, end };
         if !index.well_formed() {
             return Err(SeekDecodeError("xz blocks out of order"));
         }
@@ -170,8 +166,8 @@ impl Read for XzPass {
     }
 }
 
-impl IndexingDecoder for XzPass {
-    fn finish(self: Box<Self>) -> io::Result<SeekIndex> {
+impl IndexingDecoder<XzIndex> for XzPass {
+    fn finish(self: Box<Self>) -> io::Result<XzIndex> {
         let index = match read_indexes(&self.file, self.file_len) {
             Ok(index) if index.end >= self.read => index,
             Ok(index) => {
@@ -188,12 +184,12 @@ impl IndexingDecoder for XzPass {
             }
         };
         let end = index.end.max(self.read);
-        Ok(SeekIndex::Xz(XzIndex { end, ..index }))
+        Ok(XzIndex { end, ..index })
     }
 }
 
 /// The indexing pass over an xz layer.
-pub(super) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder> {
+pub(crate) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder<XzIndex>> {
     match whole_decoder(&file, file_len) {
         Ok(decoder) => Box::new(XzPass {
             file,
@@ -447,9 +443,7 @@ mod tests {
     fn indexed(bytes: &[u8], expect: &[u8]) -> (Box<dyn Access>, XzIndex, Arc<DecodeCounter>) {
         let file = Arc::new(temp_file(bytes));
         let len = bytes.len() as u64;
-        let SeekIndex::Xz(index) = index_of(index_pass, &file, len, expect) else {
-            panic!("not an xz index")
-        };
+        let index = index_of(index_pass, &file, len, expect);
         let mut encoded = Vec::new();
         index.encode(&mut encoded);
         assert_eq!(XzIndex::decode(&encoded).ok(), Some(index.clone()));

@@ -2,7 +2,7 @@
 //!
 //! deflate marks nothing: a block begins at whatever bit the previous one's
 //! end-of-block code ended on. To inflate a gzip member from its middle
-//! (see [`super::gzip_parallel`]) a worker looks for bits that *could* be a
+//! (see [`super::parallel`]) a worker looks for bits that *could* be a
 //! block start and lets a trial inflate, and in the end the block chain
 //! itself, decide. Two kinds of start are looked for, as rapidgzip does:
 //!
@@ -265,7 +265,7 @@ fn decode_table(lengths: &[u8; 19]) -> [(u8, u8); 1 << CODE_LENGTH_BITS] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::zlib::{Flush, Inflater};
+    use crate::source::gzip::zlib::{Flush, Inflater};
     use flate2::Compression;
 
     /// Text-like data with some repetition, so encoders pick dynamic codes.

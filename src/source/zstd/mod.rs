@@ -9,18 +9,22 @@
 //! A single-frame layer, or frames too long to decode per read, are served
 //! through the spill cache (see [`super::frames`]).
 
-use super::region::Region;
 use std::io::{self, BufRead, Read};
 use std::path::Path;
 use std::sync::Arc;
 
 use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
-use super::access::{Access, DecodeCounter, IndexingDecoder};
-use super::frames::{table_access, FailedPass, FrameTable, Step, StepDecoder, StepPass};
-use super::parallel::{self, Cut, ParallelPass};
-use super::positioned::PositionedReader;
-use super::seek::{SeekDecodeError, SeekIndex};
+mod parallel;
+
+use parallel::{Cut, ParallelPass};
+
+use crate::source::access::{Access, DecodeCounter, IndexingDecoder};
+use crate::source::budget;
+use crate::source::cursor::SeekDecodeError;
+use crate::source::frames::{table_access, FailedPass, FrameTable, Step, StepDecoder, StepPass};
+use crate::source::positioned::PositionedReader;
+use crate::source::region::Region;
 
 /// Frames longer than this (decompressed) are spilled. A frame decoded
 /// per read costs, on average, decoding half of it for every cold read:
@@ -85,35 +89,37 @@ pub(super) fn new_step() -> io::Result<ZstdStep> {
     new_decoder().map(ZstdStep)
 }
 
-pub(super) fn wrap(table: FrameTable) -> SeekIndex {
-    SeekIndex::Zstd(ZstdIndex(table))
+impl From<FrameTable> for ZstdIndex {
+    fn from(table: FrameTable) -> ZstdIndex {
+        ZstdIndex(table)
+    }
 }
 
 /// The indexing pass: decodes the whole layer from its start, recording
 /// frames; several frames at once when there are cores to spare (see
 /// [`super::parallel`]).
-pub(super) fn index_pass(file: Arc<Region>, _file_len: u64) -> Box<dyn IndexingDecoder> {
+pub(crate) fn index_pass(file: Arc<Region>, _file_len: u64) -> Box<dyn IndexingDecoder<ZstdIndex>> {
     // A remote blob is streamed once, in order: frames fetched at many
     // places at once would each be a request of their own.
     let workers = if file.is_remote() {
         1
     } else {
-        parallel::workers()
+        budget::workers()
     };
     index_pass_on(file, workers)
 }
 
 /// [`index_pass`] with `workers` decoding threads; 1 decodes on the
 /// caller's thread.
-fn index_pass_on(file: Arc<Region>, workers: usize) -> Box<dyn IndexingDecoder> {
+fn index_pass_on(file: Arc<Region>, workers: usize) -> Box<dyn IndexingDecoder<ZstdIndex>> {
     if workers > 1 {
-        let pass = ParallelPass::start(Arc::clone(&file), walk, new_step, workers, wrap);
+        let pass = ParallelPass::start(Arc::clone(&file), walk, new_step, workers);
         if let Some(pass) = pass {
             return Box::new(pass);
         }
     }
     match new_step() {
-        Ok(step) => Box::new(StepPass::new(file, step, wrap)),
+        Ok(step) => Box::new(StepPass::new(file, step)),
         Err(e) => Box::new(FailedPass(Some(e))),
     }
 }
@@ -270,9 +276,7 @@ mod tests {
     ) -> (Box<dyn Access>, ZstdIndex, Arc<DecodeCounter>) {
         let file = Arc::new(temp_file(bytes));
         let len = bytes.len() as u64;
-        let SeekIndex::Zstd(index) = index_of(index_pass, &file, len, expect) else {
-            panic!("not a zstd index")
-        };
+        let index = index_of(index_pass, &file, len, expect);
         let counter = Arc::new(DecodeCounter::default());
         let access = access(file, len, index.clone(), Arc::clone(&counter), dir).expect("access");
         (access, index, counter)

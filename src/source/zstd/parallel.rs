@@ -30,10 +30,9 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::access::IndexingDecoder;
-use super::frames::{FrameStart, FrameTable, StepDecoder, StepPass, MAX_FRAMES};
-use super::region::Region;
-use super::seek::SeekIndex;
+use crate::source::access::IndexingDecoder;
+use crate::source::frames::{FrameStart, FrameTable, StepDecoder, StepPass, MAX_FRAMES};
+use crate::source::region::Region;
 
 /// Decoded bytes per piece handed from a worker to the pass.
 const CHUNK: usize = 1024 * 1024;
@@ -43,10 +42,6 @@ const CHUNK: usize = 1024 * 1024;
 /// worker ahead of the pass finishes its frame and moves on rather than
 /// idling.
 pub(super) const JOB_BUFFER: usize = 8 * CHUNK;
-
-/// Workers decoding frames at most, whatever the core count: past this the
-/// pass is bound by reading the file and handing bytes out.
-const MAX_WORKERS: usize = 4;
 
 /// What the splitter found at a compressed offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,43 +60,6 @@ pub(super) type Walk = fn(file: &Region, at: u64, len: u64) -> Cut;
 
 /// Makes a fresh decoder for one frame.
 pub(super) type MakeDecoder<D> = fn() -> io::Result<D>;
-
-/// Decoding passes running in this process now (several layers are
-/// indexed at once).
-static DECODING: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts one decoding pass for as long as it lives.
-#[derive(Debug)]
-pub(super) struct Decoding(());
-
-impl Decoding {
-    pub(super) fn start() -> Decoding {
-        DECODING.fetch_add(1, Ordering::Relaxed);
-        Decoding(())
-    }
-}
-
-impl Drop for Decoding {
-    fn drop(&mut self) {
-        DECODING.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Whether the decoding passes now running leave a core idle: work that
-/// only pays on an idle core (a gzip chunk inflated ahead, partly twice)
-/// waits for one.
-pub(super) fn spare_core() -> bool {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    DECODING.load(Ordering::Relaxed) < cores
-}
-
-/// How many workers a pass gets on this machine; 1 means the one-core pass
-/// is the better choice (nobody to decode ahead).
-pub(super) fn workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(MAX_WORKERS)
-}
 
 /// One piece of work: decode `file[comp..end]` (to the file's end if
 /// `end` is `None`) and send it, in order, to `out`.
@@ -158,7 +116,6 @@ struct Shared {
     /// Chunks handed out and given back, for reuse.
     spare: Mutex<Vec<Vec<u8>>>,
     spare_max: usize,
-    wrap: fn(FrameTable) -> SeekIndex,
 }
 
 impl Shared {
@@ -207,7 +164,6 @@ impl ParallelPass {
         walk: Walk,
         make: MakeDecoder<D>,
         workers: usize,
-        wrap: fn(FrameTable) -> SeekIndex,
     ) -> Option<ParallelPass> {
         let workers = workers.max(1);
         let (work_tx, work_rx) = channel::<Work>();
@@ -218,7 +174,6 @@ impl ParallelPass {
             buffered: Buffered::default(),
             spare: Mutex::new(Vec::new()),
             spare_max: workers + 2,
-            wrap,
         });
         let mut threads = Vec::new();
         for n in 0..workers {
@@ -358,7 +313,8 @@ impl Read for ParallelPass {
     }
 }
 
-impl IndexingDecoder for ParallelPass {
+/// The frame table, as the codec's own index type.
+impl<I: From<FrameTable>> IndexingDecoder<I> for ParallelPass {
     fn skip(&mut self, n: u64) -> io::Result<u64> {
         let mut done = 0;
         while done < n && self.fill()? {
@@ -371,12 +327,12 @@ impl IndexingDecoder for ParallelPass {
         Ok(done)
     }
 
-    fn finish(mut self: Box<Self>) -> io::Result<SeekIndex> {
+    fn finish(mut self: Box<Self>) -> io::Result<I> {
         if self.fill()? {
             return Err(io::Error::other("the pass was finished before its end"));
         }
         self.stop();
-        Ok((self.shared.wrap)(std::mem::take(&mut self.table)))
+        Ok(I::from(std::mem::take(&mut self.table)))
     }
 }
 
@@ -423,7 +379,7 @@ fn work<D: StepDecoder>(
         };
         let open = || -> io::Result<StepPass<D>> {
             let region = file.slice(comp, end)?;
-            Ok(StepPass::new(Arc::new(region), make()?, shared.wrap))
+            Ok(StepPass::new(Arc::new(region), make()?))
         };
         let sent = match open() {
             Ok(pass) => decode(pass, &out, shared),
@@ -549,7 +505,7 @@ fn redo<D: StepDecoder>(
 mod tests {
     use super::*;
     use crate::source::test_support::{far_data, temp_file};
-    use crate::source::zstd_frames::{new_step, wrap};
+    use crate::source::zstd::new_step;
 
     /// The frame at `at`, found by zstd itself rather than by the walk the
     /// pass is normally given, so that these tests are of the pipeline.
@@ -564,7 +520,7 @@ mod tests {
 
     fn start(bytes: &[u8], workers: usize) -> ParallelPass {
         let file = Arc::new(temp_file(bytes));
-        ParallelPass::start(file, frame_after, new_step, workers, wrap).expect("threads")
+        ParallelPass::start(file, frame_after, new_step, workers).expect("threads")
     }
 
     /// 64 frames of 1 MiB: far more than may ever be buffered.

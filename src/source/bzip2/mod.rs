@@ -45,18 +45,20 @@
 //! Indexes stored before block tables existed hold only the stream table;
 //! they still work, through stream decoders and the spill cache as before.
 
-use super::region::Region;
+use crate::source::region::Region;
 use std::io::{self, BufRead, Cursor, Read};
 use std::path::Path;
 use std::sync::Arc;
 
 use bzip2::{Decompress, Status};
 
-use super::access::{Access, DecodeCounter, IndexingDecoder};
-use super::frames::{table_access, FrameAccess, FramePolicy, FrameStart, FrameTable, MAX_FRAMES};
-use super::positioned::PositionedReader;
-use super::seek::{SeekDecodeError, SeekIndex};
-use super::spill::FrameOpener;
+use crate::source::access::{Access, DecodeCounter, IndexingDecoder};
+use crate::source::cursor::{ByteCursor, SeekDecodeError};
+use crate::source::frames::{
+    table_access, FrameAccess, FramePolicy, FrameStart, FrameTable, MAX_FRAMES,
+};
+use crate::source::positioned::PositionedReader;
+use crate::source::spill::FrameOpener;
 
 /// Streams longer than this (decompressed) are spilled, for indexes without
 /// a block table: pbzip2's 900 kB streams are decoded per read, a
@@ -132,53 +134,55 @@ impl Bzip2Index {
     /// block not at offset 0, a block longer than [`MAX_BLOCK_BYTES`], a bad
     /// level, blocks past the stream table's end.
     pub(super) fn decode(bytes: &[u8]) -> Result<Bzip2Index, SeekDecodeError> {
-        let count = read_u64(bytes, 0).ok_or(SeekDecodeError("bzip2 table header missing"))?;
+        const MISMATCH: SeekDecodeError =
+            SeekDecodeError("bzip2 stream count does not match the table");
+        const BLOCKS_MISMATCH: SeekDecodeError =
+            SeekDecodeError("bzip2 block count does not match the table");
+        // The stream table's own count, read ahead to find where it ends.
+        let count = ByteCursor::new(bytes)
+            .u64()
+            .ok_or(SeekDecodeError("bzip2 table header missing"))?;
         let streams_len = usize::try_from(count)
             .ok()
             .filter(|&c| c <= MAX_FRAMES)
             .map(|c| 16 + 16 * c)
             .filter(|&l| l <= bytes.len())
-            .ok_or(SeekDecodeError(
-                "bzip2 stream count does not match the table",
-            ))?;
-        let (head, rest) = bytes.split_at(streams_len);
-        let streams = FrameTable::decode(head)?;
-        if rest.is_empty() {
+            .ok_or(MISMATCH)?;
+        let mut r = ByteCursor::new(bytes);
+        let streams = FrameTable::decode(r.take(streams_len).ok_or(MISMATCH)?)?;
+        if r.is_empty() {
             return Ok(Bzip2Index {
                 streams,
                 blocks: None,
             });
         }
-        let count = read_u64(rest, 0).ok_or(SeekDecodeError("bzip2 block count missing"))?;
-        let body = &rest[8..];
-        if usize::try_from(count).map_or(true, |c| {
-            c > MAX_FRAMES || c.checked_mul(BLOCK_ENCODED) != Some(body.len())
-        }) {
-            return Err(SeekDecodeError(
-                "bzip2 block count does not match the table",
-            ));
+        let count = r
+            .u64()
+            .ok_or(SeekDecodeError("bzip2 block count missing"))?;
+        let count = usize::try_from(count)
+            .ok()
+            .filter(|&c| c <= MAX_FRAMES && c.checked_mul(BLOCK_ENCODED) == Some(r.len()))
+            .ok_or(BLOCKS_MISMATCH)?;
+        let mut blocks = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (Some(bit), Some(end_bit), Some(decomp), Some(level)) =
+                (r.u64(), r.u64(), r.u64(), r.u8())
+            else {
+                return Err(BLOCKS_MISMATCH);
+            };
+            blocks.push(Bzip2Block {
+                bit,
+                end_bit,
+                decomp,
+                level,
+            });
         }
-        let blocks: Vec<Bzip2Block> = body
-            .chunks_exact(BLOCK_ENCODED)
-            .map(|c| Bzip2Block {
-                bit: read_u64(c, 0).unwrap_or(0),
-                end_bit: read_u64(c, 8).unwrap_or(0),
-                decomp: read_u64(c, 16).unwrap_or(0),
-                level: c[24],
-            })
-            .collect();
         check_blocks(&blocks, &streams)?;
         Ok(Bzip2Index {
             streams,
             blocks: Some(blocks),
         })
     }
-}
-
-/// The little-endian u64 at `at`, if `bytes` holds it.
-fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    let b: [u8; 8] = bytes.get(at..at.checked_add(8)?)?.try_into().ok()?;
-    Some(u64::from_le_bytes(b))
 }
 
 fn check_blocks(blocks: &[Bzip2Block], streams: &FrameTable) -> Result<(), SeekDecodeError> {
@@ -555,19 +559,19 @@ impl Read for BlockPass {
     }
 }
 
-impl IndexingDecoder for BlockPass {
-    fn finish(self: Box<Self>) -> io::Result<SeekIndex> {
+impl IndexingDecoder<Bzip2Index> for BlockPass {
+    fn finish(self: Box<Self>) -> io::Result<Bzip2Index> {
         // Every recorded block is wholly decoded, so reads may go to
         // `decomp` even if the tar parser stopped inside the last block.
-        Ok(SeekIndex::Bzip2(Bzip2Index {
+        Ok(Bzip2Index {
             streams: self.streams,
             blocks: self.blocks,
-        }))
+        })
     }
 }
 
 /// The indexing pass: decodes every block from the start, recording them.
-pub(super) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder> {
+pub(crate) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder<Bzip2Index>> {
     Box::new(BlockPass {
         file,
         file_len,

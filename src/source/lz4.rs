@@ -22,9 +22,9 @@ use std::sync::Arc;
 use lz4_flex::frame::FrameDecoder;
 
 use super::access::{Access, DecodeCounter, IndexingDecoder};
+use super::cursor::SeekDecodeError;
 use super::frames::{table_access, FrameStart, FrameTable, MAX_FRAMES};
 use super::positioned::PositionedReader;
-use super::seek::{SeekDecodeError, SeekIndex};
 
 /// Frames longer than this (decompressed) are spilled; lz4 decodes at
 /// several GB/s.
@@ -229,14 +229,14 @@ impl Read for Lz4Frames {
     }
 }
 
-impl IndexingDecoder for Lz4Frames {
-    fn finish(self: Box<Self>) -> io::Result<SeekIndex> {
-        Ok(SeekIndex::Lz4(Lz4Index(self.table.unwrap_or_default())))
+impl IndexingDecoder<Lz4Index> for Lz4Frames {
+    fn finish(self: Box<Self>) -> io::Result<Lz4Index> {
+        Ok(Lz4Index(self.table.unwrap_or_default()))
     }
 }
 
 /// The indexing pass: decodes every frame from the start, recording them.
-pub(super) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder> {
+pub(crate) fn index_pass(file: Arc<Region>, file_len: u64) -> Box<dyn IndexingDecoder<Lz4Index>> {
     Box::new(Lz4Frames::new(
         file,
         file_len,
@@ -360,9 +360,7 @@ mod tests {
     fn indexed(bytes: &[u8], expect: &[u8]) -> (Box<dyn Access>, Lz4Index, Arc<DecodeCounter>) {
         let file = Arc::new(temp_file(bytes));
         let len = bytes.len() as u64;
-        let SeekIndex::Lz4(index) = index_of(index_pass, &file, len, expect) else {
-            panic!("not an lz4 index")
-        };
+        let index = index_of(index_pass, &file, len, expect);
         let counter = Arc::new(DecodeCounter::default());
         let dir = std::env::temp_dir();
         let access = access(file, len, index.clone(), Arc::clone(&counter), &dir).expect("access");
