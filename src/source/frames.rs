@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 
 use super::access::{skip, Access, DecodeCounter, IndexingDecoder};
 use super::cursor::{ByteCursor, SeekDecodeError};
-use super::spill::{FrameOpener, SegmentSpec, SpillCache};
+use super::spill::{Finisher, FrameOpener, SegmentSpec, SpillCache, FINISH_LIMIT};
 
 /// At most this many frames are recorded. Past it, later frames join the
 /// last recorded one, which is always correct for decoders that run on
@@ -187,7 +187,10 @@ pub(super) struct FrameAccess {
     continues: bool,
     /// Per frame, its spill segment if it is spilled.
     spilled: Vec<Option<usize>>,
-    spill: SpillCache,
+    spill: Arc<SpillCache>,
+    /// Decodes the rest of a spilled frame a read started, ahead of the
+    /// frame's next reads.
+    finisher: Finisher,
     parked: Mutex<Vec<Parked>>,
     counter: Arc<DecodeCounter>,
 }
@@ -234,12 +237,19 @@ impl FrameAccess {
                 })
             })
             .collect();
+        let spill = Arc::new(SpillCache::new(
+            spill_dir,
+            segments,
+            Arc::clone(&open),
+            Arc::clone(&counter),
+        ));
         FrameAccess {
             starts,
-            open: Arc::clone(&open),
+            open,
             continues: policy.continues,
             spilled,
-            spill: SpillCache::new(spill_dir, segments, open, Arc::clone(&counter)),
+            finisher: Finisher::new(Arc::clone(&spill), FINISH_LIMIT),
+            spill,
             parked: Mutex::new(Vec::new()),
             counter,
         }
@@ -320,7 +330,10 @@ impl Access for FrameAccess {
             };
             let piece = &mut buf[done..done + n];
             match self.spilled[frame] {
-                Some(segment) => self.spill.read(segment, pos, piece)?,
+                Some(segment) => {
+                    self.spill.read(segment, pos, piece)?;
+                    self.finisher.offer(segment);
+                }
                 None => self.read_direct(frame, pos, piece)?,
             }
             done += n;

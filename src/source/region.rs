@@ -144,6 +144,17 @@ impl Region {
         }
     }
 
+    /// Starts reading `offset..offset + len` of the range into the page
+    /// cache, without waiting; nothing for a remote blob. Only a hint.
+    pub(crate) fn read_ahead(&self, offset: u64, len: u64) {
+        if let (Some(file), Some(at)) = (self.file(), self.base.checked_add(offset)) {
+            let len = len.min(self.len.saturating_sub(offset));
+            if let Err(e) = crate::sys::read_into_page_cache(file, at, len) {
+                log::debug!("no read-ahead: {e}");
+            }
+        }
+    }
+
     /// The meter counting this range's reads, if any.
     pub(crate) fn meter(&self) -> Option<&Arc<ReadMeter>> {
         self.meter.as_ref()

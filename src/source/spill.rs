@@ -46,6 +46,9 @@ use std::time::Duration;
 
 use super::access::{skip, Access, DecodeCounter};
 
+mod finish;
+pub(super) use finish::{Finisher, FINISH_LIMIT};
+
 /// How far a fill runs past the offset asked for: reads come in FUSE-sized
 /// pieces (128 KiB), so this saves a lock round per piece when reading
 /// forward, and bounds the decode buffer.
@@ -116,6 +119,11 @@ struct Segment {
 }
 
 impl Segment {
+    /// Its length, if its end is known.
+    fn len(&self) -> Option<u64> {
+        self.spec.end.map(|end| end.saturating_sub(self.spec.start))
+    }
+
     fn signal(&self) {
         let _progress = lock(&self.progress);
         self.advanced.notify_all();
@@ -361,6 +369,46 @@ impl SpillCache {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         Ok(())
+    }
+
+    /// Whether segment `seg` is at most `limit` bytes long and not yet in
+    /// the file to its end: what [`Finisher`] may finish.
+    fn unfinished(&self, seg: usize, limit: u64) -> bool {
+        !self.failed.load(Ordering::Relaxed)
+            && self.segments.get(seg).is_some_and(|segment| {
+                segment
+                    .len()
+                    .is_some_and(|len| len <= limit && segment.filled.load(Ordering::Acquire) < len)
+            })
+    }
+
+    /// Decodes segment `seg` to its end with the decoder a read left at
+    /// its watermark, one [`FILL_CHUNK`] per hold of its lock, so that a
+    /// read needing more of it waits for one chunk at most. Stops when
+    /// the segment has no decoder (none was left, or reads of other
+    /// segments took it back): finishing never decodes again what is in
+    /// the file. A failure is left for the reads that reach it to report.
+    fn finish(&self, seg: usize) {
+        let Some(segment) = self.segments.get(seg) else {
+            return;
+        };
+        let Some(len) = segment.len() else {
+            return;
+        };
+        loop {
+            let mut filler = lock(&segment.filler);
+            let filled = segment.filled.load(Ordering::Acquire);
+            if filled >= len || filler.decoder.is_none() || self.failed.load(Ordering::Relaxed) {
+                return;
+            }
+            let result = self.fill_locked(segment, &mut filler, (filled + 1).min(len));
+            drop(filler);
+            segment.signal();
+            if let Err(e) = result {
+                log::debug!("spill segment {seg} not finished ahead of reads: {e}");
+                return;
+            }
+        }
     }
 
     /// The cache file, created on first use.

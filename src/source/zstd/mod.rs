@@ -37,6 +37,11 @@ use crate::source::region::Region;
 /// one-frame layer.
 const DIRECT_LIMIT: u64 = 2 * 1024 * 1024;
 
+/// Most compressed bytes of a frame asked of the disk at once when a read
+/// opens it: a pzstd frame (3 MiB of an 8 MiB frame at -3), not all of a
+/// layer of one frame.
+const READ_AHEAD_LIMIT: u64 = 8 * 1024 * 1024;
+
 /// Compressed input buffered per decoder opened for a read.
 const INPUT_BUFFER: usize = 128 * 1024;
 
@@ -253,10 +258,19 @@ pub(super) fn access(
     spill_dir: &Path,
 ) -> io::Result<Box<dyn Access>> {
     let table = index.0;
+    let comps: Vec<u64> = table.frames.iter().map(|f| f.comp).collect();
     Ok(table_access(
         table,
         "zstd frame",
-        move |comp| decoder_at(&file, file_len, comp),
+        move |comp| {
+            // A cold frame read in the decoder's 128 KiB pieces waited on
+            // the disk once per piece (the kernel reads ahead 128 KiB);
+            // asked for at once, it arrives while the start decodes.
+            let next = comps.partition_point(|&c| c <= comp);
+            let end = comps.get(next).copied().unwrap_or(file_len);
+            file.read_ahead(comp, end.saturating_sub(comp).min(READ_AHEAD_LIMIT));
+            decoder_at(&file, file_len, comp)
+        },
         DIRECT_LIMIT,
         spill_dir,
         counter,
