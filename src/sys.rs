@@ -155,18 +155,22 @@ pub fn map_readonly(file: &std::fs::File) -> io::Result<memmap2::Mmap> {
 /// Tells the kernel that the `len` bytes of `file` from `offset` will not
 /// be read again soon, so that their page-cache pages can be freed now.
 pub fn drop_from_page_cache(file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    advise(file, offset, len, libc::POSIX_FADV_DONTNEED)
+}
+
+/// Asks the kernel to read the `len` bytes of `file` from `offset` into
+/// the page cache, without waiting for them.
+pub fn read_into_page_cache(file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    advise(file, offset, len, libc::POSIX_FADV_WILLNEED)
+}
+
+fn advise(file: &std::fs::File, offset: u64, len: u64, advice: libc::c_int) -> io::Result<()> {
     let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "range past 2^63");
     let offset = i64::try_from(offset).map_err(|_| too_big())?;
     let len = i64::try_from(len).map_err(|_| too_big())?;
     // SAFETY: posix_fadvise only reads its integer arguments.
-    let rc = unsafe {
-        libc::posix_fadvise(
-            std::os::fd::AsRawFd::as_raw_fd(file),
-            offset,
-            len,
-            libc::POSIX_FADV_DONTNEED,
-        )
-    };
+    let rc =
+        unsafe { libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(file), offset, len, advice) };
     match rc {
         0 => Ok(()),
         errno => Err(io::Error::from_raw_os_error(errno)),
