@@ -5,7 +5,8 @@
 //! files of one directory, which lie end to end in their layer. The thread
 //! reads each run of them in one request of up to [`SPAN_MAX`] bytes (a
 //! compressed layer decodes it on this thread, so the reader's core only
-//! copies pages), and hands each file's bytes to the kernel, which then
+//! copies pages; only while the indexing passes leave a core spare, the
+//! budget `source::spare_core` keeps), and hands each file's bytes to the kernel, which then
 //! serves the reader's reads of them without asking the daemon. What it
 //! pushes is what a read of the same file would have served; a file it
 //! cannot read is left for the reader's own read, which reports the error.
@@ -302,6 +303,11 @@ fn push(shared: &Shared) {
             let Some(layer) = shared.stack.layers().get(first.layer) else {
                 break;
             };
+            // Decoding ahead pays only on a core that indexing passes
+            // leave idle; without one the reader decodes what it reads.
+            if plain_file(layer).is_none() && !crate::source::spare_core() {
+                break;
+            }
             if layer.read_exact_at(start, &mut buf).is_err() {
                 // Left to the reader's own reads, which report it.
                 break;

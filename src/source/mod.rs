@@ -42,6 +42,7 @@ pub use codec::Codec;
 pub use gzip::GzipIndex;
 pub use head::LayerHead;
 pub use meter::ReadMeter;
+pub use parallel::spare_core;
 pub use reader::{IndexPass, LayerSource};
 pub use remote::SpanSums;
 pub use seek::{SeekDecodeError, SeekIndex};
