@@ -154,3 +154,35 @@ fn two_readers_in_order_at_once_match_the_layers() {
         }
     });
 }
+
+#[test]
+fn a_directory_layer_read_in_order_matches_its_files() {
+    require!(Fuse);
+    let (mut layers, mut files) = stack();
+    // A directory layer on top: a new directory, and files of a/ replaced.
+    let top = layers.dir().join("top");
+    std::fs::create_dir_all(top.join("c")).expect("mkdir");
+    std::fs::create_dir_all(top.join("a")).expect("mkdir");
+    for n in 0..400u64 {
+        let path = format!("c/h{n:03}");
+        let content = pseudo_random((n * 977 % 20_000) as usize, 20_000 + n);
+        std::fs::write(top.join(&path), &content).expect("write a file");
+        files.insert(path, content);
+    }
+    for n in (1..700u64).step_by(9).filter(|n| n % 17 != 3) {
+        let path = format!("a/f{n:04}");
+        let content = pseudo_random(2000, 30_000 + n);
+        std::fs::write(top.join(&path), &content).expect("write a file");
+        files.insert(path, content);
+    }
+    layers.paths.push(top);
+    let mount = layers.mount();
+    let mut seen = 0;
+    for dir in ["c", "a", "a/sub", "b"] {
+        for path in listed(mount.path(), dir) {
+            check(mount.path(), &path, &files[&path]);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, files.len());
+}
