@@ -8,15 +8,18 @@ use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    INodeNo, InitFlags, KernelConfig, Notifier, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
+    Request,
 };
 
 use super::faults::FaultLog;
+use super::pusher::Pusher;
 use crate::stack::{Stack, StackError};
 use crate::tree::{Ino, Node, NodeKind};
 
@@ -37,7 +40,7 @@ thread_local! {
 
 /// The filesystem served over FUSE: a stack, read-only.
 pub(super) struct LayerFs {
-    stack: Stack,
+    stack: Arc<Stack>,
     /// Whether the kernel checks permissions (`default_permissions`).
     permission_checks: bool,
     /// The kernel can open files without asking (FUSE_NO_OPEN_SUPPORT):
@@ -46,11 +49,21 @@ pub(super) struct LayerFs {
     /// The same for directories (FUSE_NO_OPENDIR_SUPPORT).
     zero_message_opendir: bool,
     faults: FaultLog,
+    /// Puts files a reader is about to read in the page cache.
+    pusher: Pusher,
 }
 
 impl LayerFs {
-    pub(super) fn new(stack: Stack, permission_checks: bool) -> LayerFs {
+    /// The filesystem of `stack`; `notifier` is set once the session
+    /// exists, and read ahead is off until then.
+    pub(super) fn new(
+        stack: Stack,
+        permission_checks: bool,
+        notifier: Arc<OnceLock<Notifier>>,
+    ) -> LayerFs {
+        let stack = Arc::new(stack);
         LayerFs {
+            pusher: Pusher::new(Arc::clone(&stack), notifier),
             stack,
             permission_checks,
             zero_message_open: false,
@@ -225,6 +238,11 @@ impl Filesystem for LayerFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
+        // The kernel asks only for what it has not cached: a read at a
+        // file's start is a file the reader came to uncached.
+        if offset == 0 {
+            self.pusher.missed(ino.0);
+        }
         READ_BUFFER.with_borrow_mut(|buf| {
             let want = size as usize;
             if buf.len() < want {

@@ -6,6 +6,8 @@ mod faults;
 mod fs;
 pub mod mountinfo;
 mod options;
+mod pusher;
+mod readahead;
 mod source;
 
 use std::io;
@@ -115,7 +117,12 @@ pub fn serve(
     config.acl = options.acl();
     config.n_threads = Some(options.threads());
     config.clone_fd = true;
-    let fs = LayerFs::new(stack, options.permission_checks());
+    let notifier = std::sync::Arc::new(std::sync::OnceLock::new());
+    let fs = LayerFs::new(
+        stack,
+        options.permission_checks(),
+        std::sync::Arc::clone(&notifier),
+    );
     let (session, mut unmounter) =
         match mount_directly(mountpoint, options).map_err(io_err("mount failed"))? {
             Some(dev) => {
@@ -134,6 +141,7 @@ pub fn serve(
                 (session, unmounter)
             }
         };
+    let _ = notifier.set(session.notifier());
     let server = std::thread::Builder::new()
         .name("layerfs-session".into())
         .spawn(move || {

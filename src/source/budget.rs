@@ -35,7 +35,7 @@ impl Drop for Decoding {
 /// Whether the decoding passes now running leave a core idle: work that
 /// only pays on an idle core (a gzip chunk inflated ahead, partly twice)
 /// waits for one.
-pub(super) fn spare_core() -> bool {
+pub fn spare_core() -> bool {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     DECODING.load(Ordering::Relaxed) < cores
 }

@@ -67,6 +67,7 @@ mod xz;
 mod zstd;
 
 pub use access::DecodeCounter;
+pub use budget::spare_core;
 pub use chunk_table::{ChunkTable, TableChunk};
 pub use codec::Codec;
 pub(crate) use cursor::ByteCursor;
