@@ -197,6 +197,35 @@ impl GzipIndex {
         Ok(GzipIndex { checkpoints, end })
     }
 
+    /// Where each checkpoint resumes: the bit of the file (see
+    /// `window_use.rs`, which reads the stream from there).
+    pub(super) fn checkpoint_bits(&self) -> Vec<u64> {
+        self.checkpoints
+            .iter()
+            .map(|c| c.input * 8 - u64::from(c.bits))
+            .collect()
+    }
+
+    /// The window of checkpoint `i`, inflated.
+    pub(super) fn window(&self, i: usize) -> io::Result<Vec<u8>> {
+        self.checkpoints
+            .get(i)
+            .ok_or_else(|| corrupt("no such gzip checkpoint"))?
+            .window()
+    }
+
+    /// Replaces the window of checkpoint `i` by `window`, of the same
+    /// length (a sparse one: see `window_use.rs`).
+    pub(super) fn set_window(&mut self, i: usize, window: &[u8]) -> io::Result<()> {
+        let checkpoint = self
+            .checkpoints
+            .get_mut(i)
+            .filter(|c| c.window_len as usize == window.len())
+            .ok_or_else(|| corrupt("no gzip checkpoint with a window of that length"))?;
+        checkpoint.window = compress_window(window)?;
+        Ok(())
+    }
+
     /// The last checkpoint at or before `offset`, if any.
     fn checkpoint_before(&self, offset: u64) -> Option<&Checkpoint> {
         let after = self.checkpoints.partition_point(|c| c.out <= offset);
@@ -234,6 +263,16 @@ impl<'a> Bytes<'a> {
     fn u64(&mut self) -> Result<u64, SeekDecodeError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
+}
+
+/// A checkpoint's window as the index keeps it: raw-deflate compressed.
+fn compress_window(window: &[u8]) -> io::Result<Vec<u8>> {
+    let mut z = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(WINDOW / 2),
+        flate2::Compression::default(),
+    );
+    z.write_all(window)?;
+    z.finish()
 }
 
 fn corrupt(msg: &'static str) -> io::Error {
@@ -876,18 +915,13 @@ impl GzipPass {
         }
         let history = self.history - (self.write - end);
         let window = &self.out[end - history.min(WINDOW)..end];
-        let mut z = flate2::write::DeflateEncoder::new(
-            Vec::with_capacity(WINDOW / 2),
-            flate2::Compression::default(),
-        );
-        z.write_all(window)?;
         let input = bit.div_ceil(8);
         self.index.checkpoints.push(Checkpoint {
             out,
             input,
             bits: (input * 8 - bit) as u8,
             window_len: window.len() as u32,
-            window: z.finish()?,
+            window: compress_window(window)?,
         });
         self.last = out;
         Ok(())

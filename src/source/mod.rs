@@ -31,6 +31,7 @@ mod spill;
 #[cfg(test)]
 mod test_support;
 mod watch;
+mod window_use;
 mod xz_blocks;
 mod zlib;
 mod zstd_frames;
@@ -46,6 +47,7 @@ pub use reader::{IndexPass, LayerSource};
 pub use remote::SpanSums;
 pub use seek::{SeekDecodeError, SeekIndex};
 pub use spill::SpillError;
+pub use window_use::{sparsen_windows, SparseCount};
 
 use std::io::{self, Read};
 use std::path::PathBuf;
