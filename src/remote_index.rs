@@ -53,9 +53,9 @@ pub const LAYER_MEDIA_TYPE: &str = "application/vnd.layerfs.index.layer.v1+zstd"
 /// The media type of the first artifacts: the cache entry as it is.
 const PLAIN_LAYER_MEDIA_TYPE: &str = "application/vnd.layerfs.index.layer.v1";
 
-/// zstd's level for the index blobs: they are compressed once, at push,
-/// and fetched by every first mount.
-const ZSTD_LEVEL: i32 = 19;
+/// zstd's level for the index blobs: on the entries of a 415 MB image,
+/// level 19 took 4 s for half a percent less than level 9 in 0.1 s.
+const ZSTD_LEVEL: i32 = 9;
 
 /// Annotation of an index blob: the digest of the layer blob it indexes.
 const LAYER_DIGEST: &str = "dev.layerfs.layer.digest";
