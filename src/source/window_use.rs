@@ -35,6 +35,11 @@ const FIRST_FETCH: usize = 48 * 1024;
 /// encoder) keeps its whole window.
 const MAX_FETCH: usize = 1 << 20;
 
+/// Checkpoints checked at once, each on a thread of its own with a ranged
+/// GET of its own: a registry's round trip, not the decoding, is most of
+/// the time.
+const AT_ONCE: usize = 8;
+
 /// What became of one checkpoint's window.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Sparsened {
@@ -102,42 +107,75 @@ pub fn sparsen_windows(seek: &mut SeekIndex, blob: &dyn BlobFetch) -> io::Result
         },
         _ => return Ok(SparseCount::default()),
     };
+    let bits = index.checkpoint_bits();
     let mut count = SparseCount::default();
-    for (i, bit) in index.checkpoint_bits().into_iter().enumerate() {
-        let window = index.window(i)?;
-        let start = bit / 8;
-        let skip = (bit % 8) as u8;
-        let mut want = FIRST_FETCH;
-        let outcome = loop {
-            let len = usize::try_from(blob.len().saturating_sub(start))
-                .unwrap_or(usize::MAX)
-                .min(want);
-            let mut input = vec![0u8; len];
-            blob.fetch(start, &mut input)?;
-            count.fetched += len as u64;
-            match sparsen(&input, skip, &window) {
-                Sparsened::Short if len == want && want < MAX_FETCH => want *= 4,
-                Sparsened::Short => break Sparsened::Full("the blob ends too soon after it"),
-                done => break done,
+    let numbered: Vec<(usize, u64)> = bits.into_iter().enumerate().collect();
+    for batch in numbered.chunks(AT_ONCE) {
+        let shared = &*index;
+        let outcomes: Vec<io::Result<(Sparsened, Vec<u8>, u64)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = batch
+                .iter()
+                .map(|&(i, bit)| scope.spawn(move || one_window(shared.window(i)?, bit, blob)))
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("a window's check panicked")))
+                })
+                .collect()
+        });
+        for (&(i, bit), outcome) in batch.iter().zip(outcomes) {
+            let (outcome, window, fetched) = outcome?;
+            count.fetched += fetched;
+            match outcome {
+                Sparsened::Sparse(sparse) => {
+                    count.sparse += 1;
+                    count.zeroed +=
+                        window.iter().zip(&sparse).filter(|(a, b)| a != b).count() as u64;
+                    index.set_window(i, &sparse)?;
+                }
+                Sparsened::Full(reason) => {
+                    log::debug!(
+                        "{}: the gzip checkpoint at bit {bit} keeps its whole window: {reason}",
+                        blob.name()
+                    );
+                    count.full += 1;
+                }
+                Sparsened::Short => count.full += 1,
             }
-        };
-        match outcome {
-            Sparsened::Sparse(sparse) => {
-                count.sparse += 1;
-                count.zeroed += window.iter().zip(&sparse).filter(|(a, b)| a != b).count() as u64;
-                index.set_window(i, &sparse)?;
-            }
-            Sparsened::Full(reason) => {
-                log::debug!(
-                    "{}: the gzip checkpoint at bit {bit} keeps its whole window: {reason}",
-                    blob.name()
-                );
-                count.full += 1;
-            }
-            Sparsened::Short => count.full += 1,
         }
     }
     Ok(count)
+}
+
+/// What becomes of `window`, the window of the checkpoint at `bit` of
+/// `blob`, with the window itself and the bytes fetched to tell.
+fn one_window(
+    window: Vec<u8>,
+    bit: u64,
+    blob: &dyn BlobFetch,
+) -> io::Result<(Sparsened, Vec<u8>, u64)> {
+    let start = bit / 8;
+    let skip = (bit % 8) as u8;
+    let mut want = FIRST_FETCH;
+    let mut fetched = 0;
+    loop {
+        let len = usize::try_from(blob.len().saturating_sub(start))
+            .unwrap_or(usize::MAX)
+            .min(want);
+        let mut input = vec![0u8; len];
+        blob.fetch(start, &mut input)?;
+        fetched += len as u64;
+        match sparsen(&input, skip, &window) {
+            Sparsened::Short if len == want && want < MAX_FETCH => want *= 4,
+            Sparsened::Short => {
+                let outcome = Sparsened::Full("the blob ends too soon after it");
+                return Ok((outcome, window, fetched));
+            }
+            done => return Ok((done, window, fetched)),
+        }
+    }
 }
 
 /// Why [`same_output`] could not tell.
