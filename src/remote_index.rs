@@ -24,9 +24,14 @@
 //! made sparse, every byte the deflate stream after the checkpoint never
 //! copies zeroed, and proven to inflate the same before it replaces the
 //! whole one (see `source/window_use.rs`), so that zstd then takes the
-//! zeros away. An artifact of the first layout, media type
-//! `application/vnd.layerfs.index.layer.v1` and the entry uncompressed, is
-//! still read as it is.
+//! zeros away. The local cache keeps its entries whole: proving a sparse
+//! window takes the compressed bytes after the checkpoint again, which
+//! the indexing pass has gone past by the time the window is known, and
+//! the entries are not what a first mount fetches. An entry taken from
+//! the registry is stored as it came, sparse (the same entry format: a
+//! window is only ever given to zlib as history). An artifact of the
+//! first layout, media type `application/vnd.layerfs.index.layer.v1` and
+//! the entry uncompressed, is still read as it is.
 //!
 //! Nothing fetched is trusted beyond what is checked: the manifest and
 //! each blob against their digests, the subject against the image, each
