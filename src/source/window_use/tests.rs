@@ -216,3 +216,26 @@ fn a_sparse_index_reads_every_byte_as_the_whole_one() {
         assert!(buf == data[start..end], "bytes {start}..{end}");
     }
 }
+
+#[test]
+fn any_bytes_give_an_answer_never_a_panic() {
+    let window = noise(WINDOW, 30);
+    let (stream, at) = flushed(&window, &noise(60_000, 31), 6);
+    for seed in 0..3000u64 {
+        let len = (seed as usize * 7919) % 3000;
+        let mut input = noise(len, seed + 100);
+        // Half of them start as a real stream, damaged further on.
+        if seed % 2 == 0 {
+            let real = &stream[at..];
+            let keep = (seed as usize * 31) % real.len().min(len.max(1));
+            input[..keep].copy_from_slice(&real[..keep]);
+        }
+        let skip = (seed % 8) as u8;
+        let short = &window[(seed as usize * 13) % WINDOW..];
+        for w in [&window[..], short] {
+            if let Sparsened::Sparse(sparse) = sparsen(&input, skip, w) {
+                assert_eq!(sparse.len(), w.len());
+            }
+        }
+    }
+}
