@@ -25,22 +25,26 @@
 # Bytes are those the registry's access log says it sent for blob GETs.
 # The converted layouts are kept in the work directory, as the source is.
 #
-# Usage: scripts/bench-registry.sh [--work DIR] [--delay MS] [--toc-only]
+# Usage: scripts/bench-registry.sh [--work DIR] [--delay MS] [--toc-only] [--prepare]
 #   --delay MS   adds MS of latency each way on loopback (tc netem), as a
 #                registry across a network has; needs the sch_netem module.
 #   --toc-only   measures only the first mounts with an empty cache (plain
 #                first pass, pushed index, eStargz, zstd:chunked).
+#   --prepare    only builds and converts the images (minutes of CPU), so
+#                that a timed run finds them in the work directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=/tmp/layerfs-bench-registry
 DELAY=0
 TOC_ONLY=0
+PREPARE=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --work) WORK=$2; shift 2 ;;
     --delay) DELAY=$2; shift 2 ;;
     --toc-only) TOC_ONLY=1; shift ;;
-    *) echo "usage: $0 [--work DIR] [--delay MS] [--toc-only]" >&2; exit 2 ;;
+    --prepare) PREPARE=1; shift ;;
+    *) echo "usage: $0 [--work DIR] [--delay MS] [--toc-only] [--prepare]" >&2; exit 2 ;;
   esac
 done
 for tool in docker-registry skopeo pigz python3 containerd ctr ctr-remote; do
@@ -172,6 +176,10 @@ mapfile -t SHARE < <(find /usr/share -type f | LC_ALL=C sort)
 LAST=${SHARE[-1]#/}
 MID=${SHARE[${#SHARE[@]} / 2]#/}
 unset SHARE
+if [[ $PREPARE == 1 ]]; then
+  echo "images ready in $WORK" >&2
+  exit 0
+fi
 
 # --- the registry ----------------------------------------------------------
 PORT=$((20000 + RANDOM % 10000))

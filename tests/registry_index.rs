@@ -24,12 +24,13 @@ use common::proxy::Proxy;
 use common::registry::Registry;
 use common::tree::{snapshot, Fields, Mtime};
 use common::{assert_tree, Expected, Mount};
-use fixtures::{images, oci_source, CROSS_TAG};
+use fixtures::{big, images, oci_source, BIG_TAG, CROSS_TAG};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
 const ARTIFACT_TYPE: &str = "application/vnd.layerfs.index.v1";
 const LAYER_DIGEST: &str = "dev.layerfs.layer.digest";
+const INDEX_LAYER: &str = "application/vnd.layerfs.index.layer.v1+zstd";
 
 /// What umoci's unpack preserves (as in tests/registry.rs).
 const UMOCI_FIELDS: Fields = Fields {
@@ -433,4 +434,100 @@ fn index_push_and_the_lookup_log_in_to_a_token_registry() {
     listed.expect_success("layerfs ls through a token registry");
     assert_eq!(index_warnings(&listed.stderr), Vec::<&str>::new());
     assert_eq!(rig.layer_bytes_served(), 0, "{:#?}", rig.proxy.exchanges());
+}
+
+/// Every file under `root`, by path, with its bytes.
+fn contents(root: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("lstat");
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if meta.is_file() {
+                let bytes = std::fs::read(&path).expect("read a file");
+                out.push((path.strip_prefix(root).expect("under root").into(), bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_gzip_layer_travels_with_sparse_windows_and_reads_the_same() {
+    require!(Fuse, Tool("umoci"), Tool("docker-registry"), Tool("skopeo"));
+    // Half of the big layer is noise, which no back-reference copies: the
+    // windows of checkpoints there need none of their bytes.
+    let big = big();
+    let registry = Registry::start();
+    let proxy = Proxy::start(&registry.addr());
+    let image = registry.push(&oci_source(&big.layout, BIG_TAG), "big:1", &[]);
+    let reference = registry.reference("big:1");
+    let cache = TempDir::new().expect("cache dir");
+    let run = layerfs([
+        "-v",
+        "index",
+        "push",
+        "--cache-dir",
+        path(&cache),
+        &reference,
+    ]);
+    run.expect_success("layerfs index push");
+    assert!(run.stderr.contains("gzip windows sparse"), "{}", run.stderr);
+    let stored: u64 = std::fs::read_dir(cache.path())
+        .expect("cache")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+        .map(|p| std::fs::metadata(p).expect("entry").len())
+        .sum();
+
+    proxy.clear();
+    let empty = TempDir::new().expect("cache dir");
+    let sparse = Mount::fresh();
+    run_captured(Command::new(bin()).args(mount_args(
+        &["--cache-dir", path(&empty)],
+        &[PathBuf::from(format!("{}/big:1", proxy.addr()))],
+        sparse.path(),
+    )))
+    .expect_success("layerfs mount with the pushed index");
+    let exchanges = proxy.blob_exchanges();
+    assert!(
+        exchanges.iter().all(|e| !e.path.ends_with(&big.digest)),
+        "no layer blob before ready: {exchanges:#?}"
+    );
+    let pushed = proxy.blob_bytes();
+    assert!(
+        pushed * 4 < stored,
+        "the index travels in {pushed} bytes, stored in {stored}"
+    );
+    // The media type says how it travels.
+    let get = |reference: &str, accept: &str| -> Value {
+        let response = http::get(
+            &registry.addr(),
+            &format!("/v2/big/manifests/{reference}"),
+            &[("Accept", accept)],
+        )
+        .expect("GET a manifest");
+        assert_eq!(response.status(), 200, "{response:?}");
+        serde_json::from_slice(&response.body).expect("JSON")
+    };
+    let listing = get(&image.replacen(':', "-", 1), INDEX);
+    let artifact = listing["manifests"][0]["digest"].as_str().expect("digest");
+    assert_eq!(
+        get(artifact, MANIFEST)["layers"][0]["mediaType"],
+        INDEX_LAYER
+    );
+    let read = contents(sparse.path());
+    drop(sparse);
+    let whole = Mount::with_args(
+        &["--no-cache", "--no-remote-index"],
+        &[PathBuf::from(&reference)],
+    );
+    assert!(
+        read == contents(whole.path()),
+        "every file reads as through the pass's own index"
+    );
 }

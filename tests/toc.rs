@@ -469,6 +469,34 @@ fn a_damaged_chunk_reads_eio_and_the_other_files_read() {
     );
 }
 
+/// The bytes of the layer `descriptor` of `layout` that its table of
+/// contents takes: for eStargz, from the TOC's offset (its footer's hex
+/// field) to the end of the blob, the footer included; for zstd:chunked,
+/// the manifest's compressed length (its position annotation's second
+/// field).
+fn table_bytes(layout: &Path, descriptor: &serde_json::Value) -> u64 {
+    let annotations = descriptor["annotations"].as_object().expect("annotations");
+    if let Some((_, position)) = annotations
+        .iter()
+        .find(|(k, _)| k.ends_with("zstd-chunked.manifest-position"))
+    {
+        let position = position.as_str().expect("position");
+        return position
+            .split(':')
+            .nth(1)
+            .expect("length")
+            .parse()
+            .expect("number");
+    }
+    let digest = descriptor["digest"].as_str().expect("digest");
+    let blob = std::fs::read(Layout { dir: layout.into() }.blob_path(digest)).expect("blob");
+    // The footer's extra field: `SG`, its length, then 16 hex digits.
+    let footer = &blob[blob.len() - 51..];
+    assert_eq!(&footer[12..14], b"SG", "an eStargz footer");
+    let hex = std::str::from_utf8(&footer[16..32]).expect("hex");
+    blob.len() as u64 - u64::from_str_radix(hex, 16).expect("TOC offset")
+}
+
 #[test]
 fn registry_estargz_and_zstd_chunked_mount_after_fetching_a_small_part() {
     require!(
@@ -498,6 +526,16 @@ fn registry_estargz_and_zstd_chunked_mount_after_fetching_a_small_part() {
         assert!(
             before_ready * 100 <= blob_bytes,
             "{format}: {before_ready} of {blob_bytes} blob bytes fetched before the mount was ready"
+        );
+        // Exactly the tables (eStargz: and the footers), by their ranges:
+        // no file data around them.
+        let tables: u64 = layer_descriptors(layout, tag)
+            .iter()
+            .map(|l| table_bytes(layout, l))
+            .sum();
+        assert_eq!(
+            before_ready, tables,
+            "{format}: bytes fetched before the mount was ready, against the tables' own"
         );
         assert_tree(m.path(), &expected());
         let read = proxy.blob_bytes() - before_ready;

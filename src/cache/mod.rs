@@ -295,6 +295,28 @@ impl IndexCache {
         self.store_entry(self.dir.join(name), &[bytes])
     }
 
+    /// The layer entry `bytes` of the layer with `key` with its seek index
+    /// replaced by what `edit` makes of it: an index made smaller to
+    /// travel (see `remote_index.rs`). The entry is decoded whole first,
+    /// so only a valid one is edited.
+    pub fn with_seek(
+        key: &LayerKey,
+        bytes: &[u8],
+        edit: impl FnOnce(&mut SeekIndex),
+    ) -> Result<Vec<u8>, CacheError> {
+        let (index, mut seek) =
+            format::decode(bytes, &key.identity()).map_err(|e| CacheError::Foreign {
+                name: key.file_name(),
+                reason: e.to_string(),
+            })?;
+        edit(&mut seek);
+        let mut members = format::MemberEncoder::default();
+        members.push(&index.members);
+        let [mut entry, rest] = members.finish_parts(&key.identity(), &seek);
+        entry.extend_from_slice(&rest);
+        Ok(entry)
+    }
+
     /// The bytes of the entry `name` as stored, unchecked (what a bundle
     /// or an artifact ships, to be checked where it is loaded); `None` if
     /// there is none.

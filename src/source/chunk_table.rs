@@ -28,6 +28,12 @@ use super::region::Region;
 /// evict each other.
 const KEPT: usize = 4;
 
+/// zstd decoding contexts kept for the next chunks: making one costs more
+/// than decoding a small file's frame (it was a sixth of the daemon's time
+/// reading every file of a zstd:chunked image), and reads run on a few
+/// threads at once.
+const CONTEXTS: usize = 4;
+
 /// The largest chunk decoded, compressed or not: chunks are a few MiB
 /// (eStargz's default is 4 MiB), and a chunk is held whole to be checked.
 const MAX_CHUNK: u64 = 256 << 20;
@@ -181,6 +187,7 @@ pub(super) fn access(
         table,
         codec,
         kept: Mutex::new(Vec::new()),
+        contexts: Mutex::new(Vec::new()),
         counter,
     }))
 }
@@ -191,6 +198,8 @@ struct ChunkAccess {
     codec: ChunkCodec,
     /// Recently decoded chunks by number, most recent last.
     kept: Mutex<Vec<(usize, Arc<Vec<u8>>)>>,
+    /// zstd contexts not in use, for the next chunks to decode with.
+    contexts: Mutex<Vec<zstd::zstd_safe::DCtx<'static>>>,
     counter: Arc<DecodeCounter>,
 }
 
@@ -234,16 +243,39 @@ impl ChunkAccess {
             usize::try_from(c.comp_end - c.comp).map_err(|_| invalid("chunk too large"))?;
         let mut compressed = vec![0u8; comp_len];
         self.file.read_exact_at(&mut compressed, c.comp)?;
-        let mut decoder: Box<dyn Read> = match self.codec {
-            ChunkCodec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&compressed[..])),
-            ChunkCodec::Zstd => {
-                Box::new(zstd::stream::read::Decoder::with_buffer(&compressed[..])?)
+        match self.codec {
+            ChunkCodec::Gzip => {
+                self.decode_from(c, flate2::read::MultiGzDecoder::new(&compressed[..]))
             }
-        };
+            ChunkCodec::Zstd => {
+                let pooled = self
+                    .contexts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop();
+                let mut context = match pooled {
+                    Some(context) => context,
+                    None => zstd::zstd_safe::DCtx::try_create()
+                        .ok_or_else(|| io::Error::other("zstd: no memory for a context"))?,
+                };
+                let decoder =
+                    zstd::stream::read::Decoder::with_context(&compressed[..], &mut context);
+                let bytes = self.decode_from(c, decoder);
+                let mut contexts = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
+                if contexts.len() < CONTEXTS {
+                    contexts.push(context);
+                }
+                bytes
+            }
+        }
+    }
+
+    /// Decodes chunk `c` from `decoder`, which reads its compressed bytes.
+    fn decode_from(&self, c: &TableChunk, mut decoder: impl Read) -> io::Result<Vec<u8>> {
         let skipped = io::copy(&mut (&mut decoder).take(c.skip), &mut io::sink())?;
         let len = usize::try_from(c.len).map_err(|_| invalid("chunk too large"))?;
         let mut bytes = Vec::with_capacity(len);
-        decoder.take(c.len).read_to_end(&mut bytes)?;
+        (&mut decoder).take(c.len).read_to_end(&mut bytes)?;
         if skipped != c.skip || bytes.len() != len {
             return Err(invalid(format!(
                 "the chunk at blob offset {} ends after {} of its {} bytes",

@@ -98,3 +98,18 @@ impl Access for PlainAccess {
         self.0.read_exact_at(buf, offset)
     }
 }
+
+/// Makes the windows of a gzip layer's checkpoints in `seek` sparse where
+/// that is proven safe, for an index that travels (see
+/// `gzip/window_use.rs`); a seek index of another codec, which has no
+/// windows, is left as it is.
+pub fn sparsen_windows(
+    seek: &mut SeekIndex,
+    blob: &dyn super::remote::BlobFetch,
+) -> io::Result<gzip::SparseCount> {
+    match seek {
+        SeekIndex::Gzip(index) => gzip::sparsen_windows(index, blob),
+        SeekIndex::Summed(inner, _) => sparsen_windows(inner, blob),
+        _ => Ok(gzip::SparseCount::default()),
+    }
+}

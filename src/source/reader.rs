@@ -210,21 +210,23 @@ impl LayerSource {
     }
 
     /// Fills `buf` with the layer's own (compressed, as stored) bytes at
-    /// `offset`: a table of contents read in place, by range for a remote
-    /// blob.
+    /// `offset`: a table of contents read in place, for a remote blob by
+    /// one request of exactly that range.
     pub fn read_stored(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|source| match self.is_remote() {
-                true => SourceError::Remote {
-                    path: self.path.clone(),
-                    source,
-                },
-                false => SourceError::Io {
-                    path: self.path.clone(),
-                    source,
-                },
-            })
+        match self.file.blob() {
+            Some(blob) => blob.fetch_exact(offset, buf),
+            None => self.file.read_exact_at(buf, offset),
+        }
+        .map_err(|source| match self.is_remote() {
+            true => SourceError::Remote {
+                path: self.path.clone(),
+                source,
+            },
+            false => SourceError::Io {
+                path: self.path.clone(),
+                source,
+            },
+        })
     }
 
     /// The codec recognised from the file's magic bytes.

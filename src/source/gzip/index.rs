@@ -5,6 +5,7 @@
 use std::fmt;
 use std::io::{self, Read};
 
+use super::input::corrupt;
 use crate::source::cursor::{ByteCursor, SeekDecodeError};
 
 /// How far back deflate can refer: what a checkpoint must remember.
@@ -141,10 +142,49 @@ impl GzipIndex {
         }
         Ok(GzipIndex { checkpoints, end })
     }
+    /// Where each checkpoint resumes: the bit of the file (see
+    /// `window_use.rs`, which reads the stream from there).
+    pub(super) fn checkpoint_bits(&self) -> Vec<u64> {
+        self.checkpoints
+            .iter()
+            .map(|c| c.input * 8 - u64::from(c.bits))
+            .collect()
+    }
+
+    /// The window of checkpoint `i`, inflated.
+    pub(super) fn window(&self, i: usize) -> io::Result<Vec<u8>> {
+        self.checkpoints
+            .get(i)
+            .ok_or_else(|| corrupt("no such gzip checkpoint"))?
+            .window()
+    }
+
+    /// Replaces the window of checkpoint `i` by `window`, of the same
+    /// length (a sparse one: see `window_use.rs`).
+    pub(super) fn set_window(&mut self, i: usize, window: &[u8]) -> io::Result<()> {
+        let checkpoint = self
+            .checkpoints
+            .get_mut(i)
+            .filter(|c| c.window_len as usize == window.len())
+            .ok_or_else(|| corrupt("no gzip checkpoint with a window of that length"))?;
+        checkpoint.window = compress_window(window)?;
+        Ok(())
+    }
 
     /// The last checkpoint at or before `offset`, if any.
     pub(super) fn checkpoint_before(&self, offset: u64) -> Option<&Checkpoint> {
         let after = self.checkpoints.partition_point(|c| c.out <= offset);
         after.checked_sub(1).map(|i| &self.checkpoints[i])
     }
+}
+
+/// A checkpoint's window as the index keeps it: raw-deflate compressed.
+pub(super) fn compress_window(window: &[u8]) -> io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut z = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(WINDOW / 2),
+        flate2::Compression::default(),
+    );
+    z.write_all(window)?;
+    z.finish()
 }

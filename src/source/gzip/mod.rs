@@ -27,7 +27,9 @@
 //! (compressed bytes, offsets known), `index.rs` (checkpoints and their
 //! encoding), `members.rs` (one inflater through headers, data and
 //! trailers), `parallel.rs` (one member inflated on several cores),
-//! `pass.rs` (the indexing pass) and `access.rs` (reads).
+//! `pass.rs` (the indexing pass), `access.rs` (reads) and `window_use.rs`
+//! (which window bytes a checkpoint's stream uses, for an index that
+//! travels).
 
 mod access;
 mod deflate_scan;
@@ -36,11 +38,14 @@ mod input;
 mod members;
 mod parallel;
 mod pass;
+mod window_use;
 mod zlib;
 
 pub(crate) use access::access;
 pub use index::GzipIndex;
 pub(crate) use pass::index_pass;
+pub(crate) use window_use::sparsen_windows;
+pub use window_use::SparseCount;
 
 #[cfg(test)]
 mod tests;

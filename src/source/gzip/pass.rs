@@ -2,10 +2,10 @@
 //! each member's CRC-32 and length, and notes a checkpoint about every
 //! [`SPACING`] bytes of output, at a deflate block boundary.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::Arc;
 
-use super::index::{Checkpoint, GzipIndex, WINDOW};
+use super::index::{compress_window, Checkpoint, GzipIndex, WINDOW};
 use super::input::corrupt;
 use super::members::{Cursor, Event, PASS_INPUT, SKIP_BUFFER};
 use super::parallel::{self, BlockEnd, Next, Output, Speculation};
@@ -333,18 +333,13 @@ impl GzipPass {
         }
         let history = self.history - (self.write - end);
         let window = &self.out[end - history.min(WINDOW)..end];
-        let mut z = flate2::write::DeflateEncoder::new(
-            Vec::with_capacity(WINDOW / 2),
-            flate2::Compression::default(),
-        );
-        z.write_all(window)?;
         let input = bit.div_ceil(8);
         self.index.checkpoints.push(Checkpoint {
             out,
             input,
             bits: (input * 8 - bit) as u8,
             window_len: window.len() as u32,
-            window: z.finish()?,
+            window: compress_window(window)?,
         });
         self.last = out;
         Ok(())

@@ -235,6 +235,18 @@ impl RemoteBlob {
         self.read_chunks_at(buf, offset).map_err(fetch_error)
     }
 
+    /// Fills `buf` with the bytes at `offset` in one request of exactly
+    /// that range, outside the chunks: a table of contents whose place the
+    /// manifest gives is read alone, not with the file data of the chunk
+    /// around it, and is checked against its own digest, not the chunk
+    /// sums (there are none before it is read). Errors are
+    /// [`FetchError`]s.
+    pub(crate) fn fetch_exact(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.fetch.fetch(offset, buf).map_err(fetch_error)?;
+        self.fetched.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn read_chunks_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let want = usize::try_from(self.len.saturating_sub(offset))
             .unwrap_or(usize::MAX)
