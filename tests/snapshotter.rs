@@ -353,17 +353,25 @@ fn upperdir(rig: &Rig, key: &str) -> PathBuf {
 // The harness with containerd's own overlayfs snapshotter.
 // ---------------------------------------------------------------------
 
+/// What every test of the rig needs: containerd with runc, ctr-remote, the
+/// registry and skopeo to fill it, and busybox for the image.
+macro_rules! require_rig {
+    () => {
+        require!(
+            Fuse,
+            Tool("containerd"),
+            Tool("runc"),
+            Tool("ctr-remote"),
+            Tool("docker-registry"),
+            Tool("skopeo"),
+            Tool("/bin/busybox")
+        );
+    };
+}
+
 #[test]
 fn overlayfs_pulls_and_runs_the_gzip_and_zstd_images() {
-    require!(
-        Fuse,
-        Tool("containerd"),
-        Tool("runc"),
-        Tool("ctr-remote"),
-        Tool("docker-registry"),
-        Tool("skopeo"),
-        Tool("/bin/busybox")
-    );
+    require_rig!();
     let rig = Rig::without_layerfs();
     for (n, image) in [busybox_gzip(), busybox_zstd()].into_iter().enumerate() {
         let reference = rig.push(image, "busybox");
@@ -395,15 +403,7 @@ fn overlayfs_pulls_and_runs_the_gzip_and_zstd_images() {
 /// comparison in the README needs updating, not layerfs.
 #[test]
 fn overlayfs_fails_to_unpack_the_file_to_directory_image() {
-    require!(
-        Fuse,
-        Tool("containerd"),
-        Tool("runc"),
-        Tool("ctr-remote"),
-        Tool("docker-registry"),
-        Tool("skopeo"),
-        Tool("/bin/busybox")
-    );
+    require_rig!();
     let rig = Rig::without_layerfs();
     let reference = rig.push(skel(), "skel");
     let run = rig
@@ -423,15 +423,7 @@ fn overlayfs_fails_to_unpack_the_file_to_directory_image() {
 /// was killed first (its shims and their containers killed by pid).
 #[test]
 fn harness_containerd_drop_leaves_no_process_mount_or_state() {
-    require!(
-        Fuse,
-        Tool("containerd"),
-        Tool("runc"),
-        Tool("ctr-remote"),
-        Tool("docker-registry"),
-        Tool("skopeo"),
-        Tool("/bin/busybox")
-    );
+    require_rig!();
     let _serial = one_at_a_time();
     let registry = Registry::start();
     let image = busybox_gzip();
@@ -490,15 +482,7 @@ fn harness_containerd_drop_leaves_no_process_mount_or_state() {
 
 #[test]
 fn rpull_then_run_shows_the_image_files_exactly() {
-    require!(
-        Fuse,
-        Tool("containerd"),
-        Tool("runc"),
-        Tool("ctr-remote"),
-        Tool("docker-registry"),
-        Tool("skopeo"),
-        Tool("/bin/busybox")
-    );
+    require_rig!();
     let rig = Rig::new();
     for (n, image) in [busybox_gzip(), busybox_zstd()].into_iter().enumerate() {
         let reference = rig.push(image, "busybox");
@@ -511,15 +495,7 @@ fn rpull_then_run_shows_the_image_files_exactly() {
 
 #[test]
 fn a_write_lands_in_the_containers_upper_only() {
-    require!(
-        Fuse,
-        Tool("containerd"),
-        Tool("runc"),
-        Tool("ctr-remote"),
-        Tool("docker-registry"),
-        Tool("skopeo"),
-        Tool("/bin/busybox")
-    );
+    require_rig!();
     let rig = Rig::new();
     let image = busybox_gzip();
     let reference = rig.push(image, "busybox");
@@ -575,15 +551,7 @@ fn a_write_lands_in_the_containers_upper_only() {
 
 #[test]
 fn a_layer_unpacked_over_lazy_layers_runs_on_one_mount_of_both() {
-    require!(
-        Fuse,
-        Tool("containerd"),
-        Tool("runc"),
-        Tool("ctr-remote"),
-        Tool("docker-registry"),
-        Tool("skopeo"),
-        Tool("/bin/busybox")
-    );
+    require_rig!();
     let rig = Rig::new();
     let lazy = busybox_gzip();
     let reference = rig.push(lazy, "busybox");
@@ -602,15 +570,7 @@ fn a_layer_unpacked_over_lazy_layers_runs_on_one_mount_of_both() {
 
 #[test]
 fn the_file_to_directory_image_runs_with_the_right_tree() {
-    require!(
-        Fuse,
-        Tool("containerd"),
-        Tool("runc"),
-        Tool("ctr-remote"),
-        Tool("docker-registry"),
-        Tool("skopeo"),
-        Tool("/bin/busybox")
-    );
+    require_rig!();
     let rig = Rig::new();
     let image = skel();
     let reference = rig.push(image, "skel");
@@ -625,15 +585,7 @@ fn the_file_to_directory_image_runs_with_the_right_tree() {
 
 #[test]
 fn an_ordinary_pull_runs_with_the_layerfs_snapshotter() {
-    require!(
-        Fuse,
-        Tool("containerd"),
-        Tool("runc"),
-        Tool("ctr-remote"),
-        Tool("docker-registry"),
-        Tool("skopeo"),
-        Tool("/bin/busybox")
-    );
+    require_rig!();
     let rig = Rig::new();
     let image = busybox_gzip();
     let reference = rig.push(image, "busybox");
@@ -655,15 +607,7 @@ fn an_ordinary_pull_runs_with_the_layerfs_snapshotter() {
 
 #[test]
 fn after_a_reboot_style_restart_a_container_mounts_its_chain_again() {
-    require!(
-        Fuse,
-        Tool("containerd"),
-        Tool("runc"),
-        Tool("ctr-remote"),
-        Tool("docker-registry"),
-        Tool("skopeo"),
-        Tool("/bin/busybox")
-    );
+    require_rig!();
     let mut rig = Rig::new();
     let image = busybox_gzip();
     let reference = rig.push(image, "busybox");
@@ -704,15 +648,7 @@ fn after_a_reboot_style_restart_a_container_mounts_its_chain_again() {
 
 #[test]
 fn removing_the_image_and_its_snapshots_leaves_no_mount() {
-    require!(
-        Fuse,
-        Tool("containerd"),
-        Tool("runc"),
-        Tool("ctr-remote"),
-        Tool("docker-registry"),
-        Tool("skopeo"),
-        Tool("/bin/busybox")
-    );
+    require_rig!();
     let mut rig = Rig::new();
     let image = busybox_gzip();
     let reference = rig.push(image, "busybox");
@@ -777,15 +713,7 @@ fn removing_the_image_and_its_snapshots_leaves_no_mount() {
 
 #[test]
 fn a_snapshotter_restart_does_not_disturb_a_running_container() {
-    require!(
-        Fuse,
-        Tool("containerd"),
-        Tool("runc"),
-        Tool("ctr-remote"),
-        Tool("docker-registry"),
-        Tool("skopeo"),
-        Tool("/bin/busybox")
-    );
+    require_rig!();
     let mut rig = Rig::new();
     let image = busybox_gzip();
     let reference = rig.push(image, "busybox");
@@ -892,15 +820,7 @@ fn a_snapshotter_restart_does_not_disturb_a_running_container() {
 
 #[test]
 fn with_a_stored_index_pull_and_run_fetch_under_a_tenth_of_the_blobs() {
-    require!(
-        Fuse,
-        Tool("containerd"),
-        Tool("runc"),
-        Tool("ctr-remote"),
-        Tool("docker-registry"),
-        Tool("skopeo"),
-        Tool("/bin/busybox")
-    );
+    require_rig!();
     let rig = Rig::new();
     let image = big();
     let reference = rig.push(image, "big");

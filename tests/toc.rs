@@ -293,16 +293,24 @@ fn mount(image: &str, args: &[&str]) -> Mount {
     guard
 }
 
+/// What every test here needs: the real producers of eStargz (containerd,
+/// ctr-remote) and zstd:chunked (skopeo), the registry, and umoci to compare.
+macro_rules! require_producers {
+    () => {
+        require!(
+            Fuse,
+            Tool("umoci"),
+            Tool("skopeo"),
+            Tool("containerd"),
+            Tool("ctr-remote"),
+            Tool("docker-registry")
+        );
+    };
+}
+
 #[test]
 fn producers_wrote_the_annotations_the_tests_rely_on() {
-    require!(
-        Fuse,
-        Tool("umoci"),
-        Tool("skopeo"),
-        Tool("containerd"),
-        Tool("ctr-remote"),
-        Tool("docker-registry")
-    );
+    require_producers!();
     let esgz = layer_descriptors(&images().estargz, ESTARGZ_TAG);
     assert_eq!(esgz.len(), 2);
     for layer in &esgz {
@@ -326,14 +334,7 @@ fn producers_wrote_the_annotations_the_tests_rely_on() {
 
 #[test]
 fn local_estargz_and_zstd_chunked_mount_as_umoci_unpacks_the_source() {
-    require!(
-        Fuse,
-        Tool("umoci"),
-        Tool("skopeo"),
-        Tool("containerd"),
-        Tool("ctr-remote"),
-        Tool("docker-registry")
-    );
+    require_producers!();
     for (layout, tag, format) in [
         (&images().estargz, ESTARGZ_TAG, "eStargz"),
         (&images().zstd_chunked, ZSTD_CHUNKED_TAG, "zstd:chunked"),
@@ -386,14 +387,7 @@ fn with_annotations(from: &Path, tag: &str, to: &Path, edit: impl Fn(&mut serde_
 
 #[test]
 fn a_toc_that_fails_its_digest_is_not_used_and_the_pass_gives_the_same_tree() {
-    require!(
-        Fuse,
-        Tool("umoci"),
-        Tool("skopeo"),
-        Tool("containerd"),
-        Tool("ctr-remote"),
-        Tool("docker-registry")
-    );
+    require_producers!();
     let work = tempfile::tempdir().expect("work");
     let lying = work.path().join("lying");
     with_annotations(&images().estargz, ESTARGZ_TAG, &lying, |a| {
@@ -426,14 +420,7 @@ fn a_toc_that_fails_its_digest_is_not_used_and_the_pass_gives_the_same_tree() {
 
 #[test]
 fn a_damaged_chunk_reads_eio_and_the_other_files_read() {
-    require!(
-        Fuse,
-        Tool("umoci"),
-        Tool("skopeo"),
-        Tool("containerd"),
-        Tool("ctr-remote"),
-        Tool("docker-registry")
-    );
+    require_producers!();
     let work = tempfile::tempdir().expect("work");
     let copy = work.path().join("damaged");
     run_captured(
@@ -499,14 +486,7 @@ fn table_bytes(layout: &Path, descriptor: &serde_json::Value) -> u64 {
 
 #[test]
 fn registry_estargz_and_zstd_chunked_mount_after_fetching_a_small_part() {
-    require!(
-        Fuse,
-        Tool("umoci"),
-        Tool("skopeo"),
-        Tool("containerd"),
-        Tool("ctr-remote"),
-        Tool("docker-registry")
-    );
+    require_producers!();
     let registry = Registry::start();
     let proxy = Proxy::start(&registry.addr());
     for (layout, tag, format) in [
@@ -548,14 +528,7 @@ fn registry_estargz_and_zstd_chunked_mount_after_fetching_a_small_part() {
 
 #[test]
 fn an_index_from_a_toc_serves_no_image_that_does_not_announce_the_toc() {
-    require!(
-        Fuse,
-        Tool("umoci"),
-        Tool("skopeo"),
-        Tool("containerd"),
-        Tool("ctr-remote"),
-        Tool("docker-registry")
-    );
+    require_producers!();
     let work = tempfile::tempdir().expect("work");
     let copy = work.path().join("two-manifests");
     run_captured(
