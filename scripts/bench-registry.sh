@@ -182,17 +182,9 @@ if [[ $PREPARE == 1 ]]; then
 fi
 
 # --- the registry ----------------------------------------------------------
-PORT=$((20000 + RANDOM % 10000))
-rm -rf "$WORK/registry" && mkdir -p "$WORK/registry"
-cat > "$WORK/registry/config.yml" <<EOF
-version: 0.1
-log: { level: warn }
-storage: { filesystem: { rootdirectory: $WORK/registry/data } }
-http: { addr: 127.0.0.1:$PORT }
-EOF
-docker-registry serve "$WORK/registry/config.yml" > "$WORK/registry/log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null && break; sleep 0.1; done
+# shellcheck source=lib/registry.sh
+source "$(dirname "$0")/lib/registry.sh"
+start_registry "$WORK/registry"
 skopeo copy -q --dest-tls-verify=false "oci:$LAYOUT:bench" "docker://127.0.0.1:$PORT/bench:1"
 skopeo copy -q --dest-tls-verify=false "oci:$ESTARGZ:estargz" "docker://127.0.0.1:$PORT/bench:estargz"
 skopeo copy -q --dest-tls-verify=false "oci:$ZSTD_CHUNKED:zstd-chunked" "docker://127.0.0.1:$PORT/bench:zstd-chunked"
@@ -201,16 +193,6 @@ if [[ $DELAY != 0 ]]; then
   tc qdisc add dev lo root netem delay "${DELAY}ms"
 fi
 
-# Blob bytes the registry sent since the last call (its access log; the
-# line count reached is kept in a file, as each call runs in a subshell).
-echo 0 > "$WORK/mark"
-blob_bytes() {
-  local from total
-  from=$(cat "$WORK/mark")
-  total=$(awk -v from="$from" 'NR > from && $7 ~ /\/blobs\/sha256:/ && $6 == "\"GET" { s += $10 } END { print s + 0 }' "$WORK/registry/log")
-  wc -l < "$WORK/registry/log" > "$WORK/mark"
-  echo "$total"
-}
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
 row() { printf '%-42s %10s s %14s bytes%s\n' "$1" "$2" "$3" "${4:+ ($4)}"; }

@@ -121,17 +121,9 @@ done
 SCRIPT="echo started; sha256sum ${READ[*]} > /dev/null && echo read"
 
 # --- the registry ----------------------------------------------------------
-PORT=$((20000 + RANDOM % 10000))
-mkdir -p "$RUN/registry"
-cat > "$RUN/registry/config.yml" <<EOF
-version: 0.1
-log: { level: warn }
-storage: { filesystem: { rootdirectory: $RUN/registry/data } }
-http: { addr: 127.0.0.1:$PORT }
-EOF
-docker-registry serve "$RUN/registry/config.yml" > "$RUN/registry/log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null && break; sleep 0.1; done
+# shellcheck source=lib/registry.sh
+source "$(dirname "$0")/lib/registry.sh"
+start_registry "$RUN/registry"
 skopeo copy -q --dest-tls-verify=false "oci:$LAYOUT:bench" "docker://127.0.0.1:$PORT/bench:1"
 REF=127.0.0.1:$PORT/bench:1
 
@@ -155,16 +147,6 @@ containerd --config "$RUN/config.toml" > "$RUN/containerd.log" 2>&1 &
 CTD_PID=$!
 for _ in $(seq 300); do ctr_ version >/dev/null 2>&1 && break; sleep 0.1; done
 
-# Blob bytes the registry sent since the last call (its access log; the
-# line count reached is kept in a file, as each call runs in a subshell).
-echo 0 > "$RUN/mark"
-blob_bytes() {
-  local from total
-  from=$(cat "$RUN/mark")
-  total=$(awk -v from="$from" 'NR > from && $7 ~ /\/blobs\/sha256:/ && $6 == "\"GET" { s += $10 } END { print s + 0 }' "$RUN/registry/log")
-  wc -l < "$RUN/registry/log" > "$RUN/mark"
-  echo "$total"
-}
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
