@@ -69,8 +69,11 @@ pub(super) const PIECE: usize = 256 * 1024;
 /// costs in memory, whatever the layer's size.
 const PIECES_AHEAD: usize = 192;
 
-/// Piece buffers kept for reuse.
-const SPARE: usize = 32;
+/// Piece buffers kept for reuse: as many as can be in flight (a marked
+/// piece holds two), so that a worker ahead of the pass takes each buffer
+/// from the pool rather than have the allocator map, and the kernel zero,
+/// hundreds of fresh ones for every chunk.
+const SPARE: usize = 2 * PIECES_AHEAD;
 
 /// Output inflated twice (window unknown) after which a worker waits for
 /// the true window: a worker this far ahead of the pass would only slow
@@ -747,31 +750,10 @@ const STRIDE: usize = 32;
 /// first [`STRIDE`] bytes: word compares the compiler keeps in registers,
 /// where a slice compare would call `memcmp` for every stride.
 fn stride_differs(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = 0u64;
-    for k in (0..STRIDE).step_by(8) {
-        let x = u64::from_ne_bytes([
-            a[k],
-            a[k + 1],
-            a[k + 2],
-            a[k + 3],
-            a[k + 4],
-            a[k + 5],
-            a[k + 6],
-            a[k + 7],
-        ]);
-        let y = u64::from_ne_bytes([
-            b[k],
-            b[k + 1],
-            b[k + 2],
-            b[k + 3],
-            b[k + 4],
-            b[k + 5],
-            b[k + 6],
-            b[k + 7],
-        ]);
-        diff |= x ^ y;
-    }
-    diff != 0
+    (0..STRIDE)
+        .step_by(8)
+        .fold(0, |diff, k| diff | (le_word(&a[k..]) ^ le_word(&b[k..])))
+        != 0
 }
 
 /// Where the last byte on which `a` and `b` differ is.
@@ -794,30 +776,47 @@ fn last_difference(a: &[u8], b: &[u8]) -> Option<usize> {
 /// the one-core pass reports).
 pub(super) fn resolve(first: &[u8], second: &[u8], window: &[u8], out: &mut [u8]) -> bool {
     let n = first.len().min(second.len()).min(out.len());
-    out[..n].copy_from_slice(&first[..n]);
-    let fix = |range: std::ops::Range<usize>, out: &mut [u8]| {
-        for i in range {
-            let (x, y) = (first[i], second[i]);
-            if x != y {
-                let back = WINDOW - usize::from(position(x, y));
-                match window.len().checked_sub(back) {
-                    Some(w) => out[i] = window[w],
-                    None => return false,
-                }
+    let (first, second, out) = (&first[..n], &second[..n], &mut out[..n]);
+    out.copy_from_slice(first);
+    // Window position `p` is `window[p - missing]`: a short window lacks
+    // the first positions.
+    let missing = WINDOW.saturating_sub(window.len());
+    let fix = |i: usize, out: &mut [u8]| {
+        let p = usize::from(position(first[i], second[i]));
+        match p.checked_sub(missing).and_then(|w| window.get(w)) {
+            Some(&byte) => {
+                out[i] = byte;
+                true
             }
+            None => false,
         }
-        true
     };
-    let mut at = 0;
-    while at + STRIDE <= n {
-        if stride_differs(&first[at..at + STRIDE], &second[at..at + STRIDE])
-            && !fix(at..at + STRIDE, out)
-        {
-            return false;
+    // Eight bytes compared at once; a differing word names its differing
+    // bytes by its set bits, so a stretch dense with marked bytes costs one
+    // step per marked byte and a sparse one a compare per word.
+    let words = n - n % 8;
+    for (k, (x, y)) in first
+        .chunks_exact(8)
+        .zip(second.chunks_exact(8))
+        .enumerate()
+    {
+        let mut diff = le_word(x) ^ le_word(y);
+        while diff != 0 {
+            let byte = diff.trailing_zeros() / 8;
+            if !fix(k * 8 + byte as usize, out) {
+                return false;
+            }
+            diff &= !(0xff << (byte * 8));
         }
-        at += STRIDE;
     }
-    fix(at..n, out)
+    (words..n).all(|i| first[i] == second[i] || fix(i, out))
+}
+
+/// The first eight bytes of `b` as a little-endian word: byte `i` is bits
+/// `8i..8i+8`.
+#[inline(always)]
+fn le_word(b: &[u8]) -> u64 {
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
 #[cfg(test)]
@@ -857,5 +856,33 @@ mod tests {
         assert_eq!(last_difference(&a[..9], &b[..9]), None);
         // A window shorter than 32 KiB: position 0 is before its start.
         assert!(!resolve(&a, &b, &window[1..], &mut out));
+    }
+
+    #[test]
+    fn dense_marked_runs_and_a_ragged_tail_all_resolve() {
+        let [first_dict, second_dict] = dictionaries();
+        let window: Vec<u8> = (0..WINDOW).map(|i| (i * 13 % 253) as u8).collect();
+        // 61 bytes: every byte of 5..30 and 57..61 copied from the window
+        // (positions 1000 + i), the others known; 61 is not a multiple of 8.
+        let marked = |i: usize| (5..30).contains(&i) || i >= 57;
+        let (mut a, mut b) = (vec![0u8; 61], vec![0u8; 61]);
+        for i in 0..61 {
+            if marked(i) {
+                a[i] = first_dict[1000 + i];
+                b[i] = second_dict[1000 + i];
+            } else {
+                a[i] = i as u8;
+                b[i] = i as u8;
+            }
+        }
+        let mut out = vec![0u8; 61];
+        assert!(resolve(&a, &b, &window, &mut out));
+        for i in 0..61 {
+            let want = if marked(i) { window[1000 + i] } else { i as u8 };
+            assert_eq!(out[i], want, "byte {i}");
+        }
+        assert_eq!(last_difference(&a, &b), Some(60));
+        // A window too short to hold the positions named: refused.
+        assert!(!resolve(&a, &b, &window[WINDOW - 1000 - 60..], &mut out));
     }
 }
