@@ -728,9 +728,12 @@ impl Drop for Speculation {
 
 /// Keeps the last 32 KiB of `tail` followed by `more` in `tail`.
 fn keep_tail(tail: &mut Vec<u8>, more: &[u8]) {
+    // Only the last window of `more` can stay: a full piece is not copied
+    // whole just to drop all but its end.
+    let more = &more[more.len().saturating_sub(WINDOW)..];
+    let excess = (tail.len() + more.len()).saturating_sub(WINDOW);
+    tail.drain(..excess.min(tail.len()));
     tail.extend_from_slice(more);
-    let excess = tail.len().saturating_sub(WINDOW);
-    tail.drain(..excess);
 }
 
 /// The true last 32 KiB of a chunk's output so far (`tails` then
@@ -869,6 +872,25 @@ mod tests {
         assert_eq!(last_difference(&a[..9], &b[..9]), None);
         // A window shorter than 32 KiB: position 0 is before its start.
         assert!(!resolve(&a, &b, &window[1..], &mut out));
+    }
+
+    #[test]
+    fn the_kept_tail_is_the_last_window_of_everything_passed() {
+        let all: Vec<u8> = (0..3 * WINDOW + 77).map(|i| (i % 251) as u8).collect();
+        for cuts in [
+            vec![10, 20, WINDOW],
+            vec![WINDOW + 5, 2 * WINDOW],
+            vec![3 * WINDOW],
+            vec![1, 2, 3],
+        ] {
+            let mut tail = Vec::new();
+            let mut at = 0;
+            for cut in cuts.into_iter().chain([all.len()]) {
+                keep_tail(&mut tail, &all[at..cut]);
+                at = cut;
+                assert_eq!(tail, all[at.saturating_sub(WINDOW)..at], "after {at}");
+            }
+        }
     }
 
     #[test]
