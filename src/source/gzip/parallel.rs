@@ -69,11 +69,10 @@ pub(super) const PIECE: usize = 256 * 1024;
 /// costs in memory, whatever the layer's size.
 const PIECES_AHEAD: usize = 192;
 
-/// Piece buffers kept for reuse: as many as can be in flight (a marked
-/// piece holds two), so that a worker ahead of the pass takes each buffer
-/// from the pool rather than have the allocator map, and the kernel zero,
-/// hundreds of fresh ones for every chunk.
-const SPARE: usize = 2 * PIECES_AHEAD;
+/// Piece buffers kept for reuse. Few: what a burst of pieces frees goes
+/// back to the allocator, for the index and the tree built meanwhile,
+/// rather than sit idle in this pool and raise the daemon's peak.
+const SPARE: usize = 32;
 
 /// Output inflated twice (window unknown) after which a worker waits for
 /// the true window: a worker this far ahead of the pass would only slow
@@ -278,14 +277,16 @@ impl Plan {
     }
 
     fn take_buffer(&self) -> Vec<u8> {
-        let mut buf = self
-            .spare
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or_default();
-        buf.resize(PIECE, 0);
-        buf
+        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match spare {
+            Some(mut buf) => {
+                buf.resize(PIECE, 0);
+                buf
+            }
+            // Zeroed by the allocator (calloc), which can take pages the
+            // kernel has zeroed already instead of writing 256 KiB of zeros.
+            None => vec![0; PIECE],
+        }
     }
 }
 
