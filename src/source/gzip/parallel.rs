@@ -69,7 +69,9 @@ pub(super) const PIECE: usize = 256 * 1024;
 /// costs in memory, whatever the layer's size.
 const PIECES_AHEAD: usize = 192;
 
-/// Piece buffers kept for reuse.
+/// Piece buffers kept for reuse. Few: what a burst of pieces frees goes
+/// back to the allocator, for the index and the tree built meanwhile,
+/// rather than sit idle in this pool and raise the daemon's peak.
 const SPARE: usize = 32;
 
 /// Output inflated twice (window unknown) after which a worker waits for
@@ -171,6 +173,17 @@ impl Plan {
         self.first + k as u64 * self.chunk * 8
     }
 
+    /// Asks the kernel to read the compressed bytes from `bit` to the end
+    /// of chunk `k` now, in the background. A worker's reads follow one
+    /// another, each 256 KiB, and the kernel reads ahead only 128 KiB of a
+    /// cold file: without this each read of a cold layer waits on the disk
+    /// while the worker's core idles.
+    fn read_ahead(&self, bit: u64, k: usize) {
+        let from = bit / 8;
+        let to = self.nominal(k + 1).div_ceil(8).min(self.file_len);
+        self.file.read_ahead(from, to.saturating_sub(from));
+    }
+
     /// Chunk `k`'s start; the first caller looks for it, later ones wait.
     fn start(&self, k: usize) -> Option<u64> {
         if k == 0 {
@@ -264,14 +277,16 @@ impl Plan {
     }
 
     fn take_buffer(&self) -> Vec<u8> {
-        let mut buf = self
-            .spare
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or_default();
-        buf.resize(PIECE, 0);
-        buf
+        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match spare {
+            Some(mut buf) => {
+                buf.resize(PIECE, 0);
+                buf
+            }
+            // Zeroed by the allocator (calloc), which can take pages the
+            // kernel has zeroed already instead of writing 256 KiB of zeros.
+            None => vec![0; PIECE],
+        }
     }
 }
 
@@ -403,6 +418,7 @@ impl<'a> ChunkInflate<'a> {
 
     fn run(&mut self, start: u64) -> Result<(), Stopped> {
         let plan = self.plan;
+        plan.read_ahead(start, self.index);
         let (mut input, mut inflater) = open_at(&plan.file, plan.file_len, start, PIECE)?;
         if self.index > 0 && !self.run_marked(start, &mut input, &mut inflater)? {
             return Ok(());
@@ -542,6 +558,7 @@ impl<'a> ChunkInflate<'a> {
             let plan = self.plan;
             while self.target < plan.chunks && bit >= plan.nominal(self.target) {
                 if self.claim(self.target) {
+                    plan.read_ahead(bit, self.target);
                     self.target += 1;
                     continue;
                 }
@@ -712,9 +729,12 @@ impl Drop for Speculation {
 
 /// Keeps the last 32 KiB of `tail` followed by `more` in `tail`.
 fn keep_tail(tail: &mut Vec<u8>, more: &[u8]) {
+    // Only the last window of `more` can stay: a full piece is not copied
+    // whole just to drop all but its end.
+    let more = &more[more.len().saturating_sub(WINDOW)..];
+    let excess = (tail.len() + more.len()).saturating_sub(WINDOW);
+    tail.drain(..excess.min(tail.len()));
     tail.extend_from_slice(more);
-    let excess = tail.len().saturating_sub(WINDOW);
-    tail.drain(..excess);
 }
 
 /// The true last 32 KiB of a chunk's output so far (`tails` then
@@ -747,31 +767,10 @@ const STRIDE: usize = 32;
 /// first [`STRIDE`] bytes: word compares the compiler keeps in registers,
 /// where a slice compare would call `memcmp` for every stride.
 fn stride_differs(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = 0u64;
-    for k in (0..STRIDE).step_by(8) {
-        let x = u64::from_ne_bytes([
-            a[k],
-            a[k + 1],
-            a[k + 2],
-            a[k + 3],
-            a[k + 4],
-            a[k + 5],
-            a[k + 6],
-            a[k + 7],
-        ]);
-        let y = u64::from_ne_bytes([
-            b[k],
-            b[k + 1],
-            b[k + 2],
-            b[k + 3],
-            b[k + 4],
-            b[k + 5],
-            b[k + 6],
-            b[k + 7],
-        ]);
-        diff |= x ^ y;
-    }
-    diff != 0
+    (0..STRIDE)
+        .step_by(8)
+        .fold(0, |diff, k| diff | (le_word(&a[k..]) ^ le_word(&b[k..])))
+        != 0
 }
 
 /// Where the last byte on which `a` and `b` differ is.
@@ -794,30 +793,47 @@ fn last_difference(a: &[u8], b: &[u8]) -> Option<usize> {
 /// the one-core pass reports).
 pub(super) fn resolve(first: &[u8], second: &[u8], window: &[u8], out: &mut [u8]) -> bool {
     let n = first.len().min(second.len()).min(out.len());
-    out[..n].copy_from_slice(&first[..n]);
-    let fix = |range: std::ops::Range<usize>, out: &mut [u8]| {
-        for i in range {
-            let (x, y) = (first[i], second[i]);
-            if x != y {
-                let back = WINDOW - usize::from(position(x, y));
-                match window.len().checked_sub(back) {
-                    Some(w) => out[i] = window[w],
-                    None => return false,
-                }
+    let (first, second, out) = (&first[..n], &second[..n], &mut out[..n]);
+    out.copy_from_slice(first);
+    // Window position `p` is `window[p - missing]`: a short window lacks
+    // the first positions.
+    let missing = WINDOW.saturating_sub(window.len());
+    let fix = |i: usize, out: &mut [u8]| {
+        let p = usize::from(position(first[i], second[i]));
+        match p.checked_sub(missing).and_then(|w| window.get(w)) {
+            Some(&byte) => {
+                out[i] = byte;
+                true
             }
+            None => false,
         }
-        true
     };
-    let mut at = 0;
-    while at + STRIDE <= n {
-        if stride_differs(&first[at..at + STRIDE], &second[at..at + STRIDE])
-            && !fix(at..at + STRIDE, out)
-        {
-            return false;
+    // Eight bytes compared at once; a differing word names its differing
+    // bytes by its set bits, so a stretch dense with marked bytes costs one
+    // step per marked byte and a sparse one a compare per word.
+    let words = n - n % 8;
+    for (k, (x, y)) in first
+        .chunks_exact(8)
+        .zip(second.chunks_exact(8))
+        .enumerate()
+    {
+        let mut diff = le_word(x) ^ le_word(y);
+        while diff != 0 {
+            let byte = diff.trailing_zeros() / 8;
+            if !fix(k * 8 + byte as usize, out) {
+                return false;
+            }
+            diff &= !(0xff << (byte * 8));
         }
-        at += STRIDE;
     }
-    fix(at..n, out)
+    (words..n).all(|i| first[i] == second[i] || fix(i, out))
+}
+
+/// The first eight bytes of `b` as a little-endian word: byte `i` is bits
+/// `8i..8i+8`.
+#[inline(always)]
+fn le_word(b: &[u8]) -> u64 {
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
 #[cfg(test)]
@@ -857,5 +873,52 @@ mod tests {
         assert_eq!(last_difference(&a[..9], &b[..9]), None);
         // A window shorter than 32 KiB: position 0 is before its start.
         assert!(!resolve(&a, &b, &window[1..], &mut out));
+    }
+
+    #[test]
+    fn the_kept_tail_is_the_last_window_of_everything_passed() {
+        let all: Vec<u8> = (0..3 * WINDOW + 77).map(|i| (i % 251) as u8).collect();
+        for cuts in [
+            vec![10, 20, WINDOW],
+            vec![WINDOW + 5, 2 * WINDOW],
+            vec![3 * WINDOW],
+            vec![1, 2, 3],
+        ] {
+            let mut tail = Vec::new();
+            let mut at = 0;
+            for cut in cuts.into_iter().chain([all.len()]) {
+                keep_tail(&mut tail, &all[at..cut]);
+                at = cut;
+                assert_eq!(tail, all[at.saturating_sub(WINDOW)..at], "after {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn dense_marked_runs_and_a_ragged_tail_all_resolve() {
+        let [first_dict, second_dict] = dictionaries();
+        let window: Vec<u8> = (0..WINDOW).map(|i| (i * 13 % 253) as u8).collect();
+        // 61 bytes: every byte of 5..30 and 57..61 copied from the window
+        // (positions 1000 + i), the others known; 61 is not a multiple of 8.
+        let marked = |i: usize| (5..30).contains(&i) || i >= 57;
+        let (mut a, mut b) = (vec![0u8; 61], vec![0u8; 61]);
+        for i in 0..61 {
+            if marked(i) {
+                a[i] = first_dict[1000 + i];
+                b[i] = second_dict[1000 + i];
+            } else {
+                a[i] = i as u8;
+                b[i] = i as u8;
+            }
+        }
+        let mut out = vec![0u8; 61];
+        assert!(resolve(&a, &b, &window, &mut out));
+        for i in 0..61 {
+            let want = if marked(i) { window[1000 + i] } else { i as u8 };
+            assert_eq!(out[i], want, "byte {i}");
+        }
+        assert_eq!(last_difference(&a, &b), Some(60));
+        // A window too short to hold the positions named: refused.
+        assert!(!resolve(&a, &b, &window[WINDOW - 1000 - 60..], &mut out));
     }
 }
