@@ -22,6 +22,17 @@
 //! Only reads at a file's start count, and a stream starts only after
 //! [`START_AFTER`] reads in order in one directory (or one read in order
 //! after a directory read to its end): random reads never start one.
+//!
+//! A reader walking a tree lists each directory before it reads its files,
+//! and the kernel can take a file's pages only once it knows the file's
+//! inode, which the listing tells it. So while a walk is on, the listing
+//! of a directory starts its stream ([`Detector::listed`]): the pusher
+//! then works while the reader is still between the listing and its first
+//! file, instead of starting at that file and racing the reader through
+//! the directory. Such a stream leaves its first file out as its trip, and
+//! the next listing starts a stream only once a read has shown that the
+//! reader went into the last one: a walk that stops reading files (a
+//! `find` after a `tar`) has at most one chunk pushed for it.
 
 use crate::tree::{Ino, NodeKind, Tree};
 
@@ -52,6 +63,8 @@ pub(super) struct Member {
 pub(super) trait Members {
     /// `None` past the last inode.
     fn member(&self, ino: Ino) -> Option<Member>;
+    /// The inode of directory `dir`'s first entry, if it has one.
+    fn first_entry(&self, dir: Ino) -> Option<Ino>;
 }
 
 impl Members for Tree {
@@ -61,6 +74,10 @@ impl Members for Tree {
             parent: node.parent(),
             file_size: (node.kind() == NodeKind::File).then_some(node.size),
         })
+    }
+
+    fn first_entry(&self, dir: Ino) -> Option<Ino> {
+        self.entries(dir).first().map(|entry| entry.ino)
     }
 }
 
@@ -116,6 +133,10 @@ pub(super) struct Detector {
     /// `last`'s directory has no file after it.
     last_ended_dir: bool,
     stream: Option<Stream>,
+    /// A reader is walking the tree: a read showed that it reads the
+    /// files of the last stream's directory. The next listing of a
+    /// directory starts a stream then (and needs a read to show it again).
+    walking: bool,
 }
 
 impl Detector {
@@ -132,6 +153,7 @@ impl Detector {
             if stream.trip == Some(ino) {
                 self.last = Some(ino);
                 self.last_ended_dir = false;
+                self.walking = true;
                 return Advice {
                     plans: self.extend(members, false).into_iter().collect(),
                     ..Advice::default()
@@ -141,6 +163,7 @@ impl Detector {
                 // Within what is planned: the pusher is behind, or the
                 // kernel dropped pages. Nothing new to plan.
                 self.last = Some(ino);
+                self.walking = true;
                 return Advice {
                     reader_at: Some(ino),
                     ..Advice::default()
@@ -164,10 +187,12 @@ impl Detector {
         self.last_ended_dir = last_file(members, ino, parent);
         if !in_order {
             self.stream = None;
+            self.walking = false;
         }
         if self.in_order < START_AFTER || self.last_ended_dir {
             return Advice::default();
         }
+        self.walking = true;
         self.stream = Some(Stream {
             dir: parent,
             first: ino + 1,
@@ -180,6 +205,41 @@ impl Detector {
             restart: true,
             plans: plans.into_iter().flatten().collect(),
             reader_at: None,
+        }
+    }
+
+    /// Directory `dir` was listed to its end: the kernel now knows its
+    /// entries. While a walk is on, its stream starts now, its first file
+    /// left out as the trip; see the module docs.
+    pub(super) fn listed(&mut self, members: &impl Members, dir: Ino) -> Advice {
+        if !self.walking || self.stream.is_some_and(|s| s.dir == dir) {
+            return Advice::default();
+        }
+        let Some(first) = members.first_entry(dir) else {
+            return Advice::default();
+        };
+        let previous = self.stream.replace(Stream {
+            dir,
+            first,
+            frontier: first.saturating_sub(1),
+            trip: None,
+            ended: false,
+        });
+        match self.extend(members, false) {
+            Some(plan) => {
+                self.walking = false;
+                Advice {
+                    restart: true,
+                    plans: vec![plan],
+                    reader_at: None,
+                }
+            }
+            // No file to push (a directory of directories): the walk goes
+            // on through it, and the stream being pushed with it.
+            None => {
+                self.stream = previous;
+                Advice::default()
+            }
         }
     }
 
@@ -308,6 +368,10 @@ mod tests {
                 .get(usize::try_from(ino).ok()?.checked_sub(1)?)
                 .copied()
         }
+
+        fn first_entry(&self, dir: Ino) -> Option<Ino> {
+            (1..=self.0.len() as Ino).find(|&i| self.member(i).is_some_and(|m| m.parent == dir))
+        }
     }
 
     /// Reads `files` in turn as a reader would once pushed files are
@@ -425,6 +489,61 @@ mod tests {
         let advice = detector.missed(&table, b[0]);
         assert!(advice.restart);
         assert!(advice.plans[0].pushes(b[1]));
+    }
+
+    #[test]
+    fn a_listing_during_a_walk_starts_its_directory_at_once() {
+        let (table, dirs) = Table::dirs(&[50, 50, 50], 4096);
+        let (a, b, c) = (
+            table.files_of(dirs[0]),
+            table.files_of(dirs[1]),
+            table.files_of(dirs[2]),
+        );
+        let mut detector = Detector::default();
+        read_through(&table, &mut detector, &a);
+        let advice = detector.listed(&table, dirs[1]);
+        assert!(advice.restart);
+        let plan = advice.plans[0];
+        // The first file is the trip, every other one is pushed.
+        assert_eq!(plan.trip, Some(b[0]));
+        assert!(b[1..].iter().all(|&f| plan.pushes(f)), "{plan:?}");
+        assert!(!plan.pushes(b[0]) && !plan.pushes(c[0]));
+        // Listing it again (the kernel asks once more at the end) changes
+        // nothing; the reader reading its trip lets the next listing start.
+        assert_eq!(detector.listed(&table, dirs[1]), Advice::default());
+        assert!(detector.missed(&table, b[0]).plans.is_empty());
+        let advice = detector.listed(&table, dirs[2]);
+        assert_eq!(advice.plans[0].trip, Some(c[0]));
+    }
+
+    #[test]
+    fn listings_push_nothing_unless_the_last_one_was_read() {
+        let (table, dirs) = Table::dirs(&[50, 50, 50], 4096);
+        let mut detector = Detector::default();
+        // A walk that reads nothing (`find`, `ls -lR`).
+        for &dir in &dirs {
+            assert_eq!(detector.listed(&table, dir), Advice::default());
+        }
+        // Random reads do not make it a walk either.
+        for f in [table.files_of(dirs[2])[7], table.files_of(dirs[0])[30]] {
+            detector.missed(&table, f);
+        }
+        assert_eq!(detector.listed(&table, dirs[1]), Advice::default());
+        // After a reader read in order, one listing is pushed, and no more
+        // until a read shows the reader went into it.
+        read_through(&table, &mut detector, &table.files_of(dirs[0]));
+        assert_eq!(detector.listed(&table, dirs[1]).plans.len(), 1);
+        assert_eq!(detector.listed(&table, dirs[2]), Advice::default());
+    }
+
+    #[test]
+    fn a_directory_of_directories_keeps_the_walk_going() {
+        // The root lists only directories.
+        let (table, dirs) = Table::dirs(&[50, 50], 4096);
+        let mut detector = Detector::default();
+        read_through(&table, &mut detector, &table.files_of(dirs[0]));
+        assert_eq!(detector.listed(&table, 1), Advice::default());
+        assert_eq!(detector.listed(&table, dirs[1]).plans.len(), 1);
     }
 
     #[test]
