@@ -29,10 +29,13 @@
 //! of a directory starts its stream ([`Detector::listed`]): the pusher
 //! then works while the reader is still between the listing and its first
 //! file, instead of starting at that file and racing the reader through
-//! the directory. Such a stream leaves its first file out as its trip, and
-//! the next listing starts a stream only once a read has shown that the
-//! reader went into the last one: a walk that stops reading files (a
-//! `find` after a `tar`) has at most one chunk pushed for it.
+//! the directory. A read of a file pushed that way (the pusher was late)
+//! shows that the reader is there; once listings have pushed
+//! [`CHUNK_BYTES`] without one, the next listing's stream leaves its first
+//! file out as its trip, and no listing starts a stream until a read shows
+//! the reader again: a walk that stops reading files (a `find` after a
+//! `tar`) has at most about two chunks pushed for it. A trip per chunk
+//! rather than per directory saves the reader a round trip per directory.
 
 use crate::tree::{Ino, NodeKind, Tree};
 
@@ -87,6 +90,8 @@ pub(super) struct Plan {
     pub(super) first: Ino,
     pub(super) last: Ino,
     pub(super) trip: Option<Ino>,
+    /// Bytes of the files pushed.
+    pub(super) bytes: u64,
 }
 
 impl Plan {
@@ -135,8 +140,12 @@ pub(super) struct Detector {
     stream: Option<Stream>,
     /// A reader is walking the tree: a read showed that it reads the
     /// files of the last stream's directory. The next listing of a
-    /// directory starts a stream then (and needs a read to show it again).
+    /// directory starts a stream then.
     walking: bool,
+    /// Bytes that listings had pushed since a read last showed the
+    /// reader: past [`CHUNK_BYTES`], a listing's stream leaves its first
+    /// file out as the trip, and the walk waits for it to be read.
+    unconfirmed: u64,
 }
 
 impl Detector {
@@ -153,7 +162,7 @@ impl Detector {
             if stream.trip == Some(ino) {
                 self.last = Some(ino);
                 self.last_ended_dir = false;
-                self.walking = true;
+                self.confirmed();
                 return Advice {
                     plans: self.extend(members, false).into_iter().collect(),
                     ..Advice::default()
@@ -163,7 +172,7 @@ impl Detector {
                 // Within what is planned: the pusher is behind, or the
                 // kernel dropped pages. Nothing new to plan.
                 self.last = Some(ino);
-                self.walking = true;
+                self.confirmed();
                 return Advice {
                     reader_at: Some(ino),
                     ..Advice::default()
@@ -192,7 +201,7 @@ impl Detector {
         if self.in_order < START_AFTER || self.last_ended_dir {
             return Advice::default();
         }
-        self.walking = true;
+        self.confirmed();
         self.stream = Some(Stream {
             dir: parent,
             first: ino + 1,
@@ -208,9 +217,16 @@ impl Detector {
         }
     }
 
+    /// A read showed the reader going through the files pushed for it.
+    fn confirmed(&mut self) {
+        self.walking = true;
+        self.unconfirmed = 0;
+    }
+
     /// Directory `dir` was listed to its end: the kernel now knows its
-    /// entries. While a walk is on, its stream starts now, its first file
-    /// left out as the trip; see the module docs.
+    /// entries. While a walk is on, its stream starts now: whole, or once
+    /// listings have pushed [`CHUNK_BYTES`] unconfirmed, with its first
+    /// file left out as the trip; see the module docs.
     pub(super) fn listed(&mut self, members: &impl Members, dir: Ino) -> Advice {
         if !self.walking || self.stream.is_some_and(|s| s.dir == dir) {
             return Advice::default();
@@ -225,21 +241,31 @@ impl Detector {
             trip: None,
             ended: false,
         });
-        match self.extend(members, false) {
-            Some(plan) => {
-                self.walking = false;
-                Advice {
-                    restart: true,
-                    plans: vec![plan],
-                    reader_at: None,
-                }
-            }
+        let whole = self.unconfirmed < CHUNK_BYTES;
+        let plans: Vec<Plan> = match whole {
+            // The chunk after a whole one has a trip, as a stream started
+            // by reads has: a directory of many chunks goes on by its
+            // trips.
+            true => [self.extend(members, true), self.extend(members, false)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            false => self.extend(members, false).into_iter().collect(),
+        };
+        if plans.is_empty() {
             // No file to push (a directory of directories): the walk goes
             // on through it, and the stream being pushed with it.
-            None => {
-                self.stream = previous;
-                Advice::default()
-            }
+            self.stream = previous;
+            return Advice::default();
+        }
+        self.unconfirmed += plans.iter().map(|p| p.bytes).sum::<u64>();
+        if !whole {
+            self.walking = false;
+        }
+        Advice {
+            restart: true,
+            plans,
+            reader_at: None,
         }
     }
 
@@ -278,7 +304,12 @@ impl Detector {
         if files == 0 {
             return None;
         }
-        Some(Plan { first, last, trip })
+        Some(Plan {
+            first,
+            last,
+            trip,
+            bytes,
+        })
     }
 }
 
@@ -503,22 +534,21 @@ mod tests {
         read_through(&table, &mut detector, &a);
         let advice = detector.listed(&table, dirs[1]);
         assert!(advice.restart);
+        assert_eq!(advice.plans.len(), 1, "{advice:?}");
         let plan = advice.plans[0];
-        // The first file is the trip, every other one is pushed.
-        assert_eq!(plan.trip, Some(b[0]));
-        assert!(b[1..].iter().all(|&f| plan.pushes(f)), "{plan:?}");
-        assert!(!plan.pushes(b[0]) && !plan.pushes(c[0]));
+        assert_eq!(plan.trip, None);
+        assert!(b.iter().all(|&f| plan.pushes(f)), "{plan:?}");
+        assert!(!plan.pushes(a[49]) && !plan.pushes(c[0]));
         // Listing it again (the kernel asks once more at the end) changes
-        // nothing; the reader reading its trip lets the next listing start.
+        // nothing; the next listing starts the next directory.
         assert_eq!(detector.listed(&table, dirs[1]), Advice::default());
-        assert!(detector.missed(&table, b[0]).plans.is_empty());
         let advice = detector.listed(&table, dirs[2]);
-        assert_eq!(advice.plans[0].trip, Some(c[0]));
+        assert!(c.iter().all(|&f| advice.plans[0].pushes(f)));
     }
 
     #[test]
-    fn listings_push_nothing_unless_the_last_one_was_read() {
-        let (table, dirs) = Table::dirs(&[50, 50, 50], 4096);
+    fn listings_push_a_bounded_amount_unless_the_reader_shows_up() {
+        let (table, dirs) = Table::dirs(&[50; 40], 4096);
         let mut detector = Detector::default();
         // A walk that reads nothing (`find`, `ls -lR`).
         for &dir in &dirs {
@@ -529,11 +559,29 @@ mod tests {
             detector.missed(&table, f);
         }
         assert_eq!(detector.listed(&table, dirs[1]), Advice::default());
-        // After a reader read in order, one listing is pushed, and no more
-        // until a read shows the reader went into it.
+        // After a reader read in order, listings push whole directories up
+        // to a chunk, then one with a trip, then nothing until the trip is
+        // read.
         read_through(&table, &mut detector, &table.files_of(dirs[0]));
-        assert_eq!(detector.listed(&table, dirs[1]).plans.len(), 1);
-        assert_eq!(detector.listed(&table, dirs[2]), Advice::default());
+        let mut pushed = 0;
+        let mut trip = None;
+        for &dir in &dirs[1..] {
+            let advice = detector.listed(&table, dir);
+            if trip.is_some() {
+                assert_eq!(advice, Advice::default());
+                continue;
+            }
+            let plan = advice.plans[0];
+            pushed += plan.bytes;
+            trip = plan.trip;
+        }
+        assert!(
+            (CHUNK_BYTES..=CHUNK_BYTES + 2 * 50 * 4096).contains(&pushed),
+            "{pushed} bytes pushed"
+        );
+        let trip = trip.expect("a listing's stream left a trip");
+        assert!(detector.missed(&table, trip).plans.is_empty());
+        assert_eq!(detector.listed(&table, dirs[39]).plans.len(), 1);
     }
 
     #[test]
