@@ -34,8 +34,9 @@
 //! [`CHUNK_BYTES`] without one, the next listing's stream leaves its first
 //! file out as its trip, and no listing starts a stream until a read shows
 //! the reader again: a walk that stops reading files (a `find` after a
-//! `tar`) has at most about two chunks pushed for it. A trip per chunk
-//! rather than per directory saves the reader a round trip per directory.
+//! `tar`) has a few chunks at most pushed for it (under 20 MiB). A trip
+//! per chunk rather than per directory saves the reader a round trip per
+//! directory.
 
 use crate::tree::{Ino, NodeKind, Tree};
 
