@@ -138,16 +138,17 @@ impl Pusher {
         self.follow(state, advice, ino, ino);
     }
 
-    /// Directory `dir` was listed to its end (READDIRPLUS): the kernel
-    /// knows its files, which may be pushed from now on.
+    /// Directory `dir` was listed to its end (a READDIR or READDIRPLUS
+    /// past its last entry): the kernel knows its files, which may be
+    /// pushed from now on.
     pub(super) fn listed(&self, dir: Ino) {
         if self.shared.notifier.get().is_none() {
             return;
         }
         let mut state = self.shared.lock();
         let advice = state.detector.listed(self.shared.stack.tree(), dir);
-        // Nothing of the directory is read yet; its first file (the trip)
-        // is where the reader starts.
+        // Nothing of the directory is read yet; its first file (the trip,
+        // if it has one) is where the reader starts.
         let Some(plan) = advice.plans.first() else {
             return;
         };
