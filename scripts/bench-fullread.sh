@@ -14,7 +14,9 @@
 # /tmp/layerfs-bench), BINS="name=path ..." (default: old=/tmp/layerfs-main
 # and new=this tree's release build), PLAIN=0 to leave out the kernel on
 # $DATA/x/small, WARM=1 to `cat` the layer into the page cache after the
-# drop (what a read-ahead could at best achieve).
+# drop (what a read-ahead could at best achieve). With the kernel row, the
+# same read of the extracted tree again with everything cached (`floor`:
+# what `tar` and the pipe cost without any I/O) and each time's ratio to it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 runs=$1; shift
@@ -67,6 +69,8 @@ for _ in $(seq "$runs"); do
     echo "$variant cat $(elapsed "$t0" "$(date +%s.%N)") $(stat -c %s "$layer")"
     if [ "${PLAIN:-1}" = 1 ]; then
       drop; echo "$variant kernel $(fullread "$DATA/x/small")"
+      fullread "$DATA/x/small" > /dev/null
+      echo "$variant floor $(fullread "$DATA/x/small")"
     fi
     for nb in $BINS; do
       name=${nb%%=*}; bin=${nb#*=}
@@ -92,6 +96,8 @@ for variant in dict.fromkeys(v for v, _ in times):
     cat = statistics.median(times[(variant, "cat")])
     kernel = times.get((variant, "kernel"))
     kernel = statistics.median(kernel) if kernel else None
+    floor = times.get((variant, "floor"))
+    floor = statistics.median(floor) if floor else None
     for (v, name), ts in times.items():
         if v != variant or name == "cat":
             continue
@@ -99,8 +105,10 @@ for variant in dict.fromkeys(v for v, _ in times):
         mbps = data / med / 1e6
         cat_mbps = size[variant] / cat / 1e6
         line = f"{variant} {name}: median {med:.2f} s = {mbps:.1f} MB/s of file data; {mbps / cat_mbps:.2f}x cat's MB/s"
-        if kernel and name != "kernel":
+        if kernel and name not in ("kernel", "floor"):
             line += f", {kernel / med:.2f}x the kernel's MB/s"
+        if floor and name != "floor":
+            line += f", {med / floor:.2f}x the warm floor's time"
         print(line + f" ({len(ts)} runs: {' '.join(f'{t:.2f}' for t in ts)})")
     print(f"{variant} cat: median {cat:.2f} s = {size[variant] / cat / 1e6:.0f} MB/s of the layer file")
 PY

@@ -121,13 +121,15 @@ impl LayerFs {
     }
 
     /// Lists a directory from `offset` with `add(ino, next_offset, kind, name)`
-    /// until it reports a full buffer.
+    /// until it reports a full buffer; says whether `offset` is past the
+    /// last entry: the reader went through the whole listing, and the
+    /// kernel has taken every reply before this one.
     fn list(
         &self,
         dir: INodeNo,
         offset: u64,
         mut add: impl FnMut(Ino, u64, &Node, &[u8]) -> bool,
-    ) -> Result<(), Errno> {
+    ) -> Result<bool, Errno> {
         let tree = self.stack.tree();
         let node = self.node(dir)?;
         if node.kind() != NodeKind::Directory {
@@ -137,11 +139,14 @@ impl LayerFs {
         for (i, (ino, name)) in dots.into_iter().enumerate().skip(offset as usize) {
             let target = tree.node(ino).ok_or(Errno::EIO)?;
             if add(ino, i as u64 + 1, target, name) {
-                return Ok(());
+                return Ok(false);
             }
         }
         let entries = tree.entries(dir.0);
         let start = offset.saturating_sub(FIRST_ENTRY_OFFSET) as usize;
+        if offset >= FIRST_ENTRY_OFFSET && start >= entries.len() {
+            return Ok(true);
+        }
         for (i, entry) in entries.iter().enumerate().skip(start) {
             let child = tree.node(entry.ino).ok_or(Errno::EIO)?;
             if add(
@@ -153,7 +158,7 @@ impl LayerFs {
                 break;
             }
         }
-        Ok(())
+        Ok(false)
     }
 }
 
@@ -291,7 +296,12 @@ impl Filesystem for LayerFs {
             )
         });
         match listed {
-            Ok(()) => reply.ok(),
+            Ok(ended) => {
+                reply.ok();
+                if ended {
+                    self.pusher.listed(ino.0);
+                }
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -316,7 +326,12 @@ impl Filesystem for LayerFs {
             )
         });
         match listed {
-            Ok(()) => reply.ok(),
+            Ok(ended) => {
+                reply.ok();
+                if ended {
+                    self.pusher.listed(ino.0);
+                }
+            }
             Err(e) => reply.error(e),
         }
     }

@@ -15,7 +15,12 @@
 //! early (POSIX_FADV_WILLNEED, [`LAYER_AHEAD`] bytes): a directory of small
 //! files is read in a few milliseconds, less than a cold read of its span
 //! takes, so without it the pusher would always come too late; with it the
-//! next directories' bytes are in memory when the reader gets there.
+//! next directories' bytes are in memory when the reader gets there. That
+//! is asked on a second thread, [`ASK_STEP`] bytes further each time the
+//! reader goes that far: the call returns only once the kernel has found
+//! pages for all of it and queued the reads (milliseconds for 16 MiB), and
+//! a pusher waiting that long was overtaken by the reader, which then read
+//! a directory or two itself, a request per file.
 //!
 //! A plain layer's pages that a run was read from are handed back once its
 //! files are pushed: the kernel then holds the files' pages, and the
@@ -37,7 +42,7 @@ use std::thread::JoinHandle;
 
 use fuser::{INodeNo, Notifier};
 
-use super::readahead::{self, Detector, Plan};
+use super::readahead::{self, Advice, Detector, Plan};
 use crate::source::Codec;
 use crate::stack::{Layer, Stack};
 use crate::tree::{Ino, NodeKind};
@@ -49,8 +54,11 @@ const SPAN_MAX: u64 = 1 << 20;
 /// and pushed, and each file it gets to first is a push too late.
 const SPAN_FIRST: u64 = 32 << 10;
 /// How far ahead of the reader a plain layer's bytes are asked of the
-/// disk; asked again once the reader is half way there.
-const LAYER_AHEAD: u64 = 32 << 20;
+/// disk.
+const LAYER_AHEAD: u64 = 64 << 20;
+/// Asked again each time the reader has gone this far: the disk always
+/// has the next stretch to read, rather than half the window at once.
+const ASK_STEP: u64 = 8 << 20;
 /// The largest gap between two files' data still read through, rather
 /// than starting a new read (tar headers are 512 bytes; a layer's other
 /// members between two siblings are rarely much more).
@@ -59,7 +67,8 @@ const SPAN_GAP: u64 = 64 << 10;
 /// Pushes files ahead of readers; see the module docs.
 pub(super) struct Pusher {
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The pushing thread and the one asking the disk ahead.
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 struct Shared {
@@ -67,7 +76,10 @@ struct Shared {
     /// Set once the session exists.
     notifier: Arc<OnceLock<Notifier>>,
     state: Mutex<State>,
+    /// Wakes the pushing thread: plans are queued.
     wake: Condvar,
+    /// Wakes the thread asking the disk: a prefetch is set.
+    wake_ahead: Condvar,
     /// Files up to this one were read by the reader itself (in the
     /// current stream): pushing them is too late.
     reader_at: AtomicU64,
@@ -109,9 +121,10 @@ impl Pusher {
                 notifier,
                 state: Mutex::new(State::default()),
                 wake: Condvar::new(),
+                wake_ahead: Condvar::new(),
                 reader_at: AtomicU64::new(0),
             }),
-            thread: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
         }
     }
 
@@ -122,22 +135,50 @@ impl Pusher {
         }
         let mut state = self.shared.lock();
         let advice = state.detector.missed(self.shared.stack.tree(), ino);
+        self.follow(state, advice, ino, ino);
+    }
+
+    /// Directory `dir` was listed to its end (a READDIR or READDIRPLUS
+    /// past its last entry): the kernel knows its files, which may be
+    /// pushed from now on.
+    pub(super) fn listed(&self, dir: Ino) {
+        if self.shared.notifier.get().is_none() {
+            return;
+        }
+        let mut state = self.shared.lock();
+        let advice = state.detector.listed(self.shared.stack.tree(), dir);
+        // Nothing of the directory is read yet; its first file (the trip,
+        // if it has one) is where the reader starts.
+        let Some(plan) = advice.plans.first() else {
+            return;
+        };
+        let (before, first) = (
+            plan.first.saturating_sub(1),
+            plan.trip.unwrap_or(plan.first),
+        );
+        self.follow(state, advice, before, first);
+    }
+
+    /// Acts on `advice`: the reader has read files up to `read` itself and
+    /// goes on at file `next`.
+    fn follow(&self, mut state: MutexGuard<'_, State>, advice: Advice, read: Ino, next: Ino) {
         if let Some(at) = advice.reader_at {
             self.shared.reader_at.fetch_max(at, Ordering::Relaxed);
         }
         if advice.restart {
             state.queue.clear();
             state.generation += 1;
-            self.shared.reader_at.store(ino, Ordering::Relaxed);
+            self.shared.reader_at.store(read, Ordering::Relaxed);
         }
         if advice.plans.is_empty() {
             return;
         }
         state.queue.extend(advice.plans);
-        self.plan_prefetch(&mut state, ino);
+        self.plan_prefetch(&mut state, next);
         drop(state);
         self.shared.wake.notify_one();
-        self.start_thread();
+        self.shared.wake_ahead.notify_one();
+        self.start_threads();
     }
 
     /// Asks for a plain layer's bytes ahead of file `ino`, which the
@@ -154,7 +195,7 @@ impl Pusher {
         let at = data.offset;
         let from = match state.ahead {
             Some((l, until)) if l == layer && (at..=at + LAYER_AHEAD).contains(&until) => {
-                if until - at > LAYER_AHEAD / 2 {
+                if until - at > LAYER_AHEAD - ASK_STEP {
                     return;
                 }
                 until
@@ -163,24 +204,39 @@ impl Pusher {
         };
         let to = at + LAYER_AHEAD;
         state.ahead = Some((layer, to));
+        // A stretch asked for but not yet taken by the thread is asked
+        // with this one, not dropped.
+        let from = match state.prefetch {
+            Some((l, pending, _)) if l == layer && pending < from => pending,
+            _ => from,
+        };
         state.prefetch = Some((layer, from, to));
     }
 
-    fn start_thread(&self) {
-        let mut thread = self.thread.lock().unwrap_or_else(|p| p.into_inner());
-        if thread.is_some() {
+    fn start_threads(&self) {
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        if !threads.is_empty() {
             return;
         }
-        let shared = Arc::clone(&self.shared);
-        match std::thread::Builder::new()
-            .name("layerfs-push".into())
-            .spawn(move || push(&shared))
-        {
-            Ok(handle) => *thread = Some(handle),
-            Err(e) => {
-                // Reads are served all the same, each by its own request.
-                log::debug!("read-ahead thread not started: {e}");
-                self.shared.lock().stop = true;
+        let spawn = |name: &str, run: fn(&Shared)| {
+            let shared = Arc::clone(&self.shared);
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || run(&shared))
+        };
+        for (name, run) in [
+            ("layerfs-push", push as fn(&Shared)),
+            ("layerfs-ahead", ask_ahead),
+        ] {
+            match spawn(name, run) {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    // Reads are served all the same, each by its own request.
+                    log::debug!("read-ahead thread not started: {e}");
+                    self.shared.lock().stop = true;
+                    self.shared.wake_ahead.notify_all();
+                    return;
+                }
             }
         }
     }
@@ -190,9 +246,10 @@ impl Drop for Pusher {
     fn drop(&mut self) {
         self.shared.lock().stop = true;
         self.shared.wake.notify_all();
-        let thread = self.thread.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some(thread) = thread.take() {
-            // The thread only reads and notifies; a panic there has
+        self.shared.wake_ahead.notify_all();
+        let threads = self.threads.get_mut().unwrap_or_else(|p| p.into_inner());
+        for thread in threads.drain(..) {
+            // The threads only read and notify; a panic there has
             // nothing to hand on.
             let _ = thread.join();
         }
@@ -260,6 +317,27 @@ fn plain_file(layer: &Layer) -> Option<(&std::fs::File, u64)> {
     }
 }
 
+/// The second thread: asks the disk for a plain layer's bytes ahead of
+/// the reader, until stopped.
+fn ask_ahead(shared: &Shared) {
+    let mut state = shared.lock();
+    loop {
+        if state.stop {
+            return;
+        }
+        if let Some((layer, from, to)) = state.prefetch.take() {
+            drop(state);
+            shared.prefetch(layer, from, to);
+            state = shared.lock();
+            continue;
+        }
+        state = shared
+            .wake_ahead
+            .wait(state)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+}
+
 /// The thread: pushes plans until stopped.
 fn push(shared: &Shared) {
     let mut buf = Vec::new();
@@ -269,12 +347,6 @@ fn push(shared: &Shared) {
             loop {
                 if state.stop {
                     return;
-                }
-                if let Some((layer, from, to)) = state.prefetch.take() {
-                    drop(state);
-                    shared.prefetch(layer, from, to);
-                    state = shared.lock();
-                    continue;
                 }
                 if let Some(plan) = state.queue.pop_front() {
                     break (plan, state.generation);

@@ -22,6 +22,21 @@
 //! Only reads at a file's start count, and a stream starts only after
 //! [`START_AFTER`] reads in order in one directory (or one read in order
 //! after a directory read to its end): random reads never start one.
+//!
+//! A reader walking a tree lists each directory before it reads its files,
+//! and the kernel can take a file's pages only once it knows the file's
+//! inode, which the listing tells it. So while a walk is on, the listing
+//! of a directory starts its stream ([`Detector::listed`]): the pusher
+//! then works while the reader is still between the listing and its first
+//! file, instead of starting at that file and racing the reader through
+//! the directory. A read of a file pushed that way (the pusher was late)
+//! shows that the reader is there; once listings have pushed
+//! [`CHUNK_BYTES`] without one, the next listing's stream leaves its first
+//! file out as its trip, and no listing starts a stream until a read shows
+//! the reader again: a walk that stops reading files (a `find` after a
+//! `tar`) has a few chunks at most pushed for it (under 20 MiB). A trip
+//! per chunk rather than per directory saves the reader a round trip per
+//! directory.
 
 use crate::tree::{Ino, NodeKind, Tree};
 
@@ -52,6 +67,8 @@ pub(super) struct Member {
 pub(super) trait Members {
     /// `None` past the last inode.
     fn member(&self, ino: Ino) -> Option<Member>;
+    /// The inode of directory `dir`'s first entry, if it has one.
+    fn first_entry(&self, dir: Ino) -> Option<Ino>;
 }
 
 impl Members for Tree {
@@ -62,6 +79,10 @@ impl Members for Tree {
             file_size: (node.kind() == NodeKind::File).then_some(node.size),
         })
     }
+
+    fn first_entry(&self, dir: Ino) -> Option<Ino> {
+        self.entries(dir).first().map(|entry| entry.ino)
+    }
 }
 
 /// Files to push: the files among inodes `first..=last`, except `trip`.
@@ -70,6 +91,8 @@ pub(super) struct Plan {
     pub(super) first: Ino,
     pub(super) last: Ino,
     pub(super) trip: Option<Ino>,
+    /// Bytes of the files pushed.
+    pub(super) bytes: u64,
 }
 
 impl Plan {
@@ -116,6 +139,14 @@ pub(super) struct Detector {
     /// `last`'s directory has no file after it.
     last_ended_dir: bool,
     stream: Option<Stream>,
+    /// A reader is walking the tree: a read showed that it reads the
+    /// files of the last stream's directory. The next listing of a
+    /// directory starts a stream then.
+    walking: bool,
+    /// Bytes that listings had pushed since a read last showed the
+    /// reader: past [`CHUNK_BYTES`], a listing's stream leaves its first
+    /// file out as the trip, and the walk waits for it to be read.
+    unconfirmed: u64,
 }
 
 impl Detector {
@@ -132,6 +163,7 @@ impl Detector {
             if stream.trip == Some(ino) {
                 self.last = Some(ino);
                 self.last_ended_dir = false;
+                self.confirmed();
                 return Advice {
                     plans: self.extend(members, false).into_iter().collect(),
                     ..Advice::default()
@@ -141,6 +173,7 @@ impl Detector {
                 // Within what is planned: the pusher is behind, or the
                 // kernel dropped pages. Nothing new to plan.
                 self.last = Some(ino);
+                self.confirmed();
                 return Advice {
                     reader_at: Some(ino),
                     ..Advice::default()
@@ -164,10 +197,12 @@ impl Detector {
         self.last_ended_dir = last_file(members, ino, parent);
         if !in_order {
             self.stream = None;
+            self.walking = false;
         }
         if self.in_order < START_AFTER || self.last_ended_dir {
             return Advice::default();
         }
+        self.confirmed();
         self.stream = Some(Stream {
             dir: parent,
             first: ino + 1,
@@ -179,6 +214,58 @@ impl Detector {
         Advice {
             restart: true,
             plans: plans.into_iter().flatten().collect(),
+            reader_at: None,
+        }
+    }
+
+    /// A read showed the reader going through the files pushed for it.
+    fn confirmed(&mut self) {
+        self.walking = true;
+        self.unconfirmed = 0;
+    }
+
+    /// Directory `dir` was listed to its end: the kernel now knows its
+    /// entries. While a walk is on, its stream starts now: whole, or once
+    /// listings have pushed [`CHUNK_BYTES`] unconfirmed, with its first
+    /// file left out as the trip; see the module docs.
+    pub(super) fn listed(&mut self, members: &impl Members, dir: Ino) -> Advice {
+        if !self.walking || self.stream.is_some_and(|s| s.dir == dir) {
+            return Advice::default();
+        }
+        let Some(first) = members.first_entry(dir) else {
+            return Advice::default();
+        };
+        let previous = self.stream.replace(Stream {
+            dir,
+            first,
+            frontier: first.saturating_sub(1),
+            trip: None,
+            ended: false,
+        });
+        let whole = self.unconfirmed < CHUNK_BYTES;
+        let plans: Vec<Plan> = match whole {
+            // The chunk after a whole one has a trip, as a stream started
+            // by reads has: a directory of many chunks goes on by its
+            // trips.
+            true => [self.extend(members, true), self.extend(members, false)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            false => self.extend(members, false).into_iter().collect(),
+        };
+        if plans.is_empty() {
+            // No file to push (a directory of directories): the walk goes
+            // on through it, and the stream being pushed with it.
+            self.stream = previous;
+            return Advice::default();
+        }
+        self.unconfirmed += plans.iter().map(|p| p.bytes).sum::<u64>();
+        if !whole {
+            self.walking = false;
+        }
+        Advice {
+            restart: true,
+            plans,
             reader_at: None,
         }
     }
@@ -218,7 +305,12 @@ impl Detector {
         if files == 0 {
             return None;
         }
-        Some(Plan { first, last, trip })
+        Some(Plan {
+            first,
+            last,
+            trip,
+            bytes,
+        })
     }
 }
 
@@ -307,6 +399,10 @@ mod tests {
             self.0
                 .get(usize::try_from(ino).ok()?.checked_sub(1)?)
                 .copied()
+        }
+
+        fn first_entry(&self, dir: Ino) -> Option<Ino> {
+            (1..=self.0.len() as Ino).find(|&i| self.member(i).is_some_and(|m| m.parent == dir))
         }
     }
 
@@ -425,6 +521,78 @@ mod tests {
         let advice = detector.missed(&table, b[0]);
         assert!(advice.restart);
         assert!(advice.plans[0].pushes(b[1]));
+    }
+
+    #[test]
+    fn a_listing_during_a_walk_starts_its_directory_at_once() {
+        let (table, dirs) = Table::dirs(&[50, 50, 50], 4096);
+        let (a, b, c) = (
+            table.files_of(dirs[0]),
+            table.files_of(dirs[1]),
+            table.files_of(dirs[2]),
+        );
+        let mut detector = Detector::default();
+        read_through(&table, &mut detector, &a);
+        let advice = detector.listed(&table, dirs[1]);
+        assert!(advice.restart);
+        assert_eq!(advice.plans.len(), 1, "{advice:?}");
+        let plan = advice.plans[0];
+        assert_eq!(plan.trip, None);
+        assert!(b.iter().all(|&f| plan.pushes(f)), "{plan:?}");
+        assert!(!plan.pushes(a[49]) && !plan.pushes(c[0]));
+        // Listing it again (the kernel asks once more at the end) changes
+        // nothing; the next listing starts the next directory.
+        assert_eq!(detector.listed(&table, dirs[1]), Advice::default());
+        let advice = detector.listed(&table, dirs[2]);
+        assert!(c.iter().all(|&f| advice.plans[0].pushes(f)));
+    }
+
+    #[test]
+    fn listings_push_a_bounded_amount_unless_the_reader_shows_up() {
+        let (table, dirs) = Table::dirs(&[50; 40], 4096);
+        let mut detector = Detector::default();
+        // A walk that reads nothing (`find`, `ls -lR`).
+        for &dir in &dirs {
+            assert_eq!(detector.listed(&table, dir), Advice::default());
+        }
+        // Random reads do not make it a walk either.
+        for f in [table.files_of(dirs[2])[7], table.files_of(dirs[0])[30]] {
+            detector.missed(&table, f);
+        }
+        assert_eq!(detector.listed(&table, dirs[1]), Advice::default());
+        // After a reader read in order, listings push whole directories up
+        // to a chunk, then one with a trip, then nothing until the trip is
+        // read.
+        read_through(&table, &mut detector, &table.files_of(dirs[0]));
+        let mut pushed = 0;
+        let mut trip = None;
+        for &dir in &dirs[1..] {
+            let advice = detector.listed(&table, dir);
+            if trip.is_some() {
+                assert_eq!(advice, Advice::default());
+                continue;
+            }
+            let plan = advice.plans[0];
+            pushed += plan.bytes;
+            trip = plan.trip;
+        }
+        assert!(
+            (CHUNK_BYTES..=CHUNK_BYTES + 2 * 50 * 4096).contains(&pushed),
+            "{pushed} bytes pushed"
+        );
+        let trip = trip.expect("a listing's stream left a trip");
+        assert!(detector.missed(&table, trip).plans.is_empty());
+        assert_eq!(detector.listed(&table, dirs[39]).plans.len(), 1);
+    }
+
+    #[test]
+    fn a_directory_of_directories_keeps_the_walk_going() {
+        // The root lists only directories.
+        let (table, dirs) = Table::dirs(&[50, 50], 4096);
+        let mut detector = Detector::default();
+        read_through(&table, &mut detector, &table.files_of(dirs[0]));
+        assert_eq!(detector.listed(&table, 1), Advice::default());
+        assert_eq!(detector.listed(&table, dirs[1]).plans.len(), 1);
     }
 
     #[test]
