@@ -212,6 +212,41 @@ fn a_directory_under_a_tar_with_whiteouts_reads_right_and_only_tar_files_reach_t
 }
 
 #[test]
+fn files_opened_in_order_are_asked_of_the_disk_ahead_of_the_reader() {
+    require!(Fuse);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("layer");
+    fs::create_dir(&dir).expect("mkdir");
+    let content = |n: u64| pseudo_random(1000 + n as usize * 37, n);
+    for n in 0..300u64 {
+        fs::write(dir.join(format!("f{n:03}")), content(n)).expect("write");
+    }
+    let mount = Logged::new(&[], &[dir], tmp.path().join("daemon.log"));
+    for n in 0..300u64 {
+        check(&mount.path().join(format!("f{n:03}")), &content(n));
+    }
+    mount.all_closed();
+    // Logged by the open-ahead thread once it has asked for a plan's files.
+    let warmed = || -> usize {
+        mount
+            .log()
+            .lines()
+            .filter_map(|l| {
+                l.split("open ahead: ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum()
+    };
+    let enough = wait_for(Duration::from_secs(10), || warmed() >= 200);
+    assert!(enough, "{} files opened ahead:\n{}", warmed(), mount.log());
+    assert!(mount.requests("READ").is_empty(), "{}", mount.log());
+}
+
+#[test]
 fn a_file_changed_after_the_mount_is_refused_at_its_next_first_open() {
     require!(Fuse);
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -67,8 +67,8 @@ impl LayerFs {
         (passthrough, overlay_lower): (bool, bool),
         notifier: Arc<OnceLock<Notifier>>,
     ) -> LayerFs {
-        let passthrough = Passthrough::new(&stack, passthrough, overlay_lower);
         let stack = Arc::new(stack);
+        let passthrough = Passthrough::new(&stack, passthrough, overlay_lower);
         LayerFs {
             passthrough,
             pusher: Pusher::new(Arc::clone(&stack), notifier),

@@ -5,6 +5,7 @@
 mod faults;
 mod fs;
 pub mod mountinfo;
+mod open_ahead;
 mod options;
 mod passthrough;
 mod pusher;

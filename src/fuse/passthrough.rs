@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use fuser::{BackingId, FileHandle, FopenFlags, InitFlags, KernelConfig, ReplyOpen};
 
 use super::faults::FaultLog;
+use super::open_ahead::OpenAhead;
 use crate::dir::DirLayer;
 use crate::stack::{Layer, Stack, StackError};
 use crate::tree::{Ino, NodeKind, ROOT_INO};
@@ -65,6 +66,8 @@ pub(super) struct Passthrough {
     open: Mutex<HashMap<Ino, Backing>>,
     /// Whether a file too deep for the granted depth was logged.
     deep_logged: AtomicBool,
+    /// Asks the disk for the files a reader will open next.
+    ahead: OpenAhead,
 }
 
 /// An inode's backing file, shared by its opens.
@@ -78,7 +81,7 @@ impl Passthrough {
     /// file with data from a directory layer and if this process may
     /// register backing files; `overlay_lower`: an overlay will be
     /// mounted over this mount.
-    pub(super) fn new(stack: &Stack, allowed: bool, overlay_lower: bool) -> Passthrough {
+    pub(super) fn new(stack: &Arc<Stack>, allowed: bool, overlay_lower: bool) -> Passthrough {
         let wanted = (allowed && has_dir_files(stack) && has_sys_admin()).then(|| {
             let stacked = stack.layers().iter().any(|layer| match layer {
                 Layer::Dir(dir) => dir.on_stacked_fs(),
@@ -95,6 +98,7 @@ impl Passthrough {
             on: AtomicBool::new(false),
             open: Mutex::new(HashMap::new()),
             deep_logged: AtomicBool::new(false),
+            ahead: OpenAhead::new(Arc::clone(stack)),
         }
     }
 
@@ -166,6 +170,7 @@ impl Passthrough {
         drop(file);
         let id = self.keep(ino, id);
         reply.opened_passthrough(PASSED, PASSED_FLAGS, &id);
+        self.ahead.opened(ino);
         None
     }
 
@@ -243,7 +248,7 @@ impl Passthrough {
 /// The directory layer serving file `ino`, and where its bytes lie in the
 /// layer's virtual stream; `None` for any other node, and for a file
 /// without data (nothing to read).
-fn dir_file(stack: &Stack, ino: Ino) -> Option<(&DirLayer, u64, u64)> {
+pub(super) fn dir_file(stack: &Stack, ino: Ino) -> Option<(&DirLayer, u64, u64)> {
     let tree = stack.tree();
     let node = tree.node(ino)?;
     if node.kind() != NodeKind::File || node.size == 0 {
