@@ -123,9 +123,11 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn current(&self, generation: u64) -> bool {
+    /// Whether the plan of `generation` is still wanted, and the last
+    /// file the reader opened.
+    fn progress(&self, generation: u64) -> (bool, Option<Ino>) {
         let state = self.lock();
-        !state.stop && state.generation == generation
+        (!state.stop && state.generation == generation, state.last)
     }
 }
 
@@ -146,8 +148,14 @@ fn warm(shared: &Shared) {
         };
         let mut warmed = 0;
         for ino in (plan.first..=plan.last).filter(|&ino| Some(ino) != plan.trip) {
-            if !shared.current(generation) {
+            let (current, reader_at) = shared.progress(generation);
+            if !current {
                 break;
+            }
+            // A file the reader has opened already is too late to warm:
+            // skipped, so that a thread left behind catches up.
+            if reader_at.is_some_and(|at| ino <= at) {
+                continue;
             }
             let Some((dir, start, size)) = dir_file(&shared.stack, ino) else {
                 continue;
