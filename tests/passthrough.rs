@@ -226,7 +226,9 @@ fn files_opened_in_order_are_asked_of_the_disk_ahead_of_the_reader() {
         check(&mount.path().join(format!("f{n:03}")), &content(n));
     }
     mount.all_closed();
-    // Logged by the open-ahead thread once it has asked for a plan's files.
+    // Logged by the open-ahead thread once it has asked for a plan's files
+    // (those the reader has not opened yet: a third is room for a busy
+    // machine; without open ahead none is).
     let warmed = || -> usize {
         mount
             .log()
@@ -241,7 +243,7 @@ fn files_opened_in_order_are_asked_of_the_disk_ahead_of_the_reader() {
             })
             .sum()
     };
-    let enough = wait_for(Duration::from_secs(10), || warmed() >= 200);
+    let enough = wait_for(Duration::from_secs(10), || warmed() >= 100);
     assert!(enough, "{} files opened ahead:\n{}", warmed(), mount.log());
     assert!(mount.requests("READ").is_empty(), "{}", mount.log());
 }
