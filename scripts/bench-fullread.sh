@@ -10,7 +10,9 @@
 #   scripts/bench-fullread.sh RUNS VARIANT...
 #
 # VARIANT: small.tar, small.gz, small.zst, small.zstmf (layers of
-# $DATA/layers) or any layer file. Environment: DATA (default
+# $DATA/layers), any layer file, or a directory layer (an extracted tree,
+# e.g. $DATA/x/small: no `cat` row for it; the kernel row reads the
+# extracted tree all the same). Environment: DATA (default
 # /tmp/layerfs-bench), BINS="name=path ..." (default: old=/tmp/layerfs-main
 # and new=this tree's release build), PLAIN=0 to leave out the kernel on
 # $DATA/x/small, WARM=1 to `cat` the layer into the page cache after the
@@ -65,8 +67,10 @@ done
 for _ in $(seq "$runs"); do
   for variant in "$@"; do
     layer=$(layer_of "$variant")
-    drop; t0=$(date +%s.%N); cat "$layer" > /dev/null
-    echo "$variant cat $(elapsed "$t0" "$(date +%s.%N)") $(stat -c %s "$layer")"
+    if [ ! -d "$layer" ]; then
+      drop; t0=$(date +%s.%N); cat "$layer" > /dev/null
+      echo "$variant cat $(elapsed "$t0" "$(date +%s.%N)") $(stat -c %s "$layer")"
+    fi
     if [ "${PLAIN:-1}" = 1 ]; then
       drop; echo "$variant kernel $(fullread "$DATA/x/small")"
       fullread "$DATA/x/small" > /dev/null
@@ -93,7 +97,7 @@ for line in open(sys.argv[1]):
         size[variant] = int(n)
 data = int(sys.argv[2]) or 1
 for variant in dict.fromkeys(v for v, _ in times):
-    cat = statistics.median(times[(variant, "cat")])
+    cat = statistics.median(times[(variant, "cat")]) if (variant, "cat") in times else None
     kernel = times.get((variant, "kernel"))
     kernel = statistics.median(kernel) if kernel else None
     floor = times.get((variant, "floor"))
@@ -103,12 +107,14 @@ for variant in dict.fromkeys(v for v, _ in times):
             continue
         med = statistics.median(ts)
         mbps = data / med / 1e6
-        cat_mbps = size[variant] / cat / 1e6
-        line = f"{variant} {name}: median {med:.2f} s = {mbps:.1f} MB/s of file data; {mbps / cat_mbps:.2f}x cat's MB/s"
+        line = f"{variant} {name}: median {med:.2f} s = {mbps:.1f} MB/s of file data"
+        if cat:
+            line += f"; {mbps / (size[variant] / cat / 1e6):.2f}x cat's MB/s"
         if kernel and name not in ("kernel", "floor"):
             line += f", {kernel / med:.2f}x the kernel's MB/s"
         if floor and name != "floor":
             line += f", {med / floor:.2f}x the warm floor's time"
         print(line + f" ({len(ts)} runs: {' '.join(f'{t:.2f}' for t in ts)})")
-    print(f"{variant} cat: median {cat:.2f} s = {size[variant] / cat / 1e6:.0f} MB/s of the layer file")
+    if cat:
+        print(f"{variant} cat: median {cat:.2f} s = {size[variant] / cat / 1e6:.0f} MB/s of the layer file")
 PY

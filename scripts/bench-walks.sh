@@ -6,6 +6,7 @@
 #
 #   scripts/bench-walks.sh RUNS walk LAYER DIR   # find -printf, plain find, ls -lR
 #   scripts/bench-walks.sh RUNS rand LAYER       # 1,000 random 4 KiB reads of big/blob.bin, then dd
+#   scripts/bench-walks.sh RUNS rand LAYER MANIFEST  # 1,000 random files: open, 4 KiB pread, close
 #
 # A walk row `floor` walks DIR again with only the kernel's dentries and
 # inodes dropped (`drop_caches` 2), its blocks still cached: what the
@@ -13,6 +14,8 @@
 # no disk read. No filesystem's first walk of a fresh mount goes below it,
 # since every mount's first walk must create the same inodes.
 #
+# A LAYER that is a directory (an extracted layer: $DATA/x/big, $DATA/x/small)
+# is also read by the kernel directly, as the `plain` row of `rand`.
 # e.g. `scripts/bench-walks.sh 3 walk $DATA/layers/small.tar $DATA/x/small`
 # or `scripts/bench-walks.sh 2 rand $DATA/layers/big.mf.tar.zst`. Each
 # binary keeps its own index cache across runs (the mounts are warm-index
@@ -28,6 +31,7 @@ if [ -e /work/bench.lock ] && [ -z "${BENCH_LOCKED:-}" ]; then
   BENCH_LOCKED=1 exec flock /work/bench.lock "$0" "$@"
 fi
 runs=$1 what=$2 layer=$3 dir=${4:-}
+manifest=$dir
 target=${CARGO_TARGET_DIR:-$here/target}
 bench=${BENCH:-$here/../shared/bench}
 if [ "$what" = rand ] && [ ! -f "$bench/randread.py" ]; then
@@ -41,7 +45,16 @@ trap 'mountpoint -q "$mnt" && umount -l "$mnt"; rm -rf "$work"' EXIT
 drop() { sync; echo "${1:-3}" > /proc/sys/vm/drop_caches; }
 # A path that exists once the mount is up.
 probe() {
-  if [ "$what" = rand ]; then echo "$mnt/big/blob.bin"; else find "$mnt" -mindepth 1 -maxdepth 1 -print -quit; fi
+  if [ "$what" = rand ] && [ -z "$manifest" ]; then echo "$mnt/big/blob.bin"; else find "$mnt" -mindepth 1 -maxdepth 1 -print -quit; fi
+}
+
+# randread ROOT RUN: the random reads of `rand` under ROOT.
+randread() {
+  if [ -n "$manifest" ]; then
+    python3 "$bench/randread.py" files "$1" "$manifest" -n 1000 --deadline 60 --seed "$2"
+  else
+    python3 "$bench/randread.py" file "$1/big/blob.bin" -n 1000 --deadline 20 --seed "$2"
+  fi
 }
 
 # The walks, by name, of ROOT.
@@ -104,12 +117,20 @@ for run in $(seq "$runs"); do
         echo "run $run $name $(timed_walk "$label" "$mnt")$(daemon_stats)"
         unmount_bin
       done
-    elif [ "$name" != plain ] && [ "$name" != floor ]; then
+    elif [ "$name" = floor ]; then
+      continue
+    elif [ "$name" = plain ]; then
+      if [ -d "$layer" ]; then
+        drop
+        echo "run $run $name rand $(randread "$layer" "$run")"
+      fi
+    else
       mkdir -p "$work/cache-$name"
       mount_bin "$bin" "$work/cache-$name"
       drop
-      echo "run $run $name rand $(python3 "$bench/randread.py" file "$mnt/big/blob.bin" -n 1000 --deadline 20 --seed "$run")"
+      echo "run $run $name rand $(randread "$mnt" "$run")"
       unmount_bin
+      [ -z "$manifest" ] || continue
       mount_bin "$bin" "$work/cache-$name"
       drop
       echo "run $run $name seq $(dd if="$mnt/big/blob.bin" of=/dev/null bs=1M 2>&1 | tail -1)"

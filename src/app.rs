@@ -304,6 +304,7 @@ pub fn mount(request: &MountRequest) -> Result<(), AppError> {
             reason: e.to_string(),
         })?;
         mountpoint = fuse::check_mountpoint(&upper::lower_of_upper(&upper_dir))?;
+        options.set_overlay_lower();
     }
     if !request.foreground && !daemon::is_child() {
         return Ok(daemon::start_in_background(&mountpoint)?);

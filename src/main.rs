@@ -40,7 +40,7 @@ enum Command {
         /// Stay in the foreground until unmounted (SIGINT/SIGTERM unmount).
         #[arg(short, long)]
         foreground: bool,
-        /// Mount options, comma-separated: allow_other, allow_root, suid, dev, noexec, no_default_permissions, fsname=NAME, ...
+        /// Mount options, comma-separated: allow_other, allow_root, suid, dev, noexec, no_default_permissions, no_passthrough, fsname=NAME, ...
         #[arg(short = 'o', value_name = "OPT[,OPT...]")]
         options: Vec<String>,
         /// Threads serving requests (default: cores, 2 to 8).

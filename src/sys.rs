@@ -178,6 +178,24 @@ fn advise(file: &std::fs::File, offset: u64, len: u64, advice: libc::c_int) -> i
     }
 }
 
+/// Whether `file` lives on a filesystem stacked on others (overlayfs,
+/// FUSE, ecryptfs), which counts towards the kernel's limit on stacking:
+/// the depth a FUSE mount must allow to pass reads through to it.
+pub fn is_stacked_fs(file: &std::fs::File) -> io::Result<bool> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs(2) fills `st` from an open fd and is read below only
+    // if it succeeded.
+    if unsafe { libc::fstatfs(std::os::fd::AsRawFd::as_raw_fd(file), st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: initialised by the successful call above.
+    let kind = unsafe { st.assume_init() }.f_type;
+    Ok(matches!(
+        kind,
+        libc::OVERLAYFS_SUPER_MAGIC | libc::FUSE_SUPER_MAGIC | libc::ECRYPTFS_SUPER_MAGIC
+    ))
+}
+
 /// Lowers the calling thread's CPU priority to `nice` (Linux sets it per
 /// thread): work that may wait for an idle core.
 pub fn lower_thread_priority(nice: libc::c_int) -> io::Result<()> {

@@ -20,42 +20,9 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use common::layer::pseudo_random;
-use common::mount::{is_mounted, layerfs, run_captured};
+use common::mount::{is_mounted, layerfs, run_captured, KernelMount};
 use common::tree::{snapshot, Fields, Kind, Snapshot};
 use common::{assert_tree, tar_warnings, Expected, Format, Layer, Mount};
-
-/// A kernel mount (overlayfs) that is unmounted when dropped.
-struct KernelMount(PathBuf);
-
-impl KernelMount {
-    fn overlay(options: &str, target: &Path) -> KernelMount {
-        fs::create_dir_all(target).expect("mkdir mountpoint");
-        let run = run_captured(
-            Command::new("mount")
-                .args(["-t", "overlay", "overlay", "-o", options])
-                .arg(target),
-        );
-        run.expect_success("mount -t overlay");
-        KernelMount(target.to_path_buf())
-    }
-}
-
-impl Drop for KernelMount {
-    fn drop(&mut self) {
-        if run_captured(Command::new("umount").arg(&self.0))
-            .status
-            .success()
-        {
-            return;
-        }
-        let _ = run_captured(Command::new("umount").arg("-l").arg(&self.0));
-        assert!(
-            std::thread::panicking() || !is_mounted(&self.0),
-            "could not unmount {}",
-            self.0.display()
-        );
-    }
-}
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()

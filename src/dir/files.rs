@@ -226,12 +226,41 @@ impl DirFiles {
         })
     }
 
+    /// The file whose bytes are `start..start + size` of the stream,
+    /// opened anew and checked to be what the walk listed, for the kernel
+    /// to read itself (FUSE passthrough). `None` if no file lies exactly
+    /// there; a file seen changed, now or by an earlier read, is an error.
+    pub(super) fn open_whole(&self, start: u64, size: u64) -> Option<Result<File, SourceError>> {
+        let n = self.table.partition_point(|s| s.start < start);
+        let slot = self
+            .table
+            .get(n)
+            .filter(|s| s.start == start && s.size == size)?;
+        if slot.changed.load(Ordering::Relaxed) {
+            return Some(Err(SourceError::Changed {
+                path: slot.disk.clone(),
+                why: "seen changed by an earlier read".to_string(),
+            }));
+        }
+        Some(self.open_checked(slot))
+    }
+
     /// The open file of slot `n`: kept from an earlier read, or opened now
     /// and checked to be what the walk listed.
     fn file(&self, n: usize, slot: &Slot) -> Result<Arc<File>, SourceError> {
         if let Some(file) = self.lock().get(n) {
             return Ok(file);
         }
+        let file = Arc::new(self.open_checked(slot)?);
+        let evicted = self.lock().put(n, Arc::clone(&file));
+        drop(evicted);
+        Ok(file)
+    }
+
+    /// Opens the file of `slot` through the layer's open directory, never
+    /// following a symlink in its place, and checks that it is the inode,
+    /// size and mtime the walk listed.
+    fn open_checked(&self, slot: &Slot) -> Result<File, SourceError> {
         let at = proc_path(&self.root).join(std::ffi::OsStr::from_bytes(&slot.rel));
         let file = OpenOptions::new()
             .read(true)
@@ -263,9 +292,6 @@ impl DirFiles {
         if let Some(why) = drift {
             return Err(slot.changed_error(why));
         }
-        let file = Arc::new(file);
-        let evicted = self.lock().put(n, Arc::clone(&file));
-        drop(evicted);
         Ok(file)
     }
 

@@ -130,6 +130,24 @@ impl DirLayer {
         files.read_exact_at(offset, buf)
     }
 
+    /// The file holding bytes `start..start + size` of the virtual stream
+    /// (one regular file's data, as the tree records it), opened read-only
+    /// anew and checked as reads check it: for the kernel to read the file
+    /// itself (FUSE passthrough). `None` if no file's data lies exactly
+    /// there (or the directory was not indexed); an error if the file is
+    /// no longer what the walk listed, which its later reads report too.
+    pub fn open_whole(&self, start: u64, size: u64) -> Option<Result<File, SourceError>> {
+        self.files.get()?.open_whole(start, size)
+    }
+
+    /// Whether the directory lives on a stacked filesystem (overlayfs, as
+    /// in a container; FUSE; ecryptfs): the kernel passes reads through to
+    /// its files only if told to allow a stack that deep. `false` if the
+    /// system will not say.
+    pub fn on_stacked_fs(&self) -> bool {
+        crate::sys::is_stacked_fs(&self.root).unwrap_or(false)
+    }
+
     /// How many file descriptors are open for reads now (for tests and
     /// benchmarks: never more than [`DirLayer::set_open_files`] allows).
     pub fn open_file_count(&self) -> usize {

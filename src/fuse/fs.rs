@@ -19,6 +19,7 @@ use fuser::{
 };
 
 use super::faults::FaultLog;
+use super::passthrough::Passthrough;
 use super::pusher::Pusher;
 use crate::stack::{Stack, StackError};
 use crate::tree::{Ino, Node, NodeKind};
@@ -48,6 +49,8 @@ pub(super) struct LayerFs {
     zero_message_open: bool,
     /// The same for directories (FUSE_NO_OPENDIR_SUPPORT).
     zero_message_opendir: bool,
+    /// Directory layers' files read by the kernel itself, where it can.
+    passthrough: Passthrough,
     faults: FaultLog,
     /// Puts files a reader is about to read in the page cache.
     pusher: Pusher,
@@ -55,14 +58,19 @@ pub(super) struct LayerFs {
 
 impl LayerFs {
     /// The filesystem of `stack`; `notifier` is set once the session
-    /// exists, and read ahead is off until then.
+    /// exists, and read ahead is off until then. `passthrough`: whether
+    /// directory layers may be passed through, and whether an overlay will
+    /// be mounted over this mount (see `passthrough.rs`).
     pub(super) fn new(
         stack: Stack,
         permission_checks: bool,
+        (passthrough, overlay_lower): (bool, bool),
         notifier: Arc<OnceLock<Notifier>>,
     ) -> LayerFs {
         let stack = Arc::new(stack);
+        let passthrough = Passthrough::new(&stack, passthrough, overlay_lower);
         LayerFs {
+            passthrough,
             pusher: Pusher::new(Arc::clone(&stack), notifier),
             stack,
             permission_checks,
@@ -183,6 +191,7 @@ impl Filesystem for LayerFs {
             let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
         }
         let _ = config.set_max_readahead(MAX_READ as u32);
+        self.passthrough.init(config);
         let kernel = config.capabilities();
         self.zero_message_open = kernel.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
         self.zero_message_opendir = kernel.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
@@ -220,16 +229,61 @@ impl Filesystem for LayerFs {
     /// with FOPEN_KEEP_CACHE, and sends neither OPEN nor RELEASE again. That
     /// is two of the three round trips that reading a small file took. The
     /// mount is read-only, so the VFS refuses writable opens on its own.
+    ///
+    /// A stack with directory layers' files to pass through answers every
+    /// open instead (`passthrough.rs`), as the kernel names a backing file
+    /// only in an OPEN reply.
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
         match self.node(ino) {
             Ok(node) if node.kind() == NodeKind::Directory => reply.error(Errno::EISDIR),
-            Ok(_) if self.zero_message_open => reply.error(Errno::ENOSYS),
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(_) => {
+                let Some(reply) = self
+                    .passthrough
+                    .open(&self.stack, ino.0, reply, &self.faults)
+                else {
+                    return;
+                };
+                if self.zero_message_open && !self.passthrough.active() {
+                    reply.error(Errno::ENOSYS)
+                } else {
+                    reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
+                }
+            }
             Err(e) => reply.error(e),
         }
+    }
+
+    /// Nothing is ever written, so nothing is to flush: ENOSYS makes the
+    /// kernel stop sending FLUSH on every close (fuser's default answers
+    /// the same, with a warning).
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: fuser::LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// Only an open passed through holds anything: its inode's backing
+    /// file, closed with the last such open.
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.passthrough.release(ino.0, fh);
+        reply.ok();
     }
 
     fn read(

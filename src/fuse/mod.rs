@@ -5,7 +5,9 @@
 mod faults;
 mod fs;
 pub mod mountinfo;
+mod open_ahead;
 mod options;
+mod passthrough;
 mod pusher;
 mod readahead;
 mod source;
@@ -121,6 +123,7 @@ pub fn serve(
     let fs = LayerFs::new(
         stack,
         options.permission_checks(),
+        options.passthrough(),
         std::sync::Arc::clone(&notifier),
     );
     let (session, mut unmounter) =

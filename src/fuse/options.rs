@@ -6,7 +6,7 @@ use fuser::{MountOption, SessionACL};
 #[derive(Debug, thiserror::Error)]
 pub enum OptionError {
     /// Not an option layerfs knows.
-    #[error("unknown mount option '{0}' (known: allow_other, allow_root, default_permissions, no_default_permissions, suid, nosuid, dev, nodev, exec, noexec, atime, noatime, ro, fsname=NAME, subtype=NAME)")]
+    #[error("unknown mount option '{0}' (known: allow_other, allow_root, default_permissions, no_default_permissions, passthrough, no_passthrough, suid, nosuid, dev, nodev, exec, noexec, atime, noatime, ro, fsname=NAME, subtype=NAME)")]
     Unknown(String),
     /// An option asking for writes.
     #[error("mount option '{0}': layerfs mounts are read-only")]
@@ -30,6 +30,8 @@ pub(super) struct KernelMount {
 /// mounting user only. `no_default_permissions` is for a user who mounts an
 /// image to read all of it: every file the ACL lets through is then readable
 /// whatever its mode and owner (layerfs itself checks nothing on open).
+/// `no_passthrough` keeps every read of a directory layer's file in the
+/// daemon (see `passthrough.rs`).
 #[derive(Clone, Debug)]
 pub struct MountOptions {
     acl: SessionACL,
@@ -38,6 +40,9 @@ pub struct MountOptions {
     exec: bool,
     atime: bool,
     default_permissions: bool,
+    passthrough: bool,
+    /// The mount is the lower of a kernel overlay (`mount --upper`).
+    overlay_lower: bool,
     fsname: String,
     subtype: String,
     threads: usize,
@@ -52,6 +57,8 @@ impl Default for MountOptions {
             exec: true,
             atime: false,
             default_permissions: true,
+            passthrough: true,
+            overlay_lower: false,
             fsname: "layerfs".into(),
             subtype: "layerfs".into(),
             threads: std::thread::available_parallelism()
@@ -70,6 +77,8 @@ impl MountOptions {
                 "allow_root" => self.acl = SessionACL::RootAndOwner,
                 "default_permissions" => self.default_permissions = true,
                 "no_default_permissions" => self.default_permissions = false,
+                "passthrough" => self.passthrough = true,
+                "no_passthrough" => self.passthrough = false,
                 "suid" => self.suid = true,
                 "nosuid" => self.suid = false,
                 "dev" => self.dev = true,
@@ -98,6 +107,18 @@ impl MountOptions {
     /// Sets how many threads serve requests (at least 1).
     pub fn set_threads(&mut self, threads: usize) {
         self.threads = threads.max(1);
+    }
+
+    /// Marks the mount as the lower of a kernel overlay: the kernel then
+    /// allows one filesystem fewer below it (see `passthrough.rs`).
+    pub fn set_overlay_lower(&mut self) {
+        self.overlay_lower = true;
+    }
+
+    /// Whether directory layers' files may be read by the kernel itself
+    /// (FUSE passthrough), and whether the mount is an overlay's lower.
+    pub(super) fn passthrough(&self) -> (bool, bool) {
+        (self.passthrough, self.overlay_lower)
     }
 
     pub(super) fn threads(&self) -> usize {
@@ -260,6 +281,19 @@ mod tests {
         assert_eq!(kernel.fs_type, "fuse.img");
         assert_eq!(kernel.data, "allow_other");
         assert_eq!(kernel.flags & libc::MS_NOEXEC, libc::MS_NOEXEC);
+    }
+
+    #[test]
+    fn passthrough_is_on_unless_turned_off() {
+        let mut o = MountOptions::default();
+        assert_eq!(o.passthrough(), (true, false));
+        o.parse("no_passthrough").expect("valid option");
+        o.set_overlay_lower();
+        assert_eq!(o.passthrough(), (false, true));
+        o.parse("passthrough").expect("valid option");
+        assert_eq!(o.passthrough(), (true, true));
+        // Not the kernel's: never handed to mount(2) or fusermount3.
+        assert_eq!(o.kernel_mount().data, "default_permissions");
     }
 
     #[test]

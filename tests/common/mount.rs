@@ -348,3 +348,37 @@ impl Drop for Foreground {
         let _ = self.child.wait();
     }
 }
+
+/// A kernel mount (overlayfs) that is unmounted when dropped.
+pub struct KernelMount(pub PathBuf);
+
+impl KernelMount {
+    /// Mounts overlayfs with `options` (`lowerdir=...`) at `target`.
+    pub fn overlay(options: &str, target: &Path) -> KernelMount {
+        std::fs::create_dir_all(target).expect("mkdir mountpoint");
+        let run = run_captured(
+            Command::new("mount")
+                .args(["-t", "overlay", "overlay", "-o", options])
+                .arg(target),
+        );
+        run.expect_success("mount -t overlay");
+        KernelMount(target.to_path_buf())
+    }
+}
+
+impl Drop for KernelMount {
+    fn drop(&mut self) {
+        if run_captured(Command::new("umount").arg(&self.0))
+            .status
+            .success()
+        {
+            return;
+        }
+        let _ = run_captured(Command::new("umount").arg("-l").arg(&self.0));
+        assert!(
+            std::thread::panicking() || !is_mounted(&self.0),
+            "could not unmount {}",
+            self.0.display()
+        );
+    }
+}
