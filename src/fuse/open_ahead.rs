@@ -20,12 +20,11 @@
 //! [`CHUNK_BYTES`]: super::readahead::CHUNK_BYTES
 //! [`MAX_FILE`]: super::readahead::MAX_FILE
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use super::passthrough::dir_file;
-use super::readahead::{Detector, Plan, MAX_FILE};
+use super::readahead::{next_plan, Detector, PlanQueue, MAX_FILE};
 use crate::stack::Stack;
 use crate::tree::Ino;
 
@@ -44,13 +43,10 @@ struct Shared {
 #[derive(Default)]
 struct State {
     detector: Detector,
-    queue: VecDeque<Plan>,
-    /// Bumped by each new stream: the plan being warmed is dropped.
-    generation: u64,
+    plans: PlanQueue,
     /// The last file opened: opened again (a reader that reads it, then
     /// maps it), it is no step out of order.
     last: Option<Ino>,
-    stop: bool,
 }
 
 impl OpenAhead {
@@ -71,15 +67,12 @@ impl OpenAhead {
         if state.last.replace(ino) == Some(ino) {
             return;
         }
-        let advice = state.detector.missed(self.shared.stack.tree(), ino);
-        if advice.restart {
-            state.queue.clear();
-            state.generation += 1;
-        }
-        if advice.plans.is_empty() {
+        let mut advice = state.detector.missed(self.shared.stack.tree(), ino);
+        let planned = !advice.plans.is_empty();
+        state.plans.follow(&mut advice);
+        if !planned {
             return;
         }
-        state.queue.extend(advice.plans);
         drop(state);
         self.shared.wake.notify_one();
         self.start_thread();
@@ -99,7 +92,7 @@ impl OpenAhead {
             Err(e) => {
                 // Opens are served all the same; the reader waits for the disk.
                 log::debug!("open-ahead thread not started: {e}");
-                self.shared.lock().stop = true;
+                self.shared.lock().plans.stop();
             }
         }
     }
@@ -107,7 +100,7 @@ impl OpenAhead {
 
 impl Drop for OpenAhead {
     fn drop(&mut self) {
-        self.shared.lock().stop = true;
+        self.shared.lock().plans.stop();
         self.shared.wake.notify_all();
         let thread = self.thread.get_mut().unwrap_or_else(|p| p.into_inner());
         if let Some(thread) = thread.take() {
@@ -127,24 +120,16 @@ impl Shared {
     /// file the reader opened.
     fn progress(&self, generation: u64) -> (bool, Option<Ino>) {
         let state = self.lock();
-        (!state.stop && state.generation == generation, state.last)
+        (state.plans.current(generation), state.last)
     }
 }
 
 /// The thread: warms the planned files until stopped.
 fn warm(shared: &Shared) {
     loop {
-        let (plan, generation) = {
-            let mut state = shared.lock();
-            loop {
-                if state.stop {
-                    return;
-                }
-                if let Some(plan) = state.queue.pop_front() {
-                    break (plan, state.generation);
-                }
-                state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
-            }
+        let Some((plan, generation)) = next_plan(shared.lock(), &shared.wake, |s| &mut s.plans)
+        else {
+            return;
         };
         let mut warmed = 0;
         for ino in (plan.first..=plan.last).filter(|&ino| Some(ino) != plan.trip) {

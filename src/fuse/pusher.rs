@@ -35,14 +35,13 @@
 //! page the kernel keeps locked for a read in progress is unlocked by a
 //! worker's reply while this thread waits for it.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 
 use fuser::{INodeNo, Notifier};
 
-use super::readahead::{self, Advice, Detector, Plan};
+use super::readahead::{self, next_plan, Advice, Detector, Plan, PlanQueue};
 use crate::source::Codec;
 use crate::stack::{Layer, Stack};
 use crate::tree::{Ino, NodeKind};
@@ -88,16 +87,13 @@ struct Shared {
 #[derive(Default)]
 struct State {
     detector: Detector,
-    queue: VecDeque<Plan>,
-    /// Bumped by each new stream: the plan being pushed is dropped.
-    generation: u64,
+    plans: PlanQueue,
     /// A plain layer's bytes to ask of the disk: layer, from, to.
     prefetch: Option<(usize, u64, u64)>,
     /// How far the last prefetch went: layer, offset.
     ahead: Option<(usize, u64)>,
     /// Per layer, once known: whether its pages may be dropped behind.
     may_drop: std::collections::HashMap<usize, bool>,
-    stop: bool,
     /// Totals, for the debug log.
     files: u64,
     bytes: u64,
@@ -161,19 +157,18 @@ impl Pusher {
 
     /// Acts on `advice`: the reader has read files up to `read` itself and
     /// goes on at file `next`.
-    fn follow(&self, mut state: MutexGuard<'_, State>, advice: Advice, read: Ino, next: Ino) {
+    fn follow(&self, mut state: MutexGuard<'_, State>, mut advice: Advice, read: Ino, next: Ino) {
         if let Some(at) = advice.reader_at {
             self.shared.reader_at.fetch_max(at, Ordering::Relaxed);
         }
         if advice.restart {
-            state.queue.clear();
-            state.generation += 1;
             self.shared.reader_at.store(read, Ordering::Relaxed);
         }
-        if advice.plans.is_empty() {
+        let planned = !advice.plans.is_empty();
+        state.plans.follow(&mut advice);
+        if !planned {
             return;
         }
-        state.queue.extend(advice.plans);
         self.plan_prefetch(&mut state, next);
         drop(state);
         self.shared.wake.notify_one();
@@ -233,7 +228,7 @@ impl Pusher {
                 Err(e) => {
                     // Reads are served all the same, each by its own request.
                     log::debug!("read-ahead thread not started: {e}");
-                    self.shared.lock().stop = true;
+                    self.shared.lock().plans.stop();
                     self.shared.wake_ahead.notify_all();
                     return;
                 }
@@ -244,7 +239,7 @@ impl Pusher {
 
 impl Drop for Pusher {
     fn drop(&mut self) {
-        self.shared.lock().stop = true;
+        self.shared.lock().plans.stop();
         self.shared.wake.notify_all();
         self.shared.wake_ahead.notify_all();
         let threads = self.threads.get_mut().unwrap_or_else(|p| p.into_inner());
@@ -271,8 +266,7 @@ impl Shared {
 
     /// Whether the plan of `generation` is still wanted.
     fn current(&self, generation: u64) -> bool {
-        let state = self.lock();
-        !state.stop && state.generation == generation
+        self.lock().plans.current(generation)
     }
 
     /// Whether pages of plain layer `layer` may be dropped once pushed:
@@ -322,7 +316,7 @@ fn plain_file(layer: &Layer) -> Option<(&std::fs::File, u64)> {
 fn ask_ahead(shared: &Shared) {
     let mut state = shared.lock();
     loop {
-        if state.stop {
+        if state.plans.stopped() {
             return;
         }
         if let Some((layer, from, to)) = state.prefetch.take() {
@@ -342,17 +336,9 @@ fn ask_ahead(shared: &Shared) {
 fn push(shared: &Shared) {
     let mut buf = Vec::new();
     loop {
-        let (plan, generation) = {
-            let mut state = shared.lock();
-            loop {
-                if state.stop {
-                    return;
-                }
-                if let Some(plan) = state.queue.pop_front() {
-                    break (plan, state.generation);
-                }
-                state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
-            }
+        let Some((plan, generation)) = next_plan(shared.lock(), &shared.wake, |s| &mut s.plans)
+        else {
+            return;
         };
         let Some(notifier) = shared.notifier.get() else {
             continue;

@@ -38,6 +38,9 @@
 //! per chunk rather than per directory saves the reader a round trip per
 //! directory.
 
+use std::collections::VecDeque;
+use std::sync::{Condvar, MutexGuard};
+
 use crate::tree::{Ino, NodeKind, Tree};
 
 /// File bytes per planned chunk.
@@ -113,6 +116,62 @@ pub(super) struct Advice {
     pub(super) reader_at: Option<Ino>,
     /// Chunks to push, in order.
     pub(super) plans: Vec<Plan>,
+}
+
+/// The plans a worker thread (the pusher, the open-ahead) has yet to
+/// carry out, kept under its owner's lock: one queue type, so that both
+/// threads drop a stale stream and stop the same way.
+#[derive(Debug, Default)]
+pub(super) struct PlanQueue {
+    plans: VecDeque<Plan>,
+    /// Bumped by each new stream: a plan being carried out is dropped.
+    generation: u64,
+    stop: bool,
+}
+
+impl PlanQueue {
+    /// Takes the detector's advice: a new stream drops what was planned.
+    pub(super) fn follow(&mut self, advice: &mut Advice) {
+        if advice.restart {
+            self.plans.clear();
+            self.generation += 1;
+        }
+        self.plans.extend(advice.plans.drain(..));
+    }
+
+    /// The worker is to end; woken, it returns.
+    pub(super) fn stop(&mut self) {
+        self.stop = true;
+    }
+
+    pub(super) fn stopped(&self) -> bool {
+        self.stop
+    }
+
+    /// Whether a plan taken in `generation` is still wanted.
+    pub(super) fn current(&self, generation: u64) -> bool {
+        !self.stop && self.generation == generation
+    }
+}
+
+/// Waits on `wake` until the queue that `queue` finds in `state` holds a
+/// plan, and takes it with its generation; `None` once the queue is
+/// stopped.
+pub(super) fn next_plan<S>(
+    mut state: MutexGuard<'_, S>,
+    wake: &Condvar,
+    queue: fn(&mut S) -> &mut PlanQueue,
+) -> Option<(Plan, u64)> {
+    loop {
+        let q = queue(&mut state);
+        if q.stop {
+            return None;
+        }
+        if let Some(plan) = q.plans.pop_front() {
+            return Some((plan, q.generation));
+        }
+        state = wake.wait(state).unwrap_or_else(|p| p.into_inner());
+    }
 }
 
 /// The stream being pushed.
@@ -351,6 +410,47 @@ fn last_file(members: &impl Members, ino: Ino, dir: Ino) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_queue_drops_a_stale_stream_and_wakes_a_worker_to_stop() {
+        let plan = |first| Plan {
+            first,
+            last: first + 3,
+            trip: None,
+            bytes: 4,
+        };
+        let lock = std::sync::Mutex::new(PlanQueue::default());
+        let wake = Condvar::new();
+        let mut advice = Advice {
+            plans: vec![plan(10), plan(14)],
+            ..Advice::default()
+        };
+        lock.lock().expect("lock").follow(&mut advice);
+        let (taken, old) = next_plan(lock.lock().expect("lock"), &wake, |q| q).expect("a plan");
+        assert_eq!(taken, plan(10));
+        assert!(lock.lock().expect("lock").current(old));
+        // A new stream: the plan left of the old one goes, the one being
+        // carried out is no longer wanted.
+        let mut advice = Advice {
+            restart: true,
+            plans: vec![plan(50)],
+            ..Advice::default()
+        };
+        lock.lock().expect("lock").follow(&mut advice);
+        assert!(!lock.lock().expect("lock").current(old));
+        let (taken, new) = next_plan(lock.lock().expect("lock"), &wake, |q| q).expect("a plan");
+        assert_eq!(taken, plan(50));
+        assert_ne!(new, old);
+        // A worker waiting on an empty queue returns once it is stopped.
+        std::thread::scope(|scope| {
+            let worker = scope.spawn(|| next_plan(lock.lock().expect("lock"), &wake, |q| q));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            lock.lock().expect("lock").stop();
+            wake.notify_all();
+            assert_eq!(worker.join().expect("worker"), None);
+        });
+        assert!(lock.lock().expect("lock").stopped());
+    }
 
     /// Inodes 2.. as `(parent, file size or None)`; inode 1 is the root.
     struct Table(Vec<Member>);
